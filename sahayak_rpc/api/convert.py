@@ -1,0 +1,391 @@
+"""Conversions between protobuf messages and domain objects."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from .. import settings as ms
+from ..errors import InvalidArgument
+from ..ingest import MAX_ID_LEN, MAX_MAP_ENTRIES, MAX_TEXT_LEN, OutcomeRecord, new_id
+from ..schema import Column, FeatureSpec, FeatureType, FieldError, LabelSpec, Row, Schema, SchemaError, rows_from_columns
+from ..store import ModelRecord
+from .._proto.sahayak.v1 import common_pb2, registry_pb2
+
+MAX_TIMESTAMP_S = 253402300799  # 9999-12-31T23:59:59Z
+# Outcomes dated further ahead than this are a client clock or unit bug.
+FUTURE_SLACK_US = 86_400_000_000
+
+
+# --- time ---------------------------------------------------------------
+
+def ts_to_us(ts: timestamp_pb2.Timestamp) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def us_to_ts(us: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def s_to_duration(seconds: float) -> duration_pb2.Duration:
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9)))
+
+
+def duration_to_s(d: duration_pb2.Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def check_timestamp(ts: timestamp_pb2.Timestamp, path: str, errors: list[FieldError]) -> bool:
+    if not 0 <= ts.seconds <= MAX_TIMESTAMP_S or not 0 <= ts.nanos < 1_000_000_000:
+        errors.append(FieldError(path, "timestamp out of range (1970-01-01 to 9999-12-31)"))
+        return False
+    return True
+
+
+# --- pagination ---------------------------------------------------------
+
+def encode_token(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode() if value else ""
+
+
+def decode_token(token: str, path: str = "page_token") -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode()
+    except (ValueError, UnicodeError):
+        raise InvalidArgument.fields([FieldError(path, "not a token this server issued")]) from None
+
+
+# --- features -----------------------------------------------------------
+
+def row_from_proto(features: Mapping[str, common_pb2.FeatureValue]) -> Row:
+    """Feature map -> Row; a FeatureValue with nothing set counts as missing."""
+    row: Row = {}
+    for name in features:
+        fv = features[name]
+        kind = fv.WhichOneof("kind")
+        if kind is not None:
+            row[name] = getattr(fv, kind)
+    return row
+
+
+def value_to_proto(value: float | str | bool) -> common_pb2.FeatureValue:
+    if isinstance(value, bool):
+        return common_pb2.FeatureValue(bool_value=value)
+    if isinstance(value, str):
+        return common_pb2.FeatureValue(string_value=value)
+    return common_pb2.FeatureValue(number_value=value)
+
+
+def row_to_proto(row: Row, target: Any) -> None:
+    for name, value in row.items():
+        target[name].CopyFrom(value_to_proto(value))
+
+
+def check_string_map(m: Mapping[str, str], path: str, errors: list[FieldError]) -> None:
+    if len(m) > MAX_MAP_ENTRIES:
+        errors.append(FieldError(path, f"at most {MAX_MAP_ENTRIES} entries"))
+        return
+    for k, v in m.items():
+        if not k or len(k) > MAX_ID_LEN:
+            errors.append(FieldError(f"{path}.{k[:40]}", f"keys must be 1-{MAX_ID_LEN} characters"))
+        elif len(v) > MAX_TEXT_LEN:
+            errors.append(FieldError(f"{path}.{k}", f"values must be at most {MAX_TEXT_LEN} characters"))
+
+
+def check_id(value: str, path: str, errors: list[FieldError]) -> None:
+    if len(value) > MAX_ID_LEN:
+        errors.append(FieldError(path, f"at most {MAX_ID_LEN} characters"))
+    # isprintable() is False for every whitespace character but the ASCII space.
+    elif value and (" " in value or not value.isprintable()):
+        errors.append(FieldError(path, "must not contain whitespace or control characters"))
+
+
+def outcome_from_proto(o: common_pb2.Outcome, now_us: int, prefix: str, source: str) -> tuple[OutcomeRecord, list[FieldError]]:
+    """Parse one outcome; problems outside the feature schema are returned, not raised."""
+    errors: list[FieldError] = []
+    check_id(o.outcome_id, f"{prefix}.outcome_id", errors)
+    check_id(o.prediction_id, f"{prefix}.prediction_id", errors)
+    if o.label == common_pb2.LABEL_POSITIVE:
+        label = True
+    elif o.label == common_pb2.LABEL_NEGATIVE:
+        label = False
+    else:
+        label = False
+        errors.append(FieldError(f"{prefix}.label", "required: LABEL_POSITIVE or LABEL_NEGATIVE"))
+    occurred = now_us
+    if o.HasField("occurred_at") and check_timestamp(o.occurred_at, f"{prefix}.occurred_at", errors):
+        occurred = ts_to_us(o.occurred_at)
+        if occurred > now_us + FUTURE_SLACK_US:
+            errors.append(FieldError(f"{prefix}.occurred_at", "more than a day in the future"))
+    entities: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    if o.entities:
+        check_string_map(o.entities, f"{prefix}.entities", errors)
+        entities = dict(o.entities)
+    if o.metadata:
+        check_string_map(o.metadata, f"{prefix}.metadata", errors)
+        metadata = dict(o.metadata)
+    record = OutcomeRecord(
+        outcome_id=o.outcome_id or new_id(),
+        features=row_from_proto(o.features),
+        label=label,
+        occurred_at_us=occurred,
+        entities=entities,
+        metadata=metadata,
+        prediction_id=o.prediction_id,
+        source=source,
+    )
+    return record, errors
+
+
+# --- schema -------------------------------------------------------------
+
+_TYPES = {
+    registry_pb2.FEATURE_TYPE_NUMERIC: FeatureType.NUMERIC,
+    registry_pb2.FEATURE_TYPE_CATEGORICAL: FeatureType.CATEGORICAL,
+    registry_pb2.FEATURE_TYPE_BOOLEAN: FeatureType.BOOLEAN,
+}
+_TYPES_BACK = {v: k for k, v in _TYPES.items()}
+
+
+def schema_from_proto(m: registry_pb2.Model) -> Schema:
+    errors: list[FieldError] = []
+    feats = []
+    for i, f in enumerate(m.features):
+        ftype = _TYPES.get(f.type)
+        if ftype is None:
+            errors.append(FieldError(f"model.features[{i}].type", "must be FEATURE_TYPE_NUMERIC, _CATEGORICAL or _BOOLEAN"))
+            continue
+        feats.append(FeatureSpec(
+            name=f.name, type=ftype, required=f.required, description=f.description,
+            min=f.min if f.HasField("min") else None, max=f.max if f.HasField("max") else None,
+            categories=tuple(f.categories), allow_unknown_categories=f.allow_unknown_categories, group=f.group,
+        ))
+    label = LabelSpec(
+        name=m.label.name or "label",
+        positive_class=m.label.positive_class or "positive",
+        negative_class=m.label.negative_class or "negative",
+        description=m.label.description,
+    )
+    if errors:
+        raise InvalidArgument.fields(errors)
+    try:
+        return Schema(tuple(feats), label)
+    except SchemaError as exc:
+        raise InvalidArgument.fields([FieldError("model." + e.field, e.reason) for e in exc.errors]) from None
+
+
+def schema_to_proto(schema: Schema, target: registry_pb2.Model) -> None:
+    for f in schema.features:
+        spec = target.features.add(
+            name=f.name, type=_TYPES_BACK[f.type], required=f.required, description=f.description,
+            categories=f.categories, allow_unknown_categories=f.allow_unknown_categories, group=f.group,
+        )
+        if f.min is not None:
+            spec.min = f.min
+        if f.max is not None:
+            spec.max = f.max
+    target.label.CopyFrom(registry_pb2.LabelSpec(
+        name=schema.label.name, positive_class=schema.label.positive_class,
+        negative_class=schema.label.negative_class, description=schema.label.description,
+    ))
+
+
+# --- settings -----------------------------------------------------------
+
+_FAMILY_PREFIX = "MODEL_FAMILY_"
+_SPLIT_PREFIX = "SPLIT_STRATEGY_"
+# proto field name -> domain field name where they differ (durations carry a unit).
+_RENAMES = {"retrain_interval": "retrain_interval_s", "alert_cooldown": "alert_cooldown_s",
+            "freshness_limit": "freshness_limit_s"}
+
+
+def _family_name(value: int, path: str) -> str:
+    try:
+        name = registry_pb2.ModelFamily.Name(value)  # type: ignore[arg-type]
+    except ValueError:
+        name = ""
+    if not name.startswith(_FAMILY_PREFIX) or value == registry_pb2.MODEL_FAMILY_UNSPECIFIED:
+        raise InvalidArgument.fields([FieldError(path, f"unknown model family {value}")])
+    return name[len(_FAMILY_PREFIX):].lower()
+
+
+def settings_proto_to_dict(p: registry_pb2.ModelSettings, path: str = "model.settings") -> dict[str, Any]:
+    """Only the fields the message sets, keyed by domain names."""
+
+    def walk(msg: Any, where: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field, value in msg.ListFields():
+            name = _RENAMES.get(field.name, field.name)
+            if field.message_type is not None and field.message_type.full_name == "google.protobuf.Duration":
+                seconds = duration_to_s(value)
+                if not math.isfinite(seconds) or seconds < 0:
+                    raise InvalidArgument.fields([FieldError(f"{where}.{field.name}", "must not be negative")])
+                out[name] = seconds
+            elif field.name == "families":
+                out[name] = tuple(_family_name(v, f"{where}.families") for v in value)
+            elif field.name == "split":
+                label = registry_pb2.SplitStrategy.Name(value) if value in registry_pb2.SplitStrategy.values() else ""
+                out[name] = label[len(_SPLIT_PREFIX):].lower() if label else f"unknown({value})"
+            elif field.message_type is not None:
+                out[name] = walk(value, f"{where}.{field.name}")
+            else:
+                out[name] = value
+        return out
+
+    return walk(p, path)
+
+
+def settings_to_proto(s: ms.ModelSettings) -> registry_pb2.ModelSettings:
+    t, g, m = s.training, s.gate, s.monitoring
+    return registry_pb2.ModelSettings(
+        decision_threshold=s.decision_threshold,
+        training=registry_pb2.TrainingSettings(
+            retrain_interval=s_to_duration(t.retrain_interval_s),
+            incremental_every=t.incremental_every,
+            validation_fraction=t.validation_fraction,
+            split=registry_pb2.SplitStrategy.Value(_SPLIT_PREFIX + t.split.upper()),  # type: ignore[arg-type]
+            min_samples=t.min_samples,
+            families=[registry_pb2.ModelFamily.Value(_FAMILY_PREFIX + f.upper()) for f in t.families],  # type: ignore[misc]
+            logistic_regression=registry_pb2.LogisticRegressionParams(**vars(t.logistic_regression)),
+            gradient_boosting=registry_pb2.GradientBoostingParams(**vars(t.gradient_boosting)),
+            random_seed=t.random_seed,
+            schedule_enabled=t.schedule_enabled,
+        ),
+        gate=registry_pb2.QualityGate(**vars(g)),
+        monitoring=registry_pb2.MonitoringSettings(
+            drift_psi_threshold=m.drift_psi_threshold,
+            drift_share=m.drift_share,
+            alert_cooldown=s_to_duration(m.alert_cooldown_s),
+            freshness_limit=s_to_duration(m.freshness_limit_s),
+            retrain_on_breach=m.retrain_on_breach,
+        ),
+    )
+
+
+def settings_from_partial(partial: dict[str, Any], base: ms.ModelSettings) -> ms.ModelSettings:
+    try:
+        return ms.from_dict(partial, base)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument.fields([FieldError("model.settings", str(exc))]) from None
+
+
+def apply_update_mask(
+    current: ms.ModelSettings, defaults: ms.ModelSettings, partial: dict[str, Any], paths: list[str]
+) -> ms.ModelSettings:
+    """AIP-134 semantics: a masked field takes the request's value, or the server default if unset."""
+    merged = ms.to_dict(current)
+    base = ms.to_dict(defaults)
+    for i, path in enumerate(paths):
+        parts = [_RENAMES.get(p, p) for p in path.split(".")]
+        target, src_default, src = merged, base, partial
+        for depth, key in enumerate(parts):
+            if not isinstance(target, dict) or key not in target:
+                raise InvalidArgument.fields([FieldError(f"update_mask.paths[{i}]", f"unknown field {path!r}")])
+            last = depth == len(parts) - 1
+            if last:
+                value = src.get(key) if isinstance(src, dict) else None
+                if isinstance(src_default[key], dict):
+                    value = _deep_merge(src_default[key], value or {})
+                elif value is None:
+                    value = src_default[key]
+                target[key] = value
+            else:
+                target, src_default = target[key], src_default[key]
+                src = src.get(key, {}) if isinstance(src, dict) else {}
+    return settings_from_partial(merged, ms.ModelSettings())
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return out
+
+
+def model_to_proto(record: ModelRecord) -> registry_pb2.Model:
+    m = registry_pb2.Model(
+        name=record.name,
+        description=record.description,
+        settings=settings_to_proto(record.settings),
+        create_time=us_to_ts(record.created_us),
+        update_time=us_to_ts(record.updated_us),
+    )
+    schema_to_proto(record.schema, m)
+    return m
+
+
+def columns_from_proto(cols: common_pb2.FeatureColumns) -> list[Column]:
+    return [Column(c.name, numbers=c.numbers or None, strings=c.strings or None) for c in cols.columns]
+
+
+def outcomes_from_columns(
+    cols: common_pb2.OutcomeColumns, schema: Schema, now_us: int, source: str
+) -> list[tuple[OutcomeRecord, list[FieldError]]]:
+    """Parse a columnar batch; the feature values come out already checked against ``schema``."""
+    n = cols.features.row_count
+    problems: list[FieldError] = []
+    if n < 0:
+        problems.append(FieldError("columns.features.row_count", "must not be negative"))
+    for name, values, required in (
+        ("labels", cols.labels, True), ("outcome_ids", cols.outcome_ids, False),
+        ("occurred_at_micros", cols.occurred_at_micros, False), ("prediction_ids", cols.prediction_ids, False),
+    ):
+        if len(values) != n and (required or len(values)):
+            problems.append(FieldError(f"columns.{name}", f"has {len(values)} entries for {n} rows"))
+    for group, string_cols in (("entities", cols.entities), ("metadata", cols.metadata)):
+        for i, sc in enumerate(string_cols):
+            if len(sc.values) != n:
+                problems.append(FieldError(f"columns.{group}[{i}]", f"has {len(sc.values)} entries for {n} rows"))
+            if not sc.name or len(sc.name) > MAX_ID_LEN:
+                problems.append(FieldError(f"columns.{group}[{i}].name", f"must be 1-{MAX_ID_LEN} characters"))
+    if len(cols.entities) > MAX_MAP_ENTRIES or len(cols.metadata) > MAX_MAP_ENTRIES:
+        problems.append(FieldError("columns.entities", f"at most {MAX_MAP_ENTRIES} entity and metadata columns each"))
+    if problems:
+        raise InvalidArgument.fields(problems)
+    try:
+        rows, row_errors = rows_from_columns(schema, n, columns_from_proto(cols.features), "outcome.features")
+    except SchemaError as exc:
+        raise InvalidArgument.fields(
+            [FieldError(e.field.replace("outcome.features", "columns.features.columns", 1), e.reason) for e in exc.errors]
+        ) from None
+    labels = cols.labels
+    ids = cols.outcome_ids or [""] * n
+    times = cols.occurred_at_micros or [0] * n
+    preds = cols.prediction_ids or [""] * n
+    ent_cols = [(c.name, c.values) for c in cols.entities]
+    meta_cols = [(c.name, c.values) for c in cols.metadata]
+    limit = now_us + FUTURE_SLACK_US
+    out = []
+    for i in range(n):
+        errors: list[FieldError] = []
+        if i in row_errors:
+            errors.append(row_errors[i])
+        oid, pid, when, lab = ids[i], preds[i], times[i], labels[i]
+        if oid:
+            check_id(oid, "outcome.outcome_id", errors)
+        if pid:
+            check_id(pid, "outcome.prediction_id", errors)
+        if lab != common_pb2.LABEL_POSITIVE and lab != common_pb2.LABEL_NEGATIVE:
+            errors.append(FieldError("outcome.label", "required: LABEL_POSITIVE or LABEL_NEGATIVE"))
+        if when == 0:
+            when = now_us
+        elif not 0 < when <= MAX_TIMESTAMP_S * 1_000_000:
+            errors.append(FieldError("outcome.occurred_at", "timestamp out of range"))
+        elif when > limit:
+            errors.append(FieldError("outcome.occurred_at", "more than a day in the future"))
+        entities = {name: values[i] for name, values in ent_cols if values[i]} if ent_cols else {}
+        metadata = {name: values[i] for name, values in meta_cols if values[i]} if meta_cols else {}
+        record = OutcomeRecord(
+            outcome_id=oid or new_id(), features=rows[i], label=lab == common_pb2.LABEL_POSITIVE,
+            occurred_at_us=when, entities=entities, metadata=metadata, prediction_id=pid, source=source,
+        )
+        out.append((record, errors))
+    return out

@@ -1,0 +1,91 @@
+"""One interceptor for every RPC: ServiceError -> rich status, one log line per call."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import structlog
+
+from ..errors import ServiceError
+from .errors import to_status
+
+log = structlog.get_logger("sahayak_rpc.rpc")
+_ids = itertools.count(1)
+_OK = grpc.StatusCode.OK
+
+
+def _request_id(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata():
+        if key == "x-request-id":
+            return str(value)[:64]
+    return f"r{next(_ids)}"
+
+
+def _fail(context: grpc.ServicerContext, exc: Exception, method: str, rid: str) -> None:
+    if isinstance(exc, ServiceError):
+        context.abort_with_status(to_status(exc))
+    # A bug of ours: log it with the stack and answer INTERNAL without details.
+    log.exception("rpc.crashed", method=method, request_id=rid)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {rid})")
+
+
+def _code(context: grpc.ServicerContext) -> str:
+    code = context.code()
+    if code is None:
+        return "OK"
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+class RpcInterceptor(grpc.ServerInterceptor):
+    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method = details.method  # type: ignore[attr-defined]
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_unary(handler.unary_unary, method))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=_unary(handler.stream_unary, method))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_streaming(handler.unary_stream, method))
+        return handler._replace(stream_stream=_streaming(handler.stream_stream, method))
+
+
+def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.perf_counter()
+        rid = _request_id(context)
+        try:
+            return behaviour(request, context)
+        except Exception as exc:
+            if context.code() not in (None, _OK):  # already aborted (incl. UNIMPLEMENTED)
+                raise
+            _fail(context, exc, method, rid)
+        finally:
+            log.info("rpc", method=method, code=_code(context), latency_us=round((time.perf_counter() - start) * 1e6), request_id=rid)
+
+    return wrapper
+
+
+def _streaming(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+    def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        start = time.perf_counter()
+        rid = _request_id(context)
+        sent = 0
+        try:
+            for item in behaviour(request, context):
+                sent += 1
+                yield item
+        except Exception as exc:
+            if context.code() not in (None, _OK):
+                raise
+            _fail(context, exc, method, rid)
+        finally:
+            code = _code(context) if context.is_active() or context.code() is not None else "CANCELLED"
+            log.info("rpc", method=method, code=code, messages=sent, latency_us=round((time.perf_counter() - start) * 1e6), request_id=rid)
+
+    return wrapper

@@ -1,0 +1,64 @@
+"""Declared models: create, look up, list, update settings."""
+
+from __future__ import annotations
+
+from .. import settings as ms
+from ..errors import InvalidArgument, NotFound
+from ..schema import MODEL_NAME_RE, FieldError, Schema
+from ..store import ModelRecord
+from .context import AppContext
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+
+
+class Catalog:
+    def __init__(self, ctx: AppContext) -> None:
+        self._ctx = ctx
+        # Models are read on every ingest and prediction; they change rarely.
+        self._cache: dict[str, ModelRecord] = {}
+
+    def create(self, name: str, description: str, schema: Schema, settings: ms.ModelSettings) -> ModelRecord:
+        errors = []
+        if not MODEL_NAME_RE.match(name):
+            errors.append(FieldError("model.name", f"{name!r} must match {MODEL_NAME_RE.pattern}"))
+        if len(description) > 4096:
+            errors.append(FieldError("model.description", "at most 4096 characters"))
+        errors += ms.check_settings(settings, prefix="model.settings")
+        if errors:
+            raise InvalidArgument.fields(errors)
+        record = self._ctx.models.create(name, description, schema, settings, self._ctx.now_us())
+        self._cache[name] = record
+        return record
+
+    def get(self, name: str, field: str = "model") -> ModelRecord:
+        record = self._cache.get(name)
+        if record is not None:
+            return record
+        if not name:
+            raise InvalidArgument.fields([FieldError(field, "required")])
+        record = self._ctx.models.get(name)
+        if record is None:
+            raise NotFound(f"model {name!r} not found", reason="MODEL_NOT_FOUND")
+        self._cache[name] = record
+        return record
+
+    def list(self, page_size: int, after_name: str) -> tuple[list[ModelRecord], str]:
+        if page_size < 0:
+            raise InvalidArgument.fields([FieldError("page_size", "must not be negative")])
+        size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
+        records = self._ctx.models.list(after_name, size + 1)
+        more = len(records) > size
+        records = records[:size]
+        return records, (records[-1].name if more else "")
+
+    def update(self, name: str, description: str, settings: ms.ModelSettings) -> ModelRecord:
+        current = self.get(name, "model.name")
+        errors = ms.check_settings(settings, prefix="model.settings")
+        if len(description) > 4096:
+            errors.append(FieldError("model.description", "at most 4096 characters"))
+        if errors:
+            raise InvalidArgument.fields(errors)
+        self._ctx.models.update(name, description, settings, self._ctx.now_us())
+        self._cache.pop(name, None)
+        return self.get(current.name)

@@ -1,0 +1,29 @@
+"""Everything the use cases share: config, clock, database, repositories."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from ..config import ServerConfig
+from ..runtime.clock import Clock
+from ..store import Database, ModelRepository, OutcomeRepository
+
+
+@dataclass
+class AppContext:
+    config: ServerConfig
+    clock: Clock
+    db: Database
+    models: ModelRepository = field(init=False)
+    outcomes: OutcomeRepository = field(init=False)
+    started_at: float = field(init=False)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.models = ModelRepository(self.db)
+        self.outcomes = OutcomeRepository(self.db)
+        self.started_at = self.clock.now()
+
+    def now_us(self) -> int:
+        return int(self.clock.now() * 1_000_000)

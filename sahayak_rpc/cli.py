@@ -1,0 +1,245 @@
+"""The `sahayak-rpc` command: serve, load the demo, and operate a server.
+
+    sahayak-rpc serve [--demo]        run the server
+    sahayak-rpc demo                  create the demo model and load outcomes
+    sahayak-rpc models [NAME]         list models, or show one
+    sahayak-rpc import FILE --model M import a CSV / JSONL file of outcomes
+    sahayak-rpc status                the server's status
+    sahayak-rpc config                the effective configuration
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+DEFAULT_TARGET = os.environ.get("SAHAYAK_TARGET", "127.0.0.1:50051")
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def _message(msg: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import config as cfgmod
+    from .logs import configure
+    from .server import Server
+
+    try:
+        cfg = cfgmod.load(args.config, host=args.host, port=args.port, db=args.db, log_level=args.log_level)
+    except cfgmod.ConfigError as exc:
+        print(f"sahayak-rpc: {exc}", file=sys.stderr)
+        return 2
+    configure(cfg.log_level)
+    try:
+        server = Server(cfg)
+        server.start()
+    except OSError as exc:
+        print(f"sahayak-rpc: {exc}", file=sys.stderr)
+        return 1
+    if args.demo:
+        threading.Thread(target=_serve_demo, args=(server, args.demo_outcomes), name="demo-loader", daemon=True).start()
+    server.serve_forever()
+    return 0
+
+
+def _serve_demo(server: Any, n: int) -> None:
+    import structlog
+
+    from .client import Client
+    from .demo import load_demo
+
+    log = structlog.get_logger("sahayak_rpc.demo")
+    host = server.config.host if server.config.host not in ("0.0.0.0", "::", "[::]") else "127.0.0.1"
+    try:
+        with Client(f"{host}:{server.port}") as client:
+            result = load_demo(client, n=n)
+        log.info("demo.loaded", **dataclasses.asdict(result))
+    except Exception:
+        log.exception("demo.failed")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .client import Client
+    from .demo import load_demo
+
+    with Client(args.target) as client:
+        bar = _progress(args.outcomes, "outcomes", quiet=args.json)
+        result = load_demo(client, n=args.outcomes, seed=args.seed, progress=bar.update if bar else None)
+        if bar:
+            bar.close()
+    if args.json:
+        _print_json(dataclasses.asdict(result))
+    else:
+        print(f"model {result.model}: {result.accepted} outcomes stored, {result.duplicates} already there, "
+              f"{result.rejected} rejected; expected Bayes-optimal accuracy {result.expected_bayes_accuracy:.4f}")
+    return 0 if result.rejected == 0 else 1
+
+
+def _progress(total: int | None, unit: str, quiet: bool = False) -> Any:
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=f" {unit}", unit_scale=True, file=sys.stderr, disable=None)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    with Client(args.target) as client:
+        if args.name:
+            _print_json(_message(client.get_model(args.name)))
+        else:
+            models = list(client.list_models())
+            if args.json:
+                _print_json([_message(m) for m in models])
+            else:
+                for m in models:
+                    print(f"{m.name}\t{len(m.features)} features\t{m.description}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .api.convert import schema_from_proto
+    from .client import Client
+    from .outcome_files import read_outcomes
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"sahayak-rpc: no such file: {path}", file=sys.stderr)
+        return 2
+    with Client(args.target) as client:
+        schema = schema_from_proto(client.get_model(args.model))
+        unreadable: list[str] = []
+        bar = _progress(None, "rows", quiet=args.json)
+
+        def rows() -> Any:
+            for parsed in read_outcomes(path, schema):
+                if parsed.outcome is None:
+                    unreadable.append(f"line {parsed.line}: {parsed.error}")
+                else:
+                    yield parsed.outcome
+
+        report = client.import_outcomes(args.model, rows(), batch_size=args.batch_size,
+                                        progress=bar.update if bar else None)
+        if bar:
+            bar.close()
+    summary = {
+        "accepted": report.accepted, "duplicates": report.duplicates,
+        "rejected": report.rejected + len(unreadable), "unreadable_lines": unreadable[:100],
+        "errors": [{"index": e.index, "outcome_id": e.id, "field": e.field, "reason": e.reason} for e in report.errors[:100]],
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{report.accepted} stored, {report.duplicates} already there, {summary['rejected']} rejected")
+        for line in unreadable[:20]:
+            print(f"  {line}")
+        for e in report.errors[:20]:
+            print(f"  row {e.index} ({e.id}): {e.field}: {e.reason}")
+    return 0 if summary["rejected"] == 0 else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    with Client(args.target) as client:
+        status = client.server_status()
+    if args.json:
+        _print_json(_message(status))
+        return 0
+    print(f"sahayak-rpc {status.server_version}, up {status.uptime.seconds}s")
+    for m in status.models:
+        print(f"  {m.model}: serving version {m.serving_version or '-'}, {m.outcome_count} outcomes, "
+              f"{m.labels_since_training} since training")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from . import config as cfgmod
+
+    try:
+        _print_json(cfgmod.describe(cfgmod.load(args.config)))
+    except cfgmod.ConfigError as exc:
+        print(f"sahayak-rpc: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sahayak-rpc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the server")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    p.add_argument("--db", help="SQLite database file (default sahayak.db)")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--demo", action="store_true", help="create the Scheme Sahayak demo model and load demo outcomes")
+    p.add_argument("--demo-outcomes", type=int, default=20_000, help="demo outcomes to load (default 20000)")
+    p.set_defaults(func=cmd_serve)
+
+    def target(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--target", default=DEFAULT_TARGET, help="server address (default $SAHAYAK_TARGET or 127.0.0.1:50051)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("demo", help="create the demo model and load generated outcomes")
+    target(p)
+    p.add_argument("--outcomes", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="list models, or show one")
+    target(p)
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("import", help="import a CSV or JSONL file of outcomes")
+    target(p)
+    p.add_argument("file")
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("status", help="the server's status")
+    target(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("config", help="print the effective configuration")
+    p.add_argument("--config", help="TOML configuration file")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .client import SahayakError
+
+    try:
+        return int(args.func(args))
+    except SahayakError as err:
+        print(f"sahayak-rpc: {err}", file=sys.stderr)
+        for v in err.violations:
+            print(f"  {v.field}: {v.description}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

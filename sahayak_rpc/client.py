@@ -1,0 +1,333 @@
+"""The typed Python client: the reference client for every sahayak-rpc service.
+
+    with Client("127.0.0.1:50051") as c:
+        c.record_outcome("scheme-sahayak", {"age": 41.0, "craft": "weaver"}, label=True)
+
+Failures raise SahayakError with the gRPC code, the message, the field
+violations and the machine-readable reason the server sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from .schema import FeatureSpec, FeatureType, LabelSpec, Row
+from ._proto.sahayak.v1 import (
+    common_pb2,
+    feedback_pb2_grpc,
+    inference_pb2_grpc,
+    monitor_pb2,
+    monitor_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
+
+__all__ = ["Client", "FieldViolation", "OutcomeInput", "SahayakError"]
+
+T = TypeVar("T")
+_TYPES = {
+    FeatureType.NUMERIC: registry_pb2.FEATURE_TYPE_NUMERIC,
+    FeatureType.CATEGORICAL: registry_pb2.FEATURE_TYPE_CATEGORICAL,
+    FeatureType.BOOLEAN: registry_pb2.FEATURE_TYPE_BOOLEAN,
+}
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class SahayakError(Exception):
+    """An RPC failed: ``code`` is the grpc.StatusCode, ``violations`` name bad fields."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, violations: list[FieldViolation], reason: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.violations = violations
+        self.reason = reason
+
+    @classmethod
+    def from_rpc_error(cls, err: grpc.RpcError) -> SahayakError:
+        code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
+        message: str = err.details() or ""  # type: ignore[attr-defined]
+        violations: list[FieldViolation] = []
+        reason = ""
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        if status is not None:
+            for detail in status.details:
+                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad = error_details_pb2.BadRequest()
+                    detail.Unpack(bad)
+                    violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+                elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    reason = info.reason
+        return cls(code, message, violations, reason)
+
+
+@dataclass
+class OutcomeInput:
+    """One labelled example to send; mirrors sahayak.v1.Outcome."""
+
+    features: Row
+    label: bool
+    outcome_id: str = ""
+    entities: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    occurred_at: dt.datetime | None = None
+    prediction_id: str = ""
+
+
+def fill_features(target: Any, row: Mapping[str, float | int | str | bool | None]) -> None:
+    """Copy a Row into a proto feature map (None = leave missing)."""
+    for name, value in row.items():
+        if value is None:
+            continue
+        fv = target[name]
+        if isinstance(value, bool):
+            fv.bool_value = value
+        elif isinstance(value, str):
+            fv.string_value = value
+        else:
+            fv.number_value = value
+
+
+def outcome_to_proto(o: OutcomeInput, target: common_pb2.Outcome | None = None) -> common_pb2.Outcome:
+    msg = target if target is not None else common_pb2.Outcome()
+    msg.outcome_id = o.outcome_id
+    msg.label = common_pb2.LABEL_POSITIVE if o.label else common_pb2.LABEL_NEGATIVE
+    fill_features(msg.features, o.features)
+    if o.entities:
+        msg.entities.update(o.entities)
+    if o.metadata:
+        msg.metadata.update(o.metadata)
+    if o.occurred_at is not None:
+        msg.occurred_at.FromDatetime(o.occurred_at)
+    if o.prediction_id:
+        msg.prediction_id = o.prediction_id
+    return msg
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICRO = dt.timedelta(microseconds=1)
+
+
+def _micros(when: dt.datetime | None) -> int:
+    if when is None:
+        return 0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return (when - _EPOCH) // _MICRO
+
+
+def outcomes_to_columns(batch: list[OutcomeInput], target: common_pb2.OutcomeColumns) -> bool:
+    """Lay a batch out column by column; False if a feature mixes strings and numbers."""
+    n = len(batch)
+    cols: dict[str, list[Any]] = {}
+    for i, o in enumerate(batch):
+        for name, value in o.features.items():
+            col = cols.get(name)
+            if col is None:
+                col = cols[name] = [None] * n
+            col[i] = value
+    feats = target.features
+    feats.row_count = n
+    nan = float("nan")
+    for name, col in cols.items():
+        kinds = set(map(type, col))
+        kinds.discard(type(None))
+        if kinds <= {str}:
+            feats.columns.add(name=name, strings=["" if v is None else v for v in col])
+        elif kinds <= {float, int, bool}:
+            feats.columns.add(name=name, numbers=[nan if v is None else float(v) for v in col])
+        else:
+            return False
+    target.labels.extend([common_pb2.LABEL_POSITIVE if o.label else common_pb2.LABEL_NEGATIVE for o in batch])
+    if any(o.outcome_id for o in batch):
+        target.outcome_ids.extend([o.outcome_id for o in batch])
+    if any(o.occurred_at is not None for o in batch):
+        target.occurred_at_micros.extend([_micros(o.occurred_at) for o in batch])
+    if any(o.prediction_id for o in batch):
+        target.prediction_ids.extend([o.prediction_id for o in batch])
+    for group, getter in (("entities", lambda o: o.entities), ("metadata", lambda o: o.metadata)):
+        keys: dict[str, None] = {}
+        for o in batch:
+            keys.update(dict.fromkeys(getter(o)))
+        for key in keys:
+            getattr(target, group).add(name=key, values=[getter(o).get(key, "") for o in batch])
+    return True
+
+
+def feature_spec_to_proto(f: FeatureSpec) -> registry_pb2.FeatureSpec:
+    spec = registry_pb2.FeatureSpec(
+        name=f.name, type=_TYPES[f.type], required=f.required, description=f.description,
+        categories=list(f.categories), allow_unknown_categories=f.allow_unknown_categories, group=f.group,
+    )
+    if f.min is not None:
+        spec.min = f.min
+    if f.max is not None:
+        spec.max = f.max
+    return spec
+
+
+class Client:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = 30.0,
+        channel: grpc.Channel | None = None,
+        metadata: Iterable[tuple[str, str]] = (),
+        options: Iterable[tuple[str, Any]] = (),
+    ) -> None:
+        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20), *options]
+        self.channel = channel or grpc.insecure_channel(target, options=opts)
+        self.timeout = timeout
+        self.metadata = tuple(metadata)
+        self.registry = registry_pb2_grpc.ModelRegistryServiceStub(self.channel)
+        self.training = training_pb2_grpc.TrainingServiceStub(self.channel)
+        self.monitor = monitor_pb2_grpc.MonitorServiceStub(self.channel)
+        self.inference = inference_pb2_grpc.InferenceServiceStub(self.channel)
+        self.feedback = feedback_pb2_grpc.FeedbackServiceStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise SahayakError.from_rpc_error(err) from None
+
+    # --- health -----------------------------------------------------------
+
+    def health(self, service: str = "") -> str:
+        """The grpc.health.v1 status name: SERVING, NOT_SERVING, ..."""
+        resp = self._call(self.health_stub.Check, health_pb2.HealthCheckRequest(service=service))
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+
+    # --- models -----------------------------------------------------------
+
+    def create_model(
+        self,
+        name: str,
+        features: Iterable[FeatureSpec],
+        label: LabelSpec | None = None,
+        description: str = "",
+        settings: registry_pb2.ModelSettings | None = None,
+    ) -> registry_pb2.Model:
+        lab = label or LabelSpec()
+        model = registry_pb2.Model(
+            name=name, description=description, features=[feature_spec_to_proto(f) for f in features],
+            label=registry_pb2.LabelSpec(name=lab.name, positive_class=lab.positive_class,
+                                         negative_class=lab.negative_class, description=lab.description),
+        )
+        if settings is not None:
+            model.settings.CopyFrom(settings)
+        return self._call(self.registry.CreateModel, registry_pb2.CreateModelRequest(model=model)).model
+
+    def get_model(self, name: str) -> registry_pb2.Model:
+        return self._call(self.registry.GetModel, registry_pb2.GetModelRequest(name=name)).model
+
+    def list_models(self, page_size: int = 100) -> Iterator[registry_pb2.Model]:
+        token = ""
+        while True:
+            resp = self._call(self.registry.ListModels, registry_pb2.ListModelsRequest(page_size=page_size, page_token=token))
+            yield from resp.models
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def update_model(self, model: registry_pb2.Model, paths: Iterable[str]) -> registry_pb2.Model:
+        request = registry_pb2.UpdateModelRequest(model=model, update_mask=field_mask_pb2.FieldMask(paths=list(paths)))
+        return self._call(self.registry.UpdateModel, request).model
+
+    # --- outcomes ---------------------------------------------------------
+
+    def record_outcome(
+        self,
+        model: str,
+        features: Row,
+        label: bool,
+        *,
+        outcome_id: str = "",
+        entities: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        occurred_at: dt.datetime | None = None,
+        prediction_id: str = "",
+    ) -> training_pb2.RecordOutcomeResponse:
+        o = OutcomeInput(features, label, outcome_id, entities or {}, metadata or {}, occurred_at, prediction_id)
+        request = training_pb2.RecordOutcomeRequest(model=model)
+        outcome_to_proto(o, request.outcome)
+        return self._call(self.training.RecordOutcome, request)
+
+    def import_outcomes(
+        self,
+        model: str,
+        outcomes: Iterable[OutcomeInput],
+        *,
+        batch_size: int = 1000,
+        progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+        columnar: bool = True,
+    ) -> training_pb2.ImportOutcomesResponse:
+        """Stream outcomes in batches; ``progress(n)`` is called after each batch is sent.
+
+        Batches travel column by column (``columnar=True``, much cheaper for
+        both sides); a batch whose feature mixes strings and numbers goes row-wise.
+        """
+
+        def message(batch: list[OutcomeInput], first: bool) -> training_pb2.ImportOutcomesRequest:
+            request = training_pb2.ImportOutcomesRequest(model=model if first else "")
+            if columnar and outcomes_to_columns(batch, request.columns):
+                return request
+            request.ClearField("columns")
+            for o in batch:
+                outcome_to_proto(o, request.outcomes.add())
+            return request
+
+        def batches() -> Iterator[training_pb2.ImportOutcomesRequest]:
+            batch: list[OutcomeInput] = []
+            first = True
+            for o in outcomes:
+                batch.append(o)
+                if len(batch) >= batch_size:
+                    yield message(batch, first)
+                    if progress:
+                        progress(len(batch))
+                    batch, first = [], False
+            if batch or first:
+                yield message(batch, first)
+                if progress and batch:
+                    progress(len(batch))
+
+        return self._call(self.training.ImportOutcomes, batches(), timeout=timeout or 3600.0)
+
+    # --- status -----------------------------------------------------------
+
+    def server_status(self) -> monitor_pb2.GetServerStatusResponse:
+        return self._call(self.monitor.GetServerStatus, monitor_pb2.GetServerStatusRequest())

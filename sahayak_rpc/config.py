@@ -1,0 +1,196 @@
+"""Server configuration: defaults < TOML file < SAHAYAK_* environment < flags.
+
+A TOML file has the sections [server], [training], [gate] and [monitoring];
+every key may also come from the environment as SAHAYAK_<SECTION>_<KEY>
+(e.g. SAHAYAK_SERVER_PORT=6000, SAHAYAK_TRAINING_RETRAIN_INTERVAL=3d).
+Durations are seconds or a number with a unit: 90s, 5m, 2h, 7d.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import settings as ms
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; names the key."""
+
+
+def parse_duration(value: object, key: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ConfigError(f"{key}: expected a duration like 90s, 5m, 7d; got {value!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    db: str = "sahayak.db"
+    max_workers: int = 64
+    # Concurrent RPCs beyond this answer RESOURCE_EXHAUSTED instead of queueing.
+    max_concurrent_rpcs: int = 256
+    max_message_bytes: int = 64 * 1024 * 1024
+    # "full" fsyncs every commit (durable across power loss); "normal" is
+    # durable across a process crash only, and faster.
+    synchronous: str = "full"
+    keepalive_time_s: float = 60.0
+    shutdown_grace_s: float = 10.0
+    log_level: str = "info"
+    health_check_interval_s: float = 300.0
+    prediction_retention_s: float = 7 * ms.DAY
+    performance_retention_s: float = 30 * ms.DAY
+    model_defaults: ms.ModelSettings = field(default_factory=ms.ModelSettings)
+
+
+# (section, key) -> (attribute path, kind)
+_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("server", "host"): ("host", "str"),
+    ("server", "port"): ("port", "int"),
+    ("server", "db"): ("db", "str"),
+    ("server", "max_workers"): ("max_workers", "int"),
+    ("server", "max_concurrent_rpcs"): ("max_concurrent_rpcs", "int"),
+    ("server", "max_message_bytes"): ("max_message_bytes", "int"),
+    ("server", "synchronous"): ("synchronous", "str"),
+    ("server", "keepalive_time"): ("keepalive_time_s", "duration"),
+    ("server", "shutdown_grace"): ("shutdown_grace_s", "duration"),
+    ("server", "log_level"): ("log_level", "str"),
+    ("training", "retrain_interval"): ("training.retrain_interval_s", "duration"),
+    ("training", "incremental_every"): ("training.incremental_every", "int"),
+    ("training", "validation_fraction"): ("training.validation_fraction", "float"),
+    ("training", "split"): ("training.split", "str"),
+    ("training", "min_samples"): ("training.min_samples", "int"),
+    ("training", "families"): ("training.families", "list"),
+    ("training", "learning_rate"): ("training.logistic_regression.learning_rate", "float"),
+    ("training", "l2"): ("training.logistic_regression.l2", "float"),
+    ("training", "tolerance"): ("training.logistic_regression.tolerance", "float"),
+    ("training", "max_iterations"): ("training.logistic_regression.max_iterations", "int"),
+    ("training", "random_seed"): ("training.random_seed", "int"),
+    ("training", "schedule_enabled"): ("training.schedule_enabled", "bool"),
+    ("training", "decision_threshold"): ("decision_threshold", "float"),
+    ("gate", "min_accuracy"): ("gate.min_accuracy", "float"),
+    ("gate", "min_f1"): ("gate.min_f1", "float"),
+    ("gate", "max_calibration_error"): ("gate.max_calibration_error", "float"),
+    ("gate", "max_roc_auc_drop"): ("gate.max_roc_auc_drop", "float"),
+    ("monitoring", "health_check_interval"): ("health_check_interval_s", "duration"),
+    ("monitoring", "prediction_retention"): ("prediction_retention_s", "duration"),
+    ("monitoring", "performance_retention"): ("performance_retention_s", "duration"),
+    ("monitoring", "drift_psi_threshold"): ("monitoring.drift_psi_threshold", "float"),
+    ("monitoring", "drift_share"): ("monitoring.drift_share", "float"),
+    ("monitoring", "alert_cooldown"): ("monitoring.alert_cooldown_s", "duration"),
+    ("monitoring", "freshness_limit"): ("monitoring.freshness_limit_s", "duration"),
+    ("monitoring", "retrain_on_breach"): ("monitoring.retrain_on_breach", "bool"),
+}
+_SERVER_ONLY = {"host", "port", "db", "max_workers", "max_concurrent_rpcs", "max_message_bytes", "synchronous",
+                "keepalive_time_s", "shutdown_grace_s", "log_level", "health_check_interval_s",
+                "prediction_retention_s", "performance_retention_s"}
+
+
+def _coerce(value: object, kind: str, key: str) -> Any:
+    try:
+        if kind == "duration":
+            return parse_duration(value, key)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)  # type: ignore[call-overload]
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)  # type: ignore[arg-type]
+        if kind == "list":
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(str(v) for v in value)  # type: ignore[union-attr]
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {kind}, got {value!r}") from None
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerConfig:
+    """Build the configuration from defaults, a TOML file, the environment and overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
+            for key, value in table.items():
+                spec = _KEYS.get((section, key))
+                if spec is None:
+                    raise ConfigError(f"{path}: unknown setting [{section}] {key}")
+                values[spec[0]] = _coerce(value, spec[1], f"[{section}] {key}")
+    env = os.environ if env is None else env
+    for (section, key), (attr, kind) in _KEYS.items():
+        name = f"SAHAYAK_{section}_{key}".upper()
+        if name in env:
+            values[attr] = _coerce(env[name], kind, name)
+    for attr, value in overrides.items():
+        if value is not None:
+            values[attr] = value
+    return _build(values)
+
+
+def _build(values: dict[str, Any]) -> ServerConfig:
+    server = {k: v for k, v in values.items() if k in _SERVER_ONLY}
+    model: dict[str, Any] = {}
+    for attr, value in values.items():
+        if attr in _SERVER_ONLY:
+            continue
+        node = model
+        *parents, leaf = attr.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    defaults = ms.from_dict(model)
+    errors = ms.check_settings(defaults, prefix="config")
+    if errors:
+        raise ConfigError("; ".join(f"{e.field}: {e.reason}" for e in errors))
+    cfg = ServerConfig(model_defaults=defaults, **server)
+    if cfg.synchronous not in ("full", "normal"):
+        raise ConfigError("[server] synchronous: must be 'full' or 'normal'")
+    if not 0 <= cfg.port <= 65535:
+        raise ConfigError("[server] port: must be in 0-65535")
+    if cfg.max_workers < 4:
+        raise ConfigError("[server] max_workers: must be at least 4")
+    if cfg.max_message_bytes < 1024:
+        raise ConfigError("[server] max_message_bytes: must be at least 1024")
+    for name in ("health_check_interval_s", "prediction_retention_s", "performance_retention_s"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name[:-2]}: must be positive")
+    return cfg
+
+
+def describe(cfg: ServerConfig) -> dict[str, Any]:
+    """The effective configuration, for logs and `sahayak-rpc config`."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,1 @@
+"""The long-lived parts of the server: clock, background threads, caches."""

@@ -1,0 +1,317 @@
+"""Feature schemas: what a model's rows look like, and row validation.
+
+A row is a ``dict`` from feature name to ``float`` (numeric), ``str``
+(categorical) or ``bool`` (boolean); a missing feature is an absent key.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+FeatureValue = float | str | bool
+Row = dict[str, FeatureValue]
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+MAX_CATEGORY_LEN = 256
+MAX_FEATURES = 1000
+
+
+class FeatureType(enum.IntEnum):
+    NUMERIC = 1
+    CATEGORICAL = 2
+    BOOLEAN = 3
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    type: FeatureType
+    required: bool = False
+    description: str = ""
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] = ()
+    allow_unknown_categories: bool = False
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    name: str = "label"
+    positive_class: str = "positive"
+    negative_class: str = "negative"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """A problem with one field: a dotted path (``features.age``) and why."""
+
+    field: str
+    reason: str
+
+
+class SchemaError(ValueError):
+    """A schema declaration that cannot be used."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.reason}" for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Schema:
+    features: tuple[FeatureSpec, ...]
+    label: LabelSpec = field(default_factory=LabelSpec)
+
+    def __post_init__(self) -> None:
+        errors = check_schema(self.features)
+        if errors:
+            raise SchemaError(errors)
+        by_name = {f.name: f for f in self.features}
+        object.__setattr__(self, "_by_name", by_name)
+        object.__setattr__(
+            self,
+            "_categories",
+            {f.name: frozenset(f.categories) for f in self.features},
+        )
+
+    def feature(self, name: str) -> FeatureSpec | None:
+        return self._by_name.get(name)  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def validate_row(self, row: Mapping[str, FeatureValue], prefix: str = "features") -> list[FieldError]:
+        """Every problem with ``row`` against this schema (empty: valid)."""
+        errors: list[FieldError] = []
+        by_name: dict[str, FeatureSpec] = self._by_name  # type: ignore[attr-defined]
+        cats: dict[str, frozenset[str]] = self._categories  # type: ignore[attr-defined]
+        for name, value in row.items():
+            spec = by_name.get(name)
+            if spec is None:
+                errors.append(FieldError(f"{prefix}.{name}", "unknown feature"))
+                continue
+            kind = type(value)
+            if spec.type is FeatureType.NUMERIC:
+                if kind is not float:
+                    errors.append(FieldError(f"{prefix}.{name}", f"numeric feature needs number_value, got {_kind_name(value)}"))
+                elif not math.isfinite(value):  # type: ignore[arg-type]
+                    errors.append(FieldError(f"{prefix}.{name}", f"must be finite, got {value}"))
+                elif spec.min is not None and value < spec.min:  # type: ignore[operator]
+                    errors.append(FieldError(f"{prefix}.{name}", f"{value} is below the minimum {spec.min}"))
+                elif spec.max is not None and value > spec.max:  # type: ignore[operator]
+                    errors.append(FieldError(f"{prefix}.{name}", f"{value} is above the maximum {spec.max}"))
+            elif spec.type is FeatureType.CATEGORICAL:
+                if kind is not str:
+                    errors.append(FieldError(f"{prefix}.{name}", f"categorical feature needs string_value, got {_kind_name(value)}"))
+                elif len(value) > MAX_CATEGORY_LEN:  # type: ignore[arg-type]
+                    errors.append(FieldError(f"{prefix}.{name}", f"longer than {MAX_CATEGORY_LEN} characters"))
+                elif not spec.allow_unknown_categories and value not in cats[name]:
+                    errors.append(FieldError(f"{prefix}.{name}", f"unknown category {value!r}; allowed: {', '.join(spec.categories)}"))
+            elif kind is not bool:
+                errors.append(FieldError(f"{prefix}.{name}", f"boolean feature needs bool_value, got {_kind_name(value)}"))
+        if len(row) < len(by_name) or errors:
+            for spec in self.features:
+                if spec.required and spec.name not in row:
+                    errors.append(FieldError(f"{prefix}.{spec.name}", "required feature is missing"))
+        return errors
+
+
+def _kind_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "bool_value"
+    if isinstance(value, float):
+        return "number_value"
+    if isinstance(value, str):
+        return "string_value"
+    return "no value"
+
+
+def check_schema(features: Iterable[FeatureSpec]) -> list[FieldError]:
+    """Problems with a schema declaration (empty: usable)."""
+    errors: list[FieldError] = []
+    seen: set[str] = set()
+    features = list(features)
+    if not features:
+        errors.append(FieldError("features", "a model needs at least one feature"))
+    if len(features) > MAX_FEATURES:
+        errors.append(FieldError("features", f"at most {MAX_FEATURES} features"))
+    for i, spec in enumerate(features):
+        path = f"features[{i}]"
+        if not NAME_RE.match(spec.name):
+            errors.append(FieldError(f"{path}.name", f"{spec.name!r} must match {NAME_RE.pattern}"))
+        elif spec.name in seen:
+            errors.append(FieldError(f"{path}.name", f"duplicate feature {spec.name!r}"))
+        seen.add(spec.name)
+        if not isinstance(spec.type, FeatureType):
+            errors.append(FieldError(f"{path}.type", "must be numeric, categorical or boolean"))
+            continue
+        if spec.type is not FeatureType.NUMERIC and (spec.min is not None or spec.max is not None):
+            errors.append(FieldError(f"{path}.min", "bounds apply to numeric features only"))
+        for bound, value in (("min", spec.min), ("max", spec.max)):
+            if value is not None and not math.isfinite(value):
+                errors.append(FieldError(f"{path}.{bound}", "must be finite"))
+        if spec.min is not None and spec.max is not None and spec.min > spec.max:
+            errors.append(FieldError(f"{path}.max", "max is below min"))
+        if spec.type is FeatureType.CATEGORICAL:
+            if not spec.categories and not spec.allow_unknown_categories:
+                errors.append(FieldError(f"{path}.categories", "list the categories or allow unknown ones"))
+            if len(set(spec.categories)) != len(spec.categories):
+                errors.append(FieldError(f"{path}.categories", "duplicate category"))
+            if any(not c or len(c) > MAX_CATEGORY_LEN for c in spec.categories):
+                errors.append(FieldError(f"{path}.categories", f"categories must be 1-{MAX_CATEGORY_LEN} characters"))
+        elif spec.categories:
+            errors.append(FieldError(f"{path}.categories", "categories apply to categorical features only"))
+    return errors
+
+
+def schema_to_dict(schema: Schema) -> dict[str, object]:
+    """A JSON-ready form of the schema (stored with the model and in artifacts)."""
+    return {
+        "features": [
+            {
+                "name": f.name,
+                "type": f.type.name.lower(),
+                "required": f.required,
+                "description": f.description,
+                "min": f.min,
+                "max": f.max,
+                "categories": list(f.categories),
+                "allow_unknown_categories": f.allow_unknown_categories,
+                "group": f.group,
+            }
+            for f in schema.features
+        ],
+        "label": {
+            "name": schema.label.name,
+            "positive_class": schema.label.positive_class,
+            "negative_class": schema.label.negative_class,
+            "description": schema.label.description,
+        },
+    }
+
+
+def schema_from_dict(d: Mapping[str, object]) -> Schema:
+    """Inverse of schema_to_dict; raises SchemaError on a bad declaration."""
+    try:
+        feats = tuple(
+            FeatureSpec(
+                name=str(f["name"]),
+                type=FeatureType[str(f["type"]).upper()],
+                required=bool(f.get("required", False)),
+                description=str(f.get("description", "")),
+                min=None if f.get("min") is None else float(f["min"]),
+                max=None if f.get("max") is None else float(f["max"]),
+                categories=tuple(str(c) for c in f.get("categories", ())),
+                allow_unknown_categories=bool(f.get("allow_unknown_categories", False)),
+                group=str(f.get("group", "")),
+            )
+            for f in d["features"]  # type: ignore[attr-defined]
+        )
+        lab = d.get("label") or {}
+        label = LabelSpec(**{k: str(v) for k, v in lab.items()})  # type: ignore[attr-defined]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SchemaError([FieldError("schema", f"malformed schema: {exc}")]) from None
+    return Schema(feats, label)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One feature's values for every row: ``numbers`` (NaN = missing) or ``strings`` ("" = missing)."""
+
+    name: str
+    numbers: Sequence[float] | None = None
+    strings: Sequence[str] | None = None
+
+
+def rows_from_columns(
+    schema: Schema, n: int, columns: Sequence[Column], prefix: str = "features"
+) -> tuple[list[Row], dict[int, FieldError]]:
+    """Rows from a columnar batch, checked column by column (vectorised).
+
+    A column that cannot apply to any row (unknown name, wrong kind, wrong
+    length) raises SchemaError; a bad value rejects just its row, reported in
+    the returned ``{row index: first error}``.
+    """
+    import numpy as np  # numpy is only needed on this bulk path
+
+    problems: list[FieldError] = []
+    seen: set[str] = set()
+    for i, col in enumerate(columns):
+        path = f"{prefix}[{i}]"
+        spec = schema.feature(col.name)
+        if spec is None:
+            problems.append(FieldError(f"{path}.name", f"unknown feature {col.name!r}"))
+            continue
+        if col.name in seen:
+            problems.append(FieldError(f"{path}.name", f"duplicate column {col.name!r}"))
+        seen.add(col.name)
+        wants_strings = spec.type is FeatureType.CATEGORICAL
+        values = col.strings if wants_strings else col.numbers
+        other = col.numbers if wants_strings else col.strings
+        if other:
+            kind = "strings" if wants_strings else "numbers"
+            problems.append(FieldError(path, f"{spec.type.name.lower()} feature {col.name!r} takes {kind}"))
+        elif len(values or ()) != n:
+            problems.append(FieldError(path, f"column {col.name!r} has {len(values or ())} values for {n} rows"))
+    if problems:
+        raise SchemaError(problems)
+
+    rows: list[Row] = [{} for _ in range(n)]
+    errors: dict[int, FieldError] = {}
+
+    def flag(indices: Sequence[int] | np.ndarray, name: str, reason: str) -> None:
+        for idx in (indices.tolist() if isinstance(indices, np.ndarray) else indices):
+            errors.setdefault(idx, FieldError(f"{prefix}.{name}", reason))
+
+    by_name = {c.name: c for c in columns}
+    for spec in schema.features:
+        col = by_name.get(spec.name)
+        if col is None:
+            if spec.required and n:
+                flag(range(n), spec.name, "required feature is missing")
+            continue
+        name = spec.name
+        if spec.type is FeatureType.CATEGORICAL:
+            strings = list(col.strings or ())
+            present = [i for i, v in enumerate(strings) if v]
+            if spec.required and len(present) < n:
+                flag([i for i, v in enumerate(strings) if not v], name, "required feature is missing")
+            allowed = frozenset(spec.categories)
+            too_long = [i for i in present if len(strings[i]) > MAX_CATEGORY_LEN]
+            flag(too_long, name, f"longer than {MAX_CATEGORY_LEN} characters")
+            if not spec.allow_unknown_categories:
+                unknown = [i for i in present if strings[i] not in allowed]
+                for i in unknown:
+                    errors.setdefault(i, FieldError(f"{prefix}.{name}", f"unknown category {strings[i]!r}; allowed: {', '.join(spec.categories)}"))
+            for i in present:
+                rows[i][name] = strings[i]
+            continue
+        arr = np.asarray(col.numbers, dtype=np.float64)
+        missing = np.isnan(arr)
+        if spec.required and missing.any():
+            flag(np.flatnonzero(missing), name, "required feature is missing")
+        if spec.type is FeatureType.BOOLEAN:
+            flag(np.flatnonzero(~missing & (arr != 0) & (arr != 1)), name, "boolean column values must be 0, 1 or NaN")
+            values: list[object] = (arr == 1).tolist()
+        else:
+            flag(np.flatnonzero(np.isinf(arr)), name, "must be finite")
+            if spec.min is not None:
+                flag(np.flatnonzero(arr < spec.min), name, f"below the minimum {spec.min}")
+            if spec.max is not None:
+                flag(np.flatnonzero(arr > spec.max), name, f"above the maximum {spec.max}")
+            values = arr.tolist()
+        if missing.any():
+            for i in np.flatnonzero(~missing).tolist():
+                rows[i][name] = values[i]  # type: ignore[assignment]
+        else:
+            for row, value in zip(rows, values, strict=True):
+                row[name] = value  # type: ignore[assignment]
+    return rows, errors

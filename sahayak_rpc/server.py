@@ -1,0 +1,166 @@
+"""Wires the server: services, health, reflection, interceptor, start and stop."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from concurrent import futures
+from importlib import metadata
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .api.interceptor import RpcInterceptor
+from .api.monitor import MonitorServicer
+from .api.registry import ModelRegistryServicer
+from .api.training import TrainingServicer
+from .app.catalog import Catalog
+from .app.context import AppContext
+from .app.ingest import Ingest
+from .config import ServerConfig
+from .runtime.clock import Clock, SystemClock
+from .store import Database
+from ._proto.sahayak.v1 import (
+    feedback_pb2,
+    feedback_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    monitor_pb2,
+    monitor_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
+
+log = structlog.get_logger("sahayak_rpc.server")
+
+SERVICES = {
+    "sahayak.v1.TrainingService": (training_pb2, training_pb2_grpc.TrainingServiceServicer),
+    "sahayak.v1.FeedbackService": (feedback_pb2, feedback_pb2_grpc.FeedbackServiceServicer),
+    "sahayak.v1.MonitorService": (monitor_pb2, monitor_pb2_grpc.MonitorServiceServicer),
+    "sahayak.v1.ModelRegistryService": (registry_pb2, registry_pb2_grpc.ModelRegistryServiceServicer),
+    "sahayak.v1.InferenceService": (inference_pb2, inference_pb2_grpc.InferenceServiceServicer),
+}
+
+
+def server_version() -> str:
+    try:
+        return metadata.version("sahayak-rpc")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def implemented_methods(servicers: dict[str, Any]) -> list[str]:
+    """Methods a servicer overrides: the rest answer UNIMPLEMENTED."""
+    out = []
+    for name, (pb2, base) in SERVICES.items():
+        servicer = servicers.get(name)
+        service = pb2.DESCRIPTOR.services_by_name[name.rsplit(".", 1)[1]]
+        for method in service.methods:
+            impl = getattr(type(servicer), method.name, None) if servicer is not None else None
+            if impl is not None and impl is not getattr(base, method.name):
+                out.append(f"/{name}/{method.name}")
+    return out
+
+
+class Server:
+    """One sahayak-rpc server process: gRPC services over one SQLite database."""
+
+    def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.db = Database(config.db, synchronous=config.synchronous)
+        self.ctx = AppContext(config=config, clock=self.clock, db=self.db)
+        self.catalog = Catalog(self.ctx)
+        self.ingest = Ingest(self.ctx)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.port = 0
+        self._stopped = threading.Event()
+        self._grpc: grpc.Server | None = None
+
+        self.servicers: dict[str, Any] = {}
+        self.servicers["sahayak.v1.ModelRegistryService"] = ModelRegistryServicer(self.ctx, self.catalog)
+        self.servicers["sahayak.v1.TrainingService"] = TrainingServicer(self.ctx, self.catalog, self.ingest)
+        self.servicers["sahayak.v1.MonitorService"] = MonitorServicer(
+            self.ctx, self.catalog, self.ingest, lambda: implemented_methods(self.servicers), server_version()
+        )
+        # Services whose RPCs all answer UNIMPLEMENTED for now still register,
+        # so clients and reflection see the whole contract.
+        self.servicers["sahayak.v1.InferenceService"] = inference_pb2_grpc.InferenceServiceServicer()
+        self.servicers["sahayak.v1.FeedbackService"] = feedback_pb2_grpc.FeedbackServiceServicer()
+
+    def start(self) -> int:
+        cfg = self.config
+        options = [
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.keepalive_time_ms", int(cfg.keepalive_time_s * 1000)),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.max_connection_idle_ms", 30 * 60 * 1000),
+            # A second server on the same port must fail, not share it silently.
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="rpc"),
+            interceptors=[RpcInterceptor()],
+            options=options,
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+        )
+        adders = {
+            "sahayak.v1.TrainingService": training_pb2_grpc.add_TrainingServiceServicer_to_server,
+            "sahayak.v1.FeedbackService": feedback_pb2_grpc.add_FeedbackServiceServicer_to_server,
+            "sahayak.v1.MonitorService": monitor_pb2_grpc.add_MonitorServiceServicer_to_server,
+            "sahayak.v1.ModelRegistryService": registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
+            "sahayak.v1.InferenceService": inference_pb2_grpc.add_InferenceServiceServicer_to_server,
+        }
+        for name, add in adders.items():
+            add(self.servicers[name], server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, server)
+        try:
+            self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
+        server.start()
+        self._grpc = server
+        for name in ("", *SERVICES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("server.started", host=cfg.host, port=self.port, db=cfg.db, version=server_version(),
+                 implemented=len(implemented_methods(self.servicers)))
+        return self.port
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful: health NOT_SERVING, in-flight calls finish, streams end, the database closes."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.ctx.stopping.set()
+        if self._grpc is not None:
+            self._grpc.stop(self.config.shutdown_grace_s if grace is None else grace).wait()
+        self.db.close()
+        log.info("server.stopped")
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        done = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            log.info("server.signal", signal=signal.Signals(signum).name)
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not done.wait(3600):
+            pass
+        self.stop()

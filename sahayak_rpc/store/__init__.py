@@ -1,0 +1,11 @@
+"""SQLite persistence: migrations and one repository per aggregate.
+
+Nothing outside this package writes SQL. SQLite specifics stay here, behind
+the repository classes, so another backend can satisfy the same methods.
+"""
+
+from .db import Database, StoreError
+from .models import ModelRecord, ModelRepository
+from .outcomes import OutcomeRepository
+
+__all__ = ["Database", "ModelRecord", "ModelRepository", "OutcomeRepository", "StoreError"]

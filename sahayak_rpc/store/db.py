@@ -1,0 +1,132 @@
+"""The SQLite database: WAL mode, one serialised writer, per-thread readers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import ResourceExhausted, Unavailable
+from .migrations import MIGRATIONS
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (corrupt, newer schema, unopenable)."""
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def translate(exc: sqlite3.Error) -> Exception:
+    """Operational faults become errors a client can act on; the rest stay bugs."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return Unavailable(f"database busy, retry: {exc}", reason="DATABASE_LOCKED")
+    if "disk is full" in text or "database or disk is full" in text:
+        return ResourceExhausted(f"storage full: {exc}", reason="STORAGE_FULL")
+    if "disk i/o" in text or "readonly" in text or "unable to open" in text:
+        return Unavailable(f"storage unavailable: {exc}", reason="STORAGE_UNAVAILABLE")
+    return exc
+
+
+class Database:
+    def __init__(self, path: str | Path, synchronous: str = "full") -> None:
+        self.path = str(path)
+        self._synchronous = synchronous
+        try:
+            self._writer = _connect(self.path, synchronous)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+        self._write_lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self.migrate()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._writer.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"database schema version {current} is newer than this server knows ({len(MIGRATIONS)})"
+            )
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.write() as conn:
+                for statement in script.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={version}")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; committed (and, with synchronous=full, fsynced) on exit."""
+        if self._closed:
+            raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise translate(exc) from None
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise translate(exc) from None
+                raise
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection (WAL: readers never block the writer)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
+            conn = _connect(self.path, self._synchronous)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for several queries."""
+        conn = self.reader()
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+
+    def integrity_check(self) -> str:
+        return str(self._writer.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                for conn in self._readers:
+                    conn.close()
+                self._readers.clear()
+            self._writer.execute("PRAGMA optimize")
+            self._writer.close()
