@@ -5,6 +5,7 @@
     sahayak-rpc models [NAME]         list models, or show one
     sahayak-rpc import FILE --model M import a CSV / JSONL file of outcomes
     sahayak-rpc status                the server's status
+    sahayak-rpc health                exit 0 when the server is SERVING
     sahayak-rpc config                the effective configuration
 """
 
@@ -78,8 +79,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with Client(args.target) as client:
         bar = _progress(args.outcomes, "outcomes", quiet=args.json)
-        result = load_demo(client, n=args.outcomes, seed=args.seed, progress=bar.update if bar else None)
-        if bar:
+        result = load_demo(client, n=args.outcomes, seed=args.seed, progress=bar.update if bar is not None else None)
+        if bar is not None:
             bar.close()
     if args.json:
         _print_json(dataclasses.asdict(result))
@@ -94,7 +95,7 @@ def _progress(total: int | None, unit: str, quiet: bool = False) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=f" {unit}", unit_scale=True, file=sys.stderr, disable=None)
+    return tqdm(total=total, unit=f" {unit}", unit_scale=True, file=sys.stderr, disable=not sys.stderr.isatty())
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -135,8 +136,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                     yield parsed.outcome
 
         report = client.import_outcomes(args.model, rows(), batch_size=args.batch_size,
-                                        progress=bar.update if bar else None)
-        if bar:
+                                        progress=bar.update if bar is not None else None)
+        if bar is not None:
             bar.close()
     summary = {
         "accepted": report.accepted, "duplicates": report.duplicates,
@@ -167,6 +168,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {m.model}: serving version {m.serving_version or '-'}, {m.outcome_count} outcomes, "
               f"{m.labels_since_training} since training")
     return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the server reports SERVING (the Docker HEALTHCHECK uses this)."""
+    from .client import Client
+
+    with Client(args.target, timeout=args.timeout) as client:
+        status = client.health(args.service)
+    print(status)
+    return 0 if status == "SERVING" else 1
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -219,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="the server's status")
     target(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("health", help="check the server's gRPC health (exit 0 when SERVING)")
+    target(p)
+    p.add_argument("--service", default="", help="a service name (default: the whole server)")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=cmd_health)
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.add_argument("--config", help="TOML configuration file")

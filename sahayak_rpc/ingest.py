@@ -25,12 +25,15 @@ class OutcomeRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     prediction_id: str = ""
     source: str = "api"
+    # False when the server filled in occurred_at with the receive time; a
+    # retry then arrives later, so that time is left out of the identity.
+    occurred_at_given: bool = True
 
     def encoded(self) -> tuple[bytes, bytes]:
         """(features as JSON, content hash): a retry with the same id must match the hash."""
         features = orjson.dumps(self.features, option=orjson.OPT_SORT_KEYS)
         rest = orjson.dumps(
-            [self.label, self.occurred_at_us, self.entities, self.metadata, self.prediction_id],
+            [self.label, self.occurred_at_us if self.occurred_at_given else None, self.entities, self.metadata, self.prediction_id],
             option=orjson.OPT_SORT_KEYS,
         )
         return features, hashlib.blake2b(features + rest, digest_size=16).digest()
@@ -51,6 +54,14 @@ class IngestReport:
     errors: list[tuple[int, str, str, str]] = field(default_factory=list)
     errors_truncated: bool = False
     max_errors: int = 1000
+
+    def merge(self, other: IngestReport) -> None:
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        for error in other.errors:
+            self.reject(*error)
+        self.rejected += other.rejected - len(other.errors)
+        self.errors_truncated |= other.errors_truncated
 
     def reject(self, index: int, ident: str, field_path: str, reason: str) -> None:
         self.rejected += 1

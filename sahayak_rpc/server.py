@@ -145,6 +145,7 @@ class Server:
         self.ctx.stopping.set()
         if self._grpc is not None:
             self._grpc.stop(self.config.shutdown_grace_s if grace is None else grace).wait()
+        self.ingest.close()
         self.db.close()
         log.info("server.stopped")
 

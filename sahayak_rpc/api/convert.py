@@ -49,17 +49,24 @@ def check_timestamp(ts: timestamp_pb2.Timestamp, path: str, errors: list[FieldEr
 
 # --- pagination ---------------------------------------------------------
 
+_TOKEN_PREFIX = "p1:"
+
+
 def encode_token(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode() if value else ""
+    """An opaque page token for the last key of a page ("" = no more pages)."""
+    return base64.urlsafe_b64encode((_TOKEN_PREFIX + value).encode()).decode() if value else ""
 
 
 def decode_token(token: str, path: str = "page_token") -> str:
     if not token:
         return ""
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode()
+        text = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeError):
-        raise InvalidArgument.fields([FieldError(path, "not a token this server issued")]) from None
+        text = ""
+    if not text.startswith(_TOKEN_PREFIX):
+        raise InvalidArgument.fields([FieldError(path, "not a page token this server issued")])
+    return text[len(_TOKEN_PREFIX):]
 
 
 # --- features -----------------------------------------------------------
@@ -120,7 +127,8 @@ def outcome_from_proto(o: common_pb2.Outcome, now_us: int, prefix: str, source: 
         label = False
         errors.append(FieldError(f"{prefix}.label", "required: LABEL_POSITIVE or LABEL_NEGATIVE"))
     occurred = now_us
-    if o.HasField("occurred_at") and check_timestamp(o.occurred_at, f"{prefix}.occurred_at", errors):
+    given = o.HasField("occurred_at")
+    if given and check_timestamp(o.occurred_at, f"{prefix}.occurred_at", errors):
         occurred = ts_to_us(o.occurred_at)
         if occurred > now_us + FUTURE_SLACK_US:
             errors.append(FieldError(f"{prefix}.occurred_at", "more than a day in the future"))
@@ -141,6 +149,7 @@ def outcome_from_proto(o: common_pb2.Outcome, now_us: int, prefix: str, source: 
         metadata=metadata,
         prediction_id=o.prediction_id,
         source=source,
+        occurred_at_given=given,
     )
     return record, errors
 
@@ -369,6 +378,7 @@ def outcomes_from_columns(
         if i in row_errors:
             errors.append(row_errors[i])
         oid, pid, when, lab = ids[i], preds[i], times[i], labels[i]
+        given = when != 0
         if oid:
             check_id(oid, "outcome.outcome_id", errors)
         if pid:
@@ -386,6 +396,7 @@ def outcomes_from_columns(
         record = OutcomeRecord(
             outcome_id=oid or new_id(), features=rows[i], label=lab == common_pb2.LABEL_POSITIVE,
             occurred_at_us=when, entities=entities, metadata=metadata, prediction_id=pid, source=source,
+            occurred_at_given=given,
         )
         out.append((record, errors))
     return out

@@ -40,26 +40,64 @@ def _code(context: grpc.ServicerContext) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
+class _Malformed:
+    """Stands in for a request whose bytes did not parse."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    # grpcio answers INTERNAL when a request fails to parse; a client's bad
+    # bytes deserve INVALID_ARGUMENT, so parsing errors reach the handler.
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError and friends
+            return _Malformed(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+def _check(request: Any, context: grpc.ServicerContext) -> None:
+    if isinstance(request, _Malformed):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid protobuf message: {request.error}")
+
+
+def _checked_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+    for request in requests:
+        _check(request, context)
+        yield request
+
+
 class RpcInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
         if handler is None:
             return None
         method = details.method  # type: ignore[attr-defined]
+        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         if handler.unary_unary:
-            return handler._replace(unary_unary=_unary(handler.unary_unary, method))
+            return handler._replace(unary_unary=_unary(handler.unary_unary, method, False))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_unary(handler.stream_unary, method))
+            return handler._replace(stream_unary=_unary(handler.stream_unary, method, True))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_streaming(handler.unary_stream, method))
-        return handler._replace(stream_stream=_streaming(handler.stream_stream, method))
+            return handler._replace(unary_stream=_streaming(handler.unary_stream, method, False))
+        return handler._replace(stream_stream=_streaming(handler.stream_stream, method, True))
 
 
-def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[[Any, grpc.ServicerContext], Any]:
+def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str, streamed: bool) -> Callable[[Any, grpc.ServicerContext], Any]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
         start = time.perf_counter()
         rid = _request_id(context)
         try:
+            if streamed:
+                request = _checked_stream(request, context)
+            else:
+                _check(request, context)
             return behaviour(request, context)
         except Exception as exc:
             if context.code() not in (None, _OK):  # already aborted (incl. UNIMPLEMENTED)
@@ -71,12 +109,16 @@ def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -
     return wrapper
 
 
-def _streaming(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+def _streaming(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str, streamed: bool) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         start = time.perf_counter()
         rid = _request_id(context)
         sent = 0
         try:
+            if streamed:
+                request = _checked_stream(request, context)
+            else:
+                _check(request, context)
             for item in behaviour(request, context):
                 sent += 1
                 yield item

@@ -8,7 +8,7 @@ import grpc
 
 from ..app.catalog import Catalog
 from ..app.context import AppContext
-from ..app.ingest import Candidate, Ingest
+from ..app.ingest import Candidate, ImportSession, Ingest
 from ..errors import InvalidArgument, ResourceExhausted
 from ..ingest import IngestReport
 from ..schema import FieldError
@@ -36,34 +36,36 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         )
 
     def ImportOutcomes(self, request_iterator: Iterator[training_pb2.ImportOutcomesRequest], context: grpc.ServicerContext) -> training_pb2.ImportOutcomesResponse:
-        report = IngestReport()
-        model = None
-        index = 0
-        for n, message in enumerate(request_iterator):
-            if model is None:
-                if not message.model:
-                    raise InvalidArgument.fields([FieldError("model", "required in the first message")])
-                model = self._catalog.get(message.model)
-            elif message.model and message.model != model.name:
-                raise InvalidArgument.fields([FieldError("model", f"message {n} names {message.model!r}; the stream is for {model.name!r}")])
-            rows = len(message.outcomes) + max(0, message.columns.features.row_count)
-            if rows > MAX_BATCH_ROWS:
-                raise ResourceExhausted(
-                    f"message {n} carries {rows} outcomes; at most {MAX_BATCH_ROWS} per message",
-                    reason="BATCH_TOO_LARGE",
-                )
-            now = self._ctx.now_us()
-            cands = [
-                Candidate(*convert.outcome_from_proto(o, now, "outcome", "import"))
-                for o in message.outcomes
-            ]
-            if message.HasField("columns"):
-                cands += [
-                    Candidate(record, errors, checked=True)
-                    for record, errors in convert.outcomes_from_columns(message.columns, model.schema, now, "import")
-                ]
-            self._ingest.record_batch(model, cands, index, report)
-            index += len(cands)
+        session: ImportSession | None = None
+        try:
+            for n, message in enumerate(request_iterator):
+                if session is None:
+                    if not message.model:
+                        raise InvalidArgument.fields([FieldError("model", "required in the first message")])
+                    session = self._ingest.session(self._catalog.get(message.model))
+                elif message.model and message.model != session.model.name:
+                    raise InvalidArgument.fields([FieldError(
+                        "model", f"message {n} names {message.model!r}; the stream is for {session.model.name!r}")])
+                rows = len(message.outcomes) + max(0, message.columns.features.row_count)
+                if rows > MAX_BATCH_ROWS:
+                    raise ResourceExhausted(
+                        f"message {n} carries {rows} outcomes; at most {MAX_BATCH_ROWS} per message",
+                        reason="BATCH_TOO_LARGE",
+                    )
+                now = self._ctx.now_us()
+                cands = [Candidate(*convert.outcome_from_proto(o, now, "outcome", "import")) for o in message.outcomes]
+                if message.HasField("columns"):
+                    cands += [
+                        Candidate(record, errors, checked=True)
+                        for record, errors in convert.outcomes_from_columns(
+                            message.columns, session.model.schema, now, "import")
+                    ]
+                session.add(cands)
+        except BaseException:
+            if session is not None:
+                session.abandon()
+            raise
+        report = session.finish() if session is not None else IngestReport()
         return training_pb2.ImportOutcomesResponse(
             received=report.received,
             accepted=report.accepted,

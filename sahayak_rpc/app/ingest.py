@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from ..errors import AlreadyExists, InvalidArgument
 from ..ingest import IngestReport, OutcomeRecord
@@ -31,6 +32,8 @@ class Ingest:
         # Labels per model since its last training run: derived from the
         # store at start, so nothing here matters only in memory.
         self._since_training: dict[int, int] = {}
+        # Commits import batches while the RPC thread parses the next one.
+        self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-writer")
 
     def labels_since_training(self, model: ModelRecord) -> int:
         with self._lock:
@@ -60,10 +63,9 @@ class Ingest:
             return True, self.labels_since_training(model)
         return False, self._added(model, 1)
 
-    def record_batch(self, model: ModelRecord, cands: Sequence[Candidate], first_index: int, report: IngestReport) -> None:
-        """Store the valid rows of a batch (one commit); report the rest per row."""
-        good: list[OutcomeRecord] = []
-        good_index: list[int] = []
+    def prepare(self, model: ModelRecord, cands: Sequence[Candidate], first_index: int, report: IngestReport) -> PreparedBatch:
+        """Check a batch's rows; the bad ones go into ``report``, the good ones come back."""
+        batch = PreparedBatch()
         validate = model.schema.validate_row
         for i, cand in enumerate(cands):
             index = first_index + i
@@ -71,20 +73,75 @@ class Ingest:
             if errors:
                 report.reject(index, cand.record.outcome_id, errors[0].field, errors[0].reason)
                 continue
-            good.append(cand.record)
-            good_index.append(index)
+            batch.records.append(cand.record)
+            batch.indices.append(index)
         report.received += len(cands)
-        if not good:
-            return
+        return batch
+
+    def store(self, model: ModelRecord, batch: PreparedBatch) -> IngestReport:
+        """Commit a prepared batch in one transaction; returns what happened to its rows."""
+        report = IngestReport()
+        if not batch.records:
+            return report
         self.labels_since_training(model)
-        results = self._ctx.outcomes.insert(model.id, good, self._ctx.now_us())
-        inserted = 0
-        for index, rec, result in zip(good_index, good, results, strict=True):
+        results = self._ctx.outcomes.insert(model.id, batch.records, self._ctx.now_us())
+        for index, rec, result in zip(batch.indices, batch.records, results, strict=True):
             if result is InsertResult.INSERTED:
-                inserted += 1
+                report.accepted += 1
             elif result is InsertResult.DUPLICATE:
                 report.duplicates += 1
             else:
                 report.reject(index, rec.outcome_id, "outcome_id", "already exists with different content")
-        report.accepted += inserted
-        self._added(model, inserted)
+        self._added(model, report.accepted)
+        return report
+
+    def session(self, model: ModelRecord) -> ImportSession:
+        return ImportSession(self, model, self._writer)
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+
+
+@dataclass
+class PreparedBatch:
+    records: list[OutcomeRecord] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+
+
+class ImportSession:
+    """One import stream: batch N commits on a writer thread while batch N+1 is parsed.
+
+    SQLite releases the GIL while it writes and syncs, so parsing and storing
+    overlap. At most one batch per session is in flight, so rows commit in order.
+    """
+
+    def __init__(self, ingest: Ingest, model: ModelRecord, writer: ThreadPoolExecutor) -> None:
+        self._ingest = ingest
+        self.model = model
+        self._writer = writer
+        self._pending: Future[IngestReport] | None = None
+        self.report = IngestReport()
+        self.rows = 0
+
+    def add(self, cands: Sequence[Candidate]) -> None:
+        batch = self._ingest.prepare(self.model, cands, self.rows, self.report)
+        self.rows += len(cands)
+        self._settle()
+        self._pending = self._writer.submit(self._ingest.store, self.model, batch)
+
+    def _settle(self) -> None:
+        if self._pending is not None:
+            done, self._pending = self._pending, None
+            self.report.merge(done.result())
+
+    def finish(self) -> IngestReport:
+        """Wait for the last commit; the report's errors come back in row order."""
+        self._settle()
+        self.report.errors.sort(key=lambda e: e[0])
+        return self.report
+
+    def abandon(self) -> None:
+        """The stream failed: let an in-flight commit finish (it is durable and idempotent)."""
+        if self._pending is not None:
+            self._pending.exception()
+            self._pending = None

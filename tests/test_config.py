@@ -1,0 +1,79 @@
+"""Configuration: the seed's defaults, TOML, environment overrides, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sahayak_rpc import config
+
+
+def test_defaults_are_the_seeds() -> None:
+    cfg = config.load(env={})
+    d = cfg.model_defaults
+    assert d.training.retrain_interval_s == 7 * 86400
+    assert d.training.incremental_every == 100
+    assert d.training.validation_fraction == 0.2
+    assert d.training.min_samples == 100
+    assert (d.gate.min_accuracy, d.gate.min_f1, d.gate.max_calibration_error) == (0.75, 0.70, 0.20)
+    lr = d.training.logistic_regression
+    assert (lr.learning_rate, lr.l2, lr.tolerance, lr.max_iterations) == (0.01, 0.1, 0.001, 1000)
+    assert d.monitoring.alert_cooldown_s == 3600
+    assert cfg.health_check_interval_s == 300
+    assert cfg.prediction_retention_s == 7 * 86400
+    assert cfg.performance_retention_s == 30 * 86400
+    assert (cfg.host, cfg.port, cfg.synchronous) == ("127.0.0.1", 50051, "full")
+
+
+def test_toml_then_environment_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "sahayak.toml"
+    path.write_text(
+        '[server]\nport = 6001\ndb = "x.db"\n'
+        '[training]\nretrain_interval = "3d"\nincremental_every = 50\nfamilies = ["logistic_regression"]\n'
+        '[gate]\nmin_accuracy = 0.8\n'
+        '[monitoring]\nhealth_check_interval = "1m"\nalert_cooldown = "15m"\n'
+    )
+    cfg = config.load(path, env={"SAHAYAK_SERVER_PORT": "6002", "SAHAYAK_GATE_MIN_F1": "0.6"}, db="y.db")
+    assert cfg.port == 6002
+    assert cfg.db == "y.db"
+    assert cfg.model_defaults.training.retrain_interval_s == 3 * 86400
+    assert cfg.model_defaults.training.incremental_every == 50
+    assert cfg.model_defaults.training.families == ("logistic_regression",)
+    assert cfg.model_defaults.gate.min_accuracy == 0.8
+    assert cfg.model_defaults.gate.min_f1 == 0.6
+    assert cfg.health_check_interval_s == 60
+    assert cfg.model_defaults.monitoring.alert_cooldown_s == 900
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "words"),
+    [
+        ("[server]\nprot = 1\n", {}, "unknown setting [server] prot"),
+        ("[server]\nport = 'x'\n", {}, "[server] port"),
+        ("[gate]\nmin_accuracy = 1.5\n", {}, "gate.min_accuracy"),
+        ("[training]\nretrain_interval = 'soon'\n", {}, "duration"),
+        ("[training]\nfamilies = ['svm']\n", {}, "training.families"),
+        ("", {"SAHAYAK_SERVER_SYNCHRONOUS": "sometimes"}, "synchronous"),
+        ("", {"SAHAYAK_TRAINING_SCHEDULE_ENABLED": "perhaps"}, "SAHAYAK_TRAINING_SCHEDULE_ENABLED"),
+        ("port = 5\n", {}, "must be a [section]"),
+        ("[server\n", {}, "sahayak.toml"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path: Path, text: str, env: dict, words: str) -> None:
+    path = tmp_path / "sahayak.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path, env=env)
+    assert words in str(info.value)
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.load(tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), (45, 45), ("90s", 90), ("5m", 300), ("2h", 7200),
+                                                ("7d", 604800), ("1w", 604800), ("250ms", 0.25)])
+def test_durations(text: object, seconds: float) -> None:
+    assert config.parse_duration(text, "k") == seconds

@@ -1,0 +1,185 @@
+"""The server process: contract visibility, health, errors, logs, shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from structlog.testing import capture_logs
+
+from sahayak_rpc import config
+from sahayak_rpc.client import Client
+from sahayak_rpc.server import SERVICES, Server
+from sahayak_rpc._proto.sahayak.v1 import feedback_pb2, inference_pb2, monitor_pb2, registry_pb2, training_pb2
+
+from .conftest import Running, good_row, server_command
+
+FIVE = {
+    "sahayak.v1.TrainingService", "sahayak.v1.FeedbackService", "sahayak.v1.MonitorService",
+    "sahayak.v1.ModelRegistryService", "sahayak.v1.InferenceService",
+}
+
+
+def test_reflection_lists_all_five_services_and_health(running: Running) -> None:
+    db = ProtoReflectionDescriptorDatabase(running.client.channel)
+    services = set(db.get_services())
+    assert FIVE | {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
+
+
+def test_reflection_describes_messages_for_grpcurl(running: Running) -> None:
+    from google.protobuf.descriptor_pool import DescriptorPool
+
+    pool = DescriptorPool(ProtoReflectionDescriptorDatabase(running.client.channel))
+    method = pool.FindServiceByName("sahayak.v1.TrainingService").methods_by_name["RecordOutcome"]
+    assert method.input_type.full_name == "sahayak.v1.RecordOutcomeRequest"
+    assert "features" in pool.FindMessageTypeByName("sahayak.v1.Outcome").fields_by_name
+
+
+def test_health_is_serving_overall_and_per_service(running: Running) -> None:
+    for name in ["", *FIVE]:
+        assert running.client.health(name) == "SERVING"
+
+
+def test_rpcs_not_built_yet_answer_unimplemented(running: Running) -> None:
+    calls = [
+        (running.client.inference.Predict, inference_pb2.PredictRequest(model="x")),
+        (running.client.feedback.RecordFeedback, feedback_pb2.RecordFeedbackRequest()),
+        (running.client.training.StartTraining, training_pb2.StartTrainingRequest(model="x")),
+        (running.client.registry.ListModelVersions, registry_pb2.ListModelVersionsRequest(model="x")),
+        (running.client.monitor.ListAlerts, monitor_pb2.ListAlertsRequest()),
+    ]
+    for method, request in calls:
+        with pytest.raises(grpc.RpcError) as info:
+            method(request)
+        assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert running.client.health() == "SERVING"
+
+
+def test_status_lists_exactly_the_implemented_methods(running: Running) -> None:
+    implemented = set(running.client.server_status().implemented_methods)
+    assert "/sahayak.v1.TrainingService/RecordOutcome" in implemented
+    assert "/sahayak.v1.InferenceService/Predict" not in implemented
+    every = {
+        f"/{name}/{m.name}"
+        for name, (pb2, _) in SERVICES.items()
+        for m in pb2.DESCRIPTOR.services_by_name[name.rsplit(".", 1)[1]].methods
+    }
+    assert implemented < every
+
+
+def test_status_reports_uptime_on_the_injected_clock(running: Running) -> None:
+    running.clock.advance(125)
+    status = running.client.server_status()
+    assert status.uptime.seconds == 125
+    assert status.server_version
+
+
+def test_one_log_line_per_rpc_with_method_code_latency_and_request_id(running: Running, small_model: str) -> None:
+    with capture_logs() as logs:
+        running.client.get_model(small_model)
+        with pytest.raises(Exception):
+            running.client.get_model("ghost")
+        running.client.registry.GetModel(registry_pb2.GetModelRequest(name=small_model),
+                                         metadata=[("x-request-id", "abc-123")])
+    rpc_lines = [entry for entry in logs if entry["event"] == "rpc"]
+    assert [(e["method"], e["code"]) for e in rpc_lines] == [
+        ("/sahayak.v1.ModelRegistryService/GetModel", "OK"),
+        ("/sahayak.v1.ModelRegistryService/GetModel", "NOT_FOUND"),
+        ("/sahayak.v1.ModelRegistryService/GetModel", "OK"),
+    ]
+    assert all(isinstance(e["latency_us"], int) and e["latency_us"] >= 0 for e in rpc_lines)
+    assert rpc_lines[2]["request_id"] == "abc-123"
+    assert rpc_lines[0]["request_id"] != rpc_lines[1]["request_id"]
+
+
+def test_a_second_server_cannot_take_the_same_port(running: Running, tmp_path: Path) -> None:
+    other = Server(config.load(env={}, port=running.server.port, db=str(tmp_path / "other.db")))
+    with pytest.raises(OSError):
+        other.start()
+    other.db.close()
+
+
+def test_messages_over_the_size_limit_are_refused(tmp_path: Path) -> None:
+    server = Server(config.load(env={}, port=0, db=str(tmp_path / "s.db"), max_message_bytes=4096))
+    server.start()
+    try:
+        with Client(f"127.0.0.1:{server.port}") as c:
+            request = registry_pb2.GetModelRequest(name="x" * 10_000)
+            with pytest.raises(grpc.RpcError) as info:
+                c.registry.GetModel(request)
+            assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert c.health() == "SERVING"
+    finally:
+        server.stop(grace=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_serving(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    from grpc_health.v1 import health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(channel)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                channel.close()
+                return
+        except grpc.RpcError:
+            time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subprocess_env: dict) -> None:
+    port = _free_port()
+    db = tmp_path / "g.db"
+    proc = subprocess.Popen(server_command("serve", "--port", str(port), "--db", str(db)),
+                            stderr=subprocess.PIPE, text=True, env=subprocess_env)
+    try:
+        _wait_serving(port, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = [json.loads(line)["event"] for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    assert events[0] == "server.started"
+    assert events[-2:] == ["server.signal", "server.stopped"]
+    # A cleanly closed WAL database leaves no -wal file behind.
+    assert not (tmp_path / "g.db-wal").exists()
+
+
+def test_serve_refuses_a_bad_config_with_a_clear_message(tmp_path: Path, subprocess_env: dict) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gate]\nmin_f1 = 7\n")
+    proc = subprocess.run(server_command("serve", "--config", str(bad), "--db", str(tmp_path / "x.db")),
+                          capture_output=True, text=True, env=subprocess_env, timeout=60)
+    assert proc.returncode == 2
+    assert "gate.min_f1" in proc.stderr
+
+
+def test_unexpected_input_types_never_crash_the_server(running: Running, small_model: str) -> None:
+    # Raw bytes that are not a valid message: the server answers, and stays healthy.
+    call = running.client.channel.unary_unary("/sahayak.v1.TrainingService/RecordOutcome",
+                                              request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    for payload in [b"\xff\xff\xff", b"\x0a\x05abc", b"\x12" + b"\x80" * 20]:
+        with pytest.raises(grpc.RpcError) as info:
+            call(payload)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    running.client.record_outcome(small_model, good_row(), True)
+    assert running.client.health() == "SERVING"
