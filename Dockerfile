@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY sahayak_rpc ./sahayak_rpc
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+RUN groupadd --gid 10001 sahayak \
+ && useradd --uid 10001 --gid sahayak --no-create-home --shell /usr/sbin/nologin sahayak \
+ && mkdir /data && chown sahayak:sahayak /data
+COPY --from=build /install /usr/local
+USER sahayak
+WORKDIR /data
+VOLUME ["/data"]
+ENV SAHAYAK_SERVER_HOST=0.0.0.0 \
+    SAHAYAK_SERVER_PORT=50051 \
+    SAHAYAK_SERVER_DB=/data/sahayak.db \
+    PYTHONUNBUFFERED=1
+EXPOSE 50051
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["sahayak-rpc", "health", "--target", "127.0.0.1:50051"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["sahayak-rpc"]
+CMD ["serve"]
