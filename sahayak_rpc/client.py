@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -24,6 +24,7 @@ from .schema import FeatureSpec, FeatureType, LabelSpec, Row
 from ._proto.sahayak.v1 import (
     common_pb2,
     feedback_pb2_grpc,
+    inference_pb2,
     inference_pb2_grpc,
     monitor_pb2,
     monitor_pb2_grpc,
@@ -32,6 +33,9 @@ from ._proto.sahayak.v1 import (
     training_pb2,
     training_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from .local import LocalScorer
 
 __all__ = ["Client", "FieldViolation", "OutcomeInput", "SahayakError"]
 
@@ -136,26 +140,8 @@ def _micros(when: dt.datetime | None) -> int:
 
 def outcomes_to_columns(batch: list[OutcomeInput], target: common_pb2.OutcomeColumns) -> bool:
     """Lay a batch out column by column; False if a feature mixes strings and numbers."""
-    n = len(batch)
-    cols: dict[str, list[Any]] = {}
-    for i, o in enumerate(batch):
-        for name, value in o.features.items():
-            col = cols.get(name)
-            if col is None:
-                col = cols[name] = [None] * n
-            col[i] = value
-    feats = target.features
-    feats.row_count = n
-    nan = float("nan")
-    for name, col in cols.items():
-        kinds = set(map(type, col))
-        kinds.discard(type(None))
-        if kinds <= {str}:
-            feats.columns.add(name=name, strings=["" if v is None else v for v in col])
-        elif kinds <= {float, int, bool}:
-            feats.columns.add(name=name, numbers=[nan if v is None else float(v) for v in col])
-        else:
-            return False
+    if not feature_columns([o.features for o in batch], target.features):
+        return False
     target.labels.extend([common_pb2.LABEL_POSITIVE if o.label else common_pb2.LABEL_NEGATIVE for o in batch])
     if any(o.outcome_id for o in batch):
         target.outcome_ids.extend([o.outcome_id for o in batch])
@@ -169,6 +155,30 @@ def outcomes_to_columns(batch: list[OutcomeInput], target: common_pb2.OutcomeCol
             keys.update(dict.fromkeys(getter(o)))
         for key in keys:
             getattr(target, group).add(name=key, values=[getter(o).get(key, "") for o in batch])
+    return True
+
+
+def feature_columns(rows: list[Mapping[str, Any]], target: common_pb2.FeatureColumns) -> bool:
+    """Lay rows out column by column; False if a feature mixes strings and numbers."""
+    n = len(rows)
+    cols: dict[str, list[Any]] = {}
+    for i, row in enumerate(rows):
+        for name, value in row.items():
+            col = cols.get(name)
+            if col is None:
+                col = cols[name] = [None] * n
+            col[i] = value
+    target.row_count = n
+    nan = float("nan")
+    for name, col in cols.items():
+        kinds = set(map(type, col))
+        kinds.discard(type(None))
+        if kinds <= {str}:
+            target.columns.add(name=name, strings=["" if v is None else v for v in col])
+        elif kinds <= {float, int, bool}:
+            target.columns.add(name=name, numbers=[nan if v is None else float(v) for v in col])
+        else:
+            return False
     return True
 
 
@@ -326,6 +336,107 @@ class Client:
                     progress(len(batch))
 
         return self._call(self.training.ImportOutcomes, batches(), timeout=timeout or 3600.0)
+
+    # --- training ---------------------------------------------------------
+
+    def start_training(self, model: str, *, incremental: bool = False, families: Iterable[str] = (),
+                       time_ordered: bool = False, description: str = "") -> training_pb2.TrainingRun:
+        request = training_pb2.StartTrainingRequest(
+            model=model, description=description,
+            kind=training_pb2.TRAINING_KIND_INCREMENTAL if incremental else training_pb2.TRAINING_KIND_FULL,
+            families=[registry_pb2.ModelFamily.Value("MODEL_FAMILY_" + f.upper()) for f in families],
+            split=registry_pb2.SPLIT_STRATEGY_TIME_ORDERED if time_ordered else registry_pb2.SPLIT_STRATEGY_UNSPECIFIED,
+        )
+        return self._call(self.training.StartTraining, request).run
+
+    def get_run(self, run_id: str) -> training_pb2.TrainingRun:
+        return self._call(self.training.GetTrainingRun, training_pb2.GetTrainingRunRequest(run_id=run_id)).run
+
+    def watch_run(self, run_id: str, timeout: float | None = None) -> Iterator[training_pb2.WatchTrainingRunResponse]:
+        try:
+            yield from self.training.WatchTrainingRun(training_pb2.WatchTrainingRunRequest(run_id=run_id),
+                                                      timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise SahayakError.from_rpc_error(err) from None
+
+    def wait_run(self, run_id: str, timeout: float = 600.0) -> training_pb2.TrainingRun:
+        """Follow a run to its end and return it as it ended."""
+        for event in self.watch_run(run_id, timeout=timeout):
+            if event.HasField("run"):
+                return event.run
+        return self.get_run(run_id)
+
+    def train(self, model: str, timeout: float = 600.0, **kwargs: Any) -> training_pb2.TrainingRun:
+        """Start a run and wait for its end."""
+        return self.wait_run(self.start_training(model, **kwargs).run_id, timeout=timeout)
+
+    # --- registry ---------------------------------------------------------
+
+    def get_version(self, model: str, version: int = 0, alias: str = "") -> registry_pb2.ModelVersion:
+        request = registry_pb2.GetModelVersionRequest(model=model, version=version, alias=alias)
+        return self._call(self.registry.GetModelVersion, request).version
+
+    def list_versions(self, model: str, include_archived: bool = False) -> Iterator[registry_pb2.ModelVersion]:
+        token = ""
+        while True:
+            resp = self._call(self.registry.ListModelVersions, registry_pb2.ListModelVersionsRequest(
+                model=model, page_token=token, include_archived=include_archived))
+            yield from resp.versions
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def set_alias(self, model: str, alias: str, version: int, reason: str = "", force: bool = False) -> registry_pb2.AliasEvent:
+        request = registry_pb2.SetAliasRequest(model=model, alias=alias, version=version, reason=reason, force=force)
+        return self._call(self.registry.SetAlias, request).event
+
+    def rollback(self, model: str, reason: str = "") -> registry_pb2.AliasEvent:
+        return self._call(self.registry.RollbackModel, registry_pb2.RollbackModelRequest(model=model, reason=reason)).event
+
+    def export_version(self, model: str, version: int = 0, alias: str = "") -> bytes:
+        request = registry_pb2.ExportModelVersionRequest(model=model, version=version, alias=alias)
+        return self._call(self.registry.ExportModelVersion, request).artifact
+
+    def import_version(self, model: str, artifact: bytes, description: str = "") -> registry_pb2.ModelVersion:
+        request = registry_pb2.ImportModelVersionRequest(model=model, artifact=artifact, description=description)
+        return self._call(self.registry.ImportModelVersion, request).version
+
+    # --- inference --------------------------------------------------------
+
+    def predict(self, model: str, features: Mapping[str, Any], *, version: int = 0, alias: str = "",
+                explain_top_k: int = 0, entities: Mapping[str, str] | None = None) -> inference_pb2.PredictResponse:
+        request = inference_pb2.PredictRequest(model=model, version=version, alias=alias, explain_top_k=explain_top_k)
+        fill_features(request.features, features)
+        if entities:
+            request.entities.update(entities)
+        return self._call(self.inference.Predict, request)
+
+    def predict_batch(self, model: str, rows: list[Mapping[str, Any]], *, version: int = 0, alias: str = "",
+                      columnar: bool = True) -> inference_pb2.PredictBatchResponse:
+        """Score many rows in one call (sent column by column unless ``columnar=False``)."""
+        request = inference_pb2.PredictBatchRequest(model=model, version=version, alias=alias)
+        if columnar and feature_columns(rows, request.columns):
+            return self._call(self.inference.PredictBatch, request)
+        request.ClearField("columns")
+        for row in rows:
+            fill_features(request.rows.add().features, row)
+        return self._call(self.inference.PredictBatch, request)
+
+    def recommend(self, model: str, subject: Mapping[str, Any], candidates: Iterable[tuple[str, Mapping[str, Any], float]],
+                  *, top_k: int = 0, weight_by_benefit: bool = False, explain_top_k: int = 0) -> inference_pb2.RecommendResponse:
+        request = inference_pb2.RecommendRequest(model=model, top_k=top_k, weight_by_benefit=weight_by_benefit,
+                                                 explain_top_k=explain_top_k)
+        fill_features(request.subject_features, subject)
+        for cid, features, benefit in candidates:
+            c = request.candidates.add(candidate_id=cid, benefit=benefit)
+            fill_features(c.features, features)
+        return self._call(self.inference.Recommend, request)
+
+    def local_scorer(self, model: str, **kwargs: Any) -> LocalScorer:
+        """A scorer that follows ``model``'s champion and scores in-process (see LocalScorer)."""
+        from .local import LocalScorer
+
+        return LocalScorer(self, model, **kwargs)
 
     # --- status -----------------------------------------------------------
 

@@ -53,6 +53,8 @@ class ServerConfig:
     keepalive_time_s: float = 60.0
     shutdown_grace_s: float = 10.0
     log_level: str = "info"
+    # Threads one training run may use (OpenMP); the rest of the cores keep serving.
+    training_threads: int = 1
     health_check_interval_s: float = 300.0
     prediction_retention_s: float = 7 * ms.DAY
     performance_retention_s: float = 30 * ms.DAY
@@ -71,6 +73,7 @@ _KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("server", "keepalive_time"): ("keepalive_time_s", "duration"),
     ("server", "shutdown_grace"): ("shutdown_grace_s", "duration"),
     ("server", "log_level"): ("log_level", "str"),
+    ("training", "threads"): ("training_threads", "int"),
     ("training", "retrain_interval"): ("training.retrain_interval_s", "duration"),
     ("training", "incremental_every"): ("training.incremental_every", "int"),
     ("training", "validation_fraction"): ("training.validation_fraction", "float"),
@@ -98,7 +101,7 @@ _KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("monitoring", "retrain_on_breach"): ("monitoring.retrain_on_breach", "bool"),
 }
 _SERVER_ONLY = {"host", "port", "db", "max_workers", "max_concurrent_rpcs", "max_message_bytes", "synchronous",
-                "keepalive_time_s", "shutdown_grace_s", "log_level", "health_check_interval_s",
+                "keepalive_time_s", "shutdown_grace_s", "log_level", "health_check_interval_s", "training_threads",
                 "prediction_retention_s", "performance_retention_s"}
 
 
@@ -183,6 +186,8 @@ def _build(values: dict[str, Any]) -> ServerConfig:
         raise ConfigError("[server] port: must be in 0-65535")
     if cfg.max_workers < 4:
         raise ConfigError("[server] max_workers: must be at least 4")
+    if not 1 <= cfg.training_threads <= 256:
+        raise ConfigError("[training] threads: must be 1-256")
     if cfg.max_message_bytes < 1024:
         raise ConfigError("[server] max_message_bytes: must be at least 1024")
     for name in ("health_check_interval_s", "prediction_retention_s", "performance_retention_s"):

@@ -145,7 +145,7 @@ def check_schema(features: Iterable[FeatureSpec]) -> list[FieldError]:
         errors.append(FieldError("features", f"at most {MAX_FEATURES} features"))
     for i, spec in enumerate(features):
         path = f"features[{i}]"
-        if not NAME_RE.match(spec.name):
+        if not NAME_RE.fullmatch(spec.name):
             errors.append(FieldError(f"{path}.name", f"{spec.name!r} must match {NAME_RE.pattern}"))
         elif spec.name in seen:
             errors.append(FieldError(f"{path}.name", f"duplicate feature {spec.name!r}"))

@@ -13,15 +13,21 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .api.inference import InferenceServicer
 from .api.interceptor import RpcInterceptor
 from .api.monitor import MonitorServicer
 from .api.registry import ModelRegistryServicer
 from .api.training import TrainingServicer
 from .app.catalog import Catalog
 from .app.context import AppContext
+from .app.inference import Inference
 from .app.ingest import Ingest
+from .app.registry import Registry
+from .app.training_runs import TrainingRunner
 from .config import ServerConfig
 from .runtime.clock import Clock, SystemClock
+from .runtime.predlog import PredictionLog
+from .runtime.scheduler import Scheduler
 from .store import Database
 from ._proto.sahayak.v1 import (
     feedback_pb2,
@@ -70,27 +76,36 @@ def implemented_methods(servicers: dict[str, Any]) -> list[str]:
 class Server:
     """One sahayak-rpc server process: gRPC services over one SQLite database."""
 
-    def __init__(self, config: ServerConfig, clock: Clock | None = None) -> None:
+    def __init__(self, config: ServerConfig, clock: Clock | None = None, scheduler: bool = True) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.db = Database(config.db, synchronous=config.synchronous)
         self.ctx = AppContext(config=config, clock=self.clock, db=self.db)
         self.catalog = Catalog(self.ctx)
         self.ingest = Ingest(self.ctx)
+        self.registry = Registry(self.ctx)
+        self.registry.load_champions(self.catalog.all())
+        self.runner = TrainingRunner(self.ctx, self.catalog, self.registry, self.ingest)
+        self.predlog = PredictionLog(self.ctx.predictions)
+        self.inference = Inference(self.ctx, self.catalog, self.registry, self.predlog)
+        self.scheduler = Scheduler(self.ctx, self.catalog, self.runner, self.ingest, self.registry)
+        self._run_scheduler = scheduler
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
         self._stopped = threading.Event()
         self._grpc: grpc.Server | None = None
 
         self.servicers: dict[str, Any] = {}
-        self.servicers["sahayak.v1.ModelRegistryService"] = ModelRegistryServicer(self.ctx, self.catalog)
-        self.servicers["sahayak.v1.TrainingService"] = TrainingServicer(self.ctx, self.catalog, self.ingest)
+        self.servicers["sahayak.v1.ModelRegistryService"] = ModelRegistryServicer(self.ctx, self.catalog, self.registry)
+        self.servicers["sahayak.v1.TrainingService"] = TrainingServicer(
+            self.ctx, self.catalog, self.ingest, self.runner, on_ingest=self.scheduler.wake)
         self.servicers["sahayak.v1.MonitorService"] = MonitorServicer(
-            self.ctx, self.catalog, self.ingest, lambda: implemented_methods(self.servicers), server_version()
+            self.ctx, self.catalog, self.ingest, self.registry, self.runner, self.scheduler, self.predlog,
+            lambda: implemented_methods(self.servicers), server_version(),
         )
-        # Services whose RPCs all answer UNIMPLEMENTED for now still register,
+        self.servicers["sahayak.v1.InferenceService"] = InferenceServicer(self.catalog, self.inference)
+        # A service whose RPCs all answer UNIMPLEMENTED for now still registers,
         # so clients and reflection see the whole contract.
-        self.servicers["sahayak.v1.InferenceService"] = inference_pb2_grpc.InferenceServiceServicer()
         self.servicers["sahayak.v1.FeedbackService"] = feedback_pb2_grpc.FeedbackServiceServicer()
 
     def start(self) -> int:
@@ -130,6 +145,8 @@ class Server:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
         server.start()
         self._grpc = server
+        if self._run_scheduler:
+            self.scheduler.start()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("server.started", host=cfg.host, port=self.port, db=cfg.db, version=server_version(),
@@ -145,6 +162,9 @@ class Server:
         self.ctx.stopping.set()
         if self._grpc is not None:
             self._grpc.stop(self.config.shutdown_grace_s if grace is None else grace).wait()
+        self.scheduler.stop()
+        self.runner.close()
+        self.predlog.close()
         self.ingest.close()
         self.db.close()
         log.info("server.stopped")

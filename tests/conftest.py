@@ -50,7 +50,8 @@ class Running:
 def running(tmp_path: Path) -> Iterator[Running]:
     clock = ManualClock()
     cfg = config.load(env={}, host="127.0.0.1", port=0, db=str(tmp_path / "test.db"), synchronous="normal")
-    server = Server(cfg, clock=clock)
+    # The scheduler trains on its own; tests of it start it themselves.
+    server = Server(cfg, clock=clock, scheduler=False)
     server.start()
     client = Client(f"127.0.0.1:{server.port}", timeout=30)
     try:

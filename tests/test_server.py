@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from sahayak_rpc import config
 from sahayak_rpc.client import Client
 from sahayak_rpc.server import SERVICES, Server
-from sahayak_rpc._proto.sahayak.v1 import feedback_pb2, inference_pb2, monitor_pb2, registry_pb2, training_pb2
+from sahayak_rpc._proto.sahayak.v1 import feedback_pb2, monitor_pb2, registry_pb2
 
 from .conftest import Running, good_row, server_command
 
@@ -50,11 +50,9 @@ def test_health_is_serving_overall_and_per_service(running: Running) -> None:
 
 def test_rpcs_not_built_yet_answer_unimplemented(running: Running) -> None:
     calls = [
-        (running.client.inference.Predict, inference_pb2.PredictRequest(model="x")),
         (running.client.feedback.RecordFeedback, feedback_pb2.RecordFeedbackRequest()),
-        (running.client.training.StartTraining, training_pb2.StartTrainingRequest(model="x")),
-        (running.client.registry.ListModelVersions, registry_pb2.ListModelVersionsRequest(model="x")),
         (running.client.monitor.ListAlerts, monitor_pb2.ListAlertsRequest()),
+        (running.client.monitor.DetectDrift, monitor_pb2.DetectDriftRequest(model="x")),
     ]
     for method, request in calls:
         with pytest.raises(grpc.RpcError) as info:
@@ -66,7 +64,8 @@ def test_rpcs_not_built_yet_answer_unimplemented(running: Running) -> None:
 def test_status_lists_exactly_the_implemented_methods(running: Running) -> None:
     implemented = set(running.client.server_status().implemented_methods)
     assert "/sahayak.v1.TrainingService/RecordOutcome" in implemented
-    assert "/sahayak.v1.InferenceService/Predict" not in implemented
+    assert "/sahayak.v1.InferenceService/Predict" in implemented
+    assert "/sahayak.v1.FeedbackService/RecordFeedback" not in implemented
     every = {
         f"/{name}/{m.name}"
         for name, (pb2, _) in SERVICES.items()

@@ -400,3 +400,132 @@ def outcomes_from_columns(
         )
         out.append((record, errors))
     return out
+
+
+# --- enums --------------------------------------------------------------
+
+def enum_to_proto(enum: Any, prefix: str, name: str) -> int:
+    """"logistic_regression" -> MODEL_FAMILY_LOGISTIC_REGRESSION (0 if unknown)."""
+    try:
+        return int(enum.Value(prefix + name.upper()))
+    except ValueError:
+        return 0
+
+
+def enum_from_proto(enum: Any, prefix: str, value: int, path: str, allow_unspecified: bool = True) -> str:
+    """MODEL_FAMILY_LOGISTIC_REGRESSION -> "logistic_regression"; "" for UNSPECIFIED."""
+    if value == 0 and allow_unspecified:
+        return ""
+    try:
+        name = enum.Name(value)
+    except ValueError:
+        name = ""
+    if not name or value == 0:
+        raise InvalidArgument.fields([FieldError(path, f"unknown value {value}")])
+    return str(name[len(prefix):].lower())
+
+
+# --- metrics, versions, runs --------------------------------------------
+
+def metrics_to_proto(m: Mapping[str, Any] | None) -> common_pb2.ClassificationMetrics:
+    if not m:
+        return common_pb2.ClassificationMetrics()
+    return common_pb2.ClassificationMetrics(
+        count=int(m["count"]), positives=int(m["positives"]), accuracy=m["accuracy"], precision=m["precision"],
+        recall=m["recall"], f1=m["f1"], roc_auc=m["roc_auc"], pr_auc=m["pr_auc"], log_loss=m["log_loss"],
+        brier_score=m["brier_score"], calibration_error=m["calibration_error"],
+        max_calibration_error=m["max_calibration_error"], threshold=m["threshold"],
+        confusion=common_pb2.ConfusionMatrix(
+            true_positives=int(m["true_positives"]), false_positives=int(m["false_positives"]),
+            true_negatives=int(m["true_negatives"]), false_negatives=int(m["false_negatives"])),
+    )
+
+
+def gate_to_proto(g: Mapping[str, Any] | None) -> registry_pb2.GateResult:
+    if not g:
+        return registry_pb2.GateResult()
+    return registry_pb2.GateResult(
+        passed=bool(g["passed"]), baseline_version=int(g["baseline_version"]), reasons=list(g["reasons"]),
+        checks=[registry_pb2.GateCheck(metric=c["metric"], comparison=c["comparison"], threshold=c["threshold"],
+                                       value=c["value"], passed=c["passed"]) for c in g["checks"]],
+    )
+
+
+def version_to_proto(model_name: str, v: Any) -> registry_pb2.ModelVersion:
+    lineage = v.lineage or {}
+    params = lineage.get("parameters") or {}
+    out = registry_pb2.ModelVersion(
+        model=model_name, version=v.version,
+        family=enum_to_proto(registry_pb2.ModelFamily, "MODEL_FAMILY_", v.family),
+        status=enum_to_proto(registry_pb2.ModelVersionStatus, "MODEL_VERSION_STATUS_", v.status),
+        aliases=list(v.aliases), validation_metrics=metrics_to_proto(v.metrics), gate=gate_to_proto(v.gate),
+        feature_weights=[registry_pb2.FeatureWeight(feature=f, weight=w) for f, w in v.weights],
+        lineage=registry_pb2.Lineage(
+            source=enum_to_proto(registry_pb2.VersionSource, "VERSION_SOURCE_", v.source),
+            training_run_id=v.training_run_id, parent_version=v.parent_version,
+            outcome_count=int(lineage.get("outcome_count", 0)),
+            parameters={str(k): str(val) for k, val in params.items()},
+            artifact_sha256=v.artifact_sha256,
+        ),
+        calibration=enum_to_proto(registry_pb2.CalibrationMethod, "CALIBRATION_METHOD_", v.calibration),
+        decision_threshold=v.threshold, create_time=us_to_ts(v.created_us), description=v.description,
+        artifact_size_bytes=v.artifact_size,
+    )
+    for key, field in (("first_outcome_us", "first_outcome_time"), ("last_outcome_us", "last_outcome_time")):
+        if lineage.get(key):
+            getattr(out.lineage, field).CopyFrom(us_to_ts(int(lineage[key])))
+    if lineage.get("imported_from"):
+        out.lineage.parameters["imported_from"] = str(lineage["imported_from"])
+    return out
+
+
+def alias_event_to_proto(model_name: str, e: Any) -> registry_pb2.AliasEvent:
+    return registry_pb2.AliasEvent(event_id=e.event_id, model=model_name, alias=e.alias, version=e.version,
+                                   previous_version=e.previous_version, reason=e.reason, time=us_to_ts(e.created_us))
+
+
+def run_to_proto(model_name: str, run: Any) -> Any:
+    from .._proto.sahayak.v1 import training_pb2
+
+    result = run.result or {}
+    data = result.get("data") or {}
+    out = training_pb2.TrainingRun(
+        run_id=run.run_id, model=model_name,
+        kind=enum_to_proto(training_pb2.TrainingKind, "TRAINING_KIND_", run.kind),
+        trigger=enum_to_proto(training_pb2.TrainingTrigger, "TRAINING_TRIGGER_", run.trigger),
+        state=enum_to_proto(training_pb2.TrainingRunState, "TRAINING_RUN_STATE_", run.state),
+        create_time=us_to_ts(run.created_us),
+        data=training_pb2.DataSummary(
+            outcome_count=int(data.get("outcome_count", 0)), train_count=int(data.get("train_count", 0)),
+            validation_count=int(data.get("validation_count", 0)), positives=int(data.get("positives", 0))),
+        parameters={str(k): str(v) for k, v in (result.get("parameters") or {}).items()},
+        produced_version=run.produced_version, gate=gate_to_proto(result.get("gate")), promoted=run.promoted,
+        end_reason=run.end_reason, description=run.description,
+    )
+    if run.started_us:
+        out.start_time.CopyFrom(us_to_ts(run.started_us))
+    if run.ended_us:
+        out.end_time.CopyFrom(us_to_ts(run.ended_us))
+    if "duration_s" in result:
+        out.duration.CopyFrom(s_to_duration(float(result["duration_s"])))
+    for key, field in (("first_outcome_us", "first_outcome_time"), ("last_outcome_us", "last_outcome_time")):
+        if data.get(key):
+            getattr(out.data, field).CopyFrom(us_to_ts(int(data[key])))
+    for c in result.get("candidates") or []:
+        out.candidates.add(
+            family=enum_to_proto(registry_pb2.ModelFamily, "MODEL_FAMILY_", c["family"]),
+            calibration=enum_to_proto(registry_pb2.CalibrationMethod, "CALIBRATION_METHOD_", c["calibration"]),
+            validation_metrics=metrics_to_proto(c["metrics"]),
+            stop_reason=enum_to_proto(training_pb2.StopReason, "STOP_REASON_", c["stop_reason"]),
+            iterations=int(c["iterations"]), final_loss=float(c["final_loss"]),
+            fit_duration=s_to_duration(float(c["fit_seconds"])), selected=bool(c["selected"]),
+        )
+    return out
+
+
+def contributions_to_proto(parts: Any, row: Mapping[str, Any], target: Any) -> None:
+    for name, value in parts:
+        c = target.add(feature=name, contribution=value)
+        v = row.get(name)
+        if v is not None:
+            c.value.CopyFrom(value_to_proto(v))

@@ -20,7 +20,7 @@ class Catalog:
 
     def create(self, name: str, description: str, schema: Schema, settings: ms.ModelSettings) -> ModelRecord:
         errors = []
-        if not MODEL_NAME_RE.match(name):
+        if not MODEL_NAME_RE.fullmatch(name):
             errors.append(FieldError("model.name", f"{name!r} must match {MODEL_NAME_RE.pattern}"))
         if len(description) > 4096:
             errors.append(FieldError("model.description", "at most 4096 characters"))
@@ -42,6 +42,24 @@ class Catalog:
             raise NotFound(f"model {name!r} not found", reason="MODEL_NOT_FOUND")
         self._cache[name] = record
         return record
+
+    def by_id(self, model_id: int) -> ModelRecord:
+        for record in self._cache.values():
+            if record.id == model_id:
+                return record
+        for record in self.all():
+            if record.id == model_id:
+                return record
+        raise NotFound(f"model #{model_id} not found", reason="MODEL_NOT_FOUND")
+
+    def all(self) -> list[ModelRecord]:
+        out: list[ModelRecord] = []
+        after = ""
+        while True:
+            page, after = self.list(MAX_PAGE, after)
+            out += page
+            if not after:
+                return out
 
     def list(self, page_size: int, after_name: str) -> tuple[list[ModelRecord], str]:
         if page_size < 0:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..config import ServerConfig
 from ..runtime.clock import Clock
-from ..store import Database, ModelRepository, OutcomeRepository
+from ..store import Database, ModelRepository, OutcomeRepository, PredictionRepository, RunRepository
 
 
 @dataclass
@@ -17,12 +17,16 @@ class AppContext:
     db: Database
     models: ModelRepository = field(init=False)
     outcomes: OutcomeRepository = field(init=False)
+    runs: RunRepository = field(init=False)
+    predictions: PredictionRepository = field(init=False)
     started_at: float = field(init=False)
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.models = ModelRepository(self.db)
         self.outcomes = OutcomeRepository(self.db)
+        self.runs = RunRepository(self.db)
+        self.predictions = PredictionRepository(self.db)
         self.started_at = self.clock.now()
 
     def now_us(self) -> int:

@@ -38,8 +38,17 @@ class Ingest:
     def labels_since_training(self, model: ModelRecord) -> int:
         with self._lock:
             if model.id not in self._since_training:
-                self._since_training[model.id] = self._ctx.outcomes.count(model.id)
+                self._since_training[model.id] = self._ctx.outcomes.count(model.id, after_seq=self._watermark(model.id))
             return self._since_training[model.id]
+
+    def _watermark(self, model_id: int) -> int:
+        return self._ctx.runs.latest_through_seq(model_id)
+
+    def trained_through(self, model: ModelRecord, seq: int) -> None:
+        """A run has read every outcome up to ``seq``: count labels from there."""
+        since = self._ctx.outcomes.count(model.id, after_seq=seq)
+        with self._lock:
+            self._since_training[model.id] = since
 
     def _added(self, model: ModelRecord, n: int) -> int:
         current = self.labels_since_training(model)

@@ -36,3 +36,84 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outcomes_by_prediction ON outcomes (prediction_id) WHERE prediction_id IS NOT NULL
     """,
 ]
+
+MIGRATIONS.append(
+    # 2: the registry (versions, aliases and their history), training runs,
+    # the prediction log and server secrets.
+    """
+    CREATE TABLE model_versions (
+        id INTEGER PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        version INTEGER NOT NULL,
+        family TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('ready', 'rejected', 'archived')),
+        source TEXT NOT NULL,
+        training_run_id TEXT,
+        parent_version INTEGER NOT NULL DEFAULT 0,
+        metrics_json TEXT NOT NULL,
+        gate_json TEXT NOT NULL,
+        weights_json TEXT NOT NULL,
+        lineage_json TEXT NOT NULL,
+        calibration TEXT NOT NULL,
+        threshold REAL NOT NULL,
+        artifact BLOB NOT NULL,
+        artifact_sha256 TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        created_us INTEGER NOT NULL,
+        UNIQUE (model_id, version)
+    );
+    CREATE TABLE aliases (
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        alias TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        updated_us INTEGER NOT NULL,
+        PRIMARY KEY (model_id, alias)
+    );
+    CREATE TABLE alias_events (
+        id INTEGER PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        alias TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        previous_version INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created_us INTEGER NOT NULL
+    );
+    CREATE INDEX alias_events_by_model ON alias_events (model_id, alias, id);
+    CREATE TABLE training_runs (
+        run_id TEXT PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        kind TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        started_us INTEGER NOT NULL DEFAULT 0,
+        ended_us INTEGER NOT NULL DEFAULT 0,
+        through_seq INTEGER NOT NULL DEFAULT 0,
+        request_json TEXT NOT NULL,
+        result_json TEXT NOT NULL DEFAULT '{}',
+        produced_version INTEGER NOT NULL DEFAULT 0,
+        promoted INTEGER NOT NULL DEFAULT 0,
+        end_reason TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX training_runs_by_model ON training_runs (model_id, created_us);
+    CREATE TABLE predictions (
+        seq INTEGER PRIMARY KEY,
+        prediction_id TEXT NOT NULL,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        version INTEGER NOT NULL,
+        features_json TEXT NOT NULL,
+        probability REAL NOT NULL,
+        label INTEGER NOT NULL,
+        created_us INTEGER NOT NULL,
+        entities_json TEXT,
+        source TEXT NOT NULL
+    );
+    CREATE INDEX predictions_by_id ON predictions (prediction_id);
+    CREATE INDEX predictions_by_model_time ON predictions (model_id, created_us);
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    )
+    """
+)

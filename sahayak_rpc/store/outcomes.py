@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 import sqlite3
 from collections.abc import Sequence
 
@@ -100,3 +101,70 @@ class OutcomeRepository:
             entities=orjson.loads(r[4]) if r[4] else {}, metadata=orjson.loads(r[5]) if r[5] else {},
             prediction_id=r[6] or "", source=r[7],
         )
+
+    def load(self, model_id: int, *, after_seq: int = 0, through_seq: int | None = None,
+             start_us: int | None = None, end_us: int | None = None, last_n: int = 0) -> LoadedOutcomes:
+        """Outcomes for training or evaluation, oldest first (by arrival)."""
+        sql = "SELECT seq, outcome_id, label, features_json, occurred_us FROM outcomes WHERE model_id = ? AND seq > ?"
+        args: list[object] = [model_id, after_seq]
+        if through_seq is not None:
+            sql += " AND seq <= ?"
+            args.append(through_seq)
+        if start_us is not None:
+            sql += " AND occurred_us >= ?"
+            args.append(start_us)
+        if end_us is not None:
+            sql += " AND occurred_us < ?"
+            args.append(end_us)
+        if last_n:
+            sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+            args.append(last_n)
+        else:
+            sql += " ORDER BY seq"
+        with self._db.read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        loads = orjson.loads
+        return LoadedOutcomes(
+            ids=[r[1] for r in rows],
+            labels=[r[2] for r in rows],
+            rows=[loads(r[3]) for r in rows],
+            times=[r[4] for r in rows],
+            max_seq=rows[-1][0] if rows else after_seq,
+        )
+
+    def sample(self, model_id: int, through_seq: int, n: int, seed: int) -> LoadedOutcomes:
+        """About ``n`` outcomes drawn evenly at random from those up to ``through_seq``."""
+        total = self.count(model_id) or 1
+        if n <= 0:
+            return LoadedOutcomes([], [], [], [], 0)
+        # A keyed pseudo-random filter on seq: cheap, and stable for a seed.
+        modulus = max(1, total // n)
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT seq, outcome_id, label, features_json, occurred_us FROM outcomes"
+                " WHERE model_id = ? AND seq <= ? AND ((seq * 2654435761 + ?) % ?) = 0 ORDER BY seq LIMIT ?",
+                (model_id, through_seq, seed, modulus, n),
+            ).fetchall()
+        loads = orjson.loads
+        return LoadedOutcomes([r[1] for r in rows], [r[2] for r in rows], [loads(r[3]) for r in rows],
+                              [r[4] for r in rows], rows[-1][0] if rows else 0)
+
+    def max_seq(self, model_id: int) -> int:
+        r = self._db.reader().execute("SELECT coalesce(max(seq), 0) FROM outcomes WHERE model_id = ?", (model_id,)).fetchone()
+        return int(r[0])
+
+    def time_range(self, model_id: int, through_seq: int) -> tuple[int, int]:
+        r = self._db.reader().execute(
+            "SELECT coalesce(min(occurred_us), 0), coalesce(max(occurred_us), 0) FROM outcomes WHERE model_id = ? AND seq <= ?",
+            (model_id, through_seq),
+        ).fetchone()
+        return int(r[0]), int(r[1])
+
+
+@dataclass
+class LoadedOutcomes:
+    ids: list[str]
+    labels: list[int]
+    rows: list[dict[str, object]]
+    times: list[int]
+    max_seq: int

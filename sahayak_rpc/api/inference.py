@@ -1,0 +1,81 @@
+"""InferenceService: Predict, PredictBatch, Recommend."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from ..app.catalog import Catalog
+from ..app.inference import Inference
+from ..errors import InvalidArgument
+from ..schema import FieldError
+from .._proto.sahayak.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+from . import convert
+
+_POS, _NEG = common_pb2.LABEL_POSITIVE, common_pb2.LABEL_NEGATIVE
+
+
+def _entities(entities: object, path: str) -> dict[str, str] | None:
+    if not entities:
+        return None
+    errors: list[FieldError] = []
+    convert.check_string_map(entities, path, errors)  # type: ignore[arg-type]
+    if errors:
+        raise InvalidArgument.fields(errors)
+    return dict(entities)  # type: ignore[call-overload]
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
+    def __init__(self, catalog: Catalog, inference: Inference) -> None:
+        self._catalog = catalog
+        self._inference = inference
+
+    def Predict(self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext) -> inference_pb2.PredictResponse:
+        model = self._catalog.get(request.model)
+        row = convert.row_from_proto(request.features)
+        p = self._inference.predict(model, request.version, request.alias, row, request.explain_top_k,
+                                    _entities(request.entities, "entities"))
+        response = inference_pb2.PredictResponse(prediction_id=p.prediction_id, probability=p.probability,
+                                                 label=_POS if p.label else _NEG, version=p.version)
+        convert.contributions_to_proto(p.contributions, row, response.contributions)
+        return response
+
+    def PredictBatch(self, request: inference_pb2.PredictBatchRequest, context: grpc.ServicerContext) -> inference_pb2.PredictBatchResponse:
+        model = self._catalog.get(request.model)
+        has_cols = request.HasField("columns")
+        if has_cols == bool(request.rows):
+            raise InvalidArgument.fields([FieldError("rows", "give exactly one of rows or columns")])
+        if has_cols:
+            batch_id, served, probs, rows = self._inference.predict_columns(
+                model, request.version, request.alias, request.columns.row_count,
+                convert.columns_from_proto(request.columns))
+        else:
+            rows = [convert.row_from_proto(r.features) for r in request.rows]
+            batch_id, served, probs = self._inference.predict_rows(model, request.version, request.alias, rows)
+        threshold = served.model.threshold
+        labels = np.where(probs >= threshold, _POS, _NEG)
+        response = inference_pb2.PredictBatchResponse(version=served.version, batch_id=batch_id,
+                                                      probabilities=probs.tolist(), labels=labels.tolist())
+        if request.explain_top_k > 0 and rows is not None:
+            for row in rows:
+                _, parts = served.model.explain_one(row, request.explain_top_k)
+                convert.contributions_to_proto(parts, row, response.explanations.add().contributions)
+        return response
+
+    def Recommend(self, request: inference_pb2.RecommendRequest, context: grpc.ServicerContext) -> inference_pb2.RecommendResponse:
+        model = self._catalog.get(request.model)
+        subject = convert.row_from_proto(request.subject_features)
+        candidates = [(c.candidate_id, convert.row_from_proto(c.features), c.benefit) for c in request.candidates]
+        if not candidates:
+            raise InvalidArgument.fields([FieldError("candidates", "required: at least one candidate")])
+        rec_id, version, ranked = self._inference.recommend(
+            model, request.version, request.alias, subject, candidates, request.top_k, request.weight_by_benefit,
+            request.explain_top_k, _entities(request.entities, "entities"))
+        response = inference_pb2.RecommendResponse(recommendation_id=rec_id, version=version)
+        by_id = {c[0]: c[1] for c in candidates}
+        for r in ranked:
+            out = response.recommendations.add(candidate_id=r.candidate_id, rank=r.rank, probability=r.probability,
+                                               score=r.score, label=_POS if r.label else _NEG,
+                                               prediction_id=r.prediction_id)
+            convert.contributions_to_proto(r.contributions, {**subject, **by_id[r.candidate_id]}, out.contributions)
+        return response

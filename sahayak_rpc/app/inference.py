@@ -1,0 +1,192 @@
+"""Predictions and recommendations from the serving models, logged off the request path."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgument
+from ..runtime.predlog import PredictionLog
+from ..schema import Column, FieldError, Row, SchemaError, rows_from_columns
+from ..scoring import Contribution
+from ..store import ModelRecord
+from .catalog import Catalog
+from .context import AppContext
+from .registry import Registry, Served
+
+MAX_BATCH_ROWS = 100_000
+MAX_CANDIDATES = 10_000
+DEFAULT_EXPLAIN = 3
+
+
+class IdMaker:
+    """Unique, cheap prediction ids: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(6)
+        self._next = itertools.count(1).__next__
+
+    def __call__(self) -> str:
+        return f"p{self._prefix}{self._next():x}"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    prediction_id: str
+    probability: float
+    label: bool
+    version: int
+    contributions: list[Contribution]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    candidate_id: str
+    rank: int
+    probability: float
+    score: float
+    label: bool
+    prediction_id: str
+    contributions: list[Contribution]
+
+
+def _explain_k(value: int, default: int) -> int:
+    return default if value == 0 else max(0, value)
+
+
+class Inference:
+    def __init__(self, ctx: AppContext, catalog: Catalog, registry: Registry, log: PredictionLog) -> None:
+        self._ctx = ctx
+        self._catalog = catalog
+        self._registry = registry
+        self._log = log
+        self.new_id = IdMaker()
+        self.served_count: dict[tuple[str, int], int] = {}
+
+    def _count(self, model: ModelRecord, version: int, n: int) -> None:
+        key = (model.name, version)
+        self.served_count[key] = self.served_count.get(key, 0) + n
+
+    def predict(self, model: ModelRecord, version: int, alias: str, row: Row, explain_top_k: int,
+                entities: dict[str, str] | None) -> Prediction:
+        errors = model.schema.validate_row(row)
+        if errors:
+            raise InvalidArgument.fields(errors)
+        served = self._registry.served(model, version, alias)
+        k = _explain_k(explain_top_k, DEFAULT_EXPLAIN)
+        prob, parts = served.model.explain_one(row, k)
+        label = prob >= served.model.threshold
+        pid = self.new_id()
+        self._log.submit_one(pid, model.id, served.version, row, prob, label, self._ctx.now_us(), entities)
+        self._count(model, served.version, 1)
+        return Prediction(pid, prob, label, served.version, parts)
+
+    def predict_rows(self, model: ModelRecord, version: int, alias: str, rows: Sequence[Row]) -> tuple[str, Served, np.ndarray]:
+        if len(rows) > MAX_BATCH_ROWS:
+            raise InvalidArgument.fields([FieldError("rows", f"at most {MAX_BATCH_ROWS} rows per call")])
+        errors: list[FieldError] = []
+        for i, row in enumerate(rows):
+            errors += model.schema.validate_row(row, prefix=f"rows[{i}].features")
+            if len(errors) >= 20:
+                break
+        if errors:
+            raise InvalidArgument.fields(errors)
+        served = self._registry.served(model, version, alias)
+        probs = served.model.predict_rows(rows) if rows else np.zeros(0)
+        batch_id = self.new_id()
+        self._log_rows(model, served, batch_id, rows, probs)
+        return batch_id, served, probs
+
+    def predict_columns(self, model: ModelRecord, version: int, alias: str, n: int,
+                        columns: Sequence[Column]) -> tuple[str, Served, np.ndarray, list[Row] | None]:
+        if not 0 <= n <= MAX_BATCH_ROWS:
+            raise InvalidArgument.fields([FieldError("columns.row_count", f"must be 0-{MAX_BATCH_ROWS}")])
+        try:
+            rows, row_errors = rows_from_columns(model.schema, n, columns, "columns")
+        except SchemaError as exc:
+            raise InvalidArgument.fields(exc.errors) from None
+        if row_errors:
+            first = sorted(row_errors)[:20]
+            raise InvalidArgument.fields([FieldError(f"row {i}: {row_errors[i].field}", row_errors[i].reason)
+                                          for i in first])
+        served = self._registry.served(model, version, alias)
+        by_name = {c.name: c for c in columns}
+        probs = served.model.predict_columns(n, by_name) if n else np.zeros(0)
+        batch_id = self.new_id()
+        self._log_rows(model, served, batch_id, rows, probs)
+        return batch_id, served, probs, rows
+
+    def _log_rows(self, model: ModelRecord, served: Served, batch_id: str, rows: Sequence[Row], probs: np.ndarray) -> None:
+        if not len(rows):
+            return
+        now = self._ctx.now_us()
+        threshold = served.model.threshold
+        model_id, version = model.id, served.version
+        self._count(model, version, len(rows))
+
+        def expand() -> list[tuple[Any, ...]]:
+            import orjson
+
+            dumps = orjson.dumps
+            return [(f"{batch_id}:{i}", model_id, version, dumps(row).decode(), float(p), int(p >= threshold), now,
+                     None, "served") for i, (row, p) in enumerate(zip(rows, probs.tolist(), strict=True))]
+
+        self._log.submit_many(len(rows), expand)
+
+    def recommend(self, model: ModelRecord, version: int, alias: str, subject: Row,
+                  candidates: Sequence[tuple[str, Row, float]], top_k: int, weight_by_benefit: bool,
+                  explain_top_k: int, entities: dict[str, str] | None) -> tuple[str, int, list[Ranked]]:
+        if len(candidates) > MAX_CANDIDATES:
+            raise InvalidArgument.fields([FieldError("candidates", f"at most {MAX_CANDIDATES} candidates")])
+        if top_k < 0:
+            raise InvalidArgument.fields([FieldError("top_k", "must not be negative")])
+        errors: list[FieldError] = []
+        rows: list[Row] = []
+        seen: set[str] = set()
+        for i, (cid, features, benefit) in enumerate(candidates):
+            if not cid:
+                errors.append(FieldError(f"candidates[{i}].candidate_id", "required"))
+            elif cid in seen:
+                errors.append(FieldError(f"candidates[{i}].candidate_id", f"duplicate {cid!r}"))
+            seen.add(cid)
+            if not math.isfinite(benefit) or benefit < 0:
+                errors.append(FieldError(f"candidates[{i}].benefit", "must be a finite number >= 0"))
+            row = {**subject, **features}
+            errors += [FieldError(e.field.replace("features", f"candidates[{i}].features", 1), e.reason)
+                       for e in model.schema.validate_row(row)]
+            rows.append(row)
+            if len(errors) >= 20:
+                break
+        if errors:
+            raise InvalidArgument.fields(errors)
+        served = self._registry.served(model, version, alias)
+        probs = served.model.predict_rows(rows) if rows else np.zeros(0)
+        benefits = np.array([c[2] for c in candidates], dtype=np.float64)
+        scores = probs * benefits if weight_by_benefit else probs
+        order = np.argsort(-scores, kind="stable")
+        if top_k:
+            order = order[:top_k]
+        k = _explain_k(explain_top_k, DEFAULT_EXPLAIN)
+        recommendation_id = self.new_id()
+        now = self._ctx.now_us()
+        out = []
+        for rank, i in enumerate(order.tolist(), start=1):
+            cid = candidates[i][0]
+            parts = served.model.explain_one(rows[i], k)[1] if k else []
+            prob = float(probs[i])
+            label = prob >= served.model.threshold
+            pid = f"{recommendation_id}:{cid}"
+            out.append(Ranked(cid, rank, prob, float(scores[i]), label, pid, parts))
+        for i, (cid, _, _) in enumerate(candidates):
+            ent = dict(entities or {})
+            ent.setdefault("candidate_id", cid)
+            self._log.submit_one(f"{recommendation_id}:{cid}", model.id, served.version, rows[i], float(probs[i]),
+                                 bool(probs[i] >= served.model.threshold), now, ent)
+        self._count(model, served.version, len(candidates))
+        return recommendation_id, served.version, out

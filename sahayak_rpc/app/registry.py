@@ -1,0 +1,302 @@
+"""The model registry: versions, aliases, the serving cache, export and import."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import artifact as art
+from .. import metrics as mt
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..schema import FieldError
+from ..scoring import ScoringModel
+from ..store import ModelRecord, SecretRepository, VersionRepository
+from ..versions import ALIAS_RE, ARCHIVED, CHAMPION, IMPORT, READY, REJECTED, AliasEvent, VersionRecord
+from .context import AppContext
+
+_ALIAS = re.compile(ALIAS_RE)
+_LOADED_MAX = 32
+
+
+@dataclass(frozen=True)
+class Served:
+    """What answers a request: a version number and its loaded model."""
+
+    version: int
+    model: ScoringModel
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (an undefined metric) becomes null: artifacts hold finite numbers only."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def schema_matches(a: Any, b: Any) -> bool:
+    return bool(a.features == b.features)
+
+
+class Registry:
+    def __init__(self, ctx: AppContext) -> None:
+        self._ctx = ctx
+        self.versions = VersionRepository(ctx.db)
+        secrets = SecretRepository(ctx.db)
+        self.key = secrets.get_or_create("artifact_hmac_key", lambda: os.urandom(32))
+        self.key_id = hashlib.sha256(self.key).hexdigest()[:16]
+        # Swapped whole on promotion: a reader sees the old or the new model, never half of one.
+        self._champions: dict[int, Served] = {}
+        self._loaded: OrderedDict[tuple[int, int], ScoringModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._register_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._generation: dict[int, int] = {}
+
+    # --- serving ----------------------------------------------------------
+
+    def load_champions(self, models: list[ModelRecord]) -> None:
+        for m in models:
+            version = self.versions.aliases_of(m.id).get(CHAMPION)
+            if version:
+                self._champions[m.id] = Served(version, self._load(m, version))
+
+    def _load(self, model: ModelRecord, version: int) -> ScoringModel:
+        key = (model.id, version)
+        with self._lock:
+            cached = self._loaded.get(key)
+            if cached is not None:
+                self._loaded.move_to_end(key)
+                return cached
+        data = self.versions.artifact(model.id, version)
+        if data is None:
+            raise NotFound(f"model {model.name!r} has no version {version}", reason="VERSION_NOT_FOUND")
+        loaded, _ = art.load(data, keys={self.key_id: self.key})
+        with self._lock:
+            self._loaded[key] = loaded
+            while len(self._loaded) > _LOADED_MAX:
+                self._loaded.popitem(last=False)
+        return loaded
+
+    def champion(self, model: ModelRecord) -> Served | None:
+        return self._champions.get(model.id)
+
+    def served(self, model: ModelRecord, version: int = 0, alias: str = "") -> Served:
+        """The version a request names (by number or alias; default the champion), loaded."""
+        if version and alias:
+            raise InvalidArgument.fields([FieldError("alias", "give a version or an alias, not both")])
+        if not version and (not alias or alias == CHAMPION):
+            served = self._champions.get(model.id)
+            if served is None:
+                raise FailedPrecondition(f"model {model.name!r} has no champion yet: train it or set the alias",
+                                         reason="NO_CHAMPION")
+            return served
+        if alias:
+            version = self.versions.aliases_of(model.id).get(alias, 0)
+            if not version:
+                raise NotFound(f"model {model.name!r} has no alias {alias!r}", reason="ALIAS_NOT_FOUND")
+        record = self.versions.get(model.id, version)
+        if record is None:
+            raise NotFound(f"model {model.name!r} has no version {version}", reason="VERSION_NOT_FOUND")
+        if record.status == ARCHIVED:
+            raise FailedPrecondition(f"version {version} is archived", reason="VERSION_ARCHIVED")
+        return Served(version, self._load(model, version))
+
+    # --- versions ---------------------------------------------------------
+
+    def get(self, model: ModelRecord, version: int = 0, alias: str = "") -> VersionRecord:
+        if version and alias:
+            raise InvalidArgument.fields([FieldError("alias", "give a version or an alias, not both")])
+        if not version:
+            name = alias or CHAMPION
+            version = self.versions.aliases_of(model.id).get(name, 0)
+            if not version:
+                raise NotFound(f"model {model.name!r} has no alias {name!r}", reason="ALIAS_NOT_FOUND")
+        record = self.versions.get(model.id, version)
+        if record is None:
+            raise NotFound(f"model {model.name!r} has no version {version}", reason="VERSION_NOT_FOUND")
+        return record
+
+    def register(self, model: ModelRecord, scoring: ScoringModel, *, status: str, source: str, run_id: str = "",
+                 parent_version: int = 0, metrics: dict[str, Any], gate: dict[str, Any],
+                 weights: list[tuple[str, float]], lineage: dict[str, Any], description: str = "",
+                 promote: bool = False, reason: str = "", on_commit: Any = None) -> VersionRecord:
+        """Store a new version (and, if ``promote``, make it champion) in one transaction."""
+        now = self._ctx.now_us()
+        # Serialise outside the database's write lock (it can take a while for
+        # big trees); this lock keeps version numbers unique meanwhile.
+        with self._register_lock:
+            version = self.versions.next_version(self._ctx.db.reader(), model.id)
+            data = art.dump(scoring, model_name=model.name, version=version, created_at_us=now,
+                            metadata=_json_safe({"metrics": metrics, "lineage": lineage, "source": source}),
+                            key=self.key, key_id=self.key_id)
+            sha = hashlib.sha256(data).hexdigest()
+            return self._insert(model, scoring, version, data, sha, now, status=status, source=source, run_id=run_id,
+                                parent_version=parent_version, metrics=metrics, gate=gate, weights=weights,
+                                lineage=lineage, description=description, promote=promote, reason=reason,
+                                on_commit=on_commit)
+
+    def _insert(self, model: ModelRecord, scoring: ScoringModel, version: int, data: bytes, sha: str, now: int, *,
+                status: str, source: str, run_id: str, parent_version: int, metrics: dict[str, Any],
+                gate: dict[str, Any], weights: list[tuple[str, float]], lineage: dict[str, Any], description: str,
+                promote: bool, reason: str, on_commit: Any) -> VersionRecord:
+        with self._ctx.db.write() as conn:
+            record = VersionRecord(
+                model_id=model.id, version=version, family=scoring.family, status=status, source=source,
+                training_run_id=run_id, parent_version=parent_version, metrics=metrics, gate=gate,
+                weights=weights, lineage={**lineage, "artifact_sha256": sha}, calibration=scoring.calibrator.method,
+                threshold=scoring.threshold, artifact_sha256=sha, artifact_size=len(data), description=description,
+                created_us=now,
+            )
+            self.versions.insert(conn, record, data)
+            if promote:
+                self.versions.move_alias(conn, model.id, CHAMPION, version, reason, now)
+            if on_commit is not None:
+                on_commit(conn, version)
+        with self._lock:
+            self._loaded[(model.id, version)] = scoring
+        if promote:
+            self._swap(model, Served(version, scoring))
+        return self.versions.get(model.id, version) or record
+
+    def _swap(self, model: ModelRecord, served: Served | None) -> None:
+        if served is None:
+            self._champions.pop(model.id, None)
+        else:
+            self._champions[model.id] = served
+        with self._changed:
+            self._generation[model.id] = self._generation.get(model.id, 0) + 1
+            self._changed.notify_all()
+
+    def list(self, model: ModelRecord, page_size: int, before: int, include_archived: bool) -> tuple[list[VersionRecord], int]:
+        size = min(page_size or 50, 500)
+        records = self.versions.list(model.id, before or 2**62, size + 1, include_archived)
+        more = len(records) > size
+        records = records[:size]
+        return records, (records[-1].version if more else 0)
+
+    # --- aliases ----------------------------------------------------------
+
+    def set_alias(self, model: ModelRecord, alias: str, version: int, reason: str, force: bool = False) -> AliasEvent:
+        if not _ALIAS.fullmatch(alias):
+            raise InvalidArgument.fields([FieldError("alias", f"{alias!r} must match {ALIAS_RE}")])
+        if version <= 0:
+            raise InvalidArgument.fields([FieldError("version", "required: a version number")])
+        with self._ctx.db.write() as conn:
+            status = self.versions.status_of(conn, model.id, version)
+            if status is None:
+                raise NotFound(f"model {model.name!r} has no version {version}", reason="VERSION_NOT_FOUND")
+            if status == ARCHIVED:
+                raise FailedPrecondition(f"version {version} is archived", reason="VERSION_ARCHIVED")
+            if alias == CHAMPION and status == REJECTED and not force:
+                raise FailedPrecondition(
+                    f"version {version} failed its quality gate; set force to make it champion anyway",
+                    reason="VERSION_REJECTED")
+            scoring = self._load(model, version) if alias == CHAMPION else None
+            event = self.versions.move_alias(conn, model.id, alias, version, reason or "set by request", self._ctx.now_us())
+        if scoring is not None:
+            self._swap(model, Served(version, scoring))
+        return event
+
+    def delete_alias(self, model: ModelRecord, alias: str, reason: str) -> AliasEvent:
+        if alias == CHAMPION:
+            raise FailedPrecondition("the champion alias serves predictions; point it elsewhere or roll back instead",
+                                     reason="CHAMPION_REQUIRED")
+        with self._ctx.db.write() as conn:
+            if alias not in self.versions.aliases_of(model.id):
+                raise NotFound(f"model {model.name!r} has no alias {alias!r}", reason="ALIAS_NOT_FOUND")
+            return self.versions.move_alias(conn, model.id, alias, 0, reason or "deleted by request", self._ctx.now_us())
+
+    def history(self, model: ModelRecord, alias: str, page_size: int, before: int) -> tuple[list[AliasEvent], int]:
+        size = min(page_size or 50, 500)
+        events = self.versions.history(model.id, alias, before or 2**62, size + 1)
+        more = len(events) > size
+        events = events[:size]
+        return events, (events[-1].event_id if more else 0)
+
+    def rollback(self, model: ModelRecord, reason: str) -> AliasEvent:
+        """The champion goes back to the version that held it before the current one."""
+        with self._ctx.db.write() as conn:
+            last = self.versions.last_event(conn, model.id, CHAMPION)
+            if last is None or not last.version:
+                raise FailedPrecondition(f"model {model.name!r} has no champion to roll back", reason="NO_CHAMPION")
+            target = last.previous_version
+            if not target:
+                raise FailedPrecondition("the champion has no predecessor to roll back to", reason="NO_PREVIOUS_CHAMPION")
+            if self.versions.status_of(conn, model.id, target) == ARCHIVED:
+                raise FailedPrecondition(f"the previous champion, version {target}, is archived",
+                                         reason="VERSION_ARCHIVED")
+            scoring = self._load(model, target)
+            event = self.versions.move_alias(conn, model.id, CHAMPION, target,
+                                             reason or f"rollback from version {last.version}", self._ctx.now_us())
+        self._swap(model, Served(target, scoring))
+        return event
+
+    def archive(self, model: ModelRecord, version: int) -> VersionRecord:
+        record = self.get(model, version)
+        if CHAMPION in record.aliases:
+            raise FailedPrecondition(f"version {version} is the champion; it cannot be archived",
+                                     reason="VERSION_IS_CHAMPION")
+        self.versions.set_status(model.id, version, ARCHIVED)
+        with self._lock:
+            self._loaded.pop((model.id, version), None)
+        return self.get(model, version)
+
+    # --- export / import --------------------------------------------------
+
+    def export(self, model: ModelRecord, version: int, alias: str) -> tuple[bytes, VersionRecord]:
+        record = self.get(model, version, alias)
+        data = self.versions.artifact(model.id, record.version)
+        assert data is not None
+        return data, record
+
+    def import_(self, model: ModelRecord, data: bytes, description: str) -> VersionRecord:
+        try:
+            scoring, info = art.load(data, keys={self.key_id: self.key}, max_bytes=self._ctx.config.max_message_bytes)
+        except art.ArtifactError as exc:
+            raise InvalidArgument.fields([FieldError(f"artifact.{exc.field}", str(exc))], reason="BAD_ARTIFACT") from None
+        if not schema_matches(scoring.schema, model.schema):
+            raise InvalidArgument.fields([FieldError("artifact.schema", f"the artifact's features differ from model {model.name!r}'s")],
+                                         reason="SCHEMA_MISMATCH")
+        meta = info.metadata if isinstance(info.metadata, dict) else {}
+        metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+        lineage = {"imported_from": f"{info.model_name}@{info.version}",
+                   "imported_artifact_sha256": hashlib.sha256(data).hexdigest()}
+        return self.register(model, scoring, status=READY, source=IMPORT, metrics=metrics or {}, gate={},
+                             weights=[], lineage=lineage, description=description)
+
+    # --- evaluation -------------------------------------------------------
+
+    def evaluate(self, model: ModelRecord, served: Served, rows: list[dict[str, Any]], labels: np.ndarray) -> mt.Metrics:
+        if not rows:
+            raise FailedPrecondition("no labelled rows to evaluate on", reason="NO_ROWS")
+        probs = served.model.predict_rows(rows)
+        return mt.compute(labels, probs, served.model.threshold)
+
+    # --- watching ---------------------------------------------------------
+
+    def watch(self, model: ModelRecord, active: Any) -> Iterator[Served | None]:
+        """The champion now, then after every change, while ``active()`` is true."""
+        with self._changed:
+            seen = self._generation.get(model.id, 0)
+        yield self._champions.get(model.id)
+        while active() and not self._ctx.stopping.is_set():
+            with self._changed:
+                self._changed.wait_for(lambda: self._generation.get(model.id, 0) != seen
+                                       or self._ctx.stopping.is_set(), timeout=0.5)
+                current = self._generation.get(model.id, 0)
+            if current != seen and active():
+                seen = current
+                yield self._champions.get(model.id)

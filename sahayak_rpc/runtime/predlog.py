@@ -1,0 +1,98 @@
+"""The prediction-log writer: batches inserts off the request path.
+
+Requests hand over their predictions with ``submit`` (a deque append, no
+I/O); one thread turns them into rows and writes them in batches. The queue
+is bounded in rows: past the bound, predictions are dropped from the log and
+counted, rather than slowing the replies. ``close`` flushes what is queued.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+import structlog
+
+from ..errors import ServiceError
+from ..store import PredictionRepository
+
+log = structlog.get_logger("sahayak_rpc.predlog")
+Expand = Callable[[], Iterable[tuple[Any, ...]]]
+
+
+class PredictionLog:
+    def __init__(self, repo: PredictionRepository, max_rows: int = 200_000, batch_rows: int = 2000,
+                 flush_interval_s: float = 0.05) -> None:
+        self._repo = repo
+        self._queue: collections.deque[tuple[int, Any]] = collections.deque()
+        self._max_rows = max_rows
+        self._batch_rows = batch_rows
+        self._interval = flush_interval_s
+        self._queued_rows = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.written = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return self._queued_rows
+
+    def submit_one(self, prediction_id: str, model_id: int, version: int, row: dict[str, Any], probability: float,
+                   label: bool, created_us: int, entities: dict[str, str] | None, source: str = "served") -> None:
+        self._put(1, (prediction_id, model_id, version, row, probability, label, created_us, entities, source))
+
+    def submit_many(self, count: int, expand: Expand) -> None:
+        """``count`` rows that ``expand()`` yields later, on the writer thread, as row tuples."""
+        self._put(count, expand)
+
+    def _put(self, rows: int, item: Any) -> None:
+        with self._lock:
+            if self._queued_rows + rows > self._max_rows:
+                self.dropped += rows
+                return
+            self._queued_rows += rows
+            self._queue.append((rows, item))
+
+    def _drain(self) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        dumps = orjson.dumps
+        while self._queue and len(out) < self._batch_rows:
+            rows, item = self._queue.popleft()
+            with self._lock:
+                self._queued_rows -= rows
+            if callable(item):
+                out.extend(item())
+            else:
+                pid, model_id, version, row, prob, label, created, entities, source = item
+                out.append((pid, model_id, version, dumps(row).decode(), prob, int(label), created,
+                            dumps(entities).decode() if entities else None, source))
+        return out
+
+    def flush(self) -> None:
+        while self._queue:
+            batch = self._drain()
+            if batch:
+                try:
+                    self._repo.insert_many(batch)
+                    self.written += len(batch)
+                except ServiceError as exc:
+                    # The database refused (full, locked): these rows are lost to the log.
+                    self.dropped += len(batch)
+                    log.warning("predlog.write_failed", rows=len(batch), error=exc.message)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._stop.wait(self._interval)
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.flush()

@@ -1,0 +1,89 @@
+"""The scheduler thread: weekly retrains and incremental updates on new labels.
+
+It is the one place that decides to train on its own; with several replicas
+this is where a leader lease would go. Time comes from the injectable clock,
+so tests drive a week in milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from ..app.catalog import Catalog
+from ..app.context import AppContext
+from ..app.ingest import Ingest
+from ..app.registry import Registry
+from ..app.training_runs import TrainingRunner
+from ..errors import ServiceError
+from ..store import ModelRecord
+
+log = structlog.get_logger("sahayak_rpc.scheduler")
+
+
+class Scheduler:
+    def __init__(self, ctx: AppContext, catalog: Catalog, runner: TrainingRunner, ingest: Ingest, registry: Registry,
+                 interval_s: float = 60.0) -> None:
+        self._ctx, self._catalog, self._runner, self._ingest, self._registry = ctx, catalog, runner, ingest, registry
+        self._interval = interval_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.extra_tasks: list[Callable[[], None]] = []
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.tick()
+                for task in self.extra_tasks:
+                    task()
+            except Exception:  # the loop must survive anything one tick does
+                log.exception("scheduler.tick_failed")
+            self._ctx.clock.wait(self._wake, self._interval)
+
+    def next_retrain_us(self, model: ModelRecord) -> int:
+        """When the next scheduled full retrain is due (0: never, scheduling is off)."""
+        t = model.settings.training
+        if not t.schedule_enabled:
+            return 0
+        last = self._runner.runs.last(model.id, kind="full")
+        base = last.created_us if last is not None else model.created_us
+        return base + int(t.retrain_interval_s * 1_000_000)
+
+    def tick(self) -> None:
+        now = self._ctx.now_us()
+        for model in self._catalog.all():
+            t = model.settings.training
+            if not t.schedule_enabled or self._runner.runs.active(model.id) is not None:
+                continue
+            since = self._ingest.labels_since_training(model)
+            has_champion = self._registry.champion(model) is not None
+            kind, trigger = "", ""
+            if has_champion and now >= self.next_retrain_us(model):
+                kind, trigger = "full", "schedule"
+            elif t.incremental_every and since >= t.incremental_every:
+                # Without a champion there is nothing to update: train one in full.
+                kind, trigger = ("incremental" if has_champion else "full"), "new_labels"
+            if not kind:
+                continue
+            try:
+                run = self._runner.start(model, kind=kind, trigger=trigger)
+                log.info("scheduler.started", model=model.name, run_id=run.run_id, kind=kind, trigger=trigger)
+            except ServiceError as exc:
+                log.debug("scheduler.skipped", model=model.name, kind=kind, reason=exc.message)

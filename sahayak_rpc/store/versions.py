@@ -1,0 +1,146 @@
+"""model_versions, aliases and alias_events: the registry's tables."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from ..errors import FailedPrecondition
+from ..versions import ARCHIVED, AliasEvent, VersionRecord
+from .db import Database
+
+_COLS = ("model_id, version, family, status, source, training_run_id, parent_version, metrics_json, gate_json,"
+         " weights_json, lineage_json, calibration, threshold, artifact_sha256, length(artifact), description, created_us")
+
+
+def _dump(obj: Any) -> str:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _version(r: tuple[Any, ...], aliases: tuple[str, ...] = ()) -> VersionRecord:
+    return VersionRecord(
+        model_id=r[0], version=r[1], family=r[2], status=r[3], source=r[4], training_run_id=r[5] or "",
+        parent_version=r[6], metrics=orjson.loads(r[7]), gate=orjson.loads(r[8]),
+        weights=[tuple(w) for w in orjson.loads(r[9])], lineage=orjson.loads(r[10]),  # type: ignore[misc]
+        calibration=r[11], threshold=r[12], artifact_sha256=r[13], artifact_size=r[14], description=r[15],
+        created_us=r[16], aliases=aliases,
+    )
+
+
+def _event(r: tuple[Any, ...]) -> AliasEvent:
+    return AliasEvent(*r)
+
+
+class VersionRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def next_version(self, conn: sqlite3.Connection, model_id: int) -> int:
+        r = conn.execute("SELECT coalesce(max(version), 0) + 1 FROM model_versions WHERE model_id = ?", (model_id,)).fetchone()
+        return int(r[0])
+
+    def insert(self, conn: sqlite3.Connection, v: VersionRecord, artifact: bytes) -> None:
+        """Insert inside the caller's transaction (so promotion can commit with it)."""
+        conn.execute(
+            "INSERT INTO model_versions (model_id, version, family, status, source, training_run_id, parent_version,"
+            " metrics_json, gate_json, weights_json, lineage_json, calibration, threshold, artifact, artifact_sha256,"
+            " description, created_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (v.model_id, v.version, v.family, v.status, v.source, v.training_run_id or None, v.parent_version,
+             _dump(v.metrics), _dump(v.gate), _dump(v.weights), _dump(v.lineage), v.calibration, v.threshold,
+             artifact, v.artifact_sha256, v.description, v.created_us),
+        )
+
+    def aliases_of(self, model_id: int) -> dict[str, int]:
+        rows = self._db.reader().execute("SELECT alias, version FROM aliases WHERE model_id = ?", (model_id,))
+        return {a: v for a, v in rows}
+
+    def get(self, model_id: int, version: int) -> VersionRecord | None:
+        r = self._db.reader().execute(
+            f"SELECT {_COLS} FROM model_versions WHERE model_id = ? AND version = ?", (model_id, version)
+        ).fetchone()
+        if r is None:
+            return None
+        aliases = tuple(sorted(a for a, v in self.aliases_of(model_id).items() if v == version))
+        return _version(r, aliases)
+
+    def list(self, model_id: int, before_version: int, limit: int, include_archived: bool) -> list[VersionRecord]:
+        """Newest first."""
+        rows = self._db.reader().execute(
+            f"SELECT {_COLS} FROM model_versions WHERE model_id = ? AND version < ?"
+            + ("" if include_archived else " AND status != 'archived'")
+            + " ORDER BY version DESC LIMIT ?",
+            (model_id, before_version, limit),
+        ).fetchall()
+        aliases = self.aliases_of(model_id)
+        return [_version(r, tuple(sorted(a for a, v in aliases.items() if v == r[1]))) for r in rows]
+
+    def artifact(self, model_id: int, version: int) -> bytes | None:
+        r = self._db.reader().execute(
+            "SELECT artifact FROM model_versions WHERE model_id = ? AND version = ?", (model_id, version)
+        ).fetchone()
+        return bytes(r[0]) if r else None
+
+    def set_status(self, model_id: int, version: int, status: str) -> None:
+        with self._db.write() as conn:
+            if status == ARCHIVED:
+                held = conn.execute(
+                    "SELECT alias FROM aliases WHERE model_id = ? AND version = ?", (model_id, version)
+                ).fetchall()
+                if held:
+                    names = ", ".join(sorted(a for (a,) in held))
+                    raise FailedPrecondition(f"version {version} holds alias(es) {names}; move them first",
+                                             reason="VERSION_HAS_ALIASES")
+            conn.execute("UPDATE model_versions SET status = ? WHERE model_id = ? AND version = ?",
+                         (status, model_id, version))
+
+    def move_alias(self, conn: sqlite3.Connection, model_id: int, alias: str, version: int, reason: str,
+                   now_us: int) -> AliasEvent:
+        """Point (or, with version 0, delete) an alias and append the event, in the caller's transaction."""
+        r = conn.execute("SELECT version FROM aliases WHERE model_id = ? AND alias = ?", (model_id, alias)).fetchone()
+        previous = int(r[0]) if r else 0
+        if version:
+            conn.execute(
+                "INSERT INTO aliases (model_id, alias, version, updated_us) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (model_id, alias) DO UPDATE SET version = excluded.version, updated_us = excluded.updated_us",
+                (model_id, alias, version, now_us),
+            )
+        else:
+            conn.execute("DELETE FROM aliases WHERE model_id = ? AND alias = ?", (model_id, alias))
+        cur = conn.execute(
+            "INSERT INTO alias_events (model_id, alias, version, previous_version, reason, created_us)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (model_id, alias, version, previous, reason, now_us),
+        )
+        return AliasEvent(int(cur.lastrowid or 0), model_id, alias, version, previous, reason, now_us)
+
+    def history(self, model_id: int, alias: str, before_id: int, limit: int) -> list[AliasEvent]:
+        """Newest first."""
+        sql = ("SELECT id, model_id, alias, version, previous_version, reason, created_us FROM alias_events"
+               " WHERE model_id = ? AND id < ?")
+        args: list[Any] = [model_id, before_id]
+        if alias:
+            sql += " AND alias = ?"
+            args.append(alias)
+        rows = self._db.reader().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_event(r) for r in rows]
+
+    def last_event(self, conn: sqlite3.Connection, model_id: int, alias: str) -> AliasEvent | None:
+        r = conn.execute(
+            "SELECT id, model_id, alias, version, previous_version, reason, created_us FROM alias_events"
+            " WHERE model_id = ? AND alias = ? ORDER BY id DESC LIMIT 1", (model_id, alias)
+        ).fetchone()
+        return _event(r) if r else None
+
+    def status_of(self, conn: sqlite3.Connection, model_id: int, version: int) -> str | None:
+        r = conn.execute("SELECT status FROM model_versions WHERE model_id = ? AND version = ?",
+                         (model_id, version)).fetchone()
+        return str(r[0]) if r else None
+
+    def latest(self, model_id: int, family: str, status: str) -> int:
+        r = self._db.reader().execute(
+            "SELECT coalesce(max(version), 0) FROM model_versions WHERE model_id = ? AND family = ? AND status = ?",
+            (model_id, family, status),
+        ).fetchone()
+        return int(r[0])

@@ -1,0 +1,356 @@
+"""The training pipeline: split, encode, fit each family, calibrate, evaluate, select.
+
+Pure computation over rows already loaded: no database, no gRPC. Progress is
+reported through a callback; ``cancelled()`` is polled between steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from threadpoolctl import threadpool_limits
+
+from . import metrics as mt
+from . import split as splitting
+from .encoding import LinearEncoder, RawEncoder, fit_linear
+from .schema import Row, Schema
+from .scoring import Calibrator, LinearScorer, ScoringModel, TreeArrays, TreeScorer
+from .settings import ModelSettings
+
+ProgressFn = Callable[..., None]
+_PROB_FLOOR = 1e-4
+# Trees take a categorical feature natively only up to this many categories.
+_MAX_TREE_CATEGORIES = 250
+
+
+class Cancelled(Exception):
+    """The run was cancelled while training."""
+
+
+class NotEnoughData(ValueError):
+    """Fewer rows (or classes) than training needs."""
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    rows: list[Row]
+    labels: np.ndarray  # 0/1
+    ids: list[str]
+    times: np.ndarray  # occurred_at, microseconds
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, mask: np.ndarray) -> TrainingData:
+        idx = np.flatnonzero(mask)
+        return TrainingData([self.rows[i] for i in idx], self.labels[idx], [self.ids[i] for i in idx], self.times[idx])
+
+
+@dataclass
+class FittedCandidate:
+    family: str
+    model: ScoringModel
+    calibration: str
+    metrics: mt.Metrics
+    stop_reason: str  # converged | max_iterations | early_stopping
+    iterations: int
+    final_loss: float
+    fit_seconds: float
+    feature_weights: list[tuple[str, float]]
+    parameters: dict[str, str] = field(default_factory=dict)
+    validation_prob: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    selected: bool = False
+
+
+@dataclass
+class TrainingResult:
+    candidates: list[FittedCandidate]
+    selected: FittedCandidate
+    validation: TrainingData
+    train_count: int
+
+
+def split_rows(data: TrainingData, settings: ModelSettings, split: str) -> np.ndarray:
+    """The validation mask for this model's settings."""
+    t = settings.training
+    if split == "time_ordered":
+        return splitting.time_ordered(data.times, data.ids, t.validation_fraction)
+    return splitting.stratified(data.ids, data.labels, t.validation_fraction, t.random_seed)
+
+
+def check_trainable(data: TrainingData, min_samples: int) -> None:
+    if len(data) < min_samples:
+        raise NotEnoughData(f"{len(data)} outcomes; training needs at least {min_samples}")
+    positives = int(data.labels.sum())
+    if positives < 5 or len(data) - positives < 5:
+        raise NotEnoughData(f"{positives} positive and {len(data) - positives} negative outcomes; need at least 5 of each")
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def fit_calibrators(raw_cal: np.ndarray, y_cal: np.ndarray) -> list[Calibrator]:
+    """Candidate calibrators fitted on held-out training rows."""
+    out = [Calibrator("none")]
+    if len(np.unique(y_cal)) == 2:
+        lr = LogisticRegression(C=1e6, max_iter=1000).fit(raw_cal.reshape(-1, 1), y_cal)
+        out.append(Calibrator("sigmoid", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0])))
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=_PROB_FLOOR, y_max=1 - _PROB_FLOOR).fit(raw_cal, y_cal)
+        out.append(Calibrator("isotonic", x=tuple(map(float, iso.X_thresholds_)), y=tuple(map(float, iso.y_thresholds_))))
+    return out
+
+
+def choose_calibrator(cands: list[Calibrator], raw_val: np.ndarray, y_val: np.ndarray) -> tuple[Calibrator, np.ndarray]:
+    """The calibrator with the lowest log loss on the validation rows."""
+    best: tuple[float, Calibrator, np.ndarray] | None = None
+    for cal in cands:
+        prob = cal.many(raw_val)
+        loss = _log_loss(y_val, prob)
+        if best is None or loss < best[0] - 1e-12:
+            best = (loss, cal, prob)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _input_layout(model: HistGradientBoostingClassifier, n_features: int) -> tuple[list[int], dict[int, list[int]]]:
+    """How the model's internal columns map to ours, and its category codes to ours.
+
+    With categorical features, scikit-learn reorders columns (categorical
+    first) and re-codes categories by rank among those seen in training.
+    """
+    pre = getattr(model, "_preprocessor", None)
+    if pre is None:
+        return list(range(n_features)), {}
+    order: list[int] = []
+    codes: dict[int, list[int]] = {}
+    for name, transformer, mask in pre.transformers_:
+        if name == "remainder":
+            continue
+        cols = np.flatnonzero(mask).tolist()
+        if name == "encoder":
+            for col, cats in zip(cols, transformer.categories_, strict=True):
+                codes[len(order) + cols.index(col)] = [int(c) for c in cats if c == c]
+        order += cols
+    return order, codes
+
+
+def export_trees(model: HistGradientBoostingClassifier, n_features: int) -> TreeArrays:
+    """Flatten a fitted HistGradientBoostingClassifier into TreeArrays over our column layout."""
+    order, codes = _input_layout(model, n_features)
+    feature: list[int] = []
+    threshold: list[float] = []
+    missing_left: list[bool] = []
+    left: list[int] = []
+    right: list[int] = []
+    value: list[float] = []
+    bitset: list[int] = []
+    bitsets: list[int] = []
+    roots: list[int] = []
+    shrink = float(model.learning_rate)
+    for [predictor] in model._predictors:
+        nodes = predictor.nodes
+        base = len(feature)
+        roots.append(base)
+        for node in nodes:
+            leaf = bool(node["is_leaf"])
+            internal = int(node["feature_idx"])
+            feature.append(-1 if leaf else order[internal])
+            threshold.append(float(node["num_threshold"]))
+            missing_left.append(bool(node["missing_go_to_left"]))
+            left.append(base + int(node["left"]) if not leaf else -1)
+            right.append(base + int(node["right"]) if not leaf else -1)
+            # Leaf values come shrunk by the learning rate, inner values do not.
+            value.append(float(node["value"]) if leaf else float(node["value"]) * shrink)
+            if not leaf and node["is_categorical"]:
+                words = predictor.raw_left_cat_bitsets[int(node["bitset_idx"])]
+                bits = sum(int(w) << (32 * i) for i, w in enumerate(words))
+                # Re-express the set in our category codes.
+                ours = sum(1 << code for rank, code in enumerate(codes[internal]) if (bits >> rank) & 1)
+                bitset.append(len(bitsets))
+                bitsets.append(ours)
+            else:
+                bitset.append(-1)
+    return TreeArrays(
+        baseline=float(np.ravel(model._baseline_prediction)[0]), roots=tuple(roots), feature=tuple(feature),
+        threshold=tuple(threshold), missing_left=tuple(missing_left), left=tuple(left), right=tuple(right),
+        value=tuple(value), bitset=tuple(bitset), bitsets=tuple(bitsets),
+    )
+
+
+def tree_importances(model: HistGradientBoostingClassifier, names: Sequence[str]) -> list[tuple[str, float]]:
+    """Share of total split gain per feature."""
+    gains = np.zeros(len(names))
+    for [predictor] in model._predictors:
+        nodes = predictor.nodes[predictor.nodes["is_leaf"] == 0]
+        np.add.at(gains, nodes["feature_idx"], np.maximum(nodes["gain"], 0))
+    total = gains.sum() or 1.0
+    return [(n, float(g / total)) for n, g in zip(names, gains, strict=True)]
+
+
+class Trainer:
+    """Fits the enabled families on one data set and keeps the best on validation."""
+
+    def __init__(self, schema: Schema, settings: ModelSettings, progress: ProgressFn | None = None,
+                 cancelled: Callable[[], bool] | None = None, threads: int = 1) -> None:
+        self.threads = threads
+        self.schema = schema
+        self.settings = settings
+        self._progress = progress or (lambda **_: None)
+        self._cancelled = cancelled or (lambda: False)
+
+    def _check(self) -> None:
+        if self._cancelled():
+            raise Cancelled("cancelled")
+
+    def run(self, data: TrainingData, families: Sequence[str], split: str) -> TrainingResult:
+        # OpenMP threads that outnumber free cores spin against each other (and
+        # against the RPC threads): a fit that takes 2 s can take a minute.
+        with threadpool_limits(limits=self.threads):
+            return self._run(data, families, split)
+
+    def _run(self, data: TrainingData, families: Sequence[str], split: str) -> TrainingResult:
+        t = self.settings.training
+        check_trainable(data, t.min_samples)
+        valid_mask = split_rows(data, self.settings, split)
+        train, valid = data.take(~valid_mask), data.take(valid_mask)
+        # Calibrators (and the trees' early stopping) learn on a slice of the
+        # training rows, so the validation rows judge everything unseen.
+        cal_mask = splitting.stratified(train.ids, train.labels, 0.15, t.random_seed + 1)
+        fit, cal = train.take(~cal_mask), train.take(cal_mask)
+        if min(len(fit), len(cal), len(valid)) == 0 or len(np.unique(fit.labels)) < 2:
+            raise NotEnoughData("the split left a part without rows of both labels")
+        self._progress(phase="loading", message=f"{len(fit)} fit, {len(cal)} calibration, {len(valid)} validation rows")
+        candidates = []
+        for family in families:
+            self._check()
+            if family == "logistic_regression":
+                candidates.append(self._fit_logistic(fit, cal, valid))
+            elif family == "gradient_boosting":
+                candidates.append(self._fit_trees(fit, cal, valid))
+        # Log loss judges discrimination and calibration together.
+        best = min(candidates, key=lambda c: (c.metrics.log_loss, c.family != "logistic_regression"))
+        best.selected = True
+        return TrainingResult(candidates, best, valid, len(train))
+
+    def _finish(self, family: str, scorer: LinearScorer | TreeScorer, raw_cal: np.ndarray, cal: TrainingData,
+                raw_val: np.ndarray, valid: TrainingData, **info: object) -> FittedCandidate:
+        self._progress(phase="calibrating", family=family)
+        calibrator, prob = choose_calibrator(fit_calibrators(raw_cal, cal.labels), raw_val, valid.labels)
+        model = ScoringModel(self.schema, family, self.settings.decision_threshold, calibrator,
+                             linear=scorer if isinstance(scorer, LinearScorer) else None,
+                             trees=scorer if isinstance(scorer, TreeScorer) else None)
+        self._progress(phase="evaluating", family=family)
+        m = mt.compute(valid.labels, prob, self.settings.decision_threshold)
+        self._progress(phase="evaluating", family=family, metrics=m, message=f"{family}: calibration {calibrator.method}")
+        return FittedCandidate(family=family, model=model, calibration=calibrator.method, metrics=m,
+                               validation_prob=prob, **info)  # type: ignore[arg-type]
+
+    def _fit_logistic(self, fit: TrainingData, cal: TrainingData, valid: TrainingData) -> FittedCandidate:
+        p = self.settings.training.logistic_regression
+        start = time.perf_counter()
+        self._progress(phase="fitting", family="logistic_regression", message="encoding")
+        encoder = fit_linear(self.schema, fit.rows)
+        X = encoder.transform(fit.rows)
+        # The seed's L2 is per example (mean loss + l2/2 |w|^2); scikit-learn's C is per total loss.
+        model = LogisticRegression(C=1.0 / (p.l2 * len(fit)), tol=p.tolerance, max_iter=p.max_iterations)
+        model.fit(X, fit.labels)
+        iterations = int(np.max(model.n_iter_))
+        scorer = LinearScorer(encoder, model.coef_[0], float(model.intercept_[0]), X.mean(axis=0))
+        loss = _log_loss(fit.labels, model.predict_proba(X)[:, 1])
+        self._progress(phase="fitting", family="logistic_regression", iteration=iterations, loss=loss)
+        raw_cal = scorer.raw_rows(cal.rows)
+        raw_val = scorer.raw_rows(valid.rows)
+        return self._finish(
+            "logistic_regression", scorer, raw_cal, cal, raw_val, valid,
+            stop_reason="converged" if iterations < p.max_iterations else "max_iterations",
+            iterations=iterations, final_loss=loss, fit_seconds=time.perf_counter() - start,
+            feature_weights=scorer.feature_weights(),
+            parameters={"learning_rate": str(p.learning_rate), "l2": str(p.l2), "tolerance": str(p.tolerance),
+                        "max_iterations": str(p.max_iterations), "solver": "lbfgs"},
+        )
+
+    def _fit_trees(self, fit: TrainingData, cal: TrainingData, valid: TrainingData) -> FittedCandidate:
+        p = self.settings.training.gradient_boosting
+        start = time.perf_counter()
+        raw = RawEncoder.from_schema(self.schema)
+        native = raw.categorical_mask & np.array([len(c) <= _MAX_TREE_CATEGORIES for c in raw.categories])
+        X, Xc = raw.transform(fit.rows), raw.transform(cal.rows)
+        model = HistGradientBoostingClassifier(
+            learning_rate=p.learning_rate, max_iter=0, max_leaf_nodes=p.max_leaf_nodes, l2_regularization=p.l2,
+            categorical_features=native if native.any() else None, early_stopping=True, n_iter_no_change=10,
+            warm_start=True, random_state=self.settings.training.random_seed,
+        )
+        # Fit in chunks so progress streams and a cancel takes effect between chunks.
+        step = 25
+        target = 0
+        while target < p.max_iterations:
+            self._check()
+            target = min(p.max_iterations, target + step)
+            model.set_params(max_iter=target)
+            model.fit(X, fit.labels, X_val=Xc, y_val=cal.labels)
+            loss = float(-model.validation_score_[-1])
+            self._progress(phase="fitting", family="gradient_boosting", iteration=int(model.n_iter_), loss=loss)
+            if model.n_iter_ < target:
+                break
+        iterations = int(model.n_iter_)
+        scorer = TreeScorer(export_trees(model, len(raw.names)), raw)
+        raw_cal = scorer.raw_matrix(Xc)
+        raw_val = scorer.raw_matrix(raw.transform(valid.rows))
+        return self._finish(
+            "gradient_boosting", scorer, raw_cal, cal, raw_val, valid,
+            stop_reason="early_stopping" if iterations < p.max_iterations else "max_iterations",
+            iterations=iterations, final_loss=float(-model.validation_score_[-1]),
+            fit_seconds=time.perf_counter() - start,
+            feature_weights=tree_importances(model, raw.names),
+            parameters={"learning_rate": str(p.learning_rate), "max_iterations": str(p.max_iterations),
+                        "max_leaf_nodes": str(p.max_leaf_nodes), "l2": str(p.l2)},
+        )
+
+
+def incremental_logistic(
+    base: LinearScorer, schema: Schema, settings: ModelSettings, new: TrainingData, replay: TrainingData,
+    cal: TrainingData, valid: TrainingData, epochs: int = 5,
+) -> tuple[ScoringModel, mt.Metrics, int, float]:
+    """Warm-start SGD from ``base`` on new labels plus a replay sample; same encoder.
+
+    Returns the model, its validation metrics, the epochs run and the final loss.
+    """
+    p = settings.training.logistic_regression
+    encoder = base.encoder
+    rows = new.rows + replay.rows
+    y = np.concatenate([new.labels, replay.labels])
+    X = encoder.transform(rows)
+    sgd = SGDClassifier(loss="log_loss", alpha=p.l2 / max(1, len(rows)), learning_rate="constant",
+                        eta0=p.learning_rate, random_state=settings.training.random_seed)
+    sgd.partial_fit(X[:1], y[:1], classes=np.array([0, 1]))
+    sgd.coef_ = base.weights.reshape(1, -1).copy()
+    sgd.intercept_ = np.array([base.intercept])
+    rng = np.random.default_rng(settings.training.random_seed)
+    for _ in range(epochs):
+        order = rng.permutation(len(rows))
+        sgd.partial_fit(X[order], y[order])
+    scorer = LinearScorer(encoder, sgd.coef_[0], float(sgd.intercept_[0]), base.column_means)
+    calibrator, prob = choose_calibrator(fit_calibrators(scorer.raw_rows(cal.rows), cal.labels),
+                                         scorer.raw_rows(valid.rows), valid.labels)
+    model = ScoringModel(schema, "logistic_regression", settings.decision_threshold, calibrator, linear=scorer)
+    loss = _log_loss(y, 1.0 / (1.0 + np.exp(-(X @ sgd.coef_[0] + sgd.intercept_[0]))))
+    return model, mt.compute(valid.labels, prob, settings.decision_threshold), epochs, loss
+
+
+def recalibrate(model: ScoringModel, cal: TrainingData, valid: TrainingData) -> ScoringModel:
+    """The same scorer with its calibrator refitted on recent rows."""
+    scorer = model.linear or model.trees
+    assert scorer is not None
+    raw_cal = scorer.raw_rows(cal.rows) if model.linear is not None else scorer.raw_matrix(model.trees.raw.transform(cal.rows))  # type: ignore[union-attr]
+    raw_val = scorer.raw_rows(valid.rows) if model.linear is not None else scorer.raw_matrix(model.trees.raw.transform(valid.rows))  # type: ignore[union-attr]
+    calibrator, _ = choose_calibrator(fit_calibrators(raw_cal, cal.labels), raw_val, valid.labels)
+    return ScoringModel(model.schema, model.family, model.threshold, calibrator, linear=model.linear, trees=model.trees)

@@ -1,0 +1,145 @@
+"""The training pipeline and the fast scorers, as pure logic."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from sahayak_rpc import gate, metrics, split
+from sahayak_rpc.demo_data import DEMO_SCHEMA, generate_outcomes
+from sahayak_rpc.encoding import RawEncoder, fit_linear
+from sahayak_rpc.settings import ModelSettings, QualityGate
+from sahayak_rpc.scoring import TreeScorer
+from sahayak_rpc.training import NotEnoughData, Trainer, TrainingData, export_trees
+
+
+def data(n: int, seed: int = 0) -> TrainingData:
+    ex = generate_outcomes(n, seed=seed)
+    return TrainingData([e.features for e in ex], np.array([int(e.label) for e in ex]), [e.outcome_id for e in ex],
+                        np.array([int(e.occurred_at.timestamp() * 1e6) for e in ex], dtype=np.int64))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return Trainer(DEMO_SCHEMA, ModelSettings()).run(data(3000), ["logistic_regression", "gradient_boosting"], "stratified")
+
+
+def test_exported_trees_score_exactly_like_scikit_learn() -> None:
+    d = data(2000, seed=3)
+    raw = RawEncoder.from_schema(DEMO_SCHEMA)
+    X = raw.transform(d.rows)
+    model = HistGradientBoostingClassifier(max_iter=30, categorical_features=raw.categorical_mask,
+                                           random_state=0).fit(X, d.labels)
+    scorer = TreeScorer(export_trees(model, X.shape[1]), raw)
+    expected = model.decision_function(X)
+    assert np.allclose(scorer.raw_matrix(X), expected, atol=1e-9)
+    singles = np.array([scorer.raw_one(r) for r in d.rows[:300]])
+    assert np.allclose(singles, expected[:300], atol=1e-9)
+    # Missing values and categories never seen in training take the trees' missing branch.
+    odd = dict(d.rows[0])
+    odd.pop("annual_income_inr", None)
+    odd["state"] = "atlantis"
+    Xo = raw.transform([odd])
+    assert np.isnan(Xo[0, raw.names.index("state")])
+    assert scorer.raw_one(odd) == pytest.approx(model.decision_function(Xo)[0], abs=1e-9)
+
+
+def test_explanations_add_up_to_the_score(trained) -> None:
+    for cand in trained.candidates:
+        scorer = cand.model.linear or cand.model.trees
+        for row in trained.validation.rows[:50]:
+            raw, parts = scorer.explain_one(row)
+            assert raw == pytest.approx(scorer.raw_one(row), abs=1e-9)
+            assert scorer.bias + sum(c for _, c in parts) == pytest.approx(raw, abs=1e-9)
+            assert {name for name, _ in parts} == set(DEMO_SCHEMA.names)
+
+
+def test_one_row_and_a_batch_agree(trained) -> None:
+    for cand in trained.candidates:
+        rows = trained.validation.rows[:200]
+        one = np.array([cand.model.predict_one(r) for r in rows])
+        assert np.allclose(one, cand.model.predict_rows(rows), atol=1e-12)
+
+
+def test_linear_scorer_matches_the_design_matrix(trained) -> None:
+    [lin] = [c.model.linear for c in trained.candidates if c.model.linear is not None]
+    rows = trained.validation.rows[:100]
+    direct = lin.encoder.transform(rows) @ lin.weights + lin.intercept
+    assert np.allclose([lin.raw_one(r) for r in rows], direct, atol=1e-9)
+
+
+def test_the_run_reports_both_families_and_keeps_the_best(trained) -> None:
+    fams = {c.family: c for c in trained.candidates}
+    assert set(fams) == {"logistic_regression", "gradient_boosting"}
+    assert sum(c.selected for c in trained.candidates) == 1
+    assert trained.selected.metrics.log_loss == min(c.metrics.log_loss for c in trained.candidates)
+    assert fams["logistic_regression"].stop_reason in ("converged", "max_iterations")
+    assert fams["gradient_boosting"].stop_reason in ("early_stopping", "max_iterations")
+    assert all(c.calibration in ("none", "sigmoid", "isotonic") for c in trained.candidates)
+    assert len(trained.validation) == pytest.approx(600, abs=1)
+
+
+def test_too_little_data_is_a_clear_error() -> None:
+    with pytest.raises(NotEnoughData, match="at least 100"):
+        Trainer(DEMO_SCHEMA, ModelSettings()).run(data(50), ["logistic_regression"], "stratified")
+
+
+def test_the_split_is_stratified_and_reproducible() -> None:
+    ids = [f"o{i}" for i in range(1001)]
+    labels = np.array([1 if i % 4 == 0 else 0 for i in range(1001)])
+    mask = split.stratified(ids, labels, 0.2, seed=5)
+    assert mask.sum() == round(251 * 0.2) + round(750 * 0.2)
+    assert labels[mask].mean() == pytest.approx(labels.mean(), abs=0.01)
+    assert (mask == split.stratified(list(ids), labels, 0.2, seed=5)).all()
+    assert not (mask == split.stratified(ids, labels, 0.2, seed=6)).all()
+
+
+def test_the_time_ordered_split_validates_on_the_newest() -> None:
+    times = np.array([5, 1, 4, 2, 3])
+    mask = split.time_ordered(times, ["a", "b", "c", "d", "e"], 0.4)
+    assert mask.tolist() == [True, False, True, False, False]
+
+
+def test_metrics_on_a_known_case() -> None:
+    y = np.array([1, 1, 0, 0, 1, 0])
+    p = np.array([0.9, 0.6, 0.4, 0.2, 0.3, 0.7])
+    m = metrics.compute(y, p)
+    assert (m.true_positives, m.false_positives, m.true_negatives, m.false_negatives) == (2, 1, 2, 1)
+    assert m.accuracy == pytest.approx(4 / 6)
+    assert m.precision == pytest.approx(2 / 3) and m.recall == pytest.approx(2 / 3)
+    assert m.roc_auc == pytest.approx(6 / 9)  # 6 of the 9 (positive, negative) pairs are ordered right
+    assert m.brier_score == pytest.approx(np.mean((p - y) ** 2))
+    # ECE by hand: bins 0.2, 0.3, 0.4, 0.6, 0.7, 0.9 hold one row each.
+    assert m.calibration_error == pytest.approx(np.mean(np.abs(y - p)))
+    assert math.isnan(metrics.compute(np.array([1, 1]), np.array([0.5, 0.7])).roc_auc)
+
+
+def test_ece_of_a_perfectly_calibrated_bin_is_zero() -> None:
+    p = np.full(1000, 0.25)
+    y = np.array([1] * 250 + [0] * 750)
+    assert metrics.calibration_errors(y, p) == pytest.approx((0.0, 0.0))
+
+
+def test_the_gate_checks_absolute_and_relative_bounds() -> None:
+    good = metrics.compute(np.array([1, 0, 1, 0] * 50), np.array([0.9, 0.1, 0.8, 0.2] * 50))
+    verdict = gate.evaluate(good, QualityGate())
+    assert verdict.passed and [c.metric for c in verdict.checks] == ["accuracy", "f1", "calibration_error"]
+    strict = gate.evaluate(good, QualityGate(min_accuracy=1.01))
+    assert not strict.passed and "accuracy" in strict.reasons[0]
+    worse = metrics.compute(np.array([1, 0, 1, 0] * 50), np.array([0.9, 0.1, 0.45, 0.55] * 50))
+    relative = gate.evaluate(worse, QualityGate(min_accuracy=0, min_f1=0, max_calibration_error=1), good, 7)
+    assert not relative.passed and relative.baseline_version == 7
+    assert relative.checks[-1].metric == "roc_auc_drop"
+
+
+def test_the_linear_encoder_imputes_and_scales_from_training_rows() -> None:
+    d = data(500)
+    enc = fit_linear(DEMO_SCHEMA, d.rows)
+    X = enc.transform(d.rows)
+    assert X.shape == (500, len(enc.columns))
+    numeric = [i for i, name in enumerate(enc.columns) if name == "age"]
+    assert abs(X[:, numeric[0]].mean()) < 1e-9 and X[:, numeric[0]].std() == pytest.approx(1.0)
+    assert not np.isnan(X).any()
