@@ -27,7 +27,6 @@ import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from sahayak_rpc.client import Client, OutcomeInput  # noqa: E402
-from sahayak_rpc.demo import ensure_demo_model  # noqa: E402
 from sahayak_rpc.demo_data import DEMO_MODEL_NAME, generate_outcomes  # noqa: E402
 
 
@@ -74,6 +73,16 @@ def p50_us(call: Callable[[], object], n: int) -> float:
     return statistics.median(samples) * 1e6
 
 
+def make_model(client: Client, name: str) -> None:
+    """A demo-schema model that trains only when asked (no scheduler runs mid-measurement)."""
+    from sahayak_rpc._proto.sahayak.v1 import registry_pb2
+    from sahayak_rpc.demo_data import DEMO_SCHEMA
+
+    settings = registry_pb2.ModelSettings()
+    settings.training.schedule_enabled = False
+    client.create_model(name, DEMO_SCHEMA.features, DEMO_SCHEMA.label, settings=settings)
+
+
 def bench_latencies(client: Client, repeats: int, calls: int) -> dict[str, float]:
     health = client.health_stub
     check = health_pb2.HealthCheckRequest()
@@ -93,19 +102,127 @@ def bench_latencies(client: Client, repeats: int, calls: int) -> dict[str, float
 
 
 def bench_import(client: Client, repeats: int, rows: int) -> dict[str, float]:
+    make_model(client, "bench-import")
     examples = generate_outcomes(rows, seed=1)
     rates: dict[str, list[float]] = {"import_rows_per_s": [], "import_rowwise_rows_per_s": []}
     for r in range(repeats):
-        for key, columnar in (("import_rows_per_s", True), ("import_rowwise_rows_per_s", False)):
+        pairs = [("import_rows_per_s", True), ("import_rowwise_rows_per_s", False)]
+        for key, columnar in pairs if r == 0 else pairs[:1]:
             inputs = [OutcomeInput(e.features, e.label, outcome_id=f"{key}-{r}-{e.outcome_id}",
                                    entities=e.entities, occurred_at=e.occurred_at) for e in examples]
             start = time.perf_counter()
-            report = client.import_outcomes(DEMO_MODEL_NAME, inputs, columnar=columnar)
+            report = client.import_outcomes("bench-import", inputs, columnar=columnar)
             elapsed = time.perf_counter() - start
             if report.accepted != rows:
                 raise RuntimeError(f"import accepted {report.accepted} of {rows}")
             rates[key].append(rows / elapsed)
-    return {k: round(statistics.median(v)) for k, v in rates.items()}
+    return {k: round(statistics.median(v)) for k, v in rates.items() if v}
+
+
+def interleaved(calls: dict[str, Callable[[], object]], repeats: int, n: int) -> dict[str, list[float]]:
+    """p50 of each call, measured in alternating blocks so noise hits all alike."""
+    out: dict[str, list[float]] = {k: [] for k in calls}
+    for fn in calls.values():
+        for _ in range(50):
+            fn()
+    for _ in range(repeats):
+        for key, fn in calls.items():
+            out[key].append(p50_us(fn, n))
+    return out
+
+
+def ratio(a: list[float], b: list[float]) -> float:
+    return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 3)
+
+
+def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[str, object]:
+    """Training, incremental updates, Predict / PredictBatch / Recommend and the local scorer."""
+    from sahayak_rpc.demo_data import SCHEMES, generate_outcomes
+
+    figures: dict[str, object] = {}
+    # A full run with both families over `rows` demo outcomes.
+    examples = generate_outcomes(rows, seed=1)
+    client.import_outcomes(DEMO_MODEL_NAME, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id,
+                                                          occurred_at=e.occurred_at) for e in examples])
+    run = client.train(DEMO_MODEL_NAME, timeout=1800)
+    figures["train_outcomes"] = run.data.outcome_count
+    figures["train_100k_s"] = round(run.duration.ToTimedelta().total_seconds(), 2)
+    figures["train_family"] = "gradient_boosting" if run.candidates[[c.selected for c in run.candidates].index(True)].family == 2 else "logistic_regression"
+
+    # A second model whose champion is logistic regression.
+    linear = "bench-linear"
+    make_model(client, linear)
+    examples = generate_outcomes(20_000, seed=5)
+    client.import_outcomes(linear, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id) for e in examples])
+    client.train(linear, families=["logistic_regression"])
+    increments = []
+    fresh = generate_outcomes(100 * repeats, seed=6)
+    for r in range(repeats):
+        batch = fresh[100 * r: 100 * (r + 1)]
+        client.import_outcomes(linear, [OutcomeInput(e.features, e.label, outcome_id=f"inc-{e.outcome_id}") for e in batch])
+        inc = client.train(linear, incremental=True)
+        increments.append(inc.duration.ToTimedelta().total_seconds() * 1000)
+    figures["incremental_update_ms"] = round(statistics.median(increments), 1)
+
+    row = generate_outcomes(1, seed=7)[0].features
+    artisan = {k: v for k, v in row.items() if not k.startswith("scheme_")}
+    candidates = [(f"{s.scheme_id}-{i}", s.features, s.benefit_inr) for i in range(5) for s in SCHEMES][:100]
+    from sahayak_rpc._proto.sahayak.v1 import inference_pb2
+    from sahayak_rpc.client import fill_features
+
+    # Requests are built once, like the health check's: the figures are the server's work.
+    def predict_request(model: str) -> inference_pb2.PredictRequest:
+        request = inference_pb2.PredictRequest(model=model)
+        fill_features(request.features, row)
+        return request
+
+    def recommend_request(model: str) -> inference_pb2.RecommendRequest:
+        request = inference_pb2.RecommendRequest(model=model, top_k=10)
+        fill_features(request.subject_features, artisan)
+        for cid, features, benefit in candidates:
+            fill_features(request.candidates.add(candidate_id=cid, benefit=benefit).features, features)
+        return request
+
+    check = health_pb2.HealthCheckRequest()
+    health = client.health_stub
+    stub = client.inference
+    p_lin, p_tree = predict_request(linear), predict_request(DEMO_MODEL_NAME)
+    r_lin, r_tree = recommend_request(linear), recommend_request(DEMO_MODEL_NAME)
+    lat = interleaved({
+        "echo": lambda: health.Check(check),
+        "predict_linear": lambda: stub.Predict(p_lin),
+        "predict_trees": lambda: stub.Predict(p_tree),
+        "recommend_linear": lambda: stub.Recommend(r_lin),
+        "recommend_trees": lambda: stub.Recommend(r_tree),
+    }, repeats, calls)
+    figures["echo2_p50_us"] = round(statistics.median(lat["echo"]), 1)
+    figures["predict_p50_us"] = round(statistics.median(lat["predict_linear"]), 1)
+    figures["predict_vs_echo"] = ratio(lat["predict_linear"], lat["echo"])
+    figures["predict_trees_p50_us"] = round(statistics.median(lat["predict_trees"]), 1)
+    figures["predict_trees_vs_echo"] = ratio(lat["predict_trees"], lat["echo"])
+    figures["recommend_100_p50_us"] = round(statistics.median(lat["recommend_linear"]), 1)
+    figures["recommend_100_vs_echo"] = ratio(lat["recommend_linear"], lat["echo"])
+    figures["recommend_100_trees_p50_us"] = round(statistics.median(lat["recommend_trees"]), 1)
+    figures["recommend_100_trees_vs_echo"] = ratio(lat["recommend_trees"], lat["echo"])
+
+    batch_rows = [e.features for e in generate_outcomes(1000, seed=8)]
+    from sahayak_rpc.client import feature_columns
+
+    request = inference_pb2.PredictBatchRequest(model=linear)
+    feature_columns(batch_rows, request.columns)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(20):
+            client.inference.PredictBatch(request)
+        rates.append(20 * 1000 / (time.perf_counter() - start))
+    figures["predict_batch_rows_per_s"] = round(statistics.median(rates))
+
+    for key, model in (("local_score_p50_us", linear), ("local_score_trees_p50_us", DEMO_MODEL_NAME)):
+        with client.local_scorer(model, report=False) as scorer:
+            samples = [p50_us(lambda: scorer.predict(row), calls * 5) for _ in range(repeats)]
+        figures[key] = round(statistics.median(samples), 2)
+    return figures
 
 
 def main() -> int:
@@ -118,10 +235,11 @@ def main() -> int:
         server = ServerProcess(Path(tmp) / "bench.db")
         try:
             with Client(server.target) as client:
-                ensure_demo_model(client)
+                make_model(client, DEMO_MODEL_NAME)
                 figures: dict[str, object] = {}
                 figures.update(bench_latencies(client, repeats, calls))
                 figures.update(bench_import(client, max(1, repeats // 2), rows))
+                figures.update(bench_learning(client, repeats, calls, rows))
         finally:
             server.stop()
     figures["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}

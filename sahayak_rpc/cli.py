@@ -79,7 +79,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with Client(args.target) as client:
         bar = _progress(args.outcomes, "outcomes", quiet=args.json)
-        result = load_demo(client, n=args.outcomes, seed=args.seed, progress=bar.update if bar is not None else None)
+        result = load_demo(client, n=args.outcomes, seed=args.seed, train=not args.no_train,
+                           progress=bar.update if bar is not None else None)
         if bar is not None:
             bar.close()
     if args.json:
@@ -87,6 +88,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"model {result.model}: {result.accepted} outcomes stored, {result.duplicates} already there, "
               f"{result.rejected} rejected; expected Bayes-optimal accuracy {result.expected_bayes_accuracy:.4f}")
+        t = result.training
+        if t:
+            m = t["validation_metrics"]
+            print(f"training {t['run_id']}: {t['end_reason']}")
+            if m:
+                print(f"  champion validation accuracy {m.get('accuracy', 0):.4f}, F1 {m.get('f1', 0):.4f}, "
+                      f"ROC AUC {m.get('roc_auc', 0):.4f}, calibration error {m.get('calibration_error', 0):.4f}")
+                print(f"  Bayes-optimal accuracy on the same {t['validation_rows']} rows "
+                      f"{t['bayes_optimal_accuracy']:.4f} (gap {t['accuracy_gap_pp']:.2f} points)")
     return 0 if result.rejected == 0 else 1
 
 
@@ -209,10 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--target", default=DEFAULT_TARGET, help="server address (default $SAHAYAK_TARGET or 127.0.0.1:50051)")
         p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("demo", help="create the demo model and load generated outcomes")
+    p = sub.add_parser("demo", help="create the demo model, load generated outcomes and train a champion")
     target(p)
     p.add_argument("--outcomes", type=int, default=20_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-train", action="store_true", help="load the outcomes only")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="list models, or show one")

@@ -1,17 +1,22 @@
-"""Loading the Scheme Sahayak demo into a running server, through the client."""
+"""Loading and training the Scheme Sahayak demo on a running server, through the client."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
+import numpy as np
+from google.protobuf import json_format
 
+from . import split
+from ._proto.sahayak.v1 import registry_pb2
 from .client import Client, OutcomeInput, SahayakError
-from .demo_data import DEMO_MODEL_NAME, DEMO_SCHEMA, expected_bayes_accuracy, generate_outcomes
+from .demo_data import DEMO_MODEL_NAME, DEMO_SCHEMA, DemoExample, bayes_optimal_accuracy, expected_bayes_accuracy, generate_outcomes
 
 
-@dataclass(frozen=True)
+@dataclass
 class DemoLoad:
     model: str
     created_model: bool
@@ -20,6 +25,7 @@ class DemoLoad:
     duplicates: int
     rejected: int
     expected_bayes_accuracy: float
+    training: dict[str, Any] = field(default_factory=dict)
 
 
 def ensure_demo_model(client: Client, name: str = DEMO_MODEL_NAME) -> bool:
@@ -36,11 +42,53 @@ def ensure_demo_model(client: Client, name: str = DEMO_MODEL_NAME) -> bool:
         raise
 
 
+def _train(client: Client, name: str, timeout: float) -> Any:
+    """Start a full run (or follow the one already running) and wait for its end."""
+    try:
+        run_id = client.start_training(name, description="demo").run_id
+    except SahayakError as err:
+        if err.reason != "RUN_ACTIVE":
+            raise
+        [status] = [m for m in client.server_status().models if m.model == name]
+        run_id = status.active_run_id
+    return client.wait_run(run_id, timeout=timeout)
+
+
+def compare_with_bayes(client: Client, name: str, examples: list[DemoExample], run: Any) -> dict[str, Any]:
+    """The champion's validation metrics beside the Bayes-optimal accuracy of the same rows.
+
+    The server's split is a documented function of the rows (sahayak_rpc.split),
+    so the demo recomputes which of its rows validated.
+    """
+    model = client.get_model(name)
+    t = model.settings.training
+    ids = [e.outcome_id for e in examples]
+    labels = np.array([int(e.label) for e in examples])
+    mask = split.stratified(ids, labels, t.validation_fraction, t.random_seed)
+    probs = np.array([e.probability for e in examples])
+    version = client.get_version(name, version=run.produced_version) if run.produced_version else None
+    metrics = json_format.MessageToDict(version.validation_metrics, preserving_proto_field_name=True) if version else {}
+    bayes = bayes_optimal_accuracy(probs[mask], labels[mask])
+    out: dict[str, Any] = {
+        "run_id": run.run_id, "end_reason": run.end_reason, "promoted": run.promoted,
+        "version": run.produced_version,
+        "family": registry_pb2.ModelFamily.Name(version.family) if version else "",
+        "validation_metrics": metrics,
+        "validation_rows": int(mask.sum()),
+        # True when the server validated on exactly the rows recomputed here.
+        "same_rows": int(mask.sum()) == run.data.validation_count and len(examples) == run.data.outcome_count,
+        "bayes_optimal_accuracy": bayes,
+    }
+    if version is not None:
+        out["accuracy_gap_pp"] = round((bayes - version.validation_metrics.accuracy) * 100, 3)
+    return out
+
+
 def load_demo(
-    client: Client, n: int = 20_000, seed: int = 0, name: str = DEMO_MODEL_NAME,
-    progress: Callable[[int], None] | None = None,
+    client: Client, n: int = 20_000, seed: int = 0, name: str = DEMO_MODEL_NAME, train: bool = True,
+    progress: Callable[[int], None] | None = None, timeout: float = 1800.0,
 ) -> DemoLoad:
-    """Create the demo model and import ``n`` generated outcomes (idempotent for a seed)."""
+    """Create the demo model, import ``n`` generated outcomes (idempotent for a seed), and train."""
     created = ensure_demo_model(client, name)
     examples = generate_outcomes(n, seed=seed)
     inputs = (
@@ -49,8 +97,12 @@ def load_demo(
         for e in examples
     )
     report = client.import_outcomes(name, inputs, progress=progress)
-    return DemoLoad(
+    result = DemoLoad(
         model=name, created_model=created, outcomes=n, accepted=report.accepted,
         duplicates=report.duplicates, rejected=report.rejected,
         expected_bayes_accuracy=expected_bayes_accuracy([e.probability for e in examples]),
     )
+    if train:
+        run = _train(client, name, timeout)
+        result.training = compare_with_bayes(client, name, examples, run)
+    return result

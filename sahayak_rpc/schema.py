@@ -75,6 +75,7 @@ class Schema:
             raise SchemaError(errors)
         by_name = {f.name: f for f in self.features}
         object.__setattr__(self, "_by_name", by_name)
+        object.__setattr__(self, "_required", frozenset(f.name for f in self.features if f.required))
         object.__setattr__(
             self,
             "_categories",
@@ -88,8 +89,12 @@ class Schema:
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    def validate_row(self, row: Mapping[str, FeatureValue], prefix: str = "features") -> list[FieldError]:
-        """Every problem with ``row`` against this schema (empty: valid)."""
+    def validate_row(self, row: Mapping[str, FeatureValue], prefix: str = "features",
+                     required: bool = True) -> list[FieldError]:
+        """Every problem with ``row`` against this schema (empty: valid).
+
+        ``required=False`` checks only the values present (for part of a row).
+        """
         errors: list[FieldError] = []
         by_name: dict[str, FeatureSpec] = self._by_name  # type: ignore[attr-defined]
         cats: dict[str, frozenset[str]] = self._categories  # type: ignore[attr-defined]
@@ -117,11 +122,21 @@ class Schema:
                     errors.append(FieldError(f"{prefix}.{name}", f"unknown category {value!r}; allowed: {', '.join(spec.categories)}"))
             elif kind is not bool:
                 errors.append(FieldError(f"{prefix}.{name}", f"boolean feature needs bool_value, got {_kind_name(value)}"))
-        if len(row) < len(by_name) or errors:
+        if required and (len(row) < len(by_name) or errors):
             for spec in self.features:
                 if spec.required and spec.name not in row:
                     errors.append(FieldError(f"{prefix}.{spec.name}", "required feature is missing"))
         return errors
+
+
+    def missing_required(self, *parts: Mapping[str, FeatureValue]) -> list[str]:
+        """Required features present in none of ``parts``."""
+        missing: set[str] = self._required  # type: ignore[attr-defined]
+        for part in parts:
+            if not missing:
+                break
+            missing = missing.difference(part.keys())
+        return sorted(missing)
 
 
 def _kind_name(value: object) -> str:
@@ -240,7 +255,13 @@ def rows_from_columns(
     length) raises SchemaError; a bad value rejects just its row, reported in
     the returned ``{row index: first error}``.
     """
-    import numpy as np  # numpy is only needed on this bulk path
+    errors = check_columns(schema, n, columns, prefix)
+    return columns_to_rows(schema, n, columns), errors
+
+
+def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str = "features") -> dict[int, FieldError]:
+    """The checks of rows_from_columns without building the rows."""
+    import numpy as np  # numpy is only needed on the bulk paths
 
     problems: list[FieldError] = []
     seen: set[str] = set()
@@ -264,54 +285,71 @@ def rows_from_columns(
     if problems:
         raise SchemaError(problems)
 
-    rows: list[Row] = [{} for _ in range(n)]
     errors: dict[int, FieldError] = {}
 
-    def flag(indices: Sequence[int] | np.ndarray, name: str, reason: str) -> None:
-        for idx in (indices.tolist() if isinstance(indices, np.ndarray) else indices):
+    def flag(indices: Iterable[int], name: str, reason: str) -> None:
+        for idx in indices:
             errors.setdefault(idx, FieldError(f"{prefix}.{name}", reason))
 
     by_name = {c.name: c for c in columns}
     for spec in schema.features:
         col = by_name.get(spec.name)
+        name = spec.name
         if col is None:
             if spec.required and n:
-                flag(range(n), spec.name, "required feature is missing")
+                flag(range(n), name, "required feature is missing")
             continue
-        name = spec.name
         if spec.type is FeatureType.CATEGORICAL:
-            strings = list(col.strings or ())
-            present = [i for i, v in enumerate(strings) if v]
-            if spec.required and len(present) < n:
+            strings = col.strings or ()
+            if spec.required:
                 flag([i for i, v in enumerate(strings) if not v], name, "required feature is missing")
-            allowed = frozenset(spec.categories)
-            too_long = [i for i in present if len(strings[i]) > MAX_CATEGORY_LEN]
-            flag(too_long, name, f"longer than {MAX_CATEGORY_LEN} characters")
+            flag([i for i, v in enumerate(strings) if len(v) > MAX_CATEGORY_LEN], name,
+                 f"longer than {MAX_CATEGORY_LEN} characters")
             if not spec.allow_unknown_categories:
-                unknown = [i for i in present if strings[i] not in allowed]
-                for i in unknown:
-                    errors.setdefault(i, FieldError(f"{prefix}.{name}", f"unknown category {strings[i]!r}; allowed: {', '.join(spec.categories)}"))
-            for i in present:
-                rows[i][name] = strings[i]
+                allowed = schema._categories[name]  # type: ignore[attr-defined]
+                for i, v in enumerate(strings):
+                    if v and v not in allowed:
+                        errors.setdefault(i, FieldError(f"{prefix}.{name}",
+                                                        f"unknown category {v!r}; allowed: {', '.join(spec.categories)}"))
             continue
         arr = np.asarray(col.numbers, dtype=np.float64)
         missing = np.isnan(arr)
         if spec.required and missing.any():
-            flag(np.flatnonzero(missing), name, "required feature is missing")
+            flag(np.flatnonzero(missing).tolist(), name, "required feature is missing")
         if spec.type is FeatureType.BOOLEAN:
-            flag(np.flatnonzero(~missing & (arr != 0) & (arr != 1)), name, "boolean column values must be 0, 1 or NaN")
-            values: list[object] = (arr == 1).tolist()
-        else:
-            flag(np.flatnonzero(np.isinf(arr)), name, "must be finite")
-            if spec.min is not None:
-                flag(np.flatnonzero(arr < spec.min), name, f"below the minimum {spec.min}")
-            if spec.max is not None:
-                flag(np.flatnonzero(arr > spec.max), name, f"above the maximum {spec.max}")
-            values = arr.tolist()
+            flag(np.flatnonzero(~missing & (arr != 0) & (arr != 1)).tolist(), name,
+                 "boolean column values must be 0, 1 or NaN")
+            continue
+        flag(np.flatnonzero(np.isinf(arr)).tolist(), name, "must be finite")
+        if spec.min is not None:
+            flag(np.flatnonzero(arr < spec.min).tolist(), name, f"below the minimum {spec.min}")
+        if spec.max is not None:
+            flag(np.flatnonzero(arr > spec.max).tolist(), name, f"above the maximum {spec.max}")
+    return errors
+
+
+def columns_to_rows(schema: Schema, n: int, columns: Sequence[Column]) -> list[Row]:
+    """Rows (missing values left out) from columns already checked with check_columns."""
+    import numpy as np
+
+    rows: list[Row] = [{} for _ in range(n)]
+    for col in columns:
+        spec = schema.feature(col.name)
+        if spec is None:
+            continue
+        name = col.name
+        if spec.type is FeatureType.CATEGORICAL:
+            for row, v in zip(rows, col.strings or (), strict=True):
+                if v:
+                    row[name] = v
+            continue
+        arr = np.asarray(col.numbers, dtype=np.float64)
+        missing = np.isnan(arr)
+        values: list[object] = (arr == 1).tolist() if spec.type is FeatureType.BOOLEAN else arr.tolist()
         if missing.any():
             for i in np.flatnonzero(~missing).tolist():
                 rows[i][name] = values[i]  # type: ignore[assignment]
         else:
             for row, value in zip(rows, values, strict=True):
                 row[name] = value  # type: ignore[assignment]
-    return rows, errors
+    return rows

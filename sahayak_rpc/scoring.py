@@ -11,8 +11,9 @@ value (path attribution for trees).
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,8 @@ from .encoding import MISSING, UNKNOWN, BooleanEncoding, CategoricalEncoding, Li
 from .schema import Column, Row, Schema
 
 Contribution = tuple[str, float]
+# Below this many rows, trees score row by row (pure Python) rather than with numpy.
+SMALL_BATCH = 256
 
 
 def _sigmoid(z: float) -> float:
@@ -101,6 +104,21 @@ class LinearScorer:
                 table = {True: wz - base, False: -base}
                 self._tables.append((enc.name, table, -base, wz * enc.impute + wm - base))
 
+        self._by_name: dict[str, tuple[float, float, float] | tuple[dict[object, float], float, float]] = {}
+        for name, slope, offset, missing in self._numeric:
+            self._by_name[name] = (slope, offset, missing)
+        for name, table, unknown, missing in self._tables:
+            self._by_name[name] = (table, unknown, missing)
+
+    def contribution(self, name: str, value: object) -> float:
+        """One feature's centred contribution for ``value`` (None: missing)."""
+        a, b, missing = self._by_name[name]
+        if value is None:
+            return missing
+        if isinstance(a, dict):
+            return a.get(value, b)
+        return a * value + b  # type: ignore[operator]
+
     def raw_one(self, row: Mapping[str, object]) -> float:
         z = self.bias
         for name, slope, offset, missing in self._numeric:
@@ -172,22 +190,59 @@ class TreeArrays:
 
 
 class TreeScorer:
+    # Above this many leaf x feature cells, explanations accumulate along the
+    # walk instead of from a precomputed table.
+    TABLE_LIMIT = 4_000_000
+
     def __init__(self, trees: TreeArrays, raw: RawEncoder) -> None:
         self.trees = trees
         self.raw = raw
         t = trees
-        # One tuple per node: a single index per step of the walk.
-        self._nodes = [
-            (t.feature[i], t.threshold[i], t.missing_left[i], t.left[i], t.right[i],
-             t.bitsets[t.bitset[i]] if t.bitset[i] >= 0 else None, t.value[i])
-            for i in range(len(t.feature))
-        ]
+        n_features = len(raw.names)
+        # Each tree as nested tuples: an inner node is (feature, threshold,
+        # missing_left, left, right, bitset or None); a leaf is its leaf index.
+        # One tuple unpack per step, no index arithmetic.
+        leaf_of = {i: k for k, i in enumerate(i for i, f in enumerate(t.feature) if f < 0)}
+        self._leaf_value = [t.value[i] for i in sorted(leaf_of, key=leaf_of.__getitem__)]
+        built: dict[int, object] = {}
+        for root in t.roots:
+            stack = [(root, False)]
+            while stack:
+                i, ready = stack.pop()
+                if t.feature[i] < 0:
+                    built[i] = leaf_of[i]
+                elif ready:
+                    bits = t.bitsets[t.bitset[i]] if t.bitset[i] >= 0 else None
+                    built[i] = (t.feature[i], t.threshold[i], t.missing_left[i], built.pop(t.left[i]),
+                                built.pop(t.right[i]), bits)
+                else:
+                    stack += [(i, True), (t.left[i], False), (t.right[i], False)]
+        self._nested = [built.pop(r) for r in t.roots]
         self.bias = t.baseline + sum(t.value[r] for r in t.roots)
+        # Path attribution: a leaf's contributions depend only on its path, so
+        # they are summed once here, per leaf, into a table.
+        self._contrib: np.ndarray | None = None
+        if len(self._leaf_value) * n_features <= self.TABLE_LIMIT:
+            table = np.zeros((len(self._leaf_value), n_features))
+            for root in t.roots:
+                stack2: list[tuple[int, dict[int, float]]] = [(root, {})]
+                while stack2:
+                    i, acc = stack2.pop()
+                    if t.feature[i] < 0:
+                        for f, c in acc.items():
+                            table[leaf_of[i], f] = c
+                        continue
+                    f = t.feature[i]
+                    for child in (t.left[i], t.right[i]):
+                        step = dict(acc)
+                        step[f] = step.get(f, 0.0) + t.value[child] - t.value[i]
+                        stack2.append((child, step))
+            self._contrib = table
+        self._leaf_array = np.asarray(self._leaf_value, dtype=np.float64)
         self._cat_index = [
             {c: float(i) for i, c in enumerate(cats)} if kind == "categorical" else None
             for kind, cats in zip(raw.kinds, raw.categories, strict=True)
         ]
-        self._bool = [kind == "boolean" for kind in raw.kinds]
         self._np = {
             "feature": np.asarray(t.feature, dtype=np.int64),
             "threshold": np.asarray(t.threshold, dtype=np.float64),
@@ -213,45 +268,67 @@ class TreeScorer:
                 out.append(float(v))  # type: ignore[arg-type]
         return out
 
-    def raw_one(self, row: Mapping[str, object]) -> float:
-        x = self.vector(row)
-        nodes = self._nodes
-        z = self.trees.baseline
-        for n in self.trees.roots:
-            f, thr, ml, lft, rgt, bits, val = nodes[n]
-            while f >= 0:
+    def leaves(self, x: list[float]) -> list[int]:
+        """The leaf each tree routes ``x`` to."""
+        out = []
+        for node in self._nested:
+            while node.__class__ is tuple:
+                f, thr, ml, lft, rgt, bits = node  # type: ignore[misc]
                 v = x[f]
-                if v != v:
-                    n = lft if ml else rgt
-                elif bits is not None:
-                    n = lft if (bits >> int(v)) & 1 else rgt
+                if bits is None:
+                    if v <= thr:
+                        node = lft
+                    elif v > thr:
+                        node = rgt
+                    else:  # NaN: missing
+                        node = lft if ml else rgt
+                elif v != v:
+                    node = lft if ml else rgt
                 else:
-                    n = lft if v <= thr else rgt
-                f, thr, ml, lft, rgt, bits, val = nodes[n]
-            z += val
+                    node = lft if (bits >> int(v)) & 1 else rgt
+            out.append(node)  # type: ignore[arg-type]
+        return out
+
+    def raw_one(self, row: Mapping[str, object]) -> float:
+        values = self._leaf_value
+        z = self.trees.baseline
+        for leaf in self.leaves(self.vector(row)):
+            z += values[leaf]
         return z
 
     def explain_one(self, row: Mapping[str, object]) -> tuple[float, list[Contribution]]:
-        x = self.vector(row)
-        nodes = self._nodes
-        names = self.raw.names
-        parts = [0.0] * len(names)
+        leaves = self.leaves(self.vector(row))
+        values = self._leaf_value
         z = self.trees.baseline
-        for n in self.trees.roots:
-            f, thr, ml, lft, rgt, bits, val = nodes[n]
-            while f >= 0:
+        for leaf in leaves:
+            z += values[leaf]
+        return z, self.contributions_of(leaves, row)
+
+    def contributions_of(self, leaves: list[int], row: Mapping[str, object]) -> list[Contribution]:
+        """Each feature's path attribution for the leaves a row reached."""
+        if self._contrib is not None:
+            parts = self._contrib[leaves].sum(axis=0).tolist()
+        else:
+            parts = self._walk_contributions(self.vector(row))
+        return list(zip(self.raw.names, parts, strict=True))
+
+    def _walk_contributions(self, x: list[float]) -> list[float]:
+        t = self.trees
+        parts = [0.0] * len(self.raw.names)
+        for n in t.roots:
+            while t.feature[n] >= 0:
+                f = t.feature[n]
                 v = x[f]
+                b = t.bitset[n]
                 if v != v:
-                    n = lft if ml else rgt
-                elif bits is not None:
-                    n = lft if (bits >> int(v)) & 1 else rgt
+                    child = t.left[n] if t.missing_left[n] else t.right[n]
+                elif b >= 0:
+                    child = t.left[n] if (t.bitsets[b] >> int(v)) & 1 else t.right[n]
                 else:
-                    n = lft if v <= thr else rgt
-                feature, parent = f, val
-                f, thr, ml, lft, rgt, bits, val = nodes[n]
-                parts[feature] += val - parent
-            z += val
-        return z, list(zip(names, parts, strict=True))
+                    child = t.left[n] if v <= t.threshold[n] else t.right[n]
+                parts[f] += t.value[child] - t.value[n]
+                n = child
+        return parts
 
     def raw_matrix(self, X: np.ndarray) -> np.ndarray:
         a = self._np
@@ -316,14 +393,63 @@ class ScoringModel:
         if top_k <= 0:
             return self.predict_one(row), []
         raw, parts = self._scorer.explain_one(row)
-        parts.sort(key=lambda p: -abs(p[1]))
-        return self.calibrator.one(raw), parts[:top_k]
+        return self.calibrator.one(raw), heapq.nlargest(top_k, parts, key=lambda p: abs(p[1]))
 
     def predict_rows(self, rows: Sequence[Row]) -> np.ndarray:
         if self.linear is not None:
             return self.calibrator.many(self.linear.raw_rows(rows))
         assert self.trees is not None
+        if len(rows) < SMALL_BATCH:
+            # A few rows: one walk per row beats numpy's per-call overhead per tree level.
+            return self.calibrator.many(np.array([self.trees.raw_one(r) for r in rows], dtype=np.float64))
         return self.calibrator.many(self.trees.raw_matrix(self.trees.raw.transform(rows)))
+
+    def rank(self, subject: Row, candidates: Sequence[Row], top_k: int) -> tuple[np.ndarray, Callable[[int], list[Contribution]]]:
+        """Probabilities of subject + each candidate, and a function explaining candidate i.
+
+        A linear model scores the subject's features once and each candidate's
+        own features on top; trees walk each merged row.
+        """
+        lin = self.linear
+        if lin is None:
+            trees = self.trees
+            assert trees is not None
+            # One walk per candidate; the leaves serve both the score and its explanation.
+            walks = [trees.leaves(trees.vector({**subject, **c})) for c in candidates]
+            values = trees._leaf_value
+            base = trees.trees.baseline
+            probs = self.calibrator.many(np.array([base + sum(values[leaf] for leaf in w) for w in walks]))
+
+            def explain_tree(i: int) -> list[Contribution]:
+                parts = trees.contributions_of(walks[i], {**subject, **candidates[i]})
+                return heapq.nlargest(top_k, parts, key=lambda p: abs(p[1]))
+
+            return probs, explain_tree
+        contribution = lin.contribution
+        base_parts = {name: contribution(name, subject.get(name)) for name in lin._by_name}
+        base = lin.bias + sum(base_parts.values())
+        # The subject's contributions, largest first: a candidate's top k come from
+        # its own features and the first k (plus overridden) of these.
+        subject_order = sorted(base_parts.items(), key=lambda p: -abs(p[1]))
+        raws = []
+        own_parts: list[list[Contribution]] = []
+        for cand in candidates:
+            z = base
+            own = [(name, contribution(name, value)) for name, value in cand.items()]
+            for name, c in own:
+                z += c - base_parts[name]
+            raws.append(z)
+            own_parts.append(own)
+        probs = self.calibrator.many(np.array(raws, dtype=np.float64))
+
+        def explain(i: int) -> list[Contribution]:
+            own = own_parts[i]
+            taken = {name for name, _ in own}
+            pool = own + [p for p in subject_order[: top_k + len(taken)] if p[0] not in taken][:top_k]
+            pool.sort(key=lambda p: -abs(p[1]))
+            return pool[:top_k]
+
+        return probs, explain
 
     def predict_columns(self, n: int, columns: Mapping[str, Column]) -> np.ndarray:
         if self.linear is not None:

@@ -89,6 +89,7 @@ class Server:
         self.predlog = PredictionLog(self.ctx.predictions)
         self.inference = Inference(self.ctx, self.catalog, self.registry, self.predlog)
         self.scheduler = Scheduler(self.ctx, self.catalog, self.runner, self.ingest, self.registry)
+        self.ingest.on_threshold = self.scheduler.wake
         self._run_scheduler = scheduler
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
@@ -97,8 +98,7 @@ class Server:
 
         self.servicers: dict[str, Any] = {}
         self.servicers["sahayak.v1.ModelRegistryService"] = ModelRegistryServicer(self.ctx, self.catalog, self.registry)
-        self.servicers["sahayak.v1.TrainingService"] = TrainingServicer(
-            self.ctx, self.catalog, self.ingest, self.runner, on_ingest=self.scheduler.wake)
+        self.servicers["sahayak.v1.TrainingService"] = TrainingServicer(self.ctx, self.catalog, self.ingest, self.runner)
         self.servicers["sahayak.v1.MonitorService"] = MonitorServicer(
             self.ctx, self.catalog, self.ingest, self.registry, self.runner, self.scheduler, self.predlog,
             lambda: implemented_methods(self.servicers), server_version(),

@@ -77,3 +77,42 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("SAHAYAK_TARGET", None)
     return env
+
+
+def start_server(db: Path, clock: ManualClock | None = None, scheduler: bool = False, **overrides: object) -> Running:
+    clock = clock or ManualClock()
+    cfg = config.load(env={}, host="127.0.0.1", port=0, db=str(db), synchronous="normal", **overrides)
+    server = Server(cfg, clock=clock, scheduler=scheduler)
+    server.start()
+    return Running(server, Client(f"127.0.0.1:{server.port}", timeout=60), clock, db)
+
+
+def stop_server(r: Running) -> None:
+    r.client.close()
+    r.server.stop(grace=1)
+
+
+def load_demo_rows(client: Client, n: int, seed: int = 0) -> list:
+    """Create the demo model and import n generated outcomes; returns the examples."""
+    from sahayak_rpc.client import OutcomeInput
+    from sahayak_rpc.demo import ensure_demo_model
+    from sahayak_rpc.demo_data import DEMO_MODEL_NAME, generate_outcomes
+
+    ensure_demo_model(client)
+    examples = generate_outcomes(n, seed=seed)
+    client.import_outcomes(DEMO_MODEL_NAME, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id,
+                                                          occurred_at=e.occurred_at) for e in examples])
+    return examples
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """A server whose demo model has a champion (read-only tests share it)."""
+    r = start_server(tmp_path_factory.mktemp("trained") / "t.db")
+    load_demo_rows(r.client, 2500)
+    run = r.client.train("scheme-sahayak")
+    assert run.promoted, run.end_reason
+    try:
+        yield r
+    finally:
+        stop_server(r)

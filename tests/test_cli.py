@@ -83,13 +83,27 @@ def test_models_and_status(running: Running, small_model: str, capsys) -> None:
 
 
 def test_demo_creates_the_model_and_loads_outcomes_idempotently(running: Running, capsys) -> None:
-    code, out, _ = run(capsys, "demo", "--target", running.target, "--outcomes", "300", "--json")
+    code, out, _ = run(capsys, "demo", "--target", running.target, "--outcomes", "300", "--json", "--no-train")
     first = json.loads(out)
     assert code == 0 and first["created_model"] and first["accepted"] == 300
     assert 0.85 <= first["expected_bayes_accuracy"] <= 0.92
-    code, out, _ = run(capsys, "demo", "--target", running.target, "--outcomes", "300", "--json")
+    assert first["training"] == {}
+    code, out, _ = run(capsys, "demo", "--target", running.target, "--outcomes", "300", "--json", "--no-train")
     again = json.loads(out)
     assert not again["created_model"] and (again["accepted"], again["duplicates"]) == (0, 300)
+
+
+def test_demo_trains_and_compares_with_the_bayes_optimal_rule_on_the_same_rows(running: Running, capsys) -> None:
+    code, out, _ = run(capsys, "demo", "--target", running.target, "--outcomes", "2000", "--json")
+    t = json.loads(out)["training"]
+    assert code == 0 and t["promoted"] and t["version"] == 1
+    assert t["same_rows"] and t["validation_rows"] == 400
+    assert t["family"].startswith("MODEL_FAMILY_")
+    m = t["validation_metrics"]
+    assert 0.7 < m["accuracy"] <= 1 and 0 <= m["calibration_error"] < 0.2
+    assert t["accuracy_gap_pp"] == pytest.approx((t["bayes_optimal_accuracy"] - m["accuracy"]) * 100, abs=1e-3)
+    code, out, _ = run(capsys, "demo", "--target", running.target, "--outcomes", "2000")
+    assert "Bayes-optimal accuracy on the same 400 rows" in out
 
 
 def test_health(running: Running, capsys) -> None:

@@ -143,3 +143,18 @@ def test_the_linear_encoder_imputes_and_scales_from_training_rows() -> None:
     numeric = [i for i, name in enumerate(enc.columns) if name == "age"]
     assert abs(X[:, numeric[0]].mean()) < 1e-9 and X[:, numeric[0]].std() == pytest.approx(1.0)
     assert not np.isnan(X).any()
+
+
+def test_ranking_a_subject_against_candidates_matches_scoring_merged_rows(trained) -> None:
+    rows = trained.validation.rows[:30]
+    subject = {k: v for k, v in rows[0].items() if not k.startswith("scheme_")}
+    candidates = [{k: v for k, v in r.items() if k.startswith("scheme_")} for r in rows]
+    for cand in trained.candidates:
+        model = cand.model
+        probs, explain = model.rank(subject, candidates, 3)
+        merged = [{**subject, **c} for c in candidates]
+        assert np.allclose(probs, [model.predict_one(m) for m in merged], atol=1e-12)
+        for i in (0, 7, 29):
+            expected = model.explain_one(merged[i], 3)[1]
+            assert [n for n, _ in explain(i)] == [n for n, _ in expected]
+            assert np.allclose([c for _, c in explain(i)], [c for _, c in expected], atol=1e-9)

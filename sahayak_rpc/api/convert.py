@@ -427,14 +427,18 @@ def enum_from_proto(enum: Any, prefix: str, value: int, path: str, allow_unspeci
 
 # --- metrics, versions, runs --------------------------------------------
 
+def _num(value: Any) -> float:
+    """A stored metric: JSON keeps an undefined (NaN) one as null."""
+    return math.nan if value is None else float(value)
+
+
 def metrics_to_proto(m: Mapping[str, Any] | None) -> common_pb2.ClassificationMetrics:
     if not m:
         return common_pb2.ClassificationMetrics()
+    f = {k: _num(m[k]) for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss",
+                                  "brier_score", "calibration_error", "max_calibration_error", "threshold")}
     return common_pb2.ClassificationMetrics(
-        count=int(m["count"]), positives=int(m["positives"]), accuracy=m["accuracy"], precision=m["precision"],
-        recall=m["recall"], f1=m["f1"], roc_auc=m["roc_auc"], pr_auc=m["pr_auc"], log_loss=m["log_loss"],
-        brier_score=m["brier_score"], calibration_error=m["calibration_error"],
-        max_calibration_error=m["max_calibration_error"], threshold=m["threshold"],
+        count=int(m["count"]), positives=int(m["positives"]), **f,
         confusion=common_pb2.ConfusionMatrix(
             true_positives=int(m["true_positives"]), false_positives=int(m["false_positives"]),
             true_negatives=int(m["true_negatives"]), false_negatives=int(m["false_negatives"])),
@@ -446,8 +450,8 @@ def gate_to_proto(g: Mapping[str, Any] | None) -> registry_pb2.GateResult:
         return registry_pb2.GateResult()
     return registry_pb2.GateResult(
         passed=bool(g["passed"]), baseline_version=int(g["baseline_version"]), reasons=list(g["reasons"]),
-        checks=[registry_pb2.GateCheck(metric=c["metric"], comparison=c["comparison"], threshold=c["threshold"],
-                                       value=c["value"], passed=c["passed"]) for c in g["checks"]],
+        checks=[registry_pb2.GateCheck(metric=c["metric"], comparison=c["comparison"], threshold=_num(c["threshold"]),
+                                       value=_num(c["value"]), passed=c["passed"]) for c in g["checks"]],
     )
 
 
@@ -459,7 +463,7 @@ def version_to_proto(model_name: str, v: Any) -> registry_pb2.ModelVersion:
         family=enum_to_proto(registry_pb2.ModelFamily, "MODEL_FAMILY_", v.family),
         status=enum_to_proto(registry_pb2.ModelVersionStatus, "MODEL_VERSION_STATUS_", v.status),
         aliases=list(v.aliases), validation_metrics=metrics_to_proto(v.metrics), gate=gate_to_proto(v.gate),
-        feature_weights=[registry_pb2.FeatureWeight(feature=f, weight=w) for f, w in v.weights],
+        feature_weights=[registry_pb2.FeatureWeight(feature=f, weight=_num(w)) for f, w in v.weights],
         lineage=registry_pb2.Lineage(
             source=enum_to_proto(registry_pb2.VersionSource, "VERSION_SOURCE_", v.source),
             training_run_id=v.training_run_id, parent_version=v.parent_version,
@@ -517,8 +521,8 @@ def run_to_proto(model_name: str, run: Any) -> Any:
             calibration=enum_to_proto(registry_pb2.CalibrationMethod, "CALIBRATION_METHOD_", c["calibration"]),
             validation_metrics=metrics_to_proto(c["metrics"]),
             stop_reason=enum_to_proto(training_pb2.StopReason, "STOP_REASON_", c["stop_reason"]),
-            iterations=int(c["iterations"]), final_loss=float(c["final_loss"]),
-            fit_duration=s_to_duration(float(c["fit_seconds"])), selected=bool(c["selected"]),
+            iterations=int(c["iterations"]), final_loss=_num(c["final_loss"]),
+            fit_duration=s_to_duration(_num(c["fit_seconds"])), selected=bool(c["selected"]),
         )
     return out
 

@@ -8,7 +8,7 @@ import numpy as np
 from ..app.catalog import Catalog
 from ..app.inference import Inference
 from ..errors import InvalidArgument
-from ..schema import FieldError
+from ..schema import FieldError, columns_to_rows
 from .._proto.sahayak.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from . import convert
 
@@ -56,7 +56,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         labels = np.where(probs >= threshold, _POS, _NEG)
         response = inference_pb2.PredictBatchResponse(version=served.version, batch_id=batch_id,
                                                       probabilities=probs.tolist(), labels=labels.tolist())
-        if request.explain_top_k > 0 and rows is not None:
+        if request.explain_top_k > 0:
+            if rows is None:
+                rows = columns_to_rows(model.schema, request.columns.row_count, convert.columns_from_proto(request.columns))
             for row in rows:
                 _, parts = served.model.explain_one(row, request.explain_top_k)
                 convert.contributions_to_proto(parts, row, response.explanations.add().contributions)
@@ -73,9 +75,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             request.explain_top_k, _entities(request.entities, "entities"))
         response = inference_pb2.RecommendResponse(recommendation_id=rec_id, version=version)
         by_id = {c[0]: c[1] for c in candidates}
+        add = response.recommendations.add
         for r in ranked:
-            out = response.recommendations.add(candidate_id=r.candidate_id, rank=r.rank, probability=r.probability,
-                                               score=r.score, label=_POS if r.label else _NEG,
-                                               prediction_id=r.prediction_id)
-            convert.contributions_to_proto(r.contributions, {**subject, **by_id[r.candidate_id]}, out.contributions)
+            out = add(candidate_id=r.candidate_id, rank=r.rank, probability=r.probability, score=r.score,
+                      label=_POS if r.label else _NEG, prediction_id=r.prediction_id)
+            if r.contributions:
+                own = by_id[r.candidate_id]
+                values = {name: own[name] if name in own else subject.get(name) for name, _ in r.contributions}
+                convert.contributions_to_proto(r.contributions, values, out.contributions)
         return response

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 
@@ -21,13 +21,11 @@ MAX_BATCH_ROWS = 10_000
 
 
 class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
-    def __init__(self, ctx: AppContext, catalog: Catalog, ingest: Ingest, runner: TrainingRunner,
-                 on_ingest: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, ctx: AppContext, catalog: Catalog, ingest: Ingest, runner: TrainingRunner) -> None:
         self._ctx = ctx
         self._catalog = catalog
         self._ingest = ingest
         self._runner = runner
-        self._on_ingest = on_ingest
 
     def RecordOutcome(self, request: training_pb2.RecordOutcomeRequest, context: grpc.ServicerContext) -> training_pb2.RecordOutcomeResponse:
         model = self._catalog.get(request.model)
@@ -35,7 +33,6 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             raise InvalidArgument.fields([FieldError("outcome", "required")])
         record, errors = convert.outcome_from_proto(request.outcome, self._ctx.now_us(), "outcome", "api")
         duplicate, since = self._ingest.record_one(model, Candidate(record, errors))
-        self._on_ingest()
         return training_pb2.RecordOutcomeResponse(
             outcome_id=record.outcome_id, duplicate=duplicate, labels_since_training=since
         )
@@ -71,7 +68,6 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                 session.abandon()
             raise
         report = session.finish() if session is not None else IngestReport()
-        self._on_ingest()
         return training_pb2.ImportOutcomesResponse(
             received=report.received,
             accepted=report.accepted,

@@ -17,6 +17,7 @@ class Catalog:
         self._ctx = ctx
         # Models are read on every ingest and prediction; they change rarely.
         self._cache: dict[str, ModelRecord] = {}
+        self._all: list[ModelRecord] | None = None
 
     def create(self, name: str, description: str, schema: Schema, settings: ms.ModelSettings) -> ModelRecord:
         errors = []
@@ -29,6 +30,7 @@ class Catalog:
             raise InvalidArgument.fields(errors)
         record = self._ctx.models.create(name, description, schema, settings, self._ctx.now_us())
         self._cache[name] = record
+        self._all = None
         return record
 
     def get(self, name: str, field: str = "model") -> ModelRecord:
@@ -53,13 +55,19 @@ class Catalog:
         raise NotFound(f"model #{model_id} not found", reason="MODEL_NOT_FOUND")
 
     def all(self) -> list[ModelRecord]:
+        """Every model, by name (cached until a model is created or updated)."""
+        cached = self._all
+        if cached is not None:
+            return cached
         out: list[ModelRecord] = []
         after = ""
         while True:
             page, after = self.list(MAX_PAGE, after)
             out += page
             if not after:
-                return out
+                break
+        self._all = out
+        return out
 
     def list(self, page_size: int, after_name: str) -> tuple[list[ModelRecord], str]:
         if page_size < 0:
@@ -79,4 +87,5 @@ class Catalog:
             raise InvalidArgument.fields(errors)
         self._ctx.models.update(name, description, settings, self._ctx.now_us())
         self._cache.pop(name, None)
+        self._all = None
         return self.get(current.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InvalidArgument
 from ..runtime.predlog import PredictionLog
-from ..schema import Column, FieldError, Row, SchemaError, rows_from_columns
+from ..schema import Column, FieldError, Row, SchemaError, check_columns, columns_to_rows
 from ..scoring import Contribution
 from ..store import ModelRecord
 from .catalog import Catalog
@@ -100,7 +100,7 @@ class Inference:
         served = self._registry.served(model, version, alias)
         probs = served.model.predict_rows(rows) if rows else np.zeros(0)
         batch_id = self.new_id()
-        self._log_rows(model, served, batch_id, rows, probs)
+        self._log_rows(model, served, batch_id, lambda: rows, probs)
         return batch_id, served, probs
 
     def predict_columns(self, model: ModelRecord, version: int, alias: str, n: int,
@@ -108,7 +108,7 @@ class Inference:
         if not 0 <= n <= MAX_BATCH_ROWS:
             raise InvalidArgument.fields([FieldError("columns.row_count", f"must be 0-{MAX_BATCH_ROWS}")])
         try:
-            rows, row_errors = rows_from_columns(model.schema, n, columns, "columns")
+            row_errors = check_columns(model.schema, n, columns, "columns")
         except SchemaError as exc:
             raise InvalidArgument.fields(exc.errors) from None
         if row_errors:
@@ -119,25 +119,29 @@ class Inference:
         by_name = {c.name: c for c in columns}
         probs = served.model.predict_columns(n, by_name) if n else np.zeros(0)
         batch_id = self.new_id()
-        self._log_rows(model, served, batch_id, rows, probs)
-        return batch_id, served, probs, rows
+        schema = model.schema
+        # The rows are built for the log on its own thread, not on the request path.
+        self._log_rows(model, served, batch_id, lambda: columns_to_rows(schema, n, columns), probs)
+        return batch_id, served, probs, None
 
-    def _log_rows(self, model: ModelRecord, served: Served, batch_id: str, rows: Sequence[Row], probs: np.ndarray) -> None:
-        if not len(rows):
+    def _log_rows(self, model: ModelRecord, served: Served, batch_id: str, rows: Callable[[], Sequence[Row]],
+                  probs: np.ndarray) -> None:
+        n = len(probs)
+        if not n:
             return
         now = self._ctx.now_us()
         threshold = served.model.threshold
         model_id, version = model.id, served.version
-        self._count(model, version, len(rows))
+        self._count(model, version, n)
 
         def expand() -> list[tuple[Any, ...]]:
             import orjson
 
             dumps = orjson.dumps
-            return [(f"{batch_id}:{i}", model_id, version, dumps(row).decode(), float(p), int(p >= threshold), now,
-                     None, "served") for i, (row, p) in enumerate(zip(rows, probs.tolist(), strict=True))]
+            return [(f"{batch_id}:{i}", model_id, version, dumps(row).decode(), p, int(p >= threshold), now,
+                     None, "served") for i, (row, p) in enumerate(zip(rows(), probs.tolist(), strict=True))]
 
-        self._log.submit_many(len(rows), expand)
+        self._log.submit_many(n, expand)
 
     def recommend(self, model: ModelRecord, version: int, alias: str, subject: Row,
                   candidates: Sequence[tuple[str, Row, float]], top_k: int, weight_by_benefit: bool,
@@ -146,8 +150,8 @@ class Inference:
             raise InvalidArgument.fields([FieldError("candidates", f"at most {MAX_CANDIDATES} candidates")])
         if top_k < 0:
             raise InvalidArgument.fields([FieldError("top_k", "must not be negative")])
-        errors: list[FieldError] = []
-        rows: list[Row] = []
+        schema = model.schema
+        errors = schema.validate_row(subject, prefix="subject_features", required=False)
         seen: set[str] = set()
         for i, (cid, features, benefit) in enumerate(candidates):
             if not cid:
@@ -157,36 +161,43 @@ class Inference:
             seen.add(cid)
             if not math.isfinite(benefit) or benefit < 0:
                 errors.append(FieldError(f"candidates[{i}].benefit", "must be a finite number >= 0"))
-            row = {**subject, **features}
-            errors += [FieldError(e.field.replace("features", f"candidates[{i}].features", 1), e.reason)
-                       for e in model.schema.validate_row(row)]
-            rows.append(row)
+            errors += schema.validate_row(features, prefix=f"candidates[{i}].features", required=False)
+            errors += [FieldError(f"candidates[{i}].features.{name}", "required feature is missing")
+                       for name in schema.missing_required(subject, features)]
             if len(errors) >= 20:
                 break
         if errors:
             raise InvalidArgument.fields(errors)
         served = self._registry.served(model, version, alias)
-        probs = served.model.predict_rows(rows) if rows else np.zeros(0)
-        benefits = np.array([c[2] for c in candidates], dtype=np.float64)
-        scores = probs * benefits if weight_by_benefit else probs
+        k = _explain_k(explain_top_k, DEFAULT_EXPLAIN)
+        probs, explain = served.model.rank(subject, [c[1] for c in candidates], k)
+        if weight_by_benefit:
+            scores = probs * np.fromiter((c[2] for c in candidates), dtype=np.float64, count=len(candidates))
+        else:
+            scores = probs
         order = np.argsort(-scores, kind="stable")
         if top_k:
             order = order[:top_k]
-        k = _explain_k(explain_top_k, DEFAULT_EXPLAIN)
         recommendation_id = self.new_id()
+        threshold = served.model.threshold
+        probs_list, scores_list = probs.tolist(), scores.tolist()
+        out = [
+            Ranked(candidates[i][0], rank, probs_list[i], scores_list[i], probs_list[i] >= threshold,
+                   f"{recommendation_id}:{candidates[i][0]}", explain(i) if k else [])
+            for rank, i in enumerate(order.tolist(), start=1)
+        ]
         now = self._ctx.now_us()
-        out = []
-        for rank, i in enumerate(order.tolist(), start=1):
-            cid = candidates[i][0]
-            parts = served.model.explain_one(rows[i], k)[1] if k else []
-            prob = float(probs[i])
-            label = prob >= served.model.threshold
-            pid = f"{recommendation_id}:{cid}"
-            out.append(Ranked(cid, rank, prob, float(scores[i]), label, pid, parts))
-        for i, (cid, _, _) in enumerate(candidates):
-            ent = dict(entities or {})
-            ent.setdefault("candidate_id", cid)
-            self._log.submit_one(f"{recommendation_id}:{cid}", model.id, served.version, rows[i], float(probs[i]),
-                                 bool(probs[i] >= served.model.threshold), now, ent)
+        model_id, served_version = model.id, served.version
+        ents = dict(entities or {})
+
+        def expand() -> list[tuple[Any, ...]]:
+            import orjson
+
+            dumps = orjson.dumps
+            return [(f"{recommendation_id}:{cid}", model_id, served_version, dumps({**subject, **features}).decode(),
+                     p, int(p >= threshold), now, dumps({**ents, "candidate_id": cid}).decode(), "served")
+                    for (cid, features, _), p in zip(candidates, probs_list, strict=True)]
+
+        self._log.submit_many(len(candidates), expand)
         self._count(model, served.version, len(candidates))
         return recommendation_id, served.version, out

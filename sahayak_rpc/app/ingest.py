@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -32,6 +32,7 @@ class Ingest:
         # Labels per model since its last training run: derived from the
         # store at start, so nothing here matters only in memory.
         self._since_training: dict[int, int] = {}
+        self.on_threshold: Callable[[], None] | None = None
         # Commits import batches while the RPC thread parses the next one.
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-writer")
 
@@ -54,7 +55,10 @@ class Ingest:
         current = self.labels_since_training(model)
         with self._lock:
             self._since_training[model.id] = current + n
-            return current + n
+        every = model.settings.training.incremental_every
+        if n and every and current + n >= every and self.on_threshold is not None:
+            self.on_threshold()  # enough new labels: the scheduler should look now
+        return current + n
 
     def record_one(self, model: ModelRecord, cand: Candidate) -> tuple[bool, int]:
         """Store one outcome; returns (duplicate, labels since training)."""

@@ -37,7 +37,7 @@ KINDS = ("full", "incremental")
 TRIGGERS = ("manual", "schedule", "new_labels", "drift", "performance")
 # Incremental updates replay this many older outcomes per new one (bounded).
 REPLAY_RATIO = 4
-REPLAY_MIN, REPLAY_MAX = 400, 5000
+REPLAY_MIN, REPLAY_MAX = 2000, 10000
 
 
 @dataclass
