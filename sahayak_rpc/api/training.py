@@ -102,17 +102,18 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         before = None
         token = convert.decode_token(request.page_token)
         if token:
-            created, _, run_id = token.partition("/")
-            if not created.isdigit() or not run_id:
+            created, _, position = token.partition("/")
+            if not created.isdigit() or not position.isdigit():
                 raise InvalidArgument.fields([FieldError("page_token", "not a page token this server issued")])
-            before = (int(created), run_id)
-        runs = self._runner.runs.list(model.id if model else None, state, before, size + 1)
-        more = len(runs) > size
-        runs = runs[:size]
+            before = (int(created), int(position))
+        rows = self._runner.runs.list(model.id if model else None, state, before, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
         names = {m.id: m.name for m in self._catalog.all()}
+        last = f"{rows[-1][1].created_us}/{rows[-1][0]}" if more else ""
         return training_pb2.ListTrainingRunsResponse(
-            runs=[convert.run_to_proto(names.get(r.model_id, ""), r) for r in runs],
-            next_page_token=convert.encode_token(f"{runs[-1].created_us}/{runs[-1].run_id}" if more else ""),
+            runs=[convert.run_to_proto(names.get(r.model_id, ""), r) for _, r in rows],
+            next_page_token=convert.encode_token(last),
         )
 
     def CancelTrainingRun(self, request: training_pb2.CancelTrainingRunRequest, context: grpc.ServicerContext) -> training_pb2.CancelTrainingRunResponse:

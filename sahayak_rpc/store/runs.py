@@ -53,9 +53,9 @@ class RunRepository:
         r = self._db.reader().execute(f"SELECT {_COLS} FROM training_runs WHERE run_id = ?", (run_id,)).fetchone()
         return _run(r) if r else None
 
-    def list(self, model_id: int | None, state: str, before: tuple[int, str] | None, limit: int) -> list[RunRecord]:
-        """Newest first; ``before`` is the (created_us, run_id) of the last row of the previous page."""
-        sql = f"SELECT {_COLS} FROM training_runs WHERE 1"
+    def list(self, model_id: int | None, state: str, before: tuple[int, int] | None, limit: int) -> list[tuple[int, RunRecord]]:
+        """(position, run), newest first; ``before`` is the (created_us, position) of the previous page's last run."""
+        sql = f"SELECT rowid, {_COLS} FROM training_runs WHERE 1"
         args: list[Any] = []
         if model_id is not None:
             sql += " AND model_id = ?"
@@ -64,10 +64,11 @@ class RunRepository:
             sql += " AND state = ?"
             args.append(state)
         if before is not None:
-            sql += " AND (created_us, run_id) < (?, ?)"
+            sql += " AND (created_us, rowid) < (?, ?)"
             args += list(before)
-        rows = self._db.reader().execute(sql + " ORDER BY created_us DESC, run_id DESC LIMIT ?", (*args, limit))
-        return [_run(r) for r in rows]
+        # rowid breaks ties between runs created in the same microsecond, in creation order.
+        rows = self._db.reader().execute(sql + " ORDER BY created_us DESC, rowid DESC LIMIT ?", (*args, limit))
+        return [(r[0], _run(r[1:])) for r in rows]
 
     def active(self, model_id: int) -> RunRecord | None:
         r = self._db.reader().execute(
@@ -82,7 +83,7 @@ class RunRepository:
         if kind:
             sql += " AND kind = ?"
             args.append(kind)
-        r = self._db.reader().execute(sql + " ORDER BY created_us DESC LIMIT 1", args).fetchone()
+        r = self._db.reader().execute(sql + " ORDER BY created_us DESC, rowid DESC LIMIT 1", args).fetchone()
         return _run(r) if r else None
 
     def latest_through_seq(self, model_id: int) -> int:
