@@ -132,7 +132,8 @@ class Registry:
     def register(self, model: ModelRecord, scoring: ScoringModel, *, status: str, source: str, run_id: str = "",
                  parent_version: int = 0, metrics: dict[str, Any], gate: dict[str, Any],
                  weights: list[tuple[str, float]], lineage: dict[str, Any], description: str = "",
-                 promote: bool = False, reason: str = "", on_commit: Any = None) -> VersionRecord:
+                 promote: bool = False, reason: str = "", on_commit: Any = None,
+                 profile: dict[str, Any] | None = None) -> VersionRecord:
         """Store a new version (and, if ``promote``, make it champion) in one transaction."""
         now = self._ctx.now_us()
         # Serialise outside the database's write lock (it can take a while for
@@ -146,12 +147,12 @@ class Registry:
             return self._insert(model, scoring, version, data, sha, now, status=status, source=source, run_id=run_id,
                                 parent_version=parent_version, metrics=metrics, gate=gate, weights=weights,
                                 lineage=lineage, description=description, promote=promote, reason=reason,
-                                on_commit=on_commit)
+                                on_commit=on_commit, profile=profile or {})
 
     def _insert(self, model: ModelRecord, scoring: ScoringModel, version: int, data: bytes, sha: str, now: int, *,
                 status: str, source: str, run_id: str, parent_version: int, metrics: dict[str, Any],
                 gate: dict[str, Any], weights: list[tuple[str, float]], lineage: dict[str, Any], description: str,
-                promote: bool, reason: str, on_commit: Any) -> VersionRecord:
+                promote: bool, reason: str, on_commit: Any, profile: dict[str, Any]) -> VersionRecord:
         with self._ctx.db.write() as conn:
             record = VersionRecord(
                 model_id=model.id, version=version, family=scoring.family, status=status, source=source,
@@ -160,7 +161,7 @@ class Registry:
                 threshold=scoring.threshold, artifact_sha256=sha, artifact_size=len(data), description=description,
                 created_us=now,
             )
-            self.versions.insert(conn, record, data)
+            self.versions.insert(conn, record, data, _json_safe(profile))
             if promote:
                 self.versions.move_alias(conn, model.id, CHAMPION, version, reason, now)
             if on_commit is not None:

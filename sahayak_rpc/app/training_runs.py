@@ -17,6 +17,7 @@ import structlog
 
 from .. import gate as gating
 from .. import metrics as mt
+from .. import profile as profiling
 from .. import split as splitting
 from .. import training as tr
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
@@ -351,8 +352,10 @@ class TrainingRunner:
                       else f"version {version} rejected by the gate: {'; '.join(verdict.reasons)}")
             self._end(run, SUCCEEDED, reason, conn)
 
+        # The reference for later drift checks: the validation rows as the model saw them.
+        reference = profiling.build(model.schema, valid.rows, best.model.predict_rows(valid.rows))
         self._registry.register(
-            model, best.model, status=READY if verdict.passed else REJECTED, source=source, run_id=run.run_id,
+            model, best.model, status=READY if verdict.passed else REJECTED, source=source, run_id=run.run_id, profile=reference,
             parent_version=parent, metrics=best.metrics.to_dict(), gate=verdict.to_dict(),
             weights=best.feature_weights, lineage=lineage, description=run.description,
             promote=verdict.passed, reason=f"promoted by {run.run_id}", on_commit=finish,

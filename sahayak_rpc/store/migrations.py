@@ -117,3 +117,10 @@ MIGRATIONS.append(
     )
     """
 )
+
+MIGRATIONS.append(
+    # 3: each version's reference profile (for drift), stored beside its artifact.
+    """
+    ALTER TABLE model_versions ADD COLUMN profile_json TEXT NOT NULL DEFAULT '{}'
+    """
+)

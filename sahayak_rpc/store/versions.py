@@ -41,16 +41,23 @@ class VersionRepository:
         r = conn.execute("SELECT coalesce(max(version), 0) + 1 FROM model_versions WHERE model_id = ?", (model_id,)).fetchone()
         return int(r[0])
 
-    def insert(self, conn: sqlite3.Connection, v: VersionRecord, artifact: bytes) -> None:
+    def insert(self, conn: sqlite3.Connection, v: VersionRecord, artifact: bytes, profile: dict[str, Any]) -> None:
         """Insert inside the caller's transaction (so promotion can commit with it)."""
         conn.execute(
             "INSERT INTO model_versions (model_id, version, family, status, source, training_run_id, parent_version,"
             " metrics_json, gate_json, weights_json, lineage_json, calibration, threshold, artifact, artifact_sha256,"
-            " description, created_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " description, created_us, profile_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (v.model_id, v.version, v.family, v.status, v.source, v.training_run_id or None, v.parent_version,
              _dump(v.metrics), _dump(v.gate), _dump(v.weights), _dump(v.lineage), v.calibration, v.threshold,
-             artifact, v.artifact_sha256, v.description, v.created_us),
+             artifact, v.artifact_sha256, v.description, v.created_us, _dump(profile)),
         )
+
+    def profile(self, model_id: int, version: int) -> dict[str, Any]:
+        """The version's reference profile ({} for imported versions)."""
+        r = self._db.reader().execute(
+            "SELECT profile_json FROM model_versions WHERE model_id = ? AND version = ?", (model_id, version)
+        ).fetchone()
+        return orjson.loads(r[0]) if r else {}
 
     def aliases_of(self, model_id: int) -> dict[str, int]:
         rows = self._db.reader().execute("SELECT alias, version FROM aliases WHERE model_id = ?", (model_id,))
