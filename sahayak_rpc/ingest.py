@@ -15,7 +15,9 @@ MAX_MAP_ENTRIES = 64
 MAX_TEXT_LEN = 4096
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field, and bulk
+# imports build a hundred thousand of these.
+@dataclass(slots=True)
 class OutcomeRecord:
     outcome_id: str
     features: Row

@@ -286,11 +286,11 @@ class Trainer:
         X, Xc = raw.transform(fit.rows), raw.transform(cal.rows)
         model = HistGradientBoostingClassifier(
             learning_rate=p.learning_rate, max_iter=0, max_leaf_nodes=p.max_leaf_nodes, l2_regularization=p.l2,
-            categorical_features=native if native.any() else None, early_stopping=True, n_iter_no_change=10,
+            categorical_features=native if native.any() else None, early_stopping=True, n_iter_no_change=20,
             warm_start=True, random_state=self.settings.training.random_seed,
         )
         # Fit in chunks so progress streams and a cancel takes effect between chunks.
-        step = 25
+        step = 50
         target = 0
         while target < p.max_iterations:
             self._check()

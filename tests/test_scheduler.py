@@ -47,6 +47,8 @@ def test_new_labels_train_then_update_incrementally_then_weekly(tmp_path) -> Non
         [first] = settled(c, 1)
         assert (first.kind, first.trigger) == (training_pb2.TRAINING_KIND_FULL, training_pb2.TRAINING_TRIGGER_NEW_LABELS)
         assert first.promoted
+        # An import stream defers automatic training until it ends: the run saw all of it.
+        assert first.data.outcome_count == 1500
         status = c.server_status().models[0]
         assert status.serving_version == 1 and status.labels_since_training == 0
         assert status.next_retrain_time.ToSeconds() == first.create_time.ToSeconds() + WEEK

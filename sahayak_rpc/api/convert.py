@@ -528,8 +528,15 @@ def run_to_proto(model_name: str, run: Any) -> Any:
 
 
 def contributions_to_proto(parts: Any, row: Mapping[str, Any], target: Any) -> None:
+    add = target.add
     for name, value in parts:
-        c = target.add(feature=name, contribution=value)
+        c = add(feature=name, contribution=value)
         v = row.get(name)
-        if v is not None:
-            c.value.CopyFrom(value_to_proto(v))
+        if v is None:
+            continue
+        if v.__class__ is bool:
+            c.value.bool_value = v
+        elif v.__class__ is str:
+            c.value.string_value = v
+        else:
+            c.value.number_value = v

@@ -15,7 +15,7 @@ from ..store.outcomes import InsertResult
 from .context import AppContext
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Candidate:
     """An outcome as the api layer parsed it, with any parse errors."""
 
@@ -33,6 +33,7 @@ class Ingest:
         # store at start, so nothing here matters only in memory.
         self._since_training: dict[int, int] = {}
         self.on_threshold: Callable[[], None] | None = None
+        self._importing: dict[int, int] = {}
         # Commits import batches while the RPC thread parses the next one.
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-writer")
 
@@ -109,7 +110,20 @@ class Ingest:
         return report
 
     def session(self, model: ModelRecord) -> ImportSession:
+        with self._lock:
+            self._importing[model.id] = self._importing.get(model.id, 0) + 1
         return ImportSession(self, model, self._writer)
+
+    def importing(self, model: ModelRecord) -> bool:
+        """An import stream for the model is still open: automatic training waits for it."""
+        with self._lock:
+            return self._importing.get(model.id, 0) > 0
+
+    def _session_ended(self, model: ModelRecord) -> None:
+        with self._lock:
+            self._importing[model.id] = self._importing.get(model.id, 1) - 1
+        if self.on_threshold is not None:
+            self.on_threshold()
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -149,7 +163,10 @@ class ImportSession:
 
     def finish(self) -> IngestReport:
         """Wait for the last commit; the report's errors come back in row order."""
-        self._settle()
+        try:
+            self._settle()
+        finally:
+            self._ingest._session_ended(self.model)
         self.report.errors.sort(key=lambda e: e[0])
         return self.report
 
@@ -158,3 +175,4 @@ class ImportSession:
         if self._pending is not None:
             self._pending.exception()
             self._pending = None
+        self._ingest._session_ended(self.model)

@@ -72,6 +72,8 @@ class Scheduler:
             t = model.settings.training
             if not t.schedule_enabled or self._runner.runs.active(model.id) is not None:
                 continue
+            if self._ingest.importing(model):
+                continue  # train on the whole import, not on its first batches
             since = self._ingest.labels_since_training(model)
             has_champion = self._registry.champion(model) is not None
             kind, trigger = "", ""
