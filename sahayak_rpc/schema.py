@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 FeatureValue = float | str | bool
 Row = dict[str, FeatureValue]
@@ -277,11 +278,12 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
         wants_strings = spec.type is FeatureType.CATEGORICAL
         values = col.strings if wants_strings else col.numbers
         other = col.numbers if wants_strings else col.strings
-        if other:
+        if other is not None and len(other):
             kind = "strings" if wants_strings else "numbers"
             problems.append(FieldError(path, f"{spec.type.name.lower()} feature {col.name!r} takes {kind}"))
-        elif len(values or ()) != n:
-            problems.append(FieldError(path, f"column {col.name!r} has {len(values or ())} values for {n} rows"))
+        elif (0 if values is None else len(values)) != n:
+            count = 0 if values is None else len(values)
+            problems.append(FieldError(path, f"column {col.name!r} has {count} values for {n} rows"))
     if problems:
         raise SchemaError(problems)
 
@@ -301,31 +303,47 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
             continue
         if spec.type is FeatureType.CATEGORICAL:
             strings = col.strings or ()
-            if spec.required:
+            # Judge the distinct values (a set is built in C), then find rows only for bad ones.
+            distinct = set(strings)
+            bad = {v for v in distinct if len(v) > MAX_CATEGORY_LEN}
+            unknown = set() if spec.allow_unknown_categories else distinct - schema._categories[name] - {""}  # type: ignore[attr-defined]
+            if spec.required and "" in distinct:
                 flag([i for i, v in enumerate(strings) if not v], name, "required feature is missing")
-            flag([i for i, v in enumerate(strings) if len(v) > MAX_CATEGORY_LEN], name,
-                 f"longer than {MAX_CATEGORY_LEN} characters")
-            if not spec.allow_unknown_categories:
-                allowed = schema._categories[name]  # type: ignore[attr-defined]
+            if bad:
+                flag([i for i, v in enumerate(strings) if v in bad], name, f"longer than {MAX_CATEGORY_LEN} characters")
+            if unknown:
+                allowed = ", ".join(spec.categories)
                 for i, v in enumerate(strings):
-                    if v and v not in allowed:
-                        errors.setdefault(i, FieldError(f"{prefix}.{name}",
-                                                        f"unknown category {v!r}; allowed: {', '.join(spec.categories)}"))
+                    if v in unknown:
+                        errors.setdefault(i, FieldError(f"{prefix}.{name}", f"unknown category {v!r}; allowed: {allowed}"))
             continue
-        arr = np.asarray(col.numbers, dtype=np.float64)
+        arr = as_array(col.numbers, n)
         missing = np.isnan(arr)
-        if spec.required and missing.any():
-            flag(np.flatnonzero(missing).tolist(), name, "required feature is missing")
+
+        def flag_mask(mask: np.ndarray, reason: str) -> None:
+            if mask.any():
+                flag(np.flatnonzero(mask).tolist(), name, reason)
+
+        if spec.required:
+            flag_mask(missing, "required feature is missing")
         if spec.type is FeatureType.BOOLEAN:
-            flag(np.flatnonzero(~missing & (arr != 0) & (arr != 1)).tolist(), name,
-                 "boolean column values must be 0, 1 or NaN")
+            flag_mask(~missing & (arr != 0) & (arr != 1), "boolean column values must be 0, 1 or NaN")
             continue
-        flag(np.flatnonzero(np.isinf(arr)).tolist(), name, "must be finite")
+        flag_mask(np.isinf(arr), "must be finite")
         if spec.min is not None:
-            flag(np.flatnonzero(arr < spec.min).tolist(), name, f"below the minimum {spec.min}")
+            flag_mask(arr < spec.min, f"below the minimum {spec.min}")
         if spec.max is not None:
-            flag(np.flatnonzero(arr > spec.max).tolist(), name, f"above the maximum {spec.max}")
+            flag_mask(arr > spec.max, f"above the maximum {spec.max}")
     return errors
+
+
+def as_array(values: Sequence[float] | None, n: int) -> Any:
+    """A column's numbers as a float64 numpy array (no copy if it already is one)."""
+    import numpy as np
+
+    if isinstance(values, np.ndarray):
+        return values
+    return np.fromiter(values or (), dtype=np.float64, count=n)
 
 
 def columns_to_rows(schema: Schema, n: int, columns: Sequence[Column]) -> list[Row]:
@@ -343,7 +361,7 @@ def columns_to_rows(schema: Schema, n: int, columns: Sequence[Column]) -> list[R
                 if v:
                     row[name] = v
             continue
-        arr = np.asarray(col.numbers, dtype=np.float64)
+        arr = as_array(col.numbers, n)
         missing = np.isnan(arr)
         values: list[object] = (arr == 1).tolist() if spec.type is FeatureType.BOOLEAN else arr.tolist()
         if missing.any():

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .encoding import MISSING, UNKNOWN, BooleanEncoding, CategoricalEncoding, LinearEncoder, NumericEncoding, RawEncoder
-from .schema import Column, Row, Schema
+from .schema import Column, Row, Schema, as_array
 
 Contribution = tuple[str, float]
 # Below this many rows, trees score row by row (pure Python) rather than with numpy.
@@ -61,8 +61,16 @@ class Calibrator:
         if self.method == "sigmoid":
             return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
         if self.method == "isotonic":
-            return np.interp(raw, np.asarray(self.x), np.asarray(self.y))
+            xs, ys = self._arrays()
+            return np.interp(raw, xs, ys)
         return 1.0 / (1.0 + np.exp(-raw))
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        cached = self.__dict__.get("_xy")
+        if cached is None:
+            cached = (np.asarray(self.x, dtype=np.float64), np.asarray(self.y, dtype=np.float64))
+            object.__setattr__(self, "_xy", cached)  # frozen dataclass: a private memo
+        return cached
 
     def to_dict(self) -> dict[str, object]:
         return {"method": self.method, "a": self.a, "b": self.b, "x": list(self.x), "y": list(self.y)}
@@ -151,17 +159,19 @@ class LinearScorer:
             if col is None or col.numbers is None:
                 z += missing
                 continue
-            x = np.asarray(col.numbers, dtype=np.float64)
+            x = as_array(col.numbers, n)
             z += np.where(np.isnan(x), missing, slope * x + offset)
         for name, table, unknown, missing in self._tables:
             col = columns.get(name)
             if col is None:
                 z += missing
             elif col.strings is not None:
-                get = table.get
-                z += np.fromiter((get(s, unknown) if s else missing for s in col.strings), dtype=np.float64, count=n)
+                # A look-up table over the distinct values, then one C-level map over the rows.
+                lut = {v: table.get(v, unknown) for v in set(col.strings)}
+                lut[""] = missing
+                z += np.fromiter(map(lut.__getitem__, col.strings), dtype=np.float64, count=n)
             else:  # a boolean as 0 / 1 / NaN
-                x = np.asarray(col.numbers, dtype=np.float64)
+                x = as_array(col.numbers, n)
                 z += np.where(np.isnan(x), missing, np.where(x == 1, table[True], table[False]))
         return z
 

@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from .. import settings as ms
@@ -332,7 +333,15 @@ def model_to_proto(record: ModelRecord) -> registry_pb2.Model:
 
 
 def columns_from_proto(cols: common_pb2.FeatureColumns) -> list[Column]:
-    return [Column(c.name, numbers=c.numbers or None, strings=c.strings or None) for c in cols.columns]
+    """Columns with their numbers already in numpy (converted once, read by every step)."""
+    out = []
+    for c in cols.columns:
+        numbers = None
+        if len(c.numbers):
+            numbers = np.fromiter(c.numbers, dtype=np.float64, count=len(c.numbers))
+        # Materialise the strings once: each pass over a protobuf container makes new str objects.
+        out.append(Column(c.name, numbers=numbers, strings=list(c.strings) if len(c.strings) else None))
+    return out
 
 
 def outcomes_from_columns(

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InvalidArgument
 from ..runtime.predlog import PredictionLog
-from ..schema import Column, FieldError, Row, SchemaError, check_columns, columns_to_rows
+from ..schema import Column, FieldError, Row, SchemaError, as_array, check_columns
 from ..scoring import Contribution
 from ..store import ModelRecord
 from .catalog import Catalog
@@ -119,9 +119,22 @@ class Inference:
         by_name = {c.name: c for c in columns}
         probs = served.model.predict_columns(n, by_name) if n else np.zeros(0)
         batch_id = self.new_id()
-        schema = model.schema
-        # The rows are built for the log on its own thread, not on the request path.
-        self._log_rows(model, served, batch_id, lambda: columns_to_rows(schema, n, columns), probs)
+        self._count(model, served.version, n)
+        now = self._ctx.now_us()
+        threshold = served.model.threshold
+        model_id, version = model.id, served.version
+
+        def encode() -> tuple[Any, ...]:
+            # On the log's thread: the batch is stored whole, columns as they came.
+            import orjson
+
+            # orjson writes numpy arrays natively, NaN (missing) as null.
+            cols = {c.name: c.strings if c.strings is not None else as_array(c.numbers, n) for c in columns}
+            numpy = orjson.OPT_SERIALIZE_NUMPY
+            return (batch_id, model_id, version, n, orjson.dumps(cols, option=numpy).decode(),
+                    orjson.dumps(probs, option=numpy).decode(), threshold, now, "served")
+
+        self._log.submit_batch(n, encode)
         return batch_id, served, probs, None
 
     def _log_rows(self, model: ModelRecord, served: Served, batch_id: str, rows: Callable[[], Sequence[Row]],

@@ -48,6 +48,10 @@ class PredictionLog:
                    label: bool, created_us: int, entities: dict[str, str] | None, source: str = "served") -> None:
         self._put(1, (prediction_id, model_id, version, row, probability, label, created_us, entities, source))
 
+    def submit_batch(self, count: int, encode: Callable[[], tuple[Any, ...]]) -> None:
+        """A whole columnar batch as one log record; ``encode()`` runs on the writer thread."""
+        self._put(count, ("batch", encode))
+
     def submit_many(self, count: int, expand: Expand) -> None:
         """``count`` rows that ``expand()`` yields later, on the writer thread, as row tuples."""
         self._put(count, expand)
@@ -60,32 +64,38 @@ class PredictionLog:
             self._queued_rows += rows
             self._queue.append((rows, item))
 
-    def _drain(self) -> list[tuple[Any, ...]]:
+    def _drain(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         out: list[tuple[Any, ...]] = []
+        batches: list[tuple[Any, ...]] = []
         dumps = orjson.dumps
-        while self._queue and len(out) < self._batch_rows:
+        while self._queue and len(out) < self._batch_rows and len(batches) < 64:
             rows, item = self._queue.popleft()
             with self._lock:
                 self._queued_rows -= rows
-            if callable(item):
+            if isinstance(item, tuple) and item[0] == "batch":
+                batches.append(item[1]())
+            elif callable(item):
                 out.extend(item())
             else:
                 pid, model_id, version, row, prob, label, created, entities, source = item
                 out.append((pid, model_id, version, dumps(row).decode(), prob, int(label), created,
                             dumps(entities).decode() if entities else None, source))
-        return out
+        return out, batches
 
     def flush(self) -> None:
         while self._queue:
-            batch = self._drain()
-            if batch:
-                try:
-                    self._repo.insert_many(batch)
-                    self.written += len(batch)
-                except ServiceError as exc:
-                    # The database refused (full, locked): these rows are lost to the log.
-                    self.dropped += len(batch)
-                    log.warning("predlog.write_failed", rows=len(batch), error=exc.message)
+            rows, batches = self._drain()
+            count = len(rows) + sum(b[3] for b in batches)
+            try:
+                if rows:
+                    self._repo.insert_many(rows)
+                if batches:
+                    self._repo.insert_batches(batches)
+                self.written += count
+            except ServiceError as exc:
+                # The database refused (full, locked): these rows are lost to the log.
+                self.dropped += count
+                log.warning("predlog.write_failed", rows=count, error=exc.message)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -124,3 +124,22 @@ MIGRATIONS.append(
     ALTER TABLE model_versions ADD COLUMN profile_json TEXT NOT NULL DEFAULT '{}'
     """
 )
+
+MIGRATIONS.append(
+    # 4: columnar batches are logged whole: one row per PredictBatch call, its
+    # feature columns and probabilities as JSON arrays (row i is "<batch_id>:<i>").
+    """
+    CREATE TABLE prediction_batches (
+        batch_id TEXT PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        version INTEGER NOT NULL,
+        row_count INTEGER NOT NULL,
+        columns_json TEXT NOT NULL,
+        probabilities_json TEXT NOT NULL,
+        threshold REAL NOT NULL,
+        created_us INTEGER NOT NULL,
+        source TEXT NOT NULL
+    );
+    CREATE INDEX prediction_batches_by_model_time ON prediction_batches (model_id, created_us)
+    """
+)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from .db import Database
 
 _INSERT = ("INSERT INTO predictions (prediction_id, model_id, version, features_json, probability, label,"
@@ -20,15 +22,44 @@ class PredictionRepository:
         with self._db.write() as conn:
             conn.executemany(_INSERT, rows)
 
+    def insert_batches(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows as (batch_id, model_id, version, row_count, columns_json, probabilities_json, threshold, created_us, source)."""
+        with self._db.write() as conn:
+            conn.executemany(
+                "INSERT INTO prediction_batches (batch_id, model_id, version, row_count, columns_json,"
+                " probabilities_json, threshold, created_us, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
     def count(self, model_id: int) -> int:
-        r = self._db.reader().execute("SELECT count(*) FROM predictions WHERE model_id = ?", (model_id,)).fetchone()
-        return int(r[0])
+        """Logged predictions of the model, batch rows included."""
+        conn = self._db.reader()
+        single = conn.execute("SELECT count(*) FROM predictions WHERE model_id = ?", (model_id,)).fetchone()[0]
+        batched = conn.execute("SELECT coalesce(sum(row_count), 0) FROM prediction_batches WHERE model_id = ?",
+                               (model_id,)).fetchone()[0]
+        return int(single) + int(batched)
 
     def get(self, prediction_id: str) -> tuple[Any, ...] | None:
-        return self._db.reader().execute(
+        """(prediction_id, model_id, version, features_json, probability, label, created_us, entities_json, source)."""
+        conn = self._db.reader()
+        row = conn.execute(
             "SELECT prediction_id, model_id, version, features_json, probability, label, created_us, entities_json,"
             " source FROM predictions WHERE prediction_id = ?", (prediction_id,)
         ).fetchone()
+        if row is not None or ":" not in prediction_id:
+            return row
+        batch_id, _, index = prediction_id.rpartition(":")
+        if not index.isdigit():
+            return None
+        b = conn.execute(
+            "SELECT model_id, version, row_count, columns_json, probabilities_json, threshold, created_us, source"
+            " FROM prediction_batches WHERE batch_id = ?", (batch_id,)
+        ).fetchone()
+        i = int(index)
+        if b is None or i >= b[2]:
+            return None
+        columns = orjson.loads(b[3])
+        features = {name: values[i] for name, values in columns.items() if values[i] is not None and values[i] != ""}
+        prob = orjson.loads(b[4])[i]
+        return (prediction_id, b[0], b[1], orjson.dumps(features).decode(), prob, int(prob >= b[5]), b[6], None, b[7])
 
 
 class SecretRepository:
