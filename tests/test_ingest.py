@@ -107,16 +107,11 @@ def test_a_reused_id_with_different_content_is_already_exists(running: Running, 
     ],
 )
 def test_bad_envelopes_are_refused_with_the_field(running: Running, small_model: str, mutate, field: str) -> None:
+    from sahayak_rpc.client import fill_features
+
     request = training_pb2.RecordOutcomeRequest(model=small_model)
     request.outcome.label = common_pb2.LABEL_POSITIVE
-    for k, v in good_row().items():
-        fv = request.outcome.features[k]
-        if isinstance(v, bool):
-            fv.bool_value = v
-        elif isinstance(v, str):
-            fv.string_value = v
-        else:
-            fv.number_value = v
+    fill_features(request.outcome.features, good_row())
     mutate(request.outcome)
     with pytest.raises(grpc.RpcError) as info:
         running.client.training.RecordOutcome(request)

@@ -103,16 +103,10 @@ class Registry:
                 raise FailedPrecondition(f"model {model.name!r} has no champion yet: train it or set the alias",
                                          reason="NO_CHAMPION")
             return served
-        if alias:
-            version = self.versions.aliases_of(model.id).get(alias, 0)
-            if not version:
-                raise NotFound(f"model {model.name!r} has no alias {alias!r}", reason="ALIAS_NOT_FOUND")
-        record = self.versions.get(model.id, version)
-        if record is None:
-            raise NotFound(f"model {model.name!r} has no version {version}", reason="VERSION_NOT_FOUND")
+        record = self.get(model, version, alias)
         if record.status == ARCHIVED:
-            raise FailedPrecondition(f"version {version} is archived", reason="VERSION_ARCHIVED")
-        return Served(version, self._load(model, version))
+            raise FailedPrecondition(f"version {record.version} is archived", reason="VERSION_ARCHIVED")
+        return Served(record.version, self._load(model, record.version))
 
     # --- versions ---------------------------------------------------------
 
