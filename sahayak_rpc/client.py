@@ -174,7 +174,10 @@ def feature_columns(rows: list[Mapping[str, Any]], target: common_pb2.FeatureCol
         kinds = set(map(type, col))
         kinds.discard(type(None))
         if kinds <= {str}:
-            target.columns.add(name=name, strings=["" if v is None else v for v in col])
+            # Dictionary-encoded: a few distinct words and one small int per row.
+            index: dict[object, int] = {None: -1, "": -1}
+            codes = [index.setdefault(v, len(index) - 2) for v in col]
+            target.columns.add(name=name, codes=codes, dictionary=[w for w in index if w])
         elif kinds <= {float, int, bool}:
             target.columns.add(name=name, numbers=[nan if v is None else float(v) for v in col])
         else:

@@ -240,11 +240,21 @@ def schema_from_dict(d: Mapping[str, object]) -> Schema:
 
 @dataclass(frozen=True)
 class Column:
-    """One feature's values for every row: ``numbers`` (NaN = missing) or ``strings`` ("" = missing)."""
+    """One feature's values for every row: ``numbers`` (NaN = missing), ``strings``
+    ("" = missing), or ``codes`` into ``dictionary`` (-1 = missing)."""
 
     name: str
     numbers: Sequence[float] | None = None
     strings: Sequence[str] | None = None
+    codes: Any = None
+    dictionary: Sequence[str] | None = None
+
+    def decoded(self) -> Sequence[str] | None:
+        """The categorical values as strings ("" = missing), whichever form they came in."""
+        if self.codes is None:
+            return self.strings
+        words = [*(self.dictionary or ()), ""]  # code -1 picks the trailing ""
+        return [words[c] for c in self.codes.tolist()]
 
 
 def rows_from_columns(
@@ -276,8 +286,21 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
             problems.append(FieldError(f"{path}.name", f"duplicate column {col.name!r}"))
         seen.add(col.name)
         wants_strings = spec.type is FeatureType.CATEGORICAL
+        if wants_strings and col.codes is not None:
+            if col.strings is not None and len(col.strings):
+                problems.append(FieldError(path, f"column {col.name!r} has both strings and codes"))
+                continue
+            codes = col.codes
+            size = len(col.dictionary or ())
+            if len(codes) != n:
+                problems.append(FieldError(path, f"column {col.name!r} has {len(codes)} codes for {n} rows"))
+            elif len(codes) and (codes.min() < -1 or codes.max() >= size):
+                problems.append(FieldError(f"{path}.codes", f"codes must be -1 (missing) or index the {size}-entry dictionary"))
+            if len(set(col.dictionary or ())) != size:
+                problems.append(FieldError(f"{path}.dictionary", "duplicate entry"))
+            continue
         values = col.strings if wants_strings else col.numbers
-        other = col.numbers if wants_strings else col.strings
+        other = col.numbers if wants_strings else (col.strings if col.codes is None else col.codes)
         if other is not None and len(other):
             kind = "strings" if wants_strings else "numbers"
             problems.append(FieldError(path, f"{spec.type.name.lower()} feature {col.name!r} takes {kind}"))
@@ -300,6 +323,25 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
         if col is None:
             if spec.required and n:
                 flag(range(n), name, "required feature is missing")
+            continue
+        if spec.type is FeatureType.CATEGORICAL and col.codes is not None:
+            dictionary = list(col.dictionary or ())
+            codes = col.codes
+            if spec.required:
+                flag_codes = np.flatnonzero(codes == -1)
+                if len(flag_codes):
+                    flag(flag_codes.tolist(), name, "required feature is missing")
+            too_long = [i for i, d in enumerate(dictionary) if len(d) > MAX_CATEGORY_LEN]
+            unknown_codes = [] if spec.allow_unknown_categories else [
+                i for i, d in enumerate(dictionary) if d not in schema._categories[name]]  # type: ignore[attr-defined]
+            for bad_codes, reason in ((too_long, f"longer than {MAX_CATEGORY_LEN} characters"),
+                                      (unknown_codes, None)):
+                if not bad_codes:
+                    continue
+                for i in np.flatnonzero(np.isin(codes, bad_codes)).tolist():
+                    word = dictionary[codes[i]]
+                    text = reason or f"unknown category {word!r}; allowed: {', '.join(spec.categories)}"
+                    errors.setdefault(i, FieldError(f"{prefix}.{name}", text))
             continue
         if spec.type is FeatureType.CATEGORICAL:
             strings = col.strings or ()
@@ -357,7 +399,7 @@ def columns_to_rows(schema: Schema, n: int, columns: Sequence[Column]) -> list[R
             continue
         name = col.name
         if spec.type is FeatureType.CATEGORICAL:
-            for row, v in zip(rows, col.strings or (), strict=True):
+            for row, v in zip(rows, col.decoded() or (), strict=True):
                 if v:
                     row[name] = v
             continue

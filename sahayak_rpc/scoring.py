@@ -165,6 +165,10 @@ class LinearScorer:
             col = columns.get(name)
             if col is None:
                 z += missing
+            elif col.codes is not None:
+                # Dictionary-encoded: a table over the dictionary (plus "missing" at -1), then one gather.
+                lut = np.array([table.get(d, unknown) for d in col.dictionary or ()] + [missing])
+                z += lut[col.codes]
             elif col.strings is not None:
                 # A look-up table over the distinct values, then one C-level map over the rows.
                 lut = {v: table.get(v, unknown) for v in set(col.strings)}
@@ -371,7 +375,10 @@ class TreeScorer:
             col = columns.get(name)
             if col is None:
                 continue
-            if index is not None and col.strings is not None:
+            if index is not None and col.codes is not None:
+                lut = np.array([index.get(d, math.nan) for d in col.dictionary or ()] + [math.nan])
+                X[:, j] = lut[col.codes]
+            elif index is not None and col.strings is not None:
                 X[:, j] = [index.get(s, math.nan) if s else math.nan for s in col.strings]
             elif col.numbers is not None:
                 X[:, j] = np.asarray(col.numbers, dtype=np.float64)

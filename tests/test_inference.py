@@ -238,3 +238,30 @@ def test_watch_champion_streams_the_artifact_now_and_on_change(running: Running)
     c.rollback(MODEL)
     assert next(call).version.version == 1
     call.cancel()
+
+
+def test_batch_columns_as_strings_or_as_codes_score_the_same(trained: Running) -> None:
+    from sahayak_rpc.client import feature_columns
+
+    rows = [e.features for e in generate_outcomes(40, seed=13)]
+    coded = inference_pb2.PredictBatchRequest(model=MODEL)
+    feature_columns(rows, coded.columns)
+    assert any(len(c.codes) for c in coded.columns.columns)
+    plain = inference_pb2.PredictBatchRequest(model=MODEL)
+    plain.columns.row_count = len(rows)
+    for c in coded.columns.columns:
+        if len(c.codes):
+            words = [*c.dictionary, ""]
+            plain.columns.columns.add(name=c.name, strings=[words[k] for k in c.codes])
+        else:
+            plain.columns.columns.add(name=c.name, numbers=c.numbers)
+    a = trained.client.inference.PredictBatch(coded).probabilities
+    b = trained.client.inference.PredictBatch(plain).probabilities
+    assert list(a) == list(b)
+    trained.server.predlog.flush()
+    batch = trained.client.inference.PredictBatch(coded)
+    trained.server.predlog.flush()
+    stored = trained.server.ctx.predictions.get(f"{batch.batch_id}:3")
+    import orjson
+
+    assert orjson.loads(stored[3])["craft"] == rows[3]["craft"]

@@ -130,3 +130,34 @@ def test_columns_and_rows_agree_on_what_is_valid() -> None:
     assert errors == {}
     assert rows == row_wise
     assert all(SCHEMA.validate_row(r) == [] for r in rows)
+
+
+def test_dictionary_encoded_columns_check_and_decode_like_strings() -> None:
+    import numpy as np
+
+    codes = Column("craft", codes=np.array([0, -1, 1, 2]), dictionary=["potter", "sculptor", "weaver"])
+    rows, errors = rows_from_columns(SCHEMA, 4, [Column("age", numbers=[30.0, 31.0, 32.0, 33.0]), codes])
+    assert [r.get("craft") for r in rows] == ["potter", None, "sculptor", "weaver"]
+    assert sorted(errors) == [1, 2]
+    assert "required" in errors[1].reason and "unknown category 'sculptor'" in errors[2].reason
+    as_strings = Column("craft", strings=["potter", "", "sculptor", "weaver"])
+    rows2, errors2 = rows_from_columns(SCHEMA, 4, [Column("age", numbers=[30.0, 31.0, 32.0, 33.0]), as_strings])
+    assert rows2 == rows and errors2 == errors
+
+
+@pytest.mark.parametrize(
+    ("column", "words"),
+    [
+        (Column("craft", codes=[0, 5], dictionary=["potter"]), "index the 1-entry dictionary"),
+        (Column("craft", codes=[0], dictionary=["potter", "potter"]), "duplicate entry"),
+        (Column("craft", codes=[0], dictionary=["potter"], strings=["potter"]), "both strings and codes"),
+        (Column("craft", codes=[0, 0, 0], dictionary=["potter"]), "3 codes for 2 rows"),
+    ],
+)
+def test_bad_dictionary_columns_are_structural_errors(column: Column, words: str) -> None:
+    import numpy as np
+
+    column = Column(column.name, strings=column.strings, codes=np.array(column.codes), dictionary=column.dictionary)
+    with pytest.raises(SchemaError) as info:
+        rows_from_columns(SCHEMA, 2, [Column("age", numbers=[30.0, 31.0]), column])
+    assert any(words in e.reason for e in info.value.errors)

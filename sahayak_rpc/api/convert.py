@@ -339,8 +339,12 @@ def columns_from_proto(cols: common_pb2.FeatureColumns) -> list[Column]:
         numbers = None
         if len(c.numbers):
             numbers = np.fromiter(c.numbers, dtype=np.float64, count=len(c.numbers))
+        codes = None
+        if len(c.codes) or len(c.dictionary):
+            codes = np.fromiter(c.codes, dtype=np.int64, count=len(c.codes))
         # Materialise the strings once: each pass over a protobuf container makes new str objects.
-        out.append(Column(c.name, numbers=numbers, strings=list(c.strings) if len(c.strings) else None))
+        out.append(Column(c.name, numbers=numbers, strings=list(c.strings) if len(c.strings) else None,
+                          codes=codes, dictionary=list(c.dictionary) if codes is not None else None))
     return out
 
 

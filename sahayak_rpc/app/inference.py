@@ -129,7 +129,12 @@ class Inference:
             import orjson
 
             # orjson writes numpy arrays natively, NaN (missing) as null.
-            cols = {c.name: c.strings if c.strings is not None else as_array(c.numbers, n) for c in columns}
+            cols: dict[str, Any] = {}
+            for c in columns:
+                if c.codes is not None:
+                    cols[c.name] = {"dictionary": c.dictionary, "codes": c.codes}
+                else:
+                    cols[c.name] = c.strings if c.numbers is None else as_array(c.numbers, n)
             numpy = orjson.OPT_SERIALIZE_NUMPY
             return (batch_id, model_id, version, n, orjson.dumps(cols, option=numpy).decode(),
                     orjson.dumps(probs, option=numpy).decode(), threshold, now, "served")

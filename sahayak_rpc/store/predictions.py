@@ -56,8 +56,15 @@ class PredictionRepository:
         i = int(index)
         if b is None or i >= b[2]:
             return None
-        columns = orjson.loads(b[3])
-        features = {name: values[i] for name, values in columns.items() if values[i] is not None and values[i] != ""}
+        features = {}
+        for name, values in orjson.loads(b[3]).items():
+            if isinstance(values, dict):  # dictionary-encoded: codes index the dictionary, -1 = missing
+                code = values["codes"][i]
+                value = values["dictionary"][code] if code >= 0 else None
+            else:
+                value = values[i]
+            if value is not None and value != "":
+                features[name] = value
         prob = orjson.loads(b[4])[i]
         return (prediction_id, b[0], b[1], orjson.dumps(features).decode(), prob, int(prob >= b[5]), b[6], None, b[7])
 

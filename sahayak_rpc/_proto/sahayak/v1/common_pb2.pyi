@@ -370,8 +370,9 @@ Global___FeatureContribution: _TypeAlias = FeatureContribution  # noqa: Y015
 @_typing.final
 class FeatureColumn(_message.Message):
     """One feature's values for every row of a batch: numbers for numeric and
-    boolean features (NaN = missing; booleans as 0 or 1), strings for
-    categorical ones ("" = missing). Exactly one list is set, one entry per row.
+    boolean features (NaN = missing; booleans as 0 or 1); categorical ones
+    either as strings ("" = missing) or, cheaper, dictionary-encoded: codes
+    index dictionary, -1 = missing. One form per column, one entry per row.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -379,21 +380,29 @@ class FeatureColumn(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     NUMBERS_FIELD_NUMBER: _builtins.int
     STRINGS_FIELD_NUMBER: _builtins.int
+    CODES_FIELD_NUMBER: _builtins.int
+    DICTIONARY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     @_builtins.property
     def strings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def dictionary(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         numbers: _abc.Iterable[_builtins.float] | None = ...,
         strings: _abc.Iterable[_builtins.str] | None = ...,
+        codes: _abc.Iterable[_builtins.int] | None = ...,
+        dictionary: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "numbers", b"numbers", "strings", b"strings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codes", b"codes", "dictionary", b"dictionary", "name", b"name", "numbers", b"numbers", "strings", b"strings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -316,6 +316,40 @@ class Candidate(_message.Message):
 Global___Candidate: _TypeAlias = Candidate  # noqa: Y015
 
 @_typing.final
+class CandidateColumns(_message.Message):
+    """Candidates column by column: the fast form for many candidates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANDIDATE_IDS_FIELD_NUMBER: _builtins.int
+    BENEFITS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def candidate_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def benefits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Empty, or one per candidate."""
+
+    @_builtins.property
+    def features(self) -> _common_pb2.FeatureColumns:
+        """The candidates' own features; row_count = number of candidates."""
+
+    def __init__(
+        self,
+        *,
+        candidate_ids: _abc.Iterable[_builtins.str] | None = ...,
+        benefits: _abc.Iterable[_builtins.float] | None = ...,
+        features: _common_pb2.FeatureColumns | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefits", b"benefits", "candidate_ids", b"candidate_ids", "features", b"features"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CandidateColumns: _TypeAlias = CandidateColumns  # noqa: Y015
+
+@_typing.final
 class RecommendRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -369,6 +403,7 @@ class RecommendRequest(_message.Message):
     WEIGHT_BY_BENEFIT_FIELD_NUMBER: _builtins.int
     EXPLAIN_TOP_K_FIELD_NUMBER: _builtins.int
     ENTITIES_FIELD_NUMBER: _builtins.int
+    CANDIDATE_COLUMNS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.int
     alias: _builtins.str
@@ -383,9 +418,13 @@ class RecommendRequest(_message.Message):
         """The subject's features (e.g. the artisan's)."""
 
     @_builtins.property
-    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Candidate]: ...
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Candidate]:
+        """Exactly one of candidates / candidate_columns."""
+
     @_builtins.property
     def entities(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def candidate_columns(self) -> Global___CandidateColumns: ...
     def __init__(
         self,
         *,
@@ -398,10 +437,11 @@ class RecommendRequest(_message.Message):
         weight_by_benefit: _builtins.bool = ...,
         explain_top_k: _builtins.int = ...,
         entities: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        candidate_columns: Global___CandidateColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["candidate_columns", b"candidate_columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "candidates", b"candidates", "entities", b"entities", "explain_top_k", b"explain_top_k", "model", b"model", "subject_features", b"subject_features", "top_k", b"top_k", "version", b"version", "weight_by_benefit", b"weight_by_benefit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "candidate_columns", b"candidate_columns", "candidates", b"candidates", "entities", b"entities", "explain_top_k", b"explain_top_k", "model", b"model", "subject_features", b"subject_features", "top_k", b"top_k", "version", b"version", "weight_by_benefit", b"weight_by_benefit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
