@@ -176,9 +176,17 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
         fill_features(request.features, row)
         return request
 
-    def recommend_request(model: str) -> inference_pb2.RecommendRequest:
+    def recommend_request(model: str, columnar: bool = True) -> inference_pb2.RecommendRequest:
+        from sahayak_rpc.client import feature_columns
+
         request = inference_pb2.RecommendRequest(model=model, top_k=10)
         fill_features(request.subject_features, artisan)
+        if columnar:
+            cc = request.candidate_columns
+            cc.candidate_ids.extend([c[0] for c in candidates])
+            cc.benefits.extend([c[2] for c in candidates])
+            feature_columns([c[1] for c in candidates], cc.features)
+            return request
         for cid, features, benefit in candidates:
             fill_features(request.candidates.add(candidate_id=cid, benefit=benefit).features, features)
         return request
@@ -188,12 +196,14 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
     stub = client.inference
     p_lin, p_tree = predict_request(linear), predict_request(DEMO_MODEL_NAME)
     r_lin, r_tree = recommend_request(linear), recommend_request(DEMO_MODEL_NAME)
+    r_rows = recommend_request(linear, columnar=False)
     lat = interleaved({
         "echo": lambda: health.Check(check),
         "predict_linear": lambda: stub.Predict(p_lin),
         "predict_trees": lambda: stub.Predict(p_tree),
         "recommend_linear": lambda: stub.Recommend(r_lin),
         "recommend_trees": lambda: stub.Recommend(r_tree),
+        "recommend_rowwise": lambda: stub.Recommend(r_rows),
     }, repeats, calls)
     figures["echo2_p50_us"] = round(statistics.median(lat["echo"]), 1)
     figures["predict_p50_us"] = round(statistics.median(lat["predict_linear"]), 1)
@@ -202,6 +212,8 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
     figures["predict_trees_vs_echo"] = ratio(lat["predict_trees"], lat["echo"])
     figures["recommend_100_p50_us"] = round(statistics.median(lat["recommend_linear"]), 1)
     figures["recommend_100_vs_echo"] = ratio(lat["recommend_linear"], lat["echo"])
+    figures["recommend_100_rowwise_p50_us"] = round(statistics.median(lat["recommend_rowwise"]), 1)
+    figures["recommend_100_rowwise_vs_echo"] = ratio(lat["recommend_rowwise"], lat["echo"])
     figures["recommend_100_trees_p50_us"] = round(statistics.median(lat["recommend_trees"]), 1)
     figures["recommend_100_trees_vs_echo"] = ratio(lat["recommend_trees"], lat["echo"])
 

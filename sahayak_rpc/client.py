@@ -426,10 +426,20 @@ class Client:
         return self._call(self.inference.PredictBatch, request)
 
     def recommend(self, model: str, subject: Mapping[str, Any], candidates: Iterable[tuple[str, Mapping[str, Any], float]],
-                  *, top_k: int = 0, weight_by_benefit: bool = False, explain_top_k: int = 0) -> inference_pb2.RecommendResponse:
+                  *, top_k: int = 0, weight_by_benefit: bool = False, explain_top_k: int = 0,
+                  columnar: bool = False) -> inference_pb2.RecommendResponse:
+        """Rank candidates ``(id, features, benefit)`` for ``subject``; ``columnar`` sends them column by column."""
         request = inference_pb2.RecommendRequest(model=model, top_k=top_k, weight_by_benefit=weight_by_benefit,
                                                  explain_top_k=explain_top_k)
         fill_features(request.subject_features, subject)
+        candidates = list(candidates)
+        if columnar:
+            cc = request.candidate_columns
+            cc.candidate_ids.extend([c[0] for c in candidates])
+            cc.benefits.extend([c[2] for c in candidates])
+            if feature_columns([dict(c[1]) for c in candidates], cc.features):
+                return self._call(self.inference.Recommend, request)
+            request.ClearField("candidate_columns")
         for cid, features, benefit in candidates:
             c = request.candidates.add(candidate_id=cid, benefit=benefit)
             fill_features(c.features, features)

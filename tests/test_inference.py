@@ -265,3 +265,48 @@ def test_batch_columns_as_strings_or_as_codes_score_the_same(trained: Running) -
     import orjson
 
     assert orjson.loads(stored[3])["craft"] == rows[3]["craft"]
+
+
+@pytest.mark.parametrize("champion", ["trees", "linear"])
+def test_columnar_candidates_rank_like_row_wise_ones(running: Running, champion: str) -> None:
+    c = running.client
+    load_demo_rows(c, 1200)
+    family = "gradient_boosting" if champion == "trees" else "logistic_regression"
+    assert c.train(MODEL, families=[family]).promoted
+    artisan, schemes = _artisan_and_schemes()
+    for weighted in (False, True):
+        rows = c.recommend(MODEL, artisan, schemes, top_k=7, explain_top_k=2, weight_by_benefit=weighted)
+        cols = c.recommend(MODEL, artisan, schemes, top_k=7, explain_top_k=2, weight_by_benefit=weighted, columnar=True)
+        assert [r.candidate_id for r in cols.recommendations] == [r.candidate_id for r in rows.recommendations]
+        assert np.allclose([r.probability for r in cols.recommendations],
+                           [r.probability for r in rows.recommendations], atol=1e-12)
+        assert [[x.feature for x in r.contributions] for r in cols.recommendations] == \
+            [[x.feature for x in r.contributions] for r in rows.recommendations]
+    assert cols.recommendations[0].prediction_id.startswith(cols.recommendation_id + ":")
+
+
+def test_bad_columnar_candidates_are_refused(trained: Running) -> None:
+    from sahayak_rpc.client import feature_columns, fill_features
+
+    artisan, schemes = _artisan_and_schemes()
+
+    def request(ids, benefits, features):
+        r = inference_pb2.RecommendRequest(model=MODEL)
+        fill_features(r.subject_features, artisan)
+        r.candidate_columns.candidate_ids.extend(ids)
+        r.candidate_columns.benefits.extend(benefits)
+        feature_columns(features, r.candidate_columns.features)
+        return r
+
+    feats = [s[1] for s in schemes[:2]]
+    cases = [
+        (request(["a", "a"], [], feats), "candidate_ids"),
+        (request(["a", "b"], [1.0], feats), "benefits"),
+        (request(["a", "b"], [], [{**f, "age": 30.0} for f in feats]), "given by the subject"),
+        (request(["a", "b"], [], [{**f, "scheme_type": "lottery"} for f in feats]), "unknown category"),
+    ]
+    for req, words in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            trained.client.inference.Recommend(req)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert words in info.value.details()

@@ -67,6 +67,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def Recommend(self, request: inference_pb2.RecommendRequest, context: grpc.ServicerContext) -> inference_pb2.RecommendResponse:
         model = self._catalog.get(request.model)
         subject = convert.row_from_proto(request.subject_features)
+        if request.HasField("candidate_columns"):
+            if request.candidates:
+                raise InvalidArgument.fields([FieldError("candidates", "give candidates or candidate_columns, not both")])
+            cc = request.candidate_columns
+            rec_id, version, ranked = self._inference.recommend_columns(
+                model, request.version, request.alias, subject, list(cc.candidate_ids), list(cc.benefits),
+                convert.columns_from_proto(cc.features), request.top_k, request.weight_by_benefit,
+                request.explain_top_k)
+            response = inference_pb2.RecommendResponse(recommendation_id=rec_id, version=version)
+            for r in ranked:
+                out = response.recommendations.add(
+                    candidate_id=r.candidate_id, rank=r.rank, probability=r.probability, score=r.score,
+                    label=_POS if r.label else _NEG, prediction_id=r.prediction_id)
+                convert.contributions_to_proto(r.contributions, {}, out.contributions)
+            return response
         candidates = [(c.candidate_id, convert.row_from_proto(c.features), c.benefit) for c in request.candidates]
         if not candidates:
             raise InvalidArgument.fields([FieldError("candidates", "required: at least one candidate")])
