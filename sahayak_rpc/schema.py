@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,17 @@ class Schema:
         by_name = {f.name: f for f in self.features}
         object.__setattr__(self, "_by_name", by_name)
         object.__setattr__(self, "_required", frozenset(f.name for f in self.features if f.required))
+        # Finite stand-ins for absent bounds, so an infinity fails them too.
+        inf = sys.float_info.max
+        object.__setattr__(self, "_checks", {
+            f.name: (
+                {FeatureType.NUMERIC: 1, FeatureType.CATEGORICAL: 2, FeatureType.BOOLEAN: 3}[f.type],
+                -inf if f.min is None else f.min,  # NaN and infinities fail both bounds: the slow path names them
+                inf if f.max is None else f.max,
+                None if f.allow_unknown_categories else frozenset(f.categories),
+            )
+            for f in self.features
+        })
         object.__setattr__(
             self,
             "_categories",
@@ -98,8 +110,20 @@ class Schema:
         """
         errors: list[FieldError] = []
         by_name: dict[str, FeatureSpec] = self._by_name  # type: ignore[attr-defined]
-        cats: dict[str, frozenset[str]] = self._categories  # type: ignore[attr-defined]
+        checks: dict[str, tuple[int, float, float, frozenset[str] | None]] = self._checks  # type: ignore[attr-defined]
         for name, value in row.items():
+            check = checks.get(name)
+            if check is not None:
+                # The common case, decided with no attribute look-ups: the right
+                # kind, finite and in bounds, or a known category.
+                kind, lo, hi, cats = check
+                cls = value.__class__
+                if kind == 1 and cls is float and lo <= value <= hi:  # type: ignore[operator]
+                    continue
+                if kind == 2 and cls is str and (cats is None or value in cats) and len(value) <= MAX_CATEGORY_LEN:  # type: ignore[arg-type]
+                    continue
+                if kind == 3 and cls is bool:
+                    continue
             spec = by_name.get(name)
             if spec is None:
                 errors.append(FieldError(f"{prefix}.{name}", "unknown feature"))
@@ -119,7 +143,7 @@ class Schema:
                     errors.append(FieldError(f"{prefix}.{name}", f"categorical feature needs string_value, got {_kind_name(value)}"))
                 elif len(value) > MAX_CATEGORY_LEN:  # type: ignore[arg-type]
                     errors.append(FieldError(f"{prefix}.{name}", f"longer than {MAX_CATEGORY_LEN} characters"))
-                elif not spec.allow_unknown_categories and value not in cats[name]:
+                elif not spec.allow_unknown_categories and value not in self._categories[name]:  # type: ignore[attr-defined]
                     errors.append(FieldError(f"{prefix}.{name}", f"unknown category {value!r}; allowed: {', '.join(spec.categories)}"))
             elif kind is not bool:
                 errors.append(FieldError(f"{prefix}.{name}", f"boolean feature needs bool_value, got {_kind_name(value)}"))

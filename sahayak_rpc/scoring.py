@@ -11,7 +11,6 @@ value (path attribution for trees).
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,13 @@ from .schema import Column, Row, Schema, as_array
 Contribution = tuple[str, float]
 # Below this many rows, trees score row by row (pure Python) rather than with numpy.
 SMALL_BATCH = 256
+
+
+def top_contributions(parts: list[Contribution], k: int) -> list[Contribution]:
+    """The ``k`` largest contributions by magnitude (ties: by name)."""
+    # Plain tuples compare in C; a key function would cost a Python call per item.
+    ranked = sorted([(-c if c < 0 else c, name, c) for name, c in parts], reverse=True)
+    return [(name, c) for _, name, c in ranked[:k]]
 
 
 def _sigmoid(z: float) -> float:
@@ -410,7 +416,7 @@ class ScoringModel:
         if top_k <= 0:
             return self.predict_one(row), []
         raw, parts = self._scorer.explain_one(row)
-        return self.calibrator.one(raw), heapq.nlargest(top_k, parts, key=lambda p: abs(p[1]))
+        return self.calibrator.one(raw), top_contributions(parts, top_k)
 
     def predict_rows(self, rows: Sequence[Row]) -> np.ndarray:
         if self.linear is not None:
@@ -438,8 +444,7 @@ class ScoringModel:
             probs = self.calibrator.many(np.array([base + sum(values[leaf] for leaf in w) for w in walks]))
 
             def explain_tree(i: int) -> list[Contribution]:
-                parts = trees.contributions_of(walks[i], {**subject, **candidates[i]})
-                return heapq.nlargest(top_k, parts, key=lambda p: abs(p[1]))
+                return top_contributions(trees.contributions_of(walks[i], {**subject, **candidates[i]}), top_k)
 
             return probs, explain_tree
         contribution = lin.contribution
@@ -463,8 +468,7 @@ class ScoringModel:
             own = own_parts[i]
             taken = {name for name, _ in own}
             pool = own + [p for p in subject_order[: top_k + len(taken)] if p[0] not in taken][:top_k]
-            pool.sort(key=lambda p: -abs(p[1]))
-            return pool[:top_k]
+            return top_contributions(pool, top_k)
 
         return probs, explain
 
