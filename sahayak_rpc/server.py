@@ -14,6 +14,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .api.feedback import FeedbackServicer
 from .api.inference import InferenceServicer
 from .api.interceptor import RpcInterceptor
 from .api.monitor import MonitorServicer
@@ -21,6 +22,7 @@ from .api.registry import ModelRegistryServicer
 from .api.training import TrainingServicer
 from .app.catalog import Catalog
 from .app.context import AppContext
+from .app.feedback import Feedback
 from .app.inference import Inference
 from .app.ingest import Ingest
 from .app.registry import Registry
@@ -105,9 +107,8 @@ class Server:
             lambda: implemented_methods(self.servicers), server_version(),
         )
         self.servicers["sahayak.v1.InferenceService"] = InferenceServicer(self.catalog, self.inference)
-        # A service whose RPCs all answer UNIMPLEMENTED for now still registers,
-        # so clients and reflection see the whole contract.
-        self.servicers["sahayak.v1.FeedbackService"] = feedback_pb2_grpc.FeedbackServiceServicer()
+        self.feedback = Feedback(self.ctx, self.ingest)
+        self.servicers["sahayak.v1.FeedbackService"] = FeedbackServicer(self.ctx, self.catalog, self.feedback)
 
     def start(self) -> int:
         cfg = self.config

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from sahayak_rpc import config
 from sahayak_rpc.client import Client
 from sahayak_rpc.server import SERVICES, Server
-from sahayak_rpc._proto.sahayak.v1 import feedback_pb2, monitor_pb2, registry_pb2
+from sahayak_rpc._proto.sahayak.v1 import monitor_pb2, registry_pb2
 
 from .conftest import Running, good_row, server_command
 
@@ -50,8 +50,8 @@ def test_health_is_serving_overall_and_per_service(running: Running) -> None:
 
 def test_rpcs_not_built_yet_answer_unimplemented(running: Running) -> None:
     calls = [
-        (running.client.feedback.RecordFeedback, feedback_pb2.RecordFeedbackRequest()),
         (running.client.monitor.ListAlerts, monitor_pb2.ListAlertsRequest()),
+        (running.client.monitor.GetPerformance, monitor_pb2.GetPerformanceRequest(model="x")),
         (running.client.monitor.DetectDrift, monitor_pb2.DetectDriftRequest(model="x")),
     ]
     for method, request in calls:
@@ -65,7 +65,8 @@ def test_status_lists_exactly_the_implemented_methods(running: Running) -> None:
     implemented = set(running.client.server_status().implemented_methods)
     assert "/sahayak.v1.TrainingService/RecordOutcome" in implemented
     assert "/sahayak.v1.InferenceService/Predict" in implemented
-    assert "/sahayak.v1.FeedbackService/RecordFeedback" not in implemented
+    assert "/sahayak.v1.FeedbackService/RecordFeedback" in implemented
+    assert "/sahayak.v1.MonitorService/ListAlerts" not in implemented
     every = {
         f"/{name}/{m.name}"
         for name, (pb2, _) in SERVICES.items()

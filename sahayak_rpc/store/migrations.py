@@ -143,3 +143,30 @@ MIGRATIONS.append(
     CREATE INDEX prediction_batches_by_model_time ON prediction_batches (model_id, created_us)
     """
 )
+
+MIGRATIONS.append(
+    # 5: user feedback on recommendations; one with an outcome also becomes a
+    # training outcome (outcome_id names it).
+    """
+    CREATE TABLE feedback (
+        seq INTEGER PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        feedback_id TEXT NOT NULL,
+        recommendation_id TEXT,
+        prediction_id TEXT,
+        artisan_id TEXT,
+        scheme_id TEXT,
+        interaction TEXT NOT NULL,
+        outcome TEXT,
+        rating INTEGER,
+        comment TEXT,
+        features_json TEXT,
+        occurred_us INTEGER NOT NULL,
+        received_us INTEGER NOT NULL,
+        content_hash BLOB NOT NULL,
+        outcome_id TEXT,
+        UNIQUE (model_id, feedback_id)
+    );
+    CREATE INDEX feedback_by_model_time ON feedback (model_id, occurred_us)
+    """
+)

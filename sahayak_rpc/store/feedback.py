@@ -1,0 +1,55 @@
+"""feedback: user reactions to recommendations, idempotent by (model, feedback_id)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..feedback import FeedbackRecord
+from .db import Database
+
+
+class FeedbackRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def insert(self, model_id: int, records: list[FeedbackRecord], received_us: int) -> list[str]:
+        """Store new records in one transaction; per record "inserted", "duplicate" or "conflict"."""
+        results = []
+        with self._db.write() as conn:
+            for rec in records:
+                digest = rec.content_hash()
+                known = conn.execute("SELECT content_hash FROM feedback WHERE model_id = ? AND feedback_id = ?",
+                                     (model_id, rec.feedback_id)).fetchone()
+                if known is not None:
+                    results.append("duplicate" if bytes(known[0]) == digest else "conflict")
+                    continue
+                conn.execute(
+                    "INSERT INTO feedback (model_id, feedback_id, recommendation_id, prediction_id, artisan_id,"
+                    " scheme_id, interaction, outcome, rating, comment, features_json, occurred_us, received_us,"
+                    " content_hash, outcome_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (model_id, rec.feedback_id, rec.recommendation_id or None, rec.prediction_id or None,
+                     rec.artisan_id or None, rec.scheme_id or None, rec.interaction, rec.outcome or None,
+                     rec.rating or None, rec.comment or None,
+                     orjson.dumps(rec.features).decode() if rec.features else None, rec.occurred_at_us,
+                     received_us, digest, rec.training_outcome_id if rec.outcome else None),
+                )
+                results.append("inserted")
+        return results
+
+    def summary_rows(self, model_id: int, start_us: int | None, end_us: int | None,
+                     scheme_id: str) -> list[tuple[str, str, str, int]]:
+        sql = ("SELECT coalesce(scheme_id, ''), interaction, coalesce(outcome, ''), coalesce(rating, 0)"
+               " FROM feedback WHERE model_id = ?")
+        args: list[Any] = [model_id]
+        if start_us is not None:
+            sql += " AND occurred_us >= ?"
+            args.append(start_us)
+        if end_us is not None:
+            sql += " AND occurred_us < ?"
+            args.append(end_us)
+        if scheme_id:
+            sql += " AND scheme_id = ?"
+            args.append(scheme_id)
+        return [tuple(r) for r in self._db.reader().execute(sql, args)]  # type: ignore[misc]
