@@ -47,7 +47,7 @@ def _categorical(values: list[object], categories: Sequence[str]) -> dict[str, A
 
 
 def build(schema: Schema, rows: Sequence[Row], probabilities: np.ndarray) -> dict[str, Any]:
-    """The profile of ``rows`` and the model's probabilities on them."""
+    """The profile of ``rows`` (the training rows) and of ``probabilities`` (on held-out rows)."""
     features: dict[str, Any] = {}
     for spec in schema.features:
         values = [r.get(spec.name) for r in rows]

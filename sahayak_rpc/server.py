@@ -24,6 +24,7 @@ from .app.catalog import Catalog
 from .app.context import AppContext
 from .app.feedback import Feedback
 from .app.inference import Inference
+from .app.monitor import Monitor
 from .app.ingest import Ingest
 from .app.registry import Registry
 from .app.training_runs import TrainingRunner
@@ -93,6 +94,8 @@ class Server:
         self.inference = Inference(self.ctx, self.catalog, self.registry, self.predlog)
         self.scheduler = Scheduler(self.ctx, self.catalog, self.runner, self.ingest, self.registry)
         self.ingest.on_threshold = self.scheduler.wake
+        self.monitor = Monitor(self.ctx, self.catalog, self.registry, self.runner)
+        self.scheduler.extra_tasks.append(self.monitor.periodic)
         self._run_scheduler = scheduler
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
@@ -104,7 +107,7 @@ class Server:
         self.servicers["sahayak.v1.TrainingService"] = TrainingServicer(self.ctx, self.catalog, self.ingest, self.runner)
         self.servicers["sahayak.v1.MonitorService"] = MonitorServicer(
             self.ctx, self.catalog, self.ingest, self.registry, self.runner, self.scheduler, self.predlog,
-            lambda: implemented_methods(self.servicers), server_version(),
+            lambda: implemented_methods(self.servicers), server_version(), self.monitor,
         )
         self.servicers["sahayak.v1.InferenceService"] = InferenceServicer(self.catalog, self.inference)
         self.feedback = Feedback(self.ctx, self.ingest)

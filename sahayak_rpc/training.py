@@ -75,6 +75,7 @@ class TrainingResult:
     selected: FittedCandidate
     validation: TrainingData
     train_count: int
+    train_rows: list[Row] = field(default_factory=list)
 
 
 def split_rows(data: TrainingData, settings: ModelSettings, split: str) -> np.ndarray:
@@ -239,7 +240,7 @@ class Trainer:
         # Log loss judges discrimination and calibration together.
         best = min(candidates, key=lambda c: (c.metrics.log_loss, c.family != "logistic_regression"))
         best.selected = True
-        return TrainingResult(candidates, best, valid, len(train))
+        return TrainingResult(candidates, best, valid, len(train), train.rows)
 
     def _finish(self, family: str, scorer: LinearScorer | TreeScorer, raw_cal: np.ndarray, cal: TrainingData,
                 raw_val: np.ndarray, valid: TrainingData, **info: object) -> FittedCandidate:

@@ -53,7 +53,7 @@ def test_a_run_streams_its_progress_and_ends_with_a_champion(running: Running) -
     assert running.client.get_model(MODEL).champion_version == 1
     # The version keeps a reference profile for drift checks, not the raw rows.
     profile = running.server.registry.versions.profile(running.server.catalog.get(MODEL).id, 1)
-    assert profile["rows"] == 300 and set(profile["features"]) >= {"age", "craft", "has_bank_account"}
+    assert profile["rows"] == 1200 and set(profile["features"]) >= {"age", "craft", "has_bank_account"}
     age = profile["features"]["age"]
     assert age["kind"] == "numeric" and abs(sum(age["shares"]) - 1) < 1e-9 and len(age["quantiles"]) == 101
     assert abs(sum(profile["features"]["craft"]["shares"].values()) + profile["features"]["craft"]["missing_share"] - 1) < 1e-9

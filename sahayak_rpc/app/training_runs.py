@@ -84,6 +84,10 @@ class TrainingRunner:
         if interrupted:
             log.warning("training.interrupted_runs_failed", count=interrupted)
 
+    def add_listener(self, listener: Callable[[RunRecord], None]) -> None:
+        """Called with every run as it ends."""
+        self._listeners.append(listener)
+
     def close(self) -> None:
         """Cancel what runs, let the trainer thread finish, and fail what never started."""
         with self._lock:
@@ -267,7 +271,8 @@ class TrainingRunner:
         run.result["parameters"] = {"families": ",".join(families), "split": split,
                                     "validation_fraction": str(model.settings.training.validation_fraction),
                                     "random_seed": str(model.settings.training.random_seed)}
-        self._conclude(model, run, result.candidates, result.selected, result.validation, FULL_TRAINING, 0, progress, live)
+        self._conclude(model, run, result.candidates, result.selected, result.validation, FULL_TRAINING, 0, progress, live,
+                       train_rows=result.train_rows)
 
     def _incremental(self, model: ModelRecord, run: RunRecord, progress: Callable[..., None], live: _Live) -> None:
         champion = self._registry.champion(model)
@@ -323,11 +328,11 @@ class TrainingRunner:
         run.result["data"]["new_outcomes"] = len(new)
         run.result["parameters"] = {"replay": str(len(replay)), "new": str(len(new))}
         parent = int(best.parameters.get("base_version", "0"))
-        self._conclude(model, run, candidates, best, valid, INCREMENTAL, parent, progress, live)
+        self._conclude(model, run, candidates, best, valid, INCREMENTAL, parent, progress, live, train_rows=train.rows)
 
     def _conclude(self, model: ModelRecord, run: RunRecord, candidates: list[tr.FittedCandidate],
                   best: tr.FittedCandidate, valid: tr.TrainingData, source: str, parent: int,
-                  progress: Callable[..., None], live: _Live) -> None:
+                  progress: Callable[..., None], live: _Live, train_rows: list[Any]) -> None:
         if live.cancel.is_set():
             raise tr.Cancelled("cancelled")
         progress("gating", family=best.family)
@@ -352,8 +357,10 @@ class TrainingRunner:
                       else f"version {version} rejected by the gate: {'; '.join(verdict.reasons)}")
             self._end(run, SUCCEEDED, reason, conn)
 
-        # The reference for later drift checks: the validation rows as the model saw them.
-        reference = profiling.build(model.schema, valid.rows, best.model.predict_rows(valid.rows))
+        # The reference for later drift checks: the training rows' features (at most
+        # 20,000 of them) and the model's probabilities on the held-out rows.
+        sample = train_rows[:: max(1, len(train_rows) // 20_000)]
+        reference = profiling.build(model.schema, sample, best.model.predict_rows(valid.rows))
         self._registry.register(
             model, best.model, status=READY if verdict.passed else REJECTED, source=source, run_id=run.run_id, profile=reference,
             parent_version=parent, metrics=best.metrics.to_dict(), gate=verdict.to_dict(),

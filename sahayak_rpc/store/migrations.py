@@ -170,3 +170,45 @@ MIGRATIONS.append(
     CREATE INDEX feedback_by_model_time ON feedback (model_id, occurred_us)
     """
 )
+
+MIGRATIONS.append(
+    # 6: monitoring: performance history, alerts and their event log (the
+    # event seq is the WatchAlerts cursor).
+    """
+    CREATE TABLE performance_records (
+        id INTEGER PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        version INTEGER NOT NULL,
+        start_us INTEGER NOT NULL,
+        end_us INTEGER NOT NULL,
+        metrics_json TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_us INTEGER NOT NULL
+    );
+    CREATE INDEX performance_by_model_time ON performance_records (model_id, created_us);
+    CREATE TABLE alerts (
+        alert_id TEXT PRIMARY KEY,
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        rule TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL,
+        value REAL,
+        threshold REAL,
+        details_json TEXT NOT NULL,
+        raised_us INTEGER NOT NULL,
+        acknowledged_us INTEGER NOT NULL DEFAULT 0,
+        resolved_us INTEGER NOT NULL DEFAULT 0,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX alerts_by_model_rule ON alerts (model_id, rule, raised_us);
+    CREATE TABLE alert_events (
+        seq INTEGER PRIMARY KEY,
+        alert_id TEXT NOT NULL REFERENCES alerts(alert_id),
+        event TEXT NOT NULL,
+        created_us INTEGER NOT NULL
+    );
+    CREATE INDEX predictions_by_created ON predictions (created_us);
+    CREATE INDEX prediction_batches_by_created ON prediction_batches (created_us)
+    """
+)

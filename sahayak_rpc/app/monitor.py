@@ -1,0 +1,326 @@
+"""Monitoring: windowed performance, drift, alerts (with cooldown and a live feed), health checks, retention."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+
+from .. import drift as drifting
+from .. import performance as perf
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..metrics import Metrics
+from ..schema import FieldError
+from ..store import ModelRecord
+from ..store.monitoring import AlertRow, MonitoringRepository, PredictionWindow
+from ..versions import RunRecord
+from .catalog import Catalog
+from .context import AppContext
+from .registry import Registry
+from .training_runs import TrainingRunner
+
+log = structlog.get_logger("sahayak_rpc.monitor")
+SEVERITIES = ("info", "warning", "critical")
+RULE_SEVERITY = {
+    "accuracy_below_min": "critical", "f1_below_min": "warning", "calibration_error_above_max": "warning",
+    "feature_drift": "warning", "prediction_drift": "warning", "data_quality": "warning",
+    "no_recent_predictions": "info", "no_recent_outcomes": "warning", "training_failed": "critical",
+    "candidate_rejected": "info",
+}
+# A health check judges performance on the newest labelled predictions, drift on the last day.
+PERFORMANCE_LAST_N = 1000
+MIN_LABELLED = 50
+DRIFT_WINDOW_S = 86400.0
+MIN_DRIFT_ROWS = 100
+DAY_US = 86_400_000_000
+
+
+@dataclass
+class Snapshot:
+    start_us: int
+    end_us: int
+    predictions: int
+    labelled: int
+    realised: Metrics | None
+    estimated: perf.Estimated
+
+
+@dataclass
+class HealthResult:
+    model: str
+    snapshot: Snapshot | None = None
+    drift: drifting.DriftReport | None = None
+    reference_version: int = 0
+    last_prediction_us: int = 0
+    last_outcome_us: int = 0
+    raised: list[AlertRow] = field(default_factory=list)
+    resolved: list[AlertRow] = field(default_factory=list)
+    training_run_id: str = ""
+
+
+class Monitor:
+    def __init__(self, ctx: AppContext, catalog: Catalog, registry: Registry, runner: TrainingRunner) -> None:
+        self._ctx = ctx
+        self._catalog = catalog
+        self._registry = registry
+        self._runner = runner
+        self.repo = MonitoringRepository(ctx.db)
+        self._events = threading.Condition()
+        self._last_retrain: dict[int, float] = {}
+        self._last_check = 0.0
+        runner.add_listener(self._on_run)
+
+    # --- performance ----------------------------------------------------------
+
+    def snapshot(self, model: ModelRecord, version: int, start_us: int | None, end_us: int | None,
+                 last_n: int) -> tuple[Snapshot, PredictionWindow]:
+        w = self.repo.window(model.id, version, start_us, end_us, last_n, with_rows=False)
+        labels = np.asarray(w.labels, dtype=np.int64)
+        probs = np.asarray(w.probabilities, dtype=np.float64)
+        known = labels >= 0
+        threshold = model.settings.decision_threshold
+        snap = Snapshot(
+            start_us=w.times[0] if w.times else (start_us or 0), end_us=w.times[-1] if w.times else (end_us or 0),
+            predictions=len(probs), labelled=int(known.sum()),
+            realised=perf.realised(labels[known], probs[known], threshold),
+            estimated=perf.estimate(probs[~known], threshold),
+        )
+        return snap, w
+
+    def trend(self, model: ModelRecord, version: int, start_us: int, end_us: int, width_s: float,
+              metric: str) -> tuple[list[Snapshot], perf.Trend]:
+        if width_s <= 0:
+            raise InvalidArgument.fields([FieldError("window", "must be positive")])
+        if metric not in Metrics.__dataclass_fields__ or metric in ("count", "positives", "threshold"):
+            raise InvalidArgument.fields([FieldError("metric", f"unknown metric {metric!r}")])
+        width = int(width_s * 1_000_000)
+        if (end_us - start_us) // width > 1000:
+            raise InvalidArgument.fields([FieldError("window", "at most 1000 windows per call")])
+        snaps, times, values = [], [], []
+        t = start_us
+        while t < end_us:
+            snap, _ = self.snapshot(model, version, t, min(end_us, t + width), 0)
+            snap.start_us, snap.end_us = t, min(end_us, t + width)
+            snaps.append(snap)
+            if snap.realised is not None and snap.labelled >= 10:
+                times.append((t + width / 2) / 1e6)
+                values.append(float(getattr(snap.realised, metric)))
+            t += width
+        return snaps, perf.trend(times, values)
+
+    # --- drift ----------------------------------------------------------------
+
+    def drift(self, model: ModelRecord, version: int, start_us: int | None, end_us: int | None,
+              last_n: int) -> tuple[drifting.DriftReport, int]:
+        if not version:
+            champion = self._registry.champion(model)
+            if champion is None:
+                raise FailedPrecondition(f"model {model.name!r} has no champion to compare against",
+                                         reason="NO_CHAMPION")
+            version = champion.version
+        profile = self._registry.versions.profile(model.id, version)
+        if not profile:
+            raise FailedPrecondition(f"version {version} has no reference profile (imported versions have none)",
+                                     reason="NO_PROFILE")
+        w = self.repo.window(model.id, 0, start_us, end_us, 0, with_rows=True)
+        rows, probs = w.rows, w.probabilities
+        if last_n:
+            rows, probs = rows[-last_n:], probs[-last_n:]
+        m = model.settings.monitoring
+        return drifting.detect(profile, rows, probs, m.drift_psi_threshold, m.drift_share), version
+
+    # --- alerts ---------------------------------------------------------------
+
+    def _notify(self) -> None:
+        with self._events:
+            self._events.notify_all()
+
+    def raise_alert(self, model: ModelRecord, rule: str, message: str, value: float = 0.0, threshold: float = 0.0,
+                    details: dict[str, str] | None = None, severity: str = "") -> AlertRow | None:
+        """Raise unless an alert of this rule is still open or was raised within the cooldown."""
+        now = self._ctx.now_us()
+        latest = self.repo.latest_alert(model.id, rule)
+        cooldown = int(model.settings.monitoring.alert_cooldown_s * 1_000_000)
+        if latest is not None and (latest.state != "resolved" or now - latest.raised_us < cooldown):
+            return None
+        alert = AlertRow(f"alert-{secrets.token_hex(8)}", model.id, rule, severity or RULE_SEVERITY[rule], "open",
+                         message, float(value), float(threshold), details or {}, now, 0, 0, "")
+        self.repo.raise_alert(alert)
+        log.warning("alert.raised", model=model.name, rule=rule, severity=alert.severity, message=message)
+        self._notify()
+        return alert
+
+    def resolve(self, model: ModelRecord, rule: str) -> AlertRow | None:
+        latest = self.repo.latest_alert(model.id, rule)
+        if latest is None or latest.state == "resolved":
+            return None
+        resolved = self.repo.transition(latest.alert_id, "resolved", self._ctx.now_us())
+        self._notify()
+        return resolved
+
+    def acknowledge(self, alert_id: str, note: str) -> AlertRow:
+        if not alert_id:
+            raise InvalidArgument.fields([FieldError("alert_id", "required")])
+        if len(note) > 4096:
+            raise InvalidArgument.fields([FieldError("note", "at most 4096 characters")])
+        current = self.repo.get_alert(alert_id)
+        if current is None:
+            raise NotFound(f"alert {alert_id!r} not found", reason="ALERT_NOT_FOUND")
+        if current.state == "resolved":
+            raise FailedPrecondition(f"alert {alert_id} is already resolved", reason="ALERT_RESOLVED")
+        row = self.repo.transition(alert_id, "acknowledged", self._ctx.now_us(), note)
+        self._notify()
+        assert row is not None
+        return row
+
+    def watch(self, cursor: int, model_id: int | None, min_severity: str,
+              active: Callable[[], bool]) -> Iterator[tuple[int, str, AlertRow]]:
+        """Alert events after ``cursor`` (from the store, so a reconnect misses and repeats nothing), then live."""
+        wanted = SEVERITIES[SEVERITIES.index(min_severity):] if min_severity else SEVERITIES
+        while active() and not self._ctx.stopping.is_set():
+            events = self.repo.events_after(cursor)
+            for seq, event, alert in events:
+                cursor = seq
+                if (model_id is None or alert.model_id == model_id) and alert.severity in wanted:
+                    yield seq, event, alert
+            if not events:
+                with self._events:
+                    self._events.wait(0.5)
+
+    # --- training events ------------------------------------------------------
+
+    def _on_run(self, run: RunRecord) -> None:
+        try:
+            model = self._catalog.by_id(run.model_id)
+        except NotFound:
+            return
+        if run.state == "failed":
+            self.raise_alert(model, "training_failed", f"training run {run.run_id} failed: {run.end_reason}",
+                             details={"run_id": run.run_id})
+        elif run.state == "succeeded":
+            self.resolve(model, "training_failed")
+            if not run.promoted:
+                self.raise_alert(model, "candidate_rejected", run.end_reason,
+                                 details={"run_id": run.run_id, "version": str(run.produced_version)})
+
+    # --- health check ---------------------------------------------------------
+
+    def _rule(self, result: HealthResult, model: ModelRecord, rule: str, breached: bool, message: str,
+              value: float, threshold: float, severity: str = "", details: dict[str, str] | None = None) -> None:
+        if breached:
+            alert = self.raise_alert(model, rule, message, value, threshold, details, severity)
+            if alert is not None:
+                result.raised.append(alert)
+        else:
+            cleared = self.resolve(model, rule)
+            if cleared is not None:
+                result.resolved.append(cleared)
+
+    def check(self, model: ModelRecord) -> HealthResult:
+        """Metrics, drift and freshness for one model; raises and resolves alerts; may start a retrain."""
+        now = self._ctx.now_us()
+        result = HealthResult(model.name)
+        champion = self._registry.champion(model)
+        if champion is None:
+            return result
+        gate = model.settings.gate
+        mon = model.settings.monitoring
+        snap, _ = self.snapshot(model, 0, None, None, PERFORMANCE_LAST_N)
+        result.snapshot = snap
+        breach = False
+        if snap.realised is not None and snap.labelled >= MIN_LABELLED:
+            r = snap.realised
+            for rule, bad, value, limit, text in (
+                ("accuracy_below_min", r.accuracy < gate.min_accuracy, r.accuracy, gate.min_accuracy, "accuracy"),
+                ("f1_below_min", r.f1 < gate.min_f1, r.f1, gate.min_f1, "F1"),
+                ("calibration_error_above_max", r.calibration_error > gate.max_calibration_error,
+                 r.calibration_error, gate.max_calibration_error, "calibration error"),
+            ):
+                self._rule(result, model, rule, bad, f"{text} {value:.3f} on the last {snap.labelled} labelled"
+                           f" predictions (limit {limit:.3f})", value, limit)
+                breach = breach or (bad and rule == "accuracy_below_min")
+        window_start = now - int(DRIFT_WINDOW_S * 1_000_000)
+        critical_drift = False
+        try:
+            report, ref = self.drift(model, champion.version, window_start, None, 0)
+        except FailedPrecondition:
+            report, ref = None, 0
+        if report is not None and report.current_count >= MIN_DRIFT_ROWS:
+            result.drift, result.reference_version = report, ref
+            drifted = [f.feature for f in report.features if f.drifted]
+            critical_drift = report.dataset_drift
+            self._rule(result, model, "feature_drift", bool(drifted),
+                       f"{len(drifted)} of {len(report.features)} features drifted: {', '.join(drifted[:8])}",
+                       report.drifted_share, report.drift_share_threshold,
+                       severity="critical" if critical_drift else "warning",
+                       details={"features": ",".join(drifted)})
+            pd = report.prediction
+            psi_value = pd.statistics[0].value if pd.statistics else 0.0
+            self._rule(result, model, "prediction_drift", pd.drifted, f"prediction PSI {psi_value:.3f}",
+                       psi_value, mon.drift_psi_threshold)
+            quality = [f.feature for f in report.features
+                       if f.missing_share - f.reference_missing_share > 0.2 or f.unseen_share > 0.1]
+            self._rule(result, model, "data_quality", bool(quality),
+                       f"missing values or unseen categories rising in {', '.join(quality[:8])}",
+                       float(len(quality)), 0.0, details={"features": ",".join(quality)})
+        limit = int(mon.freshness_limit_s * 1_000_000)
+        result.last_prediction_us = self.repo.last_prediction_us(model.id)
+        result.last_outcome_us = self.repo.last_outcome_us(model.id)
+        for rule, last, what in (("no_recent_predictions", result.last_prediction_us, "predictions"),
+                                 ("no_recent_outcomes", result.last_outcome_us, "outcomes")):
+            stale = now - last > limit
+            self._rule(result, model, rule, stale, f"no {what} for over {mon.freshness_limit_s / 3600:.1f} h",
+                       (now - last) / 1e6 if last else math.inf, mon.freshness_limit_s)
+        if (critical_drift or breach) and mon.retrain_on_breach:
+            result.training_run_id = self._self_heal(model, "drift" if critical_drift else "performance")
+        if snap.realised is not None and snap.labelled:
+            self.repo.record_performance(model.id, champion.version, snap.start_us, snap.end_us,
+                                         snap.realised.to_dict(), "health_check", now)
+        return result
+
+    def _self_heal(self, model: ModelRecord, trigger: str) -> str:
+        """Start a retrain, at most once per alert cooldown per model."""
+        now = self._ctx.clock.now()
+        last = self._last_retrain.get(model.id)
+        if last is not None and now - last < model.settings.monitoring.alert_cooldown_s:
+            return ""
+        try:
+            run = self._runner.start(model, kind="full", trigger=trigger, description=f"health check: {trigger}")
+        except Exception as exc:  # busy or not enough data: the next check tries again
+            log.info("monitor.retrain_skipped", model=model.name, reason=str(exc))
+            return ""
+        self._last_retrain[model.id] = now
+        return run.run_id
+
+    def check_all(self, name: str = "") -> list[HealthResult]:
+        models = [self._catalog.get(name)] if name else self._catalog.all()
+        return [self.check(m) for m in models]
+
+    def retention(self) -> dict[str, int]:
+        """Delete predictions and performance records past their retention, in small batches."""
+        now = self._ctx.now_us()
+        cfg = self._ctx.config
+        before_pred = now - int(cfg.prediction_retention_s * 1_000_000)
+        before_perf = now - int(cfg.performance_retention_s * 1_000_000)
+        return {
+            "predictions": self.repo.purge("predictions", "created_us", before_pred)
+            + self.repo.purge("prediction_batches", "created_us", before_pred),
+            "performance_records": self.repo.purge("performance_records", "created_us", before_perf),
+        }
+
+    def periodic(self) -> None:
+        """The scheduler's tick: a health check and retention every health_check_interval."""
+        now = self._ctx.clock.now()
+        if now - self._last_check < self._ctx.config.health_check_interval_s:
+            return
+        self._last_check = now
+        try:
+            self.check_all()
+        finally:
+            self.retention()

@@ -1,0 +1,225 @@
+"""Monitoring tables: the labelled prediction window, performance history, alerts, retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .db import Database
+
+_IN = 500
+
+
+@dataclass
+class PredictionWindow:
+    """Predictions in a window; ``labels`` holds 1/0 where an outcome names the prediction, else -1."""
+
+    ids: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    times: list[int] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    alert_id: str
+    model_id: int
+    rule: str
+    severity: str
+    state: str
+    message: str
+    value: float
+    threshold: float
+    details: dict[str, str]
+    raised_us: int
+    acknowledged_us: int
+    resolved_us: int
+    note: str
+
+
+_ALERT_COLS = ("alert_id, model_id, rule, severity, state, message, coalesce(value, 0), coalesce(threshold, 0),"
+               " details_json, raised_us, acknowledged_us, resolved_us, note")
+
+
+def _alert(r: tuple[Any, ...]) -> AlertRow:
+    return AlertRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], orjson.loads(r[8]), r[9], r[10], r[11], r[12])
+
+
+class MonitoringRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # --- predictions joined with outcomes ----------------------------------
+
+    def window(self, model_id: int, version: int, start_us: int | None, end_us: int | None, last_n: int,
+               with_rows: bool) -> PredictionWindow:
+        """Predictions (served, logged and batched), oldest first, with their outcomes' labels."""
+        out = PredictionWindow()
+        conds, args = ["model_id = ?"], [model_id]
+        if version:
+            conds.append("version = ?")
+            args.append(version)
+        if start_us is not None:
+            conds.append("created_us >= ?")
+            args.append(start_us)
+        if end_us is not None:
+            conds.append("created_us < ?")
+            args.append(end_us)
+        where = " AND ".join(conds)
+        items: list[tuple[int, str, int, float, str | None]] = []
+        with self._db.read() as conn:
+            for pid, ver, prob, created, feats in conn.execute(
+                    f"SELECT prediction_id, version, probability, created_us, {'features_json' if with_rows else 'NULL'}"
+                    f" FROM predictions WHERE {where}", args):
+                items.append((created, pid, ver, prob, feats))
+            for bid, ver, n, cols, probs, created in conn.execute(
+                    f"SELECT batch_id, version, row_count, {'columns_json' if with_rows else 'NULL'}, probabilities_json,"
+                    f" created_us FROM prediction_batches WHERE {where}", args):
+                decoded = orjson.loads(probs)
+                columns = orjson.loads(cols) if cols else None
+                for i in range(n):
+                    row = None
+                    if columns is not None:
+                        row = {}
+                        for name, values in columns.items():
+                            if isinstance(values, dict):
+                                code = values["codes"][i]
+                                value = values["dictionary"][code] if code >= 0 else None
+                            else:
+                                value = values[i]
+                            if value is not None and value != "":
+                                row[name] = value
+                    items.append((created, f"{bid}:{i}", ver, decoded[i], row))  # type: ignore[arg-type]
+            items.sort(key=lambda t: t[0])
+            labels: dict[str, int] = {}
+            ids = [t[1] for t in items]
+            for start in range(0, len(ids), _IN):
+                chunk = ids[start:start + _IN]
+                marks = ",".join("?" * len(chunk))
+                labels.update(conn.execute(
+                    f"SELECT prediction_id, label FROM outcomes WHERE model_id = ? AND prediction_id IN ({marks})",
+                    (model_id, *chunk)).fetchall())
+        if last_n:
+            # The newest N *labelled* predictions.
+            items = [t for t in items if t[1] in labels][-last_n:]
+        for created, pid, ver, prob, feats in items:
+            out.ids.append(pid)
+            out.versions.append(ver)
+            out.probabilities.append(prob)
+            out.labels.append(labels.get(pid, -1))
+            out.times.append(created)
+            if with_rows:
+                out.rows.append(feats if isinstance(feats, dict) else (orjson.loads(feats) if feats else {}))
+        return out
+
+    def last_prediction_us(self, model_id: int) -> int:
+        conn = self._db.reader()
+        a = conn.execute("SELECT coalesce(max(created_us), 0) FROM predictions WHERE model_id = ?", (model_id,)).fetchone()[0]
+        b = conn.execute("SELECT coalesce(max(created_us), 0) FROM prediction_batches WHERE model_id = ?", (model_id,)).fetchone()[0]
+        return int(max(a, b))
+
+    def last_outcome_us(self, model_id: int) -> int:
+        r = self._db.reader().execute("SELECT coalesce(max(received_us), 0) FROM outcomes WHERE model_id = ?",
+                                      (model_id,)).fetchone()
+        return int(r[0])
+
+    # --- performance history ------------------------------------------------
+
+    def record_performance(self, model_id: int, version: int, start_us: int, end_us: int, metrics: dict[str, Any],
+                           source: str, now_us: int) -> int:
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO performance_records (model_id, version, start_us, end_us, metrics_json, source, created_us)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (model_id, version, start_us, end_us, orjson.dumps(metrics).decode(), source, now_us))
+            return int(cur.lastrowid or 0)
+
+    # --- alerts ---------------------------------------------------------------
+
+    def latest_alert(self, model_id: int, rule: str) -> AlertRow | None:
+        r = self._db.reader().execute(
+            f"SELECT {_ALERT_COLS} FROM alerts WHERE model_id = ? AND rule = ? ORDER BY raised_us DESC, rowid DESC LIMIT 1",
+            (model_id, rule)).fetchone()
+        return _alert(r) if r else None
+
+    def raise_alert(self, a: AlertRow) -> int:
+        """Store a new alert and its 'raised' event; returns the event's cursor."""
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO alerts (alert_id, model_id, rule, severity, state, message, value, threshold, details_json,"
+                " raised_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (a.alert_id, a.model_id, a.rule, a.severity, a.state, a.message, a.value, a.threshold,
+                 orjson.dumps(a.details).decode(), a.raised_us))
+            cur = conn.execute("INSERT INTO alert_events (alert_id, event, created_us) VALUES (?, 'raised', ?)",
+                               (a.alert_id, a.raised_us))
+            return int(cur.lastrowid or 0)
+
+    def transition(self, alert_id: str, state: str, now_us: int, note: str = "") -> AlertRow | None:
+        """acknowledged or resolved; appends the event. None if the alert does not exist."""
+        column = "acknowledged_us" if state == "acknowledged" else "resolved_us"
+        with self._db.write() as conn:
+            found = conn.execute("SELECT state FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+            if found is None:
+                return None
+            if found[0] != state and found[0] != "resolved":
+                conn.execute(f"UPDATE alerts SET state = ?, {column} = ?, note = CASE WHEN ? = '' THEN note ELSE ? END"
+                             " WHERE alert_id = ?", (state, now_us, note, note, alert_id))
+                conn.execute("INSERT INTO alert_events (alert_id, event, created_us) VALUES (?, ?, ?)",
+                             (alert_id, state, now_us))
+        return self.get_alert(alert_id)
+
+    def get_alert(self, alert_id: str) -> AlertRow | None:
+        r = self._db.reader().execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        return _alert(r) if r else None
+
+    def list_alerts(self, model_id: int | None, state: str, severities: tuple[str, ...], before: int,
+                    limit: int) -> list[tuple[int, AlertRow]]:
+        sql = f"SELECT rowid, {_ALERT_COLS} FROM alerts WHERE rowid < ?"
+        args: list[Any] = [before]
+        if model_id is not None:
+            sql += " AND model_id = ?"
+            args.append(model_id)
+        if state:
+            sql += " AND state = ?"
+            args.append(state)
+        if severities:
+            sql += f" AND severity IN ({','.join('?' * len(severities))})"
+            args += list(severities)
+        rows = self._db.reader().execute(sql + " ORDER BY rowid DESC LIMIT ?", (*args, limit)).fetchall()
+        return [(r[0], _alert(r[1:])) for r in rows]
+
+    def events_after(self, cursor: int, limit: int = 500) -> list[tuple[int, str, AlertRow]]:
+        rows = self._db.reader().execute(
+            "SELECT e.seq, e.event, a.alert_id, a.model_id, a.rule, a.severity, a.state, a.message,"
+            " coalesce(a.value, 0), coalesce(a.threshold, 0), a.details_json, a.raised_us, a.acknowledged_us,"
+            " a.resolved_us, a.note FROM alert_events e JOIN alerts a ON a.alert_id = e.alert_id WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
+            (cursor, limit)).fetchall()
+        return [(r[0], r[1], _alert(r[2:])) for r in rows]
+
+    def last_event_seq(self) -> int:
+        return int(self._db.reader().execute("SELECT coalesce(max(seq), 0) FROM alert_events").fetchone()[0])
+
+    def open_alerts(self, model_id: int) -> int:
+        r = self._db.reader().execute("SELECT count(*) FROM alerts WHERE model_id = ? AND state != 'resolved'",
+                                      (model_id,)).fetchone()
+        return int(r[0])
+
+    # --- retention ------------------------------------------------------------
+
+    def purge(self, table: str, column: str, before_us: int, batch: int = 1000) -> int:
+        """Delete rows older than ``before_us`` in small transactions; returns how many went."""
+        assert table in ("predictions", "prediction_batches", "performance_records") and column in ("created_us",)
+        total = 0
+        while True:
+            with self._db.write() as conn:
+                cur = conn.execute(
+                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)",
+                    (before_us, batch))
+                deleted = cur.rowcount
+            total += deleted
+            if deleted < batch:
+                return total
