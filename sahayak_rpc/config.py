@@ -43,9 +43,11 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     db: str = "sahayak.db"
-    max_workers: int = 64
+    # Each open stream (WatchAlerts, WatchChampion, WatchTrainingRun) holds a
+    # worker thread for its life, so there are many.
+    max_workers: int = 256
     # Concurrent RPCs beyond this answer RESOURCE_EXHAUSTED instead of queueing.
-    max_concurrent_rpcs: int = 256
+    max_concurrent_rpcs: int = 512
     max_message_bytes: int = 64 * 1024 * 1024
     # "full" fsyncs every commit (durable across power loss); "normal" is
     # durable across a process crash only, and faster.
@@ -56,6 +58,8 @@ class ServerConfig:
     # Threads one training run may use (OpenMP); the rest of the cores keep serving.
     training_threads: int = 1
     health_check_interval_s: float = 300.0
+    # Every served prediction goes to the prediction log (off: nothing to monitor).
+    log_predictions: bool = True
     prediction_retention_s: float = 7 * ms.DAY
     performance_retention_s: float = 30 * ms.DAY
     model_defaults: ms.ModelSettings = field(default_factory=ms.ModelSettings)
@@ -92,6 +96,7 @@ _KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("gate", "max_calibration_error"): ("gate.max_calibration_error", "float"),
     ("gate", "max_roc_auc_drop"): ("gate.max_roc_auc_drop", "float"),
     ("monitoring", "health_check_interval"): ("health_check_interval_s", "duration"),
+    ("monitoring", "log_predictions"): ("log_predictions", "bool"),
     ("monitoring", "prediction_retention"): ("prediction_retention_s", "duration"),
     ("monitoring", "performance_retention"): ("performance_retention_s", "duration"),
     ("monitoring", "drift_psi_threshold"): ("monitoring.drift_psi_threshold", "float"),
@@ -102,6 +107,7 @@ _KEYS: dict[tuple[str, str], tuple[str, str]] = {
 }
 _SERVER_ONLY = {"host", "port", "db", "max_workers", "max_concurrent_rpcs", "max_message_bytes", "synchronous",
                 "keepalive_time_s", "shutdown_grace_s", "log_level", "health_check_interval_s", "training_threads",
+                "log_predictions",
                 "prediction_retention_s", "performance_retention_s"}
 
 

@@ -90,7 +90,7 @@ class Server:
         self.registry = Registry(self.ctx)
         self.registry.load_champions(self.catalog.all())
         self.runner = TrainingRunner(self.ctx, self.catalog, self.registry, self.ingest)
-        self.predlog = PredictionLog(self.ctx.predictions)
+        self.predlog = PredictionLog(self.ctx.predictions, enabled=config.log_predictions)
         self.inference = Inference(self.ctx, self.catalog, self.registry, self.predlog)
         self.scheduler = Scheduler(self.ctx, self.catalog, self.runner, self.ingest, self.registry)
         self.ingest.on_threshold = self.scheduler.wake

@@ -282,3 +282,80 @@ def test_the_report_sums_up_a_window(served: Running) -> None:
     assert report.performance.prediction_count == 120 and report.training_runs == 1 and report.promotions == 1
     assert report.drift.reference_version == 1
     assert report.markdown.startswith("# Monitoring report: scheme-sahayak") and "Predictions: 120" in report.markdown
+
+
+def test_the_whole_loop_on_the_injected_clock(tmp_path) -> None:
+    """Serve, shift the inputs, the periodic check alerts a watcher and retrains, the alert resolves,
+    a second breach within the cooldown stays quiet, and a resumed watcher misses nothing."""
+    from sahayak_rpc._proto.sahayak.v1 import registry_pb2
+
+    r = start_server(tmp_path / "loop.db", scheduler=True)
+    c = r.client
+    try:
+        load_demo_rows(c, 1500)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not c.get_model(MODEL).champion_version:
+            time.sleep(0.05)
+        patch = registry_pb2.Model(name=MODEL)
+        patch.settings.monitoring.alert_cooldown.FromSeconds(3 * DAY)
+        c.update_model(patch, ["settings.monitoring.alert_cooldown"])
+        normal = [e.features for e in generate_outcomes(300, seed=50)]
+        predict_all(r, normal)
+
+        def check_now() -> None:
+            r.clock.advance(301)  # past the 5-minute interval: the scheduler runs a health check
+
+        def drift_alerts() -> list:
+            return [a for a in c.monitor.ListAlerts(M.ListAlertsRequest(model=MODEL)).alerts
+                    if a.rule == M.ALERT_RULE_FEATURE_DRIFT]
+
+        def wait_for(cond, timeout=30.0):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                value = cond()
+                if value:
+                    return value
+                time.sleep(0.05)
+            raise AssertionError("condition not met in time")
+
+        watch = c.monitor.WatchAlerts(M.WatchAlertsRequest(model=MODEL), timeout=60)
+        seen: list = []
+        predict_all(r, heavily_shifted(normal))
+        check_now()
+        for event in watch:
+            seen.append(event)
+            if event.alert.rule == M.ALERT_RULE_FEATURE_DRIFT:
+                break
+        watch.cancel()  # the subscriber goes away
+        raised = seen[-1]
+        assert raised.event_type == M.ALERT_EVENT_TYPE_RAISED and raised.alert.severity == M.ALERT_SEVERITY_CRITICAL
+        runs = wait_for(lambda: [x for x in c.training.ListTrainingRuns(
+            training_pb2.ListTrainingRunsRequest(model=MODEL)).runs if x.trigger == training_pb2.TRAINING_TRIGGER_DRIFT])
+        c.wait_run(runs[0].run_id)
+
+        r.clock.advance(DAY)  # the shifted rows leave the drift window
+        predict_all(r, normal)
+        check_now()
+        wait_for(lambda: drift_alerts()[0].state == M.ALERT_STATE_RESOLVED)
+
+        predict_all(r, heavily_shifted(normal))  # a second breach, inside the 3-day cooldown
+        check_now()
+        time.sleep(0.5)
+        check_now()
+        time.sleep(0.5)
+        assert len(drift_alerts()) == 1
+
+        # Resuming from the cursor replays exactly what happened since, in order, once.
+        expected = [(str(seq), event, alert.alert_id)
+                    for seq, event, alert in r.server.monitor.repo.events_after(int(raised.cursor))]
+        resumed = c.monitor.WatchAlerts(M.WatchAlertsRequest(model=MODEL, cursor=raised.cursor), timeout=60)
+        got = [next(resumed) for _ in expected]
+        resumed.cancel()
+        names = {M.ALERT_EVENT_TYPE_RAISED: "raised", M.ALERT_EVENT_TYPE_ACKNOWLEDGED: "acknowledged",
+                 M.ALERT_EVENT_TYPE_RESOLVED: "resolved"}
+        assert [(e.cursor, names[e.event_type], e.alert.alert_id) for e in got] == expected
+        assert [x for x in expected if x[2] == raised.alert.alert_id] == \
+            [x for x in expected if x[2] == raised.alert.alert_id and x[1] == "resolved"]
+        assert len([x for x in expected if x[2] == raised.alert.alert_id]) == 1
+    finally:
+        stop_server(r)

@@ -25,8 +25,9 @@ Expand = Callable[[], Iterable[tuple[Any, ...]]]
 
 class PredictionLog:
     def __init__(self, repo: PredictionRepository, max_rows: int = 200_000, batch_rows: int = 2000,
-                 flush_interval_s: float = 0.05) -> None:
+                 flush_interval_s: float = 0.05, enabled: bool = True) -> None:
         self._repo = repo
+        self.enabled = enabled
         self._queue: collections.deque[tuple[int, Any]] = collections.deque()
         self._max_rows = max_rows
         self._batch_rows = batch_rows
@@ -57,6 +58,8 @@ class PredictionLog:
         self._put(count, expand)
 
     def _put(self, rows: int, item: Any) -> None:
+        if not self.enabled:
+            return
         with self._lock:
             if self._queued_rows + rows > self._max_rows:
                 self.dropped += rows
