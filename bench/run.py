@@ -37,11 +37,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         cmd = [sys.executable, "-m", "sahayak_rpc.cli", "serve", "--port", str(self.port), "--db", str(db),
                "--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
         channel = grpc.insecure_channel(self.target)
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 60
@@ -239,6 +239,67 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
     return figures
 
 
+def bench_monitoring(client: Client, server_db: Path, repeats: int, calls: int) -> dict[str, object]:
+    """Alert fan-out to 100 watchers, and Predict with the prediction log on and off."""
+    import threading
+
+    from sahayak_rpc._proto.sahayak.v1 import inference_pb2, monitor_pb2, registry_pb2
+    from sahayak_rpc.client import fill_features
+    from sahayak_rpc.demo_data import generate_outcomes
+
+    figures: dict[str, object] = {}
+    # 100 watchers; a training run whose candidate the gate rejects raises one alert.
+    examples = generate_outcomes(2000, seed=9)
+    fanouts = []
+    for round_ in range(max(1, repeats // 2)):
+        name = f"bench-alerts-{round_}"  # a fresh model per round: no cooldown in the way
+        make_model(client, name)
+        client.import_outcomes(name, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id) for e in examples])
+        patch = registry_pb2.Model(name=name)
+        patch.settings.gate.min_accuracy = 0.999
+        client.update_model(patch, ["settings.gate.min_accuracy"])
+        received: list[float] = []
+        lock = threading.Lock()
+        streams = [client.monitor.WatchAlerts(monitor_pb2.WatchAlertsRequest(model=name), timeout=120) for _ in range(100)]
+        raise_times: list[float] = []
+
+        def watch(stream: object) -> None:
+            for event in stream:  # type: ignore[attr-defined]
+                if event.event_type == monitor_pb2.ALERT_EVENT_TYPE_RAISED:
+                    with lock:
+                        received.append(time.time())
+                        raise_times.append(event.alert.raise_time.ToMicroseconds() / 1e6)
+                    return
+
+        threads = [threading.Thread(target=watch, args=(s,), daemon=True) for s in streams]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # every watcher connected
+        client.train(name, families=["logistic_regression"])
+        deadline = time.monotonic() + 30
+        while len(received) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for s in streams:
+            s.cancel()
+        if len(received) == 100:
+            fanouts.append((max(received) - min(raise_times)) * 1000)
+    figures["watch_alerts_fanout_ms"] = round(statistics.median(fanouts), 1) if fanouts else None
+
+    # The same model served by a second server with the log off.
+    row = generate_outcomes(1, seed=7)[0].features
+    request = inference_pb2.PredictRequest(model="bench-linear")
+    fill_features(request.features, row)
+    unlogged = ServerProcess(server_db, env={"SAHAYAK_MONITORING_LOG_PREDICTIONS": "false"})
+    try:
+        with Client(unlogged.target) as other:
+            lat = interleaved({"logged": lambda: client.inference.Predict(request),
+                               "unlogged": lambda: other.inference.Predict(request)}, repeats, calls)
+    finally:
+        unlogged.stop()
+    figures["predict_logged_vs_unlogged"] = ratio(lat["logged"], lat["unlogged"])
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -254,6 +315,7 @@ def main() -> int:
                 figures.update(bench_latencies(client, repeats, calls))
                 figures.update(bench_import(client, max(1, repeats // 2), rows))
                 figures.update(bench_learning(client, repeats, calls, rows))
+                figures.update(bench_monitoring(client, Path(tmp) / "bench.db", repeats, calls))
         finally:
             server.stop()
     figures["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
