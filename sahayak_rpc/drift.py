@@ -74,10 +74,10 @@ def jensen_shannon(reference: Sequence[float], current: Sequence[float]) -> floa
     return math.sqrt(max(0.0, (kl(p, m) + kl(q, m)) / 2))
 
 
-def _numeric(ref: dict[str, Any], values: list[float], threshold: float) -> FeatureDrift:
-    present = np.array([v for v in values if v is not None], dtype=np.float64)
-    out = FeatureDrift("", reference_count=int(ref.get("count", 0)), current_count=len(values),
-                       missing_share=1 - len(present) / len(values) if values else 0.0,
+def _numeric(ref: dict[str, Any], present: np.ndarray, n: int, threshold: float) -> FeatureDrift:
+    """``present``: the non-missing values of ``n`` rows."""
+    out = FeatureDrift("", reference_count=int(ref.get("count", 0)), current_count=n,
+                       missing_share=1 - len(present) / n if n else 0.0,
                        reference_missing_share=float(ref.get("missing_share", 0.0)))
     if not len(present) or not ref.get("quantiles"):
         return out
@@ -101,9 +101,9 @@ def _numeric(ref: dict[str, Any], values: list[float], threshold: float) -> Feat
     return out
 
 
-def _categorical(ref: dict[str, Any], values: list[object], threshold: float, boolean: bool) -> FeatureDrift:
-    n = len(values) or 1
-    counts = Counter(values)
+def _categorical(ref: dict[str, Any], counts: Counter[object], total: int, threshold: float, boolean: bool) -> FeatureDrift:
+    """``counts`` of each value (None: missing) over ``total`` rows."""
+    n = total or 1
     if boolean:
         ref_shares = {True: ref["true_share"], False: 1 - ref["true_share"] - ref["missing_share"]}
         unseen = 0.0
@@ -117,7 +117,7 @@ def _categorical(ref: dict[str, Any], values: list[object], threshold: float, bo
     js = jensen_shannon(r, c)
     out = FeatureDrift("", [Statistic("psi", value, threshold, value >= threshold),
                             Statistic("jensen_shannon", js, 0.1, js >= 0.1)],
-                       drifted=value >= threshold, reference_count=int(ref.get("count", 0)), current_count=len(values),
+                       drifted=value >= threshold, reference_count=int(ref.get("count", 0)), current_count=total,
                        missing_share=counts.get(None, 0) / n, reference_missing_share=float(ref.get("missing_share", 0.0)),
                        unseen_share=unseen)
     return out
@@ -126,16 +126,50 @@ def _categorical(ref: dict[str, Any], values: list[object], threshold: float, bo
 def detect(profile: dict[str, Any], rows: Sequence[dict[str, Any]], probabilities: Sequence[float],
            psi_threshold: float, drift_share: float) -> DriftReport:
     """Compare ``rows`` (and their probabilities) with a version's reference profile."""
+    columns = {name: [("values", [r.get(name) for r in rows])] for name in profile.get("features", {})}
+    return detect_columns(profile, columns, len(rows), probabilities, psi_threshold, drift_share)
+
+
+Chunk = tuple  # ("values", list with None for missing) | ("codes", dictionary, codes with -1 for missing)
+
+
+def detect_columns(profile: dict[str, Any], columns: dict[str, list[Chunk]], n: int,
+                   probabilities: Sequence[float], psi_threshold: float, drift_share: float) -> DriftReport:
+    """The same as detect, from columns in chunks (as the prediction log keeps them): no row objects."""
     features = []
+    nan = math.nan
     for name, ref in profile.get("features", {}).items():
-        values = [r.get(name) for r in rows]
+        chunks = columns.get(name, [])
         kind = ref.get("kind")
         if kind == "numeric":
-            fd = _numeric(ref, values, psi_threshold)  # type: ignore[arg-type]
+            parts = []
+            for chunk in chunks:
+                values = chunk[1]
+                try:  # no missing values: numpy converts the list in C
+                    arr = np.array(values, dtype=np.float64)
+                except TypeError:
+                    arr = np.fromiter((nan if v is None else v for v in values), dtype=np.float64, count=len(values))
+                parts.append(arr[~np.isnan(arr)])
+            present = np.concatenate(parts) if parts else np.zeros(0)
+            fd = _numeric(ref, present, n, psi_threshold)
         else:
+            counts: Counter[object] = Counter()
+            for chunk in chunks:
+                if chunk[0] == "codes":
+                    words = [*chunk[1], None]  # code -1 is missing
+                    tally = np.bincount(np.asarray(chunk[2], dtype=np.int64) + 1, minlength=len(words))
+                    for code, k in enumerate(tally.tolist()):
+                        if k:
+                            counts[words[code - 1] if code else None] += k
+                else:
+                    counts.update(chunk[1])
             if kind == "boolean":
-                values = [None if v is None else bool(v) for v in values]
-            fd = _categorical(ref, values, psi_threshold, boolean=kind == "boolean")
+                folded: Counter[object] = Counter()
+                for value, k in counts.items():
+                    folded[None if value is None else bool(value)] += k
+                counts = folded
+            counts[None] += n - sum(counts.values())  # rows with no value at all
+            fd = _categorical(ref, counts, n, psi_threshold, boolean=kind == "boolean")
         fd.feature = name
         features.append(fd)
     pref = profile.get("prediction", {})
@@ -148,5 +182,5 @@ def detect(profile: dict[str, Any], rows: Sequence[dict[str, Any]], probabilitie
         prediction.drifted = value >= psi_threshold
     drifted = sum(f.drifted for f in features)
     share = drifted / len(features) if features else 0.0
-    return DriftReport(features, prediction, bool(features) and len(rows) > 0 and share >= drift_share, share,
-                       drift_share, len(rows))
+    return DriftReport(features, prediction, bool(features) and n > 0 and share >= drift_share, share,
+                       drift_share, n)

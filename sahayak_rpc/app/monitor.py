@@ -38,6 +38,8 @@ PERFORMANCE_LAST_N = 1000
 MIN_LABELLED = 50
 DRIFT_WINDOW_S = 86400.0
 MIN_DRIFT_ROWS = 100
+# ...and on at most the newest 50,000 of them: ample for the statistics, bounded in cost.
+MAX_DRIFT_ROWS = 50_000
 DAY_US = 86_400_000_000
 
 
@@ -128,12 +130,9 @@ class Monitor:
         if not profile:
             raise FailedPrecondition(f"version {version} has no reference profile (imported versions have none)",
                                      reason="NO_PROFILE")
-        w = self.repo.window(model.id, 0, start_us, end_us, 0, with_rows=True)
-        rows, probs = w.rows, w.probabilities
-        if last_n:
-            rows, probs = rows[-last_n:], probs[-last_n:]
+        columns, probs, n = self.repo.window_columns(model.id, start_us, end_us, last_n)
         m = model.settings.monitoring
-        return drifting.detect(profile, rows, probs, m.drift_psi_threshold, m.drift_share), version
+        return drifting.detect_columns(profile, columns, n, probs, m.drift_psi_threshold, m.drift_share), version
 
     # --- alerts ---------------------------------------------------------------
 
@@ -248,7 +247,7 @@ class Monitor:
         window_start = now - int(DRIFT_WINDOW_S * 1_000_000)
         critical_drift = False
         try:
-            report, ref = self.drift(model, champion.version, window_start, None, 0)
+            report, ref = self.drift(model, champion.version, window_start, None, MAX_DRIFT_ROWS)
         except FailedPrecondition:
             report, ref = None, 0
         if report is not None and report.current_count >= MIN_DRIFT_ROWS:

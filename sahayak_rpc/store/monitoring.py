@@ -55,9 +55,45 @@ class MonitoringRepository:
 
     # --- predictions joined with outcomes ----------------------------------
 
+    def last_labelled(self, model_id: int, version: int, last_n: int) -> PredictionWindow:
+        """The newest ``last_n`` predictions that an outcome has labelled: work in proportion to N, not to the log."""
+        out = PredictionWindow()
+        found: list[tuple[int, str, int, float, int]] = []
+        batches: dict[str, tuple[int, int, list[float]] | None] = {}
+        with self._db.read() as conn:
+            cursor = conn.execute(
+                "SELECT prediction_id, label FROM outcomes WHERE model_id = ? AND prediction_id IS NOT NULL"
+                " ORDER BY seq DESC", (model_id,))
+            for pid, label in cursor:
+                if len(found) >= last_n:
+                    break
+                row = conn.execute("SELECT version, probability, created_us FROM predictions WHERE prediction_id = ?"
+                                   " AND model_id = ?", (pid, model_id)).fetchone()
+                if row is None and ":" in pid:
+                    bid, _, index = pid.rpartition(":")
+                    if bid not in batches:
+                        b = conn.execute("SELECT version, created_us, probabilities_json FROM prediction_batches"
+                                         " WHERE batch_id = ? AND model_id = ?", (bid, model_id)).fetchone()
+                        batches[bid] = (b[0], b[1], orjson.loads(b[2])) if b else None
+                    b = batches[bid]
+                    if b is not None and index.isdigit() and int(index) < len(b[2]):
+                        row = (b[0], b[2][int(index)], b[1])
+                if row is None or (version and row[0] != version):
+                    continue
+                found.append((row[2], pid, row[0], row[1], label))
+        for created, pid, ver, prob, label in sorted(found):
+            out.ids.append(pid)
+            out.versions.append(ver)
+            out.probabilities.append(prob)
+            out.labels.append(label)
+            out.times.append(created)
+        return out
+
     def window(self, model_id: int, version: int, start_us: int | None, end_us: int | None, last_n: int,
                with_rows: bool) -> PredictionWindow:
         """Predictions (served, logged and batched), oldest first, with their outcomes' labels."""
+        if last_n and start_us is None and end_us is None and not with_rows:
+            return self.last_labelled(model_id, version, last_n)
         out = PredictionWindow()
         conds, args = ["model_id = ?"], [model_id]
         if version:
@@ -115,6 +151,54 @@ class MonitoringRepository:
             if with_rows:
                 out.rows.append(feats if isinstance(feats, dict) else (orjson.loads(feats) if feats else {}))
         return out
+
+    def window_columns(self, model_id: int, start_us: int | None, end_us: int | None,
+                       last_n: int = 0) -> tuple[dict[str, list[tuple[Any, ...]]], list[float], int]:
+        """Logged features column by column (in chunks, never as row objects), their probabilities, and the count.
+
+        A chunk is ("values", list) with None for missing, or ("codes", dictionary, codes) with -1 for missing.
+        ``last_n`` keeps the newest N predictions (whole batches are kept or cut at the boundary).
+        """
+        conds, args = ["model_id = ?"], [model_id]
+        if start_us is not None:
+            conds.append("created_us >= ?")
+            args.append(start_us)
+        if end_us is not None:
+            conds.append("created_us < ?")
+            args.append(end_us)
+        where = " AND ".join(conds)
+        columns: dict[str, list[tuple[Any, ...]]] = {}
+        probs: list[float] = []
+        n = 0
+        with self._db.read() as conn:
+            singles = conn.execute(f"SELECT features_json, probability FROM predictions WHERE {where}"
+                                   " ORDER BY created_us DESC" + (" LIMIT ?" if last_n else ""),
+                                   (*args, last_n) if last_n else args).fetchall()
+            rows = [orjson.loads(f) for f, _ in singles]
+            if rows:
+                names = {k for r in rows for k in r}
+                for name in names:
+                    columns.setdefault(name, []).append(("values", [r.get(name) for r in rows]))
+                probs += [p for _, p in singles]
+                n += len(rows)
+            budget = last_n - n if last_n else None
+            for cols, ps, count in conn.execute(
+                    f"SELECT columns_json, probabilities_json, row_count FROM prediction_batches WHERE {where}"
+                    " ORDER BY created_us DESC", args):
+                if budget is not None and budget <= 0:
+                    break
+                take = count if budget is None else min(count, budget)
+                decoded = orjson.loads(cols)
+                for name, values in decoded.items():
+                    if isinstance(values, dict):
+                        columns.setdefault(name, []).append(("codes", values["dictionary"], values["codes"][:take]))
+                    else:
+                        columns.setdefault(name, []).append(("values", values[:take]))
+                probs += orjson.loads(ps)[:take]
+                n += take
+                if budget is not None:
+                    budget -= take
+        return columns, probs, n
 
     def last_prediction_us(self, model_id: int) -> int:
         conn = self._db.reader()
