@@ -48,6 +48,21 @@ def check_timestamp(ts: timestamp_pb2.Timestamp, path: str, errors: list[FieldEr
     return True
 
 
+def time_window(tw: common_pb2.TimeWindow, path: str) -> tuple[int | None, int | None]:
+    """A TimeWindow's ends in microseconds (None: open); bad timestamps are INVALID_ARGUMENT."""
+    errors: list[FieldError] = []
+    start = end = None
+    if tw.HasField("start_time") and check_timestamp(tw.start_time, f"{path}.start_time", errors):
+        start = ts_to_us(tw.start_time)
+    if tw.HasField("end_time") and check_timestamp(tw.end_time, f"{path}.end_time", errors):
+        end = ts_to_us(tw.end_time)
+    if start is not None and end is not None and end <= start:
+        errors.append(FieldError(path, "end_time must be after start_time"))
+    if errors:
+        raise InvalidArgument.fields(errors)
+    return start, end
+
+
 # --- pagination ---------------------------------------------------------
 
 _TOKEN_PREFIX = "p1:"

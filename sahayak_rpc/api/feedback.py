@@ -106,13 +106,6 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
 
     def GetFeedbackSummary(self, request: feedback_pb2.GetFeedbackSummaryRequest, context: grpc.ServicerContext) -> feedback_pb2.GetFeedbackSummaryResponse:
         model = self._catalog.get(request.model)
-        errors: list[FieldError] = []
-        start = end = None
-        if request.window.HasField("start_time") and convert.check_timestamp(request.window.start_time, "window.start_time", errors):
-            start = convert.ts_to_us(request.window.start_time)
-        if request.window.HasField("end_time") and convert.check_timestamp(request.window.end_time, "window.end_time", errors):
-            end = convert.ts_to_us(request.window.end_time)
-        if errors:
-            raise InvalidArgument.fields(errors)
+        start, end = convert.time_window(request.window, "window")
         schemes, total = self._feedback.summary(model, start, end, request.scheme_id)
         return feedback_pb2.GetFeedbackSummaryResponse(schemes=[_summary(s) for s in schemes], total=_summary(total))

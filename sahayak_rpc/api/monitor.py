@@ -133,13 +133,7 @@ def _window(w: monitor_pb2.PerformanceWindow, path: str) -> tuple[int | None, in
     start = end = None
     last_n = 0
     if which == "time_window":
-        tw = w.time_window
-        if tw.HasField("start_time") and convert.check_timestamp(tw.start_time, f"{path}.time_window.start_time", errors):
-            start = convert.ts_to_us(tw.start_time)
-        if tw.HasField("end_time") and convert.check_timestamp(tw.end_time, f"{path}.time_window.end_time", errors):
-            end = convert.ts_to_us(tw.end_time)
-        if start is not None and end is not None and end <= start:
-            errors.append(FieldError(f"{path}.time_window", "end_time must be after start_time"))
+        start, end = convert.time_window(w.time_window, f"{path}.time_window")
     elif which == "last_n":
         last_n = w.last_n
         if not 0 < last_n <= 1_000_000:
@@ -322,14 +316,7 @@ class MonitoringMixin:
 
     def GetMonitoringReport(self, request: monitor_pb2.GetMonitoringReportRequest, context: grpc.ServicerContext) -> monitor_pb2.GetMonitoringReportResponse:
         model = self._catalog.get(request.model)
-        errors: list[FieldError] = []
-        start = end = None
-        if request.window.HasField("start_time") and convert.check_timestamp(request.window.start_time, "window.start_time", errors):
-            start = convert.ts_to_us(request.window.start_time)
-        if request.window.HasField("end_time") and convert.check_timestamp(request.window.end_time, "window.end_time", errors):
-            end = convert.ts_to_us(request.window.end_time)
-        if errors:
-            raise InvalidArgument.fields(errors)
+        start, end = convert.time_window(request.window, "window")
         snap, _ = self._monitor.snapshot(model, 0, start, end, 0)
         response = monitor_pb2.GetMonitoringReportResponse(performance=_snapshot(snap))
         drift_text = "no reference profile or no champion"

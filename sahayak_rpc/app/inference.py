@@ -119,13 +119,18 @@ class Inference:
         by_name = {c.name: c for c in columns}
         probs = served.model.predict_columns(n, by_name) if n else np.zeros(0)
         batch_id = self.new_id()
+        self._log_batch(batch_id, model, served, columns, n, probs)
+        return batch_id, served, probs, None
+
+    def _log_batch(self, batch_id: str, model: ModelRecord, served: Served, columns: Sequence[Column], n: int,
+                   probs: np.ndarray) -> None:
+        """Hand a columnar batch to the log, stored whole, encoded on the log's thread."""
         self._count(model, served.version, n)
         now = self._ctx.now_us()
         threshold = served.model.threshold
         model_id, version = model.id, served.version
 
         def encode() -> tuple[Any, ...]:
-            # On the log's thread: the batch is stored whole, columns as they came.
             import orjson
 
             # orjson writes numpy arrays natively, NaN (missing) as null.
@@ -140,7 +145,6 @@ class Inference:
                     orjson.dumps(probs, option=numpy).decode(), threshold, now, "served")
 
         self._log.submit_batch(n, encode)
-        return batch_id, served, probs, None
 
     def _log_rows(self, model: ModelRecord, served: Served, batch_id: str, rows: Callable[[], Sequence[Row]],
                   probs: np.ndarray) -> None:
@@ -277,24 +281,7 @@ class Inference:
         out = [Ranked(ids[i], rank, probs_list[i], scores_list[i], probs_list[i] >= threshold,
                       f"{recommendation_id}:{i}", scoring.explain_one(picked[i], k)[1] if k else [])
                for rank, i in enumerate(chosen, start=1)]
-        self._count(model, served.version, n)
-        now = self._ctx.now_us()
-        model_id, served_version = model.id, served.version
-
-        def encode() -> tuple[Any, ...]:
-            import orjson
-
-            cols: dict[str, Any] = {}
-            for c in merged:
-                if c.codes is not None:
-                    cols[c.name] = {"dictionary": c.dictionary, "codes": c.codes}
-                else:
-                    cols[c.name] = c.strings if c.numbers is None else as_array(c.numbers, n)
-            numpy = orjson.OPT_SERIALIZE_NUMPY
-            return (recommendation_id, model_id, served_version, n, orjson.dumps(cols, option=numpy).decode(),
-                    orjson.dumps(probs, option=numpy).decode(), threshold, now, "served")
-
-        self._log.submit_batch(n, encode)
+        self._log_batch(recommendation_id, model, served, merged, n, probs)
         return recommendation_id, served.version, out
 
 
