@@ -210,14 +210,15 @@ class TrainingRunner:
             self._finished(run)
 
     def _finished(self, run: RunRecord) -> None:
-        self._emit(run.run_id, RunEvent("done", message=run.end_reason, final=run))
         log.info("training.ended", run_id=run.run_id, state=run.state, reason=run.end_reason,
                  version=run.produced_version, promoted=run.promoted)
+        # Listeners (alerts) first: whoever sees the run end also sees its consequences.
         for listener in self._listeners:
             try:
                 listener(run)
             except Exception:  # a listener's bug must not break training
                 log.exception("training.listener_failed", run_id=run.run_id)
+        self._emit(run.run_id, RunEvent("done", message=run.end_reason, final=run))
 
     def _execute(self, run_id: str) -> None:
         run = self.runs.get(run_id)
