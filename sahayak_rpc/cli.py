@@ -40,7 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import Server
 
     try:
-        cfg = cfgmod.load(args.config, host=args.host, port=args.port, db=args.db, log_level=args.log_level)
+        cfg = cfgmod.load(args.config, host=args.host, port=args.port, db=args.db, log_level=args.log_level,
+                          metrics_port=args.metrics_port)
     except cfgmod.ConfigError as exc:
         print(f"sahayak-rpc: {exc}", file=sys.stderr)
         return 2
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="SQLite database file (default sahayak.db)")
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)")
     p.add_argument("--demo", action="store_true", help="create the Scheme Sahayak demo model and load demo outcomes")
     p.add_argument("--demo-outcomes", type=int, default=20_000, help="demo outcomes to load (default 20000)")
     p.set_defaults(func=cmd_serve)

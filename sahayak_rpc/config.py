@@ -55,6 +55,8 @@ class ServerConfig:
     keepalive_time_s: float = 60.0
     shutdown_grace_s: float = 10.0
     log_level: str = "info"
+    # Prometheus /metrics on this port (0: off).
+    metrics_port: int = 0
     # Threads one training run may use (OpenMP); the rest of the cores keep serving.
     training_threads: int = 1
     health_check_interval_s: float = 300.0
@@ -77,6 +79,7 @@ _KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("server", "keepalive_time"): ("keepalive_time_s", "duration"),
     ("server", "shutdown_grace"): ("shutdown_grace_s", "duration"),
     ("server", "log_level"): ("log_level", "str"),
+    ("server", "metrics_port"): ("metrics_port", "int"),
     ("training", "threads"): ("training_threads", "int"),
     ("training", "retrain_interval"): ("training.retrain_interval_s", "duration"),
     ("training", "incremental_every"): ("training.incremental_every", "int"),
@@ -106,7 +109,7 @@ _KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("monitoring", "retrain_on_breach"): ("monitoring.retrain_on_breach", "bool"),
 }
 _SERVER_ONLY = {"host", "port", "db", "max_workers", "max_concurrent_rpcs", "max_message_bytes", "synchronous",
-                "keepalive_time_s", "shutdown_grace_s", "log_level", "health_check_interval_s", "training_threads",
+                "keepalive_time_s", "shutdown_grace_s", "log_level", "health_check_interval_s", "training_threads", "metrics_port",
                 "log_predictions",
                 "prediction_retention_s", "performance_retention_s"}
 
@@ -188,6 +191,8 @@ def _build(values: dict[str, Any]) -> ServerConfig:
     cfg = ServerConfig(model_defaults=defaults, **server)
     if cfg.synchronous not in ("full", "normal"):
         raise ConfigError("[server] synchronous: must be 'full' or 'normal'")
+    if not 0 <= cfg.metrics_port <= 65535:
+        raise ConfigError("[server] metrics_port: must be in 0-65535 (0: off)")
     if not 0 <= cfg.port <= 65535:
         raise ConfigError("[server] port: must be in 0-65535")
     if cfg.max_workers < 4:

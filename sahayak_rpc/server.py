@@ -30,6 +30,7 @@ from .app.registry import Registry
 from .app.training_runs import TrainingRunner
 from .config import ServerConfig
 from .runtime.clock import Clock, SystemClock
+from .runtime.metrics import Metrics
 from .runtime.predlog import PredictionLog
 from .runtime.scheduler import Scheduler
 from .store import Database
@@ -96,6 +97,14 @@ class Server:
         self.ingest.on_threshold = self.scheduler.wake
         self.monitor = Monitor(self.ctx, self.catalog, self.registry, self.runner)
         self.scheduler.extra_tasks.append(self.monitor.periodic)
+        self.metrics: Metrics | None = None
+        self._metrics_http: Any = None
+        if config.metrics_port:
+            self.metrics = Metrics()
+            self.metrics.add_callbacks(self.monitor.repo.open_alerts_by_severity, lambda: self.predlog.depth)
+            self.inference.metrics = self.metrics
+            self.monitor.metrics = self.metrics
+            self.runner.add_listener(self._count_run)
         self._run_scheduler = scheduler
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
@@ -113,6 +122,13 @@ class Server:
         self.feedback = Feedback(self.ctx, self.ingest)
         self.servicers["sahayak.v1.FeedbackService"] = FeedbackServicer(self.ctx, self.catalog, self.feedback)
 
+    def _count_run(self, run: Any) -> None:
+        assert self.metrics is not None
+        name = self.catalog.by_id(run.model_id).name
+        self.metrics.training_runs.labels(name, run.state).inc()
+        if "duration_s" in run.result:
+            self.metrics.training_duration.labels(name).observe(float(run.result["duration_s"]))
+
     def start(self) -> int:
         cfg = self.config
         options = [
@@ -128,7 +144,7 @@ class Server:
         ]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="rpc"),
-            interceptors=[RpcInterceptor()],
+            interceptors=[RpcInterceptor(self.metrics)],
             options=options,
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
         )
@@ -150,6 +166,12 @@ class Server:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
         server.start()
         self._grpc = server
+        if self.metrics is not None:
+            try:
+                self._metrics_http = self.metrics.serve(cfg.host, cfg.metrics_port)
+            except OSError as exc:
+                server.stop(0)
+                raise OSError(f"cannot serve metrics on {cfg.host}:{cfg.metrics_port}: {exc}") from None
         if self._run_scheduler:
             self.scheduler.start()
         # Start-up objects (protobuf descriptors, models, caches) live as long as
@@ -173,6 +195,8 @@ class Server:
         self.ctx.stopping.set()
         if self._grpc is not None:
             self._grpc.stop(self.config.shutdown_grace_s if grace is None else grace).wait()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
         self.scheduler.stop()
         self.runner.close()
         self.predlog.close()

@@ -74,22 +74,34 @@ def _checked_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> I
 
 
 class RpcInterceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: Any = None) -> None:
+        self._metrics = metrics  # runtime.metrics.Metrics, or None
+
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
         if handler is None:
             return None
         method = details.method  # type: ignore[attr-defined]
         handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+        m = self._metrics
         if handler.unary_unary:
-            return handler._replace(unary_unary=_unary(handler.unary_unary, method, False))
+            return handler._replace(unary_unary=_unary(handler.unary_unary, method, False, m))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_unary(handler.stream_unary, method, True))
+            return handler._replace(stream_unary=_unary(handler.stream_unary, method, True, m))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_streaming(handler.unary_stream, method, False))
-        return handler._replace(stream_stream=_streaming(handler.stream_stream, method, True))
+            return handler._replace(unary_stream=_streaming(handler.unary_stream, method, False, m))
+        return handler._replace(stream_stream=_streaming(handler.stream_stream, method, True, m))
 
 
-def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str, streamed: bool) -> Callable[[Any, grpc.ServicerContext], Any]:
+def _record(metrics: Any, method: str, code: str, seconds: float, rid: str, **extra: Any) -> None:
+    log.info("rpc", method=method, code=code, latency_us=round(seconds * 1e6), request_id=rid, **extra)
+    if metrics is not None:
+        metrics.requests.labels(method, code).inc()
+        metrics.latency.labels(method).observe(seconds)
+
+
+def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str, streamed: bool,
+           metrics: Any) -> Callable[[Any, grpc.ServicerContext], Any]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
         start = time.perf_counter()
         rid = _request_id(context)
@@ -104,12 +116,13 @@ def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str, s
                 raise
             _fail(context, exc, method, rid)
         finally:
-            log.info("rpc", method=method, code=_code(context), latency_us=round((time.perf_counter() - start) * 1e6), request_id=rid)
+            _record(metrics, method, _code(context), time.perf_counter() - start, rid)
 
     return wrapper
 
 
-def _streaming(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str, streamed: bool) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+def _streaming(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str, streamed: bool,
+               metrics: Any) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         start = time.perf_counter()
         rid = _request_id(context)
@@ -128,6 +141,6 @@ def _streaming(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], 
             _fail(context, exc, method, rid)
         finally:
             code = _code(context) if context.is_active() or context.code() is not None else "CANCELLED"
-            log.info("rpc", method=method, code=code, messages=sent, latency_us=round((time.perf_counter() - start) * 1e6), request_id=rid)
+            _record(metrics, method, code, time.perf_counter() - start, rid, messages=sent)
 
     return wrapper

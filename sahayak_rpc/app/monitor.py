@@ -76,6 +76,7 @@ class Monitor:
         self._events = threading.Condition()
         self._last_retrain: dict[int, float] = {}
         self._last_check = 0.0
+        self.metrics: Any = None  # runtime.metrics.Metrics when /metrics is on
         runner.add_listener(self._on_run)
 
     # --- performance ----------------------------------------------------------
@@ -132,7 +133,12 @@ class Monitor:
                                      reason="NO_PROFILE")
         columns, probs, n = self.repo.window_columns(model.id, start_us, end_us, last_n)
         m = model.settings.monitoring
-        return drifting.detect_columns(profile, columns, n, probs, m.drift_psi_threshold, m.drift_share), version
+        report = drifting.detect_columns(profile, columns, n, probs, m.drift_psi_threshold, m.drift_share)
+        if self.metrics is not None and n:
+            for f in report.features:
+                if f.statistics:
+                    self.metrics.drift_psi.labels(model.name, f.feature).set(f.statistics[0].value)
+        return report, version
 
     # --- alerts ---------------------------------------------------------------
 

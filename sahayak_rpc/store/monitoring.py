@@ -287,6 +287,13 @@ class MonitoringRepository:
     def last_event_seq(self) -> int:
         return int(self._db.reader().execute("SELECT coalesce(max(seq), 0) FROM alert_events").fetchone()[0])
 
+    def open_alerts_by_severity(self) -> dict[str, int]:
+        rows = self._db.reader().execute(
+            "SELECT severity, count(*) FROM alerts WHERE state != 'resolved' GROUP BY severity").fetchall()
+        counts = {"info": 0, "warning": 0, "critical": 0}
+        counts.update({s: int(n) for s, n in rows})
+        return counts
+
     def open_alerts(self, model_id: int) -> int:
         r = self._db.reader().execute("SELECT count(*) FROM alerts WHERE model_id = ? AND state != 'resolved'",
                                       (model_id,)).fetchone()

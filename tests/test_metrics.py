@@ -1,0 +1,53 @@
+"""Prometheus /metrics: off by default; when on, the series a scrape should find."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+from sahayak_rpc.demo_data import generate_outcomes
+from sahayak_rpc._proto.sahayak.v1 import monitor_pb2
+
+from .conftest import load_demo_rows, start_server, stop_server
+
+MODEL = "scheme-sahayak"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
+
+
+def test_metrics_are_off_unless_asked_for(running) -> None:
+    assert running.server.metrics is None
+
+
+def test_a_scrape_shows_rpcs_predictions_training_alerts_drift_and_the_log_queue(tmp_path) -> None:
+    port = free_port()
+    r = start_server(tmp_path / "p.db", metrics_port=port)
+    try:
+        load_demo_rows(r.client, 1200)
+        assert r.client.train(MODEL).promoted
+        for e in generate_outcomes(150, seed=60):
+            r.client.predict(MODEL, e.features)
+        r.client.predict_batch(MODEL, [e.features for e in generate_outcomes(20, seed=61)])
+        r.server.predlog.flush()
+        r.client.monitor.DetectDrift(monitor_pb2.DetectDriftRequest(model=MODEL))
+        r.client.health()
+        text = scrape(port)
+    finally:
+        stop_server(r)
+    assert 'sahayak_rpc_requests_total{code="OK",method="/sahayak.v1.InferenceService/Predict"} 150.0' in text
+    assert 'sahayak_rpc_request_duration_seconds_bucket{le="0.001",method="/sahayak.v1.InferenceService/Predict"}' in text
+    assert 'sahayak_predictions_total{model="scheme-sahayak",version="1"} 170.0' in text
+    assert 'sahayak_training_runs_total{model="scheme-sahayak",result="succeeded"} 1.0' in text
+    assert 'sahayak_training_run_duration_seconds_count{model="scheme-sahayak"} 1.0' in text
+    assert 'sahayak_open_alerts{severity="critical"}' in text
+    assert 'sahayak_feature_drift_psi{feature="age",model="scheme-sahayak"}' in text
+    assert "sahayak_prediction_log_queue_rows 0.0" in text
