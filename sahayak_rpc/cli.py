@@ -48,13 +48,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure(cfg.log_level)
     try:
         server = Server(cfg)
+        done = server.handle_signals()
         server.start()
     except OSError as exc:
         print(f"sahayak-rpc: {exc}", file=sys.stderr)
         return 1
     if args.demo:
         threading.Thread(target=_serve_demo, args=(server, args.demo_outcomes), name="demo-loader", daemon=True).start()
-    server.serve_forever()
+    server.serve_forever(done)
     return 0
 
 

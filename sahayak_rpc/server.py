@@ -207,8 +207,8 @@ class Server:
     def wait(self) -> None:
         self._stopped.wait()
 
-    def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop gracefully."""
+    def handle_signals(self) -> threading.Event:
+        """SIGTERM / SIGINT set the returned event (install before start: no window without them)."""
         done = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
@@ -217,6 +217,11 @@ class Server:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        return done
+
+    def serve_forever(self, done: threading.Event | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        done = done or self.handle_signals()
         while not done.wait(3600):
             pass
         self.stop()

@@ -20,7 +20,7 @@ from .test_server import _free_port, _wait_serving
 
 def _start(db: Path, port: int, env: dict) -> subprocess.Popen:
     proc = subprocess.Popen(server_command("serve", "--port", str(port), "--db", str(db), "--log-level", "warning"),
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.DEVNULL, text=True, env=env)
     _wait_serving(port, proc)
     return proc
 

@@ -140,16 +140,19 @@ def _wait_serving(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
 def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subprocess_env: dict) -> None:
     port = _free_port()
     db = tmp_path / "g.db"
-    proc = subprocess.Popen(server_command("serve", "--port", str(port), "--db", str(db)),
-                            stderr=subprocess.PIPE, text=True, env=subprocess_env)
-    try:
-        _wait_serving(port, proc)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    events = [json.loads(line)["event"] for line in proc.stderr.read().splitlines() if line.startswith("{")]
+    log_path = tmp_path / "server.log"
+    # The log goes to a file: an undrained pipe would stall the server once it filled.
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(server_command("serve", "--port", str(port), "--db", str(db)),
+                                stderr=log_file, text=True, env=subprocess_env)
+        try:
+            _wait_serving(port, proc)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    events = [json.loads(line)["event"] for line in log_path.read_text().splitlines() if line.startswith("{")]
     assert events[0] == "server.started"
     assert events[-2:] == ["server.signal", "server.stopped"]
     # A cleanly closed WAL database leaves no -wal file behind.
