@@ -34,6 +34,7 @@ class PredictionLog:
         self._interval = flush_interval_s
         self._queued_rows = 0
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.written = 0
@@ -86,6 +87,13 @@ class PredictionLog:
         return out, batches
 
     def flush(self) -> None:
+        """Write everything queued so far; returns when it is in the database."""
+        # One flusher at a time: a caller's flush waits for the writer thread's
+        # cycle in progress, whose items already left the queue.
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
         while self._queue:
             rows, batches = self._drain()
             count = len(rows) + sum(b[3] for b in batches)
