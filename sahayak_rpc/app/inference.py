@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InvalidArgument
 from ..runtime.predlog import PredictionLog
-from ..schema import Column, FieldError, Row, SchemaError, as_array, check_columns, columns_to_rows
+from ..schema import Column, FieldError, Row, Schema, SchemaError, as_array, check_columns, columns_to_rows
 from ..scoring import Contribution
 from ..store import ModelRecord
 from .catalog import Catalog
@@ -110,14 +110,7 @@ class Inference:
                         columns: Sequence[Column]) -> tuple[str, Served, np.ndarray, list[Row] | None]:
         if not 0 <= n <= MAX_BATCH_ROWS:
             raise InvalidArgument.fields([FieldError("columns.row_count", f"must be 0-{MAX_BATCH_ROWS}")])
-        try:
-            row_errors = check_columns(model.schema, n, columns, "columns")
-        except SchemaError as exc:
-            raise InvalidArgument.fields(exc.errors) from None
-        if row_errors:
-            first = sorted(row_errors)[:20]
-            raise InvalidArgument.fields([FieldError(f"row {i}: {row_errors[i].field}", row_errors[i].reason)
-                                          for i in first])
+        _require_valid_columns(model.schema, n, columns, "columns", lambda i: f"row {i}")
         served = self._registry.served(model, version, alias)
         by_name = {c.name: c for c in columns}
         probs = served.model.predict_columns(n, by_name) if n else np.zeros(0)
@@ -254,14 +247,7 @@ class Inference:
             raise InvalidArgument.fields(errors)
         # The subject's features as constant columns: then it is one columnar batch.
         merged = list(columns) + [_constant(name, value, n) for name, value in subject.items()]
-        try:
-            row_errors = check_columns(model.schema, n, merged, "candidate_columns.features")
-        except SchemaError as exc:
-            raise InvalidArgument.fields(exc.errors) from None
-        if row_errors:
-            first = sorted(row_errors)[:20]
-            raise InvalidArgument.fields([FieldError(f"candidate {ids[i]}: {row_errors[i].field}", row_errors[i].reason)
-                                          for i in first])
+        _require_valid_columns(model.schema, n, merged, "candidate_columns.features", lambda i: f"candidate {ids[i]}")
         served = self._registry.served(model, version, alias)
         scoring = served.model
         if scoring.trees is not None and n < 256:
@@ -286,6 +272,18 @@ class Inference:
                for rank, i in enumerate(chosen, start=1)]
         self._log_batch(recommendation_id, model, served, merged, n, probs)
         return recommendation_id, served.version, out
+
+
+def _require_valid_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str,
+                           row_name: Callable[[int], str]) -> None:
+    """INVALID_ARGUMENT naming the first bad rows (or the bad column) of a columnar batch."""
+    try:
+        row_errors = check_columns(schema, n, columns, prefix)
+    except SchemaError as exc:
+        raise InvalidArgument.fields(exc.errors) from None
+    if row_errors:
+        raise InvalidArgument.fields([FieldError(f"{row_name(i)}: {row_errors[i].field}", row_errors[i].reason)
+                                      for i in sorted(row_errors)[:20]])
 
 
 def _constant(name: str, value: object, n: int) -> Column:

@@ -83,7 +83,7 @@ class Monitor:
 
     def snapshot(self, model: ModelRecord, version: int, start_us: int | None, end_us: int | None,
                  last_n: int) -> tuple[Snapshot, PredictionWindow]:
-        w = self.repo.window(model.id, version, start_us, end_us, last_n, with_rows=False)
+        w = self.repo.window(model.id, version, start_us, end_us, last_n)
         labels = np.asarray(w.labels, dtype=np.int64)
         probs = np.asarray(w.probabilities, dtype=np.float64)
         known = labels >= 0

@@ -12,6 +12,18 @@ from ..errors import ResourceExhausted, Unavailable
 from .migrations import MIGRATIONS
 
 
+def time_clause(column: str, start_us: int | None, end_us: int | None) -> tuple[str, list[object]]:
+    """`` AND column >= ? AND column < ?`` for the ends that are set, and their arguments."""
+    sql, args = "", []
+    if start_us is not None:
+        sql += f" AND {column} >= ?"
+        args.append(start_us)
+    if end_us is not None:
+        sql += f" AND {column} < ?"
+        args.append(end_us)
+    return sql, args
+
+
 class StoreError(RuntimeError):
     """The database cannot be used (corrupt, newer schema, unopenable)."""
 

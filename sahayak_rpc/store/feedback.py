@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from ..feedback import FeedbackRecord
-from .db import Database
+from .db import Database, time_clause
 
 
 class FeedbackRepository:
@@ -42,13 +42,9 @@ class FeedbackRepository:
                      scheme_id: str) -> list[tuple[str, str, str, int]]:
         sql = ("SELECT coalesce(scheme_id, ''), interaction, coalesce(outcome, ''), coalesce(rating, 0)"
                " FROM feedback WHERE model_id = ?")
-        args: list[Any] = [model_id]
-        if start_us is not None:
-            sql += " AND occurred_us >= ?"
-            args.append(start_us)
-        if end_us is not None:
-            sql += " AND occurred_us < ?"
-            args.append(end_us)
+        window_sql, window_args = time_clause("occurred_us", start_us, end_us)
+        sql += window_sql
+        args: list[Any] = [model_id, *window_args]
         if scheme_id:
             sql += " AND scheme_id = ?"
             args.append(scheme_id)

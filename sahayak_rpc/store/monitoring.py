@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from .db import Database
+from .db import Database, time_clause
 
 _IN = 500
 
@@ -21,7 +21,6 @@ class PredictionWindow:
     probabilities: list[float] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     times: list[int] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -89,47 +88,24 @@ class MonitoringRepository:
             out.times.append(created)
         return out
 
-    def window(self, model_id: int, version: int, start_us: int | None, end_us: int | None, last_n: int,
-               with_rows: bool) -> PredictionWindow:
+    def window(self, model_id: int, version: int, start_us: int | None, end_us: int | None,
+               last_n: int) -> PredictionWindow:
         """Predictions (served, logged and batched), oldest first, with their outcomes' labels."""
-        if last_n and start_us is None and end_us is None and not with_rows:
+        if last_n and start_us is None and end_us is None:
             return self.last_labelled(model_id, version, last_n)
         out = PredictionWindow()
-        conds, args = ["model_id = ?"], [model_id]
-        if version:
-            conds.append("version = ?")
-            args.append(version)
-        if start_us is not None:
-            conds.append("created_us >= ?")
-            args.append(start_us)
-        if end_us is not None:
-            conds.append("created_us < ?")
-            args.append(end_us)
-        where = " AND ".join(conds)
-        items: list[tuple[int, str, int, float, str | None]] = []
+        window_sql, args = time_clause("created_us", start_us, end_us)
+        where = "model_id = ?" + (" AND version = ?" if version else "") + window_sql
+        args = [model_id, *([version] if version else []), *args]
+        items: list[tuple[int, str, int, float]] = []
         with self._db.read() as conn:
-            for pid, ver, prob, created, feats in conn.execute(
-                    f"SELECT prediction_id, version, probability, created_us, {'features_json' if with_rows else 'NULL'}"
-                    f" FROM predictions WHERE {where}", args):
-                items.append((created, pid, ver, prob, feats))
-            for bid, ver, n, cols, probs, created in conn.execute(
-                    f"SELECT batch_id, version, row_count, {'columns_json' if with_rows else 'NULL'}, probabilities_json,"
-                    f" created_us FROM prediction_batches WHERE {where}", args):
-                decoded = orjson.loads(probs)
-                columns = orjson.loads(cols) if cols else None
-                for i in range(n):
-                    row = None
-                    if columns is not None:
-                        row = {}
-                        for name, values in columns.items():
-                            if isinstance(values, dict):
-                                code = values["codes"][i]
-                                value = values["dictionary"][code] if code >= 0 else None
-                            else:
-                                value = values[i]
-                            if value is not None and value != "":
-                                row[name] = value
-                    items.append((created, f"{bid}:{i}", ver, decoded[i], row))  # type: ignore[arg-type]
+            for pid, ver, prob, created in conn.execute(
+                    f"SELECT prediction_id, version, probability, created_us FROM predictions WHERE {where}", args):
+                items.append((created, pid, ver, prob))
+            for bid, ver, probs, created in conn.execute(
+                    f"SELECT batch_id, version, probabilities_json, created_us FROM prediction_batches WHERE {where}",
+                    args):
+                items += [(created, f"{bid}:{i}", ver, p) for i, p in enumerate(orjson.loads(probs))]
             items.sort(key=lambda t: t[0])
             labels: dict[str, int] = {}
             ids = [t[1] for t in items]
@@ -142,14 +118,12 @@ class MonitoringRepository:
         if last_n:
             # The newest N *labelled* predictions.
             items = [t for t in items if t[1] in labels][-last_n:]
-        for created, pid, ver, prob, feats in items:
+        for created, pid, ver, prob in items:
             out.ids.append(pid)
             out.versions.append(ver)
             out.probabilities.append(prob)
             out.labels.append(labels.get(pid, -1))
             out.times.append(created)
-            if with_rows:
-                out.rows.append(feats if isinstance(feats, dict) else (orjson.loads(feats) if feats else {}))
         return out
 
     def window_columns(self, model_id: int, start_us: int | None, end_us: int | None,
@@ -159,14 +133,9 @@ class MonitoringRepository:
         A chunk is ("values", list) with None for missing, or ("codes", dictionary, codes) with -1 for missing.
         ``last_n`` keeps the newest N predictions (whole batches are kept or cut at the boundary).
         """
-        conds, args = ["model_id = ?"], [model_id]
-        if start_us is not None:
-            conds.append("created_us >= ?")
-            args.append(start_us)
-        if end_us is not None:
-            conds.append("created_us < ?")
-            args.append(end_us)
-        where = " AND ".join(conds)
+        window_sql, window_args = time_clause("created_us", start_us, end_us)
+        where = "model_id = ?" + window_sql
+        args = [model_id, *window_args]
         columns: dict[str, list[tuple[Any, ...]]] = {}
         probs: list[float] = []
         n = 0

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import orjson
 
 from ..ingest import OutcomeRecord
-from .db import Database
+from .db import Database, time_clause
 
 _IN_CHUNK = 500
 _INSERT = (
@@ -110,12 +110,9 @@ class OutcomeRepository:
         if through_seq is not None:
             sql += " AND seq <= ?"
             args.append(through_seq)
-        if start_us is not None:
-            sql += " AND occurred_us >= ?"
-            args.append(start_us)
-        if end_us is not None:
-            sql += " AND occurred_us < ?"
-            args.append(end_us)
+        window_sql, window_args = time_clause("occurred_us", start_us, end_us)
+        sql += window_sql
+        args += window_args
         if last_n:
             sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq"
             args.append(last_n)

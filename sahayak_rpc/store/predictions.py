@@ -13,6 +13,20 @@ _INSERT = ("INSERT INTO predictions (prediction_id, model_id, version, features_
            " created_us, entities_json, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
+def batch_row(columns: dict[str, Any], i: int) -> dict[str, Any]:
+    """Row ``i`` of a logged batch's columns (missing values left out)."""
+    row = {}
+    for name, values in columns.items():
+        if isinstance(values, dict):  # dictionary-encoded: codes index the dictionary, -1 = missing
+            code = values["codes"][i]
+            value = values["dictionary"][code] if code >= 0 else None
+        else:
+            value = values[i]
+        if value is not None and value != "":
+            row[name] = value
+    return row
+
+
 class PredictionRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -56,15 +70,7 @@ class PredictionRepository:
         i = int(index)
         if b is None or i >= b[2]:
             return None
-        features = {}
-        for name, values in orjson.loads(b[3]).items():
-            if isinstance(values, dict):  # dictionary-encoded: codes index the dictionary, -1 = missing
-                code = values["codes"][i]
-                value = values["dictionary"][code] if code >= 0 else None
-            else:
-                value = values[i]
-            if value is not None and value != "":
-                features[name] = value
+        features = batch_row(orjson.loads(b[3]), i)
         prob = orjson.loads(b[4])[i]
         return (prediction_id, b[0], b[1], orjson.dumps(features).decode(), prob, int(prob >= b[5]), b[6], None, b[7])
 
