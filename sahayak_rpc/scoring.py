@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .encoding import MISSING, UNKNOWN, BooleanEncoding, CategoricalEncoding, LinearEncoder, NumericEncoding, RawEncoder
+from .encoding import MISSING, UNKNOWN, CategoricalEncoding, LinearEncoder, NumericEncoding, RawEncoder
 from .schema import Column, Row, Schema, as_array
 
 Contribution = tuple[str, float]

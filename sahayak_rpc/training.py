@@ -6,7 +6,6 @@ reported through a callback; ``cancelled()`` is polled between steps.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from . import metrics as mt
 from . import split as splitting
-from .encoding import LinearEncoder, RawEncoder, fit_linear
+from .encoding import RawEncoder, fit_linear
 from .schema import Row, Schema
 from .scoring import Calibrator, LinearScorer, ScoringModel, TreeArrays, TreeScorer
 from .settings import ModelSettings

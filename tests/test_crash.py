@@ -8,7 +8,6 @@ import subprocess
 import threading
 from pathlib import Path
 
-import grpc
 import pytest
 
 from sahayak_rpc.client import Client, OutcomeInput, SahayakError

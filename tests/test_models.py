@@ -10,7 +10,7 @@ from sahayak_rpc.client import SahayakError
 from sahayak_rpc.schema import FeatureSpec, FeatureType
 from sahayak_rpc._proto.sahayak.v1 import registry_pb2
 
-from .conftest import SMALL_FEATURES, SMALL_LABEL, Running
+from .conftest import SMALL_FEATURES, Running
 
 
 def test_a_declared_model_reads_back_with_the_seed_defaults(running: Running, small_model: str) -> None:

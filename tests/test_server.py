@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from sahayak_rpc import config
 from sahayak_rpc.client import Client
 from sahayak_rpc.server import SERVICES, Server
-from sahayak_rpc._proto.sahayak.v1 import monitor_pb2, registry_pb2
+from sahayak_rpc._proto.sahayak.v1 import registry_pb2
 
 from .conftest import Running, good_row, server_command
 

@@ -106,11 +106,6 @@ def value_to_proto(value: float | str | bool) -> common_pb2.FeatureValue:
     return common_pb2.FeatureValue(number_value=value)
 
 
-def row_to_proto(row: Row, target: Any) -> None:
-    for name, value in row.items():
-        target[name].CopyFrom(value_to_proto(value))
-
-
 def check_string_map(m: Mapping[str, str], path: str, errors: list[FieldError]) -> None:
     if len(m) > MAX_MAP_ENTRIES:
         errors.append(FieldError(path, f"at most {MAX_MAP_ENTRIES} entries"))

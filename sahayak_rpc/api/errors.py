@@ -31,6 +31,3 @@ def to_status(err: ServiceError) -> grpc.Status:
     status = status_pb2.Status(code=code_pb2.Code.Value(err.code), message=err.message[:2000], details=details)
     return rpc_status.to_status(status)
 
-
-def status_code(err: ServiceError) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, err.code)  # type: ignore[no-any-return]

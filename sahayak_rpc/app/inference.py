@@ -67,12 +67,9 @@ class Inference:
         self._registry = registry
         self._log = log
         self.new_id = IdMaker()
-        self.served_count: dict[tuple[str, int], int] = {}
         self.metrics: Any = None  # runtime.metrics.Metrics when /metrics is on
 
     def _count(self, model: ModelRecord, version: int, n: int) -> None:
-        key = (model.name, version)
-        self.served_count[key] = self.served_count.get(key, 0) + n
         if self.metrics is not None:
             self.metrics.predictions.labels(model.name, str(version)).inc(n)
 

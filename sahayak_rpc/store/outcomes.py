@@ -150,13 +150,6 @@ class OutcomeRepository:
         r = self._db.reader().execute("SELECT coalesce(max(seq), 0) FROM outcomes WHERE model_id = ?", (model_id,)).fetchone()
         return int(r[0])
 
-    def time_range(self, model_id: int, through_seq: int) -> tuple[int, int]:
-        r = self._db.reader().execute(
-            "SELECT coalesce(min(occurred_us), 0), coalesce(max(occurred_us), 0) FROM outcomes WHERE model_id = ? AND seq <= ?",
-            (model_id, through_seq),
-        ).fetchone()
-        return int(r[0]), int(r[1])
-
 
 @dataclass
 class LoadedOutcomes:
