@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,17 @@ def running(tmp_path: Path) -> Iterator[Running]:
 def small_model(running: Running) -> str:
     running.client.create_model("small", SMALL_FEATURES, SMALL_LABEL)
     return "small"
+
+
+def eventually(check: Callable[[], object], timeout: float = 60.0) -> object:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
 
 
 def server_command(*args: str) -> list[str]:

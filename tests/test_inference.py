@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import grpc
 import numpy as np
@@ -13,7 +12,7 @@ from sahayak_rpc.client import SahayakError
 from sahayak_rpc.demo_data import SCHEMES, generate_outcomes
 from sahayak_rpc._proto.sahayak.v1 import common_pb2, inference_pb2, monitor_pb2
 
-from .conftest import Running, load_demo_rows
+from .conftest import Running, eventually, load_demo_rows
 
 MODEL = "scheme-sahayak"
 
@@ -210,10 +209,7 @@ def test_the_local_scorer_follows_the_champion_and_reports_back(running: Running
         assert local.version == 1
         assert local.probability == c.predict(MODEL, rows[0]).probability
         assert c.train(MODEL, families=["gradient_boosting"]).promoted
-        deadline = time.monotonic() + 10
-        while scorer.version != 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert scorer.version == 2
+        eventually(lambda: scorer.version == 2, timeout=10)
         assert scorer.predict(rows[1]).probability == c.predict(MODEL, rows[1]).probability
         assert scorer.flush() == 2
     stored = running.server.ctx.predictions.get(local.prediction_id)

@@ -13,7 +13,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from sahayak_rpc.demo_data import generate_outcomes
 from sahayak_rpc._proto.sahayak.v1 import common_pb2, monitor_pb2, training_pb2
 
-from .conftest import Running, load_demo_rows, start_server, stop_server
+from .conftest import Running, eventually, load_demo_rows, start_server, stop_server
 
 MODEL = "scheme-sahayak"
 M = monitor_pb2
@@ -164,9 +164,7 @@ def test_alerts_raise_stream_acknowledge_and_resolve_with_cooldown(served: Runni
     predict_all(served, shifted(rows))
     fresh = c.monitor.RunHealthCheck(M.RunHealthCheckRequest(model=MODEL)).results[0].raised
     assert [a.alert_id != drift_alert.alert_id for a in fresh if a.rule == M.ALERT_RULE_FEATURE_DRIFT] == [True]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len([e for e in events if e.alert.alert_id == drift_alert.alert_id]) < 3:
-        time.sleep(0.05)
+    eventually(lambda: len([e for e in events if e.alert.alert_id == drift_alert.alert_id]) >= 3, timeout=10)
     call.cancel()
     mine = [e.event_type for e in events if e.alert.alert_id == drift_alert.alert_id]
     assert mine == [M.ALERT_EVENT_TYPE_RAISED, M.ALERT_EVENT_TYPE_ACKNOWLEDGED, M.ALERT_EVENT_TYPE_RESOLVED]
@@ -258,18 +256,13 @@ def test_the_scheduler_checks_health_every_interval_and_enforces_retention(tmp_p
     r = start_server(tmp_path / "h.db", scheduler=True)
     try:
         load_demo_rows(r.client, 1500)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not r.client.get_model(MODEL).champion_version:
-            time.sleep(0.05)
+        eventually(lambda: r.client.get_model(MODEL).champion_version)
         rows = [e.features for e in generate_outcomes(50, seed=45)]
         predict_all(r, rows)
         model_id = r.server.catalog.get(MODEL).id
         assert r.server.ctx.predictions.count(model_id) == 50
         r.clock.advance(8 * DAY)  # past the 7-day prediction retention
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and r.server.ctx.predictions.count(model_id):
-            time.sleep(0.05)
-        assert r.server.ctx.predictions.count(model_id) == 0
+        eventually(lambda: r.server.ctx.predictions.count(model_id) == 0, timeout=30)
         alerts = r.client.monitor.ListAlerts(M.ListAlertsRequest(model=MODEL)).alerts
         assert M.ALERT_RULE_NO_RECENT_PREDICTIONS in {a.rule for a in alerts}
     finally:
@@ -293,9 +286,7 @@ def test_the_whole_loop_on_the_injected_clock(tmp_path) -> None:
     c = r.client
     try:
         load_demo_rows(c, 1500)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not c.get_model(MODEL).champion_version:
-            time.sleep(0.05)
+        eventually(lambda: c.get_model(MODEL).champion_version)
         patch = registry_pb2.Model(name=MODEL)
         patch.settings.monitoring.alert_cooldown.FromSeconds(3 * DAY)
         c.update_model(patch, ["settings.monitoring.alert_cooldown"])
@@ -309,15 +300,6 @@ def test_the_whole_loop_on_the_injected_clock(tmp_path) -> None:
             return [a for a in c.monitor.ListAlerts(M.ListAlertsRequest(model=MODEL)).alerts
                     if a.rule == M.ALERT_RULE_FEATURE_DRIFT]
 
-        def wait_for(cond, timeout=30.0):
-            end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                value = cond()
-                if value:
-                    return value
-                time.sleep(0.05)
-            raise AssertionError("condition not met in time")
-
         watch = c.monitor.WatchAlerts(M.WatchAlertsRequest(model=MODEL), timeout=60)
         seen: list = []
         predict_all(r, heavily_shifted(normal))
@@ -329,14 +311,14 @@ def test_the_whole_loop_on_the_injected_clock(tmp_path) -> None:
         watch.cancel()  # the subscriber goes away
         raised = seen[-1]
         assert raised.event_type == M.ALERT_EVENT_TYPE_RAISED and raised.alert.severity == M.ALERT_SEVERITY_CRITICAL
-        runs = wait_for(lambda: [x for x in c.training.ListTrainingRuns(
+        runs = eventually(lambda: [x for x in c.training.ListTrainingRuns(
             training_pb2.ListTrainingRunsRequest(model=MODEL)).runs if x.trigger == training_pb2.TRAINING_TRIGGER_DRIFT])
         c.wait_run(runs[0].run_id)
 
         r.clock.advance(DAY)  # the shifted rows leave the drift window
         predict_all(r, normal)
         check_now()
-        wait_for(lambda: drift_alerts()[0].state == M.ALERT_STATE_RESOLVED)
+        eventually(lambda: drift_alerts()[0].state == M.ALERT_STATE_RESOLVED)
 
         predict_all(r, heavily_shifted(normal))  # a second breach, inside the 3-day cooldown
         check_now()

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-
 from sahayak_rpc.client import OutcomeInput
 from sahayak_rpc.demo_data import generate_outcomes
 from sahayak_rpc._proto.sahayak.v1 import registry_pb2, training_pb2
 
-from .conftest import load_demo_rows, start_server, stop_server
+from .conftest import eventually, load_demo_rows, start_server, stop_server
 
 MODEL = "scheme-sahayak"
 WEEK = 7 * 86400
-
-
-def eventually(check: Callable[[], object], timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def runs(client) -> list:
