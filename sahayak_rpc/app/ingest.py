@@ -53,13 +53,13 @@ class Ingest:
             self._since_training[model.id] = since
 
     def _added(self, model: ModelRecord, n: int) -> int:
-        current = self.labels_since_training(model)
-        with self._lock:
-            self._since_training[model.id] = current + n
+        self.labels_since_training(model)  # counted from the store if this is the first time
+        with self._lock:  # read and write together: concurrent ingests must not lose counts
+            total = self._since_training[model.id] = self._since_training[model.id] + n
         every = model.settings.training.incremental_every
-        if n and every and current + n >= every and self.on_threshold is not None:
+        if n and every and total >= every and self.on_threshold is not None:
             self.on_threshold()  # enough new labels: the scheduler should look now
-        return current + n
+        return total
 
     def record_one(self, model: ModelRecord, cand: Candidate) -> tuple[bool, int]:
         """Store one outcome; returns (duplicate, labels since training)."""
