@@ -24,6 +24,12 @@ def time_clause(column: str, start_us: int | None, end_us: int | None) -> tuple[
     return sql, args
 
 
+def equal_clause(**columns: object) -> tuple[str, list[object]]:
+    """`` AND col = ?`` for every column whose value is given (None or "" means: any)."""
+    given = [(c, v) for c, v in columns.items() if v is not None and v != ""]
+    return "".join(f" AND {c} = ?" for c, _ in given), [v for _, v in given]
+
+
 class StoreError(RuntimeError):
     """The database cannot be used (corrupt, newer schema, unopenable)."""
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from .db import Database, time_clause
+from .db import Database, equal_clause, time_clause
 
 _IN = 500
 
@@ -231,14 +231,9 @@ class MonitoringRepository:
 
     def list_alerts(self, model_id: int | None, state: str, severities: tuple[str, ...], before: int,
                     limit: int) -> list[tuple[int, AlertRow]]:
-        sql = f"SELECT rowid, {_ALERT_COLS} FROM alerts WHERE rowid < ?"
-        args: list[Any] = [before]
-        if model_id is not None:
-            sql += " AND model_id = ?"
-            args.append(model_id)
-        if state:
-            sql += " AND state = ?"
-            args.append(state)
+        filters, values = equal_clause(model_id=model_id, state=state)
+        sql = f"SELECT rowid, {_ALERT_COLS} FROM alerts WHERE rowid < ?" + filters
+        args: list[Any] = [before, *values]
         if severities:
             sql += f" AND severity IN ({','.join('?' * len(severities))})"
             args += list(severities)

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from ..versions import ACTIVE_STATES, FAILED, RunRecord
-from .db import Database
+from .db import Database, equal_clause
 
 _COLS = ("run_id, model_id, kind, trigger, state, created_us, started_us, ended_us, through_seq, request_json,"
          " result_json, produced_version, promoted, end_reason, description")
@@ -55,14 +55,9 @@ class RunRepository:
 
     def list(self, model_id: int | None, state: str, before: tuple[int, int] | None, limit: int) -> list[tuple[int, RunRecord]]:
         """(position, run), newest first; ``before`` is the (created_us, position) of the previous page's last run."""
-        sql = f"SELECT rowid, {_COLS} FROM training_runs WHERE 1"
-        args: list[Any] = []
-        if model_id is not None:
-            sql += " AND model_id = ?"
-            args.append(model_id)
-        if state:
-            sql += " AND state = ?"
-            args.append(state)
+        filters, values = equal_clause(model_id=model_id, state=state)
+        sql = f"SELECT rowid, {_COLS} FROM training_runs WHERE 1" + filters
+        args: list[Any] = list(values)
         if before is not None:
             sql += " AND (created_us, rowid) < (?, ?)"
             args += list(before)
