@@ -13,7 +13,10 @@ COPY --from=build /install /usr/local
 USER sahayak
 WORKDIR /data
 VOLUME ["/data"]
+# Plaintext beyond loopback must be asked for: set SAHAYAK_SERVER_TLS_CERT and
+# SAHAYAK_SERVER_TLS_KEY (mounted files) to serve TLS instead.
 ENV SAHAYAK_SERVER_HOST=0.0.0.0 \
+    SAHAYAK_SERVER_ALLOW_PLAINTEXT=true \
     SAHAYAK_SERVER_PORT=50051 \
     SAHAYAK_SERVER_DB=/data/sahayak.db \
     PYTHONUNBUFFERED=1

@@ -7,6 +7,10 @@
     sahayak-rpc status                the server's status
     sahayak-rpc health                exit 0 when the server is SERVING
     sahayak-rpc config                the effective configuration
+    sahayak-rpc token create          make a bearer token and add its hash to a token file
+
+Client commands take --token (default $SAHAYAK_TOKEN) and, for TLS, --tls-ca,
+--tls-cert and --tls-key (defaults $SAHAYAK_TLS_CA, $SAHAYAK_TLS_CERT, $SAHAYAK_TLS_KEY).
 """
 
 from __future__ import annotations
@@ -34,6 +38,57 @@ def _message(msg: Any) -> dict[str, Any]:
     return json_format.MessageToDict(msg, preserving_proto_field_name=True)
 
 
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"sahayak-rpc: cannot read {path}: {exc.strerror}") from None
+
+
+def _client(args: argparse.Namespace, **kwargs: Any) -> Any:
+    """A Client for the command's --target, token and TLS options."""
+    from .client import Client
+
+    return Client(args.target, token=args.token or None, ca_cert=_read(args.tls_ca),
+                  client_cert=_read(args.tls_cert), client_key=_read(args.tls_key), **kwargs)
+
+
+def _server_tls(cfg: Any) -> dict[str, Any]:
+    """How the in-process demo loader reaches its own server: trusting the server's
+    certificate chain (a self-signed certificate, or a chain that ends in its root)."""
+    if not cfg.tls_cert:
+        return {}
+    return {"ca_cert": _read(cfg.tls_cert), "client_cert": _read(cfg.tls_cert) if cfg.tls_client_ca else None,
+            "client_key": _read(cfg.tls_key) if cfg.tls_client_ca else None}
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from . import auth
+
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    token = auth.new_token()
+    try:
+        entry = auth.token_entry(args.name, token, roles)
+        if args.file:
+            path = Path(args.file)
+            if path.exists():
+                existing = auth.parse_tokens(path.read_text(encoding="utf-8"), str(path))
+                if any(p.name == args.name for p in existing.values()):
+                    raise auth.TokenFileError(f"{path}: a token named {args.name!r} exists; remove it first")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                f.write(entry)
+    except auth.TokenFileError as exc:
+        print(f"sahayak-rpc: {exc}", file=sys.stderr)
+        return 2
+    if not args.file:
+        print(entry.strip(), file=sys.stderr)
+    print(token)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import config as cfgmod
     from .logs import configure
@@ -41,15 +96,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         cfg = cfgmod.load(args.config, host=args.host, port=args.port, db=args.db, log_level=args.log_level,
-                          metrics_port=args.metrics_port)
+                          metrics_port=args.metrics_port, tokens_file=args.tokens_file, tls_cert=args.tls_cert,
+                          tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
     except cfgmod.ConfigError as exc:
         print(f"sahayak-rpc: {exc}", file=sys.stderr)
         return 2
     configure(cfg.log_level)
+    from .auth import TokenFileError
+
     try:
         server = Server(cfg)
         done = server.handle_signals()
         server.start()
+    except TokenFileError as exc:
+        print(f"sahayak-rpc: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"sahayak-rpc: {exc}", file=sys.stderr)
         return 1
@@ -68,7 +129,7 @@ def _serve_demo(server: Any, n: int) -> None:
     log = structlog.get_logger("sahayak_rpc.demo")
     host = server.config.host if server.config.host not in ("0.0.0.0", "::", "[::]") else "127.0.0.1"
     try:
-        with Client(f"{host}:{server.port}") as client:
+        with Client(f"{host}:{server.port}", token=server.internal_token, **_server_tls(server.config)) as client:
             result = load_demo(client, n=n)
         log.info("demo.loaded", **dataclasses.asdict(result))
     except Exception:
@@ -76,10 +137,9 @@ def _serve_demo(server: Any, n: int) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .client import Client
     from .demo import load_demo
 
-    with Client(args.target) as client:
+    with _client(args) as client:
         bar = _progress(args.outcomes, "outcomes", quiet=args.json)
         result = load_demo(client, n=args.outcomes, seed=args.seed, train=not args.no_train,
                            progress=bar.update if bar is not None else None)
@@ -111,9 +171,8 @@ def _progress(total: int | None, unit: str, quiet: bool = False) -> Any:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .client import Client
 
-    with Client(args.target) as client:
+    with _client(args) as client:
         if args.name:
             _print_json(_message(client.get_model(args.name)))
         else:
@@ -128,14 +187,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .api.convert import schema_from_proto
-    from .client import Client
     from .outcome_files import read_outcomes
 
     path = Path(args.file)
     if not path.is_file():
         print(f"sahayak-rpc: no such file: {path}", file=sys.stderr)
         return 2
-    with Client(args.target) as client:
+    with _client(args) as client:
         schema = schema_from_proto(client.get_model(args.model))
         unreadable: list[str] = []
         bar = _progress(None, "rows", quiet=args.json)
@@ -168,9 +226,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .client import Client
 
-    with Client(args.target) as client:
+    with _client(args) as client:
         status = client.server_status()
     if args.json:
         _print_json(_message(status))
@@ -184,9 +241,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 0 when the server reports SERVING (the Docker HEALTHCHECK uses this)."""
-    from .client import Client
 
-    with Client(args.target, timeout=args.timeout) as client:
+    with _client(args, timeout=args.timeout) as client:
         status = client.health(args.service)
     print(status)
     return 0 if status == "SERVING" else 1
@@ -214,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)")
+    p.add_argument("--tokens-file", help="bearer tokens with roles (TOML; default: no authentication)")
+    p.add_argument("--tls-cert", help="server certificate chain (PEM); turns TLS on")
+    p.add_argument("--tls-key", help="server private key (PEM)")
+    p.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--demo", action="store_true", help="create the Scheme Sahayak demo model and load demo outcomes")
     p.add_argument("--demo-outcomes", type=int, default=20_000, help="demo outcomes to load (default 20000)")
     p.set_defaults(func=cmd_serve)
@@ -221,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     def target(p: argparse.ArgumentParser) -> None:
         p.add_argument("--target", default=DEFAULT_TARGET, help="server address (default $SAHAYAK_TARGET or 127.0.0.1:50051)")
         p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--token", default=os.environ.get("SAHAYAK_TOKEN"), help="bearer token (default $SAHAYAK_TOKEN)")
+        p.add_argument("--tls-ca", default=os.environ.get("SAHAYAK_TLS_CA"),
+                       help="connect with TLS, trusting this CA (PEM)")
+        p.add_argument("--tls-cert", default=os.environ.get("SAHAYAK_TLS_CERT"), help="client certificate (PEM), for mutual TLS")
+        p.add_argument("--tls-key", default=os.environ.get("SAHAYAK_TLS_KEY"), help="client private key (PEM)")
 
     p = sub.add_parser("demo", help="create the demo model, load generated outcomes and train a champion")
     target(p)
@@ -250,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", default="", help="a service name (default: the whole server)")
     p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(func=cmd_health)
+
+    p = sub.add_parser("token", help="manage bearer tokens")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    t = tsub.add_parser("create", help="print a new token; its hash goes to --file (or stderr)")
+    t.add_argument("--name", required=True, help="shows in logs in place of the token")
+    t.add_argument("--roles", required=True, help="comma-separated: predict, ingest, operate")
+    t.add_argument("--file", help="token file to append to (created with mode 0600)")
+    t.set_defaults(func=cmd_token)
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.add_argument("--config", help="TOML configuration file")

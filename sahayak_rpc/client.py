@@ -206,11 +206,26 @@ class Client:
         channel: grpc.Channel | None = None,
         metadata: Iterable[tuple[str, str]] = (),
         options: Iterable[tuple[str, Any]] = (),
+        token: str | None = None,
+        tls: bool = False,
+        ca_cert: bytes | None = None,
+        client_cert: bytes | None = None,
+        client_key: bytes | None = None,
     ) -> None:
+        """``token``: a bearer token (sent as ``authorization: Bearer``). TLS is on
+        when ``tls`` or any certificate is given: ``ca_cert`` (PEM) verifies the
+        server (default: the system roots), ``client_cert``/``client_key`` (PEM)
+        are this client's for mutual TLS."""
         opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20), *options]
-        self.channel = channel or grpc.insecure_channel(target, options=opts)
+        if channel is None:
+            if tls or ca_cert or client_cert:
+                creds = grpc.ssl_channel_credentials(ca_cert, client_key, client_cert)
+                channel = grpc.secure_channel(target, creds, options=opts)
+            else:
+                channel = grpc.insecure_channel(target, options=opts)
+        self.channel = channel
         self.timeout = timeout
-        self.metadata = tuple(metadata)
+        self.metadata = tuple(metadata) + ((("authorization", f"Bearer {token}"),) if token else ())
         self.registry = registry_pb2_grpc.ModelRegistryServiceStub(self.channel)
         self.training = training_pb2_grpc.TrainingServiceStub(self.channel)
         self.monitor = monitor_pb2_grpc.MonitorServiceStub(self.channel)

@@ -9,6 +9,7 @@ Durations are seconds or a number with a unit: 90s, 5m, 2h, 7d.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -52,6 +53,13 @@ class ServerConfig:
     # "full" fsyncs every commit (durable across power loss); "normal" is
     # durable across a process crash only, and faster.
     synchronous: str = "full"
+    # How long a write waits for a lock that another process holds on the
+    # database before it answers UNAVAILABLE (reason DATABASE_LOCKED).
+    busy_timeout_s: float = 5.0
+    # Cap on the database file, in pages of 4 KiB (0: none); a write that
+    # would grow it further answers RESOURCE_EXHAUSTED, as on a full disk.
+    # A quota, and the fault tests' way to fill the "disk" without root.
+    max_db_pages: int = 0
     keepalive_time_s: float = 60.0
     shutdown_grace_s: float = 10.0
     log_level: str = "info"
@@ -63,6 +71,21 @@ class ServerConfig:
     # Every served prediction goes to the prediction log (off: nothing to monitor).
     log_predictions: bool = True
     prediction_retention_s: float = 7 * ms.DAY
+    # TLS: certificate chain and key (PEM files). With client_ca, clients must
+    # present a certificate it signed (mutual TLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Without TLS the server listens only on loopback, unless this says otherwise.
+    allow_plaintext: bool = False
+    # Bearer tokens with roles (see sahayak_rpc/auth.py); empty: no authentication.
+    tokens_file: str = ""
+    open_reflection: bool = True
+    # Streams (either direction) one client may hold open at once; a client is
+    # its token's name, or its address without a token.
+    max_streams_per_client: int = 64
+    # Messages one client stream may send (ImportOutcomes, ImportFeedback, ...).
+    max_stream_messages: int = 100_000
     performance_retention_s: float = 30 * ms.DAY
     model_defaults: ms.ModelSettings = field(default_factory=ms.ModelSettings)
 
@@ -76,10 +99,20 @@ _KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("server", "max_concurrent_rpcs"): ("max_concurrent_rpcs", "int"),
     ("server", "max_message_bytes"): ("max_message_bytes", "int"),
     ("server", "synchronous"): ("synchronous", "str"),
+    ("server", "busy_timeout"): ("busy_timeout_s", "duration"),
+    ("server", "max_db_pages"): ("max_db_pages", "int"),
     ("server", "keepalive_time"): ("keepalive_time_s", "duration"),
     ("server", "shutdown_grace"): ("shutdown_grace_s", "duration"),
     ("server", "log_level"): ("log_level", "str"),
     ("server", "metrics_port"): ("metrics_port", "int"),
+    ("server", "tls_cert"): ("tls_cert", "str"),
+    ("server", "tls_key"): ("tls_key", "str"),
+    ("server", "tls_client_ca"): ("tls_client_ca", "str"),
+    ("server", "allow_plaintext"): ("allow_plaintext", "bool"),
+    ("server", "max_streams_per_client"): ("max_streams_per_client", "int"),
+    ("server", "max_stream_messages"): ("max_stream_messages", "int"),
+    ("auth", "tokens_file"): ("tokens_file", "str"),
+    ("auth", "open_reflection"): ("open_reflection", "bool"),
     ("training", "threads"): ("training_threads", "int"),
     ("training", "retrain_interval"): ("training.retrain_interval_s", "duration"),
     ("training", "incremental_every"): ("training.incremental_every", "int"),
@@ -109,8 +142,10 @@ _KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("monitoring", "retrain_on_breach"): ("monitoring.retrain_on_breach", "bool"),
 }
 _SERVER_ONLY = {"host", "port", "db", "max_workers", "max_concurrent_rpcs", "max_message_bytes", "synchronous",
+                "busy_timeout_s", "max_db_pages",
                 "keepalive_time_s", "shutdown_grace_s", "log_level", "health_check_interval_s", "training_threads", "metrics_port",
-                "log_predictions",
+                "log_predictions", "tls_cert", "tls_key", "tls_client_ca", "allow_plaintext", "tokens_file",
+                "open_reflection", "max_streams_per_client", "max_stream_messages",
                 "prediction_retention_s", "performance_retention_s"}
 
 
@@ -191,6 +226,8 @@ def _build(values: dict[str, Any]) -> ServerConfig:
     cfg = ServerConfig(model_defaults=defaults, **server)
     if cfg.synchronous not in ("full", "normal"):
         raise ConfigError("[server] synchronous: must be 'full' or 'normal'")
+    if cfg.busy_timeout_s < 0 or cfg.max_db_pages < 0:
+        raise ConfigError("[server] busy_timeout and max_db_pages: must not be negative")
     if not 0 <= cfg.metrics_port <= 65535:
         raise ConfigError("[server] metrics_port: must be in 0-65535 (0: off)")
     if not 0 <= cfg.port <= 65535:
@@ -201,10 +238,28 @@ def _build(values: dict[str, Any]) -> ServerConfig:
         raise ConfigError("[training] threads: must be 1-256")
     if cfg.max_message_bytes < 1024:
         raise ConfigError("[server] max_message_bytes: must be at least 1024")
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ConfigError("[server] tls_cert and tls_key: set both or neither")
+    if cfg.tls_client_ca and not cfg.tls_cert:
+        raise ConfigError("[server] tls_client_ca: mutual TLS needs tls_cert and tls_key too")
+    if not cfg.tls_cert and not cfg.allow_plaintext and not is_loopback(cfg.host):
+        raise ConfigError(f"[server] host: {cfg.host} is not a loopback address; configure tls_cert and tls_key, "
+                          "or set allow_plaintext = true to serve without TLS")
+    if cfg.max_streams_per_client < 1 or cfg.max_stream_messages < 1:
+        raise ConfigError("[server] max_streams_per_client and max_stream_messages: must be at least 1")
     for name in ("health_check_interval_s", "prediction_retention_s", "performance_retention_s"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name[:-2]}: must be positive")
     return cfg
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def describe(cfg: ServerConfig) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from grpc_reflection.v1alpha import reflection
 
 from .api.feedback import FeedbackServicer
 from .api.inference import InferenceServicer
-from .api.interceptor import RpcInterceptor
+from . import auth
+from .api.interceptor import Guard, RpcInterceptor
 from .api.monitor import MonitorServicer
 from .api.registry import ModelRegistryServicer
 from .api.training import TrainingServicer
@@ -78,13 +79,36 @@ def implemented_methods(servicers: dict[str, Any]) -> list[str]:
     return out
 
 
+def _method_names(service: str) -> list[str]:
+    from google.protobuf import descriptor_pool
+
+    return [m.name for m in descriptor_pool.Default().FindServiceByName(service).methods]
+
+
+def tls_credentials(cfg: ServerConfig) -> grpc.ServerCredentials:
+    """Server TLS from PEM files; with a client CA, clients must present a certificate it signed."""
+    def read(path: str, what: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise OSError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+    pair = [(read(cfg.tls_key, "[server] tls_key"), read(cfg.tls_cert, "[server] tls_cert"))]
+    if cfg.tls_client_ca:
+        ca = read(cfg.tls_client_ca, "[server] tls_client_ca")
+        return grpc.ssl_server_credentials(pair, root_certificates=ca, require_client_auth=True)
+    return grpc.ssl_server_credentials(pair)
+
+
 class Server:
     """One sahayak-rpc server process: gRPC services over one SQLite database."""
 
     def __init__(self, config: ServerConfig, clock: Clock | None = None, scheduler: bool = True) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.db = Database(config.db, synchronous=config.synchronous)
+        self.db = Database(config.db, synchronous=config.synchronous, busy_timeout_s=config.busy_timeout_s,
+                           max_pages=config.max_db_pages)
         self.ctx = AppContext(config=config, clock=self.clock, db=self.db)
         self.catalog = Catalog(self.ctx)
         self.ingest = Ingest(self.ctx)
@@ -106,6 +130,10 @@ class Server:
             self.monitor.metrics = self.metrics
             self.runner.add_listener(self._count_run)
         self._run_scheduler = scheduler
+        tokens = auth.TokenStore(config.tokens_file) if config.tokens_file else None
+        # The demo loader calls this server like any client does.
+        self.internal_token = tokens.add_internal("server-internal", auth.ROLES) if tokens else None
+        self.guard = Guard(tokens, config.open_reflection, config.max_streams_per_client, config.max_stream_messages)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
         self._stopped = threading.Event()
@@ -144,7 +172,7 @@ class Server:
         ]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="rpc"),
-            interceptors=[RpcInterceptor(self.metrics)],
+            interceptors=[RpcInterceptor(self.metrics, self.guard)],
             options=options,
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
         )
@@ -160,8 +188,16 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, server)
+        served = [f"/{s}/{m}" for s in names if s != reflection.SERVICE_NAME for m in _method_names(s)]
+        missing = auth.unmapped(served)
+        if missing:  # a new RPC must say who may call it before it can be served
+            raise RuntimeError(f"RPCs missing from the role table in sahayak_rpc/auth.py: {missing}")
+        address = f"{cfg.host}:{cfg.port}"
         try:
-            self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+            if cfg.tls_cert:
+                self.port = server.add_secure_port(address, tls_credentials(cfg))
+            else:
+                self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
         server.start()

@@ -34,12 +34,12 @@ class StoreError(RuntimeError):
     """The database cannot be used (corrupt, newer schema, unopenable)."""
 
 
-def _connect(path: str, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+def _connect(path: str, synchronous: str, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     # 64 MiB of page cache: bulk inserts touch index pages all over the file,
     # and SQLite's 2 MiB default thrashes past ~100k outcomes.
     conn.execute("PRAGMA cache_size=-65536")
@@ -60,11 +60,13 @@ def translate(exc: sqlite3.Error) -> Exception:
 
 
 class Database:
-    def __init__(self, path: str | Path, synchronous: str = "full") -> None:
+    def __init__(self, path: str | Path, synchronous: str = "full", busy_timeout_s: float = 5.0,
+                 max_pages: int = 0) -> None:
         self.path = str(path)
         self._synchronous = synchronous
+        self._busy_timeout_s = busy_timeout_s
         try:
-            self._writer = _connect(self.path, synchronous)
+            self._writer = _connect(self.path, synchronous, busy_timeout_s)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from None
         self._write_lock = threading.RLock()
@@ -73,6 +75,9 @@ class Database:
         self._readers_lock = threading.Lock()
         self._closed = False
         self.migrate()
+        if max_pages:
+            # Per connection, and never below the current size: only the writer grows the file.
+            self._writer.execute(f"PRAGMA max_page_count={int(max_pages)}")
 
     @property
     def schema_version(self) -> int:
@@ -118,7 +123,7 @@ class Database:
         if conn is None:
             if self._closed:
                 raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
-            conn = _connect(self.path, self._synchronous)
+            conn = _connect(self.path, self._synchronous, self._busy_timeout_s)
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn
             with self._readers_lock:
