@@ -37,12 +37,13 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, db: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, db: Path, env: dict[str, str] | None = None, tls_ca: bytes | None = None) -> None:
         self.port = free_port()
         cmd = [sys.executable, "-m", "sahayak_rpc.cli", "serve", "--port", str(self.port), "--db", str(db),
                "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
-        channel = grpc.insecure_channel(self.target)
+        channel = (grpc.secure_channel(self.target, grpc.ssl_channel_credentials(tls_ca)) if tls_ca
+                   else grpc.insecure_channel(self.target))
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 60
         while True:
@@ -325,6 +326,36 @@ def bench_monitoring(client: Client, server_db: Path, repeats: int, calls: int) 
     return figures
 
 
+def bench_security(server_db: Path, tmp: Path, repeats: int, calls: int) -> dict[str, object]:
+    """Predict through TLS with a bearer token against plaintext without, on two
+    fresh server processes over the same database, measured interleaved."""
+    from sahayak_rpc import auth
+    from sahayak_rpc._proto.sahayak.v1 import inference_pb2
+    from sahayak_rpc.client import fill_features
+    from tests.certs import make_certs
+
+    certs = make_certs(tmp)
+    token = auth.new_token()
+    (tmp / "tokens.toml").write_text(auth.token_entry("bench", token, ["predict"]))
+    secure_env = {"SAHAYAK_SERVER_TLS_CERT": str(certs.server_cert), "SAHAYAK_SERVER_TLS_KEY": str(certs.server_key),
+                  "SAHAYAK_AUTH_TOKENS_FILE": str(tmp / "tokens.toml")}
+    request = inference_pb2.PredictRequest(model="bench-linear")
+    fill_features(request.features, generate_outcomes(1, seed=7)[0].features)
+    plain = ServerProcess(server_db)
+    secure = ServerProcess(server_db, env=secure_env, tls_ca=certs.read("ca"))
+    time.sleep(3)  # let both start-up health checks finish
+    try:
+        with Client(plain.target) as p, Client(secure.target, token=token, ca_cert=certs.read("ca")) as s:
+            lat = interleaved({"plain": lambda: p.inference.Predict(request),
+                               "secure": lambda: s.inference.Predict(request, metadata=s.metadata)}, repeats, calls)
+    finally:
+        plain.stop()
+        secure.stop()
+    return {"auth_predict_p50_us": round(statistics.median(lat["secure"]), 1),
+            "plain_predict_p50_us": round(statistics.median(lat["plain"]), 1),
+            "auth_predict_vs_plain": ratio(lat["secure"], lat["plain"])}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -341,6 +372,7 @@ def main() -> int:
                 figures.update(bench_import(client, max(1, repeats // 2), rows))
                 figures.update(bench_learning(client, repeats, calls, rows))
                 figures.update(bench_monitoring(client, Path(tmp) / "bench.db", repeats, calls))
+                figures.update(bench_security(Path(tmp) / "bench.db", Path(tmp), repeats, calls))
         finally:
             server.stop()
     figures["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
