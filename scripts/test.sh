@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need into .venv, then run every check:
-#   the generated stubs are current, the contract passes buf lint, pytest.
+#   the generated stubs are current, the contract passes buf lint and is not
+#   broken against the previous commit (buf breaking), pytest.
 # Extra arguments go to pytest (e.g. ./scripts/test.sh -k ingest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +13,17 @@ echo "== generated stubs"
 .venv/bin/python scripts/gen_protos.py --check
 echo "== buf lint"
 .venv/bin/buf lint
+echo "== buf breaking (the contract against the previous commit)"
+if git rev-parse -q --verify 'HEAD~1^{commit}' >/dev/null 2>&1; then
+    .venv/bin/buf breaking --against '.git#ref=HEAD~1'
+else
+    echo "no previous commit in this clone (shallow?): fetching one"
+    git fetch -q --deepen=1 origin 2>/dev/null || true
+    if git rev-parse -q --verify 'HEAD~1^{commit}' >/dev/null 2>&1; then
+        .venv/bin/buf breaking --against '.git#ref=HEAD~1'
+    else
+        echo "buf breaking: no previous commit to compare with"
+    fi
+fi
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"
