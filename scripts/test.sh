@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests need into .venv, then run every check:
 #   the generated stubs are current, the contract passes buf lint and is not
-#   broken against the previous commit (buf breaking), pytest.
+#   broken against the previous commit (buf breaking), pytest, and the Node.js
+#   client's own tests (npm ci + node --test).
 # Extra arguments go to pytest (e.g. ./scripts/test.sh -k ingest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +28,5 @@ else
 fi
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"
+echo "== Node.js client (clients/node, against a real server)"
+clients/node/test.sh

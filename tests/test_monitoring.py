@@ -341,3 +341,24 @@ def test_the_whole_loop_on_the_injected_clock(tmp_path) -> None:
         assert len([x for x in expected if x[2] == raised.alert.alert_id]) == 1
     finally:
         stop_server(r)
+
+
+def test_a_health_check_right_after_a_prediction_sees_it(served: Running) -> None:
+    """The check flushes the prediction log first: no false 'no recent predictions' alert."""
+    served.client.predict(MODEL, generate_outcomes(1, seed=3)[0].features)
+    result = served.client.monitor.RunHealthCheck(M.RunHealthCheckRequest(model=MODEL)).results[0]
+    assert M.ALERT_RULE_NO_RECENT_PREDICTIONS not in [a.rule for a in result.raised]
+    assert result.last_prediction_time.seconds > 0
+
+
+def test_a_live_watch_says_when_it_is_listening(served: Running) -> None:
+    """Headers arrive before any event, so a client knows its watch has started."""
+    call = served.client.monitor.WatchAlerts(M.WatchAlertsRequest(model=MODEL), timeout=30)
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(call.initial_metadata()), daemon=True)
+    t.start()
+    t.join(10)
+    try:
+        assert got, "no headers before the first event"
+    finally:
+        call.cancel()

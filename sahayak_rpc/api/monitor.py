@@ -288,6 +288,8 @@ class MonitoringMixin:
             cursor = int(request.cursor)
         else:
             cursor = self._monitor.repo.last_event_seq()
+        # Headers now: a client that waits for them knows the watch is listening.
+        context.send_initial_metadata(())
         names = self._names()
         for seq, event, alert in self._monitor.watch(cursor, model.id if model else None, severity, context.is_active):
             if alert.model_id not in names:
@@ -297,6 +299,7 @@ class MonitoringMixin:
                 alert=_alert(alert, names.get(alert.model_id, "")), cursor=str(seq))
 
     def RunHealthCheck(self, request: monitor_pb2.RunHealthCheckRequest, context: grpc.ServicerContext) -> monitor_pb2.RunHealthCheckResponse:
+        self._predlog.flush()  # judge the predictions served so far, not only those written
         results = self._monitor.check_all(request.model)
         now = self._ctx.now_us()
         response = monitor_pb2.RunHealthCheckResponse(check_time=convert.us_to_ts(now))
