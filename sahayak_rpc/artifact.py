@@ -20,7 +20,7 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import orjson
@@ -156,7 +156,7 @@ def _floats_out(values: Sequence[object], path: str) -> list[float]:
     return [_float_out(v, f"{path}[{i}]") for i, v in enumerate(values)]
 
 
-def _ints_out(values: Sequence[object], path: str) -> list[int]:
+def _ints_out(values: Sequence[Any], path: str) -> list[int]:
     out = []
     for i, v in enumerate(values):
         try:
@@ -577,8 +577,9 @@ def _check_trees(d: object, raw_d: object, schema: Schema) -> tuple[TreeArrays, 
     n_features = len(raw.names)
     # Categorical splits only on categorical features the scorer's 256-bit words can cover.
     splittable = [k == "categorical" and len(c) <= MAX_BITSET_BITS for k, c in zip(raw.kinds, raw.categories, strict=True)]
-    feature, threshold, missing_left = t["feature"], t["threshold"], t["missing_left"]
-    left, right, value, bitset = t["left"], t["right"], t["value"], t["bitset"]
+    # Each checked above to be a list of n entries.
+    feature, threshold, missing_left = (cast(list[Any], t[k]) for k in ("feature", "threshold", "missing_left"))
+    left, right, value, bitset = (cast(list[Any], t[k]) for k in ("left", "right", "value", "bitset"))
     thresholds: list[float] = []
     values: list[float] = []
     for k, start in enumerate(roots):

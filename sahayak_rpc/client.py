@@ -65,11 +65,11 @@ class SahayakError(Exception):
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError) -> SahayakError:
-        code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-        message: str = err.details() or ""  # type: ignore[attr-defined]
+        code: grpc.StatusCode = err.code()
+        message: str = err.details() or ""
         violations: list[FieldViolation] = []
         reason = ""
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        status = rpc_status.from_call(err)
         if status is not None:
             for detail in status.details:
                 if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):

@@ -173,7 +173,7 @@ def _coerce(value: object, kind: str, key: str) -> Any:
         if kind == "list":
             if isinstance(value, str):
                 return tuple(v.strip() for v in value.split(",") if v.strip())
-            return tuple(str(v) for v in value)  # type: ignore[union-attr]
+            return tuple(str(v) for v in value)  # type: ignore[attr-defined]
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected {kind}, got {value!r}") from None

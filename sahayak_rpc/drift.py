@@ -53,7 +53,7 @@ class DriftReport:
     current_count: int
 
 
-def psi(reference: Sequence[float], current: Sequence[float]) -> float:
+def psi(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
     """Population stability index of two share vectors over the same bins."""
     r = np.maximum(np.asarray(reference, dtype=np.float64), EPSILON)
     c = np.maximum(np.asarray(current, dtype=np.float64), EPSILON)

@@ -37,7 +37,7 @@ def _numeric(values: list[float | None]) -> dict[str, Any]:
     return out
 
 
-def _categorical(values: list[object], categories: Sequence[str]) -> dict[str, Any]:
+def _categorical(values: Sequence[object], categories: Sequence[str]) -> dict[str, Any]:
     counts = Counter(values)
     n = len(values) or 1
     shares = {c: counts.get(c, 0) / n for c in categories}

@@ -12,7 +12,10 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FeatureValue = float | str | bool
 Row = dict[str, FeatureValue]
@@ -96,7 +99,7 @@ class Schema:
         )
 
     def feature(self, name: str) -> FeatureSpec | None:
-        return self._by_name.get(name)  # type: ignore[attr-defined,no-any-return]
+        return self._by_name.get(name)  # type: ignore[attr-defined]
 
     @property
     def names(self) -> list[str]:
@@ -128,9 +131,9 @@ class Schema:
             if spec is None:
                 errors.append(FieldError(f"{prefix}.{name}", "unknown feature"))
                 continue
-            kind = type(value)
+            vtype = type(value)
             if spec.type is FeatureType.NUMERIC:
-                if kind is not float:
+                if vtype is not float:
                     errors.append(FieldError(f"{prefix}.{name}", f"numeric feature needs number_value, got {_kind_name(value)}"))
                 elif not math.isfinite(value):  # type: ignore[arg-type]
                     errors.append(FieldError(f"{prefix}.{name}", f"must be finite, got {value}"))
@@ -139,13 +142,13 @@ class Schema:
                 elif spec.max is not None and value > spec.max:  # type: ignore[operator]
                     errors.append(FieldError(f"{prefix}.{name}", f"{value} is above the maximum {spec.max}"))
             elif spec.type is FeatureType.CATEGORICAL:
-                if kind is not str:
+                if vtype is not str:
                     errors.append(FieldError(f"{prefix}.{name}", f"categorical feature needs string_value, got {_kind_name(value)}"))
                 elif len(value) > MAX_CATEGORY_LEN:  # type: ignore[arg-type]
                     errors.append(FieldError(f"{prefix}.{name}", f"longer than {MAX_CATEGORY_LEN} characters"))
                 elif not spec.allow_unknown_categories and value not in self._categories[name]:  # type: ignore[attr-defined]
                     errors.append(FieldError(f"{prefix}.{name}", f"unknown category {value!r}; allowed: {', '.join(spec.categories)}"))
-            elif kind is not bool:
+            elif vtype is not bool:
                 errors.append(FieldError(f"{prefix}.{name}", f"boolean feature needs bool_value, got {_kind_name(value)}"))
         if required and (len(row) < len(by_name) or errors):
             for spec in self.features:
@@ -268,7 +271,7 @@ class Column:
     ("" = missing), or ``codes`` into ``dictionary`` (-1 = missing)."""
 
     name: str
-    numbers: Sequence[float] | None = None
+    numbers: Sequence[float] | np.ndarray | None = None
     strings: Sequence[str] | None = None
     codes: Any = None
     dictionary: Sequence[str] | None = None
@@ -342,15 +345,15 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
 
     by_name = {c.name: c for c in columns}
     for spec in schema.features:
-        col = by_name.get(spec.name)
+        given = by_name.get(spec.name)
         name = spec.name
-        if col is None:
+        if given is None:
             if spec.required and n:
                 flag(range(n), name, "required feature is missing")
             continue
-        if spec.type is FeatureType.CATEGORICAL and col.codes is not None:
-            dictionary = list(col.dictionary or ())
-            codes = col.codes
+        if spec.type is FeatureType.CATEGORICAL and given.codes is not None:
+            dictionary = list(given.dictionary or ())
+            codes = given.codes
             if spec.required:
                 flag_codes = np.flatnonzero(codes == -1)
                 if len(flag_codes):
@@ -368,7 +371,7 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
                     errors.setdefault(i, FieldError(f"{prefix}.{name}", text))
             continue
         if spec.type is FeatureType.CATEGORICAL:
-            strings = col.strings or ()
+            strings = given.strings or ()
             # Judge the distinct values (a set is built in C), then find rows only for bad ones.
             distinct = set(strings)
             bad = {v for v in distinct if len(v) > MAX_CATEGORY_LEN}
@@ -383,7 +386,7 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
                     if v in unknown:
                         errors.setdefault(i, FieldError(f"{prefix}.{name}", f"unknown category {v!r}; allowed: {allowed}"))
             continue
-        arr = as_array(col.numbers, n)
+        arr = as_array(given.numbers, n)
         missing = np.isnan(arr)
 
         def flag_mask(mask: np.ndarray, reason: str) -> None:
@@ -403,7 +406,7 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
     return errors
 
 
-def as_array(values: Sequence[float] | None, n: int) -> Any:
+def as_array(values: Sequence[float] | np.ndarray | None, n: int) -> Any:
     """A column's numbers as a float64 numpy array (no copy if it already is one)."""
     import numpy as np
 

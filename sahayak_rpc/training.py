@@ -348,9 +348,12 @@ def incremental_logistic(
 
 def recalibrate(model: ScoringModel, cal: TrainingData, valid: TrainingData) -> ScoringModel:
     """The same scorer with its calibrator refitted on recent rows."""
-    scorer = model.linear or model.trees
-    assert scorer is not None
-    raw_cal = scorer.raw_rows(cal.rows) if model.linear is not None else scorer.raw_matrix(model.trees.raw.transform(cal.rows))  # type: ignore[union-attr]
-    raw_val = scorer.raw_rows(valid.rows) if model.linear is not None else scorer.raw_matrix(model.trees.raw.transform(valid.rows))  # type: ignore[union-attr]
+    if model.linear is not None:
+        raw_cal, raw_val = model.linear.raw_rows(cal.rows), model.linear.raw_rows(valid.rows)
+    else:
+        assert model.trees is not None
+        trees = model.trees
+        raw_cal = trees.raw_matrix(trees.raw.transform(cal.rows))
+        raw_val = trees.raw_matrix(trees.raw.transform(valid.rows))
     calibrator, _ = choose_calibrator(fit_calibrators(raw_cal, cal.labels), raw_val, valid.labels)
     return ScoringModel(model.schema, model.family, model.threshold, calibrator, linear=model.linear, trees=model.trees)

@@ -271,9 +271,9 @@ def settings_to_proto(s: ms.ModelSettings) -> registry_pb2.ModelSettings:
             retrain_interval=s_to_duration(t.retrain_interval_s),
             incremental_every=t.incremental_every,
             validation_fraction=t.validation_fraction,
-            split=registry_pb2.SplitStrategy.Value(_SPLIT_PREFIX + t.split.upper()),  # type: ignore[arg-type]
+            split=registry_pb2.SplitStrategy.Value(_SPLIT_PREFIX + t.split.upper()),
             min_samples=t.min_samples,
-            families=[registry_pb2.ModelFamily.Value(_FAMILY_PREFIX + f.upper()) for f in t.families],  # type: ignore[misc]
+            families=[registry_pb2.ModelFamily.Value(_FAMILY_PREFIX + f.upper()) for f in t.families],
             logistic_regression=registry_pb2.LogisticRegressionParams(**vars(t.logistic_regression)),
             gradient_boosting=registry_pb2.GradientBoostingParams(**vars(t.gradient_boosting)),
             random_seed=t.random_seed,
@@ -427,7 +427,7 @@ def outcomes_from_columns(
 
 # --- enums --------------------------------------------------------------
 
-def enum_to_proto(enum: Any, prefix: str, name: str) -> int:
+def enum_to_proto(enum: Any, prefix: str, name: str) -> Any:
     """"logistic_regression" -> MODEL_FAMILY_LOGISTIC_REGRESSION (0 if unknown)."""
     try:
         return int(enum.Value(prefix + name.upper()))

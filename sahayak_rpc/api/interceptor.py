@@ -136,8 +136,8 @@ class RpcInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None:
             return None
-        method = details.method  # type: ignore[attr-defined]
-        principal, refusal, message = self._guard.admit(method, details.invocation_metadata)  # type: ignore[attr-defined]
+        method = details.method
+        principal, refusal, message = self._guard.admit(method, details.invocation_metadata)
         if refusal is not None:
             return _refuse(handler, method, grpc.StatusCode[refusal], message, principal, self._metrics)
         handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))

@@ -200,6 +200,8 @@ class MonitoringMixin:
     _ctx: AppContext
     _catalog: Catalog
     _monitor: Monitor
+    _predlog: PredictionLog
+    _runner: TrainingRunner
 
     def _names(self) -> dict[int, str]:
         return {m.id: m.name for m in self._catalog.all()}

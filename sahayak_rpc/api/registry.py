@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -117,7 +118,9 @@ class VersionsMixin:
     def _rows(self, model: ModelRecord, data: registry_pb2.EvaluationData, default_validation: bool) -> tuple[list[dict], np.ndarray]:
         which = data.WhichOneof("source")
         if which == "rows":
-            rows, labels, errors = [], [], []
+            rows: list[dict[str, Any]] = []
+            labels: list[int] = []
+            errors: list[FieldError] = []
             for i, o in enumerate(data.rows.rows):
                 record, errs = convert.outcome_from_proto(o, self._ctx.now_us(), f"data.rows.rows[{i}]", "eval")
                 errs += model.schema.validate_row(record.features, prefix=f"data.rows.rows[{i}].features")
@@ -131,7 +134,7 @@ class VersionsMixin:
             return rows, np.asarray(labels, dtype=np.int64)
         if which == "outcomes":
             w = data.outcomes
-            errors: list[FieldError] = []
+            errors = []
             start = convert.ts_to_us(w.window.start_time) if w.window.HasField("start_time") else None
             end = convert.ts_to_us(w.window.end_time) if w.window.HasField("end_time") else None
             if w.last_n < 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import math
 import os
@@ -214,7 +215,7 @@ class Registry:
                 raise NotFound(f"model {model.name!r} has no alias {alias!r}", reason="ALIAS_NOT_FOUND")
             return self.versions.move_alias(conn, model.id, alias, 0, reason or "deleted by request", self._ctx.now_us())
 
-    def history(self, model: ModelRecord, alias: str, page_size: int, before: int) -> tuple[list[AliasEvent], int]:
+    def history(self, model: ModelRecord, alias: str, page_size: int, before: int) -> tuple[builtins.list[AliasEvent], int]:
         size = min(page_size or 50, 500)
         events = self.versions.history(model.id, alias, before or 2**62, size + 1)
         more = len(events) > size
@@ -266,7 +267,8 @@ class Registry:
             raise InvalidArgument.fields([FieldError("artifact.schema", f"the artifact's features differ from model {model.name!r}'s")],
                                          reason="SCHEMA_MISMATCH")
         meta = info.metadata if isinstance(info.metadata, dict) else {}
-        metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+        found = meta.get("metrics")
+        metrics: dict[str, Any] = found if isinstance(found, dict) else {}
         lineage = {"imported_from": f"{info.model_name}@{info.version}",
                    "imported_artifact_sha256": hashlib.sha256(data).hexdigest()}
         return self.register(model, scoring, status=READY, source=IMPORT, metrics=metrics or {}, gate={},
@@ -274,7 +276,7 @@ class Registry:
 
     # --- evaluation -------------------------------------------------------
 
-    def evaluate(self, model: ModelRecord, served: Served, rows: list[dict[str, Any]], labels: np.ndarray) -> mt.Metrics:
+    def evaluate(self, model: ModelRecord, served: Served, rows: builtins.list[dict[str, Any]], labels: np.ndarray) -> mt.Metrics:
         if not rows:
             raise FailedPrecondition("no labelled rows to evaluate on", reason="NO_ROWS")
         probs = served.model.predict_rows(rows)

@@ -14,7 +14,7 @@ from .migrations import MIGRATIONS
 
 def time_clause(column: str, start_us: int | None, end_us: int | None) -> tuple[str, list[object]]:
     """`` AND column >= ? AND column < ?`` for the ends that are set, and their arguments."""
-    sql, args = "", []
+    sql, args = "", list[object]()
     if start_us is not None:
         sql += f" AND {column} >= ?"
         args.append(start_us)

@@ -48,4 +48,4 @@ class FeedbackRepository:
         if scheme_id:
             sql += " AND scheme_id = ?"
             args.append(scheme_id)
-        return [tuple(r) for r in self._db.reader().execute(sql, args)]  # type: ignore[misc]
+        return [tuple(r) for r in self._db.reader().execute(sql, args)]

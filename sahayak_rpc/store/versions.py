@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from typing import Any
 
@@ -23,7 +24,7 @@ def _version(r: tuple[Any, ...], aliases: tuple[str, ...] = ()) -> VersionRecord
     return VersionRecord(
         model_id=r[0], version=r[1], family=r[2], status=r[3], source=r[4], training_run_id=r[5] or "",
         parent_version=r[6], metrics=orjson.loads(r[7]), gate=orjson.loads(r[8]),
-        weights=[tuple(w) for w in orjson.loads(r[9])], lineage=orjson.loads(r[10]),  # type: ignore[misc]
+        weights=[tuple(w) for w in orjson.loads(r[9])], lineage=orjson.loads(r[10]),
         calibration=r[11], threshold=r[12], artifact_sha256=r[13], artifact_size=r[14], description=r[15],
         created_us=r[16], aliases=aliases,
     )
@@ -122,7 +123,7 @@ class VersionRepository:
         )
         return AliasEvent(int(cur.lastrowid or 0), model_id, alias, version, previous, reason, now_us)
 
-    def history(self, model_id: int, alias: str, before_id: int, limit: int) -> list[AliasEvent]:
+    def history(self, model_id: int, alias: str, before_id: int, limit: int) -> builtins.list[AliasEvent]:
         """Newest first."""
         sql = ("SELECT id, model_id, alias, version, previous_version, reason, created_us FROM alias_events"
                " WHERE model_id = ? AND id < ?")
