@@ -139,6 +139,8 @@ def _tampered(data: bytes) -> list[bytes]:
         b"not an artifact at all",
         gzip.compress(magic + b"\n" + header + b"\n" + flipped),  # content changed, checksum stale
         gzip.compress(b"SAHAYAK-MODEL/9\n" + header + b"\n" + payload),
+        # oversized: 70 KB on the wire that would inflate past the 64 MiB limit
+        gzip.compress(magic + b"\n" + header + b"\n" + b" " * (70 << 20), compresslevel=1),
     ]
 
 
