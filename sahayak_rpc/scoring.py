@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,9 +178,9 @@ class LinearScorer:
                 z += lut[col.codes]
             elif col.strings is not None:
                 # A look-up table over the distinct values, then one C-level map over the rows.
-                lut = {v: table.get(v, unknown) for v in set(col.strings)}
-                lut[""] = missing
-                z += np.fromiter(map(lut.__getitem__, col.strings), dtype=np.float64, count=n)
+                by_value = {v: table.get(v, unknown) for v in set(col.strings)}
+                by_value[""] = missing
+                z += np.fromiter(map(by_value.__getitem__, col.strings), dtype=np.float64, count=n)
             else:  # a boolean as 0 / 1 / NaN
                 x = as_array(col.numbers, n)
                 z += np.where(np.isnan(x), missing, np.where(x == 1, table[True], table[False]))
@@ -187,6 +188,54 @@ class LinearScorer:
 
     def raw_rows(self, rows: Sequence[Row]) -> np.ndarray:
         return self.encoder.transform(rows) @ self.weights + self.intercept
+
+    def raw_matrix(self, X: np.ndarray, raw: RawEncoder) -> np.ndarray:
+        """Log-odds for a checked [n, F] matrix in ``raw``'s layout (see ScoringModel.predict_matrix).
+
+        The contribution tables as vectors: numeric and boolean features are
+        linear in the value (slope * x + offset; the missing value where NaN),
+        so they are two matrix-vector products; categoricals are one gather.
+        """
+        plan = self.__dict__.get("_matrix_plan")
+        if plan is None or plan[0] is not raw:
+            plan = self.__dict__["_matrix_plan"] = (raw, *self._plan(raw))
+        _, const, slope, missing_delta, cat_cols, cat_missing, cat_base, lut = plan
+        missing = np.isnan(X)
+        z = np.where(missing, 0.0, X) @ slope + missing @ missing_delta + const
+        if len(cat_cols):
+            C = X.take(cat_cols, axis=1)
+            z += lut[np.where(np.isnan(C), cat_missing, C).astype(np.intp) + cat_base].sum(axis=1)
+        return z
+
+    def _plan(self, raw: RawEncoder) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                              np.ndarray]:
+        width = len(raw.names)
+        const = self.bias
+        slope, missing_delta = np.zeros(width), np.zeros(width)
+        cat_cols: list[int] = []
+        cat_missing: list[float] = []
+        cat_base: list[int] = []
+        lut: list[float] = []
+        for j, (name, kind, cats) in enumerate(zip(raw.names, raw.kinds, raw.categories, strict=True)):
+            a, b, missing = self._by_name[name]
+            if kind == "categorical":
+                assert isinstance(a, dict)
+                cat_cols.append(j)
+                cat_missing.append(float(len(cats)))  # NaN picks the entry after the categories
+                cat_base.append(len(lut))
+                lut += [a.get(c, b) for c in cats] + [missing]
+            elif kind == "boolean":
+                assert isinstance(a, dict)
+                slope[j] = a[True] - a[False]
+                const += a[False]
+                missing_delta[j] = missing - a[False]
+            else:
+                assert isinstance(a, float)
+                slope[j] = a
+                const += b
+                missing_delta[j] = missing - b
+        return (const, slope, missing_delta, np.array(cat_cols, dtype=np.intp), np.array(cat_missing),
+                np.array(cat_base, dtype=np.intp), np.array(lut, dtype=np.float64))
 
     def feature_weights(self) -> list[Contribution]:
         """Each feature's largest absolute weight on the standardised design."""
@@ -275,7 +324,7 @@ class TreeScorer:
         words = [[(b >> (32 * w)) & 0xFFFFFFFF for w in range(8)] for b in t.bitsets] or [[0] * 8]
         self._words = np.asarray(words, dtype=np.uint64)
 
-    def vector(self, row: Mapping[str, object]) -> list[float]:
+    def vector(self, row: Mapping[str, Any]) -> list[float]:
         nan = math.nan
         out = []
         for name, index in zip(self.raw.names, self._cat_index, strict=True):
@@ -285,15 +334,15 @@ class TreeScorer:
             elif index is not None:
                 out.append(index.get(v, nan))
             else:
-                out.append(float(v))  # type: ignore[arg-type]
+                out.append(float(v))
         return out
 
     def leaves(self, x: list[float]) -> list[int]:
         """The leaf each tree routes ``x`` to."""
-        out = []
+        out: list[Any] = []
         for node in self._nested:
             while node.__class__ is tuple:
-                f, thr, ml, lft, rgt, bits = node  # type: ignore[misc]
+                f, thr, ml, lft, rgt, bits = node
                 v = x[f]
                 if bits is None:
                     if v <= thr:
@@ -306,7 +355,7 @@ class TreeScorer:
                     node = lft if ml else rgt
                 else:
                     node = lft if (bits >> int(v)) & 1 else rgt
-            out.append(node)  # type: ignore[arg-type]
+            out.append(node)
         return out
 
     def raw_one(self, row: Mapping[str, object]) -> float:
@@ -471,6 +520,29 @@ class ScoringModel:
             return top_contributions(pool, top_k)
 
         return probs, explain
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities for an [n, F] float64 matrix in the trees' raw layout (encoding.RawEncoder over
+        the schema: schema order, NaN for missing, a boolean as 0/1, a categorical as the index of its
+        value in the schema's categories), whose values were checked against the schema."""
+        if self.linear is not None:
+            raw = self.__dict__.get("_raw")
+            if raw is None:
+                raw = self.__dict__["_raw"] = RawEncoder.from_schema(self.schema)
+            return self.calibrator.many(self.linear.raw_matrix(X, raw))
+        trees = self.trees
+        assert trees is not None  # its raw layout is the schema's (artifact.load checks it)
+        if len(X) < SMALL_BATCH:
+            # A few rows: one walk per row beats numpy's per-call overhead per tree level.
+            values, base = trees._leaf_value, trees.trees.baseline
+            raws = []
+            for x in X.tolist():
+                z = base
+                for leaf in trees.leaves(x):
+                    z += values[leaf]
+                raws.append(z)
+            return self.calibrator.many(np.array(raws, dtype=np.float64))
+        return self.calibrator.many(trees.raw_matrix(X))
 
     def predict_columns(self, n: int, columns: Mapping[str, Column]) -> np.ndarray:
         if self.linear is not None:

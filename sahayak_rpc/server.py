@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from importlib import metadata
 from typing import Any
@@ -19,6 +20,7 @@ from .api.inference import InferenceServicer
 from . import auth
 from .api.interceptor import Guard, RpcInterceptor
 from .api.monitor import MonitorServicer
+from .api.oip import OpenInferenceServicer
 from .api.registry import ModelRegistryServicer
 from .api.training import TrainingServicer
 from .app.catalog import Catalog
@@ -35,6 +37,7 @@ from .runtime.metrics import Metrics
 from .runtime.predlog import PredictionLog
 from .runtime.scheduler import Scheduler
 from .store import Database
+from ._proto.inference import open_inference_grpc_pb2, open_inference_grpc_pb2_grpc
 from ._proto.sahayak.v1 import (
     feedback_pb2,
     feedback_pb2_grpc,
@@ -56,6 +59,8 @@ SERVICES = {
     "sahayak.v1.MonitorService": (monitor_pb2, monitor_pb2_grpc.MonitorServiceServicer),
     "sahayak.v1.ModelRegistryService": (registry_pb2, registry_pb2_grpc.ModelRegistryServiceServicer),
     "sahayak.v1.InferenceService": (inference_pb2, inference_pb2_grpc.InferenceServiceServicer),
+    "inference.GRPCInferenceService": (open_inference_grpc_pb2,
+                                       open_inference_grpc_pb2_grpc.GRPCInferenceServiceServicer),
 }
 
 
@@ -147,6 +152,8 @@ class Server:
             lambda: implemented_methods(self.servicers), server_version(), self.monitor,
         )
         self.servicers["sahayak.v1.InferenceService"] = InferenceServicer(self.catalog, self.inference)
+        self.servicers["inference.GRPCInferenceService"] = OpenInferenceServicer(
+            self.ctx, self.catalog, self.registry, self.inference, server_version())
         self.feedback = Feedback(self.ctx, self.ingest)
         self.servicers["sahayak.v1.FeedbackService"] = FeedbackServicer(self.ctx, self.catalog, self.feedback)
 
@@ -176,12 +183,13 @@ class Server:
             options=options,
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
         )
-        adders = {
+        adders: dict[str, Callable[[Any, grpc.Server], None]] = {
             "sahayak.v1.TrainingService": training_pb2_grpc.add_TrainingServiceServicer_to_server,
             "sahayak.v1.FeedbackService": feedback_pb2_grpc.add_FeedbackServiceServicer_to_server,
             "sahayak.v1.MonitorService": monitor_pb2_grpc.add_MonitorServiceServicer_to_server,
             "sahayak.v1.ModelRegistryService": registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
             "sahayak.v1.InferenceService": inference_pb2_grpc.add_InferenceServiceServicer_to_server,
+            "inference.GRPCInferenceService": open_inference_grpc_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
         }
         for name, add in adders.items():
             add(self.servicers[name], server)

@@ -3,9 +3,11 @@
     python scripts/gen_protos.py            # write sahayak_rpc/_proto/
     python scripts/gen_protos.py --check    # exit 1 if the committed stubs are stale
 
-protoc (from the pinned grpcio-tools) writes `from sahayak.v1 import x_pb2`;
-the stubs live inside our package, so those imports are rewritten to
-`from sahayak_rpc._proto.sahayak.v1 import x_pb2`.
+protoc (from the pinned grpcio-tools) writes `from sahayak.v1 import x_pb2`
+(and `from inference import ...` for the Open Inference Protocol contract in
+protos/inference/); the stubs live inside our package, so those imports are
+rewritten to `from sahayak_rpc._proto.sahayak.v1 import x_pb2` (and
+`sahayak_rpc._proto.inference`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUT = ROOT / "sahayak_rpc" / "_proto"
-_IMPORT = re.compile(r"^(from|import) sahayak\.v1", re.MULTILINE)
+# The proto packages, each with the directory its stubs are written to (below OUT).
+PACKAGES = ("sahayak.v1", "inference")
+_IMPORT = re.compile(r"^(from|import) (sahayak\.v1|inference)\b", re.MULTILINE)
 
 
 def _plugin(name: str) -> str:
@@ -55,10 +59,14 @@ def generate(out: Path) -> None:
         sys.exit("protoc failed")
     for path in out.rglob("*.py*"):
         text = path.read_text()
-        new = _IMPORT.sub(r"\1 sahayak_rpc._proto.sahayak.v1", text)
+        new = _IMPORT.sub(r"\1 sahayak_rpc._proto.\2", text)
         if new != text:
             path.write_text(new)
-    for pkg in (out, out / "sahayak", out / "sahayak" / "v1"):
+    packages = {out}
+    for name in PACKAGES:
+        parts = name.split(".")
+        packages.update(out.joinpath(*parts[:i]) for i in range(1, len(parts) + 1))
+    for pkg in sorted(packages):
         (pkg / "__init__.py").write_text("")
 
 
