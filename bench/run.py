@@ -360,6 +360,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--peers", action="store_true",
+                        help="also our OIP endpoint against MLServer with tritonclient (bench/peers.py; "
+                             "builds two virtualenvs on first use)")
     opts = parser.parse_args()
     repeats, calls, rows = (2, 200, 10_000) if opts.quick else (5, 1000, 100_000)
     with tempfile.TemporaryDirectory() as tmp:
@@ -373,6 +376,10 @@ def main() -> int:
                 figures.update(bench_learning(client, repeats, calls, rows))
                 figures.update(bench_monitoring(client, Path(tmp) / "bench.db", repeats, calls))
                 figures.update(bench_security(Path(tmp) / "bench.db", Path(tmp), repeats, calls))
+                if opts.peers:
+                    from bench.peers import run_peers
+
+                    figures.update(run_peers(server.target, opts.quick))
         finally:
             server.stop()
     figures["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}

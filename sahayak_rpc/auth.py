@@ -76,12 +76,6 @@ _METHODS: dict[str, dict[str, frozenset[str]]] = {
         # Liveness and readiness probes, like grpc.health.v1, need no token.
         "ServerLive": OPEN, "ServerReady": OPEN, "ModelReady": _PREDICT,
         "ServerMetadata": _PREDICT, "ModelMetadata": _PREDICT, "ModelInfer": _PREDICT,
-        "ModelStreamInfer": _PREDICT, "ModelConfig": _PREDICT, "ModelStatistics": _PREDICT,
-        "RepositoryIndex": _OPERATE, "RepositoryModelLoad": _OPERATE, "RepositoryModelUnload": _OPERATE,
-        "SystemSharedMemoryStatus": _OPERATE, "SystemSharedMemoryRegister": _OPERATE,
-        "SystemSharedMemoryUnregister": _OPERATE, "CudaSharedMemoryStatus": _OPERATE,
-        "CudaSharedMemoryRegister": _OPERATE, "CudaSharedMemoryUnregister": _OPERATE,
-        "TraceSetting": _OPERATE, "LogSettings": _OPERATE,
     },
     "grpc.health.v1.Health": {"Check": OPEN, "Watch": OPEN, "List": OPEN},
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -399,3 +400,29 @@ def test_concurrent_stream_accounting_is_exact_under_contention(tmp_path: Path) 
         eventually(lambda: r.server.guard.open_streams() == 0, timeout=20)
     finally:
         stop_server(r)
+
+
+def test_a_client_that_cancels_a_stream_is_not_logged_as_a_crash(running: Running, capsys) -> None:
+    """A stream the client cancels while the server waits for its next message (reflection,
+    ImportOutcomes) ends as CANCELLED in the log, not as a crash of ours."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    req = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+    gate = threading.Event()
+
+    def requests() -> Iterator[bytes]:
+        yield req
+        gate.wait(10)  # the server now waits for a second message
+
+    stub = running.client.channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                                request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    call = stub(requests())
+    assert next(call)
+    time.sleep(0.3)  # the server is now blocked reading the next request
+    call.cancel()
+    gate.set()
+    eventually(lambda: running.server.guard.open_streams() == 0, timeout=10)
+    time.sleep(0.2)
+    err = capsys.readouterr().err
+    assert "ServerReflectionInfo" in err
+    assert "rpc.crashed" not in err, [line for line in err.splitlines() if "crashed" in line or "Error" in line][:5]

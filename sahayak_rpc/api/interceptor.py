@@ -212,6 +212,8 @@ def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], call: _Call,
         except Exception as exc:
             if context.code() not in (None, _OK):  # already aborted (incl. UNIMPLEMENTED)
                 raise
+            if not context.is_active():  # the client cancelled or went away: nothing to answer
+                raise
             _fail(context, exc, call.method, rid)
         finally:
             if client is not None:
@@ -238,7 +240,7 @@ def _streaming(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], 
                 sent += 1
                 yield item
         except Exception as exc:
-            if context.code() not in (None, _OK):
+            if context.code() not in (None, _OK) or not context.is_active():
                 raise
             _fail(context, exc, call.method, rid)
         finally:
