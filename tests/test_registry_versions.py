@@ -202,3 +202,19 @@ def test_compare_scores_both_versions_on_the_same_rows(two_versions: Running) ->
     resp = c.registry.CompareModelVersions(registry_pb2.CompareModelVersionsRequest(model=MODEL, version_a=1, version_b=2))
     assert resp.row_count == resp.metrics_a.count == resp.metrics_b.count > 0
     assert resp.difference["accuracy"] == pytest.approx(resp.metrics_b.accuracy - resp.metrics_a.accuracy)
+
+
+def test_racing_promotions_serve_the_version_the_database_says_won(two_versions: Running) -> None:
+    """Each promotion swaps the serving model under the write lock, after its commit:
+    whatever order concurrent SetAlias calls commit in, the server serves the last one."""
+    import threading
+
+    c, server = two_versions.client, two_versions.server
+    model = server.catalog.get(MODEL)
+    for _ in range(30):
+        threads = [threading.Thread(target=c.set_alias, args=(MODEL, "champion", v)) for v in (1, 2, 1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert server.registry.served(model, 0, "").version == c.get_version(MODEL, alias="champion").version

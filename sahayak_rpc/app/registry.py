@@ -148,23 +148,24 @@ class Registry:
                 status: str, source: str, run_id: str, parent_version: int, metrics: dict[str, Any],
                 gate: dict[str, Any], weights: list[tuple[str, float]], lineage: dict[str, Any], description: str,
                 promote: bool, reason: str, on_commit: Any, profile: dict[str, Any]) -> VersionRecord:
-        with self._ctx.db.write() as conn:
-            record = VersionRecord(
-                model_id=model.id, version=version, family=scoring.family, status=status, source=source,
-                training_run_id=run_id, parent_version=parent_version, metrics=metrics, gate=gate,
-                weights=weights, lineage={**lineage, "artifact_sha256": sha}, calibration=scoring.calibrator.method,
-                threshold=scoring.threshold, artifact_sha256=sha, artifact_size=len(data), description=description,
-                created_us=now,
-            )
-            self.versions.insert(conn, record, data, _json_safe(profile))
+        with self._ctx.db.serial:  # the swap follows its commit in commit order
+            with self._ctx.db.write() as conn:
+                record = VersionRecord(
+                    model_id=model.id, version=version, family=scoring.family, status=status, source=source,
+                    training_run_id=run_id, parent_version=parent_version, metrics=metrics, gate=gate,
+                    weights=weights, lineage={**lineage, "artifact_sha256": sha}, calibration=scoring.calibrator.method,
+                    threshold=scoring.threshold, artifact_sha256=sha, artifact_size=len(data), description=description,
+                    created_us=now,
+                )
+                self.versions.insert(conn, record, data, _json_safe(profile))
+                if promote:
+                    self.versions.move_alias(conn, model.id, CHAMPION, version, reason, now)
+                if on_commit is not None:
+                    on_commit(conn, version)
+            with self._lock:
+                self._loaded[(model.id, version)] = scoring
             if promote:
-                self.versions.move_alias(conn, model.id, CHAMPION, version, reason, now)
-            if on_commit is not None:
-                on_commit(conn, version)
-        with self._lock:
-            self._loaded[(model.id, version)] = scoring
-        if promote:
-            self._swap(model, Served(version, scoring))
+                self._swap(model, Served(version, scoring))
         return self.versions.get(model.id, version) or record
 
     def _swap(self, model: ModelRecord, served: Served | None) -> None:
@@ -190,20 +191,21 @@ class Registry:
             raise InvalidArgument.fields([FieldError("alias", f"{alias!r} must match {ALIAS_RE}")])
         if version <= 0:
             raise InvalidArgument.fields([FieldError("version", "required: a version number")])
-        with self._ctx.db.write() as conn:
-            status = self.versions.status_of(conn, model.id, version)
-            if status is None:
-                raise NotFound(f"model {model.name!r} has no version {version}", reason="VERSION_NOT_FOUND")
-            if status == ARCHIVED:
-                raise FailedPrecondition(f"version {version} is archived", reason="VERSION_ARCHIVED")
-            if alias == CHAMPION and status == REJECTED and not force:
-                raise FailedPrecondition(
-                    f"version {version} failed its quality gate; set force to make it champion anyway",
-                    reason="VERSION_REJECTED")
-            scoring = self._load(model, version) if alias == CHAMPION else None
-            event = self.versions.move_alias(conn, model.id, alias, version, reason or "set by request", self._ctx.now_us())
-        if scoring is not None:
-            self._swap(model, Served(version, scoring))
+        with self._ctx.db.serial:  # the swap follows its commit in commit order
+            with self._ctx.db.write() as conn:
+                status = self.versions.status_of(conn, model.id, version)
+                if status is None:
+                    raise NotFound(f"model {model.name!r} has no version {version}", reason="VERSION_NOT_FOUND")
+                if status == ARCHIVED:
+                    raise FailedPrecondition(f"version {version} is archived", reason="VERSION_ARCHIVED")
+                if alias == CHAMPION and status == REJECTED and not force:
+                    raise FailedPrecondition(
+                        f"version {version} failed its quality gate; set force to make it champion anyway",
+                        reason="VERSION_REJECTED")
+                scoring = self._load(model, version) if alias == CHAMPION else None
+                event = self.versions.move_alias(conn, model.id, alias, version, reason or "set by request", self._ctx.now_us())
+            if scoring is not None:
+                self._swap(model, Served(version, scoring))
         return event
 
     def delete_alias(self, model: ModelRecord, alias: str, reason: str) -> AliasEvent:
@@ -224,20 +226,21 @@ class Registry:
 
     def rollback(self, model: ModelRecord, reason: str) -> AliasEvent:
         """The champion goes back to the version that held it before the current one."""
-        with self._ctx.db.write() as conn:
-            last = self.versions.last_event(conn, model.id, CHAMPION)
-            if last is None or not last.version:
-                raise FailedPrecondition(f"model {model.name!r} has no champion to roll back", reason="NO_CHAMPION")
-            target = last.previous_version
-            if not target:
-                raise FailedPrecondition("the champion has no predecessor to roll back to", reason="NO_PREVIOUS_CHAMPION")
-            if self.versions.status_of(conn, model.id, target) == ARCHIVED:
-                raise FailedPrecondition(f"the previous champion, version {target}, is archived",
-                                         reason="VERSION_ARCHIVED")
-            scoring = self._load(model, target)
-            event = self.versions.move_alias(conn, model.id, CHAMPION, target,
-                                             reason or f"rollback from version {last.version}", self._ctx.now_us())
-        self._swap(model, Served(target, scoring))
+        with self._ctx.db.serial:  # the swap follows its commit in commit order
+            with self._ctx.db.write() as conn:
+                last = self.versions.last_event(conn, model.id, CHAMPION)
+                if last is None or not last.version:
+                    raise FailedPrecondition(f"model {model.name!r} has no champion to roll back", reason="NO_CHAMPION")
+                target = last.previous_version
+                if not target:
+                    raise FailedPrecondition("the champion has no predecessor to roll back to", reason="NO_PREVIOUS_CHAMPION")
+                if self.versions.status_of(conn, model.id, target) == ARCHIVED:
+                    raise FailedPrecondition(f"the previous champion, version {target}, is archived",
+                                             reason="VERSION_ARCHIVED")
+                scoring = self._load(model, target)
+                event = self.versions.move_alias(conn, model.id, CHAMPION, target,
+                                                 reason or f"rollback from version {last.version}", self._ctx.now_us())
+            self._swap(model, Served(target, scoring))
         return event
 
     def archive(self, model: ModelRecord, version: int) -> VersionRecord:

@@ -96,6 +96,12 @@ class Database:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={version}")
 
+    @property
+    def serial(self) -> threading.RLock:
+        """Held by every write transaction; hold it across a write and what must follow
+        its commit in the same order as the commits (re-entrant)."""
+        return self._write_lock
+
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; committed (and, with synchronous=full, fsynced) on exit."""
