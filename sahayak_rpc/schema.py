@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import math
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,10 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 MAX_CATEGORY_LEN = 256
 MAX_FEATURES = 1000
+# The largest magnitude a numeric value may have, whatever its feature's bounds: the
+# portable artifact's bound (artifact.MAX_MAGNITUDE). A stored value past it made every
+# later training run of its model fail (means, scales, tree thresholds past the bound).
+MAX_MAGNITUDE = 1e100
 
 
 class FeatureType(enum.IntEnum):
@@ -81,13 +84,13 @@ class Schema:
         by_name = {f.name: f for f in self.features}
         object.__setattr__(self, "_by_name", by_name)
         object.__setattr__(self, "_required", frozenset(f.name for f in self.features if f.required))
-        # Finite stand-ins for absent bounds, so an infinity fails them too.
-        inf = sys.float_info.max
+        # Bounds within the magnitude limit, so an infinity or a huge value fails them too.
+        big = MAX_MAGNITUDE
         object.__setattr__(self, "_checks", {
             f.name: (
                 {FeatureType.NUMERIC: 1, FeatureType.CATEGORICAL: 2, FeatureType.BOOLEAN: 3}[f.type],
-                -inf if f.min is None else f.min,  # NaN and infinities fail both bounds: the slow path names them
-                inf if f.max is None else f.max,
+                -big if f.min is None else max(f.min, -big),  # NaN fails both bounds: the slow path names it
+                big if f.max is None else min(f.max, big),
                 None if f.allow_unknown_categories else frozenset(f.categories),
             )
             for f in self.features
@@ -137,6 +140,8 @@ class Schema:
                     errors.append(FieldError(f"{prefix}.{name}", f"numeric feature needs number_value, got {_kind_name(value)}"))
                 elif not math.isfinite(value):  # type: ignore[arg-type]
                     errors.append(FieldError(f"{prefix}.{name}", f"must be finite, got {value}"))
+                elif abs(value) > MAX_MAGNITUDE:  # type: ignore[arg-type]
+                    errors.append(FieldError(f"{prefix}.{name}", f"{value} is beyond the limit of ±{MAX_MAGNITUDE:g}"))
                 elif spec.min is not None and value < spec.min:  # type: ignore[operator]
                     errors.append(FieldError(f"{prefix}.{name}", f"{value} is below the minimum {spec.min}"))
                 elif spec.max is not None and value > spec.max:  # type: ignore[operator]
@@ -399,6 +404,7 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
             flag_mask(~missing & (arr != 0) & (arr != 1), "boolean column values must be 0, 1 or NaN")
             continue
         flag_mask(np.isinf(arr), "must be finite")
+        flag_mask(np.abs(arr) > MAX_MAGNITUDE, f"beyond the limit of ±{MAX_MAGNITUDE:g}")
         if spec.min is not None:
             flag_mask(arr < spec.min, f"below the minimum {spec.min}")
         if spec.max is not None:

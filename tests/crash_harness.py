@@ -67,6 +67,7 @@ from sahayak_rpc._proto.sahayak.v1 import (
 )
 from sahayak_rpc.client import Client, OutcomeInput, SahayakError, fill_features
 from sahayak_rpc.schema import FeatureSpec, FeatureType, LabelSpec
+from sahayak_rpc.store.batchcodec import decode_columns, decode_probabilities
 
 MODEL = "crash"
 FEATURES = [
@@ -598,12 +599,12 @@ class Inspector:
         # Served batches are logged off the request path (not acknowledged writes): a batch may
         # be missing after a kill, but one that is there must be whole and say what was served.
         present = set()
-        for batch_id, count, cols_json, probs_json in conn.execute(
-                "SELECT batch_id, row_count, columns_json, probabilities_json FROM prediction_batches"
+        for batch_id, count, cols_data, probs_data in conn.execute(
+                "SELECT batch_id, row_count, columns_data, probabilities_data FROM prediction_batches"
                 " WHERE model_id = ?", (model_id,)):
             present.add(batch_id)
-            probs = orjson.loads(probs_json)
-            columns = orjson.loads(cols_json)
+            probs = decode_probabilities(probs_data)
+            columns = decode_columns(cols_data)
             lengths = {len(v["codes"]) if isinstance(v, dict) else len(v) for v in columns.values()}
             if len(probs) != count or lengths - {count}:
                 out.violations.append(f"prediction batch {batch_id}: {count} rows, {len(probs)} probabilities,"

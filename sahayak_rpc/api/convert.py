@@ -65,6 +65,22 @@ def time_window(tw: common_pb2.TimeWindow, path: str) -> tuple[int | None, int |
 
 # --- pagination ---------------------------------------------------------
 
+INT64_MAX = 2**63 - 1
+
+
+def parse_int64(text: str) -> int | None:
+    """A plain ASCII decimal in [0, 2**63 - 1], else None.
+
+    Not ``text.isdigit()`` then ``int(text)``: isdigit() is True for "²" (which
+    int() rejects) and for "٣" (which it reads as 3), and SQLite cannot bind a
+    number past int64.
+    """
+    if not text or len(text) > 19 or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= INT64_MAX else None
+
+
 _TOKEN_PREFIX = "p1:"
 
 
@@ -348,10 +364,11 @@ def columns_from_proto(cols: common_pb2.FeatureColumns) -> list[Column]:
     for c in cols.columns:
         numbers = None
         if len(c.numbers):
-            numbers = np.fromiter(c.numbers, dtype=np.float64, count=len(c.numbers))
+            # np.array reads a protobuf repeated field in C (6x np.fromiter's per-element path).
+            numbers = np.array(c.numbers, dtype=np.float64)
         codes = None
         if len(c.codes) or len(c.dictionary):
-            codes = np.fromiter(c.codes, dtype=np.int64, count=len(c.codes))
+            codes = np.array(c.codes, dtype=np.int64)
         # Materialise the strings once: each pass over a protobuf container makes new str objects.
         out.append(Column(c.name, numbers=numbers, strings=list(c.strings) if len(c.strings) else None,
                           codes=codes, dictionary=list(c.dictionary) if codes is not None else None))

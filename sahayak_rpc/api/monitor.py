@@ -219,9 +219,8 @@ class MonitoringMixin:
             errors.append(FieldError("range", "required: start_time and end_time"))
         if errors:
             raise InvalidArgument.fields(errors)
-        start, end = convert.ts_to_us(request.range.start_time), convert.ts_to_us(request.range.end_time)
-        if end <= start:
-            raise InvalidArgument.fields([FieldError("range", "end_time must be after start_time")])
+        start, end = convert.time_window(request.range, "range")  # checks the range and the order
+        assert start is not None and end is not None
         width = convert.duration_to_s(request.window) if request.HasField("window") else 86400.0
         metric = request.metric or "accuracy"
         snaps, t = self._monitor.trend(model, request.version, start, end, width, metric)
@@ -245,10 +244,11 @@ class MonitoringMixin:
             errors.append(FieldError("source", "at most 200 characters"))
         if errors:
             raise InvalidArgument.fields(errors)
+        start, end = convert.time_window(request.window, "window")
+        assert start is not None and end is not None
         metrics = json_format.MessageToDict(m, preserving_proto_field_name=True)
         rid = self._monitor.repo.record_performance(
-            model.id, request.version, convert.ts_to_us(request.window.start_time),
-            convert.ts_to_us(request.window.end_time), metrics, request.source or "external", self._ctx.now_us())
+            model.id, request.version, start, end, metrics, request.source or "external", self._ctx.now_us())
         return monitor_pb2.RecordPerformanceResponse(record_id=str(rid))
 
     def DetectDrift(self, request: monitor_pb2.DetectDriftRequest, context: grpc.ServicerContext) -> monitor_pb2.DetectDriftResponse:
@@ -265,11 +265,12 @@ class MonitoringMixin:
             raise InvalidArgument.fields([FieldError("page_size", "must not be negative")])
         size = min(request.page_size or 50, 500)
         token = convert.decode_token(request.page_token)
-        if token and not token.isdigit():
+        before = convert.parse_int64(token) if token else 2**62
+        if before is None:
             raise InvalidArgument.fields([FieldError("page_token", "not a page token this server issued")])
         wanted = SEVERITIES[SEVERITIES.index(severity):] if severity else ()
         rows = self._monitor.repo.list_alerts(model.id if model else None, state, wanted,
-                                              int(token) if token else 2**62, size + 1)
+                                              before, size + 1)
         more = len(rows) > size
         rows = rows[:size]
         names = self._names()
@@ -285,9 +286,10 @@ class MonitoringMixin:
         model = self._catalog.get(request.model) if request.model else None
         severity = convert.enum_from_proto(monitor_pb2.AlertSeverity, "ALERT_SEVERITY_", request.min_severity, "min_severity")
         if request.cursor:
-            if not request.cursor.isdigit():
+            parsed = convert.parse_int64(request.cursor)
+            if parsed is None:
                 raise InvalidArgument.fields([FieldError("cursor", "not a cursor this server issued")])
-            cursor = int(request.cursor)
+            cursor = parsed
         else:
             cursor = self._monitor.repo.last_event_seq()
         # Headers now: a client that waits for them knows the watch is listening.

@@ -95,9 +95,10 @@ class VersionsMixin:
         text = convert.decode_token(token)
         if not text:
             return 0
-        if not text.isdigit():
+        value = convert.parse_int64(text)
+        if value is None:
             raise InvalidArgument.fields([FieldError("page_token", "not a page token this server issued")])
-        return int(text)
+        return value
 
     def ListModelVersions(self, request: registry_pb2.ListModelVersionsRequest, context: grpc.ServicerContext) -> registry_pb2.ListModelVersionsResponse:
         model = self._catalog.get(request.model)
@@ -135,8 +136,7 @@ class VersionsMixin:
         if which == "outcomes":
             w = data.outcomes
             errors = []
-            start = convert.ts_to_us(w.window.start_time) if w.window.HasField("start_time") else None
-            end = convert.ts_to_us(w.window.end_time) if w.window.HasField("end_time") else None
+            start, end = convert.time_window(w.window, "data.outcomes.window")
             if w.last_n < 0:
                 errors.append(FieldError("data.outcomes.last_n", "must not be negative"))
             if errors:

@@ -103,9 +103,10 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         token = convert.decode_token(request.page_token)
         if token:
             created, _, position = token.partition("/")
-            if not created.isdigit() or not position.isdigit():
+            c, p = convert.parse_int64(created), convert.parse_int64(position)
+            if c is None or p is None:
                 raise InvalidArgument.fields([FieldError("page_token", "not a page token this server issued")])
-            before = (int(created), int(position))
+            before = (c, p)
         rows = self._runner.runs.list(model.id if model else None, state, before, size + 1)
         more = len(rows) > size
         rows = rows[:size]

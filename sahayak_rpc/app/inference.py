@@ -7,7 +7,7 @@ import math
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from ..runtime.predlog import PredictionLog
 from ..schema import Column, FeatureType, FieldError, Row, Schema, SchemaError, as_array, check_columns, columns_to_rows
 from ..scoring import Contribution
 from ..store import ModelRecord
+from ..store.batchcodec import encode_columns, encode_probabilities
 from .catalog import Catalog
 from .context import AppContext
 from .registry import Registry, Served
@@ -70,6 +71,7 @@ class Inference:
         self.new_id = IdMaker()
         self.metrics: Any = None  # runtime.metrics.Metrics when /metrics is on
         self._matrix_checks: dict[int, MatrixCheck] = {}
+        self._boolean_names: dict[int, frozenset[str]] = {}
 
     def _count(self, model: ModelRecord, version: int, n: int) -> None:
         if self.metrics is not None:
@@ -151,6 +153,13 @@ class Inference:
         self._log_batch(batch_id, model, served, columns, n, probs)
         return batch_id, served, probs
 
+    def _booleans(self, model: ModelRecord) -> frozenset[str]:
+        names = self._boolean_names.get(model.id)
+        if names is None:  # a model's schema never changes
+            names = self._boolean_names[model.id] = frozenset(
+                f.name for f in model.schema.features if f.type is FeatureType.BOOLEAN)
+        return names
+
     def _matrix_check(self, model: ModelRecord) -> MatrixCheck:
         check = self._matrix_checks.get(model.id)
         if check is None:  # a model's schema never changes
@@ -166,19 +175,14 @@ class Inference:
         threshold = served.model.threshold
         model_id, version = model.id, served.version
 
-        def encode() -> tuple[Any, ...]:
-            import orjson
+        booleans = self._booleans(model)
 
-            # orjson writes numpy arrays natively, NaN (missing) as null.
-            cols: dict[str, Any] = {}
-            for c in columns() if callable(columns) else columns:
-                if c.codes is not None:
-                    cols[c.name] = {"dictionary": c.dictionary, "codes": c.codes}
-                else:
-                    cols[c.name] = c.strings if c.numbers is None else as_array(c.numbers, n)
-            numpy = orjson.OPT_SERIALIZE_NUMPY
-            return (batch_id, model_id, version, n, orjson.dumps(cols, option=numpy).decode(),
-                    orjson.dumps(probs, option=numpy).decode(), threshold, now, "served")
+        def encode() -> tuple[Any, ...]:
+            # Arrays copied as they are (store/batchcodec.py): no per-value work on the log's thread.
+            cols = [c if c.numbers is None else replace(c, numbers=as_array(c.numbers, n))
+                    for c in (columns() if callable(columns) else columns)]
+            return (batch_id, model_id, version, n, encode_columns(cols, n, booleans), encode_probabilities(probs),
+                    threshold, now, "served")
 
         self._log.submit_batch(n, encode)
 

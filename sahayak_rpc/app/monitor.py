@@ -103,6 +103,8 @@ class Monitor:
         if metric not in Metrics.__dataclass_fields__ or metric in ("count", "positives", "threshold"):
             raise InvalidArgument.fields([FieldError("metric", f"unknown metric {metric!r}")])
         width = int(width_s * 1_000_000)
+        if width <= 0:  # under a microsecond
+            raise InvalidArgument.fields([FieldError("window", "must be at least 1 microsecond")])
         if (end_us - start_us) // width > 1000:
             raise InvalidArgument.fields([FieldError("window", "at most 1000 windows per call")])
         snaps, times, values = [], [], []

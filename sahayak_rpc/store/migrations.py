@@ -212,3 +212,12 @@ MIGRATIONS.append(
     CREATE INDEX prediction_batches_by_created ON prediction_batches (created_us)
     """
 )
+
+MIGRATIONS.append(
+    # 7: logged batches are stored in a binary layout (store/batchcodec.py), so
+    # the columns are no longer JSON only; rows from before keep their JSON text.
+    """
+    ALTER TABLE prediction_batches RENAME COLUMN columns_json TO columns_data;
+    ALTER TABLE prediction_batches RENAME COLUMN probabilities_json TO probabilities_data
+    """
+)

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from .batchcodec import decode_columns, decode_probabilities
 from .db import Database, equal_clause, time_clause
 
 _IN = 500
@@ -71,9 +72,9 @@ class MonitoringRepository:
                 if row is None and ":" in pid:
                     bid, _, index = pid.rpartition(":")
                     if bid not in batches:
-                        b = conn.execute("SELECT version, created_us, probabilities_json FROM prediction_batches"
+                        b = conn.execute("SELECT version, created_us, probabilities_data FROM prediction_batches"
                                          " WHERE batch_id = ? AND model_id = ?", (bid, model_id)).fetchone()
-                        batches[bid] = (b[0], b[1], orjson.loads(b[2])) if b else None
+                        batches[bid] = (b[0], b[1], decode_probabilities(b[2])) if b else None
                     b = batches[bid]
                     if b is not None and index.isdigit() and int(index) < len(b[2]):
                         row = (b[0], b[2][int(index)], b[1])
@@ -103,9 +104,9 @@ class MonitoringRepository:
                     f"SELECT prediction_id, version, probability, created_us FROM predictions WHERE {where}", args):
                 items.append((created, pid, ver, prob))
             for bid, ver, probs, created in conn.execute(
-                    f"SELECT batch_id, version, probabilities_json, created_us FROM prediction_batches WHERE {where}",
+                    f"SELECT batch_id, version, probabilities_data, created_us FROM prediction_batches WHERE {where}",
                     args):
-                items += [(created, f"{bid}:{i}", ver, p) for i, p in enumerate(orjson.loads(probs))]
+                items += [(created, f"{bid}:{i}", ver, p) for i, p in enumerate(decode_probabilities(probs))]
             items.sort(key=lambda t: t[0])
             labels: dict[str, int] = {}
             ids = [t[1] for t in items]
@@ -152,18 +153,20 @@ class MonitoringRepository:
                 n += len(rows)
             budget = last_n - n if last_n else None
             for cols, ps, count in conn.execute(
-                    f"SELECT columns_json, probabilities_json, row_count FROM prediction_batches WHERE {where}"
+                    f"SELECT columns_data, probabilities_data, row_count FROM prediction_batches WHERE {where}"
                     " ORDER BY created_us DESC", args):
                 if budget is not None and budget <= 0:
                     break
                 take = count if budget is None else min(count, budget)
-                decoded = orjson.loads(cols)
+                decoded = decode_columns(cols)
                 for name, values in decoded.items():
+                    if values is None:  # a column of an empty batch: no values
+                        continue
                     if isinstance(values, dict):
                         columns.setdefault(name, []).append(("codes", values["dictionary"], values["codes"][:take]))
                     else:
                         columns.setdefault(name, []).append(("values", values[:take]))
-                probs += orjson.loads(ps)[:take]
+                probs += decode_probabilities(ps)[:take]
                 n += take
                 if budget is not None:
                     budget -= take

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from .batchcodec import decode_columns, decode_probabilities, value_at
 from .db import Database
 
 _INSERT = ("INSERT INTO predictions (prediction_id, model_id, version, features_json, probability, label,"
@@ -14,15 +15,13 @@ _INSERT = ("INSERT INTO predictions (prediction_id, model_id, version, features_
 
 
 def batch_row(columns: dict[str, Any], i: int) -> dict[str, Any]:
-    """Row ``i`` of a logged batch's columns (missing values left out)."""
+    """Row ``i`` of a logged batch's decoded columns (missing values left out)."""
     row = {}
     for name, values in columns.items():
-        if isinstance(values, dict):  # dictionary-encoded: codes index the dictionary, -1 = missing
-            code = values["codes"][i]
-            value = values["dictionary"][code] if code >= 0 else None
-        else:
-            value = values[i]
-        if value is not None and value != "":
+        if values is None:  # a column of an empty batch (older JSON rows)
+            continue
+        value = value_at(values, i)
+        if value is not None:
             row[name] = value
     return row
 
@@ -37,11 +36,12 @@ class PredictionRepository:
             conn.executemany(_INSERT, rows)
 
     def insert_batches(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Rows as (batch_id, model_id, version, row_count, columns_json, probabilities_json, threshold, created_us, source)."""
+        """Rows as (batch_id, model_id, version, row_count, columns_data, probabilities_data, threshold, created_us,
+        source), the data encoded by store.batchcodec."""
         with self._db.write() as conn:
             conn.executemany(
-                "INSERT INTO prediction_batches (batch_id, model_id, version, row_count, columns_json,"
-                " probabilities_json, threshold, created_us, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                "INSERT INTO prediction_batches (batch_id, model_id, version, row_count, columns_data,"
+                " probabilities_data, threshold, created_us, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def count(self, model_id: int) -> int:
         """Logged predictions of the model, batch rows included."""
@@ -64,14 +64,14 @@ class PredictionRepository:
         if not index.isdigit():
             return None
         b = conn.execute(
-            "SELECT model_id, version, row_count, columns_json, probabilities_json, threshold, created_us, source"
+            "SELECT model_id, version, row_count, columns_data, probabilities_data, threshold, created_us, source"
             " FROM prediction_batches WHERE batch_id = ?", (batch_id,)
         ).fetchone()
         i = int(index)
         if b is None or i >= b[2]:
             return None
-        features = batch_row(orjson.loads(b[3]), i)
-        prob = orjson.loads(b[4])[i]
+        features = batch_row(decode_columns(b[3]), i)
+        prob = decode_probabilities(b[4])[i]
         return (prediction_id, b[0], b[1], orjson.dumps(features).decode(), prob, int(prob >= b[5]), b[6], None, b[7])
 
 
