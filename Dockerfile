@@ -10,7 +10,7 @@ RUN groupadd --gid 10001 sahayak \
  && useradd --uid 10001 --gid sahayak --no-create-home --shell /usr/sbin/nologin sahayak \
  && mkdir /data && chown sahayak:sahayak /data
 COPY --from=build /install /usr/local
-USER sahayak
+USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
 # Plaintext beyond loopback must be asked for: set SAHAYAK_SERVER_TLS_CERT and

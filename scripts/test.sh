@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests need into .venv, then run every check:
 #   the generated stubs are current, the contract passes buf lint and is not
-#   broken against the previous commit (buf breaking), pytest, and the Node.js
+#   broken against the previous commit (buf breaking), mypy, hadolint on the
+#   Dockerfile, pytest, and the Node.js
 #   client's own tests (npm ci + node --test).
 # Extra arguments go to pytest (e.g. ./scripts/test.sh -k ingest).
 set -euo pipefail
@@ -26,6 +27,10 @@ else
         echo "buf breaking: no previous commit to compare with"
     fi
 fi
+echo "== mypy"
+.venv/bin/mypy
+echo "== hadolint"
+.venv/bin/hadolint Dockerfile
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"
 echo "== Node.js client (clients/node, against a real server)"
