@@ -51,3 +51,50 @@ def test_a_scrape_shows_rpcs_predictions_training_alerts_drift_and_the_log_queue
     assert 'sahayak_open_alerts{severity="critical"}' in text
     assert 'sahayak_feature_drift_psi{feature="age",model="scheme-sahayak"}' in text
     assert "sahayak_prediction_log_queue_rows 0.0" in text
+
+
+def test_scrapes_during_a_load_see_the_counts_grow(tmp_path) -> None:
+    """Scraped while four clients predict: every scrape parses, and the counters only grow."""
+    import re
+    import threading
+
+    port = free_port()
+    r = start_server(tmp_path / "l.db", metrics_port=port)
+    try:
+        load_demo_rows(r.client, 800)
+        assert r.client.train(MODEL, families=["logistic_regression"]).promoted
+        rows = [e.features for e in generate_outcomes(50, seed=62)]
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def load() -> None:
+            try:
+                while not stop.is_set():
+                    for row in rows:
+                        r.client.predict(MODEL, row)
+                    r.client.predict_batch(MODEL, rows)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        seen: list[float] = []
+        pattern = re.compile(r'^sahayak_predictions_total\{model="scheme-sahayak",version="1"\} (\S+)$', re.M)
+        try:
+            for _ in range(5):
+                text = scrape(port)
+                m = pattern.search(text)
+                assert m, "no predictions counter in the scrape"
+                seen.append(float(m.group(1)))
+                assert "sahayak_rpc_request_duration_seconds_bucket" in text
+                assert "sahayak_prediction_log_queue_rows" in text
+                stop.wait(0.3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert not errors, errors
+        assert seen == sorted(seen) and seen[-1] > seen[0] > 0
+    finally:
+        stop_server(r)
