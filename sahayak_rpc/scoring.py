@@ -11,6 +11,7 @@ value (path attribution for trees).
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -158,6 +159,23 @@ class LinearScorer:
             z += c
             parts.append((name, c))
         return z, parts
+
+    def explain_top(self, row: Mapping[str, Any], k: int) -> tuple[float, list[Contribution]]:
+        """explain_one then top_contributions, in one pass: the single-row Predict path."""
+        z = self.bias
+        get = row.get
+        ranked = []
+        for name, slope, offset, missing in self._numeric:
+            v = get(name)
+            c = missing if v is None else slope * v + offset
+            z += c
+            ranked.append((c if c >= 0 else -c, name, c))
+        for name, table, unknown, missing in self._tables:
+            v = get(name)
+            c = missing if v is None else table.get(v, unknown)
+            z += c
+            ranked.append((c if c >= 0 else -c, name, c))
+        return z, [(name, c) for _, name, c in heapq.nlargest(k, ranked)]
 
     def raw_columns(self, n: int, columns: Mapping[str, Column]) -> np.ndarray:
         z = np.full(n, self.bias)
@@ -464,6 +482,9 @@ class ScoringModel:
         """The probability and the ``top_k`` largest contributions (by magnitude)."""
         if top_k <= 0:
             return self.predict_one(row), []
+        if self.linear is not None:
+            raw, top = self.linear.explain_top(row, top_k)
+            return self.calibrator.one(raw), top
         raw, parts = self._scorer.explain_one(row)
         return self.calibrator.one(raw), top_contributions(parts, top_k)
 
