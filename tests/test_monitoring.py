@@ -362,3 +362,20 @@ def test_a_live_watch_says_when_it_is_listening(served: Running) -> None:
         assert got, "no headers before the first event"
     finally:
         call.cancel()
+
+
+def test_the_prediction_log_writer_survives_an_item_that_fails_to_encode(served: Running) -> None:
+    """A bad item costs its own rows, not the writer thread: later predictions are still logged."""
+    log = served.server.predlog
+    before = log.dropped
+
+    def broken() -> list:
+        raise ValueError("cannot encode")
+
+    log.submit_many(3, broken)
+    log.flush()
+    assert log.dropped == before + 3
+    pid = served.client.predict(MODEL, generate_outcomes(1, seed=9)[0].features).prediction_id
+    log.flush()
+    assert served.server.ctx.predictions.get(pid) is not None
+    assert log._thread.is_alive()

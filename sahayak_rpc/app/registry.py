@@ -164,6 +164,8 @@ class Registry:
                     on_commit(conn, version)
             with self._lock:
                 self._loaded[(model.id, version)] = scoring
+                while len(self._loaded) > _LOADED_MAX:  # every run registers a version: keep the cache bounded
+                    self._loaded.popitem(last=False)
             if promote:
                 self._swap(model, Served(version, scoring))
         return self.versions.get(model.id, version) or record

@@ -76,14 +76,18 @@ class PredictionLog:
             rows, item = self._queue.popleft()
             with self._lock:
                 self._queued_rows -= rows
-            if isinstance(item, tuple) and item[0] == "batch":
-                batches.append(item[1]())
-            elif callable(item):
-                out.extend(item())
-            else:
-                pid, model_id, version, row, prob, label, created, entities, source = item
-                out.append((pid, model_id, version, dumps(row).decode(), prob, int(label), created,
-                            dumps(entities).decode() if entities else None, source))
+            try:
+                if isinstance(item, tuple) and item[0] == "batch":
+                    batches.append(item[1]())
+                elif callable(item):
+                    out.extend(item())
+                else:
+                    pid, model_id, version, row, prob, label, created, entities, source = item
+                    out.append((pid, model_id, version, dumps(row).decode(), prob, int(label), created,
+                                dumps(entities).decode() if entities else None, source))
+            except Exception:  # a bug of ours: lose this item, not the writer
+                self.dropped += rows
+                log.exception("predlog.encode_crashed", rows=rows)
         return out, batches
 
     def flush(self) -> None:
@@ -107,6 +111,11 @@ class PredictionLog:
                 # The database refused (full, locked): these rows are lost to the log.
                 self.dropped += count
                 log.warning("predlog.write_failed", rows=count, error=exc.message)
+            except Exception:
+                # A bug of ours: log it and drop these rows, but keep the writer alive,
+                # or every later prediction would go unlogged.
+                self.dropped += count
+                log.exception("predlog.write_crashed", rows=count)
 
     def _run(self) -> None:
         while not self._stop.is_set():
