@@ -78,3 +78,15 @@ def test_a_logged_batch_from_before_the_migration_is_found_by_prediction_id(tmp_
     got = PredictionRepository(db).get("b1:1")
     assert got is not None and orjson.loads(got[3]) == {"age": 41.0} and got[4] == 0.75 and got[5] == 1
     db.close()
+
+
+def test_a_matrix_batch_is_stored_whole_and_read_back_as_columns() -> None:
+    from sahayak_rpc.store.batchcodec import encode_matrix
+
+    x = np.array([[30.0, 1.0, 2.0], [NAN, NAN, NAN], [41.5, 0.0, 0.0]], dtype=np.float32)
+    data = encode_matrix(x, [("age", "number", ()), ("has_card", "bool", ()), ("craft", "category", ("a", "b", "c"))])
+    assert len(data) == 8 + len(data[8:].split(b"}]}}", 1)[0]) + 4 + 9 * 4  # header, then 9 float32 values
+    cols = decode_columns(data)
+    assert [batch_row(cols, i) for i in range(3)] == [
+        {"age": 30.0, "has_card": True, "craft": "c"}, {}, {"age": 41.5, "has_card": False, "craft": "a"}]
+    assert cols["craft"]["codes"].tolist() == [2, -1, 0]

@@ -17,7 +17,7 @@ from ..runtime.predlog import PredictionLog
 from ..schema import Column, FeatureType, FieldError, Row, Schema, SchemaError, as_array, check_columns, columns_to_rows
 from ..scoring import Contribution
 from ..store import ModelRecord
-from ..store.batchcodec import encode_columns, encode_probabilities
+from ..store.batchcodec import encode_columns, encode_matrix, encode_probabilities
 from .catalog import Catalog
 from .context import AppContext
 from .registry import Registry, Served
@@ -135,23 +135,14 @@ class Inference:
         served = self._registry.served(model, version, alias)
         probs = served.model.predict_matrix(x) if n else np.zeros(0)
         batch_id = self.new_id()
-        schema = model.schema
-
-        def columns() -> list[Column]:  # on the log's thread
-            # In the precision they came in: FP32 values log in their shortest float32 form (0.1, not
-            # 0.10000000149011612), half the JSON of float64 and quicker to write.
-            by_feature = np.ascontiguousarray(given.T)
-            out = []
-            for f, col in zip(schema.features, by_feature, strict=True):
-                if f.type is FeatureType.CATEGORICAL:
-                    out.append(Column(f.name, codes=np.where(np.isnan(col), -1, col).astype(np.int64),
-                                      dictionary=f.categories))
-                else:
-                    out.append(Column(f.name, numbers=col))
-            return out
-
-        self._log_batch(batch_id, model, served, columns, n, probs)
+        layout = self._matrix_layout(model)
+        # Logged as the matrix it came in, in its precision (FP32 stays FP32): one copy, no per-column work.
+        self._log_batch(batch_id, model, served, (), n, probs, encoded=lambda: encode_matrix(given, layout))
         return batch_id, served, probs
+
+    def _matrix_layout(self, model: ModelRecord) -> list[tuple[str, str, Sequence[str]]]:
+        kinds = {FeatureType.NUMERIC: "number", FeatureType.BOOLEAN: "bool", FeatureType.CATEGORICAL: "category"}
+        return [(f.name, kinds[f.type], f.categories) for f in model.schema.features]
 
     def _booleans(self, model: ModelRecord) -> frozenset[str]:
         names = self._boolean_names.get(model.id)
@@ -167,9 +158,10 @@ class Inference:
         return check
 
     def _log_batch(self, batch_id: str, model: ModelRecord, served: Served,
-                   columns: Sequence[Column] | Callable[[], Sequence[Column]], n: int, probs: np.ndarray) -> None:
-        """Hand a columnar batch to the log, stored whole, encoded on the log's thread (``columns``
-        may be a function making them there)."""
+                   columns: Sequence[Column], n: int, probs: np.ndarray,
+                   encoded: Callable[[], bytes] | None = None) -> None:
+        """Hand a columnar batch to the log, stored whole, encoded on the log's thread (or by
+        ``encoded()`` there, when the batch has a cheaper form than columns)."""
         self._count(model, served.version, n)
         now = self._ctx.now_us()
         threshold = served.model.threshold
@@ -179,10 +171,13 @@ class Inference:
 
         def encode() -> tuple[Any, ...]:
             # Arrays copied as they are (store/batchcodec.py): no per-value work on the log's thread.
-            cols = [c if c.numbers is None else replace(c, numbers=as_array(c.numbers, n))
-                    for c in (columns() if callable(columns) else columns)]
-            return (batch_id, model_id, version, n, encode_columns(cols, n, booleans), encode_probabilities(probs),
-                    threshold, now, "served")
+            if encoded is not None:
+                data = encoded()
+            else:
+                cols = [c if c.numbers is None or isinstance(c.numbers, np.ndarray)
+                        else replace(c, numbers=as_array(c.numbers, n)) for c in columns]
+                data = encode_columns(cols, n, booleans)
+            return (batch_id, model_id, version, n, data, encode_probabilities(probs), threshold, now, "served")
 
         self._log.submit_batch(n, encode)
 

@@ -16,6 +16,13 @@ header) plus, by kind:
   strings), -1 = missing;
 - ``strings``: the values in the header's ``"values"`` (a list; "" = missing).
 
+A batch that came as one [n, F] matrix (the Open Inference Protocol's
+tensor) is stored as that matrix, row-major, in one array:
+``{"n": rows, "matrix": {"dtype": "f4" | "f8", "columns": [...]}}`` where
+each column is ``{"name", "kind": "number" | "bool" | "category"}`` (a
+category column holds indexes into its ``"dictionary"``, NaN = missing);
+decoding splits it into the columns above.
+
 Probabilities are little-endian float64, n of them, with no header.
 
 Rows logged by versions before this layout hold JSON text in the same
@@ -65,6 +72,16 @@ def encode_columns(columns: Sequence[Any], n: int, booleans: frozenset[str] = fr
     return b"".join([MAGIC, _LEN.pack(len(header)), header, *arrays])
 
 
+def encode_matrix(x: np.ndarray, columns: Sequence[tuple[str, str, Sequence[str]]]) -> bytes:
+    """An [n, F] float32/float64 matrix; ``columns``: (name, "number" | "bool" | "category", dictionary)."""
+    dtype = "f4" if x.dtype == np.float32 else "f8"
+    data = np.ascontiguousarray(x, dtype="<" + dtype).tobytes()
+    specs = [{"name": name, "kind": kind, **({"dictionary": list(d)} if kind == "category" else {})}
+             for name, kind, d in columns]
+    header = orjson.dumps({"n": int(x.shape[0]), "matrix": {"dtype": dtype, "columns": specs}})
+    return b"".join([MAGIC, _LEN.pack(len(header)), header, data])
+
+
 def encode_probabilities(probabilities: np.ndarray) -> bytes:
     return np.asarray(probabilities, dtype="<f8").tobytes()
 
@@ -86,6 +103,8 @@ def decode_columns(data: bytes | str) -> dict[str, Any]:
     body = memoryview(data)[8 + size:]
     n = int(header["n"])
     out: dict[str, Any] = {}
+    if "matrix" in header:
+        return _decode_matrix(header["matrix"], body, n)
     for spec in header["columns"]:
         kind, start, length = spec["kind"], int(spec["offset"]), int(spec["bytes"])
         raw = body[start:start + length]
@@ -100,6 +119,26 @@ def decode_columns(data: bytes | str) -> dict[str, Any]:
             out[spec["name"]] = np.frombuffer(raw, dtype="<" + kind, count=n)
         else:
             raise BatchFormatError(f"unknown column kind {kind!r}")
+    return out
+
+
+def _decode_matrix(spec: dict[str, Any], body: memoryview, n: int) -> dict[str, Any]:
+    columns = spec["columns"]
+    if spec["dtype"] not in ("f4", "f8"):
+        raise BatchFormatError(f"unknown matrix dtype {spec['dtype']!r}")
+    x = np.frombuffer(body, dtype="<" + spec["dtype"], count=n * len(columns)).reshape(n, len(columns))
+    out: dict[str, Any] = {}
+    for j, col in enumerate(columns):
+        values = x[:, j]
+        if col["kind"] == "category":
+            codes = np.where(np.isnan(values), -1, values).astype(np.int32)
+            out[col["name"]] = {"dictionary": col["dictionary"], "codes": codes}
+        elif col["kind"] == "bool":
+            out[col["name"]] = [None if v != v else v == 1.0 for v in values.tolist()]
+        elif col["kind"] == "number":
+            out[col["name"]] = np.ascontiguousarray(values)
+        else:
+            raise BatchFormatError(f"unknown column kind {col['kind']!r}")
     return out
 
 
