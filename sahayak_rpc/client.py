@@ -468,5 +468,15 @@ class Client:
 
     # --- status -----------------------------------------------------------
 
+    def watch_alerts(self, model: str = "", *, cursor: str = "", min_severity: int = 0,
+                     timeout: float | None = None) -> Iterator[monitor_pb2.WatchAlertsResponse]:
+        """Alert events as they happen (raised, acknowledged, resolved); each carries a
+        ``cursor``: pass the last one seen to resume without missing an event."""
+        request = monitor_pb2.WatchAlertsRequest(model=model, cursor=cursor, min_severity=min_severity)  # type: ignore[arg-type]
+        try:
+            yield from self.monitor.WatchAlerts(request, timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise SahayakError.from_rpc_error(err) from None
+
     def server_status(self) -> monitor_pb2.GetServerStatusResponse:
         return self._call(self.monitor.GetServerStatus, monitor_pb2.GetServerStatusRequest())

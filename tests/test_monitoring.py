@@ -379,3 +379,17 @@ def test_the_prediction_log_writer_survives_an_item_that_fails_to_encode(served:
     log.flush()
     assert served.server.ctx.predictions.get(pid) is not None
     assert log._thread.is_alive()
+
+
+def test_the_python_client_watches_alerts_and_resumes_from_a_cursor(served: Running) -> None:
+    """Client.watch_alerts: a raised alert arrives; a watch from its cursor starts after it."""
+    rows = [e.features for e in generate_outcomes(300, seed=31)]
+    predict_all(served, shifted(rows))
+    raised = served.client.monitor.RunHealthCheck(M.RunHealthCheckRequest(model=MODEL)).results[0].raised
+    assert raised
+    first = next(served.client.watch_alerts(MODEL, cursor="0", timeout=10))
+    assert first.event_type == M.ALERT_EVENT_TYPE_RAISED and first.alert.alert_id in {a.alert_id for a in raised}
+    served.client.monitor.AcknowledgeAlert(M.AcknowledgeAlertRequest(alert_id=first.alert.alert_id, note="seen"))
+    events = served.client.watch_alerts(MODEL, cursor=first.cursor, timeout=10)
+    after = next(e for e in events if e.alert.alert_id == first.alert.alert_id)
+    assert after.event_type == M.ALERT_EVENT_TYPE_ACKNOWLEDGED
