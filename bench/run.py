@@ -366,7 +366,8 @@ def main() -> int:
     opts = parser.parse_args()
     repeats, calls, rows = (2, 200, 10_000) if opts.quick else (5, 1000, 100_000)
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(Path(tmp) / "bench.db")
+        # 100 WatchAlerts subscribers come from this one client (watch_alerts_fanout_ms).
+        server = ServerProcess(Path(tmp) / "bench.db", env={"SAHAYAK_SERVER_MAX_STREAMS_PER_CLIENT": "256"})
         try:
             with Client(server.target) as client:
                 make_model(client, DEMO_MODEL_NAME)
@@ -382,6 +383,12 @@ def main() -> int:
                     figures.update(run_peers(server.target, opts.quick))
         finally:
             server.stop()
+    # The soak runs its own server (bench/soak.py): memory growth under a mixed load.
+    from bench.soak import run_soak
+
+    soak = run_soak(10.0 if opts.quick else 60.0)
+    figures["soak_rss_growth"] = soak["soak_rss_growth"]
+    figures["soak_unexpected_errors"] = soak["unexpected_errors"]
     figures["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     figures["repeats"] = repeats
     if opts.json:
