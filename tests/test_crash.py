@@ -88,3 +88,24 @@ def test_every_acknowledged_outcome_survives_kill_9(tmp_path: Path, subprocess_e
     missing += [o for ids in batches for o in ids if o not in present]
     assert missing == []
     assert status.outcome_count == len(present)
+
+
+def test_only_the_prediction_log_skips_the_fsync_and_only_for_its_own_commit(tmp_path: Path) -> None:
+    """write(durable=False) runs that one transaction with synchronous=NORMAL; the
+    connection is back to FULL afterwards, also when the transaction fails."""
+    db = Database(tmp_path / "s.db", synchronous="full")
+
+    def level(conn: object) -> int:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])  # type: ignore[attr-defined]
+
+    with db.write(durable=False) as conn:
+        assert level(conn) == 1  # NORMAL
+    with db.write() as conn:
+        assert level(conn) == 2  # FULL
+    try:
+        with db.write(durable=False) as conn:
+            raise RuntimeError("the body failed")
+    except RuntimeError:
+        pass
+    assert level(db._writer) == 2
+    db.close()

@@ -103,9 +103,11 @@ class PredictionLog:
             count = len(rows) + sum(b[3] for b in batches)
             try:
                 if rows:
-                    self._repo.insert_many(rows)
+                    # Logged after the reply, promised to no one: no fsync per flush
+                    # (the next durable commit or checkpoint carries it to disk).
+                    self._repo.insert_many(rows, durable=False)
                 if batches:
-                    self._repo.insert_batches(batches)
+                    self._repo.insert_batches(batches, durable=False)
                 self.written += count
             except ServiceError as exc:
                 # The database refused (full, locked): these rows are lost to the log.

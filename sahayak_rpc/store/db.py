@@ -103,25 +103,37 @@ class Database:
         return self._write_lock
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; committed (and, with synchronous=full, fsynced) on exit."""
+    def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; committed (and, with synchronous=full, fsynced) on exit.
+
+        ``durable=False`` skips the fsync of this commit only (synchronous=NORMAL for it): the
+        commit survives a crash of the process, and reaches the disk with the next durable
+        commit or checkpoint. For writes nobody was promised, such as the served-prediction log.
+        """
         if self._closed:
             raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
         with self._write_lock:
             conn = self._writer
+            relaxed = not durable and self._synchronous == "full"
+            if relaxed:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise translate(exc) from None
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
                     raise translate(exc) from None
-                raise
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if isinstance(exc, sqlite3.Error):
+                        raise translate(exc) from None
+                    raise
+            finally:
+                if relaxed:
+                    conn.execute("PRAGMA synchronous=FULL")
 
     def reader(self) -> sqlite3.Connection:
         """This thread's read connection (WAL: readers never block the writer)."""

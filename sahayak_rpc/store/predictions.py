@@ -30,15 +30,15 @@ class PredictionRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def insert_many(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def insert_many(self, rows: Sequence[tuple[Any, ...]], durable: bool = True) -> None:
         """Rows as (prediction_id, model_id, version, features_json, probability, label, created_us, entities_json, source)."""
-        with self._db.write() as conn:
+        with self._db.write(durable) as conn:
             conn.executemany(_INSERT, rows)
 
-    def insert_batches(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def insert_batches(self, rows: Sequence[tuple[Any, ...]], durable: bool = True) -> None:
         """Rows as (batch_id, model_id, version, row_count, columns_data, probabilities_data, threshold, created_us,
         source), the data encoded by store.batchcodec."""
-        with self._db.write() as conn:
+        with self._db.write(durable) as conn:
             conn.executemany(
                 "INSERT INTO prediction_batches (batch_id, model_id, version, row_count, columns_data,"
                 " probabilities_data, threshold, created_us, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
