@@ -421,22 +421,30 @@ def as_array(values: Sequence[float] | np.ndarray | None, n: int) -> Any:
     return np.fromiter(values or (), dtype=np.float64, count=n)
 
 
-def columns_to_rows(schema: Schema, n: int, columns: Sequence[Column]) -> list[Row]:
-    """Rows (missing values left out) from columns already checked with check_columns."""
+def columns_to_rows(schema: Schema, n: int, columns: Sequence[Column],
+                    indices: Sequence[int] | None = None) -> list[Row]:
+    """Rows (missing values left out) from columns already checked with check_columns;
+    with ``indices``, only those rows, in that order."""
     import numpy as np
 
-    rows: list[Row] = [{} for _ in range(n)]
+    take = None if indices is None else np.asarray(indices, dtype=np.intp)
+    rows: list[Row] = [{} for _ in range(n if take is None else len(take))]
     for col in columns:
         spec = schema.feature(col.name)
         if spec is None:
             continue
         name = col.name
         if spec.type is FeatureType.CATEGORICAL:
-            for row, v in zip(rows, col.decoded() or (), strict=True):
+            words = col.decoded() or ()
+            if take is not None:
+                words = [words[i] for i in take.tolist()]
+            for row, v in zip(rows, words, strict=True):
                 if v:
                     row[name] = v
             continue
         arr = as_array(col.numbers, n)
+        if take is not None:
+            arr = arr[take]
         missing = np.isnan(arr)
         values: list[object] = (arr == 1).tolist() if spec.type is FeatureType.BOOLEAN else arr.tolist()
         if missing.any():

@@ -161,3 +161,20 @@ def test_bad_dictionary_columns_are_structural_errors(column: Column, words: str
     with pytest.raises(SchemaError) as info:
         rows_from_columns(SCHEMA, 2, [Column("age", numbers=[30.0, 31.0]), column])
     assert any(words in e.reason for e in info.value.errors)
+
+
+def test_columns_to_rows_can_take_only_some_rows_in_a_given_order() -> None:
+    import numpy as np
+
+    from sahayak_rpc.schema import columns_to_rows
+
+    nan = math.nan
+    columns = [
+        Column("age", numbers=np.array([30.0, nan, 40.0, 50.0])),
+        Column("craft", codes=np.array([0, 1, -1, 0]), dictionary=["potter", "weaver"]),
+        Column("has_card", numbers=np.array([1.0, 0.0, nan, 1.0])),
+    ]
+    every = columns_to_rows(SCHEMA, 4, columns)
+    assert every[1] == {"craft": "weaver", "has_card": False}
+    assert columns_to_rows(SCHEMA, 4, columns, [3, 1]) == [every[3], every[1]]
+    assert columns_to_rows(SCHEMA, 4, columns, []) == []

@@ -303,11 +303,11 @@ class Inference:
         recommendation_id = self.new_id()
         threshold = scoring.threshold
         chosen = order.tolist()
-        if k:
-            picked = rows if rows is not None else columns_to_rows(model.schema, n, merged)
+        if k:  # rows only for the candidates returned, to explain them
+            picked = [rows[i] for i in chosen] if rows is not None else columns_to_rows(model.schema, n, merged, chosen)
         probs_list, scores_list = probs.tolist(), scores.tolist()
         out = [Ranked(ids[i], rank, probs_list[i], scores_list[i], probs_list[i] >= threshold,
-                      f"{recommendation_id}:{i}", scoring.explain_one(picked[i], k)[1] if k else [])
+                      f"{recommendation_id}:{i}", scoring.explain_one(picked[rank - 1], k)[1] if k else [])
                for rank, i in enumerate(chosen, start=1)]
         self._log_batch(recommendation_id, model, served, merged, n, probs)
         return recommendation_id, served.version, out
