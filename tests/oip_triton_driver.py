@@ -95,6 +95,7 @@ def run_driver(venv_dir: Path, *args: str, timeout: float = 600) -> dict[str, An
 # --- the driver (runs inside the tritonclient venv) ---------------------------------
 
 def _p50_us(call: Callable[[], object], n: int) -> float:
+    # bench/run.py's p50_us, repeated: this half runs in the tritonclient venv, without our package.
     samples = []
     for _ in range(n):
         start = time.perf_counter()
