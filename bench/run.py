@@ -341,19 +341,28 @@ def bench_security(server_db: Path, tmp: Path, repeats: int, calls: int) -> dict
                   "SAHAYAK_AUTH_TOKENS_FILE": str(tmp / "tokens.toml")}
     request = inference_pb2.PredictRequest(model="bench-linear")
     fill_features(request.features, generate_outcomes(1, seed=7)[0].features)
-    plain = ServerProcess(server_db)
-    secure = ServerProcess(server_db, env=secure_env, tls_ca=certs.read("ca"))
-    time.sleep(3)  # let both start-up health checks finish
-    try:
-        with Client(plain.target) as p, Client(secure.target, token=token, ca_cert=certs.read("ca")) as s:
-            lat = interleaved({"plain": lambda: p.inference.Predict(request),
-                               "secure": lambda: s.inference.Predict(request, metadata=s.metadata)}, repeats, calls)
-    finally:
-        plain.stop()
-        secure.stop()
-    return {"auth_predict_p50_us": round(statistics.median(lat["secure"]), 1),
-            "plain_predict_p50_us": round(statistics.median(lat["plain"]), 1),
-            "auth_predict_vs_plain": ratio(lat["secure"], lat["plain"])}
+    # Two processes differ by more than TLS does (placement, wake-ups): three fresh pairs,
+    # the median of their ratios.
+    ratios, secure_p50, plain_p50 = [], [], []
+    for _ in range(1 if repeats < 5 else 3):
+        plain = ServerProcess(server_db)
+        secure = ServerProcess(server_db, env=secure_env, tls_ca=certs.read("ca"))
+        time.sleep(3)  # let both start-up health checks finish
+        try:
+            with Client(plain.target) as p, Client(secure.target, token=token, ca_cert=certs.read("ca")) as s:
+                lat = interleaved({"plain": lambda: p.inference.Predict(request),
+                                   "secure": lambda: s.inference.Predict(request, metadata=s.metadata)},
+                                  repeats, calls)
+        finally:
+            plain.stop()
+            secure.stop()
+        ratios.append(ratio(lat["secure"], lat["plain"]))
+        secure_p50.append(statistics.median(lat["secure"]))
+        plain_p50.append(statistics.median(lat["plain"]))
+    return {"auth_predict_p50_us": round(statistics.median(secure_p50), 1),
+            "plain_predict_p50_us": round(statistics.median(plain_p50), 1),
+            "auth_predict_vs_plain": round(statistics.median(ratios), 3),
+            "auth_predict_vs_plain_pairs": ratios}
 
 
 def main() -> int:
