@@ -70,8 +70,7 @@ class Inference:
         self._log = log
         self.new_id = IdMaker()
         self.metrics: Any = None  # runtime.metrics.Metrics when /metrics is on
-        self._matrix_checks: dict[int, MatrixCheck] = {}
-        self._boolean_names: dict[int, frozenset[str]] = {}
+        self._plans: dict[int, SchemaPlan] = {}
 
     def _count(self, model: ModelRecord, version: int, n: int) -> None:
         if self.metrics is not None:
@@ -129,33 +128,22 @@ class Inference:
         if n > MAX_BATCH_ROWS:
             raise InvalidArgument.fields([FieldError(field, f"at most {MAX_BATCH_ROWS} rows per call; got {n}")])
         given, x = x, np.asarray(x, dtype=np.float64)
-        errors = self._matrix_check(model).errors(x, field)
+        errors = self._plan(model).check.errors(x, field)
         if errors:
             raise InvalidArgument.fields(errors)
         served = self._registry.served(model, version, alias)
         probs = served.model.predict_matrix(x) if n else np.zeros(0)
         batch_id = self.new_id()
-        layout = self._matrix_layout(model)
+        layout = self._plan(model).matrix_layout
         # Logged as the matrix it came in, in its precision (FP32 stays FP32): one copy, no per-column work.
         self._log_batch(batch_id, model, served, (), n, probs, encoded=lambda: encode_matrix(given, layout))
         return batch_id, served, probs
 
-    def _matrix_layout(self, model: ModelRecord) -> list[tuple[str, str, Sequence[str]]]:
-        kinds = {FeatureType.NUMERIC: "number", FeatureType.BOOLEAN: "bool", FeatureType.CATEGORICAL: "category"}
-        return [(f.name, kinds[f.type], f.categories) for f in model.schema.features]
-
-    def _booleans(self, model: ModelRecord) -> frozenset[str]:
-        names = self._boolean_names.get(model.id)
-        if names is None:  # a model's schema never changes
-            names = self._boolean_names[model.id] = frozenset(
-                f.name for f in model.schema.features if f.type is FeatureType.BOOLEAN)
-        return names
-
-    def _matrix_check(self, model: ModelRecord) -> MatrixCheck:
-        check = self._matrix_checks.get(model.id)
-        if check is None:  # a model's schema never changes
-            check = self._matrix_checks[model.id] = MatrixCheck(model.schema)
-        return check
+    def _plan(self, model: ModelRecord) -> SchemaPlan:
+        plan = self._plans.get(model.id)
+        if plan is None:  # a model's schema never changes
+            plan = self._plans[model.id] = SchemaPlan(model.schema)
+        return plan
 
     def _log_batch(self, batch_id: str, model: ModelRecord, served: Served,
                    columns: Sequence[Column], n: int, probs: np.ndarray,
@@ -167,7 +155,7 @@ class Inference:
         threshold = served.model.threshold
         model_id, version = model.id, served.version
 
-        booleans = self._booleans(model)
+        booleans = self._plan(model).booleans
 
         def encode() -> tuple[Any, ...]:
             # Arrays copied as they are (store/batchcodec.py): no per-value work on the log's thread.
@@ -311,6 +299,18 @@ class Inference:
                for rank, i in enumerate(chosen, start=1)]
         self._log_batch(recommendation_id, model, served, merged, n, probs)
         return recommendation_id, served.version, out
+
+
+class SchemaPlan:
+    """What the batch paths derive from a model's schema, worked out once per model."""
+
+    _KINDS = {FeatureType.NUMERIC: "number", FeatureType.BOOLEAN: "bool", FeatureType.CATEGORICAL: "category"}
+
+    def __init__(self, schema: Schema) -> None:
+        self.check = MatrixCheck(schema)
+        self.booleans = frozenset(f.name for f in schema.features if f.type is FeatureType.BOOLEAN)
+        # (name, kind, categories) in schema order: how a logged matrix names its columns.
+        self.matrix_layout = [(f.name, self._KINDS[f.type], f.categories) for f in schema.features]
 
 
 class MatrixCheck:
