@@ -38,6 +38,7 @@ from ..errors import InvalidArgument, ServiceError
 from ..schema import FeatureType, FieldError, Schema
 from ..store import ModelRecord
 from .._proto.inference import open_inference_grpc_pb2 as pb, open_inference_grpc_pb2_grpc as pb_grpc
+from . import convert
 
 INPUT = "features"
 PROBABILITY, LABEL = "probability", "label"
@@ -85,9 +86,10 @@ def _version(text: str, field: str) -> int:
     """An OIP version string as our version number; 0 for empty (the champion)."""
     if not text:
         return 0
-    if len(text) > 19 or not text.isascii() or not text.isdigit() or not 0 < int(text) < 2**63:
+    version = convert.parse_int64(text)
+    if not version:
         raise _bad(field, f"{text[:40]!r} is not a version number (a positive integer, or empty for the champion)")
-    return int(text)
+    return version
 
 
 class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
