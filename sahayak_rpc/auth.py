@@ -33,6 +33,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
+log = structlog.get_logger("sahayak_rpc.auth")
+
 PREDICT, INGEST, OPERATE = "predict", "ingest", "operate"
 ROLES = (PREDICT, INGEST, OPERATE)
 OPEN: frozenset[str] = frozenset()  # no token needed
@@ -194,9 +198,7 @@ class TokenStore:
             try:
                 self._reload()
             except TokenFileError:
-                import structlog
-
-                structlog.get_logger("sahayak_rpc.auth").exception("auth.tokens_reload_failed", path=str(self.path))
+                log.exception("auth.tokens_reload_failed", path=str(self.path))
 
     def add_internal(self, name: str, roles: Iterable[str]) -> str:
         """A token for the server's own in-process clients (the demo loader); never written anywhere."""

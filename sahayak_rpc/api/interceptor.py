@@ -139,7 +139,8 @@ class RpcInterceptor(grpc.ServerInterceptor):
         method = details.method
         principal, refusal, message = self._guard.admit(method, details.invocation_metadata)
         if refusal is not None:
-            return _refuse(handler, method, grpc.StatusCode[refusal], message, principal, self._metrics)
+            return _refuse(handler, _Call(method, principal, self._metrics, self._guard), grpc.StatusCode[refusal],
+                           message)
         handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         call = _Call(method, principal, self._metrics, self._guard)
         if handler.unary_unary:
@@ -174,10 +175,8 @@ class _Call:
         return client
 
 
-def _refuse(handler: Any, method: str, code: grpc.StatusCode, message: str, principal: str | None,
-            metrics: Any) -> Any:
+def _refuse(handler: Any, call: _Call, code: grpc.StatusCode, message: str) -> Any:
     """A handler of the same shape that answers ``code`` without running the method."""
-    call = _Call(method, principal, metrics, Guard())
 
     def deny(request: Any, context: grpc.ServicerContext) -> Any:
         call.record(code.name, 0.0, _request_id(context))
