@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,18 +44,13 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.run import free_port  # noqa: E402
 from tests.oip_triton_driver import ensure_venv, run_driver, triton_venv  # noqa: E402
 
 MODEL = "bench-oip"
 PEER_MODEL = "peer-logistic"
 # MLServer 1.7.1 needs protobuf < 7, and uvloop 0.21 (with >= 0.22 its inference worker fails at start).
 MLSERVER_REQUIREMENTS = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "protobuf==6.33.6", "uvloop==0.21.0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def encode(rows: list[dict[str, Any]]) -> np.ndarray:

@@ -44,7 +44,6 @@ import argparse
 import itertools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,6 +59,8 @@ sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from bench.run import free_port  # noqa: E402
 
 from sahayak_rpc._proto.sahayak.v1 import (  # noqa: E402
     feedback_pb2,
@@ -98,12 +99,6 @@ ALERT_ROUND_EVERY_S = 10.0
 RUN_STATE = training_pb2.TrainingRunState
 # The server command, before its options.
 SERVE = [sys.executable, "-m", "sahayak_rpc.cli", "serve"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -77,6 +78,13 @@ def eventually(check: Callable[[], object], timeout: float = 60.0) -> object:
             return value
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for server subprocesses and /metrics)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def server_command(*args: str) -> list[str]:

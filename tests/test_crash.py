@@ -14,7 +14,8 @@ from sahayak_rpc.client import Client, OutcomeInput, SahayakError
 from sahayak_rpc.store import Database
 
 from .conftest import SMALL_FEATURES, good_row, server_command
-from .test_server import _free_port, _wait_serving
+from .conftest import free_port
+from .test_server import _wait_serving
 
 
 def _start(db: Path, port: int, env: dict) -> subprocess.Popen:
@@ -47,7 +48,7 @@ def _writer(target: str, prefix: str, acked: list[str], batches: list[list[str]]
 @pytest.mark.slow
 def test_every_acknowledged_outcome_survives_kill_9(tmp_path: Path, subprocess_env: dict) -> None:
     db = tmp_path / "crash.db"
-    port = _free_port()
+    port = free_port()
     acked: list[str] = []
     batches: list[list[str]] = []
     rng = random.Random(7)

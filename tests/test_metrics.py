@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 
 from sahayak_rpc.demo_data import generate_outcomes
 from sahayak_rpc._proto.sahayak.v1 import monitor_pb2
 
-from .conftest import load_demo_rows, start_server, stop_server
+from .conftest import free_port, load_demo_rows, start_server, stop_server
 
 MODEL = "scheme-sahayak"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> str:

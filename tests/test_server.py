@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from sahayak_rpc.client import Client
 from sahayak_rpc.server import SERVICES, Server
 from sahayak_rpc._proto.sahayak.v1 import registry_pb2
 
-from .conftest import Running, good_row, server_command
+from .conftest import Running, free_port, good_row, server_command
 
 FIVE = {
     "sahayak.v1.TrainingService", "sahayak.v1.FeedbackService", "sahayak.v1.MonitorService",
@@ -113,12 +112,6 @@ def test_messages_over_the_size_limit_are_refused(tmp_path: Path) -> None:
         server.stop(grace=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_serving(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -138,7 +131,7 @@ def _wait_serving(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
 
 
 def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subprocess_env: dict) -> None:
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "g.db"
     log_path = tmp_path / "server.log"
     # The log goes to a file: an undrained pipe would stall the server once it filled.
