@@ -69,6 +69,8 @@ def test_scrapes_during_a_load_see_the_counts_grow(tmp_path) -> None:
             except BaseException as exc:  # surfaced below
                 errors.append(exc)
 
+        # One prediction before the first scrape, so the series exists however the threads are scheduled.
+        r.client.predict(MODEL, rows[0])
         threads = [threading.Thread(target=load) for _ in range(4)]
         for t in threads:
             t.start()
