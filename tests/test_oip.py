@@ -174,6 +174,33 @@ def test_infer_equals_predict(trained: Running, oip: pb_grpc.GRPCInferenceServic
     assert 0 < out["label"].sum() < 40
 
 
+@pytest.mark.parametrize("family", ["logistic_regression", "gradient_boosting"])
+def test_one_row_calls_answer_as_predict_does(trained: Running, oip: pb_grpc.GRPCInferenceServiceStub,
+                                              family: str) -> None:
+    """A one-row tensor takes the server's single-row path: the same answer as Predict, for both families."""
+    run = trained.client.train(MODEL, families=[family])
+    version = run.produced_version
+    assert version, run.end_reason
+    rows = sample_rows(25, seed=23)
+    x = encode(rows)
+    labels = set()
+    for i, row in enumerate(decode(x)):
+        response = oip.ModelInfer(infer_request(x[i:i + 1], version=str(version)))
+        out = outputs_of(response)
+        want = trained.client.predict(MODEL, row, version=version)
+        assert response.model_version == str(version)
+        assert out["probability"].shape == (1, 1) and out["label"].shape == (1, 1)
+        assert abs(float(out["probability"][0, 0]) - want.probability) <= 1e-6, (i, row)
+        assert out["label"][0, 0] == (1 if want.label == common_pb2.LABEL_POSITIVE else 0)
+        labels.add(int(out["label"][0, 0]))
+    assert labels == {0, 1}
+    # The one-row batch is what the batch path answers for the same row.
+    many = outputs_of(oip.ModelInfer(infer_request(x, version=str(version))))["probability"][:, 0]
+    ones = [outputs_of(oip.ModelInfer(infer_request(x[i:i + 1], version=str(version))))["probability"][0, 0]
+            for i in range(len(x))]
+    assert np.allclose(many, ones, rtol=0, atol=1e-6)
+
+
 def test_fp64_input_is_accepted_too(trained: Running, oip: pb_grpc.GRPCInferenceServiceStub) -> None:
     x = encode(sample_rows(5, seed=12), dtype=np.float64)
     for raw in (True, False):
@@ -277,17 +304,21 @@ def test_typed_contents_must_match_the_shape_and_datatype(oip: pb_grpc.GRPCInfer
     assert err.code() is grpc.StatusCode.INVALID_ARGUMENT and "int_contents" in err.details()
 
 
-def test_bad_values_name_the_row_and_feature(oip: pb_grpc.GRPCInferenceServiceStub) -> None:
+@pytest.mark.parametrize("rows,bad", [(4, 2), (1, 0)], ids=["batch", "one-row"])
+def test_bad_values_name_the_row_and_feature(oip: pb_grpc.GRPCInferenceServiceStub, rows: int, bad: int) -> None:
     names = [f.name for f in DEMO_SCHEMA.features]
-    craft, age, bank, state = (names.index(n) for n in ("craft", "age", "has_bank_account", "state"))
+    craft, age, bank, state, income = (names.index(n) for n in ("craft", "age", "has_bank_account", "state",
+                                                                "annual_income_inr"))
     for col, value, words in [(craft, 10.0, "craft"), (craft, 1.5, "craft"), (craft, -1.0, "craft"),
-                              (age, 5.0, "age"), (age, np.inf, "age"), (age, np.nan, "age"),
-                              (bank, 2.0, "has_bank_account"), (state, np.nan, "state")]:
-        x = encode(sample_rows(4, seed=19))
-        x[2, col] = value
-        err = _error(oip.ModelInfer, infer_request(x))
+                              (age, 5.0, "below the minimum"), (age, np.inf, "must be finite"),
+                              (age, np.nan, "required feature is missing"), (bank, 2.0, "has_bank_account"),
+                              (bank, 0.5, "a boolean is 0"), (state, np.nan, "state"),
+                              (income, 1e101, "beyond the limit")]:
+        x = encode(sample_rows(rows, seed=19), dtype=np.float64)
+        x[bad, col] = value
+        err = _error(oip.ModelInfer, infer_request(x, datatype="FP64"))
         assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, (words, value, err.details())
-        assert "features[2, " in err.details() and words in err.details(), err.details()
+        assert f"features[{bad}, {col}] ({names[col]})" in err.details() and words in err.details(), err.details()
 
 
 def test_an_unknown_version_is_not_found(oip: pb_grpc.GRPCInferenceServiceStub) -> None:
