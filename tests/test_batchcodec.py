@@ -80,13 +80,52 @@ def test_a_logged_batch_from_before_the_migration_is_found_by_prediction_id(tmp_
     db.close()
 
 
-def test_a_matrix_batch_is_stored_whole_and_read_back_as_columns() -> None:
-    from sahayak_rpc.store.batchcodec import encode_matrix
+LAYOUT = [("age", "number", ()), ("has_card", "bool", ()), ("craft", "category", ("a", "b", "c")),
+          ("score", "number", ())]
 
-    x = np.array([[30.0, 1.0, 2.0], [NAN, NAN, NAN], [41.5, 0.0, 0.0]], dtype=np.float32)
-    data = encode_matrix(x, [("age", "number", ()), ("has_card", "bool", ()), ("craft", "category", ("a", "b", "c"))])
-    assert len(data) == 8 + len(data[8:].split(b"}]}}", 1)[0]) + 4 + 9 * 4  # header, then 9 float32 values
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_matrix_batch_is_stored_as_numbers_and_one_byte_codes(dtype: type) -> None:
+    from sahayak_rpc.store.batchcodec import MatrixLayout, encode_matrix
+
+    x = np.array([[30.0, 1.0, 2.0, 0.1], [NAN, NAN, NAN, NAN], [41.5, 0.0, 0.0, 7.0]], dtype=dtype)
+    data = encode_matrix(x, MatrixLayout(LAYOUT))
+    (size,) = np.frombuffer(data[4:8], dtype="<u4")
+    width = np.dtype(dtype).itemsize
+    assert len(data) == 8 + size + 3 * 2 * width + 3 * 2  # two number columns, then two one-byte code columns
     cols = decode_columns(data)
-    assert [batch_row(cols, i) for i in range(3)] == [
-        {"age": 30.0, "has_card": True, "craft": "c"}, {}, {"age": 41.5, "has_card": False, "craft": "a"}]
+    assert list(cols) == ["age", "has_card", "craft", "score"]
+    rows = [batch_row(cols, i) for i in range(3)]
+    assert rows == [{"age": 30.0, "has_card": True, "craft": "c", "score": 0.1}, {},
+                    {"age": 41.5, "has_card": False, "craft": "a", "score": 7.0}]
     assert cols["craft"]["codes"].tolist() == [2, -1, 0]
+    assert cols["age"].dtype == dtype
+
+
+def test_a_wide_dictionary_gets_wider_codes() -> None:
+    from sahayak_rpc.store.batchcodec import MatrixLayout, encode_matrix
+
+    many = tuple(f"c{i}" for i in range(300))
+    x = np.array([[299.0], [NAN], [128.0]], dtype=np.float32)
+    cols = decode_columns(encode_matrix(x, MatrixLayout([("kind", "category", many)])))
+    assert cols["kind"]["codes"].tolist() == [299, -1, 128]
+
+
+def test_a_matrix_batch_logged_before_the_split_form_still_decodes() -> None:
+    """The earlier form: the whole float32 matrix, a category as its index (NaN = missing)."""
+    import struct
+
+    x = np.array([[30.0, 1.0, 2.0, 0.1], [NAN, NAN, NAN, NAN]], dtype=np.float32)
+    header = orjson.dumps({"n": 2, "matrix": {"dtype": "f4", "columns": [
+        {"name": n, "kind": k, **({"dictionary": list(d)} if k == "category" else {})} for n, k, d in LAYOUT]}})
+    data = b"SBC1" + struct.pack("<I", len(header)) + header + x.tobytes()
+    cols = decode_columns(data)
+    assert [batch_row(cols, i) for i in range(2)] == [{"age": 30.0, "has_card": True, "craft": "c", "score": 0.1}, {}]
+
+
+def test_a_truncated_split_batch_is_a_clear_error() -> None:
+    from sahayak_rpc.store.batchcodec import MatrixLayout, encode_matrix
+
+    data = encode_matrix(np.zeros((4, 4), dtype=np.float32), MatrixLayout(LAYOUT))
+    with pytest.raises(BatchFormatError, match="bytes of data"):
+        decode_columns(data[:-3])

@@ -17,7 +17,7 @@ from ..schema import (MAX_MAGNITUDE, Column, FeatureType, FieldError, Row, Schem
                       columns_to_rows)
 from ..scoring import Contribution
 from ..store import ModelRecord
-from ..store.batchcodec import encode_columns, encode_matrix, encode_probabilities
+from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, encode_probabilities
 from .catalog import Catalog
 from .context import AppContext
 from .registry import Registry, Served
@@ -143,7 +143,8 @@ class Inference:
             probs = served.model.predict_matrix(x) if n else np.zeros(0)
         batch_id = self.new_id()
         layout = self._plan(model).matrix_layout
-        # Logged as the matrix it came in, in its precision (FP32 stays FP32): one copy, no per-column work.
+        # Logged as the matrix it came in, in its precision (FP32 stays FP32), split into its number and
+        # its code columns (store/batchcodec.py): a few array copies, no per-value work.
         self._log_batch(batch_id, model, served, (), n, probs, encoded=lambda: encode_matrix(given, layout))
         return batch_id, served, probs
 
@@ -317,8 +318,8 @@ class SchemaPlan:
     def __init__(self, schema: Schema) -> None:
         self.check = MatrixCheck(schema)
         self.booleans = frozenset(f.name for f in schema.features if f.type is FeatureType.BOOLEAN)
-        # (name, kind, categories) in schema order: how a logged matrix names its columns.
-        self.matrix_layout = [(f.name, self._KINDS[f.type], f.categories) for f in schema.features]
+        # How a logged matrix names and stores its columns (schema order).
+        self.matrix_layout = MatrixLayout([(f.name, self._KINDS[f.type], f.categories) for f in schema.features])
 
 
 class MatrixCheck:

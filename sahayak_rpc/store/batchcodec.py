@@ -17,11 +17,18 @@ header) plus, by kind:
 - ``strings``: the values in the header's ``"values"`` (a list; "" = missing).
 
 A batch that came as one [n, F] matrix (the Open Inference Protocol's
-tensor) is stored as that matrix, row-major, in one array:
-``{"n": rows, "matrix": {"dtype": "f4" | "f8", "columns": [...]}}`` where
-each column is ``{"name", "kind": "number" | "bool" | "category"}`` (a
-category column holds indexes into its ``"dictionary"``, NaN = missing);
-decoding splits it into the columns above.
+tensor) is stored split in two arrays, each row-major, with no per-value
+work: ``{"n": rows, "split": {"dtype": "f4" | "f8", "codes": "i1" | "i2" |
+"i4", "columns": [...]}}`` where each column is ``{"name", "kind": "number" |
+"bool" | "category"}`` (a category column also has its ``"dictionary"``).
+The body is the number columns as an [n, numbers] array of ``dtype`` (NaN =
+missing), then the bool and category columns as an [n, codes] array of
+``codes`` integers (0 / 1 for a boolean, an index into the dictionary for a
+category, -1 = missing), each in the header's column order. A category or a
+boolean takes one byte per row, not four or eight. Batches logged before
+this form hold the whole matrix in one array, ``{"n": rows, "matrix":
+{"dtype", "columns"}}``, a category as its index in floating point (NaN =
+missing); they still decode. Decoding splits either into the columns above.
 
 Probabilities are little-endian float64, n of them, with no header.
 
@@ -72,14 +79,35 @@ def encode_columns(columns: Sequence[Any], n: int, booleans: frozenset[str] = fr
     return b"".join([MAGIC, _LEN.pack(len(header)), header, *arrays])
 
 
-def encode_matrix(x: np.ndarray, columns: Sequence[tuple[str, str, Sequence[str]]]) -> bytes:
-    """An [n, F] float32/float64 matrix; ``columns``: (name, "number" | "bool" | "category", dictionary)."""
+class MatrixLayout:
+    """How a model's [n, F] matrices are logged: worked out once per schema.
+
+    ``columns``: (name, "number" | "bool" | "category", dictionary) in matrix order.
+    """
+
+    def __init__(self, columns: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+        kinds = [kind for _, kind, _ in columns]
+        if any(k not in ("number", "bool", "category") for k in kinds):
+            raise ValueError(f"unknown column kind in {kinds}")
+        self.numbers = np.array([j for j, k in enumerate(kinds) if k == "number"], dtype=np.intp)
+        self.codes = np.array([j for j, k in enumerate(kinds) if k != "number"], dtype=np.intp)
+        widest = max([len(d) for _, k, d in columns if k == "category"] + [2])
+        self.codes_dtype = "i1" if widest <= 127 else "i2" if widest <= 32767 else "i4"
+        specs = [{"name": name, "kind": kind, **({"dictionary": list(d)} if kind == "category" else {})}
+                 for name, kind, d in columns]
+        # The header but for n and the dtype, which vary per batch.
+        self._tail = orjson.dumps({"codes": self.codes_dtype, "columns": specs})[1:]
+
+
+def encode_matrix(x: np.ndarray, layout: MatrixLayout) -> bytes:
+    """An [n, F] float32/float64 matrix whose bool and category columns hold whole numbers in range
+    (or NaN), as checked before scoring."""
     dtype = "f4" if x.dtype == np.float32 else "f8"
-    data = np.ascontiguousarray(x, dtype="<" + dtype).tobytes()
-    specs = [{"name": name, "kind": kind, **({"dictionary": list(d)} if kind == "category" else {})}
-             for name, kind, d in columns]
-    header = orjson.dumps({"n": int(x.shape[0]), "matrix": {"dtype": dtype, "columns": specs}})
-    return b"".join([MAGIC, _LEN.pack(len(header)), header, data])
+    numbers = x.take(layout.numbers, axis=1).astype("<" + dtype, copy=False)
+    codes = x.take(layout.codes, axis=1)
+    codes = np.nan_to_num(codes, copy=False, nan=-1.0).astype("<" + layout.codes_dtype)
+    header = b'{"n":%d,"split":{"dtype":"%s",%s}' % (x.shape[0], dtype.encode(), layout._tail)
+    return b"".join([MAGIC, _LEN.pack(len(header)), header, numbers.tobytes(), codes.tobytes()])
 
 
 def encode_probabilities(probabilities: np.ndarray) -> bytes:
@@ -103,6 +131,8 @@ def decode_columns(data: bytes | str) -> dict[str, Any]:
     body = memoryview(data)[8 + size:]
     n = int(header["n"])
     out: dict[str, Any] = {}
+    if "split" in header:
+        return _decode_split(header["split"], body, n)
     if "matrix" in header:
         return _decode_matrix(header["matrix"], body, n)
     for spec in header["columns"]:
@@ -140,6 +170,31 @@ def _decode_matrix(spec: dict[str, Any], body: memoryview, n: int) -> dict[str, 
         else:
             raise BatchFormatError(f"unknown column kind {col['kind']!r}")
     return out
+
+
+def _decode_split(spec: dict[str, Any], body: memoryview, n: int) -> dict[str, Any]:
+    columns = spec["columns"]
+    if spec["dtype"] not in ("f4", "f8") or spec["codes"] not in ("i1", "i2", "i4"):
+        raise BatchFormatError(f"unknown split dtypes {spec['dtype']!r}, {spec['codes']!r}")
+    number_cols = [c for c in columns if c["kind"] == "number"]
+    code_cols = [c for c in columns if c["kind"] != "number"]
+    number_type, code_type = np.dtype("<" + spec["dtype"]), np.dtype("<" + spec["codes"])
+    split = n * len(number_cols) * number_type.itemsize
+    if len(body) != split + n * len(code_cols) * code_type.itemsize:
+        raise BatchFormatError(f"a split batch of {n} rows has {len(body)} bytes of data")
+    numbers = np.frombuffer(body[:split], dtype=number_type).reshape(n, len(number_cols))
+    codes = np.frombuffer(body[split:], dtype=code_type).reshape(n, len(code_cols))
+    out: dict[str, Any] = {}
+    for j, col in enumerate(number_cols):
+        out[col["name"]] = np.ascontiguousarray(numbers[:, j])
+    for j, col in enumerate(code_cols):
+        if col["kind"] == "category":
+            out[col["name"]] = {"dictionary": col["dictionary"], "codes": codes[:, j].astype(np.int32)}
+        elif col["kind"] == "bool":
+            out[col["name"]] = [None if v < 0 else v == 1 for v in codes[:, j].tolist()]
+        else:
+            raise BatchFormatError(f"unknown column kind {col['kind']!r}")
+    return {c["name"]: out[c["name"]] for c in columns}  # in the header's order
 
 
 def decode_probabilities(data: bytes | str) -> list[float]:
