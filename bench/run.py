@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 from collections.abc import Callable
 from pathlib import Path
 
@@ -240,7 +241,7 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
     return figures
 
 
-def bench_monitoring(client: Client, server_db: Path, repeats: int, calls: int) -> dict[str, object]:
+def bench_monitoring(client: Client, repeats: int, calls: int) -> dict[str, object]:
     """Alert fan-out to 100 watchers, and Predict with the prediction log on and off."""
     import threading
 
@@ -286,20 +287,6 @@ def bench_monitoring(client: Client, server_db: Path, repeats: int, calls: int) 
             fanouts.append((max(received) - min(raise_times)) * 1000)
     figures["watch_alerts_fanout_ms"] = round(statistics.median(fanouts), 1) if fanouts else None
 
-    # The same model served by a second server with the log off.
-    row = generate_outcomes(1, seed=7)[0].features
-    request = inference_pb2.PredictRequest(model="bench-linear")
-    fill_features(request.features, row)
-    unlogged = ServerProcess(server_db, env={"SAHAYAK_MONITORING_LOG_PREDICTIONS": "false"})
-    time.sleep(3)  # let its start-up health check finish before measuring
-    try:
-        with Client(unlogged.target) as other:
-            lat = interleaved({"logged": lambda: client.inference.Predict(request),
-                               "unlogged": lambda: other.inference.Predict(request)}, repeats, calls)
-    finally:
-        unlogged.stop()
-    figures["predict_logged_vs_unlogged"] = ratio(lat["logged"], lat["unlogged"])
-
     # Drift over a million logged predictions x the demo's 22 features.
     from sahayak_rpc.client import feature_columns
 
@@ -326,19 +313,15 @@ def bench_monitoring(client: Client, server_db: Path, repeats: int, calls: int) 
     return figures
 
 
-def bench_security(tmp: Path, repeats: int, calls: int) -> dict[str, object]:
-    """Predict through TLS with a bearer token against plaintext without, on two
-    fresh server processes over one small database of their own, measured interleaved.
+def small_linear_db(tmp: Path) -> Path:
+    """A database of its own with a logistic ``bench-linear`` champion, for fresh server pairs.
 
     (Not the bench database: with a million logged predictions, each new server's
     start-up health check runs for seconds and lands in the measurement.)"""
-    from sahayak_rpc import auth
-    from sahayak_rpc._proto.sahayak.v1 import inference_pb2
-    from sahayak_rpc.client import fill_features
-    from tests.certs import make_certs
-
-    server_db = tmp / "security.db"
-    setup = ServerProcess(server_db)
+    db = tmp / "pairs.db"
+    if db.exists():
+        return db
+    setup = ServerProcess(db)
     try:
         with Client(setup.target) as c:
             make_model(c, "bench-linear")
@@ -347,35 +330,62 @@ def bench_security(tmp: Path, repeats: int, calls: int) -> dict[str, object]:
             c.train("bench-linear", families=["logistic_regression"])
     finally:
         setup.stop()
+    return db
+
+
+def fresh_pairs(db: Path, a: dict[str, Any], b: dict[str, Any], repeats: int, calls: int) -> dict[str, Any]:
+    """Predict on two fresh server processes over ``db``, interleaved, for three pairs (one with few
+    repeats): two processes differ by more than one setting does (placement, wake-ups), so the figure
+    is the median of the pairs' ratios. ``a`` / ``b``: ``env`` for the server, ``tls_ca`` and ``client``
+    (Client keyword arguments) for the caller."""
+    from sahayak_rpc._proto.sahayak.v1 import inference_pb2
+    from sahayak_rpc.client import fill_features
+
+    request = inference_pb2.PredictRequest(model="bench-linear")
+    fill_features(request.features, generate_outcomes(1, seed=7)[0].features)
+    ratios, p50_a, p50_b = [], [], []
+    for _ in range(1 if repeats < 5 else 3):
+        first = ServerProcess(db, env=a.get("env"), tls_ca=a.get("tls_ca"))
+        second = ServerProcess(db, env=b.get("env"), tls_ca=b.get("tls_ca"))
+        time.sleep(3)  # let both start-up health checks finish
+        try:
+            with Client(first.target, **a.get("client", {})) as ca, Client(second.target, **b.get("client", {})) as cb:
+                lat = interleaved({"a": lambda: ca.inference.Predict(request, metadata=ca.metadata),
+                                   "b": lambda: cb.inference.Predict(request, metadata=cb.metadata)},
+                                  repeats, calls)
+        finally:
+            first.stop()
+            second.stop()
+        ratios.append(ratio(lat["a"], lat["b"]))
+        p50_a.append(statistics.median(lat["a"]))
+        p50_b.append(statistics.median(lat["b"]))
+    return {"ratio": round(statistics.median(ratios), 3), "ratios": ratios,
+            "a_p50_us": round(statistics.median(p50_a), 1), "b_p50_us": round(statistics.median(p50_b), 1)}
+
+
+def bench_security(tmp: Path, repeats: int, calls: int) -> dict[str, object]:
+    """Predict through TLS with a bearer token against plaintext without (fresh pairs)."""
+    from sahayak_rpc import auth
+    from tests.certs import make_certs
+
+    db = small_linear_db(tmp)
     certs = make_certs(tmp)
     token = auth.new_token()
     (tmp / "tokens.toml").write_text(auth.token_entry("bench", token, ["predict"]))
-    secure_env = {"SAHAYAK_SERVER_TLS_CERT": str(certs.server_cert), "SAHAYAK_SERVER_TLS_KEY": str(certs.server_key),
-                  "SAHAYAK_AUTH_TOKENS_FILE": str(tmp / "tokens.toml")}
-    request = inference_pb2.PredictRequest(model="bench-linear")
-    fill_features(request.features, generate_outcomes(1, seed=7)[0].features)
-    # Two processes differ by more than TLS does (placement, wake-ups): three fresh pairs,
-    # the median of their ratios.
-    ratios, secure_p50, plain_p50 = [], [], []
-    for _ in range(1 if repeats < 5 else 3):
-        plain = ServerProcess(server_db)
-        secure = ServerProcess(server_db, env=secure_env, tls_ca=certs.read("ca"))
-        time.sleep(3)  # let both start-up health checks finish
-        try:
-            with Client(plain.target) as p, Client(secure.target, token=token, ca_cert=certs.read("ca")) as s:
-                lat = interleaved({"plain": lambda: p.inference.Predict(request),
-                                   "secure": lambda: s.inference.Predict(request, metadata=s.metadata)},
-                                  repeats, calls)
-        finally:
-            plain.stop()
-            secure.stop()
-        ratios.append(ratio(lat["secure"], lat["plain"]))
-        secure_p50.append(statistics.median(lat["secure"]))
-        plain_p50.append(statistics.median(lat["plain"]))
-    return {"auth_predict_p50_us": round(statistics.median(secure_p50), 1),
-            "plain_predict_p50_us": round(statistics.median(plain_p50), 1),
-            "auth_predict_vs_plain": round(statistics.median(ratios), 3),
-            "auth_predict_vs_plain_pairs": ratios}
+    secure = {"env": {"SAHAYAK_SERVER_TLS_CERT": str(certs.server_cert),
+                      "SAHAYAK_SERVER_TLS_KEY": str(certs.server_key),
+                      "SAHAYAK_AUTH_TOKENS_FILE": str(tmp / "tokens.toml")},
+              "tls_ca": certs.read("ca"), "client": {"token": token, "ca_cert": certs.read("ca")}}
+    out = fresh_pairs(db, secure, {}, repeats, calls)
+    return {"auth_predict_p50_us": out["a_p50_us"], "plain_predict_p50_us": out["b_p50_us"],
+            "auth_predict_vs_plain": out["ratio"], "auth_predict_vs_plain_pairs": out["ratios"]}
+
+
+def bench_logging(tmp: Path, repeats: int, calls: int) -> dict[str, object]:
+    """Predict with the prediction log on against off (fresh pairs): what logging adds to a reply."""
+    out = fresh_pairs(small_linear_db(tmp), {}, {"env": {"SAHAYAK_MONITORING_LOG_PREDICTIONS": "false"}},
+                      repeats, calls)
+    return {"predict_logged_vs_unlogged": out["ratio"], "predict_logged_vs_unlogged_pairs": out["ratios"]}
 
 
 def main() -> int:
@@ -397,8 +407,9 @@ def main() -> int:
                 figures.update(bench_latencies(client, repeats, calls))
                 figures.update(bench_import(client, max(1, repeats // 2), rows))
                 figures.update(bench_learning(client, repeats, calls, rows))
-                figures.update(bench_monitoring(client, Path(tmp) / "bench.db", repeats, calls))
+                figures.update(bench_monitoring(client, repeats, calls))
                 figures.update(bench_security(Path(tmp), repeats, calls))
+                figures.update(bench_logging(Path(tmp), repeats, calls))
                 if opts.peers:
                     from bench.peers import run_peers
 
