@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .encoding import MISSING, UNKNOWN, CategoricalEncoding, LinearEncoder, NumericEncoding, RawEncoder
-from .schema import Column, Row, Schema, as_array
+from .schema import Column, FeatureType, Row, Schema, as_array
 
 Contribution = tuple[str, float]
 # Below this many rows, trees score row by row (pure Python) rather than with numpy.
@@ -487,6 +487,91 @@ class ScoringModel:
             return self.calibrator.one(raw), top
         raw, parts = self._scorer.explain_one(row)
         return self.calibrator.one(raw), top_contributions(parts, top_k)
+
+    def explain_checked(self, row: Mapping[str, object], top_k: int) -> tuple[float, list[Contribution]] | None:
+        """explain_one for a row that passes the schema's checks, checking it while scoring; None when
+        anything about it is not plain (a bad value, an unknown name or category, a missing required
+        feature, a tree model): the caller then checks the row the long way and uses explain_one.
+
+        The single-row Predict path: one pass over the features instead of a check pass and a scoring
+        pass, and the top-k ranked without a tuple per feature. The answer is explain_one's, to the
+        bit (the same sums in the same order; ties between equal contributions go to the larger
+        name, as in top_contributions)."""
+        plan = self.__dict__.get("_checked_plan")
+        if plan is None:
+            plan = self.__dict__["_checked_plan"] = self._checked_plan()
+        if not plan:
+            return None
+        names, numeric, tables, by_name, bias = plan
+        get = row.get
+        z = bias
+        parts: list[float] = []
+        add = parts.append
+        absent = 0
+        # Two loops, numbers then the rest, as the scorer sums them: one loop with a kind test per
+        # feature measured ~15% slower, and this is the whole of the single-row scoring cost.
+        for name, slope, offset, missing, lo, hi, required in numeric:
+            v = get(name)
+            if v is None:
+                if required:
+                    return None
+                absent += 1
+                c = missing
+            elif v.__class__ is float and lo <= v <= hi:  # a number (not a bool), in bounds, not NaN
+                c = slope * v + offset
+            else:
+                return None
+            z += c
+            add(c)
+        for name, table, missing, required, cls in tables:
+            v = get(name)
+            if v is None:
+                if required:
+                    return None
+                absent += 1
+                c = missing
+            elif v.__class__ is cls and (c := table.get(v)) is not None:  # a declared category, or a bool
+                pass
+            else:
+                return None
+            z += c
+            add(c)
+        if len(row) + absent != len(parts):  # a name the schema does not have
+            return None
+        prob = self.calibrator.one(z)
+        if top_k <= 0:
+            return prob, []
+        size = list(map(abs, parts))
+        # A stable sort of the features in descending name order: equal sizes keep the larger name first.
+        order = sorted(by_name, key=size.__getitem__, reverse=True)[:top_k]
+        return prob, [(names[i], parts[i]) for i in order]
+
+    def _checked_plan(self) -> tuple[Any, ...]:
+        """The linear scorer's contribution rules with the schema's checks, per feature, for
+        explain_checked (numeric features, then the others, as the scorer sums them); empty for a
+        tree model."""
+        linear = self.linear
+        if linear is None:
+            return ()
+        checks = self.schema._checks  # type: ignore[attr-defined]
+        numeric, tables = [], []
+        for f in self.schema.features:
+            rule = linear._by_name.get(f.name)
+            if rule is None:
+                return ()
+            a, b, missing = rule
+            if f.type is FeatureType.NUMERIC:
+                _, lo, hi, _ = checks[f.name]
+                numeric.append((f.name, a, b, missing, lo, hi, f.required))
+            else:
+                assert isinstance(a, dict)
+                # Only the declared values: an unknown category (allowed or not) takes the long way.
+                known = f.categories if f.type is FeatureType.CATEGORICAL else (True, False)
+                tables.append((f.name, {v: a.get(v, b) for v in known}, missing, f.required,
+                               str if f.type is FeatureType.CATEGORICAL else bool))
+        names = tuple(e[0] for e in numeric + tables)
+        by_name = tuple(sorted(range(len(names)), key=names.__getitem__, reverse=True))
+        return names, tuple(numeric), tuple(tables), by_name, linear.bias
 
     def predict_rows(self, rows: Sequence[Row]) -> np.ndarray:
         if self.linear is not None:

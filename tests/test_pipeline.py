@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from sahayak_rpc import gate, metrics, split
@@ -158,3 +159,55 @@ def test_ranking_a_subject_against_candidates_matches_scoring_merged_rows(traine
             expected = model.explain_one(merged[i], 3)[1]
             assert [n for n, _ in explain(i)] == [n for n, _ in expected]
             assert np.allclose([c for _, c in explain(i)], [c for _, c in expected], atol=1e-9)
+
+
+# Values that break a rule, or that the fast path leaves to the long way (kinds, bounds, NaN,
+# unknown categories and names): explain_checked must answer None for each, or what explain_one does.
+_ODD_VALUES = [None, float("nan"), float("inf"), -1.0, 1e101, 17.0, 0.0, 1.0, True, False, "weaver",
+               "atlantis", "", 5, "x" * 300]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_checked_one_row_path_answers_as_check_then_explain(trained, data) -> None:
+    """explain_checked is explain_one for a row that passes validate_row, None for one that does not
+    (and None only for an unusual row: a plain valid row always takes the fast path)."""
+    linear = next(c.model for c in trained.candidates if c.model.linear is not None)
+    base = dict(data.draw(st.sampled_from(trained.validation.rows[:40])))
+    plain = not DEMO_SCHEMA.validate_row(base)
+    changes = data.draw(st.lists(st.tuples(st.sampled_from(DEMO_SCHEMA.names + ["no_such_feature"]),
+                                           st.sampled_from(_ODD_VALUES)), max_size=3))
+    row = dict(base)
+    for name, value in changes:
+        if value is None:
+            row.pop(name, None)
+        else:
+            row[name] = value
+    k = data.draw(st.sampled_from([0, 1, 3, 22]))
+    got = linear.explain_checked(row, k)
+    if DEMO_SCHEMA.validate_row(row):
+        assert got is None
+    elif got is not None:
+        assert got == linear.explain_one(row, k)
+    if plain and not changes:
+        assert got == linear.explain_one(base, k)
+    tree = next(c.model for c in trained.candidates if c.model.trees is not None)
+    assert tree.explain_checked(base, k) is None  # trees always take the long way
+
+
+def test_equal_contributions_rank_as_top_contributions_does(trained) -> None:
+    """Ties go to the larger name on both paths: with every weight zero, every contribution ties."""
+    import dataclasses
+
+    from sahayak_rpc.scoring import LinearScorer
+
+    model = next(c.model for c in trained.candidates if c.model.linear is not None)
+    lin = model.linear
+    flat = dataclasses.replace(model, linear=LinearScorer(lin.encoder, np.zeros_like(lin.weights), lin.intercept,
+                                                          lin.column_means))
+    row = trained.validation.rows[0]
+    fast = flat.explain_checked(row, 3)
+    assert fast is not None and fast == flat.explain_one(row, 3)
+    assert [name for name, _ in fast[1]] == sorted(DEMO_SCHEMA.names, reverse=True)[:3]
+    for row in trained.validation.rows[:200]:  # and the full ranking of real rows
+        assert model.explain_checked(row, 22) == model.explain_one(row, 22)

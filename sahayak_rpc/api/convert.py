@@ -103,15 +103,43 @@ def decode_token(token: str, path: str = "page_token") -> str:
 
 # --- features -----------------------------------------------------------
 
-def row_from_proto(features: Mapping[str, common_pb2.FeatureValue]) -> Row:
-    """Feature map -> Row; a FeatureValue with nothing set counts as missing."""
+def row_from_proto(features: Mapping[str, common_pb2.FeatureValue], fields: Mapping[str, str] | None = None) -> Row:
+    """Feature map -> Row; a FeatureValue with nothing set counts as missing.
+
+    ``fields`` (feature name -> the FeatureValue field its type uses, see value_fields) lets the
+    common case skip asking which field is set: a non-default value in the expected field is the
+    one set (a oneof holds one). A default or unexpected value is decided by WhichOneof, as without.
+    """
     row: Row = {}
+    if not fields:
+        for name in features:
+            fv = features[name]
+            kind = fv.WhichOneof("kind")
+            if kind is not None:
+                row[name] = getattr(fv, kind)
+        return row
+    expected = fields.get
     for name in features:
         fv = features[name]
+        field = expected(name)
+        if field is not None:
+            value = getattr(fv, field)
+            if value:
+                row[name] = value
+                continue
         kind = fv.WhichOneof("kind")
         if kind is not None:
             row[name] = getattr(fv, kind)
     return row
+
+
+_VALUE_FIELDS = {FeatureType.NUMERIC: "number_value", FeatureType.CATEGORICAL: "string_value",
+                 FeatureType.BOOLEAN: "bool_value"}
+
+
+def value_fields(schema: Schema) -> dict[str, str]:
+    """Feature name -> the FeatureValue field that carries its type's values (for row_from_proto)."""
+    return {f.name: _VALUE_FIELDS[f.type] for f in schema.features}
 
 
 def value_to_proto(value: float | str | bool) -> common_pb2.FeatureValue:

@@ -29,10 +29,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(self, catalog: Catalog, inference: Inference) -> None:
         self._catalog = catalog
         self._inference = inference
+        self._fields: dict[int, dict[str, str]] = {}  # by model id; a schema never changes
 
     def Predict(self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext) -> inference_pb2.PredictResponse:
         model = self._catalog.get(request.model)
-        row = convert.row_from_proto(request.features)
+        fields = self._fields.get(model.id)
+        if fields is None:
+            fields = self._fields[model.id] = convert.value_fields(model.schema)
+        row = convert.row_from_proto(request.features, fields)
         p = self._inference.predict(model, request.version, request.alias, row, request.explain_top_k,
                                     _entities(request.entities, "entities"))
         response = inference_pb2.PredictResponse(prediction_id=p.prediction_id, probability=p.probability,

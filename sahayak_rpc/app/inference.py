@@ -7,11 +7,11 @@ import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, ServiceError
 from ..runtime.predlog import PredictionLog
 from ..schema import (MAX_MAGNITUDE, Column, FeatureType, FieldError, Row, Schema, SchemaError, as_array, check_columns,
                       columns_to_rows)
@@ -38,8 +38,7 @@ class IdMaker:
         return f"p{self._prefix}{self._next():x}"
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(NamedTuple):  # a tuple: the cheapest record to build once per Predict
     prediction_id: str
     probability: float
     label: bool
@@ -78,12 +77,19 @@ class Inference:
 
     def predict(self, model: ModelRecord, version: int, alias: str, row: Row, explain_top_k: int,
                 entities: dict[str, str] | None) -> Prediction:
-        errors = model.schema.validate_row(row)
-        if errors:
-            raise InvalidArgument.fields(errors)
-        served = self._registry.served(model, version, alias)
+        try:
+            served = self._registry.served(model, version, alias)
+        except ServiceError:
+            _require_valid_row(model.schema, row)  # a bad row is the first thing to report
+            raise
         k = _explain_k(explain_top_k, DEFAULT_EXPLAIN)
-        prob, parts = served.model.explain_one(row, k)
+        # Checked while scored; anything out of the ordinary takes the long way (and its error).
+        checked = served.model.explain_checked(row, k)
+        if checked is None:
+            _require_valid_row(model.schema, row)
+            prob, parts = served.model.explain_one(row, k)
+        else:
+            prob, parts = checked
         label = prob >= served.model.threshold
         pid = self.new_id()
         self._log.submit_one(pid, model.id, served.version, row, prob, label, self._ctx.now_us(), entities)
@@ -398,6 +404,12 @@ class MatrixCheck:
                 reason = f"{v} is above the maximum {f.max}"
             out.append(FieldError(where, reason))
         return out
+
+
+def _require_valid_row(schema: Schema, row: Row) -> None:
+    errors = schema.validate_row(row)
+    if errors:
+        raise InvalidArgument.fields(errors)
 
 
 def _require_valid_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str,
