@@ -143,7 +143,7 @@ def test_alerts_raise_stream_acknowledge_and_resolve_with_cooldown(served: Runni
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    time.sleep(0.2)
+    call.initial_metadata()  # the server sends headers once the watch listens: no event can slip by
     predict_all(served, shifted(rows))
     first = c.monitor.RunHealthCheck(M.RunHealthCheckRequest(model=MODEL)).results[0]
     rules = {a.rule for a in first.raised}
@@ -301,6 +301,7 @@ def test_the_whole_loop_on_the_injected_clock(tmp_path) -> None:
                     if a.rule == M.ALERT_RULE_FEATURE_DRIFT]
 
         watch = c.monitor.WatchAlerts(M.WatchAlertsRequest(model=MODEL), timeout=60)
+        watch.initial_metadata()  # listening from here on
         seen: list = []
         predict_all(r, heavily_shifted(normal))
         check_now()
