@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 
-from ..app.catalog import Catalog
+from ..app.catalog import Catalog, PerSchema
 from ..app.inference import Inference
 from ..errors import InvalidArgument
 from ..schema import FieldError, columns_to_rows
@@ -29,14 +29,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(self, catalog: Catalog, inference: Inference) -> None:
         self._catalog = catalog
         self._inference = inference
-        self._fields: dict[int, dict[str, str]] = {}  # by model id; a schema never changes
+        self._fields = PerSchema(convert.value_fields)
 
     def Predict(self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext) -> inference_pb2.PredictResponse:
         model = self._catalog.get(request.model)
-        fields = self._fields.get(model.id)
-        if fields is None:
-            fields = self._fields[model.id] = convert.value_fields(model.schema)
-        row = convert.row_from_proto(request.features, fields)
+        row = convert.row_from_proto(request.features, self._fields(model))
         p = self._inference.predict(model, request.version, request.alias, row, request.explain_top_k,
                                     _entities(request.entities, "entities"))
         response = inference_pb2.PredictResponse(prediction_id=p.prediction_id, probability=p.probability,

@@ -30,13 +30,12 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ..app.catalog import Catalog
+from ..app.catalog import Catalog, PerSchema
 from ..app.context import AppContext
 from ..app.inference import MAX_BATCH_ROWS, Inference
 from ..app.registry import Registry
 from ..errors import InvalidArgument, ServiceError
 from ..schema import FeatureType, FieldError, Schema
-from ..store import ModelRecord
 from .._proto.inference import open_inference_grpc_pb2 as pb, open_inference_grpc_pb2_grpc as pb_grpc
 from . import convert
 
@@ -100,13 +99,7 @@ class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._registry = registry
         self._inference = inference
         self._server_version = server_version
-        self._layouts: dict[int, Layout] = {}  # by model id; a schema never changes
-
-    def _layout(self, model: ModelRecord) -> Layout:
-        layout = self._layouts.get(model.id)
-        if layout is None:
-            layout = self._layouts[model.id] = Layout.of(model.schema)
-        return layout
+        self._layout = PerSchema(Layout.of)
 
     # --- health and metadata ------------------------------------------------
 

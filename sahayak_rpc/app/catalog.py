@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
 from .. import settings as ms
 from ..errors import InvalidArgument, NotFound
 from ..schema import MODEL_NAME_RE, FieldError, Schema
@@ -10,6 +13,21 @@ from .context import AppContext
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+T = TypeVar("T")
+
+
+class PerSchema(Generic[T]):
+    """Something derived from a model's schema, worked out once per model (a schema never changes)."""
+
+    def __init__(self, derive: Callable[[Schema], T]) -> None:
+        self._derive = derive
+        self._by_model: dict[int, T] = {}
+
+    def __call__(self, model: ModelRecord) -> T:
+        got = self._by_model.get(model.id)
+        if got is None:
+            got = self._by_model[model.id] = self._derive(model.schema)
+        return got
 
 
 class Catalog:

@@ -18,7 +18,7 @@ from ..schema import (MAX_MAGNITUDE, Column, FeatureType, FieldError, Row, Schem
 from ..scoring import Contribution
 from ..store import ModelRecord
 from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, encode_probabilities
-from .catalog import Catalog
+from .catalog import Catalog, PerSchema
 from .context import AppContext
 from .registry import Registry, Served
 
@@ -69,7 +69,7 @@ class Inference:
         self._log = log
         self.new_id = IdMaker()
         self.metrics: Any = None  # runtime.metrics.Metrics when /metrics is on
-        self._plans: dict[int, SchemaPlan] = {}
+        self._plan = PerSchema(SchemaPlan)
 
     def _count(self, model: ModelRecord, version: int, n: int) -> None:
         if self.metrics is not None:
@@ -133,7 +133,8 @@ class Inference:
         n = x.shape[0]
         if n > MAX_BATCH_ROWS:
             raise InvalidArgument.fields([FieldError(field, f"at most {MAX_BATCH_ROWS} rows per call; got {n}")])
-        given, check = x, self._plan(model).check
+        plan = self._plan(model)
+        given, check = x, plan.check
         # One row (the common single-prediction call) goes as a Row through the Predict path:
         # a few dictionary look-ups beat a dozen numpy calls on a 1 x F array.
         row = check.row(x[0].tolist()) if n == 1 and x.ndim == 2 else None
@@ -148,17 +149,11 @@ class Inference:
         else:
             probs = served.model.predict_matrix(x) if n else np.zeros(0)
         batch_id = self.new_id()
-        layout = self._plan(model).matrix_layout
+        layout = plan.matrix_layout
         # Logged as the matrix it came in, in its precision (FP32 stays FP32), split into its number and
         # its code columns (store/batchcodec.py): a few array copies, no per-value work.
         self._log_batch(batch_id, model, served, (), n, probs, encoded=lambda: encode_matrix(given, layout))
         return batch_id, served, probs
-
-    def _plan(self, model: ModelRecord) -> SchemaPlan:
-        plan = self._plans.get(model.id)
-        if plan is None:  # a model's schema never changes
-            plan = self._plans[model.id] = SchemaPlan(model.schema)
-        return plan
 
     def _log_batch(self, batch_id: str, model: ModelRecord, served: Served,
                    columns: Sequence[Column], n: int, probs: np.ndarray,
