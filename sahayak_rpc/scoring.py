@@ -11,7 +11,6 @@ value (path attribution for trees).
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -125,6 +124,17 @@ class LinearScorer:
             self._by_name[name] = (slope, offset, missing)
         for name, table, unknown, missing in self._tables:
             self._by_name[name] = (table, unknown, missing)
+        # The features in scoring order (numeric, then the others), and their positions by descending
+        # name: ranking them with a stable sort breaks ties towards the larger name (top_contributions).
+        self.names = tuple(e[0] for e in self._numeric) + tuple(e[0] for e in self._tables)
+        self._by_name_desc = tuple(sorted(range(len(self.names)), key=self.names.__getitem__, reverse=True))
+
+    def top(self, parts: Sequence[float], k: int) -> list[Contribution]:
+        """The ``k`` largest of ``parts`` (one contribution per feature, in scoring order) by magnitude,
+        ties by name as in top_contributions, without a tuple per feature."""
+        size = list(map(abs, parts))
+        names = self.names
+        return [(names[i], parts[i]) for i in sorted(self._by_name_desc, key=size.__getitem__, reverse=True)[:k]]
 
     def contribution(self, name: str, value: object) -> float:
         """One feature's centred contribution for ``value`` (None: missing)."""
@@ -164,18 +174,19 @@ class LinearScorer:
         """explain_one then top_contributions, in one pass: the single-row Predict path."""
         z = self.bias
         get = row.get
-        ranked = []
+        parts: list[float] = []
+        add = parts.append
         for name, slope, offset, missing in self._numeric:
             v = get(name)
             c = missing if v is None else slope * v + offset
             z += c
-            ranked.append((c if c >= 0 else -c, name, c))
+            add(c)
         for name, table, unknown, missing in self._tables:
             v = get(name)
             c = missing if v is None else table.get(v, unknown)
             z += c
-            ranked.append((c if c >= 0 else -c, name, c))
-        return z, [(name, c) for _, name, c in heapq.nlargest(k, ranked)]
+            add(c)
+        return z, self.top(parts, k)
 
     def raw_columns(self, n: int, columns: Mapping[str, Column]) -> np.ndarray:
         z = np.full(n, self.bias)
@@ -502,9 +513,9 @@ class ScoringModel:
             plan = self.__dict__["_checked_plan"] = self._checked_plan()
         if not plan:
             return None
-        names, numeric, tables, by_name, bias = plan
+        linear, numeric, tables = plan
         get = row.get
-        z = bias
+        z = linear.bias
         parts: list[float] = []
         add = parts.append
         absent = 0
@@ -539,39 +550,35 @@ class ScoringModel:
         if len(row) + absent != len(parts):  # a name the schema does not have
             return None
         prob = self.calibrator.one(z)
-        if top_k <= 0:
-            return prob, []
-        size = list(map(abs, parts))
-        # A stable sort of the features in descending name order: equal sizes keep the larger name first.
-        order = sorted(by_name, key=size.__getitem__, reverse=True)[:top_k]
-        return prob, [(names[i], parts[i]) for i in order]
+        return prob, linear.top(parts, top_k) if top_k > 0 else []
 
     def _checked_plan(self) -> tuple[Any, ...]:
-        """The linear scorer's contribution rules with the schema's checks, per feature, for
-        explain_checked (numeric features, then the others, as the scorer sums them); empty for a
-        tree model."""
+        """The linear scorer's contribution rules, in its scoring order, with the schema's checks, for
+        explain_checked; empty for a tree model."""
         linear = self.linear
         if linear is None:
             return ()
         checks = self.schema._checks  # type: ignore[attr-defined]
-        numeric, tables = [], []
-        for f in self.schema.features:
-            rule = linear._by_name.get(f.name)
-            if rule is None:
+        numeric = []
+        for name, slope, offset, missing in linear._numeric:
+            spec = self.schema.feature(name)
+            if spec is None:
                 return ()
-            a, b, missing = rule
-            if f.type is FeatureType.NUMERIC:
-                _, lo, hi, _ = checks[f.name]
-                numeric.append((f.name, a, b, missing, lo, hi, f.required))
-            else:
-                assert isinstance(a, dict)
-                # Only the declared values: an unknown category (allowed or not) takes the long way.
-                known = f.categories if f.type is FeatureType.CATEGORICAL else (True, False)
-                tables.append((f.name, {v: a.get(v, b) for v in known}, missing, f.required,
-                               str if f.type is FeatureType.CATEGORICAL else bool))
-        names = tuple(e[0] for e in numeric + tables)
-        by_name = tuple(sorted(range(len(names)), key=names.__getitem__, reverse=True))
-        return names, tuple(numeric), tuple(tables), by_name, linear.bias
+            _, lo, hi, _ = checks[name]
+            numeric.append((name, slope, offset, missing, lo, hi, spec.required))
+        tables = []
+        for name, table, unknown, missing in linear._tables:
+            spec = self.schema.feature(name)
+            if spec is None:
+                return ()
+            # Only the declared values: an unknown category (allowed or not) takes the long way.
+            categorical = spec.type is FeatureType.CATEGORICAL
+            known = spec.categories if categorical else (True, False)
+            tables.append((name, {v: table.get(v, unknown) for v in known}, missing, spec.required,
+                           str if categorical else bool))
+        if len(numeric) + len(tables) != len(self.schema.features):
+            return ()
+        return linear, tuple(numeric), tuple(tables)
 
     def predict_rows(self, rows: Sequence[Row]) -> np.ndarray:
         if self.linear is not None:
