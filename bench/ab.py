@@ -28,12 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import MODEL  # noqa: E402
-from bench.run import free_port, interleaved  # noqa: E402
+from bench.run import ServerProcess, interleaved  # noqa: E402
 
 
 
@@ -55,33 +52,16 @@ def parse_spec(text: str) -> tuple[str, Path, dict[str, str]]:
     return name, Path(where or ".").resolve(), env
 
 
-class Server:
+class Server(ServerProcess):
     def __init__(self, name: str, tree: Path, env: dict[str, str], db: Path) -> None:
         self.name = name
-        port = free_port()
-        self.target = f"127.0.0.1:{port}"
-        # The tree's own package, with this environment's interpreter and libraries.
-        self.proc = subprocess.Popen([sys.executable, "-m", "sahayak_rpc.cli", "serve", "--port", str(port),
-                                      "--db", str(db), "--log-level", "warning"], cwd=tree,
-                                     stderr=subprocess.DEVNULL, env={**os.environ, **env, "PYTHONPATH": str(tree)})
+        super().__init__(db, env=env, tree=tree)
 
     def prepare(self) -> None:
         from bench.peers import prepare_model, wait_model_ready
 
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                prepare_model(self.target, 5000)
-                break
-            except Exception:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"server {self.name} did not start") from None
-                time.sleep(0.3)
+        prepare_model(self.target, 5000)
         wait_model_ready(self.target, MODEL, self.proc, timeout=60)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 def predict_rounds(servers: list[Server], rounds: int, calls: int) -> dict[str, Any]:

@@ -38,11 +38,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, db: Path, env: dict[str, str] | None = None, tls_ca: bytes | None = None) -> None:
+    def __init__(self, db: Path, env: dict[str, str] | None = None, tls_ca: bytes | None = None,
+                 tree: Path = ROOT) -> None:
+        """A server from the source ``tree`` (default this one; bench/ab.py passes other worktrees)."""
         self.port = free_port()
         cmd = [sys.executable, "-m", "sahayak_rpc.cli", "serve", "--port", str(self.port), "--db", str(db),
                "--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+        # ``python -m`` puts the working directory first on sys.path: the tree's package is the one run.
+        self.proc = subprocess.Popen(cmd, cwd=tree, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
         channel = (grpc.secure_channel(self.target, grpc.ssl_channel_credentials(tls_ca)) if tls_ca
                    else grpc.insecure_channel(self.target))
         stub = health_pb2_grpc.HealthStub(channel)
