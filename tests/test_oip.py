@@ -264,6 +264,29 @@ def test_inferences_reach_the_prediction_log(trained: Running, oip: pb_grpc.GRPC
     assert abs(stored[4] - float(outputs_of(response)["probability"][3, 0])) <= 1e-6
 
 
+def test_a_one_row_inference_is_logged_as_row_0_of_its_batch(trained: Running,
+                                                              oip: pb_grpc.GRPCInferenceServiceStub) -> None:
+    model_id = trained.server.catalog.get(MODEL).id
+    trained.server.predlog.flush()
+    before = trained.server.ctx.predictions.count(model_id)
+    rows = sample_rows(1, seed=19)
+    response = oip.ModelInfer(infer_request(encode(rows)))
+    trained.server.predlog.flush()
+    assert trained.server.ctx.predictions.count(model_id) == before + 1
+    batch_id = response.parameters["batch_id"].string_param
+    stored = trained.server.ctx.predictions.get(f"{batch_id}:0")
+    assert stored is not None and stored[0] == f"{batch_id}:0"
+    assert trained.server.ctx.predictions.get(f"{batch_id}:1") is None
+    logged, sent = json.loads(stored[3]), decode(encode(rows))[0]
+    assert logged.keys() == sent.keys()
+    for name, value in sent.items():
+        same = np.float32(logged[name]) == np.float32(value) if isinstance(value, float) else logged[name] == value
+        assert same, (name, logged[name], value)
+    prob = float(outputs_of(response)["probability"][0, 0])
+    assert abs(stored[4] - prob) <= 1e-6
+    assert stored[5] == int(outputs_of(response)["label"][0, 0])
+
+
 # --- errors ---------------------------------------------------------------------------
 
 def test_unknown_model_is_not_found(oip: pb_grpc.GRPCInferenceServiceStub) -> None:

@@ -12,6 +12,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sahayak_rpc import gate, metrics, split
 from sahayak_rpc.demo_data import DEMO_SCHEMA, generate_outcomes
 from sahayak_rpc.encoding import RawEncoder, fit_linear
+from sahayak_rpc.schema import FeatureType
 from sahayak_rpc.settings import ModelSettings, QualityGate
 from sahayak_rpc.scoring import TreeScorer
 from sahayak_rpc.training import NotEnoughData, Trainer, TrainingData, export_trees
@@ -211,3 +212,75 @@ def test_equal_contributions_rank_as_top_contributions_does(trained) -> None:
     assert [name for name, _ in fast[1]] == sorted(DEMO_SCHEMA.names, reverse=True)[:3]
     for row in trained.validation.rows[:200]:  # and the full ranking of real rows
         assert model.explain_checked(row, 22) == model.explain_one(row, 22)
+
+
+def _columns(rows: list[dict], names: list[str]) -> list:
+    """Rows as the server reads a columnar batch (client.feature_columns, then convert.columns_from_proto)."""
+    from sahayak_rpc._proto.sahayak.v1 import common_pb2
+    from sahayak_rpc.api.convert import columns_from_proto
+    from sahayak_rpc.client import feature_columns
+
+    target = common_pb2.FeatureColumns()
+    assert feature_columns([{k: v for k, v in r.items() if k in names} for r in rows], target)
+    return columns_from_proto(target)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_columnar_batch_as_one_matrix_is_checked_and_scored_as_column_by_column(trained, data) -> None:
+    """SchemaPlan.columns_matrix plus MatrixCheck (PredictBatch's fast path) passes exactly the batches
+    check_columns passes without a word, and scores them as predict_columns does; odd shapes and bad
+    values (which it may leave to the long way) never slip through it."""
+    import dataclasses
+
+    from sahayak_rpc.app.inference import SchemaPlan
+    from sahayak_rpc.schema import Column, SchemaError, check_columns
+
+    plan = SchemaPlan(DEMO_SCHEMA)
+    rows = [dict(r) for r in data.draw(st.lists(st.sampled_from(trained.validation.rows[:60]), min_size=1,
+                                                max_size=12))]
+    for i, name, value in data.draw(st.lists(st.tuples(st.integers(0, len(rows) - 1), st.sampled_from(DEMO_SCHEMA.names),
+                                                       st.sampled_from(_ODD_VALUES)), max_size=3)):
+        if value is None:
+            rows[i].pop(name, None)
+        elif isinstance(value, str) == (DEMO_SCHEMA.feature(name).type is FeatureType.CATEGORICAL):
+            rows[i][name] = value  # feature_columns keeps one kind per column
+    names = data.draw(st.sets(st.sampled_from(DEMO_SCHEMA.names), min_size=len(DEMO_SCHEMA.names) - 1))
+    columns = _columns(rows, sorted(names))
+    n = len(rows)
+    shape = data.draw(st.sampled_from(["as is", "unknown", "repeated", "short", "strings", "bad code", "dictionary"]))
+    coded = [i for i, c in enumerate(columns) if c.codes is not None]
+    # An optional categorical matters most: a value the fast path misread as missing would pass there.
+    optional = [i for i in coded if not DEMO_SCHEMA.feature(columns[i].name).required]
+    j = data.draw(st.sampled_from(optional if optional and data.draw(st.booleans()) else coded)
+                  if shape in ("strings", "bad code", "dictionary") and coded else st.integers(0, len(columns) - 1))
+    if shape == "unknown":
+        columns.append(Column("no_such_feature", numbers=np.zeros(n)))
+    elif shape == "repeated":
+        columns.append(columns[j])
+    elif shape == "short" and n > 1:
+        c = columns[j]
+        columns[j] = dataclasses.replace(c, numbers=None if c.numbers is None else c.numbers[:-1],
+                                         codes=None if c.codes is None else c.codes[:-1])
+    elif shape == "strings" and columns[j].codes is not None:
+        columns[j] = Column(columns[j].name, strings=list(columns[j].decoded() or ()))
+    elif shape == "bad code" and columns[j].codes is not None:
+        codes = columns[j].codes.copy()
+        size = len(columns[j].dictionary or ())
+        codes[data.draw(st.integers(0, n - 1))] = data.draw(st.sampled_from([size, size + 3, -2]))
+        columns[j] = dataclasses.replace(columns[j], codes=codes)
+    elif shape == "dictionary" and columns[j].codes is not None:
+        columns[j] = dataclasses.replace(columns[j], dictionary=["atlantis", *(columns[j].dictionary or ())[1:]])
+    try:
+        slow = check_columns(DEMO_SCHEMA, n, columns, "columns")
+    except SchemaError:
+        slow = None
+    x = plan.columns_matrix(n, columns)
+    fast_ok = x is not None and not plan.check.errors(x, "columns")
+    if fast_ok:
+        assert slow == {}, slow  # the fast path never takes what the long way refuses
+        for cand in trained.candidates:
+            by_name = {c.name: c for c in columns}
+            assert np.allclose(cand.model.predict_matrix(x), cand.model.predict_columns(n, by_name), atol=1e-12)
+    elif shape == "as is" and all(c.codes is not None or c.numbers is not None for c in columns):
+        assert slow != {}  # a plain batch leaves the fast path only for a bad value

@@ -103,6 +103,33 @@ def decode_token(token: str, path: str = "page_token") -> str:
 
 # --- features -----------------------------------------------------------
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def packed_field(number: int, payload: bytes) -> bytes:
+    """One packed repeated field in protobuf's wire format (tag, length, payload), to be merged into a
+    message with MergeFromString: the message then reads a whole array in C, where filling the field
+    from a Python list converts (and, for an enum, checks) each element."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def packed_doubles(number: int, values: np.ndarray) -> bytes:
+    """A ``repeated double`` field: the packed payload is the values as little-endian float64."""
+    return packed_field(number, np.ascontiguousarray(values, dtype="<f8").tobytes())
+
+
+def packed_labels(number: int, positive: np.ndarray) -> bytes:
+    """A ``repeated Label`` field from a boolean array: each element one varint byte (both values < 128)."""
+    codes = np.where(positive, common_pb2.LABEL_POSITIVE, common_pb2.LABEL_NEGATIVE).astype(np.uint8)
+    return packed_field(number, codes.tobytes())
+
+
 def row_from_proto(features: Mapping[str, common_pb2.FeatureValue], fields: Mapping[str, str] | None = None) -> Row:
     """Feature map -> Row; a FeatureValue with nothing set counts as missing.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-import numpy as np
 
 from ..app.catalog import Catalog, PerSchema
 from ..app.inference import Inference
@@ -13,6 +12,8 @@ from .._proto.sahayak.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from . import convert
 
 _POS, _NEG = common_pb2.LABEL_POSITIVE, common_pb2.LABEL_NEGATIVE
+_BATCH_FIELDS = inference_pb2.PredictBatchResponse.DESCRIPTOR.fields_by_name
+_PROBABILITIES, _LABELS = _BATCH_FIELDS["probabilities"].number, _BATCH_FIELDS["labels"].number
 
 
 def _entities(entities: object, path: str) -> dict[str, str] | None:
@@ -53,10 +54,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         else:
             rows = [convert.row_from_proto(r.features) for r in request.rows]
             batch_id, served, probs = self._inference.predict_rows(model, request.version, request.alias, rows)
-        threshold = served.model.threshold
-        labels = np.where(probs >= threshold, _POS, _NEG)
-        response = inference_pb2.PredictBatchResponse(version=served.version, batch_id=batch_id,
-                                                      probabilities=probs.tolist(), labels=labels.tolist())
+        response = inference_pb2.PredictBatchResponse(version=served.version, batch_id=batch_id)
+        # Both arrays in their packed wire form, read in C (convert.packed_field).
+        response.MergeFromString(convert.packed_doubles(_PROBABILITIES, probs)
+                                 + convert.packed_labels(_LABELS, probs >= served.model.threshold))
         if request.explain_top_k > 0:
             if rows is None:
                 rows = columns_to_rows(model.schema, request.columns.row_count, convert.columns_from_proto(request.columns))

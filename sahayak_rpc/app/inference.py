@@ -116,10 +116,19 @@ class Inference:
                         columns: Sequence[Column]) -> tuple[str, Served, np.ndarray, list[Row] | None]:
         if not 0 <= n <= MAX_BATCH_ROWS:
             raise InvalidArgument.fields([FieldError("columns.row_count", f"must be 0-{MAX_BATCH_ROWS}")])
-        _require_valid_columns(model.schema, n, columns, "columns", lambda i: f"row {i}")
+        plan = self._plan(model)
+        # A plainly shaped batch is checked and scored as one raw-layout matrix (a few numpy
+        # operations in all); anything else, or any bad value, goes column by column, for its error.
+        x = plan.columns_matrix(n, columns)
+        if x is not None and plan.check.errors(x, "columns"):
+            x = None
+        if x is None:
+            _require_valid_columns(model.schema, n, columns, "columns", lambda i: f"row {i}")
         served = self._registry.served(model, version, alias)
-        by_name = {c.name: c for c in columns}
-        probs = served.model.predict_columns(n, by_name) if n else np.zeros(0)
+        if x is not None:
+            probs = served.model.predict_matrix(x)
+        else:
+            probs = served.model.predict_columns(n, {c.name: c for c in columns}) if n else np.zeros(0)
         batch_id = self.new_id()
         self._log_batch(batch_id, model, served, columns, n, probs)
         return batch_id, served, probs, None
@@ -144,11 +153,16 @@ class Inference:
             if errors:
                 raise InvalidArgument.fields(errors)
         served = self._registry.served(model, version, alias)
-        if row is not None:
-            probs = np.array([served.model.predict_one(row)])
-        else:
-            probs = served.model.predict_matrix(x) if n else np.zeros(0)
         batch_id = self.new_id()
+        if row is not None:
+            # Logged as one prediction (as Predict logs), under the id a batch's row 0 has: a batch
+            # record of one row would cost the log's thread many times the scoring.
+            prob = served.model.predict_one(row)
+            self._log.submit_one(f"{batch_id}:0", model.id, served.version, row, prob,
+                                 prob >= served.model.threshold, self._ctx.now_us(), None)
+            self._count(model, served.version, 1)
+            return batch_id, served, np.array([prob])
+        probs = served.model.predict_matrix(x) if n else np.zeros(0)
         layout = plan.matrix_layout
         # Logged as the matrix it came in, in its precision (FP32 stays FP32), split into its number and
         # its code columns (store/batchcodec.py): a few array copies, no per-value work.
@@ -321,6 +335,42 @@ class SchemaPlan:
         self.booleans = frozenset(f.name for f in schema.features if f.type is FeatureType.BOOLEAN)
         # How a logged matrix names and stores its columns (schema order).
         self.matrix_layout = MatrixLayout([(f.name, self._KINDS[f.type], f.categories) for f in schema.features])
+        # For columns_matrix: each feature's position, and a categorical's value -> index in its categories.
+        self._positions = {f.name: (j, {c: float(i) for i, c in enumerate(f.categories)}
+                                    if f.type is FeatureType.CATEGORICAL else None)
+                           for j, f in enumerate(schema.features)}
+
+    def columns_matrix(self, n: int, columns: Sequence[Column]) -> np.ndarray | None:
+        """A columnar batch in the raw layout (as MatrixCheck and ScoringModel.predict_matrix take it),
+        or None when it is not plainly shaped: a column unknown, repeated, of the wrong kind or length,
+        categorical strings rather than codes, codes out of range, a dictionary entry repeated or not
+        among the declared categories. Those take the column-by-column path, which names the error.
+        The values themselves are judged by MatrixCheck."""
+        if n <= 0:
+            return None
+        x = np.full((n, len(self._positions)), np.nan, order="F")  # column writes are contiguous
+        seen: set[str] = set()
+        for c in columns:
+            where = self._positions.get(c.name)
+            if where is None or c.name in seen:
+                return None
+            seen.add(c.name)
+            j, index = where
+            if index is None:  # a number, or a boolean as 0 / 1 / NaN
+                values = c.numbers
+                if values is None or c.strings or c.codes is not None or len(values) != n:
+                    return None
+                x[:, j] = values
+                continue
+            codes, dictionary = c.codes, c.dictionary or ()
+            if codes is None or c.numbers is not None or c.strings or len(codes) != n:
+                return None
+            lut = [index.get(word) for word in dictionary]
+            if None in lut or len(set(dictionary)) != len(lut) or codes.min() < -1 or codes.max() >= len(lut):
+                return None
+            lut.append(math.nan)  # code -1: missing
+            x[:, j] = np.array(lut)[codes]
+        return x
 
 
 class MatrixCheck:
