@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench import run  # noqa: E402
 from bench.run import free_port  # noqa: E402
 from tests.oip_triton_driver import ensure_venv, run_driver, triton_venv  # noqa: E402
 
@@ -170,13 +171,10 @@ def wait_model_ready(target: str, model: str, proc: subprocess.Popen[bytes] | No
 
 
 def wait_log_drained(target: str, timeout: float = 120) -> None:
-    """Until the server's prediction-log queue is empty, so one block's logging does not bill the next."""
     from sahayak_rpc.client import Client
 
-    deadline = time.monotonic() + timeout
     with Client(target) as client:
-        while client.server_status().queues.prediction_log and time.monotonic() < deadline:
-            time.sleep(0.1)
+        run.wait_log_drained(client, timeout)
 
 
 def _batches(tri: Path, target: str, model: str, files: list[str], args: list[str], repeats: int,

@@ -278,6 +278,8 @@ def test_columnar_candidates_rank_like_row_wise_ones(running: Running, champion:
                            [r.probability for r in rows.recommendations], atol=1e-12)
         assert [[x.feature for x in r.contributions] for r in cols.recommendations] == \
             [[x.feature for x in r.contributions] for r in rows.recommendations]
+        # The explanations' values too: each candidate's row reads back the same whichever form it came in.
+        assert [list(r.contributions) for r in cols.recommendations] == [list(r.contributions) for r in rows.recommendations]
     assert cols.recommendations[0].prediction_id.startswith(cols.recommendation_id + ":")
 
 

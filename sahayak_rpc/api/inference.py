@@ -82,7 +82,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 out = response.recommendations.add(
                     candidate_id=r.candidate_id, rank=r.rank, probability=r.probability, score=r.score,
                     label=_POS if r.label else _NEG, prediction_id=r.prediction_id)
-                convert.contributions_to_proto(r.contributions, {}, out.contributions)
+                convert.contributions_to_proto(r.contributions, r.explained or {}, out.contributions)
             return response
         candidates = [(c.candidate_id, convert.row_from_proto(c.features), c.benefit) for c in request.candidates]
         if not candidates:

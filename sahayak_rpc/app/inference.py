@@ -55,6 +55,7 @@ class Ranked:
     label: bool
     prediction_id: str
     contributions: list[Contribution]
+    explained: Row | None = None  # the candidate's row as scored (subject merged in), when it was explained
 
 
 def _explain_k(value: int, default: int) -> int:
@@ -116,14 +117,7 @@ class Inference:
                         columns: Sequence[Column]) -> tuple[str, Served, np.ndarray, list[Row] | None]:
         if not 0 <= n <= MAX_BATCH_ROWS:
             raise InvalidArgument.fields([FieldError("columns.row_count", f"must be 0-{MAX_BATCH_ROWS}")])
-        plan = self._plan(model)
-        # A plainly shaped batch is checked and scored as one raw-layout matrix (a few numpy
-        # operations in all); anything else, or any bad value, goes column by column, for its error.
-        x = plan.columns_matrix(n, columns)
-        if x is not None and plan.check.errors(x, "columns"):
-            x = None
-        if x is None:
-            _require_valid_columns(model.schema, n, columns, "columns", lambda i: f"row {i}")
+        x = self._checked_matrix(model, n, columns, "columns", lambda i: f"row {i}")
         served = self._registry.served(model, version, alias)
         if x is not None:
             probs = served.model.predict_matrix(x)
@@ -132,6 +126,18 @@ class Inference:
         batch_id = self.new_id()
         self._log_batch(batch_id, model, served, columns, n, probs)
         return batch_id, served, probs, None
+
+    def _checked_matrix(self, model: ModelRecord, n: int, columns: Sequence[Column], prefix: str,
+                        row_name: Callable[[int], str]) -> np.ndarray | None:
+        """Check a columnar batch. A plainly shaped one comes back as its raw-layout matrix, checked in
+        a few numpy operations (MatrixCheck), to score with predict_matrix; anything else, or any bad
+        value, goes column by column (check_columns), which names the error: None when it passes."""
+        plan = self._plan(model)
+        x = plan.columns_matrix(n, columns)
+        if x is not None and not plan.check.errors(x, prefix):
+            return x
+        _require_valid_columns(model.schema, n, columns, prefix, row_name)
+        return None
 
     def predict_matrix(self, model: ModelRecord, version: int, alias: str, x: np.ndarray,
                        field: str = "features") -> tuple[str, Served, np.ndarray]:
@@ -298,10 +304,13 @@ class Inference:
             raise InvalidArgument.fields(errors)
         # The subject's features as constant columns: then it is one columnar batch.
         merged = list(columns) + [_constant(name, value, n) for name, value in subject.items()]
-        _require_valid_columns(model.schema, n, merged, "candidate_columns.features", lambda i: f"candidate {ids[i]}")
+        x = self._checked_matrix(model, n, merged, "candidate_columns.features", lambda i: f"candidate {ids[i]}")
         served = self._registry.served(model, version, alias)
         scoring = served.model
-        if scoring.trees is not None and n < 256:
+        if x is not None:
+            rows = None
+            probs = scoring.predict_matrix(x)
+        elif scoring.trees is not None and n < 256:
             rows = columns_to_rows(model.schema, n, merged)
             probs = scoring.predict_rows(rows)
         else:
@@ -316,10 +325,17 @@ class Inference:
         threshold = scoring.threshold
         chosen = order.tolist()
         if k:  # rows only for the candidates returned, to explain them
-            picked = [rows[i] for i in chosen] if rows is not None else columns_to_rows(model.schema, n, merged, chosen)
+            if rows is not None:
+                picked = [rows[i] for i in chosen]
+            elif x is not None:  # checked already: each row reads back from the matrix
+                to_row = self._plan(model).check.row
+                picked = [to_row(v) for v in x[chosen].tolist()]
+            else:
+                picked = columns_to_rows(model.schema, n, merged, chosen)
         probs_list, scores_list = probs.tolist(), scores.tolist()
         out = [Ranked(ids[i], rank, probs_list[i], scores_list[i], probs_list[i] >= threshold,
-                      f"{recommendation_id}:{i}", scoring.explain_one(picked[rank - 1], k)[1] if k else [])
+                      f"{recommendation_id}:{i}", scoring.explain_one(picked[rank - 1], k)[1] if k else [],
+                      picked[rank - 1] if k else None)
                for rank, i in enumerate(chosen, start=1)]
         self._log_batch(recommendation_id, model, served, merged, n, probs)
         return recommendation_id, served.version, out
