@@ -236,6 +236,32 @@ def test_watch_champion_streams_the_artifact_now_and_on_change(running: Running)
     call.cancel()
 
 
+def test_columnar_batches_and_recommendations_are_logged_row_for_row(trained: Running) -> None:
+    """Every row of a columnar PredictBatch and of a columnar Recommend reads back from the log as the
+    features sent (optional ones left out stay out), with the probability answered."""
+    import orjson
+
+    c = trained.client
+    rows = [dict(e.features) for e in generate_outcomes(30, seed=21)]
+    for i in range(0, 30, 3):
+        rows[i].pop("education", None)
+        rows[i].pop("annual_income_inr", None)
+    batch = c.predict_batch(MODEL, rows)
+    artisan, schemes = _artisan_and_schemes(seed=5)
+    rec = c.recommend(MODEL, artisan, schemes, columnar=True)
+    trained.server.predlog.flush()
+    got = trained.server.ctx.predictions.get
+    for i, row in enumerate(rows):
+        stored = got(f"{batch.batch_id}:{i}")
+        assert stored is not None and orjson.loads(stored[3]) == row, i
+        assert stored[4] == batch.probabilities[i]
+    by_id = {r.candidate_id: r for r in rec.recommendations}
+    for i, (scheme_id, features, _) in enumerate(schemes):
+        stored = got(f"{rec.recommendation_id}:{i}")
+        assert stored is not None and orjson.loads(stored[3]) == {**artisan, **features}, scheme_id
+        assert abs(stored[4] - by_id[scheme_id].probability) <= 1e-12
+
+
 def test_batch_columns_as_strings_or_as_codes_score_the_same(trained: Running) -> None:
     from sahayak_rpc.client import feature_columns
 

@@ -124,7 +124,7 @@ class Inference:
         else:
             probs = served.model.predict_columns(n, {c.name: c for c in columns}) if n else np.zeros(0)
         batch_id = self.new_id()
-        self._log_batch(batch_id, model, served, columns, n, probs)
+        self._log_batch(batch_id, model, served, columns, n, probs, encoded=self._matrix_record(model, x))
         return batch_id, served, probs, None
 
     def _checked_matrix(self, model: ModelRecord, n: int, columns: Sequence[Column], prefix: str,
@@ -174,6 +174,14 @@ class Inference:
         # its code columns (store/batchcodec.py): a few array copies, no per-value work.
         self._log_batch(batch_id, model, served, (), n, probs, encoded=lambda: encode_matrix(given, layout))
         return batch_id, served, probs
+
+    def _matrix_record(self, model: ModelRecord, x: np.ndarray | None) -> Callable[[], bytes] | None:
+        """A checked raw-layout matrix's log record (store/batchcodec.py's split form: a category or a
+        boolean in one byte, not four), to encode on the log's thread; None without a matrix."""
+        if x is None:
+            return None
+        layout = self._plan(model).matrix_layout
+        return lambda: encode_matrix(x, layout)
 
     def _log_batch(self, batch_id: str, model: ModelRecord, served: Served,
                    columns: Sequence[Column], n: int, probs: np.ndarray,
@@ -337,7 +345,7 @@ class Inference:
                       f"{recommendation_id}:{i}", scoring.explain_one(picked[rank - 1], k)[1] if k else [],
                       picked[rank - 1] if k else None)
                for rank, i in enumerate(chosen, start=1)]
-        self._log_batch(recommendation_id, model, served, merged, n, probs)
+        self._log_batch(recommendation_id, model, served, merged, n, probs, encoded=self._matrix_record(model, x))
         return recommendation_id, served.version, out
 
 
