@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -21,8 +20,10 @@ ENV SAHAYAK_SERVER_HOST=0.0.0.0 \
     SAHAYAK_SERVER_DB=/data/sahayak.db \
     PYTHONUNBUFFERED=1
 EXPOSE 50051
+# `sahayak-rpc health` (like every client command) finds the server at 127.0.0.1:$SAHAYAK_SERVER_PORT,
+# so the check follows a changed port.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["sahayak-rpc", "health", "--target", "127.0.0.1:50051"]
+  CMD ["sahayak-rpc", "health"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["sahayak-rpc"]
 CMD ["serve"]

@@ -27,7 +27,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
-DEFAULT_TARGET = os.environ.get("SAHAYAK_TARGET", "127.0.0.1:50051")
+# A server's own environment names its port (as in the Docker image): commands run beside it find it.
+DEFAULT_TARGET = os.environ.get("SAHAYAK_TARGET") or f"127.0.0.1:{os.environ.get('SAHAYAK_SERVER_PORT') or 50051}"
 
 
 def _print_json(obj: Any) -> None:
@@ -103,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     configure(cfg.log_level)
     from .auth import TokenFileError
+    from .store import StoreError
 
     try:
         server = Server(cfg)
@@ -111,7 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except TokenFileError as exc:
         print(f"sahayak-rpc: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, StoreError) as exc:
         print(f"sahayak-rpc: {exc}", file=sys.stderr)
         return 1
     if args.demo:
@@ -130,7 +132,7 @@ def _serve_demo(server: Any, n: int) -> None:
     host = server.config.host if server.config.host not in ("0.0.0.0", "::", "[::]") else "127.0.0.1"
     try:
         with Client(f"{host}:{server.port}", token=server.internal_token, **_server_tls(server.config)) as client:
-            result = load_demo(client, n=n)
+            result = load_demo(client, n=n, only_if_new=True)
         log.info("demo.loaded", **dataclasses.asdict(result))
     except Exception:
         log.exception("demo.failed")
@@ -279,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     def target(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--target", default=DEFAULT_TARGET, help="server address (default $SAHAYAK_TARGET or 127.0.0.1:50051)")
+        p.add_argument("--target", default=DEFAULT_TARGET, help="server address (default $SAHAYAK_TARGET, else 127.0.0.1:$SAHAYAK_SERVER_PORT, "
+                            "else 127.0.0.1:50051)")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--token", default=os.environ.get("SAHAYAK_TOKEN"), help="bearer token (default $SAHAYAK_TOKEN)")
         p.add_argument("--tls-ca", default=os.environ.get("SAHAYAK_TLS_CA"),

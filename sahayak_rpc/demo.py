@@ -26,6 +26,8 @@ class DemoLoad:
     rejected: int
     expected_bayes_accuracy: float
     training: dict[str, Any] = field(default_factory=dict)
+    # Why no run was started, when none was (see load_demo's only_if_new).
+    training_skipped: str = ""
 
 
 def ensure_demo_model(client: Client, name: str = DEMO_MODEL_NAME) -> bool:
@@ -86,9 +88,12 @@ def compare_with_bayes(client: Client, name: str, examples: list[DemoExample], r
 
 def load_demo(
     client: Client, n: int = 20_000, seed: int = 0, name: str = DEMO_MODEL_NAME, train: bool = True,
-    progress: Callable[[int], None] | None = None, timeout: float = 1800.0,
+    progress: Callable[[int], None] | None = None, timeout: float = 1800.0, only_if_new: bool = False,
 ) -> DemoLoad:
-    """Create the demo model, import ``n`` generated outcomes (idempotent for a seed), and train."""
+    """Create the demo model, import ``n`` generated outcomes (idempotent for a seed), and train.
+
+    ``only_if_new`` (``serve --demo`` on every start): train only when the import added outcomes or
+    no champion serves yet, rather than a new version of the same data at each restart."""
     created = ensure_demo_model(client, name)
     examples = generate_outcomes(n, seed=seed)
     inputs = (
@@ -102,7 +107,10 @@ def load_demo(
         duplicates=report.duplicates, rejected=report.rejected,
         expected_bayes_accuracy=expected_bayes_accuracy([e.probability for e in examples]),
     )
-    if train:
+    champion = client.get_model(name).champion_version if only_if_new and train else 0
+    if train and champion and not report.accepted:
+        result.training_skipped = f"no new outcomes; champion version {champion} kept"
+    elif train:
         run = _train(client, name, timeout)
         result.training = compare_with_bayes(client, name, examples, run)
     return result

@@ -171,3 +171,65 @@ def test_unexpected_input_types_never_crash_the_server(running: Running, small_m
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     running.client.record_outcome(small_model, good_row(), True)
     assert running.client.health() == "SERVING"
+
+
+def test_serve_demo_trains_once_and_a_restart_keeps_its_champion(tmp_path: Path, subprocess_env: dict) -> None:
+    """`serve --demo` ends with a champion; started again on the same database (every demo outcome
+    already there) it keeps that champion rather than training a new version of the same data."""
+    from sahayak_rpc.client import Client
+
+    db = tmp_path / "demo.db"
+    loaded = []
+    for start in range(2):
+        port = free_port()
+        log_path = tmp_path / f"server{start}.log"
+        with log_path.open("w") as log_file:
+            proc = subprocess.Popen(server_command("serve", "--port", str(port), "--db", str(db), "--demo",
+                                                   "--demo-outcomes", "600"),
+                                    stderr=log_file, text=True, env=subprocess_env)
+            try:
+                _wait_serving(port, proc)
+                deadline = time.monotonic() + 120
+                events: list[dict] = []
+                while time.monotonic() < deadline and not any(e["event"].startswith("demo.") for e in events):
+                    time.sleep(0.2)
+                    events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+                [demo] = [e for e in events if e["event"].startswith("demo.")]
+                assert demo["event"] == "demo.loaded", demo
+                loaded.append(demo)
+                with Client(f"127.0.0.1:{port}") as client:
+                    model = client.get_model("scheme-sahayak")
+                    assert model.champion_version == 1
+                    assert [v.version for v in client.list_versions("scheme-sahayak")] == [1]
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=60) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+    first, second = loaded
+    assert first["accepted"] == 600 and first["training"]["promoted"] and not first["training_skipped"]
+    assert second["accepted"] == 0 and second["duplicates"] == 600 and not second["training"]
+    assert second["training_skipped"] == "no new outcomes; champion version 1 kept"
+
+
+def test_serve_on_a_database_it_cannot_open_says_so_without_a_traceback(tmp_path: Path,
+                                                                        subprocess_env: dict) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    proc = subprocess.run(server_command("serve", "--port", str(free_port()), "--db", str(blocker / "x.db")),
+                          capture_output=True, text=True, env=subprocess_env, timeout=60)
+    assert proc.returncode == 1
+    assert f"sahayak-rpc: cannot open database {blocker / 'x.db'}: unable to open database file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_client_commands_beside_a_server_find_it_by_its_port_variable(running, subprocess_env: dict) -> None:
+    """As in the Docker image (whose HEALTHCHECK is a bare `sahayak-rpc health`): with no --target and
+    no SAHAYAK_TARGET, the commands dial 127.0.0.1:$SAHAYAK_SERVER_PORT."""
+    env = {**subprocess_env, "SAHAYAK_SERVER_PORT": str(running.server.port)}
+    ok = subprocess.run(server_command("health"), capture_output=True, text=True, env=env, timeout=60)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "SERVING"), ok.stderr
+    elsewhere = {**env, "SAHAYAK_TARGET": f"127.0.0.1:{free_port()}"}  # an explicit target still wins
+    refused = subprocess.run(server_command("health", "--timeout", "2"), capture_output=True, text=True,
+                             env=elsewhere, timeout=60)
+    assert refused.returncode != 0

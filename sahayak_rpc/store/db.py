@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -68,7 +69,11 @@ class Database:
         try:
             self._writer = _connect(self.path, synchronous, busy_timeout_s)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+            hint = ""
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+                hint = f" (the folder {folder} is not writable by this user, uid {os.getuid()})"
+            raise StoreError(f"cannot open database {self.path}: {exc}{hint}") from None
         self._write_lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
