@@ -14,6 +14,9 @@ returns (medians over repeats; p50s of sequential calls):
   same FP32 [1, 22] input, saved with joblib)
 - ``mlserver_live_p50_us``: MLServer's ServerLive
 - ``oip_vs_mlserver``: oip_infer_p50_us / mlserver_infer_p50_us (below 1: we are faster)
+- ``oip_overhead_vs_mlserver``: what an inference costs over an empty call (ModelInfer p50 minus
+  ServerLive p50) on ours, over the same on MLServer: the part of the latency a server's inference
+  path adds, without the gRPC floor that both servers pay alike
 - ``oip_batch_rows_per_s``: sequential 1,000-row FP32 batches, raw input, on our server
   (every row logged to the prediction log, as served; each block starts with the log drained)
 - ``oip_batch_unlogged_rows_per_s``: the same on a second server of ours started with
@@ -241,7 +244,9 @@ def run_peers(target: str, quick: bool) -> dict[str, Any]:
             peer.stop()
     figures.update(mlserver_live_p50_us=theirs["live_p50_us"], mlserver_infer_p50_us=theirs["infer_p50_us"],
                    mlserver_batch_rows_per_s=round(theirs["batch_rows_per_s"]),
-                   oip_vs_mlserver=round(ours["infer_p50_us"] / theirs["infer_p50_us"], 3))
+                   oip_vs_mlserver=round(ours["infer_p50_us"] / theirs["infer_p50_us"], 3),
+                   oip_overhead_vs_mlserver=round((ours["infer_p50_us"] - ours["live_p50_us"])
+                                                  / (theirs["infer_p50_us"] - theirs["live_p50_us"]), 3))
     samples["mlserver"] = theirs["samples"]
     figures["peers_samples"] = samples
     return figures
