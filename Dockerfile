@@ -18,6 +18,7 @@ ENV SAHAYAK_SERVER_HOST=0.0.0.0 \
     SAHAYAK_SERVER_ALLOW_PLAINTEXT=true \
     SAHAYAK_SERVER_PORT=50051 \
     SAHAYAK_SERVER_DB=/data/sahayak.db \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     PYTHONUNBUFFERED=1
 EXPOSE 50051
 # `sahayak-rpc health` (like every client command) finds the server at 127.0.0.1:$SAHAYAK_SERVER_PORT,

@@ -23,7 +23,6 @@ from .schema import Column, FeatureType, Row, Schema, as_array
 
 Contribution = tuple[str, float]
 # Below this many rows, trees score row by row (pure Python) rather than with numpy.
-SMALL_BATCH = 256
 
 
 def top_contributions(parts: list[Contribution], k: int) -> list[Contribution]:
@@ -354,6 +353,27 @@ class TreeScorer:
         }
         words = [[(b >> (32 * w)) & 0xFFFFFFFF for w in range(8)] for b in t.bitsets] or [[0] * 8]
         self._words = np.asarray(words, dtype=np.uint64)
+        # The compiled walk (forest.py) over the same arrays, plus each node's leaf index (-1: inner).
+        node_leaf = np.full(len(t.feature), -1, dtype=np.int64)
+        for node, k in leaf_of.items():
+            node_leaf[node] = k
+        a = self._np
+        self._walk_args = (np.asarray(t.roots, dtype=np.int64), a["feature"], a["threshold"], a["missing_left"],
+                           a["left"], a["right"], a["bitset"], self._words, node_leaf, self._leaf_array,
+                           float(t.baseline))
+        self.walk(np.zeros((1, n_features)))  # compiled now (once per process), not on a request
+
+    def walk(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For an [n, F] raw-layout matrix (NaN = missing): the leaf index each tree routes each row to
+        ([n, trees]) and each row's raw score (baseline + its leaves' values, in tree order)."""
+        from . import forest  # numba loads with the first tree model, not with every import
+
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        n = X.shape[0]
+        leaves = np.empty((n, len(self.trees.roots)), dtype=np.int64)
+        raw = np.empty(n, dtype=np.float64)
+        forest.walk(X, *self._walk_args, leaves, raw)
+        return leaves, raw
 
     def vector(self, row: Mapping[str, Any]) -> list[float]:
         nan = math.nan
@@ -370,6 +390,11 @@ class TreeScorer:
 
     def leaves(self, x: list[float]) -> list[int]:
         """The leaf each tree routes ``x`` to."""
+        leaves: list[int] = self.walk(np.array([x], dtype=np.float64))[0][0].tolist()
+        return leaves
+
+    def leaves_reference(self, x: list[float]) -> list[int]:
+        """``leaves`` in plain Python: the rules forest.walk compiles, kept as the tests' reference."""
         out: list[Any] = []
         for node in self._nested:
             while node.__class__ is tuple:
@@ -390,21 +415,13 @@ class TreeScorer:
         return out
 
     def raw_one(self, row: Mapping[str, object]) -> float:
-        values = self._leaf_value
-        z = self.trees.baseline
-        for leaf in self.leaves(self.vector(row)):
-            z += values[leaf]
-        return z
+        return float(self.walk(np.array([self.vector(row)], dtype=np.float64))[1][0])
 
     def explain_one(self, row: Mapping[str, object]) -> tuple[float, list[Contribution]]:
-        leaves = self.leaves(self.vector(row))
-        values = self._leaf_value
-        z = self.trees.baseline
-        for leaf in leaves:
-            z += values[leaf]
-        return z, self.contributions_of(leaves, row)
+        leaves, raw = self.walk(np.array([self.vector(row)], dtype=np.float64))
+        return float(raw[0]), self.contributions_of(leaves[0], row)
 
-    def contributions_of(self, leaves: list[int], row: Mapping[str, object]) -> list[Contribution]:
+    def contributions_of(self, leaves: Sequence[int] | np.ndarray, row: Mapping[str, object]) -> list[Contribution]:
         """Each feature's path attribution for the leaves a row reached."""
         if self._contrib is not None:
             parts = self._contrib[leaves].sum(axis=0).tolist()
@@ -431,29 +448,7 @@ class TreeScorer:
         return parts
 
     def raw_matrix(self, X: np.ndarray) -> np.ndarray:
-        a = self._np
-        n = X.shape[0]
-        out = np.full(n, self.trees.baseline)
-        rows = np.arange(n)
-        for root in self.trees.roots:
-            idx = np.full(n, root, dtype=np.int64)
-            active = rows[a["feature"][idx] >= 0]
-            while active.size:
-                node = idx[active]
-                feat = a["feature"][node]
-                v = X[active, feat]
-                nan = np.isnan(v)
-                go_left = v <= a["threshold"][node]
-                cat = a["bitset"][node] >= 0
-                if cat.any():
-                    codes = np.where(nan[cat], 0, v[cat]).astype(np.int64)
-                    words = self._words[a["bitset"][node][cat], codes >> 5]
-                    go_left[cat] = ((words >> (codes & 31).astype(np.uint64)) & np.uint64(1)).astype(bool)
-                go_left = np.where(nan, a["missing_left"][node], go_left)
-                idx[active] = np.where(go_left, a["left"][node], a["right"][node])
-                active = active[a["feature"][idx[active]] >= 0]
-            out += a["value"][idx]
-        return out
+        return self.walk(X)[1]
 
     def matrix_from_columns(self, n: int, columns: Mapping[str, Column]) -> np.ndarray:
         X = np.full((n, len(self.raw.names)), np.nan)
@@ -586,10 +581,9 @@ class ScoringModel:
         if self.linear is not None:
             return self.calibrator.many(self.linear.raw_rows(rows))
         assert self.trees is not None
-        if len(rows) < SMALL_BATCH:
-            # A few rows: one walk per row beats numpy's per-call overhead per tree level.
-            return self.calibrator.many(np.array([self.trees.raw_one(r) for r in rows], dtype=np.float64))
-        return self.calibrator.many(self.trees.raw_matrix(self.trees.raw.transform(rows)))
+        trees = self.trees
+        return self.calibrator.many(trees.raw_matrix(np.array([trees.vector(r) for r in rows], dtype=np.float64)
+                                                     .reshape(len(rows), len(trees.raw.names))))
 
     def rank(self, subject: Row, candidates: Sequence[Row], top_k: int) -> tuple[np.ndarray, Callable[[int], list[Contribution]]]:
         """Probabilities of subject + each candidate, and a function explaining candidate i.
@@ -601,11 +595,10 @@ class ScoringModel:
         if lin is None:
             trees = self.trees
             assert trees is not None
-            # One walk per candidate; the leaves serve both the score and its explanation.
-            walks = [trees.leaves(trees.vector({**subject, **c})) for c in candidates]
-            values = trees._leaf_value
-            base = trees.trees.baseline
-            probs = self.calibrator.many(np.array([base + sum(values[leaf] for leaf in w) for w in walks]))
+            # One walk of every merged row; the leaves serve both the score and its explanation.
+            X = np.array([trees.vector({**subject, **c}) for c in candidates], dtype=np.float64)
+            walks, tree_raws = trees.walk(X.reshape(len(candidates), len(trees.raw.names)))
+            probs = self.calibrator.many(tree_raws)
 
             def explain_tree(i: int) -> list[Contribution]:
                 return top_contributions(trees.contributions_of(walks[i], {**subject, **candidates[i]}), top_k)
@@ -647,16 +640,6 @@ class ScoringModel:
             return self.calibrator.many(self.linear.raw_matrix(X, raw))
         trees = self.trees
         assert trees is not None  # its raw layout is the schema's (artifact.load checks it)
-        if len(X) < SMALL_BATCH:
-            # A few rows: one walk per row beats numpy's per-call overhead per tree level.
-            values, base = trees._leaf_value, trees.trees.baseline
-            raws = []
-            for x in X.tolist():
-                z = base
-                for leaf in trees.leaves(x):
-                    z += values[leaf]
-                raws.append(z)
-            return self.calibrator.many(np.array(raws, dtype=np.float64))
         return self.calibrator.many(trees.raw_matrix(X))
 
     def predict_columns(self, n: int, columns: Mapping[str, Column]) -> np.ndarray:

@@ -226,7 +226,7 @@ def test_explicit_version_selects_it(trained: Running, oip: pb_grpc.GRPCInferenc
     other = "gradient_boosting" if family_name(first.family) == "logistic_regression" else "logistic_regression"
     run = trained.client.train(MODEL, families=[other])
     assert run.produced_version, run.end_reason
-    x = encode(sample_rows(300, seed=14))  # past SMALL_BATCH: the trees score it with numpy
+    x = encode(sample_rows(300, seed=14))
     by_version = {}
     for version in (first.version, run.produced_version):
         response = oip.ModelInfer(infer_request(x, version=str(version)))

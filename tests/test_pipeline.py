@@ -284,3 +284,63 @@ def test_a_columnar_batch_as_one_matrix_is_checked_and_scored_as_column_by_colum
             assert np.allclose(cand.model.predict_matrix(x), cand.model.predict_columns(n, by_name), atol=1e-12)
     elif shape == "as is" and all(c.codes is not None or c.numbers is not None for c in columns):
         assert slow != {}  # a plain batch leaves the fast path only for a bad value
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_compiled_forest_walks_as_the_python_reference(trained, data) -> None:
+    """forest.walk (numba) routes every row to the leaves TreeScorer.leaves_reference does, and sums
+    them to the same raw score, to the bit: values at the trees' own thresholds (v <= threshold goes
+    left), NaN (missing), every category index, and values far outside the data."""
+    trees = next(c.model.trees for c in trained.candidates if c.model.trees is not None)
+    t = trees.trees
+    thresholds = sorted({t.threshold[i] for i, f in enumerate(t.feature) if f >= 0 and t.bitset[i] < 0})
+    width = len(trees.raw.names)
+    rows = []
+    for _ in range(data.draw(st.integers(1, 8))):
+        x = []
+        for j, cats in enumerate(trees.raw.categories):
+            if trees.raw.kinds[j] == "categorical":
+                x.append(data.draw(st.sampled_from([math.nan, *map(float, range(len(cats)))])))
+            elif trees.raw.kinds[j] == "boolean":
+                x.append(data.draw(st.sampled_from([math.nan, 0.0, 1.0])))
+            else:
+                x.append(data.draw(st.one_of(st.sampled_from([math.nan, -1e12, 1e12, 0.0]),
+                                             st.sampled_from(thresholds),
+                                             st.floats(-1e6, 1e6, allow_nan=False))))
+        rows.append(x)
+    leaves, raw = trees.walk(np.array(rows).reshape(len(rows), width))
+    for i, x in enumerate(rows):
+        expected = trees.leaves_reference(x)
+        assert leaves[i].tolist() == expected
+        z = t.baseline
+        for leaf in expected:
+            z += trees._leaf_value[leaf]
+        assert raw[i] == z  # the same sums in the same order
+        # The row as a Row (names, category words, True / False; missing left out) scores the same.
+        cats = trees.raw.categories
+        row = {name: (cats[j][int(v)] if trees.raw.kinds[j] == "categorical" else
+                      (v == 1.0 if trees.raw.kinds[j] == "boolean" else v))
+               for j, (name, v) in enumerate(zip(trees.raw.names, x)) if v == v}
+        assert trees.raw_one(row) == z
+
+
+def test_the_compiled_forest_reads_every_bit_of_a_256_category_split() -> None:
+    """A categorical split's set spans eight 32-bit words: codes 0-255 each go the way their bit says,
+    in the compiled walk as in the reference; NaN by missing_left."""
+    from sahayak_rpc.scoring import TreeArrays, TreeScorer
+
+    left_set = {0, 5, 31, 32, 40, 63, 64, 100, 127, 128, 200, 255}
+    bits = sum(1 << c for c in left_set)
+    # One tree: node 0 splits the category (set 0), node 1 (left) is a leaf worth 1, node 2 (right) a
+    # leaf worth -1.
+    trees = TreeArrays(baseline=0.5, roots=(0,), feature=(0, -1, -1), threshold=(0.0, 0.0, 0.0),
+                       missing_left=(True, False, False), left=(1, -1, -1), right=(2, -1, -1),
+                       value=(0.0, 1.0, -1.0), bitset=(0, -1, -1), bitsets=(bits,))
+    scorer = TreeScorer(trees, RawEncoder(("c",), ("categorical",), (tuple(f"w{i}" for i in range(256)),)))
+    codes = [math.nan, *map(float, range(256))]
+    leaves, raw = scorer.walk(np.array(codes).reshape(-1, 1))
+    for i, c in enumerate(codes):
+        assert leaves[i].tolist() == scorer.leaves_reference([c]), c
+        goes_left = c != c or int(c) in left_set
+        assert raw[i] == (1.5 if goes_left else -0.5), c
