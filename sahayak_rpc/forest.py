@@ -9,7 +9,10 @@ the tests hold this one to), and sums the leaf values in tree order from the
 baseline, as ``raw_one`` always has, so scores are the same to the bit.
 
 Only our own code is compiled: an artifact supplies arrays of numbers, never
-code. The function is compiled on first use, once per process (about half a
+code. The compiled loop does not check bounds: ``artifact.load`` has already
+checked that every feature index is a column, every bitset index is in range
+and every child comes after its parent inside its own tree, so each walk stays
+in bounds and ends (docs/artifact.md, rule 10). The function is compiled on first use, once per process (about half a
 second; ``cache=True`` keeps the machine code in ``__pycache__``, or under
 ``$NUMBA_CACHE_DIR``, for the next start), and it runs without the GIL.
 """
