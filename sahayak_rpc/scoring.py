@@ -237,6 +237,28 @@ class LinearScorer:
             z += picked @ np.ones(len(cat_cols))
         return z
 
+    def raw_checked(self, X: np.ndarray, raw: RawEncoder, lo: np.ndarray, hi: np.ndarray, whole: np.ndarray,
+                    optional: np.ndarray) -> np.ndarray | None:
+        """raw_matrix for an unchecked matrix, checked against the per-column rules (MatrixCheck's
+        vectors) in the same compiled pass (kernels.linear_checked); None if any value breaks one."""
+        from . import kernels
+
+        plan = self.__dict__.get("_checked_matrix_plan")
+        if plan is None or plan[0] is not raw:
+            const, slope, missing_delta, cat_cols, cat_missing, cat_base, lut = self._plan(raw)
+            lut_base = np.full(len(raw.names), -1, dtype=np.int64)
+            lut_missing = np.zeros(len(raw.names), dtype=np.int64)
+            lut_base[cat_cols] = cat_base
+            lut_missing[cat_cols] = cat_missing.astype(np.int64)
+            plan = self.__dict__["_checked_matrix_plan"] = (raw, slope, missing_delta, lut_base, lut_missing, lut,
+                                                            float(const))
+        _, slope, missing_delta, lut_base, lut_missing, lut, const = plan
+        out = np.empty(X.shape[0], dtype=np.float64)
+        if not kernels.linear_checked(X, lo, hi, whole, optional, slope, missing_delta, lut_base, lut_missing, lut,
+                                      const, out):
+            return None
+        return out
+
     def _plan(self, raw: RawEncoder) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                               np.ndarray]:
         width = len(raw.names)
@@ -353,7 +375,7 @@ class TreeScorer:
         }
         words = [[(b >> (32 * w)) & 0xFFFFFFFF for w in range(8)] for b in t.bitsets] or [[0] * 8]
         self._words = np.asarray(words, dtype=np.uint64)
-        # The compiled walk (forest.py) over the same arrays, plus each node's leaf index (-1: inner).
+        # The compiled walk (kernels.py) over the same arrays, plus each node's leaf index (-1: inner).
         node_leaf = np.full(len(t.feature), -1, dtype=np.int64)
         for node, k in leaf_of.items():
             node_leaf[node] = k
@@ -366,13 +388,13 @@ class TreeScorer:
     def walk(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For an [n, F] raw-layout matrix (NaN = missing): the leaf index each tree routes each row to
         ([n, trees]) and each row's raw score (baseline + its leaves' values, in tree order)."""
-        from . import forest  # numba loads with the first tree model, not with every import
+        from . import kernels  # numba loads with the first tree model, not with every import
 
         X = np.ascontiguousarray(X, dtype=np.float64)
         n = X.shape[0]
         leaves = np.empty((n, len(self.trees.roots)), dtype=np.int64)
         raw = np.empty(n, dtype=np.float64)
-        forest.walk(X, *self._walk_args, leaves, raw)
+        kernels.walk(X, *self._walk_args, leaves, raw)
         return leaves, raw
 
     def vector(self, row: Mapping[str, Any]) -> list[float]:
@@ -394,7 +416,7 @@ class TreeScorer:
         return leaves
 
     def leaves_reference(self, x: list[float]) -> list[int]:
-        """``leaves`` in plain Python: the rules forest.walk compiles, kept as the tests' reference."""
+        """``leaves`` in plain Python: the rules kernels.walk compiles, kept as the tests' reference."""
         out: list[Any] = []
         for node in self._nested:
             while node.__class__ is tuple:
@@ -629,15 +651,30 @@ class ScoringModel:
 
         return probs, explain
 
+    def predict_checked_matrix(self, X: np.ndarray, lo: np.ndarray, hi: np.ndarray, whole: np.ndarray,
+                               optional: np.ndarray) -> np.ndarray | None:
+        """predict_matrix for a matrix not yet checked against the per-column rules (lo <= value <= hi,
+        a whole number where ``whole``, missing only where ``optional``: MatrixCheck's vectors); None
+        if any value breaks one. A linear model checks and scores in one compiled pass."""
+        if self.linear is not None:
+            raw = self.linear.raw_checked(X, self._raw_encoder(), lo, hi, whole, optional)
+            return None if raw is None else self.calibrator.many(raw)
+        X = np.asarray(X, dtype=np.float64)
+        ok = ((X >= lo) & (X <= hi) & ((X == np.floor(X)) | ~whole)) | (np.isnan(X) & optional)
+        return self.predict_matrix(X) if ok.all() else None
+
+    def _raw_encoder(self) -> RawEncoder:
+        raw = self.__dict__.get("_raw")
+        if raw is None:
+            raw = self.__dict__["_raw"] = RawEncoder.from_schema(self.schema)
+        return raw
+
     def predict_matrix(self, X: np.ndarray) -> np.ndarray:
         """Probabilities for an [n, F] float64 matrix in the trees' raw layout (encoding.RawEncoder over
         the schema: schema order, NaN for missing, a boolean as 0/1, a categorical as the index of its
         value in the schema's categories), whose values were checked against the schema."""
         if self.linear is not None:
-            raw = self.__dict__.get("_raw")
-            if raw is None:
-                raw = self.__dict__["_raw"] = RawEncoder.from_schema(self.schema)
-            return self.calibrator.many(self.linear.raw_matrix(X, raw))
+            return self.calibrator.many(self.linear.raw_matrix(X, self._raw_encoder()))
         trees = self.trees
         assert trees is not None  # its raw layout is the schema's (artifact.load checks it)
         return self.calibrator.many(trees.raw_matrix(X))

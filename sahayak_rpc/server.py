@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from .api.feedback import FeedbackServicer
 from .api.inference import InferenceServicer
 from . import auth
+from . import kernels
 from .api.interceptor import Guard, RpcInterceptor
 from .api.monitor import MonitorServicer
 from .api.oip import OpenInferenceServicer
@@ -166,6 +167,9 @@ class Server:
 
     def start(self) -> int:
         cfg = self.config
+        # The compiled scoring loops, ready before the port opens (loaded from numba's cache after the
+        # first start on a machine; compiled, about two seconds, on that one).
+        kernels.warm()
         options = [
             ("grpc.max_send_message_length", cfg.max_message_bytes),
             ("grpc.max_receive_message_length", cfg.max_message_bytes),

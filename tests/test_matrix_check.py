@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sahayak_rpc.app.inference import MatrixCheck
 from sahayak_rpc.demo_data import DEMO_SCHEMA
@@ -77,3 +78,47 @@ def test_a_valid_row_reads_as_the_row_it_encodes() -> None:
             values[j] = want[f.name] = float(f.min or 0.0)
     assert CHECK.row(values) == want
     assert CHECK.row(values[:-1]) is None  # the wrong width is never a row
+
+
+@pytest.fixture(scope="module")
+def models():
+    """A logistic and a gradient-boosted ScoringModel of the demo schema."""
+    from sahayak_rpc.demo_data import generate_outcomes
+    from sahayak_rpc.settings import ModelSettings
+    from sahayak_rpc.training import Trainer, TrainingData
+
+    ex = generate_outcomes(1500, seed=4)
+    data = TrainingData([e.features for e in ex], np.array([int(e.label) for e in ex]), [e.outcome_id for e in ex],
+                        np.array([int(e.occurred_at.timestamp() * 1e6) for e in ex], dtype=np.int64))
+    run = Trainer(DEMO_SCHEMA, ModelSettings()).run(data, ["logistic_regression", "gradient_boosting"], "stratified")
+    return [c.model for c in run.candidates]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(ROWS),
+                          st.lists(st.tuples(st.integers(0, len(FEATURES) - 1), st.sampled_from(EDGES)), max_size=2)),
+                min_size=1, max_size=6),
+       st.sampled_from([np.float32, np.float64]), st.booleans())
+def test_checked_scoring_refuses_exactly_what_the_check_names_and_scores_the_rest_alike(
+        models, rows: list, dtype: type, read_only: bool) -> None:
+    """ScoringModel.predict_checked_matrix (for a linear model one compiled pass, kernels.linear_checked)
+    answers None exactly when MatrixCheck names a cell, and otherwise what predict_matrix answers; for
+    float32 and float64 matrices, writable or not (an OIP tensor is a read-only view of the request)."""
+    matrix = []
+    for base, changes in rows:
+        values = list(base)
+        for j, v in changes:
+            values[j] = v
+        matrix.append(values)
+    with np.errstate(over="ignore"):  # 1e101 is infinite in float32: a value to refuse like any other
+        x = np.array(matrix, dtype=dtype)
+    if read_only:
+        x = np.frombuffer(x.tobytes(), dtype=dtype).reshape(x.shape)
+    errors = CHECK.errors(np.asarray(x, dtype=np.float64), "features")
+    for model in models:
+        got = model.predict_checked_matrix(x, CHECK.lo, CHECK.hi, CHECK.whole, CHECK.optional)
+        if errors:
+            assert got is None
+        else:
+            assert got is not None
+            assert np.allclose(got, model.predict_matrix(np.asarray(x, dtype=np.float64)), rtol=0, atol=1e-12)

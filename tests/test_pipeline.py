@@ -289,7 +289,7 @@ def test_a_columnar_batch_as_one_matrix_is_checked_and_scored_as_column_by_colum
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_the_compiled_forest_walks_as_the_python_reference(trained, data) -> None:
-    """forest.walk (numba) routes every row to the leaves TreeScorer.leaves_reference does, and sums
+    """kernels.walk (numba) routes every row to the leaves TreeScorer.leaves_reference does, and sums
     them to the same raw score, to the bit: values at the trees' own thresholds (v <= threshold goes
     left), NaN (missing), every category index, and values far outside the data."""
     trees = next(c.model.trees for c in trained.candidates if c.model.trees is not None)

@@ -150,15 +150,26 @@ class Inference:
             raise InvalidArgument.fields([FieldError(field, f"at most {MAX_BATCH_ROWS} rows per call; got {n}")])
         plan = self._plan(model)
         given, check = x, plan.check
+
+        def require_valid() -> np.ndarray:
+            checked = np.asarray(x, dtype=np.float64)
+            errors = check.errors(checked, field)
+            if errors:
+                raise InvalidArgument.fields(errors)
+            return checked
+
         # One row (the common single-prediction call) goes as a Row through the Predict path:
         # a few dictionary look-ups beat a dozen numpy calls on a 1 x F array.
         row = check.row(x[0].tolist()) if n == 1 and x.ndim == 2 else None
-        if row is None:
-            x = np.asarray(x, dtype=np.float64)
-            errors = check.errors(x, field)
-            if errors:
-                raise InvalidArgument.fields(errors)
-        served = self._registry.served(model, version, alias)
+        shaped = x.ndim == 2 and x.shape[1] == len(check.features)
+        if row is None and not (n and shaped):
+            require_valid()
+        try:
+            served = self._registry.served(model, version, alias)
+        except ServiceError:
+            if row is None:
+                require_valid()  # a bad value is the first thing to report
+            raise
         batch_id = self.new_id()
         if row is not None:
             # Logged as one prediction (as Predict logs), under the id a batch's row 0 has: a batch
@@ -168,7 +179,11 @@ class Inference:
                                  prob >= served.model.threshold, self._ctx.now_us(), None)
             self._count(model, served.version, 1)
             return batch_id, served, np.array([prob])
-        probs = served.model.predict_matrix(x) if n else np.zeros(0)
+        probs = np.zeros(0)
+        if n:
+            # Checked and scored in one pass (compiled, for a linear model); any bad value: named.
+            scored = served.model.predict_checked_matrix(x, check.lo, check.hi, check.whole, check.optional)
+            probs = served.model.predict_matrix(require_valid()) if scored is None else scored
         layout = plan.matrix_layout
         # Logged as the matrix it came in, in its precision (FP32 stays FP32), split into its number and
         # its code columns (store/batchcodec.py): a few array copies, no per-value work.

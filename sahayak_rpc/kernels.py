@@ -1,4 +1,7 @@
-"""The trees' hot loop, compiled: every row through every tree in machine code (numba).
+"""Hot loops compiled to machine code (numba): the trees' walk, and a raw-layout matrix checked
+and scored by a linear model in one pass.
+
+The trees' walk: every row through every tree.
 
 A gradient-boosted model is a few hundred shallow trees. Walking them in
 Python costs ~0.3 us a tree, so ~60 us a row; numpy cannot walk one row
@@ -75,3 +78,55 @@ def walk(X: Any, roots: Any, feature: Any, threshold: Any, missing_left: Any, le
             leaves[i, t] = k
             z += leaf_value[k]
         raw[i] = z
+
+
+@_compiled
+def linear_checked(X: Any, lo: Any, hi: Any, whole: Any, optional: Any, slope: Any, missing_delta: Any,
+                   lut_base: Any, lut_missing: Any, lut: Any, const: float, raw: Any) -> bool:
+    """Check each value of the raw-layout matrix X (float32 or float64, NaN = missing) against its
+    column's rules and score each row with a linear model, in one pass; False (``raw`` then
+    unfinished) at the first value that breaks a rule, for the caller to name with MatrixCheck.
+
+    The rules are MatrixCheck's: a present value within [lo, hi] (so never infinite) and, where
+    ``whole``, a whole number; a missing one only where ``optional``. The score is
+    LinearScorer.raw_matrix's: ``const`` plus, per column, ``slope * v`` (``missing_delta`` when
+    missing), or for a categorical (``lut_base`` >= 0) its table entry ``lut[lut_base + v]``
+    (``lut[lut_base + lut_missing]`` when missing).
+    """
+    for i in range(X.shape[0]):
+        z = const
+        for j in range(X.shape[1]):
+            v = np.float64(X[i, j])
+            base = lut_base[j]
+            if v != v:
+                if not optional[j]:
+                    return False
+                if base >= 0:
+                    z += lut[base + lut_missing[j]]
+                else:
+                    z += missing_delta[j]
+            elif not (lo[j] <= v <= hi[j]) or (whole[j] and v != np.floor(v)):
+                return False
+            elif base >= 0:
+                z += lut[base + int(v)]
+            else:
+                z += slope[j] * v
+        raw[i] = z
+    return True
+
+
+def warm() -> None:
+    """Compile the kernels (or load them from numba's cache) for the array types requests bring, so
+    that no request waits for the compiler: float32 and float64 matrices, writable or read-only (an
+    OIP tensor is a read-only view of the request's bytes)."""
+    for dtype in (np.float32, np.float64):
+        x = np.zeros((1, 1), dtype=dtype)
+        for matrix in (x, np.frombuffer(x.tobytes(), dtype=dtype).reshape(1, 1)):
+            linear_checked(matrix, np.zeros(1), np.ones(1), np.zeros(1, dtype=np.bool_), np.ones(1, dtype=np.bool_),
+                           np.zeros(1), np.zeros(1), np.full(1, -1, dtype=np.int64), np.zeros(1, dtype=np.int64),
+                           np.zeros(1), 0.0, np.empty(1))
+            if dtype is np.float64:  # the trees' walk takes float64 only
+                walk(matrix, np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64), np.zeros(1),
+                     np.zeros(1, dtype=np.bool_), np.full(1, -1, dtype=np.int64), np.full(1, -1, dtype=np.int64),
+                     np.full(1, -1, dtype=np.int64), np.zeros((1, 8), dtype=np.uint64), np.zeros(1, dtype=np.int64),
+                     np.zeros(1), 0.0, np.empty((1, 1), dtype=np.int64), np.empty(1))
