@@ -104,8 +104,9 @@ def encode_matrix(x: np.ndarray, layout: MatrixLayout) -> bytes:
     (or NaN), as checked before scoring."""
     dtype = "f4" if x.dtype == np.float32 else "f8"
     numbers = x.take(layout.numbers, axis=1).astype("<" + dtype, copy=False)
-    codes = x.take(layout.codes, axis=1)
-    codes = np.nan_to_num(codes, copy=False, nan=-1.0).astype("<" + layout.codes_dtype)
+    codes = x.take(layout.codes, axis=1)  # a copy: ours to change
+    codes[np.isnan(codes)] = -1.0  # (nan_to_num also scans for infinities, which checks ruled out)
+    codes = codes.astype("<" + layout.codes_dtype)
     header = b'{"n":%d,"split":{"dtype":"%s",%s}' % (x.shape[0], dtype.encode(), layout._tail)
     return b"".join([MAGIC, _LEN.pack(len(header)), header, numbers.tobytes(), codes.tobytes()])
 
