@@ -294,6 +294,16 @@ class LinearScorer:
         return [(name, float(np.max(np.abs(self.weights[s:e])))) for name, s, e in self.encoder.spans()]
 
 
+def within_rules(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, whole: np.ndarray, optional: np.ndarray) -> np.ndarray:
+    """Per cell of a raw-layout matrix, whether it keeps its column's rules: a present value within
+    [lo, hi] (so never infinite) and, where ``whole``, a whole number; NaN (missing) only where
+    ``optional``. The vectorised form of kernels.linear_checked's checks (app.inference.MatrixCheck)."""
+    ok = (X >= lo) & (X <= hi)  # False at NaN and infinities
+    ok &= (X == np.floor(X)) | ~whole
+    ok |= np.isnan(X) & optional
+    return ok
+
+
 @dataclass(frozen=True)
 class TreeArrays:
     """Gradient-boosted trees as flat node arrays (all trees concatenated)."""
@@ -660,8 +670,7 @@ class ScoringModel:
             raw = self.linear.raw_checked(X, self._raw_encoder(), lo, hi, whole, optional)
             return None if raw is None else self.calibrator.many(raw)
         X = np.asarray(X, dtype=np.float64)
-        ok = ((X >= lo) & (X <= hi) & ((X == np.floor(X)) | ~whole)) | (np.isnan(X) & optional)
-        return self.predict_matrix(X) if ok.all() else None
+        return self.predict_matrix(X) if within_rules(X, lo, hi, whole, optional).all() else None
 
     def _raw_encoder(self) -> RawEncoder:
         raw = self.__dict__.get("_raw")

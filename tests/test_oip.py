@@ -244,47 +244,32 @@ def test_an_empty_batch_is_answered_with_empty_outputs(oip: pb_grpc.GRPCInferenc
     assert out["probability"].shape == (0, 1) and out["label"].shape == (0, 1)
 
 
-def test_inferences_reach_the_prediction_log(trained: Running, oip: pb_grpc.GRPCInferenceServiceStub) -> None:
+@pytest.mark.parametrize("n, i", [(12, 3), (1, 0)], ids=["batch", "one-row"])
+def test_inferences_reach_the_prediction_log(trained: Running, oip: pb_grpc.GRPCInferenceServiceStub,
+                                             n: int, i: int) -> None:
+    """Row i of a logged inference reads back as sent under "<batch_id>:<i>"; a one-row tensor (logged
+    as one prediction, as Predict logs) keeps that id, and has no row 1."""
     model_id = trained.server.catalog.get(MODEL).id
     trained.server.predlog.flush()
     before = trained.server.ctx.predictions.count(model_id)
-    rows = sample_rows(12, seed=15)
+    rows = sample_rows(n, seed=15 if n > 1 else 19)
     response = oip.ModelInfer(infer_request(encode(rows)))
     trained.server.predlog.flush()
-    assert trained.server.ctx.predictions.count(model_id) == before + 12
+    assert trained.server.ctx.predictions.count(model_id) == before + n
     batch_id = response.parameters["batch_id"].string_param
-    stored = trained.server.ctx.predictions.get(f"{batch_id}:3")
-    assert stored is not None
-    logged, sent = json.loads(stored[3]), decode(encode(rows[3:4]))[0]
+    stored = trained.server.ctx.predictions.get(f"{batch_id}:{i}")
+    assert stored is not None and stored[0] == f"{batch_id}:{i}"
+    if n == 1:
+        assert trained.server.ctx.predictions.get(f"{batch_id}:1") is None
+    logged, sent = json.loads(stored[3]), decode(encode(rows[i:i + 1]))[0]
     assert logged.keys() == sent.keys()
     for name, value in sent.items():
         # Numbers are logged in the precision they came in: the same float32.
         same = np.float32(logged[name]) == np.float32(value) if isinstance(value, float) else logged[name] == value
         assert same, (name, logged[name], value)
-    assert abs(stored[4] - float(outputs_of(response)["probability"][3, 0])) <= 1e-6
-
-
-def test_a_one_row_inference_is_logged_as_row_0_of_its_batch(trained: Running,
-                                                              oip: pb_grpc.GRPCInferenceServiceStub) -> None:
-    model_id = trained.server.catalog.get(MODEL).id
-    trained.server.predlog.flush()
-    before = trained.server.ctx.predictions.count(model_id)
-    rows = sample_rows(1, seed=19)
-    response = oip.ModelInfer(infer_request(encode(rows)))
-    trained.server.predlog.flush()
-    assert trained.server.ctx.predictions.count(model_id) == before + 1
-    batch_id = response.parameters["batch_id"].string_param
-    stored = trained.server.ctx.predictions.get(f"{batch_id}:0")
-    assert stored is not None and stored[0] == f"{batch_id}:0"
-    assert trained.server.ctx.predictions.get(f"{batch_id}:1") is None
-    logged, sent = json.loads(stored[3]), decode(encode(rows))[0]
-    assert logged.keys() == sent.keys()
-    for name, value in sent.items():
-        same = np.float32(logged[name]) == np.float32(value) if isinstance(value, float) else logged[name] == value
-        assert same, (name, logged[name], value)
-    prob = float(outputs_of(response)["probability"][0, 0])
-    assert abs(stored[4] - prob) <= 1e-6
-    assert stored[5] == int(outputs_of(response)["label"][0, 0])
+    out = outputs_of(response)
+    assert abs(stored[4] - float(out["probability"][i, 0])) <= 1e-6
+    assert stored[5] == int(out["label"][i, 0])
 
 
 # --- errors ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from ..errors import InvalidArgument, ServiceError
 from ..runtime.predlog import PredictionLog
 from ..schema import (MAX_MAGNITUDE, Column, FeatureType, FieldError, Row, Schema, SchemaError, as_array, check_columns,
                       columns_to_rows)
-from ..scoring import Contribution
+from ..scoring import Contribution, within_rules
 from ..store import ModelRecord
 from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, encode_probabilities
 from .catalog import Catalog, PerSchema
@@ -331,13 +331,8 @@ class Inference:
         served = self._registry.served(model, version, alias)
         scoring = served.model
         if x is not None:
-            rows = None
             probs = scoring.predict_matrix(x)
-        elif scoring.trees is not None and n < 256:
-            rows = columns_to_rows(model.schema, n, merged)
-            probs = scoring.predict_rows(rows)
         else:
-            rows = None
             probs = scoring.predict_columns(n, {c.name: c for c in merged})
         scores = probs * ben if weight_by_benefit else probs
         order = np.argsort(-scores, kind="stable")
@@ -348,13 +343,11 @@ class Inference:
         threshold = scoring.threshold
         chosen = order.tolist()
         if k:  # rows only for the candidates returned, to explain them
-            if rows is not None:
-                picked = [rows[i] for i in chosen]
-            elif x is not None:  # checked already: each row reads back from the matrix
-                to_row = self._plan(model).check.row
-                picked = [to_row(v) for v in x[chosen].tolist()]
-            else:
+            if x is None:
                 picked = columns_to_rows(model.schema, n, merged, chosen)
+            else:  # checked already: each row reads back from the matrix (never None)
+                to_row = self._plan(model).check.row
+                picked = cast(list[Row], [to_row(v) for v in x[chosen].tolist()])
         probs_list, scores_list = probs.tolist(), scores.tolist()
         out = [Ranked(ids[i], rank, probs_list[i], scores_list[i], probs_list[i] >= threshold,
                       f"{recommendation_id}:{i}", scoring.explain_one(picked[rank - 1], k)[1] if k else [],
@@ -459,10 +452,7 @@ class MatrixCheck:
     def errors(self, x: np.ndarray, field: str, limit: int = 20) -> list[FieldError]:
         if x.ndim != 2 or x.shape[1] != len(self.features):
             return [FieldError(field, f"needs shape [n, {len(self.features)}]; got {list(x.shape)}")]
-        missing = np.isnan(x)
-        ok = (x >= self.lo) & (x <= self.hi)  # False at NaN and infinities
-        ok &= (x == np.floor(x)) | ~self.whole
-        ok |= missing & self.optional
+        ok = within_rules(x, self.lo, self.hi, self.whole, self.optional)
         if ok.all():
             return []
         out = []
