@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import numba
 import numpy as np
 
@@ -115,6 +117,220 @@ def linear_checked(X: Any, lo: Any, hi: Any, whole: Any, optional: Any, slope: A
     return True
 
 
+# --- The single-row Predict request, read from its wire bytes -------------------------------------
+#
+# A Predict of plain shape is read straight from the request's bytes (wire.PredictReader), instead of
+# protobuf building a message, a map and a FeatureValue per feature for Python to walk. Only a plain
+# shape is read; anything else (a field twice, an unknown name or field, a value of the wrong kind,
+# a bad number or category, entities) answers False, and the caller parses the bytes with protobuf
+# as always, so every error is still the long way's. Every read is checked against the end of its
+# message before it is made: the bytes are a client's.
+
+_FNV_OFFSET = np.uint64(14695981039346656037)
+_FNV_PRIME = np.uint64(1099511628211)
+
+
+@_compiled
+def wire_hash(data: Any, start: int, size: int, space: int) -> Any:
+    """FNV-1a of ``data[start:start + size]``, seeded by ``space`` (0: a feature name; j + 1: a
+    category of feature j): the key of wire.PredictReader's look-up table."""
+    h = _FNV_OFFSET ^ np.uint64(space)
+    for i in range(start, start + size):
+        h = (h ^ np.uint64(data[i])) * _FNV_PRIME
+    return h
+
+
+@_compiled
+def _wire_find(data: Any, start: int, size: int, space: int, text: Any, slots: Any, entries: Any) -> int:
+    """The value filed under the bytes ``data[start:start + size]`` in ``space``, or -1. ``slots``
+    (a power of two long) hold entry numbers or -1 (open addressing, linear probing); an entry is
+    (space, start in ``text``, size, value)."""
+    mask = slots.shape[0] - 1
+    i = np.int64(wire_hash(data, start, size, space) & np.uint64(mask))
+    while True:
+        e = slots[i]
+        if e < 0:
+            return -1
+        if entries[e, 0] == space and entries[e, 2] == size:
+            at = entries[e, 1]
+            k = 0
+            while k < size and text[at + k] == data[start + k]:
+                k += 1
+            if k == size:
+                return entries[e, 3]
+        i = (i + 1) & mask
+
+
+@_compiled
+def _wire_varint(data: Any, pos: int, end: int) -> tuple[Any, int]:
+    """The varint at ``pos`` and the position after it; the position is -1 when the varint runs past
+    ``end`` or is longer than ten bytes. Bits past the 64th are dropped, as protobuf drops them."""
+    value = np.uint64(0)
+    for k in range(10):
+        if pos >= end:
+            return value, -1
+        b = data[pos]
+        pos += 1
+        value |= np.uint64(b & 0x7F) << np.uint64(7 * k)
+        if b < 0x80:
+            return value, pos
+    return value, -1
+
+
+@_compiled
+def read_predict(data: Any, text: Any, slots: Any, entries: Any, kinds: Any, bounds: Any, x: Any,
+                 out: Any) -> bool:
+    """Read a PredictRequest's bytes (sahayak.v1 inference.proto) into ``x``, the row in the raw
+    layout (schema order; a number as itself, a boolean 0 / 1, a category its index; NaN: absent),
+    and ``out``: model (start, size), alias (start, size; -1 if absent), version, explain_top_k.
+
+    True only for the plain shape, every value checked: each field at most once; each features
+    entry a key then a value, the key a feature's name not seen before, the value one field of the
+    feature's kind (``kinds[j]``: 1 number, 2 category, 3 boolean) whose value passes (a number
+    within ``bounds[j]``, so finite; a declared category; a boolean 0 or 1); every required
+    feature (``kinds[j] < 0``) present; no entities, no unknown field."""
+    n = data.shape[0]
+    for j in range(x.shape[0]):
+        x[j] = np.nan
+    out[0] = out[1] = out[2] = out[3] = -1
+    out[4] = out[5] = 0
+    seen_version = False
+    seen_top_k = False
+    pos = 0
+    while pos < n:
+        tag, pos = _wire_varint(data, pos, n)
+        if pos < 0:
+            return False
+        if tag == 0x10 or tag == 0x28:  # version (int64), explain_top_k (int32): varints
+            value, pos = _wire_varint(data, pos, n)
+            if pos < 0:
+                return False
+            if tag == 0x10:
+                if seen_version:
+                    return False
+                seen_version = True
+                out[4] = np.int64(value)
+            else:
+                if seen_top_k:
+                    return False
+                seen_top_k = True
+                low = np.int64(value & np.uint64(0xFFFFFFFF))  # an int32 keeps the low 32 bits
+                out[5] = low - 0x100000000 if low >= 0x80000000 else low
+            continue
+        if tag != 0x0A and tag != 0x1A and tag != 0x22:  # model, alias, a features entry
+            return False
+        size, pos = _wire_varint(data, pos, n)
+        if pos < 0 or size > np.uint64(n - pos):
+            return False
+        end = pos + np.int64(size)
+        if tag != 0x22:
+            slot = 0 if tag == 0x0A else 2
+            if out[slot] >= 0:
+                return False
+            out[slot] = pos
+            out[slot + 1] = end - pos
+            pos = end
+            continue
+        # A features entry: key (field 1, the name), then value (field 2, a FeatureValue) to its end.
+        if pos >= end or data[pos] != 0x0A:
+            return False
+        size, p = _wire_varint(data, pos + 1, end)
+        if p < 0 or size > np.uint64(end - p):
+            return False
+        j = _wire_find(data, p, np.int64(size), 0, text, slots, entries)
+        if j < 0 or x[j] == x[j]:  # an unknown name, or one seen before
+            return False
+        p += np.int64(size)
+        if p >= end or data[p] != 0x12:
+            return False
+        size, p = _wire_varint(data, p + 1, end)
+        if p < 0 or size != np.uint64(end - p) or p >= end:
+            return False
+        kind = abs(kinds[j])
+        if kind == 1:  # number_value: fixed64, little-endian
+            if end - p != 9 or data[p] != 0x09:
+                return False
+            u = np.uint64(0)
+            for k in range(8):
+                u |= np.uint64(data[p + 1 + k]) << np.uint64(8 * k)
+            e = np.int64((u >> np.uint64(52)) & np.uint64(0x7FF))
+            m = u & np.uint64(0xFFFFFFFFFFFFF)
+            if e == 0x7FF:
+                return False
+            if e == 0:
+                v = math.ldexp(np.float64(m), -1074)
+            else:
+                v = math.ldexp(np.float64(m | np.uint64(0x10000000000000)), int(e - 1075))
+            if u >> np.uint64(63):
+                v = -v
+            if not (bounds[j, 0] <= v <= bounds[j, 1]):
+                return False
+            x[j] = v
+        elif kind == 2:  # string_value: one of the declared categories
+            if data[p] != 0x12:
+                return False
+            size, q = _wire_varint(data, p + 1, end)
+            if q < 0 or size != np.uint64(end - q):
+                return False
+            code = _wire_find(data, q, np.int64(size), j + 1, text, slots, entries)
+            if code < 0:
+                return False
+            x[j] = code
+        else:  # bool_value: 0 or 1
+            if end - p != 2 or data[p] != 0x18 or data[p + 1] > 1:
+                return False
+            x[j] = data[p + 1]
+        pos = end
+    if out[0] < 0:
+        return False
+    for j in range(x.shape[0]):
+        if kinds[j] < 0 and x[j] != x[j]:
+            return False
+    return True
+
+
+@_compiled
+def linear_explain(x: Any, ints: Any, floats: Any, lut: Any, bias: float, k: int, out: Any) -> None:
+    """One checked raw-layout row scored as LinearScorer.explain_top scores it. Per feature i in the
+    scorer's order: its column ``ints[0, i]`` of ``x``; ``floats[0, i] * v + floats[1, i]`` for a
+    number, ``lut[ints[1, i] + v]`` for a category or boolean (``ints[1, i]`` >= 0), ``floats[2, i]``
+    when absent; added from ``bias`` in that order, so the sum is the same to the bit.
+
+    ``out`` gets the raw score, then the k largest contributions by magnitude, then their features'
+    positions in the scorer's order; ties go to the one earlier in ``ints[2]`` (features by descending
+    name), as LinearScorer.top ranks them."""
+    width = ints.shape[1]
+    parts = np.empty(width)
+    z = bias
+    for i in range(width):
+        v = x[ints[0, i]]
+        if v != v:
+            c = floats[2, i]
+        elif ints[1, i] >= 0:
+            c = lut[ints[1, i] + np.int64(v)]
+        else:
+            c = floats[0, i] * v + floats[1, i]
+        z += c
+        parts[i] = c
+    out[0] = z
+    for t in range(k):
+        best = -1
+        size = 0.0
+        for r in range(width):
+            i = ints[2, r]
+            a = abs(parts[i])
+            if best < 0 or a > size:
+                taken = False
+                for s in range(t):
+                    if out[1 + k + s] == i:
+                        taken = True
+                if not taken:
+                    best = i
+                    size = a
+        out[1 + t] = parts[best]
+        out[1 + k + t] = best
+
+
 def warm() -> None:
     """Compile the kernels (or load them from numba's cache) for the array types requests bring, so
     that no request waits for the compiler: float32 and float64 matrices, writable or read-only (an
@@ -130,3 +346,11 @@ def warm() -> None:
                      np.zeros(1, dtype=np.bool_), np.full(1, -1, dtype=np.int64), np.full(1, -1, dtype=np.int64),
                      np.full(1, -1, dtype=np.int64), np.zeros((1, 8), dtype=np.uint64), np.zeros(1, dtype=np.int64),
                      np.zeros(1), 0.0, np.empty((1, 1), dtype=np.int64), np.empty(1))
+    # A Predict request's bytes (read-only: a view of the bytes grpc hands over), and its row.
+    one, none = np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64)
+    row = np.zeros(1)
+    byte = np.frombuffer(b"\0", dtype=np.uint8)  # wire.PredictReader's names are read-only bytes too
+    read_predict(byte, byte, none, np.zeros((1, 4), dtype=np.int64), one, np.zeros((1, 2)), row,
+                 np.zeros(6, dtype=np.int64))
+    wire_hash(byte, 0, 1, 0)
+    linear_explain(row, np.zeros((3, 1), dtype=np.int64), np.zeros((3, 1)), row, 0.0, 1, np.empty(3))

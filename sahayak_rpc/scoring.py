@@ -259,6 +259,51 @@ class LinearScorer:
             return None
         return out
 
+    def explain_raw(self, x: np.ndarray, raw: RawEncoder, k: int) -> tuple[float, list[Contribution], list[int]]:
+        """explain_top for one checked row in ``raw``'s layout (wire.PredictReader's), in one compiled
+        pass (kernels.linear_explain): the raw score, to the bit, the ``k`` largest contributions,
+        ranked as ``top`` ranks them, and their columns in ``x``."""
+        plan = self.__dict__.get("_explain_plan")
+        if plan is None or plan[0] is not raw:
+            from . import kernels  # numba loads with the first use, not with every import
+
+            plan = self.__dict__["_explain_plan"] = (raw, kernels.linear_explain, *self._explain_plan(raw))
+        _, explain, ints, floats, lut, columns = plan
+        if k > len(columns):
+            k = len(columns)
+        out = np.empty(1 + 2 * k)
+        explain(x, ints, floats, lut, self.bias, k, out)
+        values = out.tolist()
+        names = self.names
+        top, cols = [], []
+        for i, c in zip(values[1 + k:], values[1:1 + k]):
+            i = int(i)
+            top.append((names[i], c))
+            cols.append(columns[i])
+        return values[0], top, cols
+
+    def _explain_plan(self, raw: RawEncoder) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """explain_top's tables as kernels.linear_explain takes them. Per feature in scoring order: its
+        column in ``raw``'s layout, where its table starts in the look-up table (-1 for a number), and
+        the features by descending name (ints); slope, offset and the value when missing (floats);
+        the look-up table over each category's index into its categories, or a boolean's 0 / 1."""
+        where = {name: j for j, name in enumerate(raw.names)}
+        columns, lut_base, floats = [], [], []
+        lut: list[float] = []
+        for name, slope, offset, missing in self._numeric:
+            columns.append(where[name])
+            lut_base.append(-1)
+            floats.append((slope, offset, missing))
+        for name, table, unknown, missing in self._tables:
+            j = where[name]
+            columns.append(j)
+            lut_base.append(len(lut))
+            floats.append((0.0, 0.0, missing))
+            codes = raw.categories[j] if raw.kinds[j] == "categorical" else (False, True)
+            lut += [table.get(c, unknown) for c in codes]
+        ints = np.array([columns, lut_base, self._by_name_desc], dtype=np.int64).reshape(3, -1)
+        return ints, np.array(floats).reshape(-1, 3).T.copy(), np.array(lut or [0.0]), columns
+
     def _plan(self, raw: RawEncoder) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                               np.ndarray]:
         width = len(raw.names)
@@ -580,6 +625,15 @@ class ScoringModel:
             return None
         prob = self.calibrator.one(z)
         return prob, linear.top(parts, top_k) if top_k > 0 else []
+
+    def explain_raw(self, x: np.ndarray, top_k: int) -> tuple[float, list[Contribution], list[int]] | None:
+        """explain_one for one row in the raw layout (see predict_matrix) whose values were checked
+        against the schema: the probability, the top_k contributions and their columns in ``x``; the
+        same answer as explain_one, to the bit. None for a tree model."""
+        if self.linear is None:
+            return None
+        z, top, columns = self.linear.explain_raw(x, self._raw_encoder(), max(top_k, 0))
+        return self.calibrator.one(z), top, columns
 
     def _checked_plan(self) -> tuple[Any, ...]:
         """The linear scorer's contribution rules, in its scoring order, with the schema's checks, for

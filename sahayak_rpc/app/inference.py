@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import secrets
@@ -96,6 +97,27 @@ class Inference:
         self._log.submit_one(pid, model.id, served.version, row, prob, label, self._ctx.now_us(), entities)
         self._count(model, served.version, 1)
         return Prediction(pid, prob, label, served.version, parts)
+
+    def predict_raw(self, model: ModelRecord, version: int, alias: str, x: np.ndarray,
+                    explain_top_k: int) -> tuple[Prediction, list[int]]:
+        """predict for a row read from the wire (wire.PredictReader): in the raw layout, its values
+        already checked against the schema. Returns the prediction and the explained features' columns."""
+        served = self._registry.served(model, version, alias)
+        k = _explain_k(explain_top_k, DEFAULT_EXPLAIN)
+        check = self._plan(model).check
+        explained = served.model.explain_raw(x, k)
+        if explained is None:  # a tree model: the row as a Row, the usual way
+            prob, parts = served.model.explain_one(check.row_of(x), k)
+            columns = [check.column[name] for name, _ in parts]
+        else:
+            prob, parts, columns = explained
+        label = prob >= served.model.threshold
+        pid = self.new_id()
+        # The logged row is made on the log's writer thread.
+        self._log.submit_one(pid, model.id, served.version, functools.partial(check.row_of, x), prob, label,
+                             self._ctx.now_us(), None)
+        self._count(model, served.version, 1)
+        return Prediction(pid, prob, label, served.version, parts), columns
 
     def predict_rows(self, model: ModelRecord, version: int, alias: str, rows: Sequence[Row]) -> tuple[str, Served, np.ndarray]:
         if len(rows) > MAX_BATCH_ROWS:
@@ -426,6 +448,7 @@ class MatrixCheck:
         # The same rules per column, for one row in plain Python: (name, kind, lo, hi, optional, categories).
         self._columns = [(f.name, self._KIND[f.type], lo[j], hi[j], not f.required, tuple(f.categories))
                          for j, f in enumerate(feats)]
+        self.column = {f.name: j for j, f in enumerate(feats)}
 
     _KIND = {FeatureType.NUMERIC: 0, FeatureType.BOOLEAN: 1, FeatureType.CATEGORICAL: 2}
 
@@ -447,6 +470,12 @@ class MatrixCheck:
                 row[name] = categories[int(v)] if kind == 2 else v == 1.0
             else:
                 return None
+        return row
+
+    def row_of(self, x: np.ndarray) -> Row:
+        """A checked raw-layout row as a Row (the prediction log's record of a row read from the wire)."""
+        row = self.row(x.tolist())
+        assert row is not None
         return row
 
     def errors(self, x: np.ndarray, field: str, limit: int = 20) -> list[FieldError]:

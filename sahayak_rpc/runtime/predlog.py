@@ -46,8 +46,10 @@ class PredictionLog:
     def depth(self) -> int:
         return self._queued_rows
 
-    def submit_one(self, prediction_id: str, model_id: int, version: int, row: dict[str, Any], probability: float,
-                   label: bool, created_us: int, entities: dict[str, str] | None, source: str = "served") -> None:
+    def submit_one(self, prediction_id: str, model_id: int, version: int,
+                   row: dict[str, Any] | Callable[[], dict[str, Any]], probability: float, label: bool,
+                   created_us: int, entities: dict[str, str] | None, source: str = "served") -> None:
+        """One prediction; ``row`` may be a function that makes it, called on the writer thread."""
         self._put(1, (prediction_id, model_id, version, row, probability, label, created_us, entities, source))
 
     def submit_batch(self, count: int, encode: Callable[[], tuple[Any, ...]]) -> None:
@@ -83,6 +85,8 @@ class PredictionLog:
                     out.extend(item())
                 else:
                     pid, model_id, version, row, prob, label, created, entities, source = item
+                    if row.__class__ is not dict:
+                        row = row()
                     out.append((pid, model_id, version, dumps(row).decode(), prob, int(label), created,
                                 dumps(entities).decode() if entities else None, source))
             except Exception:  # a bug of ours: lose this item, not the writer

@@ -1,0 +1,146 @@
+"""A single-row Predict read straight from its wire bytes.
+
+protobuf's parse of a PredictRequest builds a message, a map and one
+FeatureValue wrapper per feature, which Python then walks name by name: for
+a twenty-feature row that is most of what Predict costs us. ``PredictReader``
+instead reads the request's bytes in one compiled pass (kernels.read_predict)
+into the row's raw layout (as MatrixCheck and ScoringModel.predict_matrix
+take it), checking every value against the model's schema as it goes.
+
+It reads only the plain shape (each field once, each entry a known feature
+name with one value of its kind that passes the schema's rules, no entities,
+no unknown field) and says None to anything else; the caller then parses
+the bytes with protobuf and takes the long way, which names any error. So a
+request is answered the same either way, and the tests hold the two to that
+(tests/test_wire.py). Bytes are read as little-endian, as the wire stores
+them: the reader is off on a big-endian machine.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from . import kernels
+from .schema import FeatureType, Schema
+
+ENABLED = sys.byteorder == "little"
+_read = kernels.read_predict
+_DOUBLE = struct.Struct("<d").pack
+_KIND = {FeatureType.NUMERIC: 1, FeatureType.CATEGORICAL: 2, FeatureType.BOOLEAN: 3}
+
+
+class WireRow(NamedTuple):
+    """What ``PredictReader.read`` took from a PredictRequest: the fields, and the row in the raw layout."""
+    model: str
+    version: int
+    alias: str
+    explain_top_k: int
+    x: np.ndarray
+
+
+class PredictReader:
+    """A model's schema as the tables kernels.read_predict looks feature names and categories up in."""
+
+    def __init__(self, schema: Schema) -> None:
+        keys: list[tuple[int, bytes, int]] = []  # (space, bytes, value): space 0 names, j + 1 feature j's categories
+        kinds, bounds = [], []
+        checks = schema._checks  # type: ignore[attr-defined]
+        for j, f in enumerate(schema.features):
+            keys.append((0, f.name.encode(), j))
+            if f.type is FeatureType.CATEGORICAL:
+                keys += [(j + 1, c.encode(), i) for i, c in enumerate(f.categories)]
+            kinds.append(-_KIND[f.type] if f.required else _KIND[f.type])
+            _, lo, hi, _ = checks[f.name]
+            bounds.append((lo, hi) if f.type is FeatureType.NUMERIC else (0.0, 0.0))
+        self.width = len(schema.features)
+        self._text = np.frombuffer(b"".join(k[1] for k in keys) or b"\0", dtype=np.uint8)
+        size = 1 << max(3, (2 * len(keys)).bit_length())  # at most half full
+        self._slots = np.full(size, -1, dtype=np.int64)
+        self._entries = np.zeros((len(keys), 4), dtype=np.int64)
+        at = 0
+        for e, (space, word, value) in enumerate(keys):
+            self._entries[e] = (space, at, len(word), value)
+            i = int(kernels.wire_hash(self._text, at, len(word), space)) & (size - 1)
+            while self._slots[i] >= 0:
+                i = (i + 1) & (size - 1)
+            self._slots[i] = e
+            at += len(word)
+        self._kinds = np.array(kinds, dtype=np.int64)
+        self._bounds = np.array(bounds, dtype=np.float64).reshape(-1, 2)
+
+    def read(self, data: bytes) -> WireRow | None:
+        """The request in ``data`` if it is of the plain shape, every value checked; None otherwise."""
+        x = np.empty(self.width)
+        out = np.empty(6, dtype=np.int64)
+        if not _read(np.frombuffer(data, dtype=np.uint8), self._text, self._slots, self._entries, self._kinds,
+                     self._bounds, x, out):
+            return None
+        start, size, a_start, a_size, version, top_k = out.tolist()
+        try:
+            model = data[start:start + size].decode()
+            alias = data[a_start:a_start + a_size].decode() if a_start >= 0 else ""
+        except UnicodeDecodeError:  # protobuf refuses it: its error, the long way
+            return None
+        return WireRow(model, version, alias, top_k, x)
+
+
+def _varint(value: int) -> bytes:
+    """A non-negative int as a protobuf varint (a negative one as its 64-bit two's complement)."""
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_TAGS = [bytes((n << 3 | 2,)) for n in range(16)]
+_SMALL = [b"\x20" + bytes((v,)) for v in range(128)]  # PredictResponse.version, when below 128
+_LABEL = {v: b"\x18" + bytes((v,)) for v in (1, 2)}  # PredictResponse.label
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (number < 16): tag, length, payload."""
+    size = len(payload)
+    return _TAGS[number] + (bytes((size,)) if size < 128 else _varint(size)) + payload
+
+
+class PredictWriter:
+    """A PredictResponse written as bytes, for a row read by PredictReader: the same message protobuf
+    would build from the same values (tests/test_wire.py parses one and compares), without building
+    it. Per feature, its name's field and its values' fields are made once."""
+
+    def __init__(self, schema: Schema) -> None:
+        self._name = [_field(1, f.name.encode()) for f in schema.features]  # FeatureContribution.feature
+        self._kind = [_KIND[f.type] for f in schema.features]
+        # FeatureContribution.value (field 3), a FeatureValue: a category's string_value, a boolean's bool_value.
+        self._words = [[_field(3, _field(2, c.encode())) for c in f.categories] for f in schema.features]
+        self._bools = (_field(3, b"\x18\x00"), _field(3, b"\x18\x01"))
+
+    def write(self, prediction_id: str, probability: float, label: int, version: int,
+              contributions: Sequence[tuple[str, float]], columns: Sequence[int], x: np.ndarray) -> bytes:
+        """PredictResponse{prediction_id, probability, label, version, contributions} as bytes; each
+        contribution's value is column ``columns[i]`` of ``x`` (none when missing)."""
+        parts = [_field(1, prediction_id.encode()), b"\x11", _DOUBLE(probability), _LABEL[label],
+                 _SMALL[version] if version < 128 else b"\x20" + _varint(version)]
+        kinds, words = self._kind, self._words
+        for (_, c), j in zip(contributions, columns):
+            v = float(x[j])
+            kind = kinds[j]
+            if v != v:
+                value = b""
+            elif kind == 1:
+                value = b"\x1a\x09\x09" + _DOUBLE(v)
+            elif kind == 2:
+                value = words[j][int(v)]
+            else:
+                value = self._bools[v == 1.0]
+            body = self._name[j] + b"\x11" + _DOUBLE(c) + value
+            parts.append(_field(5, body))
+        return b"".join(parts)
