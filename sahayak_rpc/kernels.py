@@ -30,13 +30,21 @@ import numba
 import numpy as np
 
 
-def _compiled(fn: Any) -> Any:
+def _compiled(fn: Any, nogil: bool = True) -> Any:
     """``fn`` compiled, its machine code cached on disk where numba finds a writable place; where it
-    finds none (a read-only install, no writable home, no $NUMBA_CACHE_DIR), compiled at each start."""
+    finds none (a read-only install, no writable home, no $NUMBA_CACHE_DIR), compiled at each start.
+    ``nogil``: it lets go of the GIL while it runs, so that other requests run meanwhile."""
     try:
-        return numba.njit(cache=True, nogil=True)(fn)
+        return numba.njit(cache=True, nogil=nogil)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True)(fn)
+        return numba.njit(nogil=nogil)(fn)
+
+
+def _holding_gil(fn: Any) -> Any:
+    """``fn`` compiled to run holding the GIL: a one-row kernel of a microsecond or two. Letting go of
+    the GIL costs more than that in a busy server: another thread takes it, and the request waits to
+    get it back (the single-row Predict's two kernels took ~12 us each in the server that way)."""
+    return _compiled(fn, nogil=False)
 
 
 @_compiled
@@ -130,7 +138,7 @@ _FNV_OFFSET = np.uint64(14695981039346656037)
 _FNV_PRIME = np.uint64(1099511628211)
 
 
-@_compiled
+@_holding_gil
 def wire_hash(data: Any, start: int, size: int, space: int) -> Any:
     """FNV-1a of ``data[start:start + size]``, seeded by ``space`` (0: a feature name; j + 1: a
     category of feature j): the key of wire.PredictReader's look-up table."""
@@ -140,7 +148,7 @@ def wire_hash(data: Any, start: int, size: int, space: int) -> Any:
     return h
 
 
-@_compiled
+@_holding_gil
 def _wire_find(data: Any, start: int, size: int, space: int, text: Any, slots: Any, entries: Any) -> int:
     """The value filed under the bytes ``data[start:start + size]`` in ``space``, or -1. ``slots``
     (a power of two long) hold entry numbers or -1 (open addressing, linear probing); an entry is
@@ -161,7 +169,7 @@ def _wire_find(data: Any, start: int, size: int, space: int, text: Any, slots: A
         i = (i + 1) & mask
 
 
-@_compiled
+@_holding_gil
 def _wire_varint(data: Any, pos: int, end: int) -> tuple[Any, int]:
     """The varint at ``pos`` and the position after it; the position is -1 when the varint runs past
     ``end`` or is longer than ten bytes. Bits past the 64th are dropped, as protobuf drops them."""
@@ -177,20 +185,23 @@ def _wire_varint(data: Any, pos: int, end: int) -> tuple[Any, int]:
     return value, -1
 
 
-@_compiled
-def read_predict(data: Any, text: Any, slots: Any, entries: Any, kinds: Any, bounds: Any, x: Any,
-                 out: Any) -> bool:
-    """Read a PredictRequest's bytes (sahayak.v1 inference.proto) into ``x``, the row in the raw
-    layout (schema order; a number as itself, a boolean 0 / 1, a category its index; NaN: absent),
-    and ``out``: model (start, size), alias (start, size; -1 if absent), version, explain_top_k.
+@_holding_gil
+def read_predict(data: Any, text: Any, slots: Any, entries: Any, kinds: Any, bounds: Any, buf: Any) -> bool:
+    """Read a PredictRequest's bytes (sahayak.v1 inference.proto) into ``buf``: first the row in the
+    raw layout (schema order; a number as itself, a boolean 0 / 1, a category its index; NaN:
+    absent), one value per feature of ``kinds``; then model (start, size), alias (start, size; -1
+    if absent), version, explain_top_k.
 
     True only for the plain shape, every value checked: each field at most once; each features
     entry a key then a value, the key a feature's name not seen before, the value one field of the
     feature's kind (``kinds[j]``: 1 number, 2 category, 3 boolean) whose value passes (a number
     within ``bounds[j]``, so finite; a declared category; a boolean 0 or 1); every required
-    feature (``kinds[j] < 0``) present; no entities, no unknown field."""
-    n = data.shape[0]
-    for j in range(x.shape[0]):
+    feature (``kinds[j] < 0``) present; no entities, no unknown field; a version within 2^53."""
+    n = len(data)
+    width = kinds.shape[0]
+    x = buf[:width]
+    out = buf[width:width + 6]
+    for j in range(width):
         x[j] = np.nan
     out[0] = out[1] = out[2] = out[3] = -1
     out[4] = out[5] = 0
@@ -209,7 +220,10 @@ def read_predict(data: Any, text: Any, slots: Any, entries: Any, kinds: Any, bou
                 if seen_version:
                     return False
                 seen_version = True
-                out[4] = np.int64(value)
+                version = np.int64(value)
+                if version > 2**53 or version < -2**53:  # kept exactly as a float64: the long way
+                    return False
+                out[4] = version
             else:
                 if seen_top_k:
                     return False
@@ -283,13 +297,13 @@ def read_predict(data: Any, text: Any, slots: Any, entries: Any, kinds: Any, bou
         pos = end
     if out[0] < 0:
         return False
-    for j in range(x.shape[0]):
+    for j in range(width):
         if kinds[j] < 0 and x[j] != x[j]:
             return False
     return True
 
 
-@_compiled
+@_holding_gil
 def linear_explain(x: Any, ints: Any, floats: Any, lut: Any, bias: float, k: int, out: Any) -> None:
     """One checked raw-layout row scored as LinearScorer.explain_top scores it. Per feature i in the
     scorer's order: its column ``ints[0, i]`` of ``x``; ``floats[0, i] * v + floats[1, i]`` for a
@@ -331,6 +345,35 @@ def linear_explain(x: Any, ints: Any, floats: Any, lut: Any, bias: float, k: int
         out[1 + k + t] = best
 
 
+@_holding_gil
+def read_explain(data: Any, text: Any, slots: Any, entries: Any, kinds: Any, bounds: Any, ints: Any, floats: Any,
+                 lut: Any, bias: float, default_k: int, buf: Any) -> int:
+    """read_predict, then, for a request that names no version or alias, the row explained by the
+    linear model whose tables are given (linear_explain's; none: ``ints`` has no columns). -1 when
+    the request is not of the plain shape; else how many values follow the row in ``buf``:
+    read_predict's six fields; k, the number of contributions (``explain_top_k``, or ``default_k``
+    for 0; none below 0; at most one per feature); whether the row was explained (1 / 0); and when
+    it was, the raw score, k contributions, their features' positions in the scorer's order and the
+    row's values of those features."""
+    if not read_predict(data, text, slots, entries, kinds, bounds, buf):
+        return -1
+    width = kinds.shape[0]
+    buf[width + 6] = buf[width + 7] = 0.0
+    if ints.shape[1] == 0 or buf[width + 4] != 0 or buf[width + 2] >= 0:
+        return 8
+    k = int(buf[width + 5])
+    if k == 0:
+        k = default_k
+    k = min(max(k, 0), ints.shape[1])
+    buf[width + 6] = k
+    buf[width + 7] = 1.0
+    out = buf[width + 8:]
+    linear_explain(buf[:width], ints, floats, lut, bias, k, out)
+    for t in range(k):
+        out[1 + 2 * k + t] = buf[ints[0, np.int64(out[1 + k + t])]]
+    return 9 + 3 * k
+
+
 def warm() -> None:
     """Compile the kernels (or load them from numba's cache) for the array types requests bring, so
     that no request waits for the compiler: float32 and float64 matrices, writable or read-only (an
@@ -349,8 +392,10 @@ def warm() -> None:
     # A Predict request's bytes (read-only: a view of the bytes grpc hands over), and its row.
     one, none = np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64)
     row = np.zeros(1)
-    byte = np.frombuffer(b"\0", dtype=np.uint8)  # wire.PredictReader's names are read-only bytes too
-    read_predict(byte, byte, none, np.zeros((1, 4), dtype=np.int64), one, np.zeros((1, 2)), row,
-                 np.zeros(6, dtype=np.int64))
-    wire_hash(byte, 0, 1, 0)
+    text = np.frombuffer(b"\0", dtype=np.uint8)  # wire.PredictReader's names: read-only bytes
+    for ints, floats in ((np.zeros((3, 1), dtype=np.int64), np.zeros((3, 1))),
+                         (np.zeros((3, 0), dtype=np.int64), np.zeros((3, 0)))):
+        read_explain(b"\0", text, none, np.zeros((1, 4), dtype=np.int64), one, np.zeros((1, 2)), ints, floats, row,
+                     0.0, 3, np.empty(12))
+    wire_hash(text, 0, 1, 0)
     linear_explain(row, np.zeros((3, 1), dtype=np.int64), np.zeros((3, 1)), row, 0.0, 1, np.empty(3))

@@ -263,24 +263,32 @@ class LinearScorer:
         """explain_top for one checked row in ``raw``'s layout (wire.PredictReader's), in one compiled
         pass (kernels.linear_explain): the raw score, to the bit, the ``k`` largest contributions,
         ranked as ``top`` ranks them, and their columns in ``x``."""
-        plan = self.__dict__.get("_explain_plan")
-        if plan is None or plan[0] is not raw:
-            from . import kernels  # numba loads with the first use, not with every import
-
-            plan = self.__dict__["_explain_plan"] = (raw, kernels.linear_explain, *self._explain_plan(raw))
-        _, explain, ints, floats, lut, columns = plan
+        _, explain, ints, floats, lut, columns = self._explain_tables(raw)
         if k > len(columns):
             k = len(columns)
         out = np.empty(1 + 2 * k)
         explain(x, ints, floats, lut, self.bias, k, out)
         values = out.tolist()
-        names = self.names
-        top, cols = [], []
-        for i, c in zip(values[1 + k:], values[1:1 + k]):
-            i = int(i)
-            top.append((names[i], c))
-            cols.append(columns[i])
-        return values[0], top, cols
+        return values[0], *self.named(raw, [(int(i), c) for i, c in zip(values[1 + k:], values[1:1 + k])])
+
+    def explain_tables(self, raw: RawEncoder) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """What kernels.linear_explain takes to explain a row in ``raw``'s layout: ints, floats, lut, bias."""
+        _, _, ints, floats, lut, _ = self._explain_tables(raw)
+        return ints, floats, lut, self.bias
+
+    def named(self, raw: RawEncoder, top: Sequence[tuple[int, float]]) -> tuple[list[Contribution], list[int]]:
+        """linear_explain's top (feature position in scoring order, contribution) as contributions by
+        name, and the features' columns in ``raw``'s layout."""
+        names, columns = self.names, self._explain_tables(raw)[5]
+        return [(names[i], c) for i, c in top], [columns[i] for i, _ in top]
+
+    def _explain_tables(self, raw: RawEncoder) -> tuple[Any, ...]:
+        plan = self.__dict__.get("_explain_plan")
+        if plan is None or plan[0] is not raw:
+            from . import kernels  # numba loads with the first use, not with every import
+
+            plan = self.__dict__["_explain_plan"] = (raw, kernels.linear_explain, *self._explain_plan(raw))
+        return plan
 
     def _explain_plan(self, raw: RawEncoder) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
         """explain_top's tables as kernels.linear_explain takes them. Per feature in scoring order: its
@@ -634,6 +642,19 @@ class ScoringModel:
             return None
         z, top, columns = self.linear.explain_raw(x, self._raw_encoder(), max(top_k, 0))
         return self.calibrator.one(z), top, columns
+
+    def explain_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+        """A linear model's tables for explaining a raw-layout row as it is read (wire.PredictReader)."""
+        tables = self.__dict__.get("_wire_tables")
+        if tables is None and self.linear is not None:
+            tables = self.__dict__["_wire_tables"] = self.linear.explain_tables(self._raw_encoder())
+        return tables
+
+    def explained(self, z: float, top: Sequence[tuple[int, float]]) -> tuple[float, list[Contribution], list[int]]:
+        """explain_raw's answer from a row explained as it was read with explain_tables: the
+        probability, the contributions and their columns."""
+        assert self.linear is not None
+        return (self.calibrator.one(z), *self.linear.named(self._raw_encoder(), top))
 
     def _checked_plan(self) -> tuple[Any, ...]:
         """The linear scorer's contribution rules, in its scoring order, with the schema's checks, for

@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,18 +29,29 @@ from . import kernels
 from .schema import FeatureType, Schema
 
 ENABLED = sys.byteorder == "little"
-_read = kernels.read_predict
+_read = kernels.read_explain
+_NO_TABLES = (np.zeros((3, 0), dtype=np.int64), np.zeros((3, 0)), np.zeros(1), 0.0)
 _DOUBLE = struct.Struct("<d").pack
 _KIND = {FeatureType.NUMERIC: 1, FeatureType.CATEGORICAL: 2, FeatureType.BOOLEAN: 3}
 
 
 class WireRow(NamedTuple):
-    """What ``PredictReader.read`` took from a PredictRequest: the fields, and the row in the raw layout."""
+    """What ``PredictReader.read`` took from a PredictRequest: its fields, and its row in the raw
+    layout, explained when the request named no version or alias and tables were given."""
     model: str
     version: int
     alias: str
     explain_top_k: int
-    x: np.ndarray
+    x: np.ndarray  # the row (its first values, one per feature), then the kernel's working space
+    explained: Any  # ``read``'s ``owner`` when the row was explained with its tables, else None
+    explanation: list[float]  # when explained: the raw score, k contributions, k positions, k values
+
+    def top(self) -> tuple[float, list[tuple[int, float]], list[float]]:
+        """The explanation: the raw score, the top contributions (feature position in the scorer's
+        order, contribution) and the explained features' values in the raw layout."""
+        e = self.explanation
+        k = (len(e) - 1) // 3
+        return e[0], [(int(i), c) for c, i in zip(e[1:1 + k], e[1 + k:1 + 2 * k])], e[1 + 2 * k:]
 
 
 class PredictReader:
@@ -73,20 +84,27 @@ class PredictReader:
         self._kinds = np.array(kinds, dtype=np.int64)
         self._bounds = np.array(bounds, dtype=np.float64).reshape(-1, 2)
 
-    def read(self, data: bytes) -> WireRow | None:
-        """The request in ``data`` if it is of the plain shape, every value checked; None otherwise."""
-        x = np.empty(self.width)
-        out = np.empty(6, dtype=np.int64)
-        if not _read(np.frombuffer(data, dtype=np.uint8), self._text, self._slots, self._entries, self._kinds,
-                     self._bounds, x, out):
+    def read(self, data: bytes, tables: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None,
+             owner: Any = None, default_k: int = 3) -> WireRow | None:
+        """The request in ``data`` if it is of the plain shape, every value checked; None otherwise.
+        With ``tables`` (a linear model's, LinearScorer.explain_tables), a request that names no
+        version or alias is explained as it is read, with ``default_k`` contributions when it asks
+        for none, and the row says so by carrying ``owner``."""
+        width = self.width
+        ints, floats, lut, bias = tables or _NO_TABLES
+        buf = np.empty(4 * width + 9)
+        size = _read(data, self._text, self._slots, self._entries, self._kinds, self._bounds, ints, floats, lut, bias,
+                     default_k, buf)
+        if size < 0:
             return None
-        start, size, a_start, a_size, version, top_k = out.tolist()
+        # Only the fields and the explanation become Python numbers here; the row stays in buf.
+        start, size_, a_start, a_size, version, top_k, _, explained, *explanation = buf[width:width + size].tolist()
         try:
-            model = data[start:start + size].decode()
-            alias = data[a_start:a_start + a_size].decode() if a_start >= 0 else ""
+            model = data[int(start):int(start + size_)].decode()
+            alias = data[int(a_start):int(a_start + a_size)].decode() if a_start >= 0 else ""
         except UnicodeDecodeError:  # protobuf refuses it: its error, the long way
             return None
-        return WireRow(model, version, alias, top_k, x)
+        return WireRow(model, int(version), alias, int(top_k), buf, owner if explained else None, explanation)
 
 
 def _varint(value: int) -> bytes:
@@ -124,14 +142,14 @@ class PredictWriter:
         self._bools = (_field(3, b"\x18\x00"), _field(3, b"\x18\x01"))
 
     def write(self, prediction_id: str, probability: float, label: int, version: int,
-              contributions: Sequence[tuple[str, float]], columns: Sequence[int], x: np.ndarray) -> bytes:
+              contributions: Sequence[tuple[str, float]], columns: Sequence[int], values: Sequence[float]) -> bytes:
         """PredictResponse{prediction_id, probability, label, version, contributions} as bytes; each
-        contribution's value is column ``columns[i]`` of ``x`` (none when missing)."""
+        contribution's feature is column ``columns[i]`` of the raw layout, and ``values[i]`` its value
+        there (NaN: none)."""
         parts = [_field(1, prediction_id.encode()), b"\x11", _DOUBLE(probability), _LABEL[label],
                  _SMALL[version] if version < 128 else b"\x20" + _varint(version)]
         kinds, words = self._kind, self._words
-        for (_, c), j in zip(contributions, columns):
-            v = float(x[j])
+        for (_, c), j, v in zip(contributions, columns, values):
             kind = kinds[j]
             if v != v:
                 value = b""

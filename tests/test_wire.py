@@ -51,9 +51,10 @@ def request_for(row: dict, **fields: object) -> inference_pb2.PredictRequest:
 
 
 def plain(request: inference_pb2.PredictRequest) -> bool:
-    """What the reader must read: a valid row, every value set and every category declared, no entities."""
+    """What the reader must read: a valid row, every value set and every category declared, no entities,
+    a version a float64 holds exactly."""
     row = row_from_proto(request.features)
-    if DEMO_SCHEMA.validate_row(row) or request.entities or not request.model:
+    if DEMO_SCHEMA.validate_row(row) or request.entities or not request.model or abs(request.version) > 2**53:
         return False
     if any(fv.WhichOneof("kind") is None for fv in request.features.values()):
         return False
@@ -198,11 +199,23 @@ def test_a_read_row_is_explained_as_explain_one_explains_it(models, data) -> Non
     got = READER.read(request_for(row).SerializeToString())
     assert got is not None
     k = data.draw(st.sampled_from([0, 1, 3, 22, 40]))
+    asked = data.draw(st.sampled_from([0, 1, 3, 22, 40, -1]))  # explain_top_k as sent: 0 means 3
     for model in (linear, flat):
         prob, parts, columns = model.explain_raw(got.x, k)
         assert (prob, parts) == model.explain_one(row, k)
         assert [DEMO_SCHEMA.features[j].name for j in columns] == [name for name, _ in parts]
-    assert trees.explain_raw(got.x, k) is None  # trees take the Row
+        # Explained as it is read, with the explain_top_k the request asks for.
+        read = READER.read(request_for(row, explain_top_k=asked).SerializeToString(), model.explain_tables(), "owner")
+        assert read is not None and read.explained == "owner"
+        z, top, values = read.top()
+        prob, parts, columns = model.explained(z, top)
+        assert (prob, parts, columns) == model.explain_raw(got.x, 3 if asked == 0 else max(asked, 0))
+        np.testing.assert_array_equal(values, [got.x[j] for j in columns])  # NaN: absent
+        # Not when the request names a version or an alias: the answer may come from another model.
+        for fields in ({"version": 2}, {"alias": "champion"}):
+            read = READER.read(request_for(row, **fields).SerializeToString(), model.explain_tables(), "owner")
+            assert read is not None and read.explained is None
+    assert trees.explain_raw(got.x, k) is None and trees.explain_tables() is None  # trees take the Row
 
 
 @settings(max_examples=300, deadline=None)
@@ -211,13 +224,13 @@ def test_a_read_row_is_explained_as_explain_one_explains_it(models, data) -> Non
        label=st.booleans(), pid=st.sampled_from(["p1", "p" + "a" * 200]))
 def test_the_written_response_is_the_message_protobuf_builds(row, drop, prob, version, label, pid) -> None:
     row = {k: v for k, v in row.items() if k not in drop}
-    x = np.array([math.nan if (v := row.get(f.name)) is None else
-                  float(f.categories.index(v)) if f.type is FeatureType.CATEGORICAL else float(v)
-                  for f in DEMO_SCHEMA.features])
+    x = [math.nan if (v := row.get(f.name)) is None else
+         float(f.categories.index(v)) if f.type is FeatureType.CATEGORICAL else float(v)
+         for f in DEMO_SCHEMA.features]
     columns = list(range(len(DEMO_SCHEMA.features)))
     parts = [(f.name, 0.25 * j - 1) for j, f in enumerate(DEMO_SCHEMA.features)]
     code = common_pb2.LABEL_POSITIVE if label else common_pb2.LABEL_NEGATIVE
-    written = PredictWriter(DEMO_SCHEMA).write(pid, prob, code, version, parts, columns, x)
+    written = PredictWriter(DEMO_SCHEMA).write(pid, prob, code, version, parts, columns, [x[j] for j in columns])
     expected = inference_pb2.PredictResponse(prediction_id=pid, probability=prob, label=code, version=version)
     contributions_to_proto(parts, row, expected.contributions)
     assert inference_pb2.PredictResponse.FromString(written) == expected

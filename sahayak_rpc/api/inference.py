@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from ..app.catalog import Catalog, PerSchema
-from ..app.inference import Inference
+from ..app.inference import DEFAULT_EXPLAIN, Inference
 from .. import wire
 from ..errors import InvalidArgument, ServiceError
 from ..schema import FieldError, columns_to_rows
@@ -50,7 +50,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             except (UnicodeDecodeError, ServiceError):
                 model = None
             if model is not None:
-                row = self._readers(model).read(data)
+                # The champion explains the row as it is read, unless the request names a version.
+                served = self._inference.champion(model)
+                tables = None if served is None else served.model.explain_tables()
+                row = self._readers(model).read(data, tables, served, DEFAULT_EXPLAIN)
                 if row is not None:
                     return row
         return inference_pb2.PredictRequest.FromString(data)
@@ -72,10 +75,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def _predict_read(self, request: WireRow) -> bytes:
         """Predict for a request read from its bytes; the response is written as bytes too."""
         model = self._catalog.get(request.model)
-        p, columns = self._inference.predict_raw(model, request.version, request.alias, request.x,
-                                                 request.explain_top_k)
+        p, columns, values = self._inference.predict_read(model, request)
         return self._writers(model).write(p.prediction_id, p.probability, _POS if p.label else _NEG, p.version,
-                                          p.contributions, columns, request.x)
+                                          p.contributions, columns, values)
 
     def PredictBatch(self, request: inference_pb2.PredictBatchRequest, context: grpc.ServicerContext) -> inference_pb2.PredictBatchResponse:
         model = self._catalog.get(request.model)

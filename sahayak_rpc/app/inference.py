@@ -22,6 +22,7 @@ from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, enco
 from .catalog import Catalog, PerSchema
 from .context import AppContext
 from .registry import Registry, Served
+from ..wire import WireRow
 
 MAX_BATCH_ROWS = 100_000
 MAX_CANDIDATES = 10_000
@@ -98,26 +99,35 @@ class Inference:
         self._count(model, served.version, 1)
         return Prediction(pid, prob, label, served.version, parts)
 
-    def predict_raw(self, model: ModelRecord, version: int, alias: str, x: np.ndarray,
-                    explain_top_k: int) -> tuple[Prediction, list[int]]:
+    def predict_read(self, model: ModelRecord, row: WireRow) -> tuple[Prediction, list[int], list[float]]:
         """predict for a row read from the wire (wire.PredictReader): in the raw layout, its values
-        already checked against the schema. Returns the prediction and the explained features' columns."""
-        served = self._registry.served(model, version, alias)
-        k = _explain_k(explain_top_k, DEFAULT_EXPLAIN)
+        already checked against the schema, perhaps explained as it was read. Returns the prediction,
+        and the explained features' columns and values in the raw layout."""
         check = self._plan(model).check
-        explained = served.model.explain_raw(x, k)
-        if explained is None:  # a tree model: the row as a Row, the usual way
-            prob, parts = served.model.explain_one(check.row_of(x), k)
-            columns = [check.column[name] for name, _ in parts]
+        served = row.explained
+        if served is not None:  # explained by the champion as it was read
+            z, top, values = row.top()
+            prob, parts, columns = served.model.explained(z, top)
         else:
-            prob, parts, columns = explained
+            served = self._registry.served(model, row.version, row.alias)
+            k = _explain_k(row.explain_top_k, DEFAULT_EXPLAIN)
+            explained = served.model.explain_raw(row.x, k)
+            if explained is None:  # a tree model: the row as a Row, the usual way
+                prob, parts = served.model.explain_one(check.row_of(row.x), k)
+                columns = [check.column[name] for name, _ in parts]
+            else:
+                prob, parts, columns = explained
+            values = [float(row.x[j]) for j in columns]
         label = prob >= served.model.threshold
         pid = self.new_id()
         # The logged row is made on the log's writer thread.
-        self._log.submit_one(pid, model.id, served.version, functools.partial(check.row_of, x), prob, label,
-                             self._ctx.now_us(), None)
+        self._log.submit_one(pid, model.id, served.version, functools.partial(check.row_of, row.x), prob,
+                             label, self._ctx.now_us(), None)
         self._count(model, served.version, 1)
-        return Prediction(pid, prob, label, served.version, parts), columns
+        return Prediction(pid, prob, label, served.version, parts), columns, values
+
+    def champion(self, model: ModelRecord) -> Served | None:
+        return self._registry.champion(model)
 
     def predict_rows(self, model: ModelRecord, version: int, alias: str, rows: Sequence[Row]) -> tuple[str, Served, np.ndarray]:
         if len(rows) > MAX_BATCH_ROWS:
@@ -473,8 +483,9 @@ class MatrixCheck:
         return row
 
     def row_of(self, x: np.ndarray) -> Row:
-        """A checked raw-layout row as a Row (the prediction log's record of a row read from the wire)."""
-        row = self.row(x.tolist())
+        """A checked raw-layout row (the first values of ``x``, one per feature) as a Row: the
+        prediction log's record of a row read from the wire."""
+        row = self.row(x[:len(self._columns)].tolist())
         assert row is not None
         return row
 
