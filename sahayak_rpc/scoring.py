@@ -643,18 +643,21 @@ class ScoringModel:
         z, top, columns = self.linear.explain_raw(x, self._raw_encoder(), max(top_k, 0))
         return self.calibrator.one(z), top, columns
 
-    def explain_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
-        """A linear model's tables for explaining a raw-layout row as it is read (wire.PredictReader)."""
+    def explain_tables(self) -> tuple[Any, ...] | None:
+        """A linear model's tables for explaining a raw-layout row as it is read (wire.PredictReader):
+        kernels.linear_explain's ints, floats, lut and bias, then the features' names and columns."""
         tables = self.__dict__.get("_wire_tables")
         if tables is None and self.linear is not None:
-            tables = self.__dict__["_wire_tables"] = self.linear.explain_tables(self._raw_encoder())
+            raw = self._raw_encoder()
+            _, _, _, _, _, columns = self.linear._explain_tables(raw)
+            tables = self.__dict__["_wire_tables"] = (*self.linear.explain_tables(raw), self.linear.names, columns)
         return tables
 
     def explained(self, z: float, top: Sequence[tuple[int, float]]) -> tuple[float, list[Contribution], list[int]]:
         """explain_raw's answer from a row explained as it was read with explain_tables: the
         probability, the contributions and their columns."""
-        assert self.linear is not None
-        return (self.calibrator.one(z), *self.linear.named(self._raw_encoder(), top))
+        *_, names, columns = self.__dict__["_wire_tables"]
+        return self.calibrator.one(z), [(names[i], c) for i, c in top], [columns[i] for i, _ in top]
 
     def _checked_plan(self) -> tuple[Any, ...]:
         """The linear scorer's contribution rules, in its scoring order, with the schema's checks, for

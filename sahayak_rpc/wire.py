@@ -38,7 +38,7 @@ _KIND = {FeatureType.NUMERIC: 1, FeatureType.CATEGORICAL: 2, FeatureType.BOOLEAN
 class WireRow(NamedTuple):
     """What ``PredictReader.read`` took from a PredictRequest: its fields, and its row in the raw
     layout, explained when the request named no version or alias and tables were given."""
-    model: str
+    model: Any  # what ``read`` was given as the request's model
     version: int
     alias: str
     explain_top_k: int
@@ -52,6 +52,18 @@ class WireRow(NamedTuple):
         e = self.explanation
         k = (len(e) - 1) // 3
         return e[0], [(int(i), c) for c, i in zip(e[1:1 + k], e[1 + k:1 + 2 * k])], e[1 + 2 * k:]
+
+
+def model_name(data: bytes) -> str | None:
+    """The model a PredictRequest's bytes name, when they name it first (field 1, as every protobuf
+    library writes fields in order) in fewer than 128 bytes of UTF-8: the name says which schema
+    PredictReader reads the rest with (and read_predict refuses a second model field). None otherwise."""
+    if not ENABLED or len(data) < 3 or data[0] != 0x0A or data[1] >= 0x80:
+        return None
+    try:
+        return data[2:2 + data[1]].decode()
+    except UnicodeDecodeError:
+        return None
 
 
 class PredictReader:
@@ -84,26 +96,27 @@ class PredictReader:
         self._kinds = np.array(kinds, dtype=np.int64)
         self._bounds = np.array(bounds, dtype=np.float64).reshape(-1, 2)
 
-    def read(self, data: bytes, tables: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None,
-             owner: Any = None, default_k: int = 3) -> WireRow | None:
+    def read(self, data: bytes, model: Any, tables: tuple[np.ndarray, ...] | None = None, owner: Any = None,
+             default_k: int = 3) -> WireRow | None:
         """The request in ``data`` if it is of the plain shape, every value checked; None otherwise.
-        With ``tables`` (a linear model's, LinearScorer.explain_tables), a request that names no
-        version or alias is explained as it is read, with ``default_k`` contributions when it asks
-        for none, and the row says so by carrying ``owner``."""
+        ``model`` stands for the model the request names (the caller looked its name up; the request
+        names it once). With ``tables`` (a linear model's, ScoringModel.explain_tables), a request
+        that names no version or alias is explained as it is read, with ``default_k`` contributions
+        when it asks for none, and the row says so by carrying ``owner``."""
         width = self.width
-        ints, floats, lut, bias = tables or _NO_TABLES
         buf = np.empty(4 * width + 9)
-        size = _read(data, self._text, self._slots, self._entries, self._kinds, self._bounds, ints, floats, lut, bias,
-                     default_k, buf)
+        size = _read(data, self._text, self._slots, self._entries, self._kinds, self._bounds,
+                     *(tables or _NO_TABLES)[:4], default_k, buf)
         if size < 0:
             return None
         # Only the fields and the explanation become Python numbers here; the row stays in buf.
-        start, size_, a_start, a_size, version, top_k, _, explained, *explanation = buf[width:width + size].tolist()
-        try:
-            model = data[int(start):int(start + size_)].decode()
-            alias = data[int(a_start):int(a_start + a_size)].decode() if a_start >= 0 else ""
-        except UnicodeDecodeError:  # protobuf refuses it: its error, the long way
-            return None
+        _, _, a_start, a_size, version, top_k, _, explained, *explanation = buf[width:width + size].tolist()
+        alias = ""
+        if a_start >= 0:
+            try:
+                alias = data[int(a_start):int(a_start + a_size)].decode()
+            except UnicodeDecodeError:  # protobuf refuses it: its error, the long way
+                return None
         return WireRow(model, int(version), alias, int(top_k), buf, owner if explained else None, explanation)
 
 

@@ -19,7 +19,7 @@ from sahayak_rpc.schema import FeatureType
 from sahayak_rpc.scoring import LinearScorer
 from sahayak_rpc.training import Trainer
 from sahayak_rpc.settings import ModelSettings
-from sahayak_rpc.wire import PredictReader, PredictWriter, WireRow
+from sahayak_rpc.wire import PredictReader, PredictWriter, WireRow, model_name
 from sahayak_rpc._proto.sahayak.v1 import common_pb2, inference_pb2
 
 from .conftest import Running, load_demo_rows
@@ -62,6 +62,12 @@ def plain(request: inference_pb2.PredictRequest) -> bool:
                for f in DEMO_SCHEMA.features)
 
 
+def read(data: bytes, tables: tuple | None = None, owner: object = None) -> WireRow | None:
+    """As the server reads a Predict: the model's name from the front of the bytes, then the rest."""
+    name = model_name(data)
+    return None if name is None else READER.read(data, name, tables, owner)
+
+
 def assert_read_as_protobuf_parses(data: bytes, got: WireRow) -> None:
     """A request the reader read is one protobuf parses to the same fields and a valid row of the same values."""
     parsed = inference_pb2.PredictRequest.FromString(data)
@@ -92,7 +98,7 @@ def test_the_reader_reads_exactly_the_plain_requests_and_as_protobuf_does(data) 
     }))
     request = request_for(row, **fields)
     data_bytes = request.SerializeToString()
-    got = READER.read(data_bytes)
+    got = read(data_bytes)
     if got is None:
         assert not plain(request), "a plain request missed the fast path"
     else:
@@ -131,7 +137,7 @@ def test_bytes_the_reader_reads_are_bytes_protobuf_parses_the_same(row, mutation
             buf[at:at] = buf[at:at + arg]
         if not buf:
             return
-    got = READER.read(bytes(buf))
+    got = read(bytes(buf))
     if got is not None:
         assert_read_as_protobuf_parses(bytes(buf), got)
 
@@ -142,7 +148,7 @@ def test_what_protobuf_would_take_differently_is_left_to_it() -> None:
     row = ROWS[0]
     request = request_for(row)
     data = request.SerializeToString()
-    assert READER.read(data) is not None
+    assert read(data) is not None
     entry = inference_pb2.PredictRequest(features={"age": common_pb2.FeatureValue(number_value=40.0)}).SerializeToString()
     twice = b"\x09" + struct.pack("<d", 40.0) + b"\x09" + struct.pack("<d", 41.0)  # number_value twice
     odd_entry = b"\x0a\x03age\x12" + bytes([len(twice)]) + twice
@@ -160,16 +166,16 @@ def test_what_protobuf_would_take_differently_is_left_to_it() -> None:
     entry = b"\x0a" + bytes([len(boolean)]) + boolean.encode() + b"\x12\x02\x18\x02"  # bool_value as 2
     odd.append(two + b"\x22" + bytes([len(entry)]) + entry)
     for blob in odd:
-        assert READER.read(blob) is None
+        assert read(blob) is None
         if blob:
             inference_pb2.PredictRequest.FromString(blob)  # protobuf reads them all
     # A varint of ten bytes whose last carries bits past the 64th: both drop them.
     for last in (b"\x01", b"\x7f"):
         blob = data + b"\x10" + b"\xff" * 9 + last
-        got = READER.read(blob)
+        got = read(blob)
         assert got is not None and got.version == -1
         assert_read_as_protobuf_parses(blob, got)
-    assert READER.read(data + b"\x10" + b"\xff" * 10 + b"\x01") is None  # eleven bytes: protobuf refuses too
+    assert read(data + b"\x10" + b"\xff" * 10 + b"\x01") is None  # eleven bytes: protobuf refuses too
     with pytest.raises(Exception):
         inference_pb2.PredictRequest.FromString(data + b"\x10" + b"\xff" * 10 + b"\x01")
 
@@ -196,7 +202,7 @@ def test_a_read_row_is_explained_as_explain_one_explains_it(models, data) -> Non
     for name in data.draw(st.lists(st.sampled_from([f.name for f in DEMO_SCHEMA.features if not f.required]),
                                    max_size=4)):
         row.pop(name, None)
-    got = READER.read(request_for(row).SerializeToString())
+    got = read(request_for(row).SerializeToString())
     assert got is not None
     k = data.draw(st.sampled_from([0, 1, 3, 22, 40]))
     asked = data.draw(st.sampled_from([0, 1, 3, 22, 40, -1]))  # explain_top_k as sent: 0 means 3
@@ -205,16 +211,16 @@ def test_a_read_row_is_explained_as_explain_one_explains_it(models, data) -> Non
         assert (prob, parts) == model.explain_one(row, k)
         assert [DEMO_SCHEMA.features[j].name for j in columns] == [name for name, _ in parts]
         # Explained as it is read, with the explain_top_k the request asks for.
-        read = READER.read(request_for(row, explain_top_k=asked).SerializeToString(), model.explain_tables(), "owner")
-        assert read is not None and read.explained == "owner"
-        z, top, values = read.top()
+        answer = read(request_for(row, explain_top_k=asked).SerializeToString(), model.explain_tables(), "owner")
+        assert answer is not None and answer.explained == "owner"
+        z, top, values = answer.top()
         prob, parts, columns = model.explained(z, top)
         assert (prob, parts, columns) == model.explain_raw(got.x, 3 if asked == 0 else max(asked, 0))
         np.testing.assert_array_equal(values, [got.x[j] for j in columns])  # NaN: absent
         # Not when the request names a version or an alias: the answer may come from another model.
         for fields in ({"version": 2}, {"alias": "champion"}):
-            read = READER.read(request_for(row, **fields).SerializeToString(), model.explain_tables(), "owner")
-            assert read is not None and read.explained is None
+            answer = read(request_for(row, **fields).SerializeToString(), model.explain_tables(), "owner")
+            assert answer is not None and answer.explained is None
     assert trees.explain_raw(got.x, k) is None and trees.explain_tables() is None  # trees take the Row
 
 

@@ -42,18 +42,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def read_predict(self, data: bytes) -> WireRow | inference_pb2.PredictRequest:
         """Predict's request deserializer: a request of the plain shape read straight from its bytes
         (wire.PredictReader), anything else parsed by protobuf as usual (its errors included)."""
-        # The model's name comes first (field 1, as every protobuf library writes fields in order):
-        # it says which schema to read the rest with.
-        if wire.ENABLED and len(data) > 2 and data[0] == 0x0A and data[1] < 0x80:
+        name = wire.model_name(data)
+        if name is not None:
             try:
-                model = self._catalog.get(data[2:2 + data[1]].decode())
-            except (UnicodeDecodeError, ServiceError):
+                model = self._catalog.get(name)
+            except ServiceError:  # the long way says so
                 model = None
             if model is not None:
                 # The champion explains the row as it is read, unless the request names a version.
                 served = self._inference.champion(model)
                 tables = None if served is None else served.model.explain_tables()
-                row = self._readers(model).read(data, tables, served, DEFAULT_EXPLAIN)
+                row = self._readers(model).read(data, model, tables, served, DEFAULT_EXPLAIN)
                 if row is not None:
                     return row
         return inference_pb2.PredictRequest.FromString(data)
@@ -74,7 +73,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     def _predict_read(self, request: WireRow) -> bytes:
         """Predict for a request read from its bytes; the response is written as bytes too."""
-        model = self._catalog.get(request.model)
+        model = request.model
         p, columns, values = self._inference.predict_read(model, request)
         return self._writers(model).write(p.prediction_id, p.probability, _POS if p.label else _NEG, p.version,
                                           p.contributions, columns, values)
