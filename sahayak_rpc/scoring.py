@@ -263,32 +263,26 @@ class LinearScorer:
         """explain_top for one checked row in ``raw``'s layout (wire.PredictReader's), in one compiled
         pass (kernels.linear_explain): the raw score, to the bit, the ``k`` largest contributions,
         ranked as ``top`` ranks them, and their columns in ``x``."""
-        _, explain, ints, floats, lut, columns = self._explain_tables(raw)
+        ints, floats, lut, bias, names, columns = self.explain_tables(raw)
         if k > len(columns):
             k = len(columns)
         out = np.empty(1 + 2 * k)
-        explain(x, ints, floats, lut, self.bias, k, out)
+        self.__dict__["_explain"](x, ints, floats, lut, bias, k, out)
         values = out.tolist()
-        return values[0], *self.named(raw, [(int(i), c) for i, c in zip(values[1 + k:], values[1:1 + k])])
+        at = [int(i) for i in values[1 + k:]]
+        return values[0], [(names[i], c) for i, c in zip(at, values[1:1 + k])], [columns[i] for i in at]
 
-    def explain_tables(self, raw: RawEncoder) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """What kernels.linear_explain takes to explain a row in ``raw``'s layout: ints, floats, lut, bias."""
-        _, _, ints, floats, lut, _ = self._explain_tables(raw)
-        return ints, floats, lut, self.bias
-
-    def named(self, raw: RawEncoder, top: Sequence[tuple[int, float]]) -> tuple[list[Contribution], list[int]]:
-        """linear_explain's top (feature position in scoring order, contribution) as contributions by
-        name, and the features' columns in ``raw``'s layout."""
-        names, columns = self.names, self._explain_tables(raw)[5]
-        return [(names[i], c) for i, c in top], [columns[i] for i, _ in top]
-
-    def _explain_tables(self, raw: RawEncoder) -> tuple[Any, ...]:
+    def explain_tables(self, raw: RawEncoder) -> tuple[Any, ...]:
+        """What kernels.linear_explain takes to explain a row in ``raw``'s layout (ints, floats, lut,
+        bias), then per feature in scoring order its name and its column in ``raw``'s layout."""
         plan = self.__dict__.get("_explain_plan")
         if plan is None or plan[0] is not raw:
             from . import kernels  # numba loads with the first use, not with every import
 
-            plan = self.__dict__["_explain_plan"] = (raw, kernels.linear_explain, *self._explain_plan(raw))
-        return plan
+            self.__dict__["_explain"] = kernels.linear_explain
+            ints, floats, lut, columns = self._explain_plan(raw)
+            plan = self.__dict__["_explain_plan"] = (raw, (ints, floats, lut, self.bias, self.names, columns))
+        return plan[1]
 
     def _explain_plan(self, raw: RawEncoder) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
         """explain_top's tables as kernels.linear_explain takes them. Per feature in scoring order: its
@@ -646,17 +640,13 @@ class ScoringModel:
     def explain_tables(self) -> tuple[Any, ...] | None:
         """A linear model's tables for explaining a raw-layout row as it is read (wire.PredictReader):
         kernels.linear_explain's ints, floats, lut and bias, then the features' names and columns."""
-        tables = self.__dict__.get("_wire_tables")
-        if tables is None and self.linear is not None:
-            raw = self._raw_encoder()
-            _, _, _, _, _, columns = self.linear._explain_tables(raw)
-            tables = self.__dict__["_wire_tables"] = (*self.linear.explain_tables(raw), self.linear.names, columns)
-        return tables
+        return None if self.linear is None else self.linear.explain_tables(self._raw_encoder())
 
     def explained(self, z: float, top: Sequence[tuple[int, float]]) -> tuple[float, list[Contribution], list[int]]:
         """explain_raw's answer from a row explained as it was read with explain_tables: the
         probability, the contributions and their columns."""
-        *_, names, columns = self.__dict__["_wire_tables"]
+        assert self.linear is not None
+        *_, names, columns = self.linear.explain_tables(self._raw_encoder())
         return self.calibrator.one(z), [(names[i], c) for i, c in top], [columns[i] for i, _ in top]
 
     def _checked_plan(self) -> tuple[Any, ...]:
