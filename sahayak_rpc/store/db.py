@@ -9,8 +9,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
+
 from ..errors import ResourceExhausted, Unavailable
 from .migrations import MIGRATIONS
+
+log = structlog.get_logger("sahayak_rpc.db")
+
+# Checkpoints (the WAL's pages copied into the database file, with an fsync each side) run on a
+# thread of their own every CHECKPOINT_INTERVAL_S, so that no commit waits for one. The writer
+# still checkpoints by itself past BACKSTOP_PAGES of WAL (64 MiB), should that thread fall behind.
+CHECKPOINT_INTERVAL_S = 0.5
+BACKSTOP_PAGES = 16384
 
 
 def time_clause(column: str, start_us: int | None, end_us: int | None) -> tuple[str, list[object]]:
@@ -62,7 +72,7 @@ def translate(exc: sqlite3.Error) -> Exception:
 
 class Database:
     def __init__(self, path: str | Path, synchronous: str = "full", busy_timeout_s: float = 5.0,
-                 max_pages: int = 0) -> None:
+                 max_pages: int = 0, checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
         self.path = str(path)
         self._synchronous = synchronous
         self._busy_timeout_s = busy_timeout_s
@@ -83,6 +93,8 @@ class Database:
         if max_pages:
             # Per connection, and never below the current size: only the writer grows the file.
             self._writer.execute(f"PRAGMA max_page_count={int(max_pages)}")
+        self._writer.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+        self.checkpoints = Checkpointer(_connect(self.path, synchronous, busy_timeout_s), checkpoint_interval_s)
 
     @property
     def schema_version(self) -> int:
@@ -174,9 +186,58 @@ class Database:
             if self._closed:
                 return
             self._closed = True
+            self.checkpoints.close()
             with self._readers_lock:
                 for conn in self._readers:
                     conn.close()
                 self._readers.clear()
             self._writer.execute("PRAGMA optimize")
             self._writer.close()
+
+
+class Checkpointer:
+    """Runs passive checkpoints on its own connection and thread, so that commits never wait for one.
+
+    A passive checkpoint copies what it can of the WAL into the database file without waiting for
+    readers or the writer (SQLite's rules keep that safe alongside them); once a checkpoint has
+    copied everything and no reader still needs the WAL, the next commit starts the WAL afresh. A
+    failed checkpoint (a full disk, say) is logged and tried again at the next interval.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, interval_s: float) -> None:
+        self._conn = conn
+        self._interval = interval_s
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._closed = False
+        self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, frames checkpointed)
+        self.runs = 0
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.run()
+
+    def run(self) -> tuple[int, int, int] | None:
+        """One passive checkpoint now: (busy, WAL frames, frames checkpointed), or None if it failed."""
+        with self._lock:
+            if self._closed:
+                return None
+            try:
+                busy, frames, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                self.failures += 1
+                log.warning("db.checkpoint_failed", error=str(exc))
+                return None
+            self.last = (int(busy), int(frames), int(done))
+            self.runs += 1
+            return self.last
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        with self._lock:
+            self._closed = True
+            self._conn.close()
