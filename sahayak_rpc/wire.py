@@ -1,17 +1,20 @@
-"""A single-row Predict read straight from its wire bytes.
+"""A single-row Predict read straight from its wire bytes, and answered in bytes.
 
 protobuf's parse of a PredictRequest builds a message, a map and one
 FeatureValue wrapper per feature, which Python then walks name by name: for
-a twenty-feature row that is most of what Predict costs us. ``PredictReader``
-instead reads the request's bytes in one compiled pass (kernels.read_predict)
+a twenty-feature row that was most of what Predict cost us. ``PredictReader``
+instead reads the request's bytes in one compiled pass (kernels.read_explain)
 into the row's raw layout (as MatrixCheck and ScoringModel.predict_matrix
-take it), checking every value against the model's schema as it goes.
+take it), checking every value against the model's schema as it goes; when
+the request names no version or alias and the champion is linear, the same
+pass explains the row. ``PredictWriter`` writes the PredictResponse's bytes.
 
-It reads only the plain shape (each field once, each entry a known feature
-name with one value of its kind that passes the schema's rules, no entities,
-no unknown field) and says None to anything else; the caller then parses
-the bytes with protobuf and takes the long way, which names any error. So a
-request is answered the same either way, and the tests hold the two to that
+It reads only the plain shape (the model's name first, each field once, each
+entry a known feature name with one value of its kind that passes the
+schema's rules, no entities, no unknown field, a version a float64 holds)
+and says None to anything else; the caller then parses the bytes with
+protobuf and takes the long way, which names any error. So a request is
+answered the same either way, and the tests hold the two to that
 (tests/test_wire.py). Bytes are read as little-endian, as the wire stores
 them: the reader is off on a big-endian machine.
 """
@@ -45,14 +48,6 @@ class WireRow(NamedTuple):
     x: np.ndarray  # the row (its first values, one per feature), then the kernel's working space
     explained: Any  # ``read``'s ``owner`` when the row was explained with its tables, else None
     explanation: list[float]  # when explained: the raw score, k contributions, k positions, k values
-
-    def top(self) -> tuple[float, list[tuple[int, float]], list[float]]:
-        """The explanation: the raw score, the top contributions (feature position in the scorer's
-        order, contribution) and the explained features' values in the raw layout."""
-        e = self.explanation
-        k = (len(e) - 1) // 3
-        return e[0], [(int(i), c) for c, i in zip(e[1:1 + k], e[1 + k:1 + 2 * k])], e[1 + 2 * k:]
-
 
 def model_name(data: bytes) -> str | None:
     """The model a PredictRequest's bytes name, when they name it first (field 1, as every protobuf

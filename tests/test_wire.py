@@ -213,8 +213,7 @@ def test_a_read_row_is_explained_as_explain_one_explains_it(models, data) -> Non
         # Explained as it is read, with the explain_top_k the request asks for.
         answer = read(request_for(row, explain_top_k=asked).SerializeToString(), model.explain_tables(), "owner")
         assert answer is not None and answer.explained == "owner"
-        z, top, values = answer.top()
-        prob, parts, columns = model.explained(z, top)
+        prob, parts, columns, values = model.explained(answer.explanation)
         assert (prob, parts, columns) == model.explain_raw(got.x, 3 if asked == 0 else max(asked, 0))
         np.testing.assert_array_equal(values, [got.x[j] for j in columns])  # NaN: absent
         # Not when the request names a version or an alias: the answer may come from another model.

@@ -106,8 +106,7 @@ class Inference:
         check = self._plan(model).check
         served = row.explained
         if served is not None:  # explained by the champion as it was read
-            z, top, values = row.top()
-            prob, parts, columns = served.model.explained(z, top)
+            prob, parts, columns, values = served.model.explained(row.explanation)
         else:
             served = self._registry.served(model, row.version, row.alias)
             k = _explain_k(row.explain_top_k, DEFAULT_EXPLAIN)
