@@ -151,6 +151,8 @@ def add_to_server(servicer: InferenceServicer, server: grpc.Server) -> None:
     ``servicer.read_predict`` (wire.PredictReader) and its answers to those written as bytes."""
     handlers = {}
     for method in inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].methods:
+        if method.client_streaming or method.server_streaming:  # a new streaming RPC needs its own handler
+            raise RuntimeError(f"InferenceService.{method.name} streams: add_to_server registers unary RPCs only")
         request, response = (getattr(inference_pb2, m.name) for m in (method.input_type, method.output_type))
         read, write = request.FromString, response.SerializeToString
         if method.name == "Predict":
