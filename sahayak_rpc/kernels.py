@@ -327,11 +327,18 @@ def linear_explain(x: Any, ints: Any, floats: Any, lut: Any, bias: float, k: int
         z += c
         parts[i] = c
     out[0] = z
+    _top(parts, ints[2], k, out)
+
+
+@_holding_gil
+def _top(parts: Any, order: Any, k: int, out: Any) -> None:
+    """The k largest of ``parts`` by magnitude into ``out[1:1 + k]``, their positions into
+    ``out[1 + k:1 + 2k]``; ties go to the one earlier in ``order`` (positions by descending name)."""
     for t in range(k):
         best = -1
         size = 0.0
-        for r in range(width):
-            i = ints[2, r]
+        for r in range(order.shape[0]):
+            i = order[r]
             a = abs(parts[i])
             if best < 0 or a > size:
                 taken = False
@@ -343,6 +350,33 @@ def linear_explain(x: Any, ints: Any, floats: Any, lut: Any, bias: float, k: int
                     size = a
         out[1 + t] = parts[best]
         out[1 + k + t] = best
+
+
+@_holding_gil
+def tree_explain(x: Any, roots: Any, feature: Any, threshold: Any, missing_left: Any, left: Any, right: Any,
+                 bitset: Any, words: Any, leaf_of: Any, leaf_value: Any, baseline: float, contrib: Any,
+                 order: Any, k: int, out: Any) -> None:
+    """One raw-layout row (the first ``contrib.shape[1]`` values of ``x``) through the trees, as
+    TreeScorer.explain_one scores it: ``out`` gets the raw score (walk's, to the bit), then the k
+    largest path attributions (each feature's row of ``contrib`` summed over the leaves reached, in
+    tree order) and their features' columns, ranked as top_contributions ranks them (ties to the
+    larger name: earlier in ``order``)."""
+    width = contrib.shape[1]
+    X = np.empty((1, width))
+    for j in range(width):
+        X[0, j] = x[j]
+    leaves = np.empty((1, roots.shape[0]), dtype=np.int64)
+    raw = np.empty(1)
+    walk(X, roots, feature, threshold, missing_left, left, right, bitset, words, leaf_of, leaf_value, baseline,
+         leaves, raw)
+    # Summed as numpy sums contrib[leaves].sum(axis=0): from the first tree's row, tree by tree.
+    parts = contrib[leaves[0, 0]].copy() if roots.shape[0] else np.zeros(width)
+    for t in range(1, roots.shape[0]):
+        leaf = leaves[0, t]
+        for j in range(width):
+            parts[j] += contrib[leaf, j]
+    out[0] = raw[0]
+    _top(parts, order, k, out)
 
 
 @_holding_gil
@@ -399,3 +433,6 @@ def warm() -> None:
                      0.0, 3, np.empty(12))
     wire_hash(text, 0, 1, 0)
     linear_explain(row, np.zeros((3, 1), dtype=np.int64), np.zeros((3, 1)), row, 0.0, 1, np.empty(3))
+    root = np.zeros(1, dtype=np.int64)
+    tree_explain(row, root, np.full(1, -1, dtype=np.int64), row, np.zeros(1, dtype=np.bool_), none, none, none,
+                 np.zeros((1, 8), dtype=np.uint64), root, row, 0.0, np.zeros((1, 1)), root, 1, np.empty(3))

@@ -500,6 +500,27 @@ class TreeScorer:
         leaves, raw = self.walk(np.array([self.vector(row)], dtype=np.float64))
         return float(raw[0]), self.contributions_of(leaves[0], row)
 
+    def explain_raw(self, x: np.ndarray, k: int) -> tuple[float, list[Contribution], list[int]] | None:
+        """explain_one then top_contributions for one checked row in the raw layout (the first values
+        of ``x``), in one compiled call (kernels.tree_explain): the raw score, the ``k`` largest
+        contributions and their columns, the same to the bit. None without the leaf table."""
+        if self._contrib is None:
+            return None
+        explain = self.__dict__.get("_explain")
+        if explain is None:
+            from . import kernels
+
+            order = np.array(sorted(range(len(self.raw.names)), key=self.raw.names.__getitem__, reverse=True))
+            explain = self.__dict__["_explain"] = (kernels.tree_explain, order)
+        fn, order = explain
+        k = min(max(k, 0), len(self.raw.names))
+        out = np.empty(1 + 2 * k)
+        fn(x, *self._walk_args, self._contrib, order, k, out)
+        values = out.tolist()
+        names = self.raw.names
+        at = [int(i) for i in values[1 + k:]]
+        return values[0], [(names[j], c) for j, c in zip(at, values[1:1 + k])], at
+
     def contributions_of(self, leaves: Sequence[int] | np.ndarray, row: Mapping[str, object]) -> list[Contribution]:
         """Each feature's path attribution for the leaves a row reached."""
         if self._contrib is not None:
@@ -631,10 +652,15 @@ class ScoringModel:
     def explain_raw(self, x: np.ndarray, top_k: int) -> tuple[float, list[Contribution], list[int]] | None:
         """explain_one for one row in the raw layout (see predict_matrix) whose values were checked
         against the schema: the probability, the top_k contributions and their columns in ``x``; the
-        same answer as explain_one, to the bit. None for a tree model."""
-        if self.linear is None:
-            return None
-        z, top, columns = self.linear.explain_raw(x, self._raw_encoder(), max(top_k, 0))
+        same answer as explain_one, to the bit. None for trees too many to tabulate (TABLE_LIMIT)."""
+        if self.linear is not None:
+            z, top, columns = self.linear.explain_raw(x, self._raw_encoder(), max(top_k, 0))
+        else:
+            assert self.trees is not None
+            explained = self.trees.explain_raw(x, top_k)
+            if explained is None:
+                return None
+            z, top, columns = explained
         return self.calibrator.one(z), top, columns
 
     def explain_tables(self) -> tuple[Any, ...] | None:

@@ -193,7 +193,7 @@ def models():
 @given(data=st.data())
 def test_a_read_row_is_explained_as_explain_one_explains_it(models, data) -> None:
     """The compiled explanation of a read row is explain_one's to the bit, ranking ties included
-    (a model with every weight zero ties every feature)."""
+    (a model with every weight zero ties every feature), for a linear model and for trees."""
     linear, trees = models
     lin = linear.linear
     flat = dataclasses.replace(linear, linear=LinearScorer(lin.encoder, np.zeros_like(lin.weights), lin.intercept,
@@ -220,7 +220,11 @@ def test_a_read_row_is_explained_as_explain_one_explains_it(models, data) -> Non
         for fields in ({"version": 2}, {"alias": "champion"}):
             answer = read(request_for(row, **fields).SerializeToString(), model.explain_tables(), "owner")
             assert answer is not None and answer.explained is None
-    assert trees.explain_raw(got.x, k) is None and trees.explain_tables() is None  # trees take the Row
+    # Trees: the compiled walk and path attributions (kernels.tree_explain), to the bit too.
+    prob, parts, columns = trees.explain_raw(got.x, k)
+    assert (prob, parts) == trees.explain_one(row, k)
+    assert [DEMO_SCHEMA.features[j].name for j in columns] == [name for name, _ in parts]
+    assert trees.explain_tables() is None  # not explained as read: the request may name another version
 
 
 @settings(max_examples=300, deadline=None)
