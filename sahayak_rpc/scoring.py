@@ -668,19 +668,16 @@ class ScoringModel:
         kernels.linear_explain's ints, floats, lut and bias, then the features' names and columns."""
         return None if self.linear is None else self.linear.explain_tables(self._raw_encoder())
 
-    def explained(self, explanation: Sequence[float]) -> tuple[float, list[Contribution], list[int], list[float]]:
+    def explained(self, explanation: Sequence[float]) -> tuple[float, list[tuple[float, int, float]]]:
         """explain_raw's answer from a row explained as it was read with explain_tables (wire.WireRow's
-        explanation: the raw score, k contributions, k feature positions, k values): the probability,
-        the contributions, and the explained features' columns and values in the raw layout."""
+        explanation: the raw score, k contributions, k feature positions, k values): the probability
+        and, per contribution, (contribution, the feature's column in the raw layout, its value there)."""
         assert self.linear is not None
-        *_, names, columns = self.linear.explain_tables(self._raw_encoder())
+        columns = self.linear.explain_tables(self._raw_encoder())[5]
         k = (len(explanation) - 1) // 3
-        parts, at = [], []
-        for c, i in zip(explanation[1:1 + k], explanation[1 + k:1 + 2 * k]):
-            i = int(i)
-            parts.append((names[i], c))
-            at.append(columns[i])
-        return self.calibrator.one(explanation[0]), parts, at, list(explanation[1 + 2 * k:])
+        at = 1 + k
+        return self.calibrator.one(explanation[0]), [
+            (c, columns[int(i)], v) for c, i, v in zip(explanation[1:at], explanation[at:at + k], explanation[at + k:])]
 
     def _checked_plan(self) -> tuple[Any, ...]:
         """The linear scorer's contribution rules, in its scoring order, with the schema's checks, for

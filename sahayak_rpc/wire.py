@@ -150,14 +150,14 @@ class PredictWriter:
         self._bools = (_field(3, b"\x18\x00"), _field(3, b"\x18\x01"))
 
     def write(self, prediction_id: str, probability: float, label: int, version: int,
-              contributions: Sequence[tuple[str, float]], columns: Sequence[int], values: Sequence[float]) -> bytes:
-        """PredictResponse{prediction_id, probability, label, version, contributions} as bytes; each
-        contribution's feature is column ``columns[i]`` of the raw layout, and ``values[i]`` its value
-        there (NaN: none)."""
+              contributions: Sequence[tuple[float, int, float]]) -> bytes:
+        """PredictResponse{prediction_id, probability, label, version, contributions} as bytes; a
+        contribution is (contribution, the feature's column in the raw layout, its value there; NaN:
+        none)."""
         parts = [_field(1, prediction_id.encode()), b"\x11", _DOUBLE(probability), _LABEL[label],
                  _SMALL[version] if version < 128 else b"\x20" + _varint(version)]
-        kinds, words = self._kind, self._words
-        for (_, c), j, v in zip(contributions, columns, values):
+        kinds, words, names = self._kind, self._words, self._name
+        for c, j, v in contributions:
             kind = kinds[j]
             if v != v:
                 value = b""
@@ -167,6 +167,5 @@ class PredictWriter:
                 value = words[j][int(v)]
             else:
                 value = self._bools[v == 1.0]
-            body = self._name[j] + b"\x11" + _DOUBLE(c) + value
-            parts.append(_field(5, body))
+            parts.append(_field(5, names[j] + b"\x11" + _DOUBLE(c) + value))
         return b"".join(parts)

@@ -213,9 +213,11 @@ def test_a_read_row_is_explained_as_explain_one_explains_it(models, data) -> Non
         # Explained as it is read, with the explain_top_k the request asks for.
         answer = read(request_for(row, explain_top_k=asked).SerializeToString(), model.explain_tables(), "owner")
         assert answer is not None and answer.explained == "owner"
-        prob, parts, columns, values = model.explained(answer.explanation)
-        assert (prob, parts, columns) == model.explain_raw(got.x, 3 if asked == 0 else max(asked, 0))
-        np.testing.assert_array_equal(values, [got.x[j] for j in columns])  # NaN: absent
+        prob, top = model.explained(answer.explanation)
+        expected, parts, columns = model.explain_raw(got.x, 3 if asked == 0 else max(asked, 0))
+        assert prob == expected and [c for c, _, _ in top] == [c for _, c in parts]
+        assert [j for _, j, _ in top] == columns
+        np.testing.assert_array_equal([v for _, _, v in top], [got.x[j] for j in columns])  # NaN: absent
         # Not when the request names a version or an alias: the answer may come from another model.
         for fields in ({"version": 2}, {"alias": "champion"}):
             answer = read(request_for(row, **fields).SerializeToString(), model.explain_tables(), "owner")
@@ -239,7 +241,7 @@ def test_the_written_response_is_the_message_protobuf_builds(row, drop, prob, ve
     columns = list(range(len(DEMO_SCHEMA.features)))
     parts = [(f.name, 0.25 * j - 1) for j, f in enumerate(DEMO_SCHEMA.features)]
     code = common_pb2.LABEL_POSITIVE if label else common_pb2.LABEL_NEGATIVE
-    written = PredictWriter(DEMO_SCHEMA).write(pid, prob, code, version, parts, columns, [x[j] for j in columns])
+    written = PredictWriter(DEMO_SCHEMA).write(pid, prob, code, version, [(c, j, x[j]) for (_, c), j in zip(parts, columns)])
     expected = inference_pb2.PredictResponse(prediction_id=pid, probability=prob, label=code, version=version)
     contributions_to_proto(parts, row, expected.contributions)
     assert inference_pb2.PredictResponse.FromString(written) == expected

@@ -73,10 +73,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     def _predict_read(self, request: WireRow) -> bytes:
         """Predict for a request read from its bytes; the response is written as bytes too."""
-        model = request.model
-        p, columns, values = self._inference.predict_read(model, request)
-        return self._writers(model).write(p.prediction_id, p.probability, _POS if p.label else _NEG, p.version,
-                                          p.contributions, columns, values)
+        pid, prob, label, version, top = self._inference.predict_read(request.model, request)
+        return self._writers(request.model).write(pid, prob, _POS if label else _NEG, version, top)
 
     def PredictBatch(self, request: inference_pb2.PredictBatchRequest, context: grpc.ServicerContext) -> inference_pb2.PredictBatchResponse:
         model = self._catalog.get(request.model)

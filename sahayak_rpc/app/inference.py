@@ -99,31 +99,32 @@ class Inference:
         self._count(model, served.version, 1)
         return Prediction(pid, prob, label, served.version, parts)
 
-    def predict_read(self, model: ModelRecord, row: WireRow) -> tuple[Prediction, list[int], list[float]]:
+    def predict_read(self, model: ModelRecord, row: WireRow) -> tuple[str, float, bool, int, list[tuple[float, int, float]]]:
         """predict for a row read from the wire (wire.PredictReader): in the raw layout, its values
-        already checked against the schema, perhaps explained as it was read. Returns the prediction,
-        and the explained features' columns and values in the raw layout."""
+        already checked against the schema, perhaps explained as it was read. Returns the prediction
+        id, probability, label and version, and per contribution (contribution, the feature's column
+        in the raw layout, its value there)."""
         check = self._plan(model).check
         served = row.explained
         if served is not None:  # explained by the champion as it was read
-            prob, parts, columns, values = served.model.explained(row.explanation)
+            prob, top = served.model.explained(row.explanation)
         else:
             served = self._registry.served(model, row.version, row.alias)
             k = _explain_k(row.explain_top_k, DEFAULT_EXPLAIN)
             explained = served.model.explain_raw(row.x, k)
-            if explained is None:  # a tree model: the row as a Row, the usual way
+            if explained is None:  # trees too many to tabulate: the row as a Row, the usual way
                 prob, parts = served.model.explain_one(check.row_of(row.x), k)
                 columns = [check.column[name] for name, _ in parts]
             else:
                 prob, parts, columns = explained
-            values = [float(row.x[j]) for j in columns]
+            top = [(c, j, float(row.x[j])) for (_, c), j in zip(parts, columns)]
         label = prob >= served.model.threshold
         pid = self.new_id()
         # The logged row is made on the log's writer thread.
         self._log.submit_one(pid, model.id, served.version, functools.partial(check.row_of, row.x), prob,
                              label, self._ctx.now_us(), None)
         self._count(model, served.version, 1)
-        return Prediction(pid, prob, label, served.version, parts), columns, values
+        return pid, prob, label, served.version, top
 
     def champion(self, model: ModelRecord) -> Served | None:
         return self._registry.champion(model)
