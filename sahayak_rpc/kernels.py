@@ -382,8 +382,9 @@ def tree_explain(x: Any, roots: Any, feature: Any, threshold: Any, missing_left:
 @_holding_gil
 def read_explain(data: Any, text: Any, slots: Any, entries: Any, kinds: Any, bounds: Any, ints: Any, floats: Any,
                  lut: Any, bias: float, default_k: int, buf: Any) -> int:
-    """read_predict, then, for a request that names no version or alias, the row explained by the
-    linear model whose tables are given (linear_explain's; none: ``ints`` has no columns). -1 when
+    """read_predict, then, for a request that names no version or alias (0 and "" count as none), the
+    row explained by the linear model whose tables are given (linear_explain's; none: ``ints`` has no
+    columns). -1 when
     the request is not of the plain shape; else how many values follow the row in ``buf``:
     read_predict's six fields; k, the number of contributions (``explain_top_k``, or ``default_k``
     for 0; none below 0; at most one per feature); whether the row was explained (1 / 0); and when
@@ -393,7 +394,8 @@ def read_explain(data: Any, text: Any, slots: Any, entries: Any, kinds: Any, bou
         return -1
     width = kinds.shape[0]
     buf[width + 6] = buf[width + 7] = 0.0
-    if ints.shape[1] == 0 or buf[width + 4] != 0 or buf[width + 2] >= 0:
+    # A version of 0 and an empty alias, written out (as protobufjs writes them), name the champion too.
+    if ints.shape[1] == 0 or buf[width + 4] != 0 or buf[width + 3] > 0:
         return 8
     k = int(buf[width + 5])
     if k == 0:

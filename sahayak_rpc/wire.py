@@ -107,7 +107,7 @@ class PredictReader:
         # Only the fields and the explanation become Python numbers here; the row stays in buf.
         _, _, a_start, a_size, version, top_k, _, explained, *explanation = buf[width:width + size].tolist()
         alias = ""
-        if a_start >= 0:
+        if a_size > 0:
             try:
                 alias = data[int(a_start):int(a_start + a_size)].decode()
             except UnicodeDecodeError:  # protobuf refuses it: its error, the long way

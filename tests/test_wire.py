@@ -218,6 +218,11 @@ def test_a_read_row_is_explained_as_explain_one_explains_it(models, data) -> Non
         assert prob == expected and [c for c, _, _ in top] == [c for _, c in parts]
         assert [j for _, j, _ in top] == columns
         np.testing.assert_array_equal([v for _, _, v in top], [got.x[j] for j in columns])  # NaN: absent
+        # A version of 0 and an empty alias written out (as protobufjs writes them) name the champion too.
+        written = read(request_for(row, explain_top_k=asked).SerializeToString() + b"\x10\x00\x1a\x00",
+                       model.explain_tables(), "owner")
+        assert written is not None and written.explained == "owner"
+        np.testing.assert_array_equal(written.explanation, answer.explanation)  # NaN: an absent value
         # Not when the request names a version or an alias: the answer may come from another model.
         for fields in ({"version": 2}, {"alias": "champion"}):
             answer = read(request_for(row, **fields).SerializeToString(), model.explain_tables(), "owner")

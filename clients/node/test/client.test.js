@@ -12,10 +12,13 @@ const path = require('node:path');
 const readline = require('node:readline');
 const { promisify } = require('node:util');
 
+const grpc = require('@grpc/grpc-js');
+
 const { SahayakClient, status, toFeatureMap } = require('..');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const BIN = process.env.SAHAYAK_RPC_BIN || path.join(REPO, '.venv', 'bin', 'sahayak-rpc');
+const PYTHON = path.join(REPO, '.venv', 'bin', 'python');
 const MODEL = 'scheme-sahayak';
 const DEMO_OUTCOMES = 2000;
 
@@ -340,5 +343,42 @@ describe('toFeatureMap', () => {
     });
     assert.throws(() => toFeatureMap({ a: {} }), /feature "a": expected number, string or boolean/);
     assert.throws(() => toFeatureMap(null), TypeError);
+  });
+});
+
+describe('the wire form of a Predict', () => {
+  it('is one the server reads straight from its bytes and explains in the same call (sahayak_rpc/wire.py)', async () => {
+    // A bare grpc-js server keeps the raw request bytes; the server's own reader, in Python, judges them.
+    const seen = [];
+    const capture = new grpc.Server();
+    capture.register('/sahayak.v1.InferenceService/Predict', (call, callback) => {
+      seen.push(call.request);
+      callback(null, Buffer.alloc(0));
+    }, (b) => b, (b) => b, 'unary');
+    const port = await new Promise((resolve, reject) => capture.bindAsync(
+      '127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const c = new SahayakClient(`127.0.0.1:${port}`, { timeoutMs: 10_000 });
+    try {
+      await c.predict(MODEL, ROW, { explainTopK: 2 });
+    } finally {
+      c.close();
+      capture.forceShutdown();
+    }
+    assert.equal(seen.length, 1);
+    // Read with a stand-in linear model's tables (every feature a number with weight 0): a request that
+    // names the champion (protobufjs writes version 0 and alias "" out) is explained as it is read.
+    const check = [
+      'import sys',
+      'import numpy as np',
+      'from sahayak_rpc.demo_data import DEMO_SCHEMA',
+      'from sahayak_rpc.wire import PredictReader, model_name',
+      'data = bytes.fromhex(sys.argv[1])',
+      'name = model_name(data)',
+      'w = len(DEMO_SCHEMA.features)',
+      'tables = (np.array([range(w), [-1] * w, range(w)], dtype=np.int64), np.zeros((3, w)), np.zeros(1), 0.0)',
+      'row = PredictReader(DEMO_SCHEMA).read(data, name, tables, "owner") if name else None',
+      `sys.exit(0 if row is not None and name == '${MODEL}' and row.explained == 'owner' and row.explain_top_k == 2 else 3)`,
+    ].join('\n');
+    await promisify(execFile)(PYTHON, ['-c', check, seen[0].toString('hex')], { timeout: 60_000 });
   });
 });
