@@ -1,5 +1,5 @@
-"""Hot loops compiled to machine code (numba): the trees' walk, and a raw-layout matrix checked
-and scored by a linear model in one pass.
+"""Hot loops compiled to machine code (numba): the trees' walk, a raw-layout matrix checked and
+scored by a linear model in one pass, and a single-row Predict read from its bytes and explained.
 
 The trees' walk: every row through every tree.
 
@@ -12,12 +12,14 @@ the tests hold this one to), and sums the leaf values in tree order from the
 baseline, as ``raw_one`` always has, so scores are the same to the bit.
 
 Only our own code is compiled: an artifact supplies arrays of numbers, never
-code. The compiled loop does not check bounds: ``artifact.load`` has already
+code. The compiled walk does not check bounds: ``artifact.load`` has already
 checked that every feature index is a column, every bitset index is in range
 and every child comes after its parent inside its own tree, so each walk stays
-in bounds and ends (docs/artifact.md, rule 10). The function is compiled on first use, once per process (about half a
-second; ``cache=True`` keeps the machine code in ``__pycache__``, or under
-``$NUMBA_CACHE_DIR``, for the next start), and it runs without the GIL.
+in bounds and ends (docs/artifact.md, rule 10). The Predict reader checks
+every read against the end of the client's bytes before it makes it. The
+kernels are compiled before the server opens its port (``warm``: about four
+seconds the first time; ``cache=True`` keeps the machine code in
+``__pycache__``, or under ``$NUMBA_CACHE_DIR``, for the next start).
 """
 
 from __future__ import annotations
