@@ -43,9 +43,8 @@ def _compiled(fn: Any, nogil: bool = True) -> Any:
 
 
 def _holding_gil(fn: Any) -> Any:
-    """``fn`` compiled to run holding the GIL: a one-row kernel of a microsecond or two. Letting go of
-    the GIL costs more than that in a busy server: another thread takes it, and the request waits to
-    get it back (the single-row Predict's two kernels took ~12 us each in the server that way)."""
+    """``fn`` compiled to run holding the GIL: a one-row kernel of a microsecond or two, for which
+    letting go of the GIL (so that another thread may take it meanwhile) buys nothing."""
     return _compiled(fn, nogil=False)
 
 
@@ -386,8 +385,8 @@ def read_explain(data: Any, text: Any, slots: Any, entries: Any, kinds: Any, bou
                  lut: Any, bias: float, default_k: int, buf: Any) -> int:
     """read_predict, then, for a request that names no version or alias (0 and "" count as none), the
     row explained by the linear model whose tables are given (linear_explain's; none: ``ints`` has no
-    columns). -1 when
-    the request is not of the plain shape; else how many values follow the row in ``buf``:
+    columns). -1 when the request is not of the plain shape; else how many values follow the row in
+    ``buf``:
     read_predict's six fields; k, the number of contributions (``explain_top_k``, or ``default_k``
     for 0; none below 0; at most one per feature); whether the row was explained (1 / 0); and when
     it was, the raw score, k contributions, their features' positions in the scorer's order and the

@@ -22,7 +22,6 @@ from .encoding import MISSING, UNKNOWN, CategoricalEncoding, LinearEncoder, Nume
 from .schema import Column, FeatureType, Row, Schema, as_array
 
 Contribution = tuple[str, float]
-# Below this many rows, trees score row by row (pure Python) rather than with numpy.
 
 
 def top_contributions(parts: list[Contribution], k: int) -> list[Contribution]:
@@ -30,6 +29,12 @@ def top_contributions(parts: list[Contribution], k: int) -> list[Contribution]:
     # Plain tuples compare in C; a key function would cost a Python call per item.
     ranked = sorted([(-c if c < 0 else c, name, c) for name, c in parts], reverse=True)
     return [(name, c) for _, name, c in ranked[:k]]
+
+
+def ranked(out: Sequence[float], k: int) -> tuple[float, list[int], list[float]]:
+    """A ranking kernel's output (kernels.linear_explain, tree_explain: the raw score, k contributions,
+    their k positions) as the score, the positions and the contributions."""
+    return out[0], [int(i) for i in out[1 + k:1 + 2 * k]], list(out[1:1 + k])
 
 
 def _sigmoid(z: float) -> float:
@@ -268,9 +273,8 @@ class LinearScorer:
             k = len(columns)
         out = np.empty(1 + 2 * k)
         self.__dict__["_explain"](x, ints, floats, lut, bias, k, out)
-        values = out.tolist()
-        at = [int(i) for i in values[1 + k:]]
-        return values[0], [(names[i], c) for i, c in zip(at, values[1:1 + k])], [columns[i] for i in at]
+        z, at, parts = ranked(out.tolist(), k)
+        return z, [(names[i], c) for i, c in zip(at, parts)], [columns[i] for i in at]
 
     def explain_tables(self, raw: RawEncoder) -> tuple[Any, ...]:
         """What kernels.linear_explain takes to explain a row in ``raw``'s layout (ints, floats, lut,
@@ -516,10 +520,9 @@ class TreeScorer:
         k = min(max(k, 0), len(self.raw.names))
         out = np.empty(1 + 2 * k)
         fn(x, *self._walk_args, self._contrib, order, k, out)
-        values = out.tolist()
+        z, at, parts = ranked(out.tolist(), k)
         names = self.raw.names
-        at = [int(i) for i in values[1 + k:]]
-        return values[0], [(names[j], c) for j, c in zip(at, values[1:1 + k])], at
+        return z, [(names[j], c) for j, c in zip(at, parts)], at
 
     def contributions_of(self, leaves: Sequence[int] | np.ndarray, row: Mapping[str, object]) -> list[Contribution]:
         """Each feature's path attribution for the leaves a row reached."""
@@ -675,9 +678,8 @@ class ScoringModel:
         assert self.linear is not None
         columns = self.linear.explain_tables(self._raw_encoder())[5]
         k = (len(explanation) - 1) // 3
-        at = 1 + k
-        return self.calibrator.one(explanation[0]), [
-            (c, columns[int(i)], v) for c, i, v in zip(explanation[1:at], explanation[at:at + k], explanation[at + k:])]
+        z, at, parts = ranked(explanation, k)
+        return self.calibrator.one(z), [(c, columns[i], v) for c, i, v in zip(parts, at, explanation[1 + 2 * k:])]
 
     def _checked_plan(self) -> tuple[Any, ...]:
         """The linear scorer's contribution rules, in its scoring order, with the schema's checks, for

@@ -28,11 +28,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import kernels
 from .schema import FeatureType, Schema
 
 ENABLED = sys.byteorder == "little"
-_read = kernels.read_explain
 _NO_TABLES = (np.zeros((3, 0), dtype=np.int64), np.zeros((3, 0)), np.zeros(1), 0.0)
 _DOUBLE = struct.Struct("<d").pack
 _KIND = {FeatureType.NUMERIC: 1, FeatureType.CATEGORICAL: 2, FeatureType.BOOLEAN: 3}
@@ -65,6 +63,9 @@ class PredictReader:
     """A model's schema as the tables kernels.read_predict looks feature names and categories up in."""
 
     def __init__(self, schema: Schema) -> None:
+        from . import kernels  # numba loads with the first reader, not with every import of the writers
+
+        self._read = kernels.read_explain
         keys: list[tuple[int, bytes, int]] = []  # (space, bytes, value): space 0 names, j + 1 feature j's categories
         kinds, bounds = [], []
         checks = schema._checks  # type: ignore[attr-defined]
@@ -100,7 +101,7 @@ class PredictReader:
         when it asks for none, and the row says so by carrying ``owner``."""
         width = self.width
         buf = np.empty(4 * width + 9)
-        size = _read(data, self._text, self._slots, self._entries, self._kinds, self._bounds,
+        size = self._read(data, self._text, self._slots, self._entries, self._kinds, self._bounds,
                      *(tables or _NO_TABLES)[:4], default_k, buf)
         if size < 0:
             return None
@@ -115,8 +116,8 @@ class PredictReader:
         return WireRow(model, int(version), alias, int(top_k), buf, owner if explained else None, explanation)
 
 
-def _varint(value: int) -> bytes:
-    """A non-negative int as a protobuf varint (a negative one as its 64-bit two's complement)."""
+def varint(value: int) -> bytes:
+    """An int as a protobuf varint (a negative one as its 64-bit two's complement)."""
     value &= (1 << 64) - 1
     out = bytearray()
     while value >= 0x80:
@@ -126,15 +127,16 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_TAGS = [bytes((n << 3 | 2,)) for n in range(16)]
+_TAGS = [bytes((n << 3 | 2,)) for n in range(16)]  # length-delimited fields 0-15: one-byte tags
 _SMALL = [b"\x20" + bytes((v,)) for v in range(128)]  # PredictResponse.version, when below 128
 _LABEL = {v: b"\x18" + bytes((v,)) for v in (1, 2)}  # PredictResponse.label
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (number < 16): tag, length, payload."""
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field in protobuf's wire format: tag, length, payload."""
     size = len(payload)
-    return _TAGS[number] + (bytes((size,)) if size < 128 else _varint(size)) + payload
+    tag = _TAGS[number] if number < 16 else varint(number << 3 | 2)
+    return tag + (bytes((size,)) if size < 128 else varint(size)) + payload
 
 
 class PredictWriter:
@@ -143,19 +145,19 @@ class PredictWriter:
     it. Per feature, its name's field and its values' fields are made once."""
 
     def __init__(self, schema: Schema) -> None:
-        self._name = [_field(1, f.name.encode()) for f in schema.features]  # FeatureContribution.feature
+        self._name = [field(1, f.name.encode()) for f in schema.features]  # FeatureContribution.feature
         self._kind = [_KIND[f.type] for f in schema.features]
         # FeatureContribution.value (field 3), a FeatureValue: a category's string_value, a boolean's bool_value.
-        self._words = [[_field(3, _field(2, c.encode())) for c in f.categories] for f in schema.features]
-        self._bools = (_field(3, b"\x18\x00"), _field(3, b"\x18\x01"))
+        self._words = [[field(3, field(2, c.encode())) for c in f.categories] for f in schema.features]
+        self._bools = (field(3, b"\x18\x00"), field(3, b"\x18\x01"))
 
     def write(self, prediction_id: str, probability: float, label: int, version: int,
               contributions: Sequence[tuple[float, int, float]]) -> bytes:
         """PredictResponse{prediction_id, probability, label, version, contributions} as bytes; a
         contribution is (contribution, the feature's column in the raw layout, its value there; NaN:
         none)."""
-        parts = [_field(1, prediction_id.encode()), b"\x11", _DOUBLE(probability), _LABEL[label],
-                 _SMALL[version] if version < 128 else b"\x20" + _varint(version)]
+        parts = [field(1, prediction_id.encode()), b"\x11", _DOUBLE(probability), _LABEL[label],
+                 _SMALL[version] if version < 128 else b"\x20" + varint(version)]
         kinds, words, names = self._kind, self._words, self._name
         for c, j, v in contributions:
             kind = kinds[j]
@@ -167,5 +169,5 @@ class PredictWriter:
                 value = words[j][int(v)]
             else:
                 value = self._bools[v == 1.0]
-            parts.append(_field(5, names[j] + b"\x11" + _DOUBLE(c) + value))
+            parts.append(field(5, names[j] + b"\x11" + _DOUBLE(c) + value))
         return b"".join(parts)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sahayak_rpc.api.convert import contributions_to_proto, row_from_proto
+from sahayak_rpc.client import fill_features
 from sahayak_rpc.app.inference import MatrixCheck
 from sahayak_rpc.demo_data import DEMO_SCHEMA, generate_outcomes
 from sahayak_rpc.schema import FeatureType
@@ -36,17 +37,11 @@ ODD = [None, math.nan, math.inf, -math.inf, -1.0, 1e101, 17.0, 0.0, -0.0, 1.0, 5
 
 
 def request_for(row: dict, **fields: object) -> inference_pb2.PredictRequest:
+    """As the Python client writes it (fill_features), and None as an empty FeatureValue: missing."""
     request = inference_pb2.PredictRequest(model=MODEL, **fields)
-    for name, value in row.items():
-        fv = request.features[name]
-        if value is None:
-            fv.SetInParent()  # an empty FeatureValue: missing
-        elif isinstance(value, bool):
-            fv.bool_value = value
-        elif isinstance(value, str):
-            fv.string_value = value
-        else:
-            fv.number_value = value
+    fill_features(request.features, row)
+    for name in (name for name, value in row.items() if value is None):
+        request.features[name].SetInParent()
     return request
 
 
