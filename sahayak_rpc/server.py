@@ -271,6 +271,9 @@ class Server:
     def serve_forever(self, done: threading.Event | None = None) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""
         done = done or self.handle_signals()
-        while not done.wait(3600):
+        # Short waits: Python runs a signal's handler only on the main thread, between bytecodes. When
+        # the kernel hands SIGTERM to another of our threads, a main thread blocked in one long wait
+        # would not run the handler until that wait ended (the crash harness saw a clean stop hang so).
+        while not done.wait(0.5):
             pass
         self.stop()

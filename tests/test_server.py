@@ -152,6 +152,37 @@ def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subpro
     assert not (tmp_path / "g.db-wal").exists()
 
 
+def test_sigterm_handed_to_another_thread_still_stops_the_server_promptly(tmp_path: Path,
+                                                                          subprocess_env: dict) -> None:
+    """The kernel may deliver a process's SIGTERM to any thread; Python runs the handler on the main
+    thread only, between bytecodes. A main thread parked in one long wait ignored it for up to an
+    hour (seen as a hung clean stop in the crash harness). Here the signal goes to a gRPC thread."""
+    import ctypes
+    import os
+    import platform
+
+    port = free_port()
+    with (tmp_path / "server.log").open("w") as log_file:
+        proc = subprocess.Popen(server_command("serve", "--port", str(port), "--db", str(tmp_path / "t.db")),
+                                stderr=log_file, text=True, env=subprocess_env)
+        try:
+            _wait_serving(port, proc)
+            threads = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+            assert threads
+            tgkill = {"x86_64": 234, "aarch64": 131}[platform.machine()]  # the syscall's number
+            libc = ctypes.CDLL(None, use_errno=True)
+            assert libc.syscall(tgkill, proc.pid, threads[-1], signal.SIGTERM) == 0, ctypes.get_errno()
+            started = time.monotonic()
+            assert proc.wait(timeout=30) == 0
+            assert time.monotonic() - started < 15
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    events = [json.loads(line)["event"] for line in (tmp_path / "server.log").read_text().splitlines()
+              if line.startswith("{")]
+    assert events[-2:] == ["server.signal", "server.stopped"]
+
+
 def test_serve_refuses_a_bad_config_with_a_clear_message(tmp_path: Path, subprocess_env: dict) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[gate]\nmin_f1 = 7\n")
