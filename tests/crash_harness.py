@@ -67,7 +67,8 @@ from sahayak_rpc._proto.sahayak.v1 import (
 )
 from sahayak_rpc.client import Client, OutcomeInput, SahayakError, fill_features
 from sahayak_rpc.schema import FeatureSpec, FeatureType, LabelSpec
-from sahayak_rpc.store.batchcodec import decode_columns, decode_probabilities
+from sahayak_rpc.store.batchcodec import decode_probabilities
+from sahayak_rpc.store.segments import LogSegments, LostPayload, folder_for, read_columns
 
 MODEL = "crash"
 FEATURES = [
@@ -599,21 +600,29 @@ class Inspector:
         # Served batches are logged off the request path (not acknowledged writes): a batch may
         # be missing after a kill, but one that is there must be whole and say what was served.
         present = set()
-        for batch_id, count, cols_data, probs_data in conn.execute(
-                "SELECT batch_id, row_count, columns_data, probabilities_data FROM prediction_batches"
-                " WHERE model_id = ?", (model_id,)):
-            present.add(batch_id)
-            probs = decode_probabilities(probs_data)
-            columns = decode_columns(cols_data)
-            lengths = {len(v["codes"]) if isinstance(v, dict) else len(v) for v in columns.values()}
-            if len(probs) != count or lengths - {count}:
-                out.violations.append(f"prediction batch {batch_id}: {count} rows, {len(probs)} probabilities,"
-                                      f" column lengths {sorted(lengths)}")
-            served = ledger.served_batches.get(batch_id)
-            if served is not None:
-                out.served_batches_logged += 1
-                if served != probs:
-                    out.violations.append(f"prediction batch {batch_id}: logged probabilities differ from the reply")
+        segments = LogSegments(folder_for(str(self.db)))  # where the features of a logged batch are
+        try:
+            for batch_id, count, cols_data, probs_data in conn.execute(
+                    "SELECT batch_id, row_count, columns_data, probabilities_data FROM prediction_batches"
+                    " WHERE model_id = ?", (model_id,)):
+                present.add(batch_id)
+                probs = decode_probabilities(probs_data)
+                try:
+                    columns = read_columns(segments, cols_data)
+                except LostPayload as exc:  # a kill loses no bytes the kernel has: nothing may be lost
+                    out.violations.append(f"prediction batch {batch_id}: its features are lost: {exc}")
+                    continue
+                lengths = {len(v["codes"]) if isinstance(v, dict) else len(v) for v in columns.values()}
+                if len(probs) != count or lengths - {count}:
+                    out.violations.append(f"prediction batch {batch_id}: {count} rows, {len(probs)} probabilities,"
+                                          f" column lengths {sorted(lengths)}")
+                served = ledger.served_batches.get(batch_id)
+                if served is not None:
+                    out.served_batches_logged += 1
+                    if served != probs:
+                        out.violations.append(f"prediction batch {batch_id}: logged probabilities differ from the reply")
+        finally:
+            segments.close()
         vanished = self._batches_seen - present
         if vanished:
             out.violations.append(f"{len(vanished)} logged prediction batches vanished, e.g. {sorted(vanished)[:3]}")

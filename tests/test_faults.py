@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import orjson
 import pytest
 
 from sahayak_rpc.client import OutcomeInput, SahayakError, fill_features
@@ -291,6 +292,10 @@ def test_a_full_disk_answers_resource_exhausted_changes_nothing_and_recovers(tmp
                 # The log writer's own thread stores new predictions again, unprompted.
                 fresh = [r.client.predict(MODEL, row).prediction_id for _ in range(5)]
                 eventually(lambda: predictions_logged(conn, fresh), timeout=10)
+                # A batch too: its features go to a log segment on the same disk, which refused them before.
+                batch = r.client.predict_batch(MODEL, [row] * 100).batch_id
+                eventually(lambda: r.server.ctx.predictions.get(f"{batch}:99") is not None, timeout=10)
+                assert orjson.loads(r.server.ctx.predictions.get(f"{batch}:99")[3])
         finally:
             stop_server(r)
 

@@ -318,6 +318,8 @@ class Monitor:
         return {
             "predictions": self.repo.purge("predictions", "created_us", before_pred)
             + self.repo.purge("prediction_batches", "created_us", before_pred),
+            # After the rows: a segment goes once every record in it is past retention.
+            "log_segments": self._ctx.predictions.purge_segments(before_pred),
             "performance_records": self.repo.purge("performance_records", "created_us", before_perf),
         }
 

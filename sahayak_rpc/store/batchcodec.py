@@ -2,7 +2,9 @@
 
 A served batch is logged whole, as one row of ``prediction_batches``. Its
 columns are a binary layout (arrays copied as they are, no per-value work),
-so logging keeps up with scoring::
+so logging keeps up with scoring. They are written to a log segment beside
+the database, the row holding a reference to them (store/segments.py), unless
+the database has a page cap; either way they read back the same::
 
     b"SBC1" | header length (uint32, little-endian) | header (JSON) | arrays
 

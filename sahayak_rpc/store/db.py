@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import structlog
 
 from ..errors import ResourceExhausted, Unavailable
 from .migrations import MIGRATIONS
+from .segments import LogSegments, folder_for
 
 log = structlog.get_logger("sahayak_rpc.db")
 
@@ -72,7 +73,8 @@ def translate(exc: sqlite3.Error) -> Exception:
 
 class Database:
     def __init__(self, path: str | Path, synchronous: str = "full", busy_timeout_s: float = 5.0,
-                 max_pages: int = 0, checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+                 max_pages: int = 0, checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+                 log_segments: bool = True) -> None:
         self.path = str(path)
         self._synchronous = synchronous
         self._busy_timeout_s = busy_timeout_s
@@ -94,7 +96,13 @@ class Database:
             # Per connection, and never below the current size: only the writer grows the file.
             self._writer.execute(f"PRAGMA max_page_count={int(max_pages)}")
         self._writer.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
-        self.checkpoints = Checkpointer(_connect(self.path, synchronous, busy_timeout_s), checkpoint_interval_s)
+        # Logged batches' features go to files beside the database (store/segments.py), except under
+        # a page cap: the cap is on the database file, so then new ones stay inside it (and segments
+        # written before stay readable).
+        self.segments = LogSegments(folder_for(self.path)) if self.path != ":memory:" else None
+        self.batches_to_segments = self.segments is not None and log_segments and not max_pages
+        self.checkpoints = Checkpointer(_connect(self.path, synchronous, busy_timeout_s), checkpoint_interval_s,
+                                        before=self.segments.sync if self.segments else None)
 
     @property
     def schema_version(self) -> int:
@@ -187,6 +195,8 @@ class Database:
                 return
             self._closed = True
             self.checkpoints.close()
+            if self.segments is not None:
+                self.segments.close()
             with self._readers_lock:
                 for conn in self._readers:
                     conn.close()
@@ -201,12 +211,16 @@ class Checkpointer:
     A passive checkpoint copies what it can of the WAL into the database file without waiting for
     readers or the writer (SQLite's rules keep that safe alongside them); once a checkpoint has
     copied everything and no reader still needs the WAL, the next commit starts the WAL afresh. A
-    failed checkpoint (a full disk, say) is logged and tried again at the next interval.
+    failed checkpoint (a full disk, say) is logged and tried again at the next interval. ``before``
+    runs ahead of each one: the log segments' fdatasync, so that what a checkpointed row refers to
+    is on disk too (store/segments.py).
     """
 
-    def __init__(self, conn: sqlite3.Connection, interval_s: float) -> None:
+    def __init__(self, conn: sqlite3.Connection, interval_s: float,
+                 before: Callable[[], None] | None = None) -> None:
         self._conn = conn
         self._interval = interval_s
+        self._before = before
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
@@ -225,6 +239,11 @@ class Checkpointer:
         with self._lock:
             if self._closed:
                 return None
+            if self._before is not None:
+                try:
+                    self._before()
+                except Exception:  # a bug of ours: logged; the checkpoint, and the thread, go on
+                    log.exception("db.before_checkpoint_failed")
             try:
                 busy, frames, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error as exc:

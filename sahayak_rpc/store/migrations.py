@@ -221,3 +221,16 @@ MIGRATIONS.append(
     ALTER TABLE prediction_batches RENAME COLUMN probabilities_json TO probabilities_data
     """
 )
+
+MIGRATIONS.append(
+    # 8: logged batches' features may live in log segments beside the database
+    # (store/segments.py; columns_data then holds a reference). Each segment's
+    # newest record time tells retention when the whole file may go.
+    """
+    CREATE TABLE log_segments (
+        segment INTEGER PRIMARY KEY,
+        newest_us INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    )
+    """
+)

@@ -6,9 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 
-from .batchcodec import decode_columns, decode_probabilities
+from .batchcodec import decode_probabilities
 from .db import Database, equal_clause, time_clause
+from .segments import LostPayload, read_columns
+
+log = structlog.get_logger("sahayak_rpc.monitoring")
 
 _IN = 500
 
@@ -139,7 +143,8 @@ class MonitoringRepository:
         args = [model_id, *window_args]
         columns: dict[str, list[tuple[Any, ...]]] = {}
         probs: list[float] = []
-        n = 0
+        n = lost = 0
+        lost_error = ""
         with self._db.read() as conn:
             singles = conn.execute(f"SELECT features_json, probability FROM predictions WHERE {where}"
                                    " ORDER BY created_us DESC" + (" LIMIT ?" if last_n else ""),
@@ -157,8 +162,13 @@ class MonitoringRepository:
                     " ORDER BY created_us DESC", args):
                 if budget is not None and budget <= 0:
                     break
+                try:
+                    decoded = read_columns(self._db.segments, cols)
+                except LostPayload as exc:  # its features are gone (store/segments.py): the window skips it
+                    lost += 1
+                    lost_error = str(exc)
+                    continue
                 take = count if budget is None else min(count, budget)
-                decoded = decode_columns(cols)
                 for name, values in decoded.items():
                     if values is None:  # a column of an empty batch: no values
                         continue
@@ -170,6 +180,8 @@ class MonitoringRepository:
                 n += take
                 if budget is not None:
                     budget -= take
+        if lost:
+            log.warning("monitoring.batches_lost", model_id=model_id, batches=lost, error=lost_error)
         return columns, probs, n
 
     def last_prediction_us(self, model_id: int) -> int:

@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import structlog
 
-from .batchcodec import decode_columns, decode_probabilities, value_at
+from .batchcodec import decode_probabilities, value_at
 from .db import Database
+from .segments import LostPayload, read_columns
 
+log = structlog.get_logger("sahayak_rpc.predictions")
 _INSERT = ("INSERT INTO predictions (prediction_id, model_id, version, features_json, probability, label,"
            " created_us, entities_json, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -37,11 +40,39 @@ class PredictionRepository:
 
     def insert_batches(self, rows: Sequence[tuple[Any, ...]], durable: bool = True) -> None:
         """Rows as (batch_id, model_id, version, row_count, columns_data, probabilities_data, threshold, created_us,
-        source), the data encoded by store.batchcodec."""
+        source), the data encoded by store.batchcodec. With log segments (store/segments.py), the features are
+        written there and the row keeps a reference: inside the write transaction, so that retention
+        (``purge_segments``) never sees a segment between its bytes and the rows that refer to them."""
+        segments = self._db.segments if self._db.batches_to_segments else None
         with self._db.write(durable) as conn:
+            if segments is not None:
+                newest: dict[int, tuple[int, int]] = {}
+                stored = []
+                for row in rows:
+                    ref, number = segments.append(row[4], row[7])
+                    seen = newest.get(number, (0, 0))
+                    newest[number] = (max(seen[0], row[7]), seen[1] + len(row[4]))
+                    stored.append((*row[:4], ref, *row[5:]))
+                rows = stored
+                conn.executemany(
+                    "INSERT INTO log_segments (segment, newest_us, bytes) VALUES (?, ?, ?) ON CONFLICT (segment)"
+                    " DO UPDATE SET newest_us = max(newest_us, excluded.newest_us), bytes = bytes + excluded.bytes",
+                    [(number, t, size) for number, (t, size) in newest.items()])
             conn.executemany(
                 "INSERT INTO prediction_batches (batch_id, model_id, version, row_count, columns_data,"
                 " probabilities_data, threshold, created_us, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def purge_segments(self, before_us: int) -> int:
+        """Delete the log segments whose every record is older than ``before_us`` (retention has deleted
+        their rows already); returns how many files went."""
+        segments = self._db.segments
+        if segments is None:
+            return 0
+        with self._db.write() as conn:
+            old = [n for (n,) in conn.execute("SELECT segment FROM log_segments WHERE newest_us < ?", (before_us,))]
+            gone = segments.remove(old)
+            conn.executemany("DELETE FROM log_segments WHERE segment = ?", [(n,) for n in gone])
+        return len(gone)
 
     def count(self, model_id: int) -> int:
         """Logged predictions of the model, batch rows included."""
@@ -52,7 +83,8 @@ class PredictionRepository:
         return int(single) + int(batched)
 
     def get(self, prediction_id: str) -> tuple[Any, ...] | None:
-        """(prediction_id, model_id, version, features_json, probability, label, created_us, entities_json, source)."""
+        """(prediction_id, model_id, version, features_json, probability, label, created_us, entities_json, source);
+        features_json is None for a batch row whose features are lost (store/segments.py)."""
         conn = self._db.reader()
         row = conn.execute(
             "SELECT prediction_id, model_id, version, features_json, probability, label, created_us, entities_json,"
@@ -70,9 +102,13 @@ class PredictionRepository:
         i = int(index)
         if b is None or i >= b[2]:
             return None
-        features = batch_row(decode_columns(b[3]), i)
+        try:
+            features: str | None = orjson.dumps(batch_row(read_columns(self._db.segments, b[3]), i)).decode()
+        except LostPayload as exc:
+            log.warning("predictions.features_lost", prediction_id=prediction_id, error=str(exc))
+            features = None
         prob = decode_probabilities(b[4])[i]
-        return (prediction_id, b[0], b[1], orjson.dumps(features).decode(), prob, int(prob >= b[5]), b[6], None, b[7])
+        return (prediction_id, b[0], b[1], features, prob, int(prob >= b[5]), b[6], None, b[7])
 
 
 class SecretRepository:
