@@ -89,7 +89,7 @@ def test_damaged_cut_or_missing_bytes_are_reported_lost_not_read(tmp_path: Path)
 def test_removing_segments_leaves_the_rest_and_the_writer_moves_on(tmp_path: Path) -> None:
     seg = LogSegments(tmp_path / "s", max_bytes=len(HEADER) + 10)
     refs = [seg.append(bytes([i]) * 10, 0)[0] for i in range(3)]
-    assert seg.numbers() == [1, 2, 3] and seg.resolve(refs[0]) == b"\0" * 10  # (a reader is open on 1)
+    assert seg.numbers() == [1, 2, 3] and seg.resolve(refs[0]) == b"\0" * 10
     assert seg.remove([1, 3, 9]) == [1, 3, 9]  # 3 is being written: left first; 9 was never there
     assert seg.numbers() == [2] and seg.resolve(refs[1]) == b"\1" * 10
     with pytest.raises(LostPayload):

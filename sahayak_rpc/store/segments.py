@@ -90,7 +90,6 @@ class LogSegments:
         self._first_us = 0
         self._dirty = False
         self._unsynced: list[int] = []  # rotated-out descriptors, fdatasync'ed and closed by sync()
-        self._readers: dict[int, int] = {}
         self._closed = False
 
     # --- writing (the prediction log's thread) -----------------------------
@@ -178,8 +177,13 @@ class LogSegments:
         _, number, offset, length, crc = _REF.unpack(data)
         name = self._name(number)
         try:
-            fd = self._reader(number)
-            payload = os.pread(fd, length, offset)
+            # Opened per read, not kept: no descriptor per segment piles up, and none is closed
+            # under a reader by retention (an open file stays readable after its unlink).
+            fd = os.open(self.folder / name, os.O_RDONLY)
+            try:
+                payload = os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             raise LostPayload(f"log segment {name} is missing") from None
         except OSError as exc:
@@ -188,14 +192,6 @@ class LogSegments:
             raise LostPayload(f"log segment {name}: the {length} bytes at {offset} are "
                               + ("cut short" if len(payload) != length else "damaged (CRC mismatch)"))
         return payload
-
-    def _reader(self, number: int) -> int:
-        with self._lock:
-            fd = self._readers.get(number)
-            if fd is None:
-                fd = os.open(self.folder / self._name(number), os.O_RDONLY)
-                self._readers[number] = fd
-            return fd
 
     # --- housekeeping ---------------------------------------------------------
 
@@ -217,9 +213,6 @@ class LogSegments:
                 if number == self.number and self._fd is not None:
                     os.close(self._fd)  # its records are all past retention: no need to sync them
                     self._fd, self._dirty = None, False
-                fd = self._readers.pop(number, None)
-                if fd is not None:
-                    os.close(fd)
             try:
                 os.unlink(self.folder / self._name(number))
             except FileNotFoundError:
@@ -233,11 +226,7 @@ class LogSegments:
         with self._lock:
             self._closed = True
             self._leave()
-            readers = list(self._readers.values())
-            self._readers.clear()
         self.sync()
-        for fd in readers:
-            os.close(fd)
 
     @staticmethod
     def _name(number: int) -> str:
