@@ -7,6 +7,7 @@
     sahayak-rpc status                the server's status
     sahayak-rpc health                exit 0 when the server is SERVING
     sahayak-rpc config                the effective configuration
+    sahayak-rpc backup DEST           copy the database and its log segments (safe while serving)
     sahayak-rpc token create          make a bearer token and add its hash to a token file
 
 Client commands take --token (default $SAHAYAK_TOKEN) and, for TLS, --tls-ca,
@@ -261,6 +262,30 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """An online copy of the database and its log segments (store/backup.py), on this machine."""
+    from . import config as cfgmod
+    from .store.backup import BackupError, backup
+
+    try:
+        cfg = cfgmod.load(args.config, db=args.db)
+    except cfgmod.ConfigError as exc:
+        print(f"sahayak-rpc: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = backup(cfg.db, args.destination)
+    except BackupError as exc:
+        print(f"sahayak-rpc: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(dataclasses.asdict(result))
+    else:
+        print(f"backed up {cfg.db} to {result.path}: {result.pages} pages, {result.segments} log segments "
+              f"({result.segment_bytes} bytes)" + (f"; {result.segments_gone} deleted by retention meanwhile"
+                                                    if result.segments_gone else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sahayak-rpc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -330,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the effective configuration")
     p.add_argument("--config", help="TOML configuration file")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("backup", help="copy the database and its log segments (safe while the server runs)")
+    p.add_argument("destination", help="the copy's database file (must not exist; its segments go beside it)")
+    p.add_argument("--db", help="the database (default: the configuration's, sahayak.db)")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_backup)
     return parser
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import zlib
 from contextlib import closing
 from pathlib import Path
@@ -24,7 +26,7 @@ from sahayak_rpc.store.batchcodec import decode_columns
 from sahayak_rpc.store.db import Checkpointer
 from sahayak_rpc.store.segments import HEADER, REF_SIZE, LogSegments, LostPayload, folder_for, is_ref
 
-from .conftest import Running, load_demo_rows, start_server, stop_server
+from .conftest import Running, eventually, load_demo_rows, server_command, start_server, stop_server
 
 MODEL = "scheme-sahayak"
 DAY = 86400
@@ -290,3 +292,87 @@ def test_a_capped_server_logs_batches_inside_the_database(tmp_path: Path) -> Non
         assert not folder_for(str(tmp_path / "cap.db")).exists()
     finally:
         stop_server(r)
+
+
+# --- backups ----------------------------------------------------------------------
+
+
+def backup_command(env: dict, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(server_command("backup", *args), capture_output=True, text=True, env=env, timeout=120)
+
+
+def every_batch_reads(db: Path) -> tuple[int, list[str]]:
+    """How many logged batches the database holds, and those whose features do not read back."""
+    from sahayak_rpc.store.segments import read_columns
+
+    segments = LogSegments(folder_for(str(db)))
+    bad = []
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT batch_id, row_count, columns_data FROM prediction_batches").fetchall()
+    for batch_id, count, data in rows:
+        try:
+            if len(read_columns(segments, data)["age"]) != count:
+                bad.append(f"{batch_id}: wrong length")
+        except LostPayload as exc:
+            bad.append(f"{batch_id}: {exc}")
+    segments.close()
+    return len(rows), bad
+
+
+def test_a_backup_taken_while_batches_are_logged_holds_every_batch_it_lists(champion: Running,
+                                                                            subprocess_env: dict) -> None:
+    r = champion
+    rows = [e.features for e in generate_outcomes(200, seed=65)]
+    # Small segments: the log moves on to new files while the backup runs.
+    r.server.ctx.db.segments._max_bytes = 60_000
+    stop = threading.Event()
+    served: list[str] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            served.append(r.client.predict_batch(MODEL, rows).batch_id)
+            r.server.predlog.flush()
+
+    writer = threading.Thread(target=serve)
+    writer.start()
+    try:
+        eventually(lambda: len(served) >= 5, timeout=30)
+        copy = r.db_path.parent / "copy.db"
+        out = backup_command(subprocess_env, str(copy), "--db", str(r.db_path), "--json")
+    finally:
+        stop.set()
+        writer.join()
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["path"] == str(copy) and result["segments"] >= 2 and result["segments_gone"] == 0
+    count, bad = every_batch_reads(copy)
+    assert count >= 5 and bad == []
+    with closing(sqlite3.connect(copy)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        listed = {n for (n,) in conn.execute("SELECT segment FROM log_segments")}
+    assert {int(n[:-4]) for n in os.listdir(folder_for(str(copy)))} == listed
+    # The copy serves: a server started on it finds the model, its champion and a logged batch's features.
+    restored = start_server(copy)
+    try:
+        assert restored.client.get_model(MODEL).champion_version == 1
+        first = restored.server.ctx.predictions.get(f"{served[0]}:7")
+        assert first is not None and orjson.loads(first[3]) == pytest.approx(
+            {k: v for k, v in rows[7].items() if v is not None})
+    finally:
+        stop_server(restored)
+
+
+def test_a_backup_never_overwrites_and_names_what_is_missing(tmp_path: Path, subprocess_env: dict) -> None:
+    missing = backup_command(subprocess_env, str(tmp_path / "copy.db"), "--db", str(tmp_path / "none.db"))
+    assert missing.returncode == 1 and f"no database at {tmp_path / 'none.db'}" in missing.stderr
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "copy.db").exists()
+    Database(tmp_path / "d.db", synchronous="normal").close()  # a stopped server's database: no WAL files
+    (tmp_path / "taken.db").write_bytes(b"someone's file")
+    taken = backup_command(subprocess_env, str(tmp_path / "taken.db"), "--db", str(tmp_path / "d.db"))
+    assert taken.returncode == 1 and "taken.db already exists: a backup never overwrites" in taken.stderr
+    assert (tmp_path / "taken.db").read_bytes() == b"someone's file"
+    ok = backup_command(subprocess_env, str(tmp_path / "copy.db"), "--db", str(tmp_path / "d.db"))
+    assert ok.returncode == 0 and "0 log segments" in ok.stdout, ok.stderr
+    assert not folder_for(str(tmp_path / "copy.db")).exists()
+    with closing(sqlite3.connect(tmp_path / "copy.db")) as conn:
+        assert conn.execute("SELECT count(*) FROM models").fetchone()[0] == 0
