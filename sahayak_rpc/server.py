@@ -132,7 +132,10 @@ class Server:
         self._metrics_http: Any = None
         if config.metrics_port:
             self.metrics = Metrics()
-            self.metrics.add_callbacks(self.monitor.repo.open_alerts_by_severity, lambda: self.predlog.depth)
+            self.metrics.add_callbacks(
+                self.monitor.repo.open_alerts_by_severity, lambda: self.predlog.depth,
+                lambda: {"written": self.predlog.written, "dropped": self.predlog.dropped},
+                self.ctx.predictions.segment_totals)
             self.inference.metrics = self.metrics
             self.monitor.metrics = self.metrics
             self.runner.add_listener(self._count_run)

@@ -44,6 +44,11 @@ def test_a_scrape_shows_rpcs_predictions_training_alerts_drift_and_the_log_queue
     assert 'sahayak_open_alerts{severity="critical"}' in text
     assert 'sahayak_feature_drift_psi{feature="age",model="scheme-sahayak"}' in text
     assert "sahayak_prediction_log_queue_rows 0.0" in text
+    assert 'sahayak_prediction_log_rows_total{result="written"} 170.0' in text
+    assert 'sahayak_prediction_log_rows_total{result="dropped"} 0.0' in text
+    assert "sahayak_log_segments 1.0" in text  # the batch of 20 rows: its features, in a segment
+    segment_bytes = float(text.split("\nsahayak_log_segment_bytes ")[1].split()[0])
+    assert 20 * 21 < segment_bytes < 20 * 21 * 8 + 4096  # 21 features a row, at most 8 bytes each, and a header
 
 
 def test_scrapes_during_a_load_see_the_counts_grow(tmp_path) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # Loopback RPCs take a fraction of a millisecond; training takes seconds to minutes.
@@ -15,11 +15,15 @@ TRAINING_BUCKETS = (0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
 
 class _Callbacks(Collector):
-    """Gauges read when scraped: open alerts by severity, the prediction log's queue."""
+    """Gauges and counters read when scraped: open alerts by severity, the prediction log's queue and what
+    became of its rows, the log segments on disk."""
 
-    def __init__(self, open_alerts: Callable[[], dict[str, int]], queue_rows: Callable[[], int]) -> None:
+    def __init__(self, open_alerts: Callable[[], dict[str, int]], queue_rows: Callable[[], int],
+                 log_rows: Callable[[], dict[str, int]], segments: Callable[[], tuple[int, int]]) -> None:
         self._open_alerts = open_alerts
         self._queue_rows = queue_rows
+        self._log_rows = log_rows
+        self._segments = segments
 
     def collect(self) -> Iterator[Any]:
         alerts = GaugeMetricFamily("sahayak_open_alerts", "Alerts not resolved, by severity", labels=["severity"])
@@ -28,6 +32,15 @@ class _Callbacks(Collector):
         yield alerts
         yield GaugeMetricFamily("sahayak_prediction_log_queue_rows", "Predictions waiting to be written to the log",
                                 value=self._queue_rows())
+        rows = CounterMetricFamily("sahayak_prediction_log_rows", "Predictions the log wrote, or dropped (a full "
+                                   "queue, a full disk, a locked database)", labels=["result"])
+        for result, count in sorted(self._log_rows().items()):
+            rows.add_metric([result], count)
+        yield rows
+        count, size = self._segments()
+        yield GaugeMetricFamily("sahayak_log_segments", "Log segment files (logged batches' features)", value=count)
+        yield GaugeMetricFamily("sahayak_log_segment_bytes", "Logged batches' features in log segments",
+                                value=size)
 
 
 class Metrics:
@@ -47,8 +60,9 @@ class Metrics:
         self.drift_psi = Gauge("sahayak_feature_drift_psi", "Latest PSI of each feature against the champion",
                                ["model", "feature"], registry=r)
 
-    def add_callbacks(self, open_alerts: Callable[[], dict[str, int]], queue_rows: Callable[[], int]) -> None:
-        self.registry.register(_Callbacks(open_alerts, queue_rows))
+    def add_callbacks(self, open_alerts: Callable[[], dict[str, int]], queue_rows: Callable[[], int],
+                      log_rows: Callable[[], dict[str, int]], segments: Callable[[], tuple[int, int]]) -> None:
+        self.registry.register(_Callbacks(open_alerts, queue_rows, log_rows, segments))
 
     def serve(self, host: str, port: int) -> Any:
         """Start the HTTP endpoint (/metrics); returns the server."""

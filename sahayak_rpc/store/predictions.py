@@ -75,6 +75,11 @@ class PredictionRepository:
             conn.executemany("DELETE FROM log_segments WHERE segment = ?", [(n,) for n in gone])
         return len(gone)
 
+    def segment_totals(self) -> tuple[int, int]:
+        """(log segments, bytes of logged features in them)."""
+        count, size = self._db.reader().execute("SELECT count(*), coalesce(sum(bytes), 0) FROM log_segments").fetchone()
+        return int(count), int(size)
+
     def count(self, model_id: int) -> int:
         """Logged predictions of the model, batch rows included."""
         conn = self._db.reader()
