@@ -51,6 +51,11 @@ MAX_SEGMENT_SPAN_US = 3600 * 1_000_000
 SUFFIX = ".seg"
 
 
+def _datasync(fd: int) -> None:
+    """fdatasync where the platform has it (Linux), fsync elsewhere (macOS)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
 class LostPayload(BatchFormatError):
     """A reference whose bytes are gone or damaged (a deleted or truncated segment, a power loss)."""
 
@@ -161,7 +166,7 @@ class LogSegments:
                 self._dirty = False
         for fd in fds:
             try:
-                os.fdatasync(fd)
+                _datasync(fd)
             except OSError:
                 pass  # the data stays in the kernel's hands; a reader's CRC check still guards it
             finally:
