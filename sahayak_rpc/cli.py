@@ -96,13 +96,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .logs import configure
     from .server import Server
 
-    try:
-        cfg = cfgmod.load(args.config, host=args.host, port=args.port, db=args.db, log_level=args.log_level,
-                          metrics_port=args.metrics_port, tokens_file=args.tokens_file, tls_cert=args.tls_cert,
-                          tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
-    except cfgmod.ConfigError as exc:
-        print(f"sahayak-rpc: {exc}", file=sys.stderr)
-        return 2
+    cfg = cfgmod.load(args.config, host=args.host, port=args.port, db=args.db, log_level=args.log_level,
+                      metrics_port=args.metrics_port, tokens_file=args.tokens_file, tls_cert=args.tls_cert,
+                      tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
     configure(cfg.log_level)
     from .auth import TokenFileError
     from .store import StoreError
@@ -254,11 +250,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from . import config as cfgmod
 
-    try:
-        _print_json(cfgmod.describe(cfgmod.load(args.config)))
-    except cfgmod.ConfigError as exc:
-        print(f"sahayak-rpc: {exc}", file=sys.stderr)
-        return 2
+    _print_json(cfgmod.describe(cfgmod.load(args.config)))
     return 0
 
 
@@ -267,11 +259,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from . import config as cfgmod
     from .store.backup import BackupError, backup
 
-    try:
-        cfg = cfgmod.load(args.config, db=args.db)
-    except cfgmod.ConfigError as exc:
-        print(f"sahayak-rpc: {exc}", file=sys.stderr)
-        return 2
+    cfg = cfgmod.load(args.config, db=args.db)
     try:
         result = backup(cfg.db, args.destination)
     except BackupError as exc:
@@ -368,9 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .client import SahayakError
+    from .config import ConfigError
 
     try:
         return int(args.func(args))
+    except ConfigError as exc:  # a bad value in the file, the environment or a flag: named, exit 2
+        print(f"sahayak-rpc: {exc}", file=sys.stderr)
+        return 2
     except SahayakError as err:
         print(f"sahayak-rpc: {err}", file=sys.stderr)
         for v in err.violations:

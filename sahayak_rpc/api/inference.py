@@ -9,10 +9,9 @@ import grpc
 
 from ..app.catalog import Catalog, PerSchema
 from ..app.inference import DEFAULT_EXPLAIN, Inference
-from .. import wire
 from ..errors import InvalidArgument, ServiceError
 from ..schema import FieldError, columns_to_rows
-from ..wire import PredictReader, PredictWriter, WireRow
+from ..wire import PredictReader, PredictWriter, WireRow, model_name
 from .._proto.sahayak.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from . import convert
 
@@ -42,7 +41,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def read_predict(self, data: bytes) -> WireRow | inference_pb2.PredictRequest:
         """Predict's request deserializer: a request of the plain shape read straight from its bytes
         (wire.PredictReader), anything else parsed by protobuf as usual (its errors included)."""
-        name = wire.model_name(data)
+        name = model_name(data)
         if name is not None:
             try:
                 model = self._catalog.get(name)

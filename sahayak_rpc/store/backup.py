@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from .segments import folder_for
+from .segments import folder_for, segment_name
 
 
 class BackupError(RuntimeError):
@@ -63,7 +63,7 @@ def backup(source: str | Path, destination: str | Path) -> BackupResult:
         try:
             dest_segments.mkdir()
             for number in listed:
-                name = f"{number:010d}.seg"
+                name = segment_name(number)
                 try:
                     shutil.copyfile(src_segments / name, dest_segments / name)
                 except FileNotFoundError:

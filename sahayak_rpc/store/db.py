@@ -73,8 +73,7 @@ def translate(exc: sqlite3.Error) -> Exception:
 
 class Database:
     def __init__(self, path: str | Path, synchronous: str = "full", busy_timeout_s: float = 5.0,
-                 max_pages: int = 0, checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
-                 log_segments: bool = True) -> None:
+                 max_pages: int = 0, checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
         self.path = str(path)
         self._synchronous = synchronous
         self._busy_timeout_s = busy_timeout_s
@@ -100,7 +99,7 @@ class Database:
         # a page cap: the cap is on the database file, so then new ones stay inside it (and segments
         # written before stay readable).
         self.segments = LogSegments(folder_for(self.path)) if self.path != ":memory:" else None
-        self.batches_to_segments = self.segments is not None and log_segments and not max_pages
+        self.batches_to_segments = self.segments is not None and not max_pages
         self.checkpoints = Checkpointer(_connect(self.path, synchronous, busy_timeout_s), checkpoint_interval_s,
                                         before=self.segments.sync if self.segments else None)
 

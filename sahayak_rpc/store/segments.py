@@ -70,6 +70,10 @@ def read_columns(segments: LogSegments | None, data: bytes | str) -> dict[str, A
     return decode_columns(segments.resolve(data) if segments is not None else data)
 
 
+def segment_name(number: int) -> str:
+    return f"{number:010d}{SUFFIX}"
+
+
 def folder_for(db_path: str) -> Path:
     return Path(f"{db_path}-segments")
 
@@ -116,7 +120,7 @@ class LogSegments:
                     view = view[os.write(self._fd, view):]
             except OSError as exc:
                 self._cut_back(offset)
-                raise _storage_error(exc, f"log segment {self._name(self.number)}") from None
+                raise _storage_error(exc, f"log segment {segment_name(self.number)}") from None
             self._size += len(payload)
             self._dirty = True
             return _REF.pack(REF_MAGIC, self.number, offset, len(payload), zlib.crc32(payload)), self.number
@@ -126,15 +130,15 @@ class LogSegments:
         try:
             self.folder.mkdir(exist_ok=True)
             number = max([*self.numbers(), self.number]) + 1  # never one used before in this process
-            fd = os.open(self.folder / self._name(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(self.folder / segment_name(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             raise _storage_error(exc, f"log segments in {self.folder}") from None
         try:
             os.write(fd, HEADER)
         except OSError as exc:
             os.close(fd)
-            os.unlink(self.folder / self._name(number))
-            raise _storage_error(exc, f"log segment {self._name(number)}") from None
+            os.unlink(self.folder / segment_name(number))
+            raise _storage_error(exc, f"log segment {segment_name(number)}") from None
         self._leave()
         self._fd, self.number, self._size, self._first_us, self._dirty = fd, number, len(HEADER), created_us, True
 
@@ -180,7 +184,7 @@ class LogSegments:
             return data
         assert isinstance(data, bytes)
         _, number, offset, length, crc = _REF.unpack(data)
-        name = self._name(number)
+        name = segment_name(number)
         try:
             # Opened per read, not kept: no descriptor per segment piles up, and none is closed
             # under a reader by retention (an open file stays readable after its unlink).
@@ -219,7 +223,7 @@ class LogSegments:
                     os.close(self._fd)  # its records are all past retention: no need to sync them
                     self._fd, self._dirty = None, False
             try:
-                os.unlink(self.folder / self._name(number))
+                os.unlink(self.folder / segment_name(number))
             except FileNotFoundError:
                 pass
             except OSError:
@@ -232,7 +236,3 @@ class LogSegments:
             self._closed = True
             self._leave()
         self.sync()
-
-    @staticmethod
-    def _name(number: int) -> str:
-        return f"{number:010d}{SUFFIX}"
