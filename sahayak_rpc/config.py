@@ -87,6 +87,16 @@ class ServerConfig:
     # Messages one client stream may send (ImportOutcomes, ImportFeedback, ...).
     max_stream_messages: int = 100_000
     performance_retention_s: float = 30 * ms.DAY
+    # Serving processes on this machine, sharing the port (SO_REUSEPORT); see docs/scale-out.md.
+    workers: int = 1
+    # How often a replica heartbeats its row, its training runs and the leader lock.
+    heartbeat_interval_s: float = 1.0
+    # Connections each process keeps to PostgreSQL (SQLite: unused).
+    db_pool_size: int = 10
+    # Whether this replica claims and runs queued training runs (false: it only serves).
+    training_worker: bool = True
+    # A running run whose heartbeat does not move for this long is failed by the leader.
+    run_heartbeat_timeout_s: float = 30.0
     model_defaults: ms.ModelSettings = field(default_factory=ms.ModelSettings)
 
 
@@ -111,9 +121,14 @@ _KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("server", "allow_plaintext"): ("allow_plaintext", "bool"),
     ("server", "max_streams_per_client"): ("max_streams_per_client", "int"),
     ("server", "max_stream_messages"): ("max_stream_messages", "int"),
+    ("server", "workers"): ("workers", "int"),
+    ("server", "heartbeat_interval"): ("heartbeat_interval_s", "duration"),
+    ("server", "db_pool_size"): ("db_pool_size", "int"),
     ("auth", "tokens_file"): ("tokens_file", "str"),
     ("auth", "open_reflection"): ("open_reflection", "bool"),
     ("training", "threads"): ("training_threads", "int"),
+    ("training", "worker"): ("training_worker", "bool"),
+    ("training", "heartbeat_timeout"): ("run_heartbeat_timeout_s", "duration"),
     ("training", "retrain_interval"): ("training.retrain_interval_s", "duration"),
     ("training", "incremental_every"): ("training.incremental_every", "int"),
     ("training", "validation_fraction"): ("training.validation_fraction", "float"),
@@ -146,7 +161,8 @@ _SERVER_ONLY = {"host", "port", "db", "max_workers", "max_concurrent_rpcs", "max
                 "keepalive_time_s", "shutdown_grace_s", "log_level", "health_check_interval_s", "training_threads", "metrics_port",
                 "log_predictions", "tls_cert", "tls_key", "tls_client_ca", "allow_plaintext", "tokens_file",
                 "open_reflection", "max_streams_per_client", "max_stream_messages",
-                "prediction_retention_s", "performance_retention_s"}
+                "prediction_retention_s", "performance_retention_s", "workers", "heartbeat_interval_s",
+                "db_pool_size", "training_worker", "run_heartbeat_timeout_s"}
 
 
 def _coerce(value: object, kind: str, key: str) -> Any:
@@ -247,6 +263,14 @@ def _build(values: dict[str, Any]) -> ServerConfig:
                           "or set allow_plaintext = true to serve without TLS")
     if cfg.max_streams_per_client < 1 or cfg.max_stream_messages < 1:
         raise ConfigError("[server] max_streams_per_client and max_stream_messages: must be at least 1")
+    if not 1 <= cfg.workers <= 256:
+        raise ConfigError("[server] workers: must be 1-256")
+    if not 1 <= cfg.db_pool_size <= 1000:
+        raise ConfigError("[server] db_pool_size: must be 1-1000")
+    if not 0.05 <= cfg.heartbeat_interval_s <= 60:
+        raise ConfigError("[server] heartbeat_interval: must be between 50ms and 60s")
+    if cfg.run_heartbeat_timeout_s < 3 * cfg.heartbeat_interval_s:
+        raise ConfigError("[training] heartbeat_timeout: must be at least three heartbeat intervals")
     for name in ("health_check_interval_s", "prediction_retention_s", "performance_retention_s"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name[:-2]}: must be positive")

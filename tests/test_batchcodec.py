@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from sahayak_rpc.schema import Column
-from sahayak_rpc.store import Database, PredictionRepository
+from sahayak_rpc.store import PredictionRepository
+from sahayak_rpc.store.sqlite import SqliteDatabase as Database
 from sahayak_rpc.store.batchcodec import (BatchFormatError, decode_columns, decode_probabilities, encode_columns,
                                           encode_probabilities, value_at)
 from sahayak_rpc.store.predictions import batch_row

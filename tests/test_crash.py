@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sahayak_rpc.client import Client, OutcomeInput, SahayakError
-from sahayak_rpc.store import Database
+from sahayak_rpc.store.sqlite import SqliteDatabase as Database
 
 from .conftest import SMALL_FEATURES, good_row, server_command
 from .conftest import free_port

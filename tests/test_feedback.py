@@ -12,6 +12,8 @@ from sahayak_rpc._proto.sahayak.v1 import feedback_pb2
 
 from .conftest import Running
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 MODEL = "scheme-sahayak"
 FB = feedback_pb2
 

@@ -14,6 +14,8 @@ from sahayak_rpc._proto.sahayak.v1 import common_pb2, inference_pb2, monitor_pb2
 
 from .conftest import Running, eventually, load_demo_rows
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 MODEL = "scheme-sahayak"
 
 

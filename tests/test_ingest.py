@@ -13,6 +13,8 @@ from sahayak_rpc._proto.sahayak.v1 import common_pb2, training_pb2
 
 from .conftest import Running, good_row
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 
 def stored(running: Running, model: str) -> int:
     [status] = [m for m in running.client.server_status().models if m.model == model]

@@ -12,6 +12,8 @@ from sahayak_rpc._proto.sahayak.v1 import registry_pb2
 
 from .conftest import SMALL_FEATURES, Running
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 
 def test_a_declared_model_reads_back_with_the_seed_defaults(running: Running, small_model: str) -> None:
     m = running.client.get_model(small_model)
@@ -152,7 +154,7 @@ def test_models_survive_a_restart(running: Running, small_model: str, tmp_path) 
 
     before = running.client.get_model(small_model)
     running.server.stop(grace=1)
-    again = Server(config.load(env={}, port=0, db=str(running.db_path), synchronous="normal"))
+    again = Server(config.load(env={}, port=0, db=running.db, synchronous="normal"))
     again.start()
     try:
         from sahayak_rpc.client import Client

@@ -13,7 +13,9 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from sahayak_rpc.demo_data import generate_outcomes
 from sahayak_rpc._proto.sahayak.v1 import common_pb2, monitor_pb2, training_pb2
 
-from .conftest import Running, eventually, load_demo_rows, start_server, stop_server
+from .conftest import Running, database_for, eventually, load_demo_rows, start_server, stop_server
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 MODEL = "scheme-sahayak"
 M = monitor_pb2
@@ -21,8 +23,8 @@ DAY = 86400
 
 
 @pytest.fixture
-def served(tmp_path) -> Running:
-    r = start_server(tmp_path / "m.db")
+def served(tmp_path, backend: str) -> Running:
+    r = start_server(database_for(backend, tmp_path, "m.db"))
     load_demo_rows(r.client, 1500)
     assert r.client.train(MODEL).promoted
     yield r
@@ -252,8 +254,8 @@ def test_critical_drift_starts_a_rate_limited_retrain(served: Running) -> None:
     assert again.training_run_id == ""  # within the cooldown
 
 
-def test_the_scheduler_checks_health_every_interval_and_enforces_retention(tmp_path) -> None:
-    r = start_server(tmp_path / "h.db", scheduler=True)
+def test_the_scheduler_checks_health_every_interval_and_enforces_retention(tmp_path, backend: str) -> None:
+    r = start_server(database_for(backend, tmp_path, "h.db"), scheduler=True)
     try:
         load_demo_rows(r.client, 1500)
         eventually(lambda: r.client.get_model(MODEL).champion_version)
@@ -277,12 +279,12 @@ def test_the_report_sums_up_a_window(served: Running) -> None:
     assert report.markdown.startswith("# Monitoring report: scheme-sahayak") and "Predictions: 120" in report.markdown
 
 
-def test_the_whole_loop_on_the_injected_clock(tmp_path) -> None:
+def test_the_whole_loop_on_the_injected_clock(tmp_path, backend: str) -> None:
     """Serve, shift the inputs, the periodic check alerts a watcher and retrains, the alert resolves,
     a second breach within the cooldown stays quiet, and a resumed watcher misses nothing."""
     from sahayak_rpc._proto.sahayak.v1 import registry_pb2
 
-    r = start_server(tmp_path / "loop.db", scheduler=True)
+    r = start_server(database_for(backend, tmp_path, "loop.db"), scheduler=True)
     c = r.client
     try:
         load_demo_rows(c, 1500)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import time
 from sahayak_rpc.client import OutcomeInput
 from sahayak_rpc.demo_data import generate_outcomes
 from sahayak_rpc._proto.sahayak.v1 import registry_pb2, training_pb2
 
-from .conftest import eventually, load_demo_rows, start_server, stop_server
+from .conftest import database_for, eventually, load_demo_rows, start_server, stop_server
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 MODEL = "scheme-sahayak"
 WEEK = 7 * 86400
@@ -26,8 +30,8 @@ def settled(client, count: int) -> list:
     return eventually(check)  # type: ignore[return-value]
 
 
-def test_new_labels_train_then_update_incrementally_then_weekly(tmp_path) -> None:
-    r = start_server(tmp_path / "s.db", scheduler=True)
+def test_new_labels_train_then_update_incrementally_then_weekly(tmp_path, backend: str) -> None:
+    r = start_server(database_for(backend, tmp_path, "s.db"), scheduler=True)
     c = r.client
     try:
         load_demo_rows(c, 1500)
@@ -70,8 +74,8 @@ def test_new_labels_train_then_update_incrementally_then_weekly(tmp_path) -> Non
         stop_server(r)
 
 
-def test_scheduling_can_be_turned_off_per_model(tmp_path) -> None:
-    r = start_server(tmp_path / "s.db", scheduler=True)
+def test_scheduling_can_be_turned_off_per_model(tmp_path, backend: str) -> None:
+    r = start_server(database_for(backend, tmp_path, "s.db"), scheduler=True)
     try:
         from sahayak_rpc.demo import ensure_demo_model
 

@@ -21,9 +21,9 @@ from sahayak_rpc._proto.sahayak.v1 import feedback_pb2 as FB
 from sahayak_rpc._proto.sahayak.v1 import monitor_pb2 as M
 from sahayak_rpc.demo_data import generate_outcomes
 from sahayak_rpc.errors import Unavailable
-from sahayak_rpc.store import Database
+from sahayak_rpc.store.sqlite import SqliteDatabase as Database
 from sahayak_rpc.store.batchcodec import decode_columns
-from sahayak_rpc.store.db import Checkpointer
+from sahayak_rpc.store.sqlite import Checkpointer
 from sahayak_rpc.store.segments import HEADER, REF_SIZE, LogSegments, LostPayload, folder_for, is_ref
 
 from .conftest import Running, eventually, load_demo_rows, server_command, start_server, stop_server

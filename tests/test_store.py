@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sahayak_rpc.store.db import BACKSTOP_PAGES, Database
+from sahayak_rpc.store.sqlite import BACKSTOP_PAGES
+from sahayak_rpc.store.sqlite import SqliteDatabase as Database
 
 from .conftest import eventually
 

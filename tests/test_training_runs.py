@@ -6,10 +6,12 @@ import grpc
 import pytest
 
 from sahayak_rpc.client import SahayakError
-from sahayak_rpc.store import Database
+from sahayak_rpc.store import open_database
 from sahayak_rpc._proto.sahayak.v1 import registry_pb2, training_pb2
 
-from .conftest import Running, load_demo_rows, start_server, stop_server
+from .conftest import Running, database_for, load_demo_rows, start_server, stop_server
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 MODEL = "scheme-sahayak"
 
@@ -95,17 +97,23 @@ def test_a_worse_family_loses_to_the_champion_on_the_same_rows(running: Running)
     assert not check.passed and check.value > 0.005
 
 
-def test_cancel_a_queued_run(running: Running) -> None:
-    load_demo_rows(running.client, 1500)
-    running.server.runner._executor.submit(lambda: __import__("time").sleep(1.0))  # keep the trainer busy
-    run = running.client.start_training(MODEL)
-    cancelled = running.client.training.CancelTrainingRun(training_pb2.CancelTrainingRunRequest(run_id=run.run_id)).run
-    assert cancelled.state == training_pb2.TRAINING_RUN_STATE_CANCELLED
-    assert running.client.wait_run(run.run_id).state == training_pb2.TRAINING_RUN_STATE_CANCELLED
-    with pytest.raises(grpc.RpcError) as info:
-        running.client.training.CancelTrainingRun(training_pb2.CancelTrainingRunRequest(run_id=run.run_id))
-    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert running.client.get_model(MODEL).champion_version == 0
+def test_cancel_a_queued_run(tmp_path, backend: str) -> None:
+    r = start_server(database_for(backend, tmp_path, "q.db"), training_worker=False)  # no trainer here: runs stay queued
+    try:
+        load_demo_rows(r.client, 1500)
+        run = r.client.start_training(MODEL)
+        assert r.client.get_run(run.run_id).state == training_pb2.TRAINING_RUN_STATE_QUEUED
+        assert r.client.server_status().queues.training == 1
+        cancelled = r.client.training.CancelTrainingRun(training_pb2.CancelTrainingRunRequest(run_id=run.run_id)).run
+        assert cancelled.state == training_pb2.TRAINING_RUN_STATE_CANCELLED
+        assert r.client.wait_run(run.run_id).state == training_pb2.TRAINING_RUN_STATE_CANCELLED
+        with pytest.raises(grpc.RpcError) as info:
+            r.client.training.CancelTrainingRun(training_pb2.CancelTrainingRunRequest(run_id=run.run_id))
+        assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert r.client.get_model(MODEL).champion_version == 0
+        assert r.client.server_status().queues.training == 0
+    finally:
+        stop_server(r)
 
 
 def test_unknown_runs_and_bad_requests(running: Running) -> None:
@@ -139,19 +147,22 @@ def test_runs_list_newest_first_with_pages(running: Running) -> None:
     assert list(ok.runs) == []
 
 
-def test_a_run_interrupted_by_a_crash_is_failed_at_restart(tmp_path) -> None:
-    r = start_server(tmp_path / "i.db")
+def test_a_run_interrupted_by_a_crash_is_failed_at_restart(tmp_path, backend: str) -> None:
+    target = database_for(backend, tmp_path, "i.db")
+    r = start_server(target)
     try:
         load_demo_rows(r.client, 200)
         model_id = r.server.catalog.get(MODEL).id
+        worker = r.server.replica.id
     finally:
         stop_server(r)
-    db = Database(tmp_path / "i.db")
-    with db.write() as conn:  # what a kill -9 mid-run leaves behind
+    db = open_database(target)
+    with db.write() as conn:  # what a kill -9 mid-run leaves behind: a run its (gone) worker held
         conn.execute("INSERT INTO training_runs (run_id, model_id, kind, trigger, state, created_us, started_us,"
-                     " request_json) VALUES ('run-x', ?, 'full', 'manual', 'running', 1, 2, '{}')", (model_id,))
+                     " request_json, worker) VALUES ('run-x', ?, 'full', 'manual', 'running', 1, 2, '{}', ?)",
+                     (model_id, worker))
     db.close()
-    r = start_server(tmp_path / "i.db")
+    r = start_server(target)
     try:
         run = r.client.get_run("run-x")
         assert run.state == training_pb2.TRAINING_RUN_STATE_FAILED and "interrupted" in run.end_reason

@@ -19,7 +19,9 @@ from ..app.training_runs import TrainingRunner
 from ..errors import InvalidArgument, ResourceExhausted, ServiceError
 from ..ingest import IngestReport
 from ..runtime.predlog import PredictionLog
+from ..runtime.replica import Replica
 from ..runtime.scheduler import Scheduler
+from ..store.events import ReplicaRow
 from ..schema import FieldError
 from .._proto.sahayak.v1 import common_pb2, monitor_pb2, monitor_pb2_grpc
 from . import convert
@@ -27,11 +29,19 @@ from . import convert
 MAX_LOG_ROWS = 10_000
 
 
+def _replica_to_proto(r: ReplicaRow, leader: bool) -> monitor_pb2.ReplicaStatus:
+    return monitor_pb2.ReplicaStatus(
+        id=r.id, name=r.name, host=r.host, pid=r.pid, server_version=r.version, leader=leader,
+        training_worker=r.trains, start_time=convert.us_to_ts(r.started_us),
+        heartbeat_time=convert.us_to_ts(r.heartbeat_us))
+
+
 class _StatusServicer(monitor_pb2_grpc.MonitorServiceServicer):
     def __init__(self, ctx: AppContext, catalog: Catalog, ingest: Ingest, registry: Registry, runner: TrainingRunner,
                  scheduler: Scheduler, predlog: PredictionLog, implemented: Callable[[], list[str]], version: str,
-                 monitor: Monitor) -> None:
+                 monitor: Monitor, replica: Replica) -> None:
         self._monitor = monitor
+        self._replica = replica
         self._ctx = ctx
         self._catalog = catalog
         self._ingest = ingest
@@ -50,7 +60,12 @@ class _StatusServicer(monitor_pb2_grpc.MonitorServiceServicer):
             uptime=convert.s_to_duration(max(0.0, now - self._ctx.started_at)),
             queues=monitor_pb2.QueueDepths(prediction_log=self._predlog.depth, training=self._runner.queue_depth),
             implemented_methods=self._implemented(),
+            database=self._ctx.db.dialect,
         )
+        replicas = self._replica.status()
+        if replicas.me is not None:
+            response.replica.CopyFrom(_replica_to_proto(replicas.me, leader=replicas.leading))
+        response.replicas.extend(_replica_to_proto(r, r.leader) for r in replicas.seen)
         for record in self._catalog.all():
             since = self._ingest.labels_since_training(record)
             every = record.settings.training.incremental_every

@@ -67,10 +67,20 @@ class Catalog:
         for record in self._cache.values():
             if record.id == model_id:
                 return record
-        for record in self.all():
-            if record.id == model_id:
-                return record
-        raise NotFound(f"model #{model_id} not found", reason="MODEL_NOT_FOUND")
+        found = self._ctx.models.get_by_id(model_id)
+        if found is None:
+            raise NotFound(f"model #{model_id} not found", reason="MODEL_NOT_FOUND")
+        self._cache[found.name] = found
+        return found
+
+    def changed(self, name: str = "") -> None:
+        """A model was created or updated (here or on another replica): read it afresh next time
+        (all of them without a name)."""
+        if name:
+            self._cache.pop(name, None)
+        else:
+            self._cache.clear()
+        self._all = None
 
     def all(self) -> list[ModelRecord]:
         """Every model, by name (cached until a model is created or updated)."""
@@ -104,6 +114,5 @@ class Catalog:
         if errors:
             raise InvalidArgument.fields(errors)
         self._ctx.models.update(name, description, settings, self._ctx.now_us())
-        self._cache.pop(name, None)
-        self._all = None
+        self.changed(name)
         return self.get(current.name)

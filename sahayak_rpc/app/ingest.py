@@ -7,12 +7,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..errors import AlreadyExists, InvalidArgument
+from ..errors import AlreadyExists, InvalidArgument, ServiceError
 from ..ingest import IngestReport, OutcomeRecord
 from ..schema import FieldError
-from ..store import ModelRecord
-from ..store.outcomes import InsertResult
+from ..store import ModelRecord, events
+from ..store.outcomes import InsertResult, Totals
 from .context import AppContext
+
+# An open import stream holds automatic training off for this long past each batch (so a stream
+# whose replica died stops holding it).
+IMPORT_LEASE_US = 60_000_000
 
 
 @dataclass(slots=True)
@@ -29,53 +33,41 @@ class Ingest:
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
         self._lock = threading.Lock()
-        # Labels per model since its last training run: derived from the
-        # store at start, so nothing here matters only in memory.
-        self._since_training: dict[int, int] = {}
+        # Called when enough new labels for an incremental update are stored (this replica's scheduler).
         self.on_threshold: Callable[[], None] | None = None
-        self._importing: dict[int, int] = {}
+        self._importing: dict[int, int] = {}  # open import streams per model, on this replica
         # Commits import batches while the RPC thread parses the next one.
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-writer")
 
     def labels_since_training(self, model: ModelRecord) -> int:
-        with self._lock:
-            if model.id not in self._since_training:
-                self._since_training[model.id] = self._ctx.outcomes.count(model.id, after_seq=self._watermark(model.id))
-            return self._since_training[model.id]
+        """Labels stored since the latest training run started reading them (any replica's)."""
+        return self._ctx.outcomes.totals(model.id).since_training
 
-    def _watermark(self, model_id: int) -> int:
-        return self._ctx.runs.latest_through_seq(model_id)
-
-    def trained_through(self, model: ModelRecord, seq: int) -> None:
-        """A run has read every outcome up to ``seq``: count labels from there."""
-        since = self._ctx.outcomes.count(model.id, after_seq=seq)
-        with self._lock:
-            self._since_training[model.id] = since
-
-    def _added(self, model: ModelRecord, n: int) -> int:
-        self.labels_since_training(model)  # counted from the store if this is the first time
-        with self._lock:  # read and write together: concurrent ingests must not lose counts
-            total = self._since_training[model.id] = self._since_training[model.id] + n
+    def _stored(self, model: ModelRecord, totals: Totals, added: int) -> int:
+        """After a commit that stored ``added`` outcomes: wake the scheduler when the model has enough
+        new labels for an incremental update. Returns the labels since training."""
+        since = totals.since_training
         every = model.settings.training.incremental_every
-        if n and every and total >= every and self.on_threshold is not None:
-            self.on_threshold()  # enough new labels: the scheduler should look now
-        return total
+        if added and every and since >= every:
+            if self.on_threshold is not None:
+                self.on_threshold()
+            if since - added < every:  # this commit crossed the line: tell the leader, wherever it runs
+                self._ctx.events.append(events.LABELS, self._ctx.now_us(), model.id)
+        return since
 
     def record_one(self, model: ModelRecord, cand: Candidate) -> tuple[bool, int]:
         """Store one outcome; returns (duplicate, labels since training)."""
         errors = cand.errors + model.schema.validate_row(cand.record.features, prefix="outcome.features")
         if errors:
             raise InvalidArgument.fields(errors)
-        self.labels_since_training(model)  # count what was there before this insert
-        [result] = self._ctx.outcomes.insert(model.id, [cand.record], self._ctx.now_us())
+        stored = self._ctx.outcomes.insert(model.id, [cand.record], self._ctx.now_us())
+        [result] = stored.results
         if result is InsertResult.CONFLICT:
             raise AlreadyExists(
                 f"outcome {cand.record.outcome_id!r} already exists with different content",
                 reason="OUTCOME_ID_CONFLICT",
             )
-        if result is InsertResult.DUPLICATE:
-            return True, self.labels_since_training(model)
-        return False, self._added(model, 1)
+        return result is InsertResult.DUPLICATE, self._stored(model, stored.totals, int(result is InsertResult.INSERTED))
 
     def prepare(self, model: ModelRecord, cands: Sequence[Candidate], first_index: int, report: IngestReport) -> PreparedBatch:
         """Check a batch's rows; the bad ones go into ``report``, the good ones come back."""
@@ -92,21 +84,23 @@ class Ingest:
         report.received += len(cands)
         return batch
 
-    def store(self, model: ModelRecord, batch: PreparedBatch) -> IngestReport:
-        """Commit a prepared batch in one transaction; returns what happened to its rows."""
+    def store(self, model: ModelRecord, batch: PreparedBatch, importing: bool = False) -> IngestReport:
+        """Commit a prepared batch in one transaction; returns what happened to its rows. ``importing``:
+        more batches of the stream follow (automatic training waits for the end of the import)."""
         report = IngestReport()
         if not batch.records:
             return report
-        self.labels_since_training(model)
-        results = self._ctx.outcomes.insert(model.id, batch.records, self._ctx.now_us())
-        for index, rec, result in zip(batch.indices, batch.records, results, strict=True):
+        now = self._ctx.now_us()
+        stored = self._ctx.outcomes.insert(model.id, batch.records, now,
+                                           importing_until_us=now + IMPORT_LEASE_US if importing else None)
+        for index, rec, result in zip(batch.indices, batch.records, stored.results, strict=True):
             if result is InsertResult.INSERTED:
                 report.accepted += 1
             elif result is InsertResult.DUPLICATE:
                 report.duplicates += 1
             else:
                 report.reject(index, rec.outcome_id, "outcome_id", "already exists with different content")
-        self._added(model, report.accepted)
+        self._stored(model, stored.totals, report.accepted)
         return report
 
     def session(self, model: ModelRecord) -> ImportSession:
@@ -115,13 +109,21 @@ class Ingest:
         return ImportSession(self, model, self._writer)
 
     def importing(self, model: ModelRecord) -> bool:
-        """An import stream for the model is still open: automatic training waits for it."""
+        """An import stream for the model is still open (on this replica, or one on another replica sent a
+        batch within the lease): automatic training waits for it."""
         with self._lock:
-            return self._importing.get(model.id, 0) > 0
+            if self._importing.get(model.id, 0) > 0:
+                return True
+        return self._ctx.outcomes.totals(model.id).importing_until_us > self._ctx.now_us()
 
     def _session_ended(self, model: ModelRecord) -> None:
         with self._lock:
-            self._importing[model.id] = self._importing.get(model.id, 1) - 1
+            left = self._importing[model.id] = self._importing.get(model.id, 1) - 1
+        if left <= 0:
+            try:
+                self._ctx.outcomes.import_ended(model.id)
+            except ServiceError:  # the lease runs out by itself
+                pass
         if self.on_threshold is not None:
             self.on_threshold()
 
@@ -154,7 +156,7 @@ class ImportSession:
         batch = self._ingest.prepare(self.model, cands, self.rows, self.report)
         self.rows += len(cands)
         self._settle()
-        self._pending = self._writer.submit(self._ingest.store, self.model, batch)
+        self._pending = self._writer.submit(self._ingest.store, self.model, batch, True)
 
     def _settle(self) -> None:
         if self._pending is not None:

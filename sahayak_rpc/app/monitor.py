@@ -17,7 +17,7 @@ from .. import performance as perf
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..metrics import Metrics
 from ..schema import FieldError
-from ..store import ModelRecord
+from ..store import ModelRecord, ReplicaRepository, ScheduleRepository
 from ..store.monitoring import AlertRow, MonitoringRepository, PredictionWindow
 from ..versions import RunRecord
 from .catalog import Catalog
@@ -41,6 +41,10 @@ MIN_DRIFT_ROWS = 100
 # ...and on at most the newest 50,000 of them: ample for the statistics, bounded in cost.
 MAX_DRIFT_ROWS = 50_000
 DAY_US = 86_400_000_000
+# The change feed's rows are for replicas catching up (a replica away longer reloads everything at
+# start); stopped replicas' rows are kept this long for the status.
+EVENTS_RETENTION_US = DAY_US
+HEALTH_CHECK = "health_check"
 
 
 @dataclass
@@ -73,9 +77,9 @@ class Monitor:
         self._registry = registry
         self._runner = runner
         self.repo = MonitoringRepository(ctx.db)
+        self.schedule = ScheduleRepository(ctx.db)
+        self._replicas = ReplicaRepository(ctx.db)
         self._events = threading.Condition()
-        self._last_retrain: dict[int, float] = {}
-        self._last_check = 0.0
         self.metrics: Any = None  # runtime.metrics.Metrics when /metrics is on
         runner.add_listener(self._on_run)
 
@@ -148,17 +152,19 @@ class Monitor:
         with self._events:
             self._events.notify_all()
 
+    def alerts_changed(self) -> None:
+        """An alert event was stored (on another replica, say): wake the watchers."""
+        self._notify()
+
     def raise_alert(self, model: ModelRecord, rule: str, message: str, value: float = 0.0, threshold: float = 0.0,
                     details: dict[str, str] | None = None, severity: str = "") -> AlertRow | None:
         """Raise unless an alert of this rule is still open or was raised within the cooldown."""
         now = self._ctx.now_us()
-        latest = self.repo.latest_alert(model.id, rule)
         cooldown = int(model.settings.monitoring.alert_cooldown_s * 1_000_000)
-        if latest is not None and (latest.state != "resolved" or now - latest.raised_us < cooldown):
-            return None
         alert = AlertRow(f"alert-{secrets.token_hex(8)}", model.id, rule, severity or RULE_SEVERITY[rule], "open",
                          message, float(value), float(threshold), details or {}, now, 0, 0, "")
-        self.repo.raise_alert(alert)
+        if self.repo.raise_alert(alert, cooldown) is None:
+            return None
         log.warning("alert.raised", model=model.name, rule=rule, severity=alert.severity, message=message)
         self._notify()
         return alert
@@ -292,17 +298,17 @@ class Monitor:
         return result
 
     def _self_heal(self, model: ModelRecord, trigger: str) -> str:
-        """Start a retrain, at most once per alert cooldown per model."""
-        now = self._ctx.clock.now()
-        last = self._last_retrain.get(model.id)
-        if last is not None and now - last < model.settings.monitoring.alert_cooldown_s:
+        """Start a retrain, at most once per alert cooldown per model (judged by the runs table, so a new
+        leader keeps the cooldown its predecessor started)."""
+        now = self._ctx.now_us()
+        last = self._runner.runs.last_started_by(model.id, ("drift", "performance"))
+        if last and now - last < int(model.settings.monitoring.alert_cooldown_s * 1_000_000):
             return ""
         try:
             run = self._runner.start(model, kind="full", trigger=trigger, description=f"health check: {trigger}")
         except Exception as exc:  # busy or not enough data: the next check tries again
             log.info("monitor.retrain_skipped", model=model.name, reason=str(exc))
             return ""
-        self._last_retrain[model.id] = now
         return run.run_id
 
     def check_all(self, name: str = "") -> list[HealthResult]:
@@ -321,14 +327,18 @@ class Monitor:
             # After the rows: a segment goes once every record in it is past retention.
             "log_segments": self._ctx.predictions.purge_segments(before_pred),
             "performance_records": self.repo.purge("performance_records", "created_us", before_perf),
+            "events": self._ctx.events.purge(now - EVENTS_RETENTION_US),
+            "run_events": self._runner.runs.purge_events(before_perf),
+            "replicas": self._replicas.purge(now - EVENTS_RETENTION_US),
         }
 
     def periodic(self) -> None:
-        """The scheduler's tick: a health check and retention every health_check_interval."""
-        now = self._ctx.clock.now()
-        if now - self._last_check < self._ctx.config.health_check_interval_s:
+        """The leader's tick: a health check and retention every health_check_interval. When they last ran
+        is a row (store/events.py ScheduleRepository), so a new leader neither repeats nor skips them."""
+        interval = int(self._ctx.config.health_check_interval_s * 1_000_000)
+        if not self.schedule.claim(HEALTH_CHECK, self._ctx.now_us(), interval):
             return
-        self._last_check = now
+        log.info("monitor.health_check", replica=self._ctx.replica_id)
         try:
             self.check_all()
         finally:

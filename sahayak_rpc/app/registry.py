@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import artifact as art
 from .. import metrics as mt
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from ..schema import FieldError
 from ..scoring import ScoringModel
 from ..store import ModelRecord, SecretRepository, VersionRepository
@@ -26,6 +26,8 @@ from .context import AppContext
 
 _ALIAS = re.compile(ALIAS_RE)
 _LOADED_MAX = 32
+# Another replica may take the version number this one reads as next; it then reads again.
+_REGISTER_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -63,16 +65,34 @@ class Registry:
         self._loaded: OrderedDict[tuple[int, int], ScoringModel] = OrderedDict()
         self._lock = threading.Lock()
         self._register_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._changed = threading.Condition()
         self._generation: dict[int, int] = {}
 
     # --- serving ----------------------------------------------------------
 
-    def load_champions(self, models: list[ModelRecord]) -> None:
+    def refresh_all(self, models: list[ModelRecord]) -> None:
+        """Serve every model's champion as the database has it now (at start, and after a reconnect)."""
         for m in models:
-            version = self.versions.aliases_of(m.id).get(CHAMPION)
-            if version:
-                self._champions[m.id] = Served(version, self._load(m, version))
+            self.refresh(m)
+
+    def refresh(self, model: ModelRecord) -> Served | None:
+        """Serve the champion the database names now: after this replica moved it, and when the change
+        feed says another did. Reads and swaps under one lock, so concurrent refreshes end with the
+        latest committed champion, never an older one. The artifact loads before the swap: a version
+        that fails to load leaves the current one serving (and raises)."""
+        with self._refresh_lock:
+            version = self.versions.aliases_of(model.id).get(CHAMPION, 0)
+            current = self._champions.get(model.id)
+            if (current.version if current else 0) == version:
+                return current
+            self._swap(model, Served(version, self._load(model, version)) if version else None)
+            return self._champions.get(model.id)
+
+    def evict(self, model: ModelRecord, version: int) -> None:
+        """Drop a version from the loaded cache (it was archived)."""
+        with self._lock:
+            self._loaded.pop((model.id, version), None)
 
     def _load(self, model: ModelRecord, version: int) -> ScoringModel:
         key = (model.id, version)
@@ -131,43 +151,50 @@ class Registry:
                  profile: dict[str, Any] | None = None) -> VersionRecord:
         """Store a new version (and, if ``promote``, make it champion) in one transaction."""
         now = self._ctx.now_us()
-        # Serialise outside the database's write lock (it can take a while for
-        # big trees); this lock keeps version numbers unique meanwhile.
+        # The artifact (which names its version) is made outside the write transaction: it can take a
+        # while for big trees. The number is unique by constraint: when another replica took it first,
+        # nothing was written, and the next number is tried (as MLflow does).
         with self._register_lock:
-            version = self.versions.next_version(self._ctx.db.reader(), model.id)
-            data = art.dump(scoring, model_name=model.name, version=version, created_at_us=now,
-                            metadata=_json_safe({"metrics": metrics, "lineage": lineage, "source": source}),
-                            key=self.key, key_id=self.key_id)
-            sha = hashlib.sha256(data).hexdigest()
-            return self._insert(model, scoring, version, data, sha, now, status=status, source=source, run_id=run_id,
-                                parent_version=parent_version, metrics=metrics, gate=gate, weights=weights,
-                                lineage=lineage, description=description, promote=promote, reason=reason,
-                                on_commit=on_commit, profile=profile or {})
+            for _ in range(_REGISTER_ATTEMPTS):
+                version = self.versions.next_version(model.id)
+                data = art.dump(scoring, model_name=model.name, version=version, created_at_us=now,
+                                metadata=_json_safe({"metrics": metrics, "lineage": lineage, "source": source}),
+                                key=self.key, key_id=self.key_id)
+                sha = hashlib.sha256(data).hexdigest()
+                record = self._insert(model, scoring, version, data, sha, now, status=status, source=source,
+                                      run_id=run_id, parent_version=parent_version, metrics=metrics, gate=gate,
+                                      weights=weights, lineage=lineage, description=description, promote=promote,
+                                      reason=reason, on_commit=on_commit, profile=profile or {})
+                if record is not None:
+                    return record
+        raise Unavailable(f"could not number a new version of {model.name!r}: other registrations kept taking"
+                          " the next number; retry", reason="VERSION_CONFLICT")
 
     def _insert(self, model: ModelRecord, scoring: ScoringModel, version: int, data: bytes, sha: str, now: int, *,
                 status: str, source: str, run_id: str, parent_version: int, metrics: dict[str, Any],
                 gate: dict[str, Any], weights: list[tuple[str, float]], lineage: dict[str, Any], description: str,
-                promote: bool, reason: str, on_commit: Any, profile: dict[str, Any]) -> VersionRecord:
-        with self._ctx.db.serial:  # the swap follows its commit in commit order
-            with self._ctx.db.write() as conn:
-                record = VersionRecord(
-                    model_id=model.id, version=version, family=scoring.family, status=status, source=source,
-                    training_run_id=run_id, parent_version=parent_version, metrics=metrics, gate=gate,
-                    weights=weights, lineage={**lineage, "artifact_sha256": sha}, calibration=scoring.calibrator.method,
-                    threshold=scoring.threshold, artifact_sha256=sha, artifact_size=len(data), description=description,
-                    created_us=now,
-                )
-                self.versions.insert(conn, record, data, _json_safe(profile))
-                if promote:
-                    self.versions.move_alias(conn, model.id, CHAMPION, version, reason, now)
-                if on_commit is not None:
-                    on_commit(conn, version)
-            with self._lock:
-                self._loaded[(model.id, version)] = scoring
-                while len(self._loaded) > _LOADED_MAX:  # every run registers a version: keep the cache bounded
-                    self._loaded.popitem(last=False)
+                promote: bool, reason: str, on_commit: Any, profile: dict[str, Any]) -> VersionRecord | None:
+        """Store the version (None: its number was taken meanwhile, nothing written)."""
+        with self._ctx.db.write() as conn:
+            record = VersionRecord(
+                model_id=model.id, version=version, family=scoring.family, status=status, source=source,
+                training_run_id=run_id, parent_version=parent_version, metrics=metrics, gate=gate,
+                weights=weights, lineage={**lineage, "artifact_sha256": sha}, calibration=scoring.calibrator.method,
+                threshold=scoring.threshold, artifact_sha256=sha, artifact_size=len(data), description=description,
+                created_us=now,
+            )
+            if not self.versions.insert(conn, record, data, _json_safe(profile)):
+                return None
             if promote:
-                self._swap(model, Served(version, scoring))
+                self.versions.move_alias(conn, model.id, CHAMPION, version, reason, now)
+            if on_commit is not None:
+                on_commit(conn, version)
+        with self._lock:
+            self._loaded[(model.id, version)] = scoring
+            while len(self._loaded) > _LOADED_MAX:  # every run registers a version: keep the cache bounded
+                self._loaded.popitem(last=False)
+        if promote:
+            self.refresh(model)
         return self.versions.get(model.id, version) or record
 
     def _swap(self, model: ModelRecord, served: Served | None) -> None:
@@ -193,21 +220,21 @@ class Registry:
             raise InvalidArgument.fields([FieldError("alias", f"{alias!r} must match {ALIAS_RE}")])
         if version <= 0:
             raise InvalidArgument.fields([FieldError("version", "required: a version number")])
-        with self._ctx.db.serial:  # the swap follows its commit in commit order
-            with self._ctx.db.write() as conn:
-                status = self.versions.status_of(conn, model.id, version)
-                if status is None:
-                    raise NotFound(f"model {model.name!r} has no version {version}", reason="VERSION_NOT_FOUND")
-                if status == ARCHIVED:
-                    raise FailedPrecondition(f"version {version} is archived", reason="VERSION_ARCHIVED")
-                if alias == CHAMPION and status == REJECTED and not force:
-                    raise FailedPrecondition(
-                        f"version {version} failed its quality gate; set force to make it champion anyway",
-                        reason="VERSION_REJECTED")
-                scoring = self._load(model, version) if alias == CHAMPION else None
-                event = self.versions.move_alias(conn, model.id, alias, version, reason or "set by request", self._ctx.now_us())
-            if scoring is not None:
-                self._swap(model, Served(version, scoring))
+        with self._ctx.db.write() as conn:
+            status = self.versions.status_of(conn, model.id, version)
+            if status is None:
+                raise NotFound(f"model {model.name!r} has no version {version}", reason="VERSION_NOT_FOUND")
+            if status == ARCHIVED:
+                raise FailedPrecondition(f"version {version} is archived", reason="VERSION_ARCHIVED")
+            if alias == CHAMPION and status == REJECTED and not force:
+                raise FailedPrecondition(
+                    f"version {version} failed its quality gate; set force to make it champion anyway",
+                    reason="VERSION_REJECTED")
+            if alias == CHAMPION:
+                self._load(model, version)  # only a version that loads may serve
+            event = self.versions.move_alias(conn, model.id, alias, version, reason or "set by request", self._ctx.now_us())
+        if alias == CHAMPION:
+            self.refresh(model)
         return event
 
     def delete_alias(self, model: ModelRecord, alias: str, reason: str) -> AliasEvent:
@@ -215,7 +242,7 @@ class Registry:
             raise FailedPrecondition("the champion alias serves predictions; point it elsewhere or roll back instead",
                                      reason="CHAMPION_REQUIRED")
         with self._ctx.db.write() as conn:
-            if alias not in self.versions.aliases_of(model.id):
+            if alias not in self.versions.aliases_of(model.id, conn):
                 raise NotFound(f"model {model.name!r} has no alias {alias!r}", reason="ALIAS_NOT_FOUND")
             return self.versions.move_alias(conn, model.id, alias, 0, reason or "deleted by request", self._ctx.now_us())
 
@@ -228,21 +255,20 @@ class Registry:
 
     def rollback(self, model: ModelRecord, reason: str) -> AliasEvent:
         """The champion goes back to the version that held it before the current one."""
-        with self._ctx.db.serial:  # the swap follows its commit in commit order
-            with self._ctx.db.write() as conn:
-                last = self.versions.last_event(conn, model.id, CHAMPION)
-                if last is None or not last.version:
-                    raise FailedPrecondition(f"model {model.name!r} has no champion to roll back", reason="NO_CHAMPION")
-                target = last.previous_version
-                if not target:
-                    raise FailedPrecondition("the champion has no predecessor to roll back to", reason="NO_PREVIOUS_CHAMPION")
-                if self.versions.status_of(conn, model.id, target) == ARCHIVED:
-                    raise FailedPrecondition(f"the previous champion, version {target}, is archived",
-                                             reason="VERSION_ARCHIVED")
-                scoring = self._load(model, target)
-                event = self.versions.move_alias(conn, model.id, CHAMPION, target,
-                                                 reason or f"rollback from version {last.version}", self._ctx.now_us())
-            self._swap(model, Served(target, scoring))
+        with self._ctx.db.write() as conn:
+            last = self.versions.last_event(conn, model.id, CHAMPION)
+            if last is None or not last.version:
+                raise FailedPrecondition(f"model {model.name!r} has no champion to roll back", reason="NO_CHAMPION")
+            target = last.previous_version
+            if not target:
+                raise FailedPrecondition("the champion has no predecessor to roll back to", reason="NO_PREVIOUS_CHAMPION")
+            if self.versions.status_of(conn, model.id, target) == ARCHIVED:
+                raise FailedPrecondition(f"the previous champion, version {target}, is archived",
+                                         reason="VERSION_ARCHIVED")
+            self._load(model, target)  # only a version that loads may serve
+            event = self.versions.move_alias(conn, model.id, CHAMPION, target,
+                                             reason or f"rollback from version {last.version}", self._ctx.now_us())
+        self.refresh(model)
         return event
 
     def archive(self, model: ModelRecord, version: int) -> VersionRecord:
@@ -250,9 +276,8 @@ class Registry:
         if CHAMPION in record.aliases:
             raise FailedPrecondition(f"version {version} is the champion; it cannot be archived",
                                      reason="VERSION_IS_CHAMPION")
-        self.versions.set_status(model.id, version, ARCHIVED)
-        with self._lock:
-            self._loaded.pop((model.id, version), None)
+        self.versions.set_status(model.id, version, ARCHIVED, self._ctx.now_us())
+        self.evict(model, version)
         return self.get(model, version)
 
     # --- export / import --------------------------------------------------

@@ -1,14 +1,21 @@
-"""Training runs: start, run in the background, gate, register, promote, watch."""
+"""Training runs: queue, run on a worker, gate, register, promote, watch.
+
+Runs are a queue in the database (store/runs.py). ``start`` queues a run on any
+replica; a replica that trains (``[training] worker``) claims the oldest queued
+run, runs it on its trainer thread and heartbeats it (runtime/replica.py), so a
+run whose worker dies is failed by the leader rather than left running. Progress
+events are rows too, so ``watch`` works on any replica, and a cancel from any
+replica reaches the run's worker.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,14 +27,14 @@ from .. import metrics as mt
 from .. import profile as profiling
 from .. import split as splitting
 from .. import training as tr
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 from ..metrics import Metrics
 from ..schema import FieldError
 from ..settings import FAMILIES, SPLITS
 from ..store import ModelRecord
 from ..store.outcomes import LoadedOutcomes
 from ..versions import (ACTIVE_STATES, CANCELLED, FAILED, FULL_TRAINING, INCREMENTAL, QUEUED, READY, REJECTED,
-                        RUNNING, SUCCEEDED, RunRecord)
+                        SUCCEEDED, RunRecord)
 from .catalog import Catalog
 from .context import AppContext
 from .ingest import Ingest
@@ -39,6 +46,14 @@ TRIGGERS = ("manual", "schedule", "new_labels", "drift", "performance")
 # Incremental updates replay this many older outcomes per new one (bounded).
 REPLAY_RATIO = 4
 REPLAY_MIN, REPLAY_MAX = 2000, 10000
+# A trainer with nothing to do looks at the queue this often (a queued run also wakes it at once,
+# on this replica directly and on others through the change feed).
+CLAIM_POLL_S = 2.0
+# A watcher re-reads the run's events this often when nothing woke it sooner.
+WATCH_POLL_S = 0.25
+# A run that ended without its final event (its worker died after the last write) is reported
+# ended once this long has passed without that event.
+FINAL_EVENT_GRACE_S = 2.0
 
 
 @dataclass
@@ -52,18 +67,33 @@ class RunEvent:
     time_us: int = 0
     final: RunRecord | None = None
 
+    def to_json(self) -> str:
+        # json (not orjson): NaN losses and undefined metrics come back as NaN.
+        return json.dumps({"phase": self.phase, "family": self.family, "iteration": self.iteration,
+                           "loss": self.loss, "metrics": self.metrics.to_dict() if self.metrics else None,
+                           "message": self.message, "time_us": self.time_us})
 
-@dataclass
-class _Live:
-    events: list[RunEvent] = field(default_factory=list)
-    cond: threading.Condition = field(default_factory=threading.Condition)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    done: bool = False
+    @classmethod
+    def from_json(cls, text: str) -> RunEvent:
+        d = json.loads(text)
+        metrics = Metrics.from_dict(d["metrics"]) if d.get("metrics") else None
+        return cls(d["phase"], d["family"], d["iteration"], d["loss"], metrics, d["message"], d["time_us"])
+
+
+class RunTaken(Exception):
+    """The run is no longer this worker's (the leader failed it: its heartbeat had stopped)."""
 
 
 def to_training_data(loaded: LoadedOutcomes) -> tr.TrainingData:
     return tr.TrainingData(loaded.rows, np.asarray(loaded.labels, dtype=np.int64), loaded.ids,  # type: ignore[arg-type]
                            np.asarray(loaded.times, dtype=np.int64))
+
+
+@dataclass
+class _Local:
+    """A run this process is running."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class TrainingRunner:
@@ -74,37 +104,60 @@ class TrainingRunner:
         self._registry = registry
         self._ingest = ingest
         self.runs = ctx.runs
-        # One trainer thread: runs queue behind each other and never starve the RPC threads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainer")
-        self._live: OrderedDict[str, _Live] = OrderedDict()
+        self._local: dict[str, _Local] = {}
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watchers = threading.Condition()
         self._listeners = listeners or []
         self._perf: dict[str, float] = {}
-        interrupted = self.runs.fail_interrupted(ctx.now_us())
-        if interrupted:
-            log.warning("training.interrupted_runs_failed", count=interrupted)
 
     def add_listener(self, listener: Callable[[RunRecord], None]) -> None:
         """Called with every run as it ends."""
         self._listeners.append(listener)
 
+    def start_worker(self) -> None:
+        """Claim and run queued runs on a thread of this process (one run at a time, so training never
+        starves the RPC threads)."""
+        self._thread = threading.Thread(target=self._work, name="trainer", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Something may have changed: a run queued or ended (here or on another replica)."""
+        self._wake.set()
+        self.progressed()
+
+    def progressed(self) -> None:
+        """A run's progress may have been stored: watchers read again."""
+        with self._watchers:
+            self._watchers.notify_all()
+
     def close(self) -> None:
-        """Cancel what runs, let the trainer thread finish, and fail what never started."""
+        """Stop the trainer: the run it is running is cancelled and failed ("interrupted"); queued runs
+        stay queued for another worker, or for this one's next start."""
+        self._stop.set()
         with self._lock:
-            for live in self._live.values():
-                live.cancel.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self.runs.fail_interrupted(self._ctx.now_us())
+            for local in self._local.values():
+                local.cancel.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.progressed()
 
     @property
     def queue_depth(self) -> int:
+        """Runs waiting for a worker (on any replica), plus those this process is running."""
         with self._lock:
-            return sum(1 for live in self._live.values() if not live.done)
+            here = len(self._local)
+        return self.runs.queued() + here
 
     # --- starting ---------------------------------------------------------
 
     def start(self, model: ModelRecord, kind: str = "full", trigger: str = "manual", families: tuple[str, ...] = (),
               split: str = "", description: str = "") -> RunRecord:
+        """Queue a run. Raises InvalidArgument (a bad kind, family, split or description) or
+        FailedPrecondition (too few outcomes: NOT_ENOUGH_DATA; a run already queued or running: RUN_ACTIVE)."""
         if kind not in KINDS:
             raise InvalidArgument.fields([FieldError("kind", f"must be one of {', '.join(KINDS)}")])
         if any(f not in FAMILIES for f in families):
@@ -119,26 +172,18 @@ class TrainingRunner:
             raise FailedPrecondition(
                 f"model {model.name!r} has {total} outcomes; training needs at least {t.min_samples}"
                 " (settings.training.min_samples)", reason="NOT_ENOUGH_DATA")
-        with self._lock:
+        now = self._ctx.now_us()
+        run = RunRecord(
+            run_id=f"run-{secrets.token_hex(8)}", model_id=model.id, kind=kind, trigger=trigger, state=QUEUED,
+            created_us=now, description=description,
+            request={"families": list(families or t.families), "split": split or t.split},
+        )
+        queued = RunEvent("queued", message=f"{kind} training queued ({trigger})", time_us=now)
+        if not self.runs.insert(run, queued.to_json()):
             active = self.runs.active(model.id)
-            if active is not None:
-                raise FailedPrecondition(f"run {active.run_id} is already {active.state} for model {model.name!r}",
-                                         reason="RUN_ACTIVE")
-            run = RunRecord(
-                run_id=f"run-{secrets.token_hex(8)}", model_id=model.id, kind=kind, trigger=trigger, state=QUEUED,
-                created_us=self._ctx.now_us(), description=description,
-                request={"families": list(families or t.families), "split": split or t.split},
-            )
-            self.runs.insert(run)
-            live = _Live()
-            self._live[run.run_id] = live
-            while len(self._live) > 200:
-                oldest = next(iter(self._live))
-                if not self._live[oldest].done:
-                    break
-                self._live.pop(oldest)
-        self._emit(run.run_id, RunEvent("queued", message=f"{kind} training queued ({trigger})"))
-        self._executor.submit(self._execute, run.run_id)
+            what = f"run {active.run_id} is already {active.state}" if active else "a run is already active"
+            raise FailedPrecondition(f"{what} for model {model.name!r}", reason="RUN_ACTIVE")
+        self.wake()
         return run
 
     # --- reading ----------------------------------------------------------
@@ -152,51 +197,83 @@ class TrainingRunner:
         return run
 
     def cancel(self, run_id: str) -> RunRecord:
+        """Cancel from any replica: a queued run ends now, a running one stops at its next check."""
         run = self.get(run_id)
         if run.state not in ACTIVE_STATES:
             raise FailedPrecondition(f"run {run_id} already ended ({run.state})", reason="RUN_ENDED")
-        with self._lock:
-            live = self._live.get(run_id)
-        if live is not None:
-            live.cancel.set()
-        if run.state == QUEUED:
-            # Not started: it ends now; the worker skips it when its turn comes.
-            self._end(run, CANCELLED, "cancelled before it started")
+        changed = self.runs.request_cancel(run_id, self._ctx.now_us())
+        if changed is not None and changed.state == CANCELLED:
+            self._finished(changed)  # it never started
+        elif changed is not None:
+            self.cancel_local([run_id])
         return self.get(run_id)
 
-    def watch(self, run_id: str, active: Callable[[], bool]) -> Iterator[RunEvent]:
-        """Every event of the run so far, then new ones, ending with the final one."""
-        run = self.get(run_id)
+    def cancel_local(self, run_ids: list[str]) -> None:
+        """Stop these runs if this process runs them (their cancel was asked for, here or elsewhere)."""
         with self._lock:
-            live = self._live.get(run_id)
-        if live is None:  # ended before this process started, or long ago
-            yield RunEvent("done", message=run.end_reason, final=run, time_us=run.ended_us)
-            return
-        sent = 0
+            for run_id in run_ids:
+                local = self._local.get(run_id)
+                if local is not None:
+                    local.cancel.set()
+
+    def watch(self, run_id: str, active: Callable[[], bool]) -> Iterator[RunEvent]:
+        """Every event of the run so far, then new ones, ending with the final one (from the database,
+        so on any replica)."""
+        self.get(run_id)
+        seen = 0
+        ended_since: float | None = None
         while True:
-            with live.cond:
-                live.cond.wait_for(lambda: len(live.events) > sent or live.done or self._ctx.stopping.is_set(), 0.5)
-                fresh = live.events[sent:]
-                done = live.done
-            for event in fresh:
+            fresh = self.runs.events_after(run_id, seen)
+            for n, text in fresh:
+                seen = n
+                event = RunEvent.from_json(text)
+                if event.phase == "done":
+                    event.final = self.get(run_id)
+                    yield event
+                    return
                 yield event
-                sent += 1
-            if (done and sent >= len(live.events)) or not active() or self._ctx.stopping.is_set():
+            if not active() or self._ctx.stopping.is_set():
                 return
+            if not fresh:
+                run = self.get(run_id)
+                if run.state not in ACTIVE_STATES:
+                    # Its final event is on its way, or was never written (a run from before events were
+                    # stored, or a worker that died between the two writes).
+                    ended_since = ended_since if ended_since is not None else time.monotonic()
+                    if seen == 0 or time.monotonic() - ended_since > FINAL_EVENT_GRACE_S:
+                        yield RunEvent("done", message=run.end_reason, final=run, time_us=run.ended_us)
+                        return
+                with self._watchers:
+                    self._watchers.wait(WATCH_POLL_S)
 
     # --- running ----------------------------------------------------------
 
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                run = self.runs.claim(self._ctx.replica_id, self._ctx.now_us())
+            except ServiceError as exc:  # the database is away: try again later
+                log.warning("training.claim_failed", error=exc.message)
+                run = None
+            except Exception:  # a bug of ours must not stop the trainer
+                log.exception("training.claim_crashed")
+                run = None
+            if run is None:
+                self._wake.wait(CLAIM_POLL_S)
+                continue
+            try:
+                self._execute(run)
+            except Exception:
+                log.exception("training.execute_crashed", run_id=run.run_id)
+
     def _emit(self, run_id: str, event: RunEvent) -> None:
         event.time_us = event.time_us or self._ctx.now_us()
-        with self._lock:
-            live = self._live.get(run_id)
-        if live is None:
-            return
-        with live.cond:
-            live.events.append(event)
-            if event.final is not None:
-                live.done = True
-            live.cond.notify_all()
+        try:
+            self.runs.add_event(run_id, event.to_json(), event.time_us)
+        except ServiceError as exc:  # progress is informative: a lost event must not fail the run
+            log.warning("training.event_lost", run_id=run_id, phase=event.phase, error=exc.message)
+        self.progressed()
 
     def _end(self, run: RunRecord, state: str, reason: str, conn: Any = None) -> None:
         run.state = state
@@ -205,7 +282,8 @@ class TrainingRunner:
         started = self._perf.pop(run.run_id, None)
         if started is not None:
             run.result["duration_s"] = time.perf_counter() - started
-        self.runs.update(run, conn)
+        if not self.runs.update(run, conn, worker=self._ctx.replica_id):
+            raise RunTaken(run.run_id)
         if conn is None:
             self._finished(run)
 
@@ -220,38 +298,54 @@ class TrainingRunner:
                 log.exception("training.listener_failed", run_id=run.run_id)
         self._emit(run.run_id, RunEvent("done", message=run.end_reason, final=run))
 
-    def _execute(self, run_id: str) -> None:
-        run = self.runs.get(run_id)
-        if run is None or run.state != QUEUED:
-            return
-        with self._lock:
-            live = self._live[run_id]
+    def interrupted(self, run: RunRecord) -> None:
+        """A run the cluster failed because its worker stopped (runtime/replica.py): its listeners and
+        final event, as for any end."""
+        self._finished(run)
+
+    def _execute(self, run: RunRecord) -> None:
         model = self._catalog.by_id(run.model_id)
-        run.state = RUNNING
-        run.started_us = self._ctx.now_us()
-        run.through_seq = self._ctx.outcomes.max_seq(model.id)
-        self.runs.update(run)
-        self._ingest.trained_through(model, run.through_seq)
-        self._perf[run_id] = time.perf_counter()
+        local = _Local()
+        with self._lock:
+            self._local[run.run_id] = local
+        self._perf[run.run_id] = time.perf_counter()
+        if self._stop.is_set():
+            local.cancel.set()
 
         def progress(phase: str, family: str = "", iteration: int = 0, loss: float = math.nan,
                      metrics: Metrics | None = None, message: str = "") -> None:
-            self._emit(run_id, RunEvent(phase, family, iteration, loss, metrics, message))
+            self._emit(run.run_id, RunEvent(phase, family, iteration, loss, metrics, message))
 
         try:
             if run.kind == "incremental" and self._registry.champion(model) is not None:
-                self._incremental(model, run, progress, live)
+                self._incremental(model, run, progress, local)
             else:
                 if run.kind == "incremental":
                     run.result["note"] = "no champion yet: ran a full training instead"
-                self._full(model, run, progress, live)
+                self._full(model, run, progress, local)
+        except RunTaken:
+            log.warning("training.run_taken", run_id=run.run_id,
+                        reason="the run was failed while it ran here (its heartbeat had stopped)")
         except tr.Cancelled:
-            self._end(run, CANCELLED, "cancelled while training")
+            self._end_quietly(run, CANCELLED, "cancelled while training")
         except tr.NotEnoughData as exc:
-            self._end(run, FAILED, f"not enough data: {exc}")
+            self._end_quietly(run, FAILED, f"not enough data: {exc}")
         except Exception as exc:
-            log.exception("training.crashed", run_id=run_id)
-            self._end(run, FAILED, f"error: {type(exc).__name__}: {exc}")
+            log.exception("training.crashed", run_id=run.run_id)
+            self._end_quietly(run, FAILED, f"error: {type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._local.pop(run.run_id, None)
+
+    def _end_quietly(self, run: RunRecord, state: str, reason: str) -> None:
+        if self._stop.is_set() and state == CANCELLED:
+            state, reason = FAILED, "interrupted: the server stopped before the run finished"
+        try:
+            self._end(run, state, reason)
+        except RunTaken:
+            log.warning("training.run_taken", run_id=run.run_id)
+        except ServiceError as exc:  # the database is away: the leader fails the run when it sees it stopped
+            log.warning("training.end_lost", run_id=run.run_id, error=exc.message)
 
     def _data_summary(self, model: ModelRecord, data: tr.TrainingData, train: int, valid: int) -> dict[str, Any]:
         return {"outcome_count": len(data), "train_count": train, "validation_count": valid,
@@ -259,7 +353,7 @@ class TrainingRunner:
                 "first_outcome_us": int(data.times.min()) if len(data) else 0,
                 "last_outcome_us": int(data.times.max()) if len(data) else 0}
 
-    def _full(self, model: ModelRecord, run: RunRecord, progress: Callable[..., None], live: _Live) -> None:
+    def _full(self, model: ModelRecord, run: RunRecord, progress: Callable[..., None], live: _Local) -> None:
         progress("loading", message="loading outcomes")
         loaded = self._ctx.outcomes.load(model.id, through_seq=run.through_seq)
         data = to_training_data(loaded)
@@ -275,7 +369,7 @@ class TrainingRunner:
         self._conclude(model, run, result.candidates, result.selected, result.validation, FULL_TRAINING, 0, progress, live,
                        train_rows=result.train_rows)
 
-    def _incremental(self, model: ModelRecord, run: RunRecord, progress: Callable[..., None], live: _Live) -> None:
+    def _incremental(self, model: ModelRecord, run: RunRecord, progress: Callable[..., None], live: _Local) -> None:
         champion = self._registry.champion(model)
         assert champion is not None
         last = self.runs.previous_through_seq(model.id, run.run_id)
@@ -333,7 +427,7 @@ class TrainingRunner:
 
     def _conclude(self, model: ModelRecord, run: RunRecord, candidates: list[tr.FittedCandidate],
                   best: tr.FittedCandidate, valid: tr.TrainingData, source: str, parent: int,
-                  progress: Callable[..., None], live: _Live, train_rows: list[Any]) -> None:
+                  progress: Callable[..., None], live: _Local, train_rows: list[Any]) -> None:
         if live.cancel.is_set():
             raise tr.Cancelled("cancelled")
         progress("gating", family=best.family)

@@ -43,8 +43,25 @@ class _Callbacks(Collector):
                                 value=size)
 
 
+class _ReplicaLabelled(CollectorRegistry):
+    """The registry as scraped: every sample labelled with the replica that serves it, so that series from
+    the replicas of one deployment (``--workers``, or several machines) never collide."""
+
+    def __init__(self, registry: CollectorRegistry, replica: Callable[[], str]) -> None:
+        super().__init__()
+        self._registry = registry
+        self._replica = replica
+
+    def collect(self) -> Iterator[Any]:
+        name = self._replica()
+        for family in self._registry.collect():
+            family.samples = [s._replace(labels={**s.labels, "replica": name}) for s in family.samples]
+            yield family
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.replica = ""  # this process's replica name, known once its port is
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("sahayak_rpc_requests", "RPCs handled, by method and status code",
@@ -66,5 +83,6 @@ class Metrics:
 
     def serve(self, host: str, port: int) -> Any:
         """Start the HTTP endpoint (/metrics); returns the server."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        server, _thread = start_http_server(port, addr=host,
+                                            registry=_ReplicaLabelled(self.registry, lambda: self.replica))
         return server

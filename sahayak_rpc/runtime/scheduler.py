@@ -1,8 +1,10 @@
 """The scheduler thread: weekly retrains and incremental updates on new labels.
 
-It is the one place that decides to train on its own; with several replicas
-this is where a leader lease would go. Time comes from the injectable clock,
-so tests drive a week in milliseconds.
+It is the one place that decides to train on its own. With several replicas
+only the leader's scheduler acts (runtime/replica.py); every fact it decides
+by is a row (the runs, the labels since training, when a task last ran), so
+a new leader neither repeats nor skips what the last one did. Time comes from
+the injectable clock, so tests drive a week in milliseconds.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ log = structlog.get_logger("sahayak_rpc.scheduler")
 
 class Scheduler:
     def __init__(self, ctx: AppContext, catalog: Catalog, runner: TrainingRunner, ingest: Ingest, registry: Registry,
-                 interval_s: float = 60.0) -> None:
+                 interval_s: float = 60.0, leading: Callable[[], bool] = lambda: True) -> None:
         self._ctx, self._catalog, self._runner, self._ingest, self._registry = ctx, catalog, runner, ingest, registry
         self._interval = interval_s
+        self.leading = leading
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -50,9 +53,12 @@ class Scheduler:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                self.tick()
-                for task in self.extra_tasks:
-                    task()
+                if self.leading():
+                    self.tick()
+                    for task in self.extra_tasks:
+                        task()
+            except ServiceError as exc:  # the database is away: the next tick tries again
+                log.warning("scheduler.tick_failed", error=exc.message)
             except Exception:  # the loop must survive anything one tick does
                 log.exception("scheduler.tick_failed")
             self._ctx.clock.wait(self._wake, self._interval)
@@ -62,7 +68,8 @@ class Scheduler:
         t = model.settings.training
         if not t.schedule_enabled:
             return 0
-        last = self._runner.runs.last(model.id, kind="full")
+        # A run its worker's death interrupted does not count: the schedule runs it again.
+        last = self._runner.runs.last(model.id, kind="full", counting_interrupted=False)
         base = last.created_us if last is not None else model.created_us
         return base + int(t.retrain_interval_s * 1_000_000)
 

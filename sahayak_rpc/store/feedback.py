@@ -7,7 +7,10 @@ from typing import Any
 import orjson
 
 from ..feedback import FeedbackRecord
-from .db import Database, time_clause
+from .database import Database, time_clause
+
+_COLUMNS = ("model_id", "feedback_id", "recommendation_id", "prediction_id", "artisan_id", "scheme_id", "interaction",
+            "outcome", "rating", "comment", "features_json", "occurred_us", "received_us", "content_hash", "outcome_id")
 
 
 class FeedbackRepository:
@@ -15,28 +18,27 @@ class FeedbackRepository:
         self._db = db
 
     def insert(self, model_id: int, records: list[FeedbackRecord], received_us: int) -> list[str]:
-        """Store new records in one transaction; per record "inserted", "duplicate" or "conflict"."""
-        results = []
+        """Store new records in one transaction; per record "inserted", "duplicate" or "conflict" (its id
+        is taken by other content). Idempotent by (model, feedback_id), decided by the unique key."""
+        rows, hashes = [], []
+        for rec in records:
+            digest = rec.content_hash()
+            hashes.append(digest)
+            rows.append((model_id, rec.feedback_id, rec.recommendation_id or None, rec.prediction_id or None,
+                         rec.artisan_id or None, rec.scheme_id or None, rec.interaction, rec.outcome or None,
+                         rec.rating or None, rec.comment or None,
+                         orjson.dumps(rec.features).decode() if rec.features else None, rec.occurred_at_us,
+                         received_us, digest, rec.training_outcome_id if rec.outcome else None))
         with self._db.write() as conn:
-            for rec in records:
-                digest = rec.content_hash()
-                known = conn.execute("SELECT content_hash FROM feedback WHERE model_id = ? AND feedback_id = ?",
-                                     (model_id, rec.feedback_id)).fetchone()
-                if known is not None:
-                    results.append("duplicate" if bytes(known[0]) == digest else "conflict")
-                    continue
-                conn.execute(
-                    "INSERT INTO feedback (model_id, feedback_id, recommendation_id, prediction_id, artisan_id,"
-                    " scheme_id, interaction, outcome, rating, comment, features_json, occurred_us, received_us,"
-                    " content_hash, outcome_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (model_id, rec.feedback_id, rec.recommendation_id or None, rec.prediction_id or None,
-                     rec.artisan_id or None, rec.scheme_id or None, rec.interaction, rec.outcome or None,
-                     rec.rating or None, rec.comment or None,
-                     orjson.dumps(rec.features).decode() if rec.features else None, rec.occurred_at_us,
-                     received_us, digest, rec.training_outcome_id if rec.outcome else None),
-                )
-                results.append("inserted")
-        return results
+            stored = conn.insert_new("feedback", _COLUMNS, rows, ("model_id", "feedback_id"))
+            others = [rec.feedback_id for rec, new in zip(records, stored) if not new]
+            known: dict[str, bytes] = {}
+            if others:
+                where, args = conn.any_of("feedback_id", others)
+                known = {fid: bytes(h) for fid, h in conn.execute(
+                    f"SELECT feedback_id, content_hash FROM feedback WHERE model_id = ? AND {where}", (model_id, *args))}
+        return ["inserted" if new else "duplicate" if known.get(rec.feedback_id) == digest else "conflict"
+                for rec, digest, new in zip(records, hashes, stored, strict=True)]
 
     def summary_rows(self, model_id: int, start_us: int | None, end_us: int | None,
                      scheme_id: str) -> list[tuple[str, str, str, int]]:

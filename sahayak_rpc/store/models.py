@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from .. import settings as ms
 from ..errors import AlreadyExists
 from ..schema import Schema, schema_from_dict, schema_to_dict
-from .db import Database
+from . import events
+from .database import Database
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,9 @@ class ModelRecord:
 _COLUMNS = "id, name, description, schema_json, settings_json, created_us, updated_us"
 
 
-def _row(r: tuple[object, ...]) -> ModelRecord:
-    return ModelRecord(
-        id=int(r[0]),  # type: ignore[call-overload]
-        name=str(r[1]),
-        description=str(r[2]),
-        schema=schema_from_dict(orjson.loads(r[3])),  # type: ignore[arg-type]
-        settings=ms.from_dict(orjson.loads(r[4])),  # type: ignore[arg-type]
-        created_us=int(r[5]),  # type: ignore[call-overload]
-        updated_us=int(r[6]),  # type: ignore[call-overload]
-    )
+def _row(r: Any) -> ModelRecord:
+    return ModelRecord(id=int(r[0]), name=str(r[1]), description=str(r[2]), schema=schema_from_dict(orjson.loads(r[3])),
+                       settings=ms.from_dict(orjson.loads(r[4])), created_us=int(r[5]), updated_us=int(r[6]))
 
 
 class ModelRepository:
@@ -44,17 +38,18 @@ class ModelRepository:
         self._db = db
 
     def create(self, name: str, description: str, schema: Schema, settings: ms.ModelSettings, now_us: int) -> ModelRecord:
+        """Store a new model; raises AlreadyExists (MODEL_EXISTS) when the name is taken."""
         with self._db.write() as conn:
-            try:
-                cur = conn.execute(
-                    "INSERT INTO models (name, description, schema_json, settings_json, created_us, updated_us)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, description, orjson.dumps(schema_to_dict(schema)).decode(),
-                     orjson.dumps(ms.to_dict(settings)).decode(), now_us, now_us),
-                )
-            except sqlite3.IntegrityError:
-                raise AlreadyExists(f"model {name!r} already exists", reason="MODEL_EXISTS") from None
-            model_id = int(cur.lastrowid or 0)
+            cur = conn.try_execute(
+                "INSERT INTO models (name, description, schema_json, settings_json, created_us, updated_us)"
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (name, description, orjson.dumps(schema_to_dict(schema)).decode(),
+                 orjson.dumps(ms.to_dict(settings)).decode(), now_us, now_us),
+            )
+            if cur is None:
+                raise AlreadyExists(f"model {name!r} already exists", reason="MODEL_EXISTS")
+            model_id = int(cur.fetchone()[0])
+            events.append(conn, events.MODEL, now_us, model_id, name)
         return ModelRecord(model_id, name, description, schema, settings, now_us, now_us)
 
     def get(self, name: str) -> ModelRecord | None:
@@ -67,9 +62,15 @@ class ModelRepository:
         ).fetchall()
         return [_row(r) for r in rows]
 
+    def get_by_id(self, model_id: int) -> ModelRecord | None:
+        r = self._db.reader().execute(f"SELECT {_COLUMNS} FROM models WHERE id = ?", (model_id,)).fetchone()
+        return _row(r) if r else None
+
     def update(self, name: str, description: str, settings: ms.ModelSettings, now_us: int) -> None:
         with self._db.write() as conn:
-            conn.execute(
-                "UPDATE models SET description = ?, settings_json = ?, updated_us = ? WHERE name = ?",
+            row = conn.execute(
+                "UPDATE models SET description = ?, settings_json = ?, updated_us = ? WHERE name = ? RETURNING id",
                 (description, orjson.dumps(ms.to_dict(settings)).decode(), now_us, name),
-            )
+            ).fetchone()
+            if row is not None:
+                events.append(conn, events.MODEL, now_us, int(row[0]), name)

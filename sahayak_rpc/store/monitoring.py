@@ -8,13 +8,17 @@ from typing import Any
 import orjson
 import structlog
 
+from . import events
 from .batchcodec import decode_probabilities
-from .db import Database, equal_clause, time_clause
+from .database import Database, equal_clause, time_clause
 from .segments import LostPayload, read_columns
+from .sql import Conn, Lock
 
 log = structlog.get_logger("sahayak_rpc.monitoring")
 
 _IN = 500
+# Retention deletes by each table's own key, a batch at a time.
+_PURGE_KEYS = {"predictions": "seq", "prediction_batches": "batch_id", "performance_records": "id"}
 
 
 @dataclass
@@ -49,7 +53,7 @@ _ALERT_COLS = ("alert_id, model_id, rule, severity, state, message, coalesce(val
                " details_json, raised_us, acknowledged_us, resolved_us, note")
 
 
-def _alert(r: tuple[Any, ...]) -> AlertRow:
+def _alert(r: Any) -> AlertRow:
     return AlertRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], orjson.loads(r[8]), r[9], r[10], r[11], r[12])
 
 
@@ -64,27 +68,26 @@ class MonitoringRepository:
         out = PredictionWindow()
         found: list[tuple[int, str, int, float, int]] = []
         batches: dict[str, tuple[int, int, list[float]] | None] = {}
+        page = max(100, min(2 * last_n, 5000))
         with self._db.read() as conn:
-            cursor = conn.execute(
-                "SELECT prediction_id, label FROM outcomes WHERE model_id = ? AND prediction_id IS NOT NULL"
-                " ORDER BY seq DESC", (model_id,))
-            for pid, label in cursor:
-                if len(found) >= last_n:
+            before = None
+            while len(found) < last_n:
+                # Newest labelled outcomes first, a page at a time (a cursor read to the end would
+                # fetch every labelled outcome of the model).
+                rows = conn.execute(
+                    "SELECT seq, prediction_id, label FROM outcomes WHERE model_id = ? AND prediction_id IS NOT NULL"
+                    + (" AND seq < ?" if before is not None else "") + " ORDER BY seq DESC LIMIT ?",
+                    (model_id, *(() if before is None else (before,)), page)).fetchall()
+                for _, pid, label in rows:
+                    if len(found) >= last_n:
+                        break
+                    row = self._logged(conn, model_id, pid, batches)
+                    if row is None or (version and row[0] != version):
+                        continue
+                    found.append((row[2], pid, row[0], row[1], label))
+                if len(rows) < page:
                     break
-                row = conn.execute("SELECT version, probability, created_us FROM predictions WHERE prediction_id = ?"
-                                   " AND model_id = ?", (pid, model_id)).fetchone()
-                if row is None and ":" in pid:
-                    bid, _, index = pid.rpartition(":")
-                    if bid not in batches:
-                        b = conn.execute("SELECT version, created_us, probabilities_data FROM prediction_batches"
-                                         " WHERE batch_id = ? AND model_id = ?", (bid, model_id)).fetchone()
-                        batches[bid] = (b[0], b[1], decode_probabilities(b[2])) if b else None
-                    b = batches[bid]
-                    if b is not None and index.isdigit() and int(index) < len(b[2]):
-                        row = (b[0], b[2][int(index)], b[1])
-                if row is None or (version and row[0] != version):
-                    continue
-                found.append((row[2], pid, row[0], row[1], label))
+                before = rows[-1][0]
         for created, pid, ver, prob, label in sorted(found):
             out.ids.append(pid)
             out.versions.append(ver)
@@ -92,6 +95,24 @@ class MonitoringRepository:
             out.labels.append(label)
             out.times.append(created)
         return out
+
+    @staticmethod
+    def _logged(conn: Conn, model_id: int, pid: str,
+                batches: dict[str, tuple[int, int, list[float]] | None]) -> tuple[int, float, int] | None:
+        """(version, probability, created_us) of a logged prediction, served alone or in a batch."""
+        row = conn.execute("SELECT version, probability, created_us FROM predictions WHERE prediction_id = ?"
+                           " AND model_id = ?", (pid, model_id)).fetchone()
+        if row is not None or ":" not in pid:
+            return row
+        bid, _, index = pid.rpartition(":")
+        if bid not in batches:
+            b = conn.execute("SELECT version, created_us, probabilities_data FROM prediction_batches"
+                             " WHERE batch_id = ? AND model_id = ?", (bid, model_id)).fetchone()
+            batches[bid] = (b[0], b[1], decode_probabilities(b[2])) if b else None
+        found = batches[bid]
+        if found is not None and index.isdigit() and int(index) < len(found[2]):
+            return found[0], found[2][int(index)], found[1]
+        return None
 
     def window(self, model_id: int, version: int, start_us: int | None, end_us: int | None,
                last_n: int) -> PredictionWindow:
@@ -115,10 +136,9 @@ class MonitoringRepository:
             labels: dict[str, int] = {}
             ids = [t[1] for t in items]
             for start in range(0, len(ids), _IN):
-                chunk = ids[start:start + _IN]
-                marks = ",".join("?" * len(chunk))
+                where, chunk = conn.any_of("prediction_id", ids[start:start + _IN])
                 labels.update(conn.execute(
-                    f"SELECT prediction_id, label FROM outcomes WHERE model_id = ? AND prediction_id IN ({marks})",
+                    f"SELECT prediction_id, label FROM outcomes WHERE model_id = ? AND {where}",
                     (model_id, *chunk)).fetchall())
         if last_n:
             # The newest N *labelled* predictions.
@@ -200,44 +220,57 @@ class MonitoringRepository:
     def record_performance(self, model_id: int, version: int, start_us: int, end_us: int, metrics: dict[str, Any],
                            source: str, now_us: int) -> int:
         with self._db.write() as conn:
-            cur = conn.execute(
+            row = conn.execute(
                 "INSERT INTO performance_records (model_id, version, start_us, end_us, metrics_json, source, created_us)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (model_id, version, start_us, end_us, orjson.dumps(metrics).decode(), source, now_us))
-            return int(cur.lastrowid or 0)
+                " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (model_id, version, start_us, end_us, orjson.dumps(metrics).decode(), source, now_us)).fetchone()
+            return int(row[0])
 
     # --- alerts ---------------------------------------------------------------
 
     def latest_alert(self, model_id: int, rule: str) -> AlertRow | None:
         r = self._db.reader().execute(
-            f"SELECT {_ALERT_COLS} FROM alerts WHERE model_id = ? AND rule = ? ORDER BY raised_us DESC, rowid DESC LIMIT 1",
+            f"SELECT {_ALERT_COLS} FROM alerts WHERE model_id = ? AND rule = ? ORDER BY raised_us DESC, seq DESC LIMIT 1",
             (model_id, rule)).fetchone()
         return _alert(r) if r else None
 
-    def raise_alert(self, a: AlertRow) -> int:
-        """Store a new alert and its 'raised' event; returns the event's cursor."""
+    def raise_alert(self, a: AlertRow, cooldown_us: int) -> int | None:
+        """Store a new alert and its 'raised' event; returns the event's cursor. None, storing nothing,
+        when an alert of the model and rule is not resolved yet or was raised within ``cooldown_us``
+        (a unique index keeps one unresolved alert per model and rule, whichever replica raises it)."""
         with self._db.write() as conn:
-            conn.execute(
+            latest = conn.execute("SELECT state, raised_us FROM alerts WHERE model_id = ? AND rule = ?"
+                                  " ORDER BY raised_us DESC, seq DESC LIMIT 1", (a.model_id, a.rule)).fetchone()
+            if latest is not None and (latest[0] != "resolved" or a.raised_us - latest[1] < cooldown_us):
+                return None
+            stored = conn.try_execute(
                 "INSERT INTO alerts (alert_id, model_id, rule, severity, state, message, value, threshold, details_json,"
                 " raised_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (a.alert_id, a.model_id, a.rule, a.severity, a.state, a.message, a.value, a.threshold,
                  orjson.dumps(a.details).decode(), a.raised_us))
-            cur = conn.execute("INSERT INTO alert_events (alert_id, event, created_us) VALUES (?, 'raised', ?)",
-                               (a.alert_id, a.raised_us))
-            return int(cur.lastrowid or 0)
+            if stored is None:
+                return None
+            return self._event(conn, a.alert_id, "raised", a.model_id, a.raised_us)
+
+    @staticmethod
+    def _event(conn: Conn, alert_id: str, event: str, model_id: int, now_us: int) -> int:
+        """Append an alert event (the WatchAlerts cursor: inserts serialised so that it follows commit order)."""
+        conn.lock(Lock.ALERT_EVENTS)
+        row = conn.execute("INSERT INTO alert_events (alert_id, event, created_us) VALUES (?, ?, ?) RETURNING seq",
+                           (alert_id, event, now_us)).fetchone()
+        events.append(conn, events.ALERT, now_us, model_id, alert_id)
+        return int(row[0])
 
     def transition(self, alert_id: str, state: str, now_us: int, note: str = "") -> AlertRow | None:
         """acknowledged or resolved; appends the event. None if the alert does not exist."""
         column = "acknowledged_us" if state == "acknowledged" else "resolved_us"
         with self._db.write() as conn:
-            found = conn.execute("SELECT state FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
-            if found is None:
-                return None
-            if found[0] != state and found[0] != "resolved":
-                conn.execute(f"UPDATE alerts SET state = ?, {column} = ?, note = CASE WHEN ? = '' THEN note ELSE ? END"
-                             " WHERE alert_id = ?", (state, now_us, note, note, alert_id))
-                conn.execute("INSERT INTO alert_events (alert_id, event, created_us) VALUES (?, ?, ?)",
-                             (alert_id, state, now_us))
+            changed = conn.execute(
+                f"UPDATE alerts SET state = ?, {column} = ?, note = CASE WHEN ? = '' THEN note ELSE ? END"
+                " WHERE alert_id = ? AND state != ? AND state != 'resolved' RETURNING model_id",
+                (state, now_us, note, note, alert_id, state)).fetchone()
+            if changed is not None:
+                self._event(conn, alert_id, state, int(changed[0]), now_us)
         return self.get_alert(alert_id)
 
     def get_alert(self, alert_id: str) -> AlertRow | None:
@@ -247,12 +280,12 @@ class MonitoringRepository:
     def list_alerts(self, model_id: int | None, state: str, severities: tuple[str, ...], before: int,
                     limit: int) -> list[tuple[int, AlertRow]]:
         filters, values = equal_clause(model_id=model_id, state=state)
-        sql = f"SELECT rowid, {_ALERT_COLS} FROM alerts WHERE rowid < ?" + filters
+        sql = f"SELECT seq, {_ALERT_COLS} FROM alerts WHERE seq < ?" + filters
         args: list[Any] = [before, *values]
         if severities:
             sql += f" AND severity IN ({','.join('?' * len(severities))})"
             args += list(severities)
-        rows = self._db.reader().execute(sql + " ORDER BY rowid DESC LIMIT ?", (*args, limit)).fetchall()
+        rows = self._db.reader().execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
         return [(r[0], _alert(r[1:])) for r in rows]
 
     def events_after(self, cursor: int, limit: int = 500) -> list[tuple[int, str, AlertRow]]:
@@ -281,15 +314,16 @@ class MonitoringRepository:
     # --- retention ------------------------------------------------------------
 
     def purge(self, table: str, column: str, before_us: int, batch: int = 1000) -> int:
-        """Delete rows older than ``before_us`` in small transactions; returns how many went."""
-        assert table in ("predictions", "prediction_batches", "performance_records") and column in ("created_us",)
-        total = 0
+        """Delete rows older than ``before_us`` in small transactions; returns how many went. Where the table
+        is partitioned by time (the prediction log on PostgreSQL), whole expired days are dropped first."""
+        key = _PURGE_KEYS[table]
+        assert column == "created_us"
+        total = self._db.drop_partitions_before(table, before_us)
         while True:
             with self._db.write() as conn:
-                cur = conn.execute(
-                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)",
-                    (before_us, batch))
-                deleted = cur.rowcount
+                deleted = conn.execute(
+                    f"DELETE FROM {table} WHERE {column} < ? AND {key} IN"
+                    f" (SELECT {key} FROM {table} WHERE {column} < ? LIMIT ?)", (before_us, before_us, batch)).rowcount
             total += deleted
             if deleted < batch:
                 return total

@@ -1,29 +1,46 @@
-"""The outcomes table: labelled examples, idempotent by (model, outcome_id)."""
+"""The outcomes table: labelled examples, idempotent by (model, outcome_id), and their running totals."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import orjson
 
 from ..ingest import OutcomeRecord
-from .db import Database, time_clause
+from .database import Database, time_clause
+from .sql import Conn, Lock
 
 _IN_CHUNK = 500
-_INSERT = (
-    "INSERT INTO outcomes (model_id, outcome_id, label, features_json, entities_json, metadata_json,"
-    " occurred_us, received_us, prediction_id, content_hash, source)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_id, outcome_id) DO NOTHING"
-)
+_COLUMNS = ("model_id", "outcome_id", "label", "features_json", "entities_json", "metadata_json", "occurred_us",
+            "received_us", "prediction_id", "content_hash", "source")
 
 
 class InsertResult(enum.Enum):
     INSERTED = "inserted"
     DUPLICATE = "duplicate"  # same id, same content: already stored
     CONFLICT = "conflict"  # same id, different content
+
+
+@dataclass(frozen=True)
+class Totals:
+    """A model's outcomes: how many, the newest seq, and how many the latest training run read."""
+
+    outcomes: int = 0
+    last_seq: int = 0
+    trained_outcomes: int = 0
+    importing_until_us: int = 0
+
+    @property
+    def since_training(self) -> int:
+        return self.outcomes - self.trained_outcomes
+
+
+@dataclass(frozen=True)
+class Stored:
+    results: list[InsertResult]
+    totals: Totals
 
 
 def _json(d: dict[str, str]) -> str | None:
@@ -34,8 +51,12 @@ class OutcomeRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def insert(self, model_id: int, records: Sequence[OutcomeRecord], received_us: int) -> list[InsertResult]:
-        """Store the new records in one transaction, committed before returning."""
+    def insert(self, model_id: int, records: Sequence[OutcomeRecord], received_us: int,
+               importing_until_us: int | None = None) -> Stored:
+        """Store the records whose ids are new, in one transaction committed before returning; per record,
+        whether it was stored, already there, or its id is taken by other content; and the model's totals
+        after the commit. ``importing_until_us`` marks an import stream as open until then (the scheduler
+        waits for it)."""
         rows = []
         hashes = []
         for rec in records:
@@ -47,46 +68,61 @@ class OutcomeRepository:
                 rec.prediction_id or None, digest, rec.source,
             ))
         with self._db.write() as conn:
-            before = conn.execute("SELECT coalesce(max(seq), 0) FROM outcomes").fetchone()[0]
-            # Fast path: every id is new (the usual case), one statement does it.
-            inserted = conn.executemany(_INSERT, rows).rowcount
-            if inserted == len(rows):
-                return [InsertResult.INSERTED] * len(rows)
-            return self._classify(conn, model_id, records, hashes, before)
-
-    @staticmethod
-    def _classify(
-        conn: sqlite3.Connection, model_id: int, records: Sequence[OutcomeRecord], hashes: list[bytes], before: int
-    ) -> list[InsertResult]:
-        """Which rows this call inserted (seq > before) and which met an existing id."""
-        stored: dict[str, tuple[bytes, int]] = {}
-        ids = [r.outcome_id for r in records]
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for oid, digest, seq in conn.execute(
-                f"SELECT outcome_id, content_hash, seq FROM outcomes WHERE model_id = ? AND outcome_id IN ({marks})",
-                (model_id, *chunk),
-            ):
-                stored[oid] = (digest, seq)
+            # Per model, outcomes commit in seq order (PostgreSQL hands out identity values out of commit
+            # order), so a run that read "through seq N" has read every outcome up to N.
+            conn.lock(Lock.OUTCOMES, model_id)
+            stored = conn.insert_new("outcomes", _COLUMNS, rows, ("model_id", "outcome_id"))
+            totals = self._add(conn, model_id, sum(stored), importing_until_us)
+            if all(stored):  # the usual case: every id was new
+                return Stored([InsertResult.INSERTED] * len(rows), totals)
+            known = self._hashes(conn, model_id, [r.outcome_id for r, s in zip(records, stored) if not s])
         results = []
-        claimed: set[str] = set()
-        for rec, digest in zip(records, hashes, strict=True):
-            known, seq = stored[rec.outcome_id]
-            if seq > before and rec.outcome_id not in claimed and known == digest:
-                claimed.add(rec.outcome_id)
+        for rec, digest, new in zip(records, hashes, stored, strict=True):
+            if new:
                 results.append(InsertResult.INSERTED)
-            elif known == digest:
+            elif known.get(rec.outcome_id) == digest:
                 results.append(InsertResult.DUPLICATE)
             else:
                 results.append(InsertResult.CONFLICT)
-        return results
+        return Stored(results, totals)
 
-    def count(self, model_id: int, after_seq: int = 0) -> int:
+    @staticmethod
+    def _add(conn: Conn, model_id: int, n: int, importing_until_us: int | None) -> Totals:
+        """Add ``n`` stored outcomes to the model's totals (inside the inserting transaction)."""
+        lease = importing_until_us if importing_until_us is not None else 0
+        row = conn.execute(
+            "INSERT INTO outcome_totals (model_id, outcomes, last_seq, importing_until_us)"
+            " VALUES (?, ?, (SELECT coalesce(max(seq), 0) FROM outcomes WHERE model_id = ?), ?)"
+            " ON CONFLICT (model_id) DO UPDATE SET outcomes = outcome_totals.outcomes + excluded.outcomes,"
+            " last_seq = excluded.last_seq, importing_until_us = CASE WHEN ? THEN excluded.importing_until_us"
+            " ELSE outcome_totals.importing_until_us END"
+            " RETURNING outcomes, last_seq, trained_outcomes, importing_until_us",
+            (model_id, n, model_id, lease, importing_until_us is not None)).fetchone()
+        return Totals(*row)
+
+    @staticmethod
+    def _hashes(conn: Conn, model_id: int, ids: list[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            where, args = conn.any_of("outcome_id", ids[start:start + _IN_CHUNK])
+            found.update((oid, bytes(h)) for oid, h in conn.execute(
+                f"SELECT outcome_id, content_hash FROM outcomes WHERE model_id = ? AND {where}", (model_id, *args)))
+        return found
+
+    def totals(self, model_id: int) -> Totals:
         r = self._db.reader().execute(
-            "SELECT count(*) FROM outcomes WHERE model_id = ? AND seq > ?", (model_id, after_seq)
-        ).fetchone()
-        return int(r[0])
+            "SELECT outcomes, last_seq, trained_outcomes, importing_until_us FROM outcome_totals WHERE model_id = ?",
+            (model_id,)).fetchone()
+        return Totals(*r) if r else Totals()
+
+    def import_ended(self, model_id: int) -> None:
+        """An import stream ended: the scheduler need not wait for it any more."""
+        with self._db.write() as conn:
+            conn.execute("UPDATE outcome_totals SET importing_until_us = 0 WHERE model_id = ?", (model_id,))
+
+    def count(self, model_id: int) -> int:
+        """The model's stored outcomes."""
+        return self.totals(model_id).outcomes
 
     def get(self, model_id: int, outcome_id: str) -> OutcomeRecord | None:
         r = self._db.reader().execute(
@@ -114,7 +150,7 @@ class OutcomeRepository:
         sql += window_sql
         args += window_args
         if last_n:
-            sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+            sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) AS newest ORDER BY seq"
             args.append(last_n)
         else:
             sql += " ORDER BY seq"
@@ -147,8 +183,8 @@ class OutcomeRepository:
                               [r[4] for r in rows], rows[-1][0] if rows else 0)
 
     def max_seq(self, model_id: int) -> int:
-        r = self._db.reader().execute("SELECT coalesce(max(seq), 0) FROM outcomes WHERE model_id = ?", (model_id,)).fetchone()
-        return int(r[0])
+        """The newest outcome's seq (0: none)."""
+        return self.totals(model_id).last_seq
 
 
 @dataclass

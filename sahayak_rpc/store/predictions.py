@@ -9,12 +9,14 @@ import orjson
 import structlog
 
 from .batchcodec import decode_probabilities, value_at
-from .db import Database
+from .database import Database
 from .segments import LostPayload, read_columns
 
 log = structlog.get_logger("sahayak_rpc.predictions")
-_INSERT = ("INSERT INTO predictions (prediction_id, model_id, version, features_json, probability, label,"
-           " created_us, entities_json, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_COLUMNS = ("prediction_id", "model_id", "version", "features_json", "probability", "label", "created_us",
+            "entities_json", "source")
+_BATCH_COLUMNS = ("batch_id", "model_id", "version", "row_count", "columns_data", "probabilities_data", "threshold",
+                  "created_us", "source")
 
 
 def batch_row(columns: dict[str, Any], i: int) -> dict[str, Any]:
@@ -35,8 +37,9 @@ class PredictionRepository:
 
     def insert_many(self, rows: Sequence[tuple[Any, ...]], durable: bool = True) -> None:
         """Rows as (prediction_id, model_id, version, features_json, probability, label, created_us, entities_json, source)."""
+        self._db.prepare_partitions("predictions", [r[6] for r in rows])
         with self._db.write(durable) as conn:
-            conn.executemany(_INSERT, rows)
+            conn.copy_rows("predictions", _COLUMNS, rows)
 
     def insert_batches(self, rows: Sequence[tuple[Any, ...]], durable: bool = True) -> None:
         """Rows as (batch_id, model_id, version, row_count, columns_data, probabilities_data, threshold, created_us,
@@ -44,6 +47,7 @@ class PredictionRepository:
         written there and the row keeps a reference: inside the write transaction, so that retention
         (``purge_segments``) never sees a segment between its bytes and the rows that refer to them."""
         segments = self._db.segments if self._db.batches_to_segments else None
+        self._db.prepare_partitions("prediction_batches", [r[7] for r in rows])
         with self._db.write(durable) as conn:
             if segments is not None:
                 newest: dict[int, tuple[int, int]] = {}
@@ -58,9 +62,7 @@ class PredictionRepository:
                     "INSERT INTO log_segments (segment, newest_us, bytes) VALUES (?, ?, ?) ON CONFLICT (segment)"
                     " DO UPDATE SET newest_us = max(newest_us, excluded.newest_us), bytes = bytes + excluded.bytes",
                     [(number, t, size) for number, (t, size) in newest.items()])
-            conn.executemany(
-                "INSERT INTO prediction_batches (batch_id, model_id, version, row_count, columns_data,"
-                " probabilities_data, threshold, created_us, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.copy_rows("prediction_batches", _BATCH_COLUMNS, rows)
 
     def purge_segments(self, before_us: int) -> int:
         """Delete the log segments whose every record is older than ``before_us`` (retention has deleted
@@ -122,10 +124,8 @@ class SecretRepository:
         self._db = db
 
     def get_or_create(self, name: str, make: Any) -> bytes:
+        """The secret ``name``; made by ``make()`` and stored if it did not exist. Replicas starting
+        together all get the one that was stored first."""
         with self._db.write() as conn:
-            r = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
-            if r:
-                return bytes(r[0])
-            value = make()
-            conn.execute("INSERT INTO secrets (name, value) VALUES (?, ?)", (name, value))
-            return bytes(value)
+            conn.execute("INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, make()))
+            return bytes(conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0])

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import builtins
-import sqlite3
 from typing import Any
 
 import orjson
 
 from ..errors import FailedPrecondition
 from ..versions import ARCHIVED, AliasEvent, VersionRecord
-from .db import Database
+from . import events
+from .database import Database
+from .sql import Conn, Lock
 
 _COLS = ("model_id, version, family, status, source, training_run_id, parent_version, metrics_json, gate_json,"
          " weights_json, lineage_json, calibration, threshold, artifact_sha256, length(artifact), description, created_us")
@@ -38,13 +39,17 @@ class VersionRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def next_version(self, conn: sqlite3.Connection, model_id: int) -> int:
-        r = conn.execute("SELECT coalesce(max(version), 0) + 1 FROM model_versions WHERE model_id = ?", (model_id,)).fetchone()
+    def next_version(self, model_id: int) -> int:
+        """The number the model's next version would take now (another writer may take it first:
+        ``insert`` then says so)."""
+        r = self._db.reader().execute("SELECT coalesce(max(version), 0) + 1 FROM model_versions WHERE model_id = ?",
+                                      (model_id,)).fetchone()
         return int(r[0])
 
-    def insert(self, conn: sqlite3.Connection, v: VersionRecord, artifact: bytes, profile: dict[str, Any]) -> None:
-        """Insert inside the caller's transaction (so promotion can commit with it)."""
-        conn.execute(
+    def insert(self, conn: Conn, v: VersionRecord, artifact: bytes, profile: dict[str, Any]) -> bool:
+        """Insert inside the caller's transaction (so promotion can commit with it); False when the
+        version number is taken (by another replica's registration, say): nothing was written."""
+        cur = conn.try_execute(
             "INSERT INTO model_versions (model_id, version, family, status, source, training_run_id, parent_version,"
             " metrics_json, gate_json, weights_json, lineage_json, calibration, threshold, artifact, artifact_sha256,"
             " description, created_us, profile_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -52,6 +57,7 @@ class VersionRepository:
              _dump(v.metrics), _dump(v.gate), _dump(v.weights), _dump(v.lineage), v.calibration, v.threshold,
              artifact, v.artifact_sha256, v.description, v.created_us, _dump(profile)),
         )
+        return cur is not None
 
     def profile(self, model_id: int, version: int) -> dict[str, Any]:
         """The version's reference profile ({} for imported versions)."""
@@ -60,8 +66,11 @@ class VersionRepository:
         ).fetchone()
         return orjson.loads(r[0]) if r else {}
 
-    def aliases_of(self, model_id: int) -> dict[str, int]:
-        rows = self._db.reader().execute("SELECT alias, version FROM aliases WHERE model_id = ?", (model_id,))
+    def aliases_of(self, model_id: int, conn: Conn | None = None) -> dict[str, int]:
+        """The model's aliases; inside a write transaction (``conn``), under the model's alias lock."""
+        if conn is not None:
+            conn.lock(Lock.ALIASES, model_id)
+        rows = (conn or self._db.reader()).execute("SELECT alias, version FROM aliases WHERE model_id = ?", (model_id,))
         return {a: v for a, v in rows}
 
     def get(self, model_id: int, version: int) -> VersionRecord | None:
@@ -90,8 +99,10 @@ class VersionRepository:
         ).fetchone()
         return bytes(r[0]) if r else None
 
-    def set_status(self, model_id: int, version: int, status: str) -> None:
+    def set_status(self, model_id: int, version: int, status: str, now_us: int) -> None:
+        """Raises FailedPrecondition (VERSION_HAS_ALIASES) when archiving a version an alias points at."""
         with self._db.write() as conn:
+            conn.lock(Lock.ALIASES, model_id)
             if status == ARCHIVED:
                 held = conn.execute(
                     "SELECT alias FROM aliases WHERE model_id = ? AND version = ?", (model_id, version)
@@ -102,10 +113,12 @@ class VersionRepository:
                                              reason="VERSION_HAS_ALIASES")
             conn.execute("UPDATE model_versions SET status = ? WHERE model_id = ? AND version = ?",
                          (status, model_id, version))
+            events.append(conn, events.VERSION, now_us, model_id, str(version))
 
-    def move_alias(self, conn: sqlite3.Connection, model_id: int, alias: str, version: int, reason: str,
+    def move_alias(self, conn: Conn, model_id: int, alias: str, version: int, reason: str,
                    now_us: int) -> AliasEvent:
         """Point (or, with version 0, delete) an alias and append the event, in the caller's transaction."""
+        conn.lock(Lock.ALIASES, model_id)
         r = conn.execute("SELECT version FROM aliases WHERE model_id = ? AND alias = ?", (model_id, alias)).fetchone()
         previous = int(r[0]) if r else 0
         if version:
@@ -116,12 +129,13 @@ class VersionRepository:
             )
         else:
             conn.execute("DELETE FROM aliases WHERE model_id = ? AND alias = ?", (model_id, alias))
-        cur = conn.execute(
+        row = conn.execute(
             "INSERT INTO alias_events (model_id, alias, version, previous_version, reason, created_us)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (model_id, alias, version, previous, reason, now_us),
-        )
-        return AliasEvent(int(cur.lastrowid or 0), model_id, alias, version, previous, reason, now_us)
+        ).fetchone()
+        events.append(conn, events.ALIAS, now_us, model_id, alias)
+        return AliasEvent(int(row[0]), model_id, alias, version, previous, reason, now_us)
 
     def history(self, model_id: int, alias: str, before_id: int, limit: int) -> builtins.list[AliasEvent]:
         """Newest first."""
@@ -134,14 +148,18 @@ class VersionRepository:
         rows = self._db.reader().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_event(r) for r in rows]
 
-    def last_event(self, conn: sqlite3.Connection, model_id: int, alias: str) -> AliasEvent | None:
+    def last_event(self, conn: Conn, model_id: int, alias: str) -> AliasEvent | None:
+        """The alias's newest move (taking the model's alias lock: what follows may move it)."""
+        conn.lock(Lock.ALIASES, model_id)
         r = conn.execute(
             "SELECT id, model_id, alias, version, previous_version, reason, created_us FROM alias_events"
             " WHERE model_id = ? AND alias = ? ORDER BY id DESC LIMIT 1", (model_id, alias)
         ).fetchone()
         return _event(r) if r else None
 
-    def status_of(self, conn: sqlite3.Connection, model_id: int, version: int) -> str | None:
+    def status_of(self, conn: Conn, model_id: int, version: int) -> str | None:
+        """The version's status (taking the model's alias lock: what follows may point an alias at it)."""
+        conn.lock(Lock.ALIASES, model_id)
         r = conn.execute("SELECT status FROM model_versions WHERE model_id = ? AND version = ?",
                          (model_id, version)).fetchone()
         return str(r[0]) if r else None

@@ -243,6 +243,57 @@ class QueueDepths(_message.Message):
 Global___QueueDepths: _TypeAlias = QueueDepths  # noqa: Y015
 
 @_typing.final
+class ReplicaStatus(_message.Message):
+    """One serving process of the deployment (docs/scale-out.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    SERVER_VERSION_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    TRAINING_WORKER_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Unique per process start; never reused."""
+    name: _builtins.str
+    """host:port (and /wN for the Nth of a machine's --workers)."""
+    host: _builtins.str
+    pid: _builtins.int
+    server_version: _builtins.str
+    leader: _builtins.bool
+    """Runs the scheduler, health checks and retention."""
+    training_worker: _builtins.bool
+    """Claims and runs training runs ([training] worker)."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def heartbeat_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        host: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        server_version: _builtins.str = ...,
+        leader: _builtins.bool = ...,
+        training_worker: _builtins.bool = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_time", b"heartbeat_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_time", b"heartbeat_time", "host", b"host", "id", b"id", "leader", b"leader", "name", b"name", "pid", b"pid", "server_version", b"server_version", "start_time", b"start_time", "training_worker", b"training_worker"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaStatus: _TypeAlias = ReplicaStatus  # noqa: Y015
+
+@_typing.final
 class GetServerStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -252,7 +303,12 @@ class GetServerStatusResponse(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     QUEUES_FIELD_NUMBER: _builtins.int
     IMPLEMENTED_METHODS_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    DATABASE_FIELD_NUMBER: _builtins.int
     server_version: _builtins.str
+    database: _builtins.str
+    """"sqlite" or "postgresql"."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -265,6 +321,14 @@ class GetServerStatusResponse(_message.Message):
     def implemented_methods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Which RPCs this build implements, as "/package.Service/Method"."""
 
+    @_builtins.property
+    def replica(self) -> Global___ReplicaStatus:
+        """The replica that answered."""
+
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaStatus]:
+        """Every replica that heartbeated within the last few heartbeat intervals (this one included)."""
+
     def __init__(
         self,
         *,
@@ -274,10 +338,13 @@ class GetServerStatusResponse(_message.Message):
         models: _abc.Iterable[Global___ModelStatus] | None = ...,
         queues: Global___QueueDepths | None = ...,
         implemented_methods: _abc.Iterable[_builtins.str] | None = ...,
+        replica: Global___ReplicaStatus | None = ...,
+        replicas: _abc.Iterable[Global___ReplicaStatus] | None = ...,
+        database: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues", "start_time", b"start_time", "uptime", b"uptime"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues", "replica", b"replica", "start_time", b"start_time", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["implemented_methods", b"implemented_methods", "models", b"models", "queues", b"queues", "server_version", b"server_version", "start_time", b"start_time", "uptime", b"uptime"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "implemented_methods", b"implemented_methods", "models", b"models", "queues", b"queues", "replica", b"replica", "replicas", b"replicas", "server_version", b"server_version", "start_time", b"start_time", "uptime", b"uptime"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

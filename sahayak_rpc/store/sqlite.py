@@ -1,7 +1,9 @@
-"""The SQLite database: WAL mode, one serialised writer, per-thread readers."""
+"""The SQLite backend (the embedded default): WAL mode, one serialised writer, per-thread readers."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import sqlite3
 import threading
@@ -11,9 +13,11 @@ from pathlib import Path
 
 import structlog
 
-from ..errors import ResourceExhausted, Unavailable
+from ..errors import Unavailable
+from .database import Coordinator, Database, StoreError
 from .migrations import MIGRATIONS
 from .segments import LogSegments, folder_for
+from .sql import SqliteConn, translate_sqlite
 
 log = structlog.get_logger("sahayak_rpc.db")
 
@@ -24,30 +28,9 @@ CHECKPOINT_INTERVAL_S = 0.5
 BACKSTOP_PAGES = 16384
 
 
-def time_clause(column: str, start_us: int | None, end_us: int | None) -> tuple[str, list[object]]:
-    """`` AND column >= ? AND column < ?`` for the ends that are set, and their arguments."""
-    sql, args = "", list[object]()
-    if start_us is not None:
-        sql += f" AND {column} >= ?"
-        args.append(start_us)
-    if end_us is not None:
-        sql += f" AND {column} < ?"
-        args.append(end_us)
-    return sql, args
-
-
-def equal_clause(**columns: object) -> tuple[str, list[object]]:
-    """`` AND col = ?`` for every column whose value is given (None or "" means: any)."""
-    given = [(c, v) for c, v in columns.items() if v is not None and v != ""]
-    return "".join(f" AND {c} = ?" for c, _ in given), [v for _, v in given]
-
-
-class StoreError(RuntimeError):
-    """The database cannot be used (corrupt, newer schema, unopenable)."""
-
-
-def _connect(path: str, synchronous: str, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+def _connect(path: str, synchronous: str, busy_timeout_s: float = 5.0) -> SqliteConn:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s,
+                           factory=SqliteConn)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -59,22 +42,14 @@ def _connect(path: str, synchronous: str, busy_timeout_s: float = 5.0) -> sqlite
     return conn
 
 
-def translate(exc: sqlite3.Error) -> Exception:
-    """Operational faults become errors a client can act on; the rest stay bugs."""
-    text = str(exc).lower()
-    if "locked" in text or "busy" in text:
-        return Unavailable(f"database busy, retry: {exc}", reason="DATABASE_LOCKED")
-    if "disk is full" in text or "database or disk is full" in text:
-        return ResourceExhausted(f"storage full: {exc}", reason="STORAGE_FULL")
-    if "disk i/o" in text or "readonly" in text or "unable to open" in text:
-        return Unavailable(f"storage unavailable: {exc}", reason="STORAGE_UNAVAILABLE")
-    return exc
+class SqliteDatabase(Database):
+    """A SQLite file in WAL mode: one writer connection behind a lock, a reader per thread."""
 
+    dialect = "sqlite"
 
-class Database:
     def __init__(self, path: str | Path, synchronous: str = "full", busy_timeout_s: float = 5.0,
                  max_pages: int = 0, checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
-        self.path = str(path)
+        self.path = self.location = str(path)
         self._synchronous = synchronous
         self._busy_timeout_s = busy_timeout_s
         try:
@@ -87,7 +62,7 @@ class Database:
             raise StoreError(f"cannot open database {self.path}: {exc}{hint}") from None
         self._write_lock = threading.RLock()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[SqliteConn] = []
         self._readers_lock = threading.Lock()
         self._closed = False
         self.migrate()
@@ -108,32 +83,32 @@ class Database:
         return int(self._writer.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
-        current = self.schema_version
-        if current > len(MIGRATIONS):
-            raise StoreError(
-                f"database schema version {current} is newer than this server knows ({len(MIGRATIONS)})"
-            )
-        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            with self.write() as conn:
-                for statement in script.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={version}")
-
-    @property
-    def serial(self) -> threading.RLock:
-        """Held by every write transaction; hold it across a write and what must follow
-        its commit in the same order as the commits (re-entrant)."""
-        return self._write_lock
+        """Apply the migrations this file lacks. Each runs in a write transaction that first reads the
+        version again, so that several processes starting together on one file migrate it once."""
+        # Some migrations rebuild a table that others refer to; SQLite can only turn the foreign-key
+        # checks off outside a transaction, and checks the whole file afterwards.
+        self._writer.execute("PRAGMA foreign_keys=OFF")
+        try:
+            while True:
+                with self.write() as conn:
+                    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                    if current > len(MIGRATIONS):
+                        raise StoreError(f"database schema version {current} is newer than this server knows"
+                                         f" ({len(MIGRATIONS)}): upgrade sahayak-rpc")
+                    if current == len(MIGRATIONS):
+                        break
+                    for statement in MIGRATIONS[current].split(";\n"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={current + 1}")
+                    broken = conn.execute("PRAGMA foreign_key_check").fetchone()
+                    if broken is not None:
+                        raise StoreError(f"migration {current + 1} broke a foreign key: {tuple(broken)}")
+        finally:
+            self._writer.execute("PRAGMA foreign_keys=ON")
 
     @contextmanager
-    def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction; committed (and, with synchronous=full, fsynced) on exit.
-
-        ``durable=False`` skips the fsync of this commit only (synchronous=NORMAL for it): the
-        commit survives a crash of the process, and reaches the disk with the next durable
-        commit or checkpoint. For writes nobody was promised, such as the served-prediction log.
-        """
+    def write(self, durable: bool = True) -> Iterator[SqliteConn]:
         if self._closed:
             raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
         with self._write_lock:
@@ -145,7 +120,7 @@ class Database:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as exc:
-                    raise translate(exc) from None
+                    raise translate_sqlite(exc) from None
                 try:
                     yield conn
                     conn.execute("COMMIT")
@@ -153,15 +128,15 @@ class Database:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     if isinstance(exc, sqlite3.Error):
-                        raise translate(exc) from None
+                        raise translate_sqlite(exc) from None
                     raise
             finally:
                 if relaxed:
                     conn.execute("PRAGMA synchronous=FULL")
 
-    def reader(self) -> sqlite3.Connection:
+    def reader(self) -> SqliteConn:
         """This thread's read connection (WAL: readers never block the writer)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        conn: SqliteConn | None = getattr(self._local, "conn", None)
         if conn is None:
             if self._closed:
                 raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
@@ -173,8 +148,7 @@ class Database:
         return conn
 
     @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot for several queries."""
+    def read(self) -> Iterator[SqliteConn]:
         conn = self.reader()
         try:
             conn.execute("BEGIN")
@@ -183,10 +157,13 @@ class Database:
             finally:
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise translate(exc) from None
+            raise translate_sqlite(exc) from None
 
     def integrity_check(self) -> str:
         return str(self._writer.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def coordinator(self, lock_dir: str | None = None) -> Coordinator:
+        return FileCoordinator(Path(lock_dir or f"{self.path}-locks"))
 
     def close(self) -> None:
         with self._write_lock:
@@ -202,6 +179,86 @@ class Database:
                 self._readers.clear()
             self._writer.execute("PRAGMA optimize")
             self._writer.close()
+
+
+class FileCoordinator(Coordinator):
+    """Replicas of one SQLite file (``serve --workers N``: one machine) coordinate through file locks
+    in a folder beside it. flock's locks belong to an open file and go when it closes, or when its
+    process dies (SIGKILL included): a lock held is a process alive. Replicas poll the events table
+    for changes (``wait`` only sleeps)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._mine: dict[str, int] = {}  # lock name -> descriptor holding it
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+
+    def _take(self, name: str) -> bool:
+        with self._lock:
+            if name in self._mine:
+                return True
+            try:
+                self.folder.mkdir(exist_ok=True)
+                fd = os.open(self.folder / name, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                log.warning("coordination.lock_file_failed", folder=str(self.folder), error=exc.strerror)
+                return False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return False
+                raise
+            self._mine[name] = fd
+            return True
+
+    def keep(self, replica: int) -> bool:
+        return self._take(f"replica-{replica}")
+
+    def alive(self, replica: int) -> bool:
+        name = f"replica-{replica}"
+        with self._lock:
+            if name in self._mine:
+                return True
+        try:
+            fd = os.open(self.folder / name, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        finally:
+            os.close(fd)  # (also releases the lock if this took it)
+        return False
+
+    def try_lead(self) -> bool:
+        return self._take("leader")
+
+    def leading(self) -> bool:
+        with self._lock:
+            return "leader" in self._mine
+
+    def wait(self, timeout_s: float) -> bool:
+        self._closed.wait(timeout_s)
+        return False
+
+    def interrupt(self) -> None:
+        self._closed.set()
+
+    @property
+    def reconnected(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            for fd in self._mine.values():
+                os.close(fd)
+            self._mine.clear()
 
 
 class Checkpointer:

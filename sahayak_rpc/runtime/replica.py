@@ -1,0 +1,254 @@
+"""This process as one of the replicas that serve one database.
+
+Any number of serving processes, on one machine (``serve --workers N``) or many,
+share a database and behave as one server (docs/scale-out.md):
+
+- Each registers a row in ``replicas`` and heartbeats it; it holds a liveness
+  lock for as long as it lives (store: an advisory lock on PostgreSQL, a file
+  lock on SQLite), so another replica can tell at once that it died.
+- One of them leads: whoever holds the leader lock runs the scheduler, the
+  health checks and retention. Losing the lock (the process dies, its
+  connection is cut) lets another replica take it within a heartbeat.
+- The leader fails the training runs whose worker died (its liveness lock is
+  free) or stopped heartbeating (the counter did not move for
+  ``[training] heartbeat_timeout`` of the leader's own time: no clocks are
+  compared across machines). A replica starting up does the first part too,
+  so a run its previous life left running is failed at once.
+- Every replica follows the change feed (store/events.py) from its cursor and
+  acts on each event: serve the new champion, reload a model, wake trainers,
+  run watchers and alert watchers, stop a cancelled run. PostgreSQL's NOTIFY
+  wakes it early; on SQLite it polls. After a lost connection, and every
+  ``RESYNC_S`` as a safety net, it reloads what it caches from the rows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from ..app.catalog import Catalog
+from ..app.context import AppContext
+from ..app.monitor import Monitor
+from ..app.registry import Registry
+from ..app.training_runs import TrainingRunner
+from ..errors import NotFound, ServiceError
+from ..store import Coordinator, ReplicaRepository, StoreError, events
+from ..store.events import Event, ReplicaRow
+
+log = structlog.get_logger("sahayak_rpc.replica")
+
+# A replica reloads every cached thing from the rows this often, whatever the feed said.
+RESYNC_S = 30.0
+# On SQLite, replicas look for new events this often (PostgreSQL wakes them by NOTIFY).
+POLL_S = 0.1
+# Replicas whose heartbeat is this many intervals old are not "seen recently".
+SEEN_BEATS = 5
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    me: ReplicaRow | None
+    leading: bool
+    seen: list[ReplicaRow]
+
+
+class Replica:
+    def __init__(self, ctx: AppContext, coordinator: Coordinator, catalog: Catalog, registry: Registry,
+                 runner: TrainingRunner, monitor: Monitor, *, version: str, trains: bool, heartbeat_s: float,
+                 run_timeout_s: float, poll_s: float = POLL_S) -> None:
+        self._ctx = ctx
+        self._coordinator = coordinator
+        self._catalog, self._registry, self._runner, self._monitor = catalog, registry, runner, monitor
+        self._repo = ReplicaRepository(ctx.db)
+        self._version = version
+        self._trains = trains
+        self._heartbeat_s = heartbeat_s
+        self._run_timeout_s = run_timeout_s
+        self._poll_s = poll_s
+        self.name = f"{socket.gethostname()}/{os.getpid()}"
+        self.address = ""
+        self.id = 0
+        self._leading = False
+        self.on_lead: list[Callable[[], None]] = []  # when this replica becomes the leader
+        self.on_labels: list[Callable[[], None]] = []  # when a model has enough new labels (any replica's)
+        self._cursor = 0
+        self._beats: dict[str, tuple[int, float]] = {}  # run -> (heartbeat seen, when it last moved)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- life -------------------------------------------------------------------------
+
+    def register(self) -> int:
+        """Add this process to the replicas table and take its liveness lock; returns its id. Raises
+        StoreError when the lock cannot be taken (the database's coordination is unreachable)."""
+        now = self._ctx.now_us()
+        self.id = self._repo.register(self.name, socket.gethostname(), os.getpid(), self.address, self._version,
+                                      self._trains, now)
+        if not self._coordinator.keep(self.id):
+            raise StoreError(f"replica {self.id}: cannot take its liveness lock on {self._ctx.db.location}")
+        self._ctx.replica_id = self.id
+        # Changes before this moment are already in what this process loads at start.
+        self._cursor = self._ctx.events.last_seq()
+        return self.id
+
+    def start(self, name: str, address: str) -> None:
+        """Fail the runs dead workers left, then heartbeat and follow the change feed on threads of their own."""
+        self.name, self.address = name, address
+        self._sweep_runs(expired=False)
+        self._beat()
+        for target, label in ((self._beat_loop, "replica-heartbeat"), (self._follow_loop, "replica-follow")):
+            thread = threading.Thread(target=target, name=label, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._coordinator.interrupt()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        try:
+            if self.id:
+                self._repo.stopped(self.id, self._ctx.now_us())
+        except ServiceError as exc:
+            log.warning("replica.stop_unrecorded", error=exc.message)
+        self._coordinator.close()
+        self._leading = False
+
+    @property
+    def leading(self) -> bool:
+        """Whether this replica led at its last heartbeat."""
+        return self._leading
+
+    def status(self) -> ReplicaStatus:
+        """This replica's row, whether it leads, and the replicas seen within the last few heartbeats."""
+        since = self._ctx.now_us() - int(SEEN_BEATS * self._heartbeat_s * 1_000_000)
+        return ReplicaStatus(self._repo.get(self.id), self._leading, self._repo.seen_since(since))
+
+    # --- heartbeat and leadership ---------------------------------------------------------
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(self._heartbeat_s):
+            try:
+                self._beat()
+            except Exception:  # a bug of ours must not stop the heartbeat
+                log.exception("replica.beat_crashed")
+
+    def _beat(self) -> None:
+        if not self._coordinator.keep(self.id):
+            log.warning("replica.lock_lost", replica=self.id)
+        was = self._leading
+        self._leading = self._coordinator.try_lead()
+        if self._leading != was:
+            log.info("replica.leader" if self._leading else "replica.follower", replica=self.id, name=self.name)
+            if self._leading:
+                self._beats.clear()  # watch the runs afresh: another leader's observations are gone
+                for hook in self.on_lead:
+                    hook()
+        try:
+            self._repo.beat(self.id, self._ctx.now_us(), self._leading, self.name, self.address)
+            cancels = self._ctx.runs.heartbeat(self.id)
+            if cancels:
+                self._runner.cancel_local(cancels)
+            if self._leading:
+                self._sweep_runs(expired=True)
+        except ServiceError as exc:  # the database is away: beat again next time
+            log.warning("replica.beat_failed", error=exc.message)
+
+    def _sweep_runs(self, expired: bool) -> None:
+        """Fail running runs whose worker died; with ``expired``, also those whose heartbeat stopped
+        moving for the run timeout (as this replica has watched it)."""
+        now = time.monotonic()
+        running = self._ctx.runs.running()
+        for run in running:
+            if run.worker == self.id:
+                continue  # this process's own: its trainer ends them
+            reason, beat = "", None
+            if not self._coordinator.alive(run.worker):
+                reason = f"its worker (replica {run.worker}) stopped"
+            elif expired:
+                seen = self._beats.get(run.run_id)
+                if seen is None or seen[0] != run.heartbeat:
+                    self._beats[run.run_id] = (run.heartbeat, now)
+                elif now - seen[1] > self._run_timeout_s:
+                    reason = f"its worker (replica {run.worker}) stopped heartbeating for {self._run_timeout_s:g}s"
+                    beat = run.heartbeat
+            if not reason:
+                continue
+            failed = self._ctx.runs.fail_running(run.run_id, run.worker, beat, reason, self._ctx.now_us())
+            if failed is not None:
+                log.warning("replica.run_interrupted", run_id=run.run_id, reason=reason)
+                self._runner.interrupted(failed)
+        current = {r.run_id for r in running}
+        for run_id in [r for r in self._beats if r not in current]:
+            del self._beats[run_id]
+
+    # --- the change feed --------------------------------------------------------------------
+
+    def _follow_loop(self) -> None:
+        last_resync = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._coordinator.wait(self._poll_s if self._ctx.db.dialect == "sqlite" else 1.0)
+                if self._stop.is_set():
+                    return
+                if self._coordinator.reconnected or time.monotonic() - last_resync > RESYNC_S:
+                    self.resync()
+                    last_resync = time.monotonic()
+                self.catch_up()
+            except ServiceError as exc:  # the database is away: try again
+                log.warning("replica.follow_failed", error=exc.message)
+                self._stop.wait(1.0)
+            except Exception:  # a bug of ours must not stop the follower
+                log.exception("replica.follow_crashed")
+                self._stop.wait(1.0)
+
+    def catch_up(self) -> None:
+        """Act on every event after the cursor, in order."""
+        while True:
+            batch = self._ctx.events.after(self._cursor)
+            for event in batch:
+                self._apply(event)
+                self._cursor = event.seq
+            if len(batch) < 1000:
+                break
+        # Progress events are not in the feed (only their wake-up is): let run watchers look.
+        self._runner.progressed()
+
+    def _apply(self, event: Event) -> None:
+        kind = event.kind
+        if kind == events.MODEL:
+            self._catalog.changed(event.subject)
+            return
+        if kind in (events.RUN, events.CANCEL):
+            if kind == events.CANCEL:
+                self._runner.cancel_local([event.subject])
+            self._runner.wake()
+            return
+        if kind == events.ALERT:
+            self._monitor.alerts_changed()
+            return
+        if kind == events.LABELS:
+            for hook in self.on_labels:
+                hook()
+            return
+        try:
+            model = self._catalog.by_id(event.model_id)
+        except NotFound:
+            return
+        if kind == events.ALIAS and event.subject == "champion":
+            self._registry.refresh(model)
+        elif kind == events.VERSION and event.subject.isdigit():
+            self._registry.evict(model, int(event.subject))
+
+    def resync(self) -> None:
+        """Reload what this process caches from the rows (after a lost connection, and now and then)."""
+        self._catalog.changed()
+        self._registry.refresh_all(self._catalog.all())
+        self._runner.wake()
+        self._monitor.alerts_changed()

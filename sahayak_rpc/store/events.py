@@ -1,0 +1,177 @@
+"""events: the change feed that replicas follow; replicas: who serves; schedule: the leader's clock.
+
+A change that other replicas must act on (a champion moved, a model updated, a
+run queued or cancelled, an alert raised ...) appends an event in the transaction
+that makes the change. Its ``seq`` is the feed's cursor. On PostgreSQL, identity
+values are not handed out in commit order, so a follower reading ``seq > cursor``
+could pass over a row whose smaller seq commits later; ``append`` therefore takes
+a transaction-level lock before its insert (store/sql.py ``Lock.EVENTS``), held
+until commit: whoever inserts next gets a larger seq *and* commits later. SQLite
+has one writer, so the same holds there without a lock. tests/test_cluster.py
+has concurrent writers in several processes and a follower that must see every
+event exactly once, in order.
+
+NOTIFY (``Conn.notify``) is only a wake-up: a replica that was away reads the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .database import Database
+from .sql import Conn, Lock
+
+CHANNEL = "sahayak_events"
+
+# Event kinds, and what a replica does on each (runtime/replica.py).
+MODEL = "model"  # created or updated: reload it
+ALIAS = "alias"  # an alias moved (subject: the alias): reload the champion
+VERSION = "version"  # a version's status changed (subject: its number): drop it from the cache
+RUN = "run"  # a run was queued, or ended (subject: the run id): wake the trainers and the watchers
+CANCEL = "cancel"  # a run's cancel was asked for (subject: the run id): its trainer stops it
+ALERT = "alert"  # an alert event was stored: wake WatchAlerts
+LABELS = "labels"  # enough new labels for an incremental update: wake the scheduler
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    kind: str
+    model_id: int
+    subject: str
+    created_us: int
+
+
+def append(conn: Conn, kind: str, now_us: int, model_id: int = 0, subject: str = "") -> int:
+    """Append an event in the caller's write transaction (as its last statement: the lock it takes is
+    held until commit); returns its seq."""
+    conn.lock(Lock.EVENTS)
+    row = conn.execute("INSERT INTO events (kind, model_id, subject, created_us) VALUES (?, ?, ?, ?) RETURNING seq",
+                       (kind, model_id, subject, now_us)).fetchone()
+    conn.notify(CHANNEL, kind)
+    return int(row[0])
+
+
+class EventRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def after(self, cursor: int, limit: int = 1000) -> list[Event]:
+        """Events with a seq above ``cursor``, oldest first."""
+        rows = self._db.reader().execute(
+            "SELECT seq, kind, model_id, subject, created_us FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (cursor, limit)).fetchall()
+        return [Event(*r) for r in rows]
+
+    def last_seq(self) -> int:
+        return int(self._db.reader().execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+    def append(self, kind: str, now_us: int, model_id: int = 0, subject: str = "") -> int:
+        """Append an event in a transaction of its own (for a wake-up that needs no other write)."""
+        with self._db.write() as conn:
+            return append(conn, kind, now_us, model_id, subject)
+
+    def purge(self, before_us: int, batch: int = 1000) -> int:
+        """Delete events older than ``before_us``, keeping the newest (it holds the cursor's place)."""
+        total = 0
+        while True:
+            with self._db.write() as conn:
+                deleted = conn.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE created_us < ?"
+                    " AND seq < (SELECT max(seq) FROM events) ORDER BY seq LIMIT ?)", (before_us, batch)).rowcount
+            total += deleted
+            if deleted < batch:
+                return total
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    id: int
+    name: str
+    host: str
+    pid: int
+    address: str
+    version: str
+    trains: bool
+    started_us: int
+    heartbeat_us: int
+    leader: bool
+    stopped_us: int
+
+
+_REPLICA_COLS = "id, name, host, pid, address, version, trains, started_us, heartbeat_us, leader, stopped_us"
+
+
+def _replica(r: Any) -> ReplicaRow:
+    return ReplicaRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], bool(r[9]), r[10])
+
+
+class ReplicaRepository:
+    """One row per serving process: registered at start, heartbeated, marked stopped."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def register(self, name: str, host: str, pid: int, address: str, version: str, trains: bool, now_us: int) -> int:
+        """A new replica's row; returns its id (never reused)."""
+        with self._db.write() as conn:
+            row = conn.execute(
+                "INSERT INTO replicas (name, host, pid, address, version, trains, started_us, heartbeat_us)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (name, host, pid, address, version, int(trains), now_us, now_us)).fetchone()
+            return int(row[0])
+
+    def beat(self, replica: int, now_us: int, leader: bool, name: str, address: str) -> None:
+        with self._db.write(durable=False) as conn:
+            conn.execute("UPDATE replicas SET heartbeat_us = ?, leader = ?, name = ?, address = ? WHERE id = ?",
+                         (now_us, int(leader), name, address, replica))
+
+    def stopped(self, replica: int, now_us: int) -> None:
+        with self._db.write() as conn:
+            conn.execute("UPDATE replicas SET stopped_us = ?, leader = 0 WHERE id = ?", (now_us, replica))
+
+    def get(self, replica: int) -> ReplicaRow | None:
+        r = self._db.reader().execute(f"SELECT {_REPLICA_COLS} FROM replicas WHERE id = ?", (replica,)).fetchone()
+        return _replica(r) if r else None
+
+    def running(self) -> list[ReplicaRow]:
+        """Replicas not marked stopped, by id."""
+        rows = self._db.reader().execute(
+            f"SELECT {_REPLICA_COLS} FROM replicas WHERE stopped_us = 0 ORDER BY id").fetchall()
+        return [_replica(r) for r in rows]
+
+    def seen_since(self, since_us: int) -> list[ReplicaRow]:
+        """Replicas whose last heartbeat is at or after ``since_us``, by id."""
+        rows = self._db.reader().execute(
+            f"SELECT {_REPLICA_COLS} FROM replicas WHERE heartbeat_us >= ? AND stopped_us = 0 ORDER BY id",
+            (since_us,)).fetchall()
+        return [_replica(r) for r in rows]
+
+    def purge(self, before_us: int) -> int:
+        """Forget replicas stopped before ``before_us``."""
+        with self._db.write() as conn:
+            return int(conn.execute("DELETE FROM replicas WHERE stopped_us > 0 AND stopped_us < ?",
+                                    (before_us,)).rowcount)
+
+
+class ScheduleRepository:
+    """When the leader last ran each periodic task, so that a new leader neither repeats nor skips one."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def claim(self, task: str, now_us: int, interval_us: int) -> bool:
+        """Record that ``task`` runs now, if it last ran at least ``interval_us`` ago (or never); True
+        when this call claimed it. One statement decides, so two leaders (a moment of overlap while
+        one loses its lock) cannot both claim a run."""
+        with self._db.write() as conn:
+            row = conn.execute(
+                "INSERT INTO schedule (task, at_us) VALUES (?, ?) ON CONFLICT (task) DO UPDATE"
+                " SET at_us = excluded.at_us WHERE schedule.at_us <= ? RETURNING at_us",
+                (task, now_us, now_us - interval_us)).fetchone()
+        return row is not None
+
+    def last(self, task: str) -> int:
+        row = self._db.reader().execute("SELECT at_us FROM schedule WHERE task = ?", (task,)).fetchone()
+        return int(row[0]) if row else 0

@@ -1,0 +1,497 @@
+"""The PostgreSQL backend: many serving processes, on any machines, on one database.
+
+psycopg 3 with a connection pool. Every connection is in autocommit mode and
+``write`` / ``read`` open their transaction explicitly, so a single query from
+``reader`` never holds a transaction open. Commits are synchronous (the server's
+default ``synchronous_commit = on``): an acknowledged write is on disk; only the
+served-prediction log's commits turn it off for themselves.
+
+Statements arrive with ``?`` placeholders (store/sql.py) and are rewritten once
+each into psycopg's ``%s``. Errors map by SQLSTATE, never by message text.
+
+The prediction log (``predictions``, ``prediction_batches``) is partitioned by
+day of ``created_us``: a partition is created before the first row of its day is
+written, and retention drops whole days instead of deleting millions of rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+import structlog
+from psycopg import errors as pg_errors
+
+from ..errors import ResourceExhausted, Unavailable
+from .database import Coordinator, Database, StoreError
+from .migrations import PG_MIGRATIONS
+from .sql import PG_LOCK_NAMESPACE, Lock, first_occurrences
+
+log = structlog.get_logger("sahayak_rpc.postgres")
+
+DAY_US = 86_400_000_000
+PARTITIONED = ("predictions", "prediction_batches")
+# Partitions made ahead of time at start (today and the next days), so that the log's first
+# writes of a day rarely wait for DDL.
+PARTITIONS_AHEAD = 2
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and status."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@functools.lru_cache(maxsize=2048)
+def _pg(sql: str) -> str:
+    """``?`` placeholders to psycopg's ``%s`` (a literal ``%`` doubled first)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def translate_pg(exc: BaseException) -> BaseException:
+    """Operational faults become errors a client can act on (by SQLSTATE); the rest stay bugs."""
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return Unavailable(f"no database connection free, retry: {exc}", reason="DATABASE_BUSY")
+    if not isinstance(exc, psycopg.Error):
+        return exc
+    state = exc.sqlstate or ""
+    if state == "53100":  # disk_full
+        return ResourceExhausted(f"storage full: {exc}", reason="STORAGE_FULL")
+    if state in ("55P03", "57014"):  # lock_not_available, query_canceled (lock_timeout / statement_timeout)
+        return Unavailable(f"database busy, retry: {exc}", reason="DATABASE_LOCKED")
+    if state in ("40001", "40P01"):  # serialization_failure, deadlock_detected
+        return Unavailable(f"database conflict, retry: {exc}", reason="DATABASE_CONFLICT")
+    if (state.startswith(("08", "53", "57P", "58")) or state == "25006"
+            or (isinstance(exc, psycopg.OperationalError) and not state)):
+        # connection lost or refused, out of resources, the server shutting down, I/O error,
+        # a read-only standby, or a connection the client itself found broken
+        return Unavailable(f"database unavailable, retry: {exc}", reason="DATABASE_UNAVAILABLE")
+    return exc
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    return isinstance(exc, pg_errors.UniqueViolation)
+
+
+class _Rows:
+    """A fetched result that reads like a cursor (``reader``'s statements return their connection first)."""
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self._at = 0
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def fetchall(self) -> list[Any]:
+        rest = self._rows[self._at:]
+        self._at = len(self._rows)
+        return rest
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class PgConn:
+    """A pooled psycopg connection inside one transaction, speaking the contract of store/sql.py."""
+
+    dialect = "postgresql"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        return self.raw.execute(_pg(sql), args or None)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
+        cur = self.raw.cursor()
+        cur.executemany(_pg(sql), rows)
+        return cur
+
+    def lock(self, name: Lock, key: int = 0) -> None:
+        self.raw.execute("SELECT pg_advisory_xact_lock(%s, %s)", (PG_LOCK_NAMESPACE | int(name), int(key)))
+
+    def try_execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any] | None:
+        try:
+            with self.raw.transaction():  # a savepoint: the failed statement must not abort the rest
+                return self.execute(sql, args)
+        except pg_errors.UniqueViolation:
+            return None
+
+    def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                   key: Sequence[str]) -> list[bool]:
+        """COPY the rows into a staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING
+        RETURNING`` the keys stored: idempotent, and a per-row answer, in two statements."""
+        if not rows:
+            return []
+        stage = f"stage_{table}"
+        cols = ", ".join(columns)
+        # Per connection (a temporary table lives as long as its session), emptied at each commit.
+        self.raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
+                         f" SELECT 0::bigint AS ord, {cols} FROM {table} WITH NO DATA")
+        with self.raw.cursor().copy(f"COPY {stage} (ord, {cols}) FROM STDIN") as copy:
+            for i, row in enumerate(rows):
+                copy.write_row((i, *row))
+        keys_sql = ", ".join(key)
+        stored = {tuple(r) for r in self.raw.execute(
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY ord"
+            f" ON CONFLICT ({keys_sql}) DO NOTHING RETURNING {keys_sql}")}
+        self.raw.execute(f"TRUNCATE {stage}")  # (the same transaction may stage again)
+        at = [list(columns).index(k) for k in key]
+        keys = [tuple(r[i] for i in at) for r in rows]
+        first = first_occurrences(keys)
+        return [k in stored and f for k, f in zip(keys, first, strict=True)]
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self.raw.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(?)", [list(values)]
+
+    def notify(self, channel: str, payload: str = "") -> None:
+        # Delivered when the transaction commits, to the sessions listening then.
+        self.raw.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+class PgReader:
+    """``Database.reader`` on PostgreSQL: each statement borrows a pooled connection and returns it."""
+
+    dialect = "postgresql"
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> _Rows:
+        with self._db.connection() as raw:
+            cur = raw.execute(_pg(sql), args or None)
+            rows = cur.fetchall() if cur.description is not None else []
+            return _Rows(rows, cur.rowcount)
+
+
+class PgDatabase(Database):
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, pool_size: int = 10, busy_timeout_s: float = 5.0,
+                 application_name: str = "sahayak-rpc", connect_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.location = redact(url)
+        self.application_name = application_name
+        self._busy_timeout_s = busy_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._closed = False
+        self._partitions: set[tuple[str, int]] = set()
+        self._partition_lock = threading.Lock()
+        self._migrate()
+        self._pool = psycopg_pool.ConnectionPool(
+            url, min_size=min(2, pool_size), max_size=pool_size, timeout=max(busy_timeout_s, 1.0),
+            kwargs=self._connect_kwargs(), configure=self._configure, name="sahayak", open=False)
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout_s)
+        except psycopg_pool.PoolTimeout:
+            self._pool.close()
+            raise StoreError(f"cannot connect to {self.location} within {connect_timeout_s:.0f}s") from None
+        self._reader = PgReader(self)
+        today = int(time.time() * 1_000_000) // DAY_US * DAY_US
+        for table in PARTITIONED:
+            self.prepare_partitions(table, [today + d * DAY_US for d in range(PARTITIONS_AHEAD + 1)])
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {"autocommit": True, "application_name": self.application_name,
+                "connect_timeout": max(1, int(self._connect_timeout_s)),
+                # A replica on a machine that vanished is noticed by TCP keepalives, not after hours.
+                "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        # A write that waits this long for a row or advisory lock answers UNAVAILABLE (DATABASE_LOCKED),
+        # as SQLite's busy timeout does.
+        conn.execute(f"SET lock_timeout = {int(self._busy_timeout_s * 1000)}")
+
+    def connect(self, **extra: Any) -> psycopg.Connection[Any]:
+        """A new connection of its own (not pooled): for session locks and LISTEN."""
+        try:
+            return psycopg.connect(self.url, **{**self._connect_kwargs(), **extra})
+        except psycopg.Error as exc:
+            raise translate_pg(exc) from None
+
+    # --- schema ---------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        """Apply missing migrations under a session-level advisory lock: replicas that start together
+        wait for each other, and the first one migrates."""
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s)),
+                                   application_name=self.application_name)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {self.location}: {str(exc).strip()}") from None
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s, 0)", (PG_LOCK_NAMESPACE | Lock.MIGRATE,))
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+            current = int(row[0]) if row else 0
+            if current > len(PG_MIGRATIONS):
+                raise StoreError(f"database schema version {current} is newer than this server knows"
+                                 f" ({len(PG_MIGRATIONS)}): upgrade sahayak-rpc")
+            for version in range(current + 1, len(PG_MIGRATIONS) + 1):
+                with conn.transaction():
+                    for statement in PG_MIGRATIONS[version - 1].split(";\n"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+                log.info("postgres.migrated", version=version, database=self.location)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot migrate {self.location}: {str(exc).strip()}") from None
+        finally:
+            conn.close()  # (releases the advisory lock)
+
+    @property
+    def schema_version(self) -> int:
+        row = self.reader().execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0] or 0)
+
+    # --- transactions -----------------------------------------------------------------
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection (autocommit), with errors mapped."""
+        if self._closed:
+            raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
+        try:
+            with self._pool.connection() as raw:
+                yield raw
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise translate_pg(exc) from None
+
+    @contextmanager
+    def write(self, durable: bool = True) -> Iterator[PgConn]:
+        with self.connection() as raw:
+            with raw.transaction():
+                if not durable:
+                    raw.execute("SET LOCAL synchronous_commit TO OFF")
+                yield PgConn(raw)
+
+    @contextmanager
+    def read(self) -> Iterator[PgConn]:
+        with self.connection() as raw:
+            with raw.transaction():
+                raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield PgConn(raw)
+
+    def reader(self) -> PgReader:
+        return self._reader
+
+    def coordinator(self, lock_dir: str | None = None) -> Coordinator:
+        return PgCoordinator(self)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+
+    # --- the prediction log's partitions -------------------------------------------------
+
+    def prepare_partitions(self, table: str, times_us: Iterator[int] | list[int]) -> None:
+        days = {t // DAY_US for t in times_us}
+        with self._partition_lock:
+            missing = sorted(d for d in days if (table, d) not in self._partitions)
+        if not missing:
+            return
+        # In a transaction of its own, before the rows' (creating a partition locks its table).
+        with self.write() as conn:
+            conn.lock(Lock.PARTITIONS)
+            for day in missing:
+                name = f"{table}_d{dt.datetime.fromtimestamp(day * 86400, dt.UTC):%Y%m%d}"
+                conn.raw.execute(f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table}"
+                                 f" FOR VALUES FROM ({day * DAY_US}) TO ({(day + 1) * DAY_US})")
+        with self._partition_lock:
+            self._partitions.update((table, d) for d in missing)
+
+    def drop_partitions_before(self, table: str, before_us: int) -> int:
+        """Drop the day partitions that end at or before ``before_us`` (whole days past retention);
+        returns how many rows they held."""
+        with self.write() as conn:
+            conn.lock(Lock.PARTITIONS)
+            rows = conn.raw.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = %s::regclass", (table,)).fetchall()
+            gone, dropped_rows = [], 0
+            for (name,) in rows:
+                day = _partition_day(name, table)
+                if day is not None and (day + 1) * DAY_US <= before_us:
+                    counted = conn.raw.execute(f"SELECT count(*) FROM {name}").fetchone()
+                    dropped_rows += int(counted[0]) if counted else 0
+                    conn.raw.execute(f"DROP TABLE {name}")
+                    gone.append(day)
+        with self._partition_lock:
+            self._partitions.difference_update((table, d) for d in gone)
+        return dropped_rows
+
+
+def _partition_day(name: str, table: str) -> int | None:
+    prefix = f"{table}_d"
+    if not name.startswith(prefix):
+        return None
+    try:
+        when = dt.datetime.strptime(name[len(prefix):], "%Y%m%d").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return int(when.timestamp()) // 86400
+
+
+class PgCoordinator(Coordinator):
+    """Session-level advisory locks on a connection of their own (the replica's liveness lock, and
+    the leader lock while it leads): closing the session (the process dies, or the connection is
+    cut) releases them, and another replica takes the lead. LISTEN on a second connection wakes the
+    replica when another commits a change; a notification is a hint, the events table the record."""
+
+    CHANNEL = "sahayak_events"
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._locks: psycopg.Connection[Any] | None = None
+        self._replica = 0
+        self._leading = False
+        self._listen: psycopg.Connection[Any] | None = None
+        self._listen_lock = threading.Lock()
+        self._reconnected = False
+        self._closed = threading.Event()
+
+    def _session(self) -> psycopg.Connection[Any] | None:
+        """The lock connection, (re)opened when needed (under self._lock)."""
+        if self._locks is not None and not self._locks.closed and not self._locks.broken:
+            return self._locks
+        self._locks, self._leading = None, False
+        try:
+            self._locks = self._db.connect(application_name=f"{self._db.application_name} locks")
+        except Exception as exc:
+            log.warning("coordination.connect_failed", error=str(exc))
+            return None
+        return self._locks
+
+    def keep(self, replica: int) -> bool:
+        with self._lock:
+            if self._locks is not None and not self._locks.closed and not self._locks.broken \
+                    and self._replica == replica:
+                return True
+            conn = self._session()
+            if conn is None:
+                return False
+            try:
+                got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                                   (PG_LOCK_NAMESPACE | Lock.REPLICA, replica)).fetchone()
+            except psycopg.Error as exc:
+                log.warning("coordination.lock_failed", error=str(exc))
+                return False
+            self._replica = replica if got and got[0] else 0
+            return bool(self._replica)
+
+    def alive(self, replica: int) -> bool:
+        with self._lock:
+            if replica == self._replica and self._locks is not None and not self._locks.broken:
+                return True
+        # Someone holds its lock: a granted advisory lock with our namespace and its key.
+        row = self._db.reader().execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = ? AND objid::bigint = ?"
+            " AND objsubid = 2"
+            " AND granted LIMIT 1", (PG_LOCK_NAMESPACE | Lock.REPLICA, replica)).fetchone()
+        return row is not None
+
+    def try_lead(self) -> bool:
+        with self._lock:
+            if self._leading and self._check():
+                return True
+            conn = self._session()
+            if conn is None:
+                return False
+            try:
+                got = conn.execute("SELECT pg_try_advisory_lock(%s, 0)", (PG_LOCK_NAMESPACE | Lock.LEADER,)).fetchone()
+            except psycopg.Error:
+                return False
+            self._leading = bool(got and got[0])
+            return self._leading
+
+    def _check(self) -> bool:
+        """Is the lock session still there? (under self._lock)"""
+        conn = self._locks
+        if conn is None or conn.closed or conn.broken:
+            self._leading = False
+            return False
+        try:
+            conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            self._leading = False
+            return False
+
+    def leading(self) -> bool:
+        with self._lock:
+            return self._leading and self._check()
+
+    def wait(self, timeout_s: float) -> bool:
+        with self._listen_lock:
+            conn = self._listen
+            if conn is None or conn.closed or conn.broken:
+                try:
+                    conn = self._listen = self._db.connect(application_name=f"{self._db.application_name} listen")
+                    conn.execute(f"LISTEN {self.CHANNEL}")
+                except Exception as exc:
+                    self._listen = None
+                    log.warning("coordination.listen_failed", error=str(exc))
+                    self._closed.wait(min(timeout_s, 1.0))
+                    return False
+                self._reconnected = True
+        if self._closed.is_set():
+            return False
+        try:
+            for _ in conn.notifies(timeout=timeout_s, stop_after=1):
+                return True
+        except psycopg.Error as exc:
+            log.warning("coordination.listen_lost", error=str(exc))
+        return False
+
+    def interrupt(self) -> None:
+        self._closed.set()
+        try:  # a notification is what ends the listener's wait
+            with self._db.connection() as raw:
+                raw.execute("SELECT pg_notify(%s, 'stop')", (self.CHANNEL,))
+        except Exception:  # the database is away: the wait ends at its timeout
+            pass
+
+    @property
+    def reconnected(self) -> bool:
+        with self._listen_lock:
+            was, self._reconnected = self._reconnected, False
+            return was
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            if self._locks is not None:
+                self._locks.close()
+                self._locks = None
+            self._leading = False
+        with self._listen_lock:
+            if self._listen is not None:
+                self._listen.close()
+                self._listen = None
