@@ -94,17 +94,23 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import config as cfgmod
     from .logs import configure
-    from .server import Server
 
     cfg = cfgmod.load(args.config, host=args.host, port=args.port, db=args.db, log_level=args.log_level,
                       metrics_port=args.metrics_port, tokens_file=args.tokens_file, tls_cert=args.tls_cert,
-                      tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
+                      tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, workers=args.workers)
     configure(cfg.log_level)
+    if cfg.workers > 1 and args.worker_index is None:
+        return _supervise(args, cfg)
     from .auth import TokenFileError
+    from .runtime.clock import Clock, FileClock, SystemClock
+    from .server import Server
     from .store import StoreError
 
+    # Tests of schedules over several processes share one clock through a file (runtime/clock.py).
+    clock_file = os.environ.get("SAHAYAK_TEST_CLOCK_FILE")
+    clock: Clock = FileClock(clock_file) if clock_file else SystemClock()
     try:
-        server = Server(cfg)
+        server = Server(cfg, clock=clock, worker_index=args.worker_index or 0)
         done = server.handle_signals()
         server.start()
     except TokenFileError as exc:
@@ -117,6 +123,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threading.Thread(target=_serve_demo, args=(server, args.demo_outcomes), name="demo-loader", daemon=True).start()
     server.serve_forever(done)
     return 0
+
+
+def _supervise(args: argparse.Namespace, cfg: Any) -> int:
+    """``serve --workers N``: start N serving processes on one port and watch over them (runtime/workers.py)."""
+    from .runtime.workers import Supervisor, reserve_port
+
+    port, held = cfg.port, None
+    if port == 0:  # the workers must share one port: pick it here
+        try:
+            held, port = reserve_port(cfg.host)
+        except OSError as exc:
+            print(f"sahayak-rpc: cannot find a free port on {cfg.host}: {exc.strerror}", file=sys.stderr)
+            return 1
+    try:
+        return Supervisor(args.argv[1:], cfg.workers, port, cfg.shutdown_grace_s).run()
+    finally:
+        if held is not None:
+            held.close()
 
 
 def _serve_demo(server: Any, n: int) -> None:
@@ -281,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the server")
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
-    p.add_argument("--db", help="SQLite database file (default sahayak.db)")
+    p.add_argument("--db", help="a SQLite database file (default sahayak.db), or a postgresql:// URL (docs/scale-out.md)")
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)")
@@ -291,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--demo", action="store_true", help="create the Scheme Sahayak demo model and load demo outcomes")
     p.add_argument("--demo-outcomes", type=int, default=20_000, help="demo outcomes to load (default 20000)")
+    p.add_argument("--workers", type=int, help="serving processes on this machine, sharing the port (default 1)")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the --workers supervisor
     p.set_defaults(func=cmd_serve)
 
     def target(p: argparse.ArgumentParser) -> None:
@@ -354,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = ["sahayak-rpc", *argv]
     from .client import SahayakError
     from .config import ConfigError
 

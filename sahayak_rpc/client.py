@@ -10,6 +10,8 @@ violations and the machine-readable reason the server sent.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,6 +47,35 @@ _TYPES = {
     FeatureType.CATEGORICAL: registry_pb2.FEATURE_TYPE_CATEGORICAL,
     FeatureType.BOOLEAN: registry_pb2.FEATURE_TYPE_BOOLEAN,
 }
+
+
+# Calls that are safe to send again retry UNAVAILABLE by themselves (gRPC's own retry policy, not a loop
+# of ours): a replica restarting, or a database failing over, costs a client nothing but a little time.
+# Reads and predictions are safe; RecordOutcome is, because this client always names the outcome.
+# CANCELLED too: a server that shuts down answers the calls that reached it but no handler yet with
+# CANCELLED instead of UNAVAILABLE (grpc/grpc#41785, open); gRPC retries only calls whose answer has not
+# begun, and never one its own caller cancelled, so no work is done twice.
+# "round_robin" spreads calls over every address the target resolves to (several replicas).
+_IDEMPOTENT = {
+    "sahayak.v1.InferenceService": (),
+    "sahayak.v1.ModelRegistryService": ("GetModel", "ListModels", "ListModelVersions", "GetModelVersion",
+                                        "EvaluateModelVersion", "CompareModelVersions", "ListAliasHistory",
+                                        "ExportModelVersion"),
+    "sahayak.v1.TrainingService": ("RecordOutcome", "GetTrainingRun", "ListTrainingRuns"),
+    "sahayak.v1.MonitorService": ("GetServerStatus", "GetPerformance", "GetPerformanceTrend", "DetectDrift",
+                                  "ListAlerts", "GetMonitoringReport"),
+    "sahayak.v1.FeedbackService": ("GetFeedbackSummary",),
+    "grpc.health.v1.Health": ("Check",),
+}
+SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": service, **({"method": m} if m else {})}
+                 for service, methods in _IDEMPOTENT.items() for m in (methods or ("",))],
+        "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.05s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
+    }],
+})
 
 
 @dataclass(frozen=True)
@@ -212,11 +243,17 @@ class Client:
         client_cert: bytes | None = None,
         client_key: bytes | None = None,
     ) -> None:
-        """``token``: a bearer token (sent as ``authorization: Bearer``). TLS is on
-        when ``tls`` or any certificate is given: ``ca_cert`` (PEM) verifies the
-        server (default: the system roots), ``client_cert``/``client_key`` (PEM)
-        are this client's for mutual TLS."""
-        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20), *options]
+        """``target``: one address, a name that resolves to several, or a list of replicas
+        (``ipv4:10.0.0.1:50051,10.0.0.2:50051``): calls are spread over them and idempotent ones
+        retry UNAVAILABLE (``SERVICE_CONFIG``). ``token``: a bearer token (sent as ``authorization:
+        Bearer``). TLS is on when ``tls`` or any certificate is given: ``ca_cert`` (PEM) verifies
+        the server (default: the system roots), ``client_cert``/``client_key`` (PEM) are this
+        client's for mutual TLS."""
+        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1),
+                # A replica that restarts is used again within a second of listening (gRPC's default
+                # backoff grows to two minutes: a rolling restart would then run out of replicas).
+                ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000), *options]
         if channel is None:
             if tls or ca_cert or client_cert:
                 creds = grpc.ssl_channel_credentials(ca_cert, client_key, client_cert)
@@ -308,7 +345,9 @@ class Client:
         occurred_at: dt.datetime | None = None,
         prediction_id: str = "",
     ) -> training_pb2.RecordOutcomeResponse:
-        o = OutcomeInput(features, label, outcome_id, entities or {}, metadata or {}, occurred_at, prediction_id)
+        # Named here when the caller does not: a retried call then stores the outcome once.
+        o = OutcomeInput(features, label, outcome_id or uuid.uuid4().hex, entities or {}, metadata or {}, occurred_at,
+                         prediction_id)
         request = training_pb2.RecordOutcomeRequest(model=model)
         outcome_to_proto(o, request.outcome)
         return self._call(self.training.RecordOutcome, request)

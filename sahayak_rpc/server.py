@@ -139,8 +139,7 @@ class Server:
         self.scheduler = Scheduler(self.ctx, self.catalog, self.runner, self.ingest, self.registry,
                                    leading=lambda: self.replica.leading)
         self.ingest.on_threshold = self.scheduler.wake
-        self.replica.on_labels.append(self.scheduler.wake)
-        self.replica.on_lead.append(self.scheduler.wake)
+        self.replica.on_schedule.append(self.scheduler.wake)
         self.scheduler.extra_tasks.append(self.monitor.periodic)
         self.metrics: Metrics | None = None
         self._metrics_http: Any = None
@@ -240,10 +239,10 @@ class Server:
             except OSError as exc:
                 server.stop(0)
                 raise OSError(f"cannot serve metrics on {cfg.host}:{metrics_port}: {exc}") from None
-        name = f"{socket.gethostname()}:{self.port}" + (f"/w{self.worker_index}" if cfg.workers > 1 else "")
-        self.replica.start(name, f"{cfg.host}:{self.port}")
+        replica_name = f"{socket.gethostname()}:{self.port}" + (f"/w{self.worker_index}" if cfg.workers > 1 else "")
+        self.replica.start(replica_name, f"{cfg.host}:{self.port}")
         if self.metrics is not None:
-            self.metrics.replica = name
+            self.metrics.replica = replica_name
         if self._run_scheduler:
             self.scheduler.start()
         if cfg.training_worker:
@@ -257,7 +256,7 @@ class Server:
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("server.started", host=cfg.host, port=self.port, db=self.db.location, version=server_version(),
-                 replica=self.replica.id, name=name, implemented=len(implemented_methods(self.servicers)))
+                 replica=self.replica.id, replica_name=replica_name, implemented=len(implemented_methods(self.servicers)))
         return self.port
 
     def stop(self, grace: float | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Protocol
@@ -52,3 +53,30 @@ class ManualClock:
                 # without the event having to know about this condition.
                 self._cond.wait(0.01)
             return event.is_set()
+
+
+class FileClock:
+    """A clock several processes share: the time is the number (seconds since the epoch) in a file that a
+    test writes, so that a schedule spread over replicas is testable in milliseconds too. The server uses
+    it when SAHAYAK_TEST_CLOCK_FILE names the file (tests only: the file alone decides the time)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def now(self) -> float:
+        with open(self._path) as f:
+            return float(f.read().strip())
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        deadline = self.now() + seconds
+        while not event.is_set() and self.now() < deadline:
+            event.wait(0.02)
+        return event.is_set()
+
+    @staticmethod
+    def write(path: str, when: float) -> None:
+        """Set the shared time (atomically: a reader never sees half a number)."""
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(repr(float(when)))
+        os.replace(tmp, path)

@@ -75,8 +75,9 @@ class Replica:
         self.address = ""
         self.id = 0
         self._leading = False
-        self.on_lead: list[Callable[[], None]] = []  # when this replica becomes the leader
-        self.on_labels: list[Callable[[], None]] = []  # when a model has enough new labels (any replica's)
+        # Called when the schedule may have something to do: this replica became the leader, a model
+        # has enough new labels, a run ended (on any replica).
+        self.on_schedule: list[Callable[[], None]] = []
         self._cursor = 0
         self._beats: dict[str, tuple[int, float]] = {}  # run -> (heartbeat seen, when it last moved)
         self._stop = threading.Event()
@@ -148,8 +149,7 @@ class Replica:
             log.info("replica.leader" if self._leading else "replica.follower", replica=self.id, name=self.name)
             if self._leading:
                 self._beats.clear()  # watch the runs afresh: another leader's observations are gone
-                for hook in self.on_lead:
-                    hook()
+                self._schedule()
         try:
             self._repo.beat(self.id, self._ctx.now_us(), self._leading, self.name, self.address)
             cancels = self._ctx.runs.heartbeat(self.id)
@@ -184,6 +184,7 @@ class Replica:
             if failed is not None:
                 log.warning("replica.run_interrupted", run_id=run.run_id, reason=reason)
                 self._runner.interrupted(failed)
+                self._schedule()
         current = {r.run_id for r in running}
         for run_id in [r for r in self._beats if r not in current]:
             del self._beats[run_id]
@@ -229,13 +230,13 @@ class Replica:
             if kind == events.CANCEL:
                 self._runner.cancel_local([event.subject])
             self._runner.wake()
+            self._schedule()
             return
         if kind == events.ALERT:
             self._monitor.alerts_changed()
             return
         if kind == events.LABELS:
-            for hook in self.on_labels:
-                hook()
+            self._schedule()
             return
         try:
             model = self._catalog.by_id(event.model_id)
@@ -245,6 +246,10 @@ class Replica:
             self._registry.refresh(model)
         elif kind == events.VERSION and event.subject.isdigit():
             self._registry.evict(model, int(event.subject))
+
+    def _schedule(self) -> None:
+        for hook in self.on_schedule:
+            hook()
 
     def resync(self) -> None:
         """Reload what this process caches from the rows (after a lost connection, and now and then)."""

@@ -378,33 +378,43 @@ class PgCoordinator(Coordinator):
         self._closed = threading.Event()
 
     def _session(self) -> psycopg.Connection[Any] | None:
-        """The lock connection, (re)opened when needed (under self._lock)."""
-        if self._locks is not None and not self._locks.closed and not self._locks.broken:
-            return self._locks
+        """The lock session, checked with a round trip (under self._lock). A lost session has lost its
+        locks: a new one takes this replica's liveness lock again (the leader lock is competed for anew)."""
+        conn = self._locks
+        if conn is not None and not conn.closed and not conn.broken:
+            try:
+                conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:
+                pass
+        if conn is not None:
+            log.warning("coordination.session_lost", replica=self._replica, was_leading=self._leading)
+            conn.close()
         self._locks, self._leading = None, False
         try:
-            self._locks = self._db.connect(application_name=f"{self._db.application_name} locks")
+            conn = self._db.connect(application_name=f"{self._db.application_name} locks")
+            if self._replica and not self._try(conn, Lock.REPLICA, self._replica):
+                conn.close()
+                return None
         except Exception as exc:
             log.warning("coordination.connect_failed", error=str(exc))
             return None
-        return self._locks
+        self._locks = conn
+        return conn
+
+    @staticmethod
+    def _try(conn: psycopg.Connection[Any], name: Lock, key: int) -> bool:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (PG_LOCK_NAMESPACE | int(name), key)).fetchone()
+        return bool(row and row[0])
 
     def keep(self, replica: int) -> bool:
         with self._lock:
-            if self._locks is not None and not self._locks.closed and not self._locks.broken \
-                    and self._replica == replica:
-                return True
-            conn = self._session()
-            if conn is None:
-                return False
-            try:
-                got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                                   (PG_LOCK_NAMESPACE | Lock.REPLICA, replica)).fetchone()
-            except psycopg.Error as exc:
-                log.warning("coordination.lock_failed", error=str(exc))
-                return False
-            self._replica = replica if got and got[0] else 0
-            return bool(self._replica)
+            if self._replica != replica:
+                if self._locks is not None:  # (another replica id on this session: start afresh)
+                    self._locks.close()
+                    self._locks, self._leading = None, False
+                self._replica = replica
+            return self._session() is not None
 
     def alive(self, replica: int) -> bool:
         with self._lock:
@@ -413,40 +423,24 @@ class PgCoordinator(Coordinator):
         # Someone holds its lock: a granted advisory lock with our namespace and its key.
         row = self._db.reader().execute(
             "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = ? AND objid::bigint = ?"
-            " AND objsubid = 2"
-            " AND granted LIMIT 1", (PG_LOCK_NAMESPACE | Lock.REPLICA, replica)).fetchone()
+            " AND objsubid = 2 AND granted LIMIT 1", (PG_LOCK_NAMESPACE | Lock.REPLICA, replica)).fetchone()
         return row is not None
 
     def try_lead(self) -> bool:
         with self._lock:
-            if self._leading and self._check():
-                return True
             conn = self._session()
             if conn is None:
                 return False
-            try:
-                got = conn.execute("SELECT pg_try_advisory_lock(%s, 0)", (PG_LOCK_NAMESPACE | Lock.LEADER,)).fetchone()
-            except psycopg.Error:
-                return False
-            self._leading = bool(got and got[0])
+            if not self._leading:
+                try:
+                    self._leading = self._try(conn, Lock.LEADER, 0)
+                except psycopg.Error:
+                    self._leading = False
             return self._leading
-
-    def _check(self) -> bool:
-        """Is the lock session still there? (under self._lock)"""
-        conn = self._locks
-        if conn is None or conn.closed or conn.broken:
-            self._leading = False
-            return False
-        try:
-            conn.execute("SELECT 1")
-            return True
-        except psycopg.Error:
-            self._leading = False
-            return False
 
     def leading(self) -> bool:
         with self._lock:
-            return self._leading and self._check()
+            return self._leading and self._session() is not None
 
     def wait(self, timeout_s: float) -> bool:
         with self._listen_lock:

@@ -177,7 +177,10 @@ class SqliteDatabase(Database):
                 for conn in self._readers:
                     conn.close()
                 self._readers.clear()
-            self._writer.execute("PRAGMA optimize")
+            try:
+                self._writer.execute("PRAGMA optimize")
+            except sqlite3.Error as exc:  # (another process of the file may hold its lock: only a tune-up is lost)
+                log.info("db.optimize_skipped", error=str(exc))
             self._writer.close()
 
 
