@@ -8,6 +8,7 @@
     sahayak-rpc health                exit 0 when the server is SERVING
     sahayak-rpc config                the effective configuration
     sahayak-rpc backup DEST           copy the database and its log segments (safe while serving)
+    sahayak-rpc migrate-db SRC URL    copy a SQLite database into an empty PostgreSQL one
     sahayak-rpc token create          make a bearer token and add its hash to a token file
 
 Client commands take --token (default $SAHAYAK_TOKEN) and, for TLS, --tls-ca,
@@ -284,6 +285,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from .store.backup import BackupError, backup
 
     cfg = cfgmod.load(args.config, db=args.db)
+    from .store import is_postgres_url
+
+    if is_postgres_url(cfg.db):
+        print("sahayak-rpc: backup copies a SQLite database and its log segments; a PostgreSQL database is"
+              " backed up with PostgreSQL's own tools (pg_dump, or base backups with WAL archiving):"
+              " see docs/scale-out.md", file=sys.stderr)
+        return 2
     try:
         result = backup(cfg.db, args.destination)
     except BackupError as exc:
@@ -296,6 +304,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
               f"({result.segment_bytes} bytes)" + (f"; {result.segments_gone} deleted by retention meanwhile"
                                                     if result.segments_gone else ""))
     return 0
+
+
+def cmd_migrate_db(args: argparse.Namespace) -> int:
+    """Copy a SQLite database (and its log segments) into an empty PostgreSQL database (store/transfer.py)."""
+    from .store.transfer import run_cli
+
+    return run_cli(args.source, args.target, args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("migrate-db", help="copy a stopped server's SQLite database into an empty PostgreSQL database")
+    p.add_argument("source", help="the SQLite database file (stop its server first; an older file is upgraded in place)")
+    p.add_argument("target", help="a postgresql:// URL of an empty database")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_migrate_db)
     return parser
 
 

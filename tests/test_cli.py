@@ -130,3 +130,9 @@ def test_every_subcommand_is_documented_in_the_readme() -> None:
 def test_an_unreachable_server_is_a_clear_error(capsys) -> None:
     code, _, err = run(capsys, "status", "--target", "127.0.0.1:1")
     assert code == 1 and "UNAVAILABLE" in err
+
+
+def test_backup_of_a_postgresql_database_points_to_its_own_tools(tmp_path: Path, capsys) -> None:
+    code = cli.main(["backup", str(tmp_path / "copy.db"), "--db", "postgresql://sahayak@127.0.0.1:5432/sahayak"])
+    assert code == 2 and "pg_dump" in capsys.readouterr().err
+    assert not (tmp_path / "copy.db").exists()

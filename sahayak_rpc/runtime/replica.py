@@ -17,7 +17,7 @@ share a database and behave as one server (docs/scale-out.md):
 - Every replica follows the change feed (store/events.py) from its cursor and
   acts on each event: serve the new champion, reload a model, wake trainers,
   run watchers and alert watchers, stop a cancelled run. PostgreSQL's NOTIFY
-  wakes it early; on SQLite it polls. After a lost connection, and every
+  wakes it early; on SQLite it polls (the coordinator's ``poll_s``). After a lost connection, and every
   ``RESYNC_S`` as a safety net, it reloads what it caches from the rows.
 """
 
@@ -45,8 +45,6 @@ log = structlog.get_logger("sahayak_rpc.replica")
 
 # A replica reloads every cached thing from the rows this often, whatever the feed said.
 RESYNC_S = 30.0
-# On SQLite, replicas look for new events this often (PostgreSQL wakes them by NOTIFY).
-POLL_S = 0.1
 # Replicas whose heartbeat is this many intervals old are not "seen recently".
 SEEN_BEATS = 5
 
@@ -61,7 +59,7 @@ class ReplicaStatus:
 class Replica:
     def __init__(self, ctx: AppContext, coordinator: Coordinator, catalog: Catalog, registry: Registry,
                  runner: TrainingRunner, monitor: Monitor, *, version: str, trains: bool, heartbeat_s: float,
-                 run_timeout_s: float, poll_s: float = POLL_S) -> None:
+                 run_timeout_s: float) -> None:
         self._ctx = ctx
         self._coordinator = coordinator
         self._catalog, self._registry, self._runner, self._monitor = catalog, registry, runner, monitor
@@ -70,7 +68,6 @@ class Replica:
         self._trains = trains
         self._heartbeat_s = heartbeat_s
         self._run_timeout_s = run_timeout_s
-        self._poll_s = poll_s
         self.name = f"{socket.gethostname()}/{os.getpid()}"
         self.address = ""
         self.id = 0
@@ -195,7 +192,7 @@ class Replica:
         last_resync = time.monotonic()
         while not self._stop.is_set():
             try:
-                self._coordinator.wait(self._poll_s if self._ctx.db.dialect == "sqlite" else 1.0)
+                self._coordinator.wait(self._coordinator.poll_s)
                 if self._stop.is_set():
                     return
                 if self._coordinator.reconnected or time.monotonic() - last_resync > RESYNC_S:

@@ -53,6 +53,9 @@ class Coordinator(abc.ABC):
     (another replica may then lead); ``leading`` says so, and ``keep`` takes them back when it can.
     """
 
+    # How long a follower waits for a wake-up before it reads the change feed anyway.
+    poll_s: float = 1.0
+
     @abc.abstractmethod
     def keep(self, replica: int) -> bool:
         """Hold ``replica``'s liveness lock (taking it again after a lost connection); False when

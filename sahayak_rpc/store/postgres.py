@@ -68,6 +68,8 @@ def translate_pg(exc: BaseException) -> BaseException:
     state = exc.sqlstate or ""
     if state == "53100":  # disk_full
         return ResourceExhausted(f"storage full: {exc}", reason="STORAGE_FULL")
+    if state == "53200":  # out_of_memory: on the server, most often its lock table (max_locks_per_transaction)
+        return ResourceExhausted(f"database out of memory: {exc}", reason="DATABASE_OUT_OF_MEMORY")
     if state in ("55P03", "57014"):  # lock_not_available, query_canceled (lock_timeout / statement_timeout)
         return Unavailable(f"database busy, retry: {exc}", reason="DATABASE_LOCKED")
     if state in ("40001", "40P01"):  # serialization_failure, deadlock_detected

@@ -66,8 +66,13 @@ def is_ref(data: bytes | str) -> bool:
 
 def read_columns(segments: LogSegments | None, data: bytes | str) -> dict[str, Any]:
     """A logged batch's ``columns_data`` decoded (store.batchcodec.decode_columns), read from its segment
-    when it is a reference; LostPayload when those bytes are gone."""
-    return decode_columns(segments.resolve(data) if segments is not None else data)
+    when it is a reference; LostPayload when those bytes are gone (or there are no segments to read
+    them from: a reference where the database keeps features inline)."""
+    if segments is None:
+        if is_ref(data):
+            raise LostPayload("a log-segment reference, and no log segments beside this database")
+        return decode_columns(data)
+    return decode_columns(segments.resolve(data))
 
 
 def segment_name(number: int) -> str:

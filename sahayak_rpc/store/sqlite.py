@@ -190,6 +190,8 @@ class FileCoordinator(Coordinator):
     process dies (SIGKILL included): a lock held is a process alive. Replicas poll the events table
     for changes (``wait`` only sleeps)."""
 
+    poll_s = 0.1
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._mine: dict[str, int] = {}  # lock name -> descriptor holding it
