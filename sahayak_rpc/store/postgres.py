@@ -39,6 +39,7 @@ log = structlog.get_logger("sahayak_rpc.postgres")
 
 DAY_US = 86_400_000_000
 PARTITIONED = ("predictions", "prediction_batches")
+POOL_WAIT_S = 1.0
 # Partitions made ahead of time at start (today and the next days), so that the log's first
 # writes of a day rarely wait for DDL.
 PARTITIONS_AHEAD = 2
@@ -204,8 +205,10 @@ class PgDatabase(Database):
         self._partitions: set[tuple[str, int]] = set()
         self._partition_lock = threading.Lock()
         self._migrate()
+        # A call waits at most a second for a pooled connection: longer means the pool is exhausted (load
+        # beyond its size) or PostgreSQL is unreachable, and UNAVAILABLE lets the client retry or give up.
         self._pool = psycopg_pool.ConnectionPool(
-            url, min_size=min(2, pool_size), max_size=pool_size, timeout=max(busy_timeout_s, 1.0),
+            url, min_size=min(2, pool_size), max_size=pool_size, timeout=POOL_WAIT_S,
             kwargs=self._connect_kwargs(), configure=self._configure, name="sahayak", open=False)
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
