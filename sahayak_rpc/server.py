@@ -158,6 +158,8 @@ class Server:
         self.internal_token = tokens.add_internal("server-internal", auth.ROLES) if tokens else None
         self.guard = Guard(tokens, config.open_reflection, config.max_streams_per_client, config.max_stream_messages)
         self.health = health.HealthServicer(experimental_non_blocking=True)
+        # The overall status starts out SERVING in grpc's servicer: not until start() has finished.
+        self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = 0
         self._stopped = threading.Event()
         self._grpc: grpc.Server | None = None
@@ -222,6 +224,7 @@ class Server:
         missing = auth.unmapped(served)
         if missing:  # a new RPC must say who may call it before it can be served
             raise RuntimeError(f"RPCs missing from the role table in sahayak_rpc/auth.py: {missing}")
+        self.replica.recover()  # before the first call is answered
         address = f"{cfg.host}:{cfg.port}"
         try:
             if cfg.tls_cert:

@@ -1,8 +1,9 @@
 """Crash-safety harness: SIGKILL a real sahayak-rpc server at random moments and check what survived.
 
-Every cycle starts the real command (``python -m sahayak_rpc.cli serve``) on the same database
-file, runs eight workloads at once from client threads, and kills the process with SIGKILL after
-a random delay (seeded; 0-300 ms by default), so one kill lands in several activities at once:
+Every cycle starts the real command (``python -m sahayak_rpc.cli serve``) on the same database (a
+SQLite file, or a PostgreSQL database), runs eight workloads at once from client threads, and kills
+the process with SIGKILL after a random delay (seeded; 0-300 ms by default), so one kill lands in
+several activities at once:
 
     ingest          RecordOutcome, one outcome per call
     import          ImportOutcomes client streams (3 batches of 40)
@@ -13,8 +14,10 @@ a random delay (seeded; 0-300 ms by default), so one kill lands in several activ
     log_predictions LogPredictions client streams (2 messages of 25)
     predict_batch   PredictBatch (served predictions go through the prediction-log writer)
 
-After each kill, before the restart, the database is opened read-only with sqlite3 and checked:
-``PRAGMA integrity_check``; every acknowledged outcome, feedback and logged prediction is there
+After each kill, before the restart, the database is read in one read-only snapshot (sqlite3; on
+PostgreSQL psycopg, in a REPEATABLE READ READ ONLY transaction begun once the dead server's
+sessions have ended) and checked: ``PRAGMA integrity_check`` (SQLite); each key the checks look
+rows up by names one row; every acknowledged outcome, feedback and logged prediction is there
 with its content; every version row has an artifact that matches its sha256, verifies and scores;
 aliases point at existing versions and agree with the newest event of their history, whose chain
 of previous versions is unbroken; every acknowledged alias move, imported version and started run
@@ -26,8 +29,10 @@ and the champion answers Predict, and a new StartTraining is accepted (the next 
 workload follows that run). After the last kill, that run must train to the end, and a SIGTERM
 stop must exit 0 and leave no run running.
 
-Run as a script: ``.venv/bin/python tests/crash_harness.py --kills 50`` prints the seed on
-stderr and a JSON summary on stdout; the exit code is 0 when nothing was lost or inconsistent.
+Run as a script: ``.venv/bin/python tests/crash_harness.py --kills 50 [--seed S] [--postgres | --db URL]``
+prints the seed on stderr and a JSON summary on stdout; the exit code is 0 when nothing was lost or
+inconsistent. ``--postgres`` starts a throwaway PostgreSQL cluster (tests/pg_cluster.py) for the
+run; ``--db`` names an empty PostgreSQL database to use instead.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -46,16 +52,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
 import orjson
+import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sahayak_rpc import artifact as art
@@ -68,8 +76,12 @@ from sahayak_rpc._proto.sahayak.v1 import (
 )
 from sahayak_rpc.client import Client, OutcomeInput, SahayakError, fill_features
 from sahayak_rpc.schema import FeatureSpec, FeatureType, LabelSpec
+from sahayak_rpc.store import is_postgres_url
 from sahayak_rpc.store.batchcodec import decode_probabilities
-from sahayak_rpc.store.segments import LogSegments, LostPayload, folder_for, read_columns
+from sahayak_rpc.store.segments import LogSegments, LostPayload, folder_for, is_ref, read_columns
+
+if TYPE_CHECKING:
+    from tests.pg_cluster import PgCluster
 
 MODEL = "crash"
 FEATURES = [
@@ -171,7 +183,7 @@ sys.exit(cli.main(argv) if argv else 0)
 
 
 class ServerProcess:
-    """``sahayak-rpc serve`` on one database, stderr to a log file.
+    """``sahayak-rpc serve`` on one database (a SQLite file or a PostgreSQL URL), stderr to a log file.
 
     With ``spares`` > 0, the next processes are started ahead (each importing the server while
     the current one works) and handed ``serve ...`` when a restart is due: the same
@@ -179,7 +191,7 @@ class ServerProcess:
     sahayak_rpc.cli serve ...`` every time. The first start is always that literal command.
     """
 
-    def __init__(self, db: Path, log_path: Path, spares: int = 2) -> None:
+    def __init__(self, db: str, log_path: Path, spares: int = 2) -> None:
         self.db = db
         self.log_path = log_path
         self.spares = spares
@@ -199,7 +211,7 @@ class ServerProcess:
         return env
 
     def _serve_args(self) -> list[str]:
-        return ["serve", "--port", str(self.port), "--db", str(self.db), "--log-level", "warning"]
+        return ["serve", "--port", str(self.port), "--db", self.db, "--log-level", "warning"]
 
     def _refill(self) -> None:
         with self.log_path.open("ab") as log:
@@ -224,8 +236,10 @@ class ServerProcess:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
+                if self.proc.poll() is not None:  # (the log goes with a temporary workdir: quote it)
+                    tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+                    raise RuntimeError(f"server exited with {self.proc.returncode}; {self.log_path} ends:\n"
+                                       + "\n".join(tail))
                 if time.monotonic() - t0 > timeout:
                     raise RuntimeError("server did not become healthy")
                 try:
@@ -285,6 +299,7 @@ class Cycle:
         self.flight_lock = threading.Lock()
         self.violations: list[str] = []
         self.threads: list[threading.Thread] = []
+        self.clients: list[Client] = []
 
     # Each workload runs in its own thread with its own channel.
     def start(self) -> None:
@@ -294,16 +309,17 @@ class Cycle:
             "log_predictions": self._log_predictions, "predict_batch": self._predict_batch,
         }
         for n, (name, fn) in enumerate(workers.items()):
-            t = threading.Thread(target=self._run, args=(name, fn, self.seed * 1000 + n), name=f"crash-{name}",
-                                 daemon=True)
+            client = Client(self.target, timeout=RPC_TIMEOUT)
+            self.clients.append(client)
+            t = threading.Thread(target=self._run, args=(name, fn, client, self.seed * 1000 + n),
+                                 name=f"crash-{name}", daemon=True)
             t.start()
             self.threads.append(t)
         deadline = time.monotonic() + 30
         for _ in self.threads:  # the random delay starts when every workload has its connection
             self.connected.acquire(timeout=max(0.0, deadline - time.monotonic()))
 
-    def _run(self, name: str, fn: Callable[[Client, random.Random], None], seed: int) -> None:
-        client = Client(self.target, timeout=RPC_TIMEOUT)
+    def _run(self, name: str, fn: Callable[[Client, random.Random], None], client: Client, seed: int) -> None:
         try:
             try:
                 client.wait_ready(timeout=30)
@@ -336,6 +352,10 @@ class Cycle:
             return {a for a, n in self.in_flight.items() if n > 0}
 
     def stop_and_join(self) -> None:
+        # The client retries idempotent calls (RecordOutcome) on UNAVAILABLE for ~0.75 s: against a
+        # dead server that is time lost, and no retry can succeed before the restart anyway.
+        for client in self.clients:
+            client.close()
         for t in self.threads:
             t.join(timeout=60)
             if t.is_alive():
@@ -507,7 +527,131 @@ class Cycle:
                 self.ledger.served_batches[resp.batch_id] = list(resp.probabilities)
 
 
+# --- reading the database ---------------------------------------------------------
+
+# After a kill, PostgreSQL ends the dead server's sessions when their backends notice the closed
+# socket; one that was committing at the kill may still finish its commit (never acknowledged).
+SESSIONS_GONE_TIMEOUT = 30.0
+INSPECTOR_NAME = "crash-harness inspector"
+
+
+class Snapshot(Protocol):
+    """One consistent, read-only view of the database: the checks read every row through it."""
+
+    waited_s: float  # how long the killed server's sessions took to end (PostgreSQL)
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a query written once for both backends (``?`` placeholders)."""
+        ...
+
+    def engine_violations(self) -> list[str]:
+        """What the backend's own checks find (its storage, its sessions)."""
+        ...
+
+    def batch_columns(self, data: bytes | str) -> dict[str, Any]:
+        """A logged batch's ``columns_data`` decoded; LostPayload when its bytes are gone."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SqliteSnapshot:
+    def __init__(self, path: str) -> None:
+        self.waited_s = 0.0
+        self._conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        self._segments = LogSegments(folder_for(path))  # where the features of a logged batch are
+        self._conn.execute("BEGIN")  # one snapshot for every query below
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, tuple(args)).fetchall()
+
+    def engine_violations(self) -> list[str]:
+        result = [r[0] for r in self.rows("PRAGMA integrity_check")]
+        return [] if result == ["ok"] else [f"integrity_check: {result[:5]}"]
+
+    def batch_columns(self, data: bytes | str) -> dict[str, Any]:
+        return read_columns(self._segments, data)
+
+    def close(self) -> None:
+        self._segments.close()
+        self._conn.close()
+
+
+class PgSnapshot:
+    """A REPEATABLE READ READ ONLY transaction, begun once the killed server's sessions have ended.
+
+    Until then a commit the server sent before it died may still land (unacknowledged, so nothing
+    the ledger holds), and the new server would find the old one's liveness lock still held. Between
+    a kill and the restart no one but the inspector is connected to the harness's database.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name=INSPECTOR_NAME)
+        try:
+            self.waited_s, self._lingering = self._await_sessions_gone()
+            self._conn.autocommit = False
+            self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            self._conn.read_only = True
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _await_sessions_gone(self) -> tuple[float, list[tuple[Any, ...]]]:
+        t0 = time.monotonic()
+        waited = 0.0
+        while True:
+            others = self._conn.execute(
+                "SELECT pid, application_name, state, left(query, 120) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND backend_type = 'client backend'"
+                " AND pid <> pg_backend_pid()").fetchall()
+            if not others or waited > SESSIONS_GONE_TIMEOUT:
+                return waited, others
+            time.sleep(0.005)
+            waited = time.monotonic() - t0
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(args) or None).fetchall()
+
+    def engine_violations(self) -> list[str]:
+        # No counterpart of PRAGMA integrity_check: the kill hits PostgreSQL's client, never
+        # PostgreSQL, whose own processes alone write its pages and keep running (and amcheck would
+        # need CREATE EXTENSION, a write). Keys are checked below, as on SQLite.
+        if self._lingering:
+            return [f"sessions still open {SESSIONS_GONE_TIMEOUT:.0f} s after the kill: {self._lingering[:3]}"]
+        return []
+
+    def batch_columns(self, data: bytes | str) -> dict[str, Any]:
+        if is_ref(data):
+            raise LostPayload("a log-segment reference on PostgreSQL, where a batch's features are inline")
+        return read_columns(None, data)
+
+    def close(self) -> None:
+        self._conn.close()  # (rolls the read-only transaction back)
+
+
+@contextmanager
+def snapshot(db: str) -> Iterator[Snapshot]:
+    """A read-only snapshot of ``db``: a SQLite file, or a ``postgresql://`` URL."""
+    snap: Snapshot = PgSnapshot(db) if is_postgres_url(db) else SqliteSnapshot(db)
+    try:
+        yield snap
+    finally:
+        snap.close()
+
+
 # --- checks -------------------------------------------------------------------
+
+# Each key the checks look a row up by names at most one row (the checks fold rows into dicts, which
+# would hide a second one), and a model has at most one active run.
+UNIQUE_KEYS = (
+    ("outcomes", "model_id, outcome_id", ""),
+    ("feedback", "model_id, feedback_id", ""),
+    ("model_versions", "model_id, version", ""),
+    ("aliases", "model_id, alias", ""),
+    ("alias_events", "id", ""),
+    ("training_runs", "run_id", ""),
+    ("training_runs", "model_id", " WHERE state IN ('queued', 'running')"),
+)
 
 
 @dataclass
@@ -520,13 +664,14 @@ class Inspection:
     aliases: dict[str, int] = field(default_factory=dict)
     checked: int = 0
     served_batches_logged: int = 0
+    sessions_waited_s: float = 0.0
 
 
 class Inspector:
     """Reads the database read-only (between the kill and the restart) and checks it against the ledger."""
 
-    def __init__(self, db: Path) -> None:
-        self.db = db
+    def __init__(self, db: str | Path) -> None:
+        self.db = str(db)
         self._verified: set[tuple[int, str]] = set()  # artifacts already loaded and scored (immutable rows)
         self._batches_seen: set[str] = set()  # served batches once in the log must stay there
         # Rows as they were when they matched the acknowledged content: the same bytes later
@@ -535,29 +680,27 @@ class Inspector:
 
     def inspect(self, ledger: Ledger) -> Inspection:
         out = Inspection()
-        conn = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-        try:
+        with snapshot(self.db) as snap:
+            out.sessions_waited_s = snap.waited_s
             with ledger.lock:
-                snapshot = Ledger(outcomes=dict(ledger.outcomes), feedback=dict(ledger.feedback),
-                                  logged=dict(ledger.logged), imported=dict(ledger.imported),
-                                  alias_events=dict(ledger.alias_events), runs=set(ledger.runs),
-                                  served_batches=dict(ledger.served_batches))
-            result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-            if result != ["ok"]:
-                out.violations.append(f"integrity_check: {result[:5]}")
-            conn.execute("BEGIN")  # one snapshot for every query below
-            (model_id,) = conn.execute("SELECT id FROM models WHERE name = ?", (MODEL,)).fetchone()
-            self._outcomes(conn, model_id, snapshot, out)
-            self._feedback(conn, model_id, snapshot, out)
-            self._logged(conn, model_id, snapshot, out)
-            self._registry(conn, model_id, snapshot, out)
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+                frozen = Ledger(outcomes=dict(ledger.outcomes), feedback=dict(ledger.feedback),
+                                logged=dict(ledger.logged), imported=dict(ledger.imported),
+                                alias_events=dict(ledger.alias_events), runs=set(ledger.runs),
+                                served_batches=dict(ledger.served_batches))
+            out.violations += snap.engine_violations()
+            for table, key, where in UNIQUE_KEYS:
+                for row in snap.rows(f"SELECT {key}, count(*) FROM {table}{where} GROUP BY {key}"
+                                     " HAVING count(*) > 1 LIMIT 3"):
+                    out.violations.append(f"{table}: {row[-1]} rows for ({key}) = {row[:-1]}{where}")
+            ((model_id,),) = snap.rows("SELECT id FROM models WHERE name = ?", (MODEL,))
+            self._outcomes(snap, model_id, frozen, out)
+            self._feedback(snap, model_id, frozen, out)
+            self._logged(snap, model_id, frozen, out)
+            self._registry(snap, model_id, frozen, out)
         return out
 
-    def _outcomes(self, conn: sqlite3.Connection, model_id: int, ledger: Ledger, out: Inspection) -> None:
-        stored = {oid: (label, fj) for oid, label, fj in conn.execute(
+    def _outcomes(self, snap: Snapshot, model_id: int, ledger: Ledger, out: Inspection) -> None:
+        stored = {oid: (label, fj) for oid, label, fj in snap.rows(
             "SELECT outcome_id, label, features_json FROM outcomes WHERE model_id = ?", (model_id,))}
         for oid, (features, label) in ledger.outcomes.items():
             out.checked += 1
@@ -572,9 +715,9 @@ class Inspector:
                 self._matched[("outcome", oid)] = got
 
     @staticmethod
-    def _feedback(conn: sqlite3.Connection, model_id: int, ledger: Ledger, out: Inspection) -> None:
+    def _feedback(snap: Snapshot, model_id: int, ledger: Ledger, out: Inspection) -> None:
         cols = ("interaction", "outcome", "rating", "comment", "scheme_id", "artisan_id", "outcome_id")
-        stored = {r[0]: dict(zip(cols, r[1:], strict=True)) for r in conn.execute(
+        stored = {r[0]: dict(zip(cols, r[1:], strict=True)) for r in snap.rows(
             f"SELECT feedback_id, {', '.join(cols)} FROM feedback WHERE model_id = ?", (model_id,))}
         for fid, expected in ledger.feedback.items():
             out.checked += 1
@@ -584,8 +727,8 @@ class Inspector:
             elif got != expected:
                 out.lost.append(f"feedback {fid}: content differs: {got} vs {expected}")
 
-    def _logged(self, conn: sqlite3.Connection, model_id: int, ledger: Ledger, out: Inspection) -> None:
-        stored = {r[0]: r[1:] for r in conn.execute(
+    def _logged(self, snap: Snapshot, model_id: int, ledger: Ledger, out: Inspection) -> None:
+        stored = {r[0]: r[1:] for r in snap.rows(
             "SELECT prediction_id, version, probability, label, features_json FROM predictions"
             " WHERE model_id = ? AND source = 'logged'", (model_id,))}
         for pid, (version, prob, label, row) in ledger.logged.items():
@@ -602,40 +745,37 @@ class Inspector:
         # Served batches are logged off the request path (not acknowledged writes): a batch may
         # be missing after a kill, but one that is there must be whole and say what was served.
         present = set()
-        segments = LogSegments(folder_for(str(self.db)))  # where the features of a logged batch are
-        try:
-            for batch_id, count, cols_data, probs_data in conn.execute(
-                    "SELECT batch_id, row_count, columns_data, probabilities_data FROM prediction_batches"
-                    " WHERE model_id = ?", (model_id,)):
-                present.add(batch_id)
-                probs = decode_probabilities(probs_data)
-                try:
-                    columns = read_columns(segments, cols_data)
-                except LostPayload as exc:  # a kill loses no bytes the kernel has: nothing may be lost
-                    out.violations.append(f"prediction batch {batch_id}: its features are lost: {exc}")
-                    continue
-                lengths = {len(v["codes"]) if isinstance(v, dict) else len(v) for v in columns.values()}
-                if len(probs) != count or lengths - {count}:
-                    out.violations.append(f"prediction batch {batch_id}: {count} rows, {len(probs)} probabilities,"
-                                          f" column lengths {sorted(lengths)}")
-                served = ledger.served_batches.get(batch_id)
-                if served is not None:
-                    out.served_batches_logged += 1
-                    if served != probs:
-                        out.violations.append(f"prediction batch {batch_id}: logged probabilities differ from the reply")
-        finally:
-            segments.close()
+        for batch_id, count, cols_data, probs_data in snap.rows(
+                "SELECT batch_id, row_count, columns_data, probabilities_data FROM prediction_batches"
+                " WHERE model_id = ?", (model_id,)):
+            present.add(batch_id)
+            probs = decode_probabilities(probs_data)
+            try:
+                columns = snap.batch_columns(cols_data)
+            except LostPayload as exc:  # a kill loses no bytes the kernel has: nothing may be lost
+                out.violations.append(f"prediction batch {batch_id}: its features are lost: {exc}")
+                continue
+            lengths = {len(v["codes"]) if isinstance(v, dict) else len(v) for v in columns.values()}
+            if len(probs) != count or lengths - {count}:
+                out.violations.append(f"prediction batch {batch_id}: {count} rows, {len(probs)} probabilities,"
+                                      f" column lengths {sorted(lengths)}")
+            served = ledger.served_batches.get(batch_id)
+            if served is not None:
+                out.served_batches_logged += 1
+                if served != probs:
+                    out.violations.append(f"prediction batch {batch_id}: logged probabilities differ from the reply")
         vanished = self._batches_seen - present
         if vanished:
             out.violations.append(f"{len(vanished)} logged prediction batches vanished, e.g. {sorted(vanished)[:3]}")
         self._batches_seen |= present
 
-    def _registry(self, conn: sqlite3.Connection, model_id: int, ledger: Ledger, out: Inspection) -> None:
-        key = bytes(conn.execute("SELECT value FROM secrets WHERE name = 'artifact_hmac_key'").fetchone()[0])
+    def _registry(self, snap: Snapshot, model_id: int, ledger: Ledger, out: Inspection) -> None:
+        ((key,),) = snap.rows("SELECT value FROM secrets WHERE name = 'artifact_hmac_key'")
+        key = bytes(key)
         keys = {hashlib.sha256(key).hexdigest()[:16]: key}
         probe = make_row(random.Random(0))[0]
         versions: dict[int, tuple[str, str, str | None, str]] = {}
-        for version, status, source, run_id, blob, sha, description in conn.execute(
+        for version, status, source, run_id, blob, sha, description in snap.rows(
                 "SELECT version, status, source, training_run_id, artifact, artifact_sha256, description"
                 " FROM model_versions WHERE model_id = ?", (model_id,)):
             versions[version] = (status, source, run_id, description)
@@ -662,9 +802,9 @@ class Inspector:
             elif got[1] != "import" or got[3] != description:
                 out.lost.append(f"imported version {version}: is {got}, expected an import described {description!r}")
 
-        aliases = dict(conn.execute("SELECT alias, version FROM aliases WHERE model_id = ?", (model_id,)).fetchall())
-        events = conn.execute("SELECT id, alias, version, previous_version, reason FROM alias_events"
-                              " WHERE model_id = ? ORDER BY id", (model_id,)).fetchall()
+        aliases = dict(snap.rows("SELECT alias, version FROM aliases WHERE model_id = ?", (model_id,)))
+        events = snap.rows("SELECT id, alias, version, previous_version, reason FROM alias_events"
+                           " WHERE model_id = ? ORDER BY id", (model_id,))
         out.aliases = aliases
         out.champion = aliases.get("champion", 0)
         if not out.champion:
@@ -693,7 +833,7 @@ class Inspector:
             if by_id.get(event_id) != expected:
                 out.lost.append(f"alias event {event_id}: {by_id.get(event_id)} vs acknowledged {expected}")
 
-        runs = {r[0]: r[1:] for r in conn.execute(
+        runs = {r[0]: r[1:] for r in snap.rows(
             "SELECT run_id, state, produced_version, promoted FROM training_runs WHERE model_id = ?", (model_id,))}
         for run_id in ledger.runs:
             out.checked += 1
@@ -729,6 +869,17 @@ def start_run(c: Client, ledger: Ledger, description: str) -> str:
     return run_id
 
 
+def _later(c: Client, run_id: str, state: int, wait_s: float = 10.0) -> str:
+    """What became of a run the restart should have failed: a late failure and a missed one differ."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < wait_s:
+        run = c.get_run(run_id)
+        if run.state != state:
+            return f"; {_state(run.state)} {time.monotonic() - t0:.2f} s later ({run.end_reason!r})"
+        time.sleep(0.02)
+    return f"; still so {wait_s:.0f} s later"
+
+
 def check_after_restart(target: str, before: Inspection, ledger: Ledger, cycle: int) -> tuple[list[str], int, str]:
     """Through gRPC: interrupted runs failed, queued ones run to an end, none left active, the champion
     answers, a new run starts."""
@@ -739,7 +890,8 @@ def check_after_restart(target: str, before: Inspection, ledger: Ledger, cycle: 
         for run_id in before.running_runs:
             run = c.get_run(run_id)
             if run.state != training_pb2.TRAINING_RUN_STATE_FAILED or "interrupted" not in run.end_reason:
-                violations.append(f"run {run_id} interrupted by the kill is {_state(run.state)} ({run.end_reason!r})")
+                violations.append(f"run {run_id} interrupted by the kill is {_state(run.state)} ({run.end_reason!r})"
+                                  f" once health says SERVING{_later(c, run_id, run.state)}")
             else:
                 failed += 1
         champion, aliases = before.champion, dict(before.aliases)
@@ -796,19 +948,37 @@ def bootstrap(target: str, ledger: Ledger, rng: random.Random) -> bytes:
         return c.export_version(MODEL, alias="champion")
 
 
+def check_empty(db: str) -> None:
+    """A harness run needs a database of its own: refuse one that already has models."""
+    if not is_postgres_url(db):
+        if Path(db).exists():
+            raise ValueError(f"{db} exists: the crash harness needs a new database")
+        return
+    with psycopg.connect(db, autocommit=True, connect_timeout=10, application_name=INSPECTOR_NAME) as conn:
+        row = conn.execute("SELECT to_regclass('models') IS NOT NULL").fetchone()
+        if row and row[0] and conn.execute("SELECT count(*) FROM models").fetchone() != (0,):
+            raise ValueError("that database has models already: the crash harness needs a new database")
+
+
 def run(kills: int = 50, seed: int | None = None, workdir: Path | None = None, max_delay_ms: float = 300.0,
-        spares: int = 3, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Kill the server ``kills`` times at random moments; returns the summary (``ok`` when nothing failed)."""
+        spares: int = 3, log: Callable[[str], None] | None = None, db: str | None = None) -> dict[str, Any]:
+    """Kill the server ``kills`` times at random moments; returns the summary (``ok`` when nothing failed).
+
+    ``db``: a new SQLite file or an empty PostgreSQL database (``postgresql://...``); by default
+    ``crash.db`` in ``workdir``, which also holds the server log.
+    """
     seed = random.randrange(2**31) if seed is None else seed
     say = log or (lambda s: None)
-    say(f"crash harness: seed {seed}, {kills} kills")
-    t_start = time.monotonic()
-    rng = random.Random(seed)
     own_dir = None
     if workdir is None:
         own_dir = tempfile.TemporaryDirectory(prefix="sahayak-crash-")
         workdir = Path(own_dir.name)
-    db = workdir / "crash.db"
+    db = str(workdir / "crash.db") if db is None else db
+    backend = "postgresql" if is_postgres_url(db) else "sqlite"
+    say(f"crash harness: seed {seed}, {kills} kills, {backend}")
+    t_start = time.monotonic()
+    rng = random.Random(seed)
+    check_empty(db)
     server = ServerProcess(db, workdir / "server.log", spares=spares)
     ledger = Ledger()
     inspector = Inspector(db)
@@ -817,10 +987,12 @@ def run(kills: int = 50, seed: int | None = None, workdir: Path | None = None, m
     kills_during = dict.fromkeys(ACTIVITIES, 0)
     checked = 0
     interrupted_failed = 0
+    queued_at_kill = 0
     starts_accepted = 0
     served_logged = 0
     delays: list[float] = []
     phases = dict.fromkeys(("start", "workload", "join", "inspect", "after_restart"), 0.0)
+    sessions_waited: list[float] = []
     done = 0
     try:
         server.start()
@@ -843,10 +1015,12 @@ def run(kills: int = 50, seed: int | None = None, workdir: Path | None = None, m
             t2 = time.monotonic()
             violations += cycle.violations
             seen = inspector.inspect(ledger)
+            sessions_waited.append(seen.sessions_waited_s)
             lost += seen.lost
             violations += seen.violations
             checked += seen.checked
             served_logged = seen.served_batches_logged
+            queued_at_kill += len(set(seen.active_runs) - set(seen.running_runs))
             if seen.active_runs:
                 in_flight.add("training")
             elif "training" in in_flight:
@@ -884,8 +1058,12 @@ def run(kills: int = 50, seed: int | None = None, workdir: Path | None = None, m
         if own_dir is not None:
             own_dir.cleanup()
     acknowledged = ledger.counts()
+    # Every inspection re-checks every acknowledgement: a write lost at one kill is reported again
+    # after each later one. Count it once.
+    lost, violations = list(dict.fromkeys(lost)), list(dict.fromkeys(violations))
     return {
         "seed": seed,
+        "backend": backend,
         "kills": done,
         "max_delay_ms": max_delay_ms,
         "mean_delay_ms": round(1000 * sum(delays) / max(1, len(delays)), 1),
@@ -898,6 +1076,7 @@ def run(kills: int = 50, seed: int | None = None, workdir: Path | None = None, m
         "violations": violations[:50],
         "violation_count": len(violations),
         "interrupted_runs_failed": interrupted_failed,
+        "queued_runs_at_kill": queued_at_kill,  # (not interrupted: run after the restart)
         "start_training_accepted_after_restart": starts_accepted,
         "served_batches_acknowledged": len(ledger.served_batches),
         "served_batches_logged": served_logged,
@@ -905,6 +1084,9 @@ def run(kills: int = 50, seed: int | None = None, workdir: Path | None = None, m
         "spares": spares,
         "mean_start_s": round(sum(server.start_seconds) / max(1, len(server.start_seconds)), 3),
         "phase_seconds": {k: round(v, 1) for k, v in phases.items()},
+        # PostgreSQL: kills after which the dead server still had sessions when the inspector came
+        "kills_with_lingering_sessions": sum(1 for w in sessions_waited if w > 0),
+        "max_lingering_session_ms": round(1000 * max(sessions_waited, default=0.0), 1),
         "runtime_s": round(time.monotonic() - t_start, 1),
         "ok": not lost and not violations and done == kills,
     }
@@ -919,13 +1101,33 @@ def main(argv: list[str] | None = None) -> int:
                    help="server processes importing ahead of their restart (0: every start is a cold"
                         " `python -m sahayak_rpc.cli serve`)")
     p.add_argument("--workdir", help="keep the database and server log here (default: a temporary directory)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--postgres", action="store_true",
+                       help="run on PostgreSQL: a throwaway cluster (tests/pg_cluster.py, fsync on), stopped at the end")
+    where.add_argument("--db", metavar="URL", help="run on this empty PostgreSQL database (postgresql://...)")
     args = p.parse_args(argv)
+    if args.db and not is_postgres_url(args.db):
+        p.error("--db takes a postgresql:// URL (SQLite: the default, crash.db in --workdir)")
     workdir = Path(args.workdir) if args.workdir else None
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "crash.db").unlink(missing_ok=True)
-    summary = run(args.kills, args.seed, workdir, args.max_delay_ms, args.spares,
-                  log=lambda s: print(s, file=sys.stderr, flush=True))
+        for name in ("crash.db", "crash.db-wal", "crash.db-shm"):
+            (workdir / name).unlink(missing_ok=True)
+        shutil.rmtree(workdir / "crash.db-segments", ignore_errors=True)
+    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    cluster: PgCluster | None = None
+    try:
+        db = args.db
+        if args.postgres:
+            from tests.pg_cluster import shared_cluster
+
+            cluster = shared_cluster()  # the one the tests use (fsync on; tmpfs where there is one)
+            db = cluster.create_database()
+            say(f"PostgreSQL {cluster.server_version} at {db} ({cluster.bin_dir})")
+        summary = run(args.kills, args.seed, workdir, args.max_delay_ms, args.spares, log=say, db=db)
+    finally:
+        if cluster is not None:
+            cluster.stop()
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1
 

@@ -95,10 +95,14 @@ class Replica:
         self._cursor = self._ctx.events.last_seq()
         return self.id
 
-    def start(self, name: str, address: str) -> None:
-        """Fail the runs dead workers left, then heartbeat and follow the change feed on threads of their own."""
-        self.name, self.address = name, address
+    def recover(self) -> None:
+        """Fail the runs that dead workers left running (this process's previous life among them): before
+        the server answers its first call, so that no client sees such a run as running."""
         self._sweep_runs(expired=False)
+
+    def start(self, name: str, address: str) -> None:
+        """Heartbeat and follow the change feed on threads of their own."""
+        self.name, self.address = name, address
         self._beat()
         for target, label in ((self._beat_loop, "replica-heartbeat"), (self._follow_loop, "replica-follow")):
             thread = threading.Thread(target=target, name=label, daemon=True)
