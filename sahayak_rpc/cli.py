@@ -102,6 +102,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure(cfg.log_level)
     if cfg.workers > 1 and args.worker_index is None:
         return _supervise(args, cfg)
+    if args.worker_index is not None:
+        from .runtime.workers import follow_supervisor
+
+        follow_supervisor()
     from .auth import TokenFileError
     from .runtime.clock import Clock, FileClock, SystemClock
     from .server import Server
@@ -128,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _supervise(args: argparse.Namespace, cfg: Any) -> int:
     """``serve --workers N``: start N serving processes on one port and watch over them (runtime/workers.py)."""
-    from .runtime.workers import Supervisor, reserve_port
+    from .runtime.workers import PortTaken, Supervisor, claim_address, reserve_port
 
     port, held = cfg.port, None
     if port == 0:  # the workers must share one port: pick it here
@@ -138,8 +142,14 @@ def _supervise(args: argparse.Namespace, cfg: Any) -> int:
             print(f"sahayak-rpc: cannot find a free port on {cfg.host}: {exc.strerror}", file=sys.stderr)
             return 1
     try:
+        claim = claim_address(cfg.host, port)
+    except PortTaken as exc:
+        print(f"sahayak-rpc: {exc}", file=sys.stderr)
+        return 1
+    try:
         return Supervisor(args.argv[1:], cfg.workers, port, cfg.shutdown_grace_s).run()
     finally:
+        claim.close()
         if held is not None:
             held.close()
 

@@ -131,12 +131,14 @@ class Server:
         self.predlog = PredictionLog(self.ctx.predictions, enabled=config.log_predictions)
         self.inference = Inference(self.ctx, self.catalog, self.registry, self.predlog)
         self.monitor = Monitor(self.ctx, self.catalog, self.registry, self.runner)
-        self.replica = Replica(self.ctx, self.db.coordinator(), self.catalog, self.registry, self.runner, self.monitor,
+        self.replica = Replica(self.ctx, self.db.coordinator(config.heartbeat_interval_s), self.catalog, self.registry, self.runner, self.monitor,
                                version=server_version(), trains=config.training_worker,
                                heartbeat_s=config.heartbeat_interval_s, run_timeout_s=config.run_heartbeat_timeout_s)
         self.replica.register()
         self.registry.refresh_all(self.catalog.all())
+        # It ticks every minute, or as often as the health check is due if that is more often.
         self.scheduler = Scheduler(self.ctx, self.catalog, self.runner, self.ingest, self.registry,
+                                   interval_s=min(60.0, config.health_check_interval_s),
                                    leading=lambda: self.replica.leading)
         self.ingest.on_threshold = self.scheduler.wake
         self.replica.on_schedule.append(self.scheduler.wake)

@@ -161,10 +161,16 @@ def test_log_predictions_takes_predictions_made_elsewhere(trained: Running) -> N
     good = request.predictions.add(prediction_id="ext-1", version=1, probability=0.7, label=common_pb2.LABEL_POSITIVE)
     fill_features(good.features, generate_outcomes(1)[0].features)
     request.predictions.add(prediction_id="ext-2", version=1, probability=1.5, label=common_pb2.LABEL_POSITIVE)
+    now = trained.clock.now()
+    for pid, when in (("ext-3", now - 8 * 86400), ("ext-4", now + 2 * 86400)):  # past retention; from the future
+        stale = request.predictions.add(prediction_id=pid, version=1, probability=0.2, label=common_pb2.LABEL_NEGATIVE)
+        fill_features(stale.features, generate_outcomes(1)[0].features)
+        stale.time.FromMicroseconds(int(when * 1_000_000))
     resp = trained.client.monitor.LogPredictions(iter([request]))
-    assert (resp.accepted, resp.rejected) == (1, 1)
-    assert resp.errors[0].field == "prediction.probability"
+    assert (resp.accepted, resp.rejected) == (1, 3)
+    assert [e.field for e in resp.errors] == ["prediction.probability", "prediction.time", "prediction.time"]
     assert trained.server.ctx.predictions.get("ext-1")[8] == "logged"
+    assert trained.server.ctx.predictions.get("ext-3") is None
 
 
 def test_promotion_and_rollback_under_load_never_fail_a_request(running: Running) -> None:
@@ -202,6 +208,9 @@ def test_promotion_and_rollback_under_load_never_fail_a_request(running: Running
 
 
 def test_the_local_scorer_follows_the_champion_and_reports_back(running: Running) -> None:
+    import time
+
+    running.clock.set(time.time())  # the scorer stamps its predictions with this machine's clock
     c = running.client
     load_demo_rows(c, 1500)
     assert c.train(MODEL, families=["logistic_regression"]).promoted

@@ -115,8 +115,8 @@ def test_two_replicas_serve_each_others_promotions_within_a_second(pg_url: str, 
             registry_pb2.ListAliasHistoryRequest(model=MODEL, alias="champion")).events]
     status = a.status()
     assert status.database == "postgresql"
-    assert {s.name for s in status.replicas} == {f"{s.host}:{p}" for s, p in zip(status.replicas, (a.port, b.port))} \
-        or len(status.replicas) == 2
+    assert sorted(s.name.rsplit(":", 1)[1] for s in status.replicas) == sorted([str(a.port), str(b.port)])
+    assert {s.pid for s in status.replicas} == {a.proc.pid, b.proc.pid}  # type: ignore[union-attr]
     assert len([s for s in status.replicas if s.leader]) == 1
     assert status.replica.name.endswith(f":{a.port}") and b.status().replica.name.endswith(f":{b.port}")
 
@@ -325,23 +325,41 @@ def test_a_cut_leader_connection_hands_the_lead_on(pg_url: str, tmp_path: Path,
     cluster = shared_cluster()
     dbname = pg_url.rsplit("/", 1)[1]
     pid = first.proc.pid if first.proc else 0
-    # The leader's lock session is cut (as a network failure, or an operator, would cut it).
+    # The leader's lock session is cut (as a network failure, or an operator, would cut it) while the
+    # leader is held still, so that the other replica, not the cut one, is first to try for the lead.
     [session] = [app for app in cluster_lock_sessions(cluster, dbname) if app.endswith(f"/{pid} locks")]
-    assert cluster.terminate_connections(dbname, application_name=session) == 1
-
-    def one_leader() -> bool:
-        seen = first.status().replicas
-        return len([s for s in seen if s.leader]) == 1
-
-    # The cut replica notices at its next heartbeat that its session (and the lead) is gone; the lead is
-    # held again by exactly one replica within seconds (the cut one may win it back: both compete), and
-    # the cut one holds its liveness lock again (its runs are not failed as a dead worker's).
+    first.signal(signal.SIGSTOP)
+    try:
+        assert cluster.terminate_connections(dbname, application_name=session) == 1
+        eventually(lambda: leaders(second) == [second.status().replica.name], timeout=10)
+    finally:
+        first.signal(signal.SIGCONT)
+    # The cut replica finds its session gone at its next heartbeat, opens another with its liveness lock
+    # (it is not taken for dead), and follows.
     eventually(lambda: any(e.get("event") == "coordination.session_lost" for e in first.log_events()), timeout=5)
-    eventually(one_leader, timeout=10)
     eventually(lambda: len([a for a in cluster_lock_sessions(cluster, dbname) if a.endswith(f"/{pid} locks")]) == 1,
                timeout=5)
+    time.sleep(1)
+    assert leaders(first) == leaders(second) == [second.status().replica.name]
     assert sorted(s.name for s in second.status().replicas) == sorted(
         [first.status().replica.name, second.status().replica.name])
+
+
+def test_a_frozen_leader_loses_the_lead(pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    """A leader alive but frozen (SIGSTOP: its TCP connection still answers keepalives) would hold its
+    locks for as long as PostgreSQL keeps its session: the session ends after ten heartbeats of silence
+    (idle_session_timeout; at least 10 s)."""
+    first = replica(replicas, pg_url, tmp_path, "first")
+    eventually(lambda: leaders(first) == [first.status().replica.name], timeout=10)
+    second = replica(replicas, pg_url, tmp_path, "second")
+    first.signal(signal.SIGSTOP)
+    try:
+        frozen = time.monotonic()
+        eventually(lambda: leaders(second) == [second.status().replica.name], timeout=30)
+        assert 8 < time.monotonic() - frozen < 20
+    finally:
+        first.signal(signal.SIGCONT)
+    eventually(lambda: any(e.get("event") == "replica.follower" for e in first.log_events()), timeout=10)
 
 
 def cluster_lock_sessions(cluster: PgCluster, dbname: str) -> list[str]:
@@ -456,14 +474,47 @@ def test_workers_on_sqlite_share_one_port_and_one_leads(tmp_path: Path, replicas
                                                          force=True))
     # Every worker serves the promotion within a second.
     time.sleep(1.0)
-    answered: set[int] = set()
-    for _ in range(12):
-        with server.client() as c:
-            answered.add(c.predict(MODEL, row).version)
-    assert answered == {first.produced_version} and second.produced_version != first.produced_version
+    answered: dict[str, set[int]] = {}
+    deadline = time.monotonic() + 20
+    while len(answered) < 2 and time.monotonic() < deadline:
+        with server.client() as c:  # (one connection: one worker answers both calls)
+            answered.setdefault(c.server_status().replica.name, set()).add(c.predict(MODEL, row).version)
+    assert len(answered) == 2 and all(v == {first.produced_version} for v in answered.values()), answered
+    assert second.produced_version != first.produced_version
     assert server.terminate() == 0
     events = [e.get("event") for e in server.log_events()]
     assert events.count("server.stopped") == 2 and "workers.stopped" in events
+
+
+def test_a_second_workers_server_cannot_share_the_port_and_workers_die_with_their_supervisor(
+        tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    import os
+
+    first = replica(replicas, str(tmp_path / "one.db"), tmp_path, "first", "--workers", "2")
+    pids: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(pids) < 2 and time.monotonic() < deadline:
+        pids.update(r.pid for r in first.status().replicas)
+    assert len(pids) == 2
+    # SO_REUSEPORT would let another server's workers share the port without a word: it is refused.
+    second = ReplicaProcess(str(tmp_path / "two.db"), tmp_path, "second", "--workers", "2", port=first.port)
+    replicas.append(second)
+    second.start(wait=False)
+    assert second.proc is not None and second.proc.wait(timeout=60) == 1
+    assert "already serves" in second.log_path.read_text()
+    # A supervisor killed outright takes its workers with it (no orphans serving on).
+    first.kill()
+
+    def gone() -> bool:
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                return False
+            except ProcessLookupError:
+                pass
+        return True
+
+    eventually(gone, timeout=30)
 
 
 def test_while_postgresql_is_down_predictions_are_served_and_writes_answer_unavailable(

@@ -146,7 +146,8 @@ def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subpro
             if proc.poll() is None:
                 proc.kill()
     events = [json.loads(line)["event"] for line in log_path.read_text().splitlines() if line.startswith("{")]
-    assert events[:2] == ["replica.leader", "server.started"]  # (the only replica of its database leads it)
+    assert "replica.leader" in events  # (the only replica of its database leads it)
+    assert events.index("server.started") < events.index("server.signal")
     assert events[-2:] == ["server.signal", "server.stopped"]
     # A cleanly closed WAL database leaves no -wal file behind.
     assert not (tmp_path / "g.db-wal").exists()

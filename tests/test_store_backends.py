@@ -174,6 +174,7 @@ def _follow(target: str, writers: int, count: int, serialised: bool) -> tuple[li
     db = open_database(target)
     events = EventRepository(db)
     seen: list[str] = []
+    seqs: list[int] = []
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_append_events, args=(target, w, count, w, serialised)) for w in range(writers)]
     for p in procs:
@@ -187,6 +188,7 @@ def _follow(target: str, writers: int, count: int, serialised: bool) -> tuple[li
             done = stop.is_set()
             for e in events.after(cursor):
                 seen.append(e.subject)
+                seqs.append(e.seq)
                 cursor = e.seq
             if done:
                 return
@@ -200,6 +202,11 @@ def _follow(target: str, writers: int, count: int, serialised: bool) -> tuple[li
     follower.join()
     total = int(db.reader().execute("SELECT count(*) FROM events WHERE kind = 'test'").fetchone()[0])
     db.close()
+    assert seqs == sorted(seqs)  # in cursor order, whatever was missed
+    # Each writer's events in the order it committed them.
+    for w in range(writers):
+        mine = [int(x.split("-")[1]) for x in seen if x.startswith(f"{w}-")]
+        assert mine == sorted(mine)
     return seen, total
 
 
@@ -240,3 +247,61 @@ def test_postgresql_advisory_locks_of_one_name_serialise_transactions(pg_target:
     t.join()
     db.close()
     assert order == ["first", "second"]
+
+
+def test_a_promoting_run_and_a_cancel_of_it_do_not_deadlock(db: Database) -> None:
+    """The run's worker registers and promotes its version (alias lock, then the run's row) while another
+    replica cancels the run (the run's row). The change feed's lock comes last in both transactions
+    (events.append: before commit), so neither waits for the other in a circle."""
+    from sahayak_rpc.store import RunRepository, VersionRepository
+    from sahayak_rpc.versions import QUEUED, SUCCEEDED, RunRecord
+
+    with db.write() as conn:
+        conn.execute("INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
+                     " VALUES ('m', '{}', '{}', 1, 1)")
+    runs, versions = RunRepository(db), VersionRepository(db)
+    assert runs.insert(RunRecord("r1", 1, "full", "manual", QUEUED, 1), "{}")
+    run = runs.claim(worker=7, now_us=2)
+    assert run is not None
+    both = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def promote() -> None:
+        try:
+            with db.write() as conn:
+                versions.move_alias(conn, 1, "champion", 1, "promoted by r1", 3)
+                both.wait(5)
+                time.sleep(0.3)  # the cancel takes the run's row meanwhile
+                run.state, run.ended_us = SUCCEEDED, 4
+                runs.update(run, conn, worker=7)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    worker = threading.Thread(target=promote)
+    worker.start()
+    both.wait(5)
+    cancelled = runs.request_cancel("r1", 5)
+    worker.join()
+    assert errors == []
+    # Either order is right: the cancel asked a still-running run to stop (PostgreSQL: it had the row
+    # first), or found it ended (SQLite: one writer, the promotion's commit came first). The run ended
+    # as its worker wrote it.
+    assert cancelled is None or cancelled.state == "running"
+    assert runs.get("r1").state == SUCCEEDED
+
+
+def test_insert_new_gives_the_same_answer_for_a_large_batch(db: Database) -> None:
+    """A batch large enough to be staged (COPY on PostgreSQL) answers as a small one does."""
+    with db.write() as conn:
+        conn.execute("INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
+                     " VALUES ('m', '{}', '{}', 1, 1)")
+    cols = ("model_id", "feedback_id", "interaction", "occurred_us", "received_us", "content_hash")
+    ids = [f"f{k}" for k in range(300)]
+    with db.write() as conn:
+        assert conn.insert_new("feedback", cols, [(1, i, "shown", 1, 1, b"x") for i in ids[:100]],
+                               ("model_id", "feedback_id")) == [True] * 100
+    batch = [(1, i, "shown", 1, 1, b"y") for i in ids + ids[150:160]]  # 100 old, 200 new, 10 again
+    with db.write() as conn:
+        stored = conn.insert_new("feedback", cols, batch, ("model_id", "feedback_id"))
+    assert stored == [False] * 100 + [True] * 200 + [False] * 10
+    assert db.reader().execute("SELECT count(*) FROM feedback").fetchone()[0] == 300

@@ -27,6 +27,7 @@ from .._proto.sahayak.v1 import common_pb2, monitor_pb2, monitor_pb2_grpc
 from . import convert
 
 MAX_LOG_ROWS = 10_000
+DAY_US = 86_400_000_000
 
 
 def _replica_to_proto(r: ReplicaRow, leader: bool) -> monitor_pb2.ReplicaStatus:
@@ -118,6 +119,12 @@ class _StatusServicer(monitor_pb2_grpc.MonitorServiceServicer):
                 when = now
                 if p.HasField("time") and convert.check_timestamp(p.time, "prediction.time", errors):
                     when = convert.ts_to_us(p.time)
+                    # Older than the log keeps it would be deleted at once; a day ahead means a wrong clock.
+                    oldest = now - int(self._ctx.config.prediction_retention_s * 1_000_000)
+                    if not oldest <= when <= now + DAY_US:
+                        errors.append(FieldError("prediction.time", "must be within the prediction retention"
+                                                 f" ({self._ctx.config.prediction_retention_s / 86400:g} days) and"
+                                                 " at most a day ahead of the server's clock"))
                 row = convert.row_from_proto(p.features)
                 errors += model.schema.validate_row(row, prefix="prediction.features")
                 if p.entities:

@@ -36,6 +36,7 @@ class Ingest:
         # Called when enough new labels for an incremental update are stored (this replica's scheduler).
         self.on_threshold: Callable[[], None] | None = None
         self._importing: dict[int, int] = {}  # open import streams per model, on this replica
+        self._leases: dict[int, int] = {}  # the import lease this replica wrote last, per model
         # Commits import batches while the RPC thread parses the next one.
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-writer")
 
@@ -91,8 +92,11 @@ class Ingest:
         if not batch.records:
             return report
         now = self._ctx.now_us()
-        stored = self._ctx.outcomes.insert(model.id, batch.records, now,
-                                           importing_until_us=now + IMPORT_LEASE_US if importing else None)
+        lease = now + IMPORT_LEASE_US if importing else None
+        stored = self._ctx.outcomes.insert(model.id, batch.records, now, importing_until_us=lease)
+        if lease is not None:
+            with self._lock:
+                self._leases[model.id] = lease
         for index, rec, result in zip(batch.indices, batch.records, stored.results, strict=True):
             if result is InsertResult.INSERTED:
                 report.accepted += 1
@@ -119,9 +123,10 @@ class Ingest:
     def _session_ended(self, model: ModelRecord) -> None:
         with self._lock:
             left = self._importing[model.id] = self._importing.get(model.id, 1) - 1
-        if left <= 0:
+            lease = self._leases.pop(model.id, None) if left <= 0 else None
+        if lease is not None:
             try:
-                self._ctx.outcomes.import_ended(model.id)
+                self._ctx.outcomes.import_ended(model.id, lease)
             except ServiceError:  # the lease runs out by itself
                 pass
         if self.on_threshold is not None:

@@ -321,6 +321,7 @@ class Monitor:
         cfg = self._ctx.config
         before_pred = now - int(cfg.prediction_retention_s * 1_000_000)
         before_perf = now - int(cfg.performance_retention_s * 1_000_000)
+        self._ctx.predictions.prepare_ahead(now)
         return {
             "predictions": self.repo.purge("predictions", "created_us", before_pred)
             + self.repo.purge("prediction_batches", "created_us", before_pred),

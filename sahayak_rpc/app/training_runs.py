@@ -54,6 +54,8 @@ WATCH_POLL_S = 0.25
 # A run that ended without its final event (its worker died after the last write) is reported
 # ended once this long has passed without that event.
 FINAL_EVENT_GRACE_S = 2.0
+# A run's end that the database refused is written again after these waits (then given up).
+END_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass
@@ -105,6 +107,8 @@ class TrainingRunner:
         self._ingest = ingest
         self.runs = ctx.runs
         self._local: dict[str, _Local] = {}
+        # Held while a run is claimed and registered as this process's (and while the set is read), so
+        # that a run is never in the database as this worker's without being in _local too.
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -144,6 +148,11 @@ class TrainingRunner:
         if self._thread is not None:
             self._thread.join(timeout=60)
         self.progressed()
+
+    def local_runs(self) -> set[str]:
+        """The runs this process is running (its heartbeat beats for these alone)."""
+        with self._lock:
+            return set(self._local)
 
     @property
     def queue_depth(self) -> int:
@@ -252,7 +261,10 @@ class TrainingRunner:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                run = self.runs.claim(self._ctx.replica_id, self._ctx.now_us())
+                with self._lock:
+                    run = self.runs.claim(self._ctx.replica_id, self._ctx.now_us())
+                    if run is not None:
+                        self._local[run.run_id] = _Local()
             except ServiceError as exc:  # the database is away: try again later
                 log.warning("training.claim_failed", error=exc.message)
                 run = None
@@ -266,13 +278,16 @@ class TrainingRunner:
                 self._execute(run)
             except Exception:
                 log.exception("training.execute_crashed", run_id=run.run_id)
+            finally:
+                with self._lock:
+                    self._local.pop(run.run_id, None)
 
     def _emit(self, run_id: str, event: RunEvent) -> None:
         event.time_us = event.time_us or self._ctx.now_us()
         try:
             self.runs.add_event(run_id, event.to_json(), event.time_us)
-        except ServiceError as exc:  # progress is informative: a lost event must not fail the run
-            log.warning("training.event_lost", run_id=run_id, phase=event.phase, error=exc.message)
+        except Exception as exc:  # progress is informative: a lost event must not fail the run
+            log.warning("training.event_lost", run_id=run_id, phase=event.phase, error=str(exc))
         self.progressed()
 
     def _end(self, run: RunRecord, state: str, reason: str, conn: Any = None) -> None:
@@ -304,10 +319,8 @@ class TrainingRunner:
         self._finished(run)
 
     def _execute(self, run: RunRecord) -> None:
-        model = self._catalog.by_id(run.model_id)
-        local = _Local()
         with self._lock:
-            self._local[run.run_id] = local
+            local = self._local[run.run_id]
         self._perf[run.run_id] = time.perf_counter()
         if self._stop.is_set():
             local.cancel.set()
@@ -317,6 +330,7 @@ class TrainingRunner:
             self._emit(run.run_id, RunEvent(phase, family, iteration, loss, metrics, message))
 
         try:
+            model = self._catalog.by_id(run.model_id)
             if run.kind == "incremental" and self._registry.champion(model) is not None:
                 self._incremental(model, run, progress, local)
             else:
@@ -333,19 +347,26 @@ class TrainingRunner:
         except Exception as exc:
             log.exception("training.crashed", run_id=run.run_id)
             self._end_quietly(run, FAILED, f"error: {type(exc).__name__}: {exc}")
-        finally:
-            with self._lock:
-                self._local.pop(run.run_id, None)
 
     def _end_quietly(self, run: RunRecord, state: str, reason: str) -> None:
+        """End the run, trying again for a while if the database is away. Given up, the run is no longer
+        this process's (nor heartbeated): the leader fails it as a stopped worker's."""
         if self._stop.is_set() and state == CANCELLED:
             state, reason = FAILED, "interrupted: the server stopped before the run finished"
-        try:
-            self._end(run, state, reason)
-        except RunTaken:
-            log.warning("training.run_taken", run_id=run.run_id)
-        except ServiceError as exc:  # the database is away: the leader fails the run when it sees it stopped
-            log.warning("training.end_lost", run_id=run.run_id, error=exc.message)
+        for delay in (*END_RETRY_S, None):
+            try:
+                self._end(run, state, reason)
+                return
+            except RunTaken:
+                log.warning("training.run_taken", run_id=run.run_id)
+                return
+            except ServiceError as exc:
+                if delay is None:
+                    log.error("training.end_lost", run_id=run.run_id, error=exc.message)
+                    return
+                log.warning("training.end_failed", run_id=run.run_id, error=exc.message, retry_in=delay)
+                if self._stop.wait(delay):
+                    return
 
     def _data_summary(self, model: ModelRecord, data: tr.TrainingData, train: int, valid: int) -> dict[str, Any]:
         return {"outcome_count": len(data), "train_count": train, "validation_count": valid,

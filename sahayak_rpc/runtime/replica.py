@@ -153,7 +153,7 @@ class Replica:
                 self._schedule()
         try:
             self._repo.beat(self.id, self._ctx.now_us(), self._leading, self.name, self.address)
-            cancels = self._ctx.runs.heartbeat(self.id)
+            cancels = self._ctx.runs.heartbeat(self.id, sorted(self._runner.local_runs()))
             if cancels:
                 self._runner.cancel_local(cancels)
             if self._leading:
@@ -162,15 +162,19 @@ class Replica:
             log.warning("replica.beat_failed", error=exc.message)
 
     def _sweep_runs(self, expired: bool) -> None:
-        """Fail running runs whose worker died; with ``expired``, also those whose heartbeat stopped
-        moving for the run timeout (as this replica has watched it)."""
+        """Fail running runs whose worker died, or that this process holds but no longer runs (its trainer
+        could not write their end); with ``expired``, also those whose heartbeat stopped moving for the run
+        timeout (as this replica has watched it)."""
         now = time.monotonic()
         running = self._ctx.runs.running()
+        mine = self._runner.local_runs()  # (read after the rows: a run claimed meanwhile is in it)
         for run in running:
-            if run.worker == self.id:
-                continue  # this process's own: its trainer ends them
             reason, beat = "", None
-            if not self._coordinator.alive(run.worker):
+            if run.worker == self.id:
+                if run.run_id in mine:
+                    continue  # its trainer ends it
+                reason = "its worker (this replica) no longer runs it"
+            elif not self._coordinator.alive(run.worker):
                 reason = f"its worker (replica {run.worker}) stopped"
             elif expired:
                 seen = self._beats.get(run.run_id)
@@ -211,11 +215,17 @@ class Replica:
                 self._stop.wait(1.0)
 
     def catch_up(self) -> None:
-        """Act on every event after the cursor, in order."""
+        """Act on every event after the cursor, in order. An event that cannot be acted on (a champion whose
+        artifact does not load, say) is logged and passed: the next resync tries what it caches again."""
         while True:
             batch = self._ctx.events.after(self._cursor)
             for event in batch:
-                self._apply(event)
+                try:
+                    self._apply(event)
+                except ServiceError:
+                    raise  # the database is away: read from here again
+                except Exception:
+                    log.exception("replica.event_failed", seq=event.seq, kind=event.kind, subject=event.subject)
                 self._cursor = event.seq
             if len(batch) < 1000:
                 break

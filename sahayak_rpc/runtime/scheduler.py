@@ -52,6 +52,9 @@ class Scheduler:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            # The next tick is due an interval after this one began: time that passes during a tick (a
+            # test's clock moved a week, say) is not waited for again.
+            started = self._ctx.clock.now()
             try:
                 if self.leading():
                     self.tick()
@@ -61,7 +64,7 @@ class Scheduler:
                 log.warning("scheduler.tick_failed", error=exc.message)
             except Exception:  # the loop must survive anything one tick does
                 log.exception("scheduler.tick_failed")
-            self._ctx.clock.wait(self._wake, self._interval)
+            self._ctx.clock.wait(self._wake, started + self._interval - self._ctx.clock.now())
 
     def next_retrain_us(self, model: ModelRecord) -> int:
         """When the next scheduled full retrain is due (0: never, scheduling is off)."""

@@ -11,6 +11,8 @@ that keeps dying at start stops the whole server: its log says why).
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -30,6 +32,36 @@ QUICK_DEATH_S = 10.0
 # ...and this many of those in a row stop the server.
 MAX_QUICK_DEATHS = 3
 RESTART_DELAY_S = 1.0
+SUPERVISOR_PID = "SAHAYAK_SUPERVISOR_PID"  # set in the workers' environment
+_PR_SET_PDEATHSIG = 1
+
+
+class PortTaken(RuntimeError):
+    """Another `serve --workers` holds the address."""
+
+
+def claim_address(host: str, port: int) -> socket.socket:
+    """Hold ``host:port`` for this supervisor: the workers bind it with SO_REUSEPORT, which would let a
+    second server's workers share it silently. An abstract unix socket named after the address is
+    unique on the machine and goes when its process does; raises PortTaken when another holds it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(f"\0sahayak-rpc:{host}:{port}")
+    except OSError:
+        sock.close()
+        raise PortTaken(f"another `sahayak-rpc serve --workers` already serves {host}:{port}") from None
+    return sock
+
+
+def follow_supervisor() -> None:
+    """In a worker: stop (SIGTERM, a graceful stop) when the supervisor dies, even by SIGKILL, instead of
+    serving on as an orphan (Linux; elsewhere a worker outlives a killed supervisor)."""
+    parent = int(os.environ.get(SUPERVISOR_PID, "0"))
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def reserve_port(host: str) -> tuple[socket.socket, int]:
@@ -66,7 +98,7 @@ class Supervisor:
         return [sys.executable, "-m", "sahayak_rpc.cli", *argv, "--port", str(self._port), "--worker-index", str(index)]
 
     def _spawn(self, slot: _Slot) -> None:
-        slot.proc = subprocess.Popen(self._command(slot.index))
+        slot.proc = subprocess.Popen(self._command(slot.index), env={**os.environ, SUPERVISOR_PID: str(os.getpid())})
         slot.started = time.monotonic()
         log.info("workers.started", worker=slot.index, pid=slot.proc.pid, port=self._port)
 

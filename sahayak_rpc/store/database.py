@@ -70,10 +70,6 @@ class Coordinator(abc.ABC):
         """Take the leader lock, or keep it; False while another replica holds it."""
 
     @abc.abstractmethod
-    def leading(self) -> bool:
-        """Whether this process still holds the leader lock (checked against the backend)."""
-
-    @abc.abstractmethod
     def wait(self, timeout_s: float) -> bool:
         """Block until another replica may have changed something (True) or ``timeout_s`` passes
         (False). A backend without notifications just sleeps: its replicas poll."""
@@ -126,8 +122,9 @@ class Database(abc.ABC):
         """The last migration applied."""
 
     @abc.abstractmethod
-    def coordinator(self, lock_dir: str | None = None) -> Coordinator:
-        """A new coordinator for this process's replica (store/coordination.py)."""
+    def coordinator(self, heartbeat_s: float = 1.0) -> Coordinator:
+        """A new coordinator for this process's replica (``Coordinator`` above; one per process), which
+        will be asked every ``heartbeat_s`` to keep its locks."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -7,7 +7,7 @@ values are not handed out in commit order, so a follower reading ``seq > cursor`
 could pass over a row whose smaller seq commits later; ``append`` therefore takes
 a transaction-level lock before its insert (store/sql.py ``Lock.EVENTS``), held
 until commit: whoever inserts next gets a larger seq *and* commits later. SQLite
-has one writer, so the same holds there without a lock. tests/test_cluster.py
+has one writer, so the same holds there without a lock. tests/test_store_backends.py
 has concurrent writers in several processes and a follower that must see every
 event exactly once, in order.
 
@@ -43,14 +43,17 @@ class Event:
     created_us: int
 
 
-def append(conn: Conn, kind: str, now_us: int, model_id: int = 0, subject: str = "") -> int:
-    """Append an event in the caller's write transaction (as its last statement: the lock it takes is
-    held until commit); returns its seq."""
-    conn.lock(Lock.EVENTS)
-    row = conn.execute("INSERT INTO events (kind, model_id, subject, created_us) VALUES (?, ?, ?, ?) RETURNING seq",
-                       (kind, model_id, subject, now_us)).fetchone()
-    conn.notify(CHANNEL, kind)
-    return int(row[0])
+def append(conn: Conn, kind: str, now_us: int, model_id: int = 0, subject: str = "") -> None:
+    """Append an event to the caller's write transaction. It is inserted as the transaction's last step
+    (``Conn.before_commit``): the lock it takes is held until commit, and is the last one taken."""
+
+    def insert(c: Conn) -> None:
+        c.lock(Lock.EVENTS)
+        c.execute("INSERT INTO events (kind, model_id, subject, created_us) VALUES (?, ?, ?, ?)",
+                  (kind, model_id, subject, now_us))
+        c.notify(CHANNEL, kind)
+
+    conn.before_commit(insert)
 
 
 class EventRepository:
@@ -67,10 +70,10 @@ class EventRepository:
     def last_seq(self) -> int:
         return int(self._db.reader().execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
-    def append(self, kind: str, now_us: int, model_id: int = 0, subject: str = "") -> int:
+    def append(self, kind: str, now_us: int, model_id: int = 0, subject: str = "") -> None:
         """Append an event in a transaction of its own (for a wake-up that needs no other write)."""
         with self._db.write() as conn:
-            return append(conn, kind, now_us, model_id, subject)
+            append(conn, kind, now_us, model_id, subject)
 
     def purge(self, before_us: int, batch: int = 1000) -> int:
         """Delete events older than ``before_us``, keeping the newest (it holds the cursor's place)."""
@@ -135,12 +138,6 @@ class ReplicaRepository:
         r = self._db.reader().execute(f"SELECT {_REPLICA_COLS} FROM replicas WHERE id = ?", (replica,)).fetchone()
         return _replica(r) if r else None
 
-    def running(self) -> list[ReplicaRow]:
-        """Replicas not marked stopped, by id."""
-        rows = self._db.reader().execute(
-            f"SELECT {_REPLICA_COLS} FROM replicas WHERE stopped_us = 0 ORDER BY id").fetchall()
-        return [_replica(r) for r in rows]
-
     def seen_since(self, since_us: int) -> list[ReplicaRow]:
         """Replicas whose last heartbeat is at or after ``since_us``, by id."""
         rows = self._db.reader().execute(
@@ -149,10 +146,11 @@ class ReplicaRepository:
         return [_replica(r) for r in rows]
 
     def purge(self, before_us: int) -> int:
-        """Forget replicas stopped before ``before_us``."""
+        """Forget replicas stopped, or last seen (killed), before ``before_us``."""
         with self._db.write() as conn:
-            return int(conn.execute("DELETE FROM replicas WHERE stopped_us > 0 AND stopped_us < ?",
-                                    (before_us,)).rowcount)
+            return int(conn.execute(
+                "DELETE FROM replicas WHERE (stopped_us > 0 AND stopped_us < ?) OR heartbeat_us < ?",
+                (before_us, before_us)).rowcount)
 
 
 class ScheduleRepository:
@@ -165,6 +163,8 @@ class ScheduleRepository:
         """Record that ``task`` runs now, if it last ran at least ``interval_us`` ago (or never); True
         when this call claimed it. One statement decides, so two leaders (a moment of overlap while
         one loses its lock) cannot both claim a run."""
+        if self.last(task) > now_us - interval_us:
+            return False  # (most calls: not due, and no write transaction for it)
         with self._db.write() as conn:
             row = conn.execute(
                 "INSERT INTO schedule (task, at_us) VALUES (?, ?) ON CONFLICT (task) DO UPDATE"

@@ -247,9 +247,11 @@ MIGRATIONS.append(
     # - training runs are a queue: a worker (a replica's id) claims a queued run and heartbeats it (a
     #   counter the worker bumps: the leader judges it by whether it moves); a cancel may come from any replica; at most one queued or running run per model (an index).
     #   The table gets an explicit key (seq) for ordering and paging, in place of SQLite's rowid.
-    # - alerts get an explicit key too, and at most one alert per model and rule is not resolved.
+    # - alerts get an explicit key too, and at most one alert per model and rule is not resolved (an older
+    #   server could leave two open when two health checks raced: all but the newest are resolved).
     # - outcome_totals: per model, the outcomes stored, the newest seq, and how many of them the
-    #   last run read: "labels since training" for every replica, kept in the ingest transaction.
+    #   last run that ended (not interrupted) had read (its through_count): "labels since training"
+    #   for every replica, kept in the ingest transaction.
     # - events: the change feed replicas follow (a promotion, a model update, a run queued ...);
     #   run_events: a run's progress, for WatchTrainingRun on any replica; replicas: one row per
     #   serving process, heartbeated; schedule: when the leader last ran each periodic task.
@@ -273,7 +275,8 @@ MIGRATIONS.append(
         description TEXT NOT NULL DEFAULT '',
         worker INTEGER NOT NULL DEFAULT 0,
         heartbeat INTEGER NOT NULL DEFAULT 0,
-        cancel_requested INTEGER NOT NULL DEFAULT 0
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        through_count INTEGER NOT NULL DEFAULT 0
     );
     INSERT INTO training_runs_new (seq, run_id, model_id, kind, trigger, state, created_us, started_us, ended_us,
         through_seq, request_json, result_json, produced_version, promoted, end_reason, description)
@@ -306,6 +309,8 @@ MIGRATIONS.append(
         acknowledged_us, resolved_us, note FROM alerts;
     DROP TABLE alerts;
     ALTER TABLE alerts_new RENAME TO alerts;
+    UPDATE alerts SET state = 'resolved', resolved_us = raised_us, note = 'resolved when upgrading: a newer alert of its rule was open'
+        WHERE state != 'resolved' AND seq NOT IN (SELECT max(seq) FROM alerts WHERE state != 'resolved' GROUP BY model_id, rule);
     CREATE INDEX alerts_by_model_rule ON alerts (model_id, rule, raised_us);
     CREATE UNIQUE INDEX alerts_one_open ON alerts (model_id, rule) WHERE state != 'resolved';
     CREATE TABLE outcome_totals (
@@ -453,7 +458,8 @@ PG_MIGRATIONS: list[str] = [
         description TEXT NOT NULL DEFAULT '',
         worker BIGINT NOT NULL DEFAULT 0,
         heartbeat BIGINT NOT NULL DEFAULT 0,
-        cancel_requested SMALLINT NOT NULL DEFAULT 0
+        cancel_requested SMALLINT NOT NULL DEFAULT 0,
+        through_count BIGINT NOT NULL DEFAULT 0
     );
     CREATE INDEX training_runs_by_model ON training_runs (model_id, created_us);
     CREATE UNIQUE INDEX training_runs_one_active ON training_runs (model_id) WHERE state IN ('queued', 'running');

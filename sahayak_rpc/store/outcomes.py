@@ -89,6 +89,10 @@ class OutcomeRepository:
     @staticmethod
     def _add(conn: Conn, model_id: int, n: int, importing_until_us: int | None) -> Totals:
         """Add ``n`` stored outcomes to the model's totals (inside the inserting transaction)."""
+        if n == 0 and importing_until_us is None:  # (duplicates only: nothing to write)
+            row = conn.execute("SELECT outcomes, last_seq, trained_outcomes, importing_until_us FROM outcome_totals"
+                               " WHERE model_id = ?", (model_id,)).fetchone()
+            return Totals(*row) if row else Totals()
         lease = importing_until_us if importing_until_us is not None else 0
         row = conn.execute(
             "INSERT INTO outcome_totals (model_id, outcomes, last_seq, importing_until_us)"
@@ -115,10 +119,12 @@ class OutcomeRepository:
             (model_id,)).fetchone()
         return Totals(*r) if r else Totals()
 
-    def import_ended(self, model_id: int) -> None:
-        """An import stream ended: the scheduler need not wait for it any more."""
+    def import_ended(self, model_id: int, lease_us: int) -> None:
+        """An import stream ended: the scheduler need not wait for it any more, unless another replica's
+        import has set the lease since (``lease_us`` is the one this replica set last)."""
         with self._db.write() as conn:
-            conn.execute("UPDATE outcome_totals SET importing_until_us = 0 WHERE model_id = ?", (model_id,))
+            conn.execute("UPDATE outcome_totals SET importing_until_us = 0 WHERE model_id = ? AND importing_until_us = ?",
+                         (model_id, lease_us))
 
     def count(self, model_id: int) -> int:
         """The model's stored outcomes."""
@@ -181,10 +187,6 @@ class OutcomeRepository:
         loads = orjson.loads
         return LoadedOutcomes([r[1] for r in rows], [r[2] for r in rows], [loads(r[3]) for r in rows],
                               [r[4] for r in rows], rows[-1][0] if rows else 0)
-
-    def max_seq(self, model_id: int) -> int:
-        """The newest outcome's seq (0: none)."""
-        return self.totals(model_id).last_seq
 
 
 @dataclass

@@ -20,7 +20,7 @@ import datetime as dt
 import functools
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +40,12 @@ log = structlog.get_logger("sahayak_rpc.postgres")
 DAY_US = 86_400_000_000
 PARTITIONED = ("predictions", "prediction_batches")
 POOL_WAIT_S = 1.0
+# Batches of at least this many rows are staged with COPY (measured here: VALUES costs 0.45 ms for a row
+# against 1.8 ms staged, staging 12 ms for 1,000 rows against 25 ms as VALUES; docs/benchmarks.md).
+STAGE_FROM_ROWS = 128
+# Creating or dropping a partition waits this long (ms) for its table's lock, then gives up: never
+# holding the prediction log's writers and readers behind it for long.
+DDL_LOCK_TIMEOUT_MS = 2000
 # Partitions made ahead of time at start (today and the next days), so that the log's first
 # writes of a day rarely wait for DDL.
 PARTITIONS_AHEAD = 2
@@ -118,6 +124,7 @@ class PgConn:
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        self.pending: list[Callable[[Any], object]] = []
 
     def execute(self, sql: str, args: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         return self.raw.execute(_pg(sql), args or None)
@@ -139,23 +146,29 @@ class PgConn:
 
     def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                    key: Sequence[str]) -> list[bool]:
-        """COPY the rows into a staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING
-        RETURNING`` the keys stored: idempotent, and a per-row answer, in two statements."""
+        """``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the keys stored: idempotent, and a per-row answer.
+        A large batch is first COPYed into a staging table and inserted from there in one statement; a
+        small one (RecordOutcome's single row, say) goes in as VALUES, which costs less than staging."""
         if not rows:
             return []
-        stage = f"stage_{table}"
         cols = ", ".join(columns)
-        # Per connection (a temporary table lives as long as its session), emptied at each commit.
-        self.raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
-                         f" SELECT 0::bigint AS ord, {cols} FROM {table} WITH NO DATA")
-        with self.raw.cursor().copy(f"COPY {stage} (ord, {cols}) FROM STDIN") as copy:
-            for i, row in enumerate(rows):
-                copy.write_row((i, *row))
         keys_sql = ", ".join(key)
-        stored = {tuple(r) for r in self.raw.execute(
-            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY ord"
-            f" ON CONFLICT ({keys_sql}) DO NOTHING RETURNING {keys_sql}")}
-        self.raw.execute(f"TRUNCATE {stage}")  # (the same transaction may stage again)
+        conflict = f" ON CONFLICT ({keys_sql}) DO NOTHING RETURNING {keys_sql}"
+        if len(rows) < STAGE_FROM_ROWS:
+            marks = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
+            stored = {tuple(r) for r in self.raw.execute(
+                f"INSERT INTO {table} ({cols}) VALUES {marks}{conflict}", [v for row in rows for v in row])}
+        else:
+            stage = f"stage_{table}"
+            # Per connection (a temporary table lives as long as its session), emptied at each commit.
+            self.raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
+                             f" SELECT 0::bigint AS ord, {cols} FROM {table} WITH NO DATA")
+            with self.raw.cursor().copy(f"COPY {stage} (ord, {cols}) FROM STDIN") as copy:
+                for i, row in enumerate(rows):
+                    copy.write_row((i, *row))
+            stored = {tuple(r) for r in self.raw.execute(
+                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY ord{conflict}")}
+            self.raw.execute(f"TRUNCATE {stage}")  # (the same transaction may stage again)
         at = [list(columns).index(k) for k in key]
         keys = [tuple(r[i] for i in at) for r in rows]
         first = first_occurrences(keys)
@@ -174,6 +187,9 @@ class PgConn:
     def notify(self, channel: str, payload: str = "") -> None:
         # Delivered when the transaction commits, to the sessions listening then.
         self.raw.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+    def before_commit(self, step: Callable[[Any], object]) -> None:
+        self.pending.append(step)
 
 
 class PgReader:
@@ -230,6 +246,9 @@ class PgDatabase(Database):
         # A write that waits this long for a row or advisory lock answers UNAVAILABLE (DATABASE_LOCKED),
         # as SQLite's busy timeout does.
         conn.execute(f"SET lock_timeout = {int(self._busy_timeout_s * 1000)}")
+        # Acknowledged means on disk, whatever the server's own default says (the prediction log's
+        # commits turn it off for themselves: PgDatabase.write(durable=False)).
+        conn.execute("SET synchronous_commit = on")
 
     def connect(self, **extra: Any) -> psycopg.Connection[Any]:
         """A new connection of its own (not pooled): for session locks and LISTEN."""
@@ -292,7 +311,10 @@ class PgDatabase(Database):
             with raw.transaction():
                 if not durable:
                     raw.execute("SET LOCAL synchronous_commit TO OFF")
-                yield PgConn(raw)
+                conn = PgConn(raw)
+                yield conn
+                for step in conn.pending:
+                    step(conn)
 
     @contextmanager
     def read(self) -> Iterator[PgConn]:
@@ -304,8 +326,8 @@ class PgDatabase(Database):
     def reader(self) -> PgReader:
         return self._reader
 
-    def coordinator(self, lock_dir: str | None = None) -> Coordinator:
-        return PgCoordinator(self)
+    def coordinator(self, heartbeat_s: float = 1.0) -> Coordinator:
+        return PgCoordinator(self, heartbeat_s)
 
     def close(self) -> None:
         if self._closed:
@@ -321,35 +343,44 @@ class PgDatabase(Database):
             missing = sorted(d for d in days if (table, d) not in self._partitions)
         if not missing:
             return
-        # In a transaction of its own, before the rows' (creating a partition locks its table).
+        # In a transaction of its own, before the rows' (creating a partition locks its table), waiting for
+        # that lock a short while only: the leader makes the coming days' partitions ahead of time
+        # (PredictionRepository.prepare_ahead), so a writer rarely gets here.
         with self.write() as conn:
+            conn.raw.execute(f"SET LOCAL lock_timeout = {DDL_LOCK_TIMEOUT_MS}")
             conn.lock(Lock.PARTITIONS)
             for day in missing:
-                name = f"{table}_d{dt.datetime.fromtimestamp(day * 86400, dt.UTC):%Y%m%d}"
-                conn.raw.execute(f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table}"
+                conn.raw.execute(f"CREATE TABLE IF NOT EXISTS {_partition_name(table, day)} PARTITION OF {table}"
                                  f" FOR VALUES FROM ({day * DAY_US}) TO ({(day + 1) * DAY_US})")
         with self._partition_lock:
             self._partitions.update((table, d) for d in missing)
 
     def drop_partitions_before(self, table: str, before_us: int) -> int:
         """Drop the day partitions that end at or before ``before_us`` (whole days past retention);
-        returns how many rows they held."""
-        with self.write() as conn:
-            conn.lock(Lock.PARTITIONS)
-            rows = conn.raw.execute(
+        returns how many rows they held. A drop that cannot have its table's lock at once is left for the
+        next retention."""
+        expired = []
+        for (name,) in self.reader().execute(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                " WHERE i.inhparent = %s::regclass", (table,)).fetchall()
-            gone, dropped_rows = [], 0
-            for (name,) in rows:
-                day = _partition_day(name, table)
-                if day is not None and (day + 1) * DAY_US <= before_us:
-                    counted = conn.raw.execute(f"SELECT count(*) FROM {name}").fetchone()
-                    dropped_rows += int(counted[0]) if counted else 0
-                    conn.raw.execute(f"DROP TABLE {name}")
-                    gone.append(day)
-        with self._partition_lock:
-            self._partitions.difference_update((table, d) for d in gone)
+                " WHERE i.inhparent = ?::regclass", (table,)).fetchall():
+            day = _partition_day(name, table)
+            if day is not None and (day + 1) * DAY_US <= before_us:
+                # Counted before the drop, outside its lock (no row arrives for a day past retention).
+                expired.append((day, name, int(self.reader().execute(f"SELECT count(*) FROM {name}").fetchone()[0])))
+        dropped_rows = 0
+        for day, name, rows in expired:
+            with self.write() as conn:
+                conn.raw.execute(f"SET LOCAL lock_timeout = {DDL_LOCK_TIMEOUT_MS}")
+                conn.lock(Lock.PARTITIONS)
+                conn.raw.execute(f"DROP TABLE IF EXISTS {name}")
+            with self._partition_lock:
+                self._partitions.discard((table, day))
+            dropped_rows += rows
         return dropped_rows
+
+
+def _partition_name(table: str, day: int) -> str:
+    return f"{table}_d{dt.datetime.fromtimestamp(day * 86400, dt.UTC):%Y%m%d}"
 
 
 def _partition_day(name: str, table: str) -> int | None:
@@ -371,8 +402,9 @@ class PgCoordinator(Coordinator):
 
     CHANNEL = "sahayak_events"
 
-    def __init__(self, db: PgDatabase) -> None:
+    def __init__(self, db: PgDatabase, heartbeat_s: float = 1.0) -> None:
         self._db = db
+        self.heartbeat_s = heartbeat_s
         self._lock = threading.Lock()
         self._locks: psycopg.Connection[Any] | None = None
         self._replica = 0
@@ -398,6 +430,19 @@ class PgCoordinator(Coordinator):
         self._locks, self._leading = None, False
         try:
             conn = self._db.connect(application_name=f"{self._db.application_name} locks")
+            # The locks last as long as this session, and PostgreSQL ends a session only when it notices
+            # its client gone: a frozen process (SIGSTOP, a stalled VM) answers TCP keepalives, and a host
+            # that vanished is noticed after the server's TCP timeouts (two hours by default). This session
+            # runs a query every heartbeat, so: end it when it has been idle ten heartbeats (PostgreSQL 14+),
+            # and probe its TCP connection from the server's side every few seconds.
+            idle_ms = int(max(10.0, 10 * self.heartbeat_s) * 1000)
+            for setting, value in (("idle_session_timeout", f"{idle_ms}"), ("tcp_keepalives_idle", "10"),
+                                   ("tcp_keepalives_interval", "5"), ("tcp_keepalives_count", "3"),
+                                   ("tcp_user_timeout", f"{idle_ms}")):
+                try:
+                    conn.execute(f"SET {setting} = {value}")
+                except psycopg.Error:  # (idle_session_timeout: PostgreSQL 13 has none; then TCP alone)
+                    conn.rollback()
             if self._replica and not self._try(conn, Lock.REPLICA, self._replica):
                 conn.close()
                 return None
@@ -428,7 +473,8 @@ class PgCoordinator(Coordinator):
         # Someone holds its lock: a granted advisory lock with our namespace and its key.
         row = self._db.reader().execute(
             "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = ? AND objid::bigint = ?"
-            " AND objsubid = 2 AND granted LIMIT 1", (PG_LOCK_NAMESPACE | Lock.REPLICA, replica)).fetchone()
+            " AND objsubid = 2 AND granted AND database = (SELECT oid FROM pg_database WHERE datname ="
+            " current_database()) LIMIT 1", (PG_LOCK_NAMESPACE | Lock.REPLICA, replica)).fetchone()
         return row is not None
 
     def try_lead(self) -> bool:
@@ -442,10 +488,6 @@ class PgCoordinator(Coordinator):
                 except psycopg.Error:
                     self._leading = False
             return self._leading
-
-    def leading(self) -> bool:
-        with self._lock:
-            return self._leading and self._session() is not None
 
     def wait(self, timeout_s: float) -> bool:
         with self._listen_lock:

@@ -64,6 +64,13 @@ class PredictionRepository:
                     [(number, t, size) for number, (t, size) in newest.items()])
             conn.copy_rows("prediction_batches", _BATCH_COLUMNS, rows)
 
+    def prepare_ahead(self, now_us: int, days: int = 3) -> None:
+        """Make the prediction log ready for the coming days (partitions on PostgreSQL; nothing to do on
+        SQLite), so that the first writes of a day do not wait for it."""
+        times = [now_us + k * 86_400_000_000 for k in range(days + 1)]
+        for table in ("predictions", "prediction_batches"):
+            self._db.prepare_partitions(table, times)
+
     def purge_segments(self, before_us: int) -> int:
         """Delete the log segments whose every record is older than ``before_us`` (retention has deleted
         their rows already); returns how many files went."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +63,8 @@ class RunRepository:
 
     def claim(self, worker: int, now_us: int) -> RunRecord | None:
         """Take the oldest queued run for ``worker``: running from now, reading the outcomes stored so far
-        (``through_seq``), which also resets the model's labels-since-training count. None: none queued.
-        Concurrent workers get different runs (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)."""
+        (``through_seq``; how many: ``through_count``). None: none queued. Concurrent workers get different
+        runs (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)."""
         with self._db.write() as conn:
             row = conn.execute(
                 "SELECT seq, model_id FROM training_runs WHERE state = ? ORDER BY created_us, seq LIMIT 1"
@@ -71,21 +72,24 @@ class RunRepository:
             if row is None:
                 return None
             seq, model_id = row
-            conn.lock(Lock.OUTCOMES, model_id)  # (the order ingest takes them in)
-            totals = conn.execute(
-                "INSERT INTO outcome_totals (model_id) VALUES (?) ON CONFLICT (model_id) DO UPDATE"
-                " SET trained_outcomes = outcome_totals.outcomes RETURNING last_seq", (model_id,)).fetchone()
+            conn.lock(Lock.OUTCOMES, model_id)  # every outcome up to last_seq has committed (store/outcomes.py)
+            totals = conn.execute("SELECT outcomes, last_seq FROM outcome_totals WHERE model_id = ?",
+                                  (model_id,)).fetchone() or (0, 0)
             claimed = conn.execute(
-                f"UPDATE training_runs SET state = ?, worker = ?, started_us = ?, through_seq = ?, heartbeat = 0"
-                f" WHERE seq = ? RETURNING {_COLS}", (RUNNING, worker, now_us, totals[0], seq)).fetchone()
+                f"UPDATE training_runs SET state = ?, worker = ?, started_us = ?, through_seq = ?, through_count = ?,"
+                f" heartbeat = 0 WHERE seq = ? RETURNING {_COLS}",
+                (RUNNING, worker, now_us, totals[1], totals[0], seq)).fetchone()
             return _run(claimed)
 
-    def heartbeat(self, worker: int) -> list[str]:
-        """Beat for every run ``worker`` is running; returns those whose cancel was asked for."""
+    def heartbeat(self, worker: int, run_ids: Sequence[str]) -> list[str]:
+        """Beat for these runs, which ``worker`` is running; returns those whose cancel was asked for."""
+        if not run_ids:
+            return []
         with self._db.write(durable=False) as conn:
+            where, args = conn.any_of("run_id", run_ids)
             rows = conn.execute(
-                "UPDATE training_runs SET heartbeat = heartbeat + 1 WHERE worker = ? AND state = ?"
-                " RETURNING run_id, cancel_requested", (worker, RUNNING)).fetchall()
+                f"UPDATE training_runs SET heartbeat = heartbeat + 1 WHERE worker = ? AND state = ? AND {where}"
+                " RETURNING run_id, cancel_requested", (worker, RUNNING, *args)).fetchall()
         return [run_id for run_id, asked in rows if asked]
 
     def running(self) -> list[Running]:
@@ -97,7 +101,7 @@ class RunRepository:
         """Fail a running run whose worker stopped: only if ``worker`` still holds it (and, when given, its
         heartbeat is still ``heartbeat``: it did not beat meanwhile). The reason starts with "interrupted"."""
         with self._db.write() as conn:
-            sql = (f"UPDATE training_runs SET state = ?, ended_us = ?, end_reason = ? WHERE run_id = ? AND state = ?"
+            sql = ("UPDATE training_runs SET state = ?, ended_us = ?, end_reason = ? WHERE run_id = ? AND state = ?"
                    " AND worker = ?")
             args: list[Any] = [FAILED, now_us, f"{INTERRUPTED}: {reason}", run_id, RUNNING, worker]
             if heartbeat is not None:
@@ -140,22 +144,39 @@ class RunRepository:
             args += [worker, RUNNING]
         if conn is not None:
             changed = conn.execute(sql, args).rowcount > 0
-            if changed and run.state not in ACTIVE_STATES:
+            if changed and run.state not in ACTIVE_STATES and not run.end_reason.startswith(INTERRUPTED):
+                self._trained(conn, run.run_id, run.model_id)
                 events.append(conn, events.RUN, run.ended_us, run.model_id, run.run_id)
             return changed
         with self._db.write() as c:
             return self.update(run, c, worker)
 
+    @staticmethod
+    def _trained(conn: Conn, run_id: str, model_id: int) -> None:
+        """A run ended, not interrupted: the labels it read no longer count as new (an interrupted run's
+        still do, so the schedule runs it again)."""
+        conn.lock(Lock.OUTCOMES, model_id)
+        conn.execute(
+            "UPDATE outcome_totals SET trained_outcomes = CASE WHEN r.through_count > trained_outcomes"
+            " THEN r.through_count ELSE trained_outcomes END"
+            " FROM (SELECT through_count FROM training_runs WHERE run_id = ?) AS r WHERE model_id = ?",
+            (run_id, model_id))
+
     # --- progress events ----------------------------------------------------------------
 
     @staticmethod
     def _add_event(conn: Conn, run_id: str, event_json: str, now_us: int) -> int:
-        row = conn.execute(
-            "INSERT INTO run_events (run_id, n, event_json, created_us) VALUES"
-            " (?, (SELECT coalesce(max(n), 0) + 1 FROM run_events WHERE run_id = ?), ?, ?) RETURNING n",
-            (run_id, run_id, event_json, now_us)).fetchone()
-        conn.notify(events.CHANNEL, "progress")
-        return int(row[0])
+        # Numbered as the run's next; a number another writer took meanwhile (the leader ending a run
+        # its worker is still writing to) means: take the next.
+        for _ in range(5):
+            row = conn.execute(
+                "INSERT INTO run_events (run_id, n, event_json, created_us) VALUES"
+                " (?, (SELECT coalesce(max(n), 0) + 1 FROM run_events WHERE run_id = ?), ?, ?)"
+                " ON CONFLICT (run_id, n) DO NOTHING RETURNING n", (run_id, run_id, event_json, now_us)).fetchone()
+            if row is not None:
+                conn.notify(events.CHANNEL, "progress")
+                return int(row[0])
+        raise RuntimeError(f"run {run_id}: its progress events kept being numbered by another writer")
 
     def add_event(self, run_id: str, event_json: str, now_us: int) -> int:
         """Append a progress event (JSON) to the run's; returns its number. One writer per run (its worker)."""
@@ -227,9 +248,11 @@ class RunRepository:
         return int(r[0])
 
     def previous_through_seq(self, model_id: int, run_id: str) -> int:
-        """How far the runs before ``run_id`` had read the model's outcomes."""
+        """How far the runs before ``run_id`` had read the model's outcomes (interrupted runs aside: what
+        they read is read again)."""
         r = self._db.reader().execute(
             "SELECT coalesce(max(through_seq), 0) FROM training_runs WHERE model_id = ? AND run_id != ?"
-            " AND started_us > 0", (model_id, run_id),
+            " AND started_us > 0 AND NOT (state = ? AND end_reason LIKE ?)",
+            (model_id, run_id, FAILED, f"{INTERRUPTED}:%"),
         ).fetchone()
         return int(r[0])

@@ -16,6 +16,10 @@ branches on the backend:
   and ``skip_locked`` ends a claiming SELECT (``FOR UPDATE SKIP LOCKED`` / nothing).
 - ``notify`` wakes other replicas when the transaction commits (PostgreSQL's NOTIFY;
   SQLite's replicas poll instead).
+- ``before_commit`` runs a step as the transaction's last, just before it commits: the
+  change feed's event (store/events.py) goes there, so that the lock it takes is always
+  the last lock a transaction takes (no two transactions can then wait for each other
+  through it).
 
 Errors: a backend's own exceptions never leave ``store/``. ``Database.write`` and
 ``read`` turn operational faults into ``errors.Unavailable`` / ``ResourceExhausted``
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from ..errors import ResourceExhausted, Unavailable
@@ -95,6 +99,8 @@ class Conn(Reader, Protocol):
 
     def notify(self, channel: str, payload: str = "") -> None: ...
 
+    def before_commit(self, step: Callable[[Conn], object]) -> None: ...
+
 
 def first_occurrences(keys: Sequence[Any]) -> list[bool]:
     """Per position: is this the first time its key appears in the sequence?"""
@@ -137,6 +143,7 @@ class SqliteConn(sqlite3.Connection):
 
     dialect = "sqlite"
     skip_locked = ""  # one writer: a claim in a write transaction is already alone
+    pending: list[Callable[[Conn], object]]  # before_commit's steps (SqliteDatabase.write runs them)
 
     def lock(self, name: Lock, key: int = 0) -> None:
         """Nothing to do: SQLite has one writer, so a write transaction is already serial."""
@@ -192,3 +199,6 @@ class SqliteConn(sqlite3.Connection):
 
     def notify(self, channel: str, payload: str = "") -> None:
         """Nothing to do: replicas on SQLite poll the events table."""
+
+    def before_commit(self, step: Callable[[Conn], object]) -> None:
+        self.pending.append(step)

@@ -26,6 +26,7 @@ log = structlog.get_logger("sahayak_rpc.db")
 # still checkpoints by itself past BACKSTOP_PAGES of WAL (64 MiB), should that thread fall behind.
 CHECKPOINT_INTERVAL_S = 0.5
 BACKSTOP_PAGES = 16384
+MIN_SQLITE = (3, 35, 0)
 
 
 def _connect(path: str, synchronous: str, busy_timeout_s: float = 5.0) -> SqliteConn:
@@ -50,6 +51,9 @@ class SqliteDatabase(Database):
     def __init__(self, path: str | Path, synchronous: str = "full", busy_timeout_s: float = 5.0,
                  max_pages: int = 0, checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
         self.path = self.location = str(path)
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: sahayak-rpc needs {'.'.join(map(str, MIN_SQLITE))}"
+                             " or newer (for RETURNING and UPDATE ... FROM); use a Python built with a newer SQLite")
         self._synchronous = synchronous
         self._busy_timeout_s = busy_timeout_s
         try:
@@ -99,7 +103,11 @@ class SqliteDatabase(Database):
                         break
                     for statement in MIGRATIONS[current].split(";\n"):
                         if statement.strip():
-                            conn.execute(statement)
+                            try:
+                                conn.execute(statement)
+                            except sqlite3.Error as exc:
+                                raise StoreError(f"cannot upgrade {self.path} to schema version {current + 1}:"
+                                                 f" {exc} (in: {statement.strip()[:80]} ...)") from None
                     conn.execute(f"PRAGMA user_version={current + 1}")
                     broken = conn.execute("PRAGMA foreign_key_check").fetchone()
                     if broken is not None:
@@ -121,8 +129,11 @@ class SqliteDatabase(Database):
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as exc:
                     raise translate_sqlite(exc) from None
+                conn.pending = []
                 try:
                     yield conn
+                    for step in conn.pending:
+                        step(conn)
                     conn.execute("COMMIT")
                 except BaseException as exc:
                     if conn.in_transaction:
@@ -162,8 +173,8 @@ class SqliteDatabase(Database):
     def integrity_check(self) -> str:
         return str(self._writer.execute("PRAGMA integrity_check").fetchone()[0])
 
-    def coordinator(self, lock_dir: str | None = None) -> Coordinator:
-        return FileCoordinator(Path(lock_dir or f"{self.path}-locks"))
+    def coordinator(self, heartbeat_s: float = 1.0) -> Coordinator:
+        return FileCoordinator(Path(f"{self.path}-locks"))
 
     def close(self) -> None:
         with self._write_lock:
@@ -232,6 +243,11 @@ class FileCoordinator(Coordinator):
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Nobody holds it: that replica is gone (ids are never reused), and so can its file.
+            try:
+                os.unlink(self.folder / name)
+            except OSError:
+                pass
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 return True
@@ -242,10 +258,6 @@ class FileCoordinator(Coordinator):
 
     def try_lead(self) -> bool:
         return self._take("leader")
-
-    def leading(self) -> bool:
-        with self._lock:
-            return "leader" in self._mine
 
     def wait(self, timeout_s: float) -> bool:
         self._closed.wait(timeout_s)
