@@ -1,6 +1,7 @@
 """A/B of server builds or settings, measured interleaved in one run.
 
     python bench/ab.py predict NAME=DIR[:ENV=VALUE,...] NAME=DIR[:...] ...
+    python bench/ab.py record-outcome NAME=DIR[:...] ...
     python bench/ab.py oip-latency NAME=DIR[:...] ...
     python bench/ab.py oip-batch NAME=DIR[:...] ...
 
@@ -13,6 +14,8 @@ them alike:
 
 - ``predict``: Predict p50 over a gRPC health check p50 on the same server
   (``predict_vs_echo`` of bench/run.py), 1,000 calls per block;
+- ``record-outcome``: RecordOutcome p50 (each call a new outcome) over the same
+  (``record_outcome_vs_echo``);
 - ``oip-latency``: single-row ModelInfer over ServerLive, through tritonclient
   (``oip_infer_vs_live`` of bench/peers.py);
 - ``oip-batch``: 1,000-row FP32 ModelInfer batches through tritonclient, rows/s
@@ -64,28 +67,34 @@ class Server(ServerProcess):
         wait_model_ready(self.target, MODEL, self.proc, timeout=60)
 
 
-def predict_rounds(servers: list[Server], rounds: int, calls: int) -> dict[str, Any]:
+def latency_rounds(servers: list[Server], rounds: int, calls: int, what: str) -> dict[str, Any]:
+    """``what`` (predict, record_outcome) p50 over the health check's on each server, interleaved."""
     from grpc_health.v1 import health_pb2
 
-    from sahayak_rpc._proto.sahayak.v1 import inference_pb2
+    from sahayak_rpc._proto.sahayak.v1 import common_pb2, inference_pb2, training_pb2
     from sahayak_rpc.client import Client, fill_features
     from sahayak_rpc.demo_data import generate_outcomes
 
-    request = inference_pb2.PredictRequest(model=MODEL)
-    fill_features(request.features, generate_outcomes(1, seed=7)[0].features)
+    row = generate_outcomes(1, seed=7)[0].features
+    predict = inference_pb2.PredictRequest(model=MODEL)
+    fill_features(predict.features, row)
+    record = training_pb2.RecordOutcomeRequest(model=MODEL)  # (no outcome id: the server names each anew)
+    record.outcome.label = common_pb2.LABEL_POSITIVE
+    fill_features(record.outcome.features, row)
     check = health_pb2.HealthCheckRequest()
     clients = {s.name: Client(s.target) for s in servers}
     calls_by_key = {}
     for name, c in clients.items():
         calls_by_key[f"{name}:echo"] = lambda c=c: c.health_stub.Check(check)
-        calls_by_key[f"{name}:predict"] = lambda c=c: c.inference.Predict(request)
+        calls_by_key[f"{name}:{what}"] = ((lambda c=c: c.inference.Predict(predict)) if what == "predict"
+                                          else (lambda c=c: c.training.RecordOutcome(record)))
     lat = interleaved(calls_by_key, rounds, calls)
     out = {}
     for name, c in clients.items():
-        ratios = [round(p / e, 3) for p, e in zip(lat[f"{name}:predict"], lat[f"{name}:echo"], strict=True)]
-        out[name] = {"predict_vs_echo": statistics.median(ratios), "rounds": ratios,
+        ratios = [round(p / e, 3) for p, e in zip(lat[f"{name}:{what}"], lat[f"{name}:echo"], strict=True)]
+        out[name] = {f"{what}_vs_echo": statistics.median(ratios), "rounds": ratios,
                      "echo_p50_us": round(statistics.median(lat[f"{name}:echo"]), 1),
-                     "predict_p50_us": round(statistics.median(lat[f"{name}:predict"]), 1)}
+                     f"{what}_p50_us": round(statistics.median(lat[f"{name}:{what}"]), 1)}
         c.close()
     return out
 
@@ -120,7 +129,7 @@ def oip_rounds(servers: list[Server], rounds: int, calls: int, batch: bool, work
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("predict", "oip-latency", "oip-batch"))
+    parser.add_argument("mode", choices=("predict", "record-outcome", "oip-latency", "oip-batch"))
     parser.add_argument("servers", nargs="+", type=parse_spec, help="NAME=DIR[:ENV=VALUE,...]")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--calls", type=int, default=1000, help="calls per latency block")
@@ -131,8 +140,8 @@ def main() -> int:
         try:
             for s in servers:
                 s.prepare()
-            if opts.mode == "predict":
-                result = predict_rounds(servers, opts.rounds, opts.calls)
+            if opts.mode in ("predict", "record-outcome"):
+                result = latency_rounds(servers, opts.rounds, opts.calls, opts.mode.replace("-", "_"))
             else:
                 result = oip_rounds(servers, opts.rounds, opts.calls, opts.mode == "oip-batch", work)
         finally:

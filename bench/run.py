@@ -4,6 +4,7 @@ Every figure is a median over repeated runs. Latencies are p50 of
 sequential unary calls over loopback; the floor (`echo_p50_us`, a gRPC
 health check on the same server) is measured in the same run, interleaved
 with the other latencies, so ratios against it cancel machine noise.
+bench/scaleout.py adds the scale-out figures (PostgreSQL with fsync on, replicas, ``serve --workers``).
 """
 
 from __future__ import annotations
@@ -113,13 +114,14 @@ def bench_latencies(client: Client, repeats: int, calls: int) -> dict[str, float
     return out
 
 
-def bench_import(client: Client, repeats: int, rows: int) -> dict[str, float]:
+def bench_import(client: Client, repeats: int, rows: int, rowwise: bool = True) -> dict[str, float]:
+    """Columnar ImportOutcomes of ``rows`` generated outcomes (and, with ``rowwise``, once row by row)."""
     make_model(client, "bench-import")
     examples = generate_outcomes(rows, seed=1)
     rates: dict[str, list[float]] = {"import_rows_per_s": [], "import_rowwise_rows_per_s": []}
     for r in range(repeats):
         pairs = [("import_rows_per_s", True), ("import_rowwise_rows_per_s", False)]
-        for key, columnar in pairs if r == 0 else pairs[:1]:
+        for key, columnar in pairs if r == 0 and rowwise else pairs[:1]:
             inputs = [OutcomeInput(e.features, e.label, outcome_id=f"{key}-{r}-{e.outcome_id}",
                                    entities=e.entities, occurred_at=e.occurred_at) for e in examples]
             start = time.perf_counter()
@@ -259,7 +261,6 @@ def bench_monitoring(client: Client, repeats: int, calls: int) -> dict[str, obje
     import threading
 
     from sahayak_rpc._proto.sahayak.v1 import inference_pb2, monitor_pb2, registry_pb2
-    from sahayak_rpc.client import fill_features
     from sahayak_rpc.demo_data import generate_outcomes
 
     figures: dict[str, object] = {}
@@ -433,6 +434,11 @@ def main() -> int:
     soak = run_soak(10.0 if opts.quick else 60.0)
     figures["soak_rss_growth"] = soak["soak_rss_growth"]
     figures["soak_unexpected_errors"] = soak["unexpected_errors"]
+    # Scale-out (bench/scaleout.py): PostgreSQL with fsync on, replicas, serve --workers N.
+    from bench.scaleout import run_scaleout
+
+    with tempfile.TemporaryDirectory() as tmp:
+        figures.update(run_scaleout(Path(tmp), repeats, calls, rows, opts.quick))
     figures["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     figures["repeats"] = repeats
     if opts.json:

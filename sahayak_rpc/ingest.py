@@ -30,15 +30,21 @@ class OutcomeRecord:
     # False when the server filled in occurred_at with the receive time; a
     # retry then arrives later, so that time is left out of the identity.
     occurred_at_given: bool = True
+    # encoded()'s answer, once asked (an import encodes a batch while the previous one is being stored).
+    encoding: tuple[bytes, bytes] | None = None
 
     def encoded(self) -> tuple[bytes, bytes]:
-        """(features as JSON, content hash): a retry with the same id must match the hash."""
-        features = orjson.dumps(self.features, option=orjson.OPT_SORT_KEYS)
-        rest = orjson.dumps(
-            [self.label, self.occurred_at_us if self.occurred_at_given else None, self.entities, self.metadata, self.prediction_id],
-            option=orjson.OPT_SORT_KEYS,
-        )
-        return features, hashlib.blake2b(features + rest, digest_size=16).digest()
+        """(features as JSON, content hash): a retry with the same id must match the hash. Worked out
+        once: the record is not changed after it is stored."""
+        if self.encoding is None:
+            features = orjson.dumps(self.features, option=orjson.OPT_SORT_KEYS)
+            rest = orjson.dumps(
+                [self.label, self.occurred_at_us if self.occurred_at_given else None, self.entities, self.metadata,
+                 self.prediction_id],
+                option=orjson.OPT_SORT_KEYS,
+            )
+            self.encoding = features, hashlib.blake2b(features + rest, digest_size=16).digest()
+        return self.encoding
 
 
 def new_id() -> str:

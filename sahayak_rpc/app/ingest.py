@@ -48,8 +48,9 @@ class Ingest:
         """After a commit that stored ``added`` outcomes: wake the scheduler when the model has enough
         new labels for an incremental update. Returns the labels since training."""
         since = totals.since_training
-        every = model.settings.training.incremental_every
-        if added and every and since >= every:
+        t = model.settings.training
+        every = t.incremental_every
+        if added and every and since >= every and t.schedule_enabled:
             if self.on_threshold is not None:
                 self.on_threshold()
             if since - added < every:  # this commit crossed the line: tell the leader, wherever it runs
@@ -80,6 +81,7 @@ class Ingest:
             if errors:
                 report.reject(index, cand.record.outcome_id, errors[0].field, errors[0].reason)
                 continue
+            cand.record.encoded()  # here, on the caller's thread, while the writer stores the last batch
             batch.records.append(cand.record)
             batch.indices.append(index)
         report.received += len(cands)

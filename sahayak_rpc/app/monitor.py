@@ -79,6 +79,7 @@ class Monitor:
         self.repo = MonitoringRepository(ctx.db)
         self.schedule = ScheduleRepository(ctx.db)
         self._replicas = ReplicaRepository(ctx.db)
+        self._next_check_us = 0  # when the health check is next due, as this replica last saw the schedule
         self._events = threading.Condition()
         self.metrics: Any = None  # runtime.metrics.Metrics when /metrics is on
         runner.add_listener(self._on_run)
@@ -337,8 +338,13 @@ class Monitor:
         """The leader's tick: a health check and retention every health_check_interval. When they last ran
         is a row (store/events.py ScheduleRepository), so a new leader neither repeats nor skips them."""
         interval = int(self._ctx.config.health_check_interval_s * 1_000_000)
-        if not self.schedule.claim(HEALTH_CHECK, self._ctx.now_us(), interval):
+        now = self._ctx.now_us()
+        if now < self._next_check_us:
+            return  # (most ticks: not due as this replica last saw it; no query)
+        if not self.schedule.claim(HEALTH_CHECK, now, interval):
+            self._next_check_us = self.schedule.last(HEALTH_CHECK) + interval
             return
+        self._next_check_us = now + interval
         log.info("monitor.health_check", replica=self._ctx.replica_id)
         try:
             self.check_all()

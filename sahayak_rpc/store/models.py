@@ -49,6 +49,7 @@ class ModelRepository:
             if cur is None:
                 raise AlreadyExists(f"model {name!r} already exists", reason="MODEL_EXISTS")
             model_id = int(cur.fetchone()[0])
+            conn.execute("INSERT INTO outcome_totals (model_id) VALUES (?)", (model_id,))
             events.append(conn, events.MODEL, now_us, model_id, name)
         return ModelRecord(model_id, name, description, schema, settings, now_us, now_us)
 

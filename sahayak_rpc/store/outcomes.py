@@ -88,20 +88,23 @@ class OutcomeRepository:
 
     @staticmethod
     def _add(conn: Conn, model_id: int, n: int, importing_until_us: int | None) -> Totals:
-        """Add ``n`` stored outcomes to the model's totals (inside the inserting transaction)."""
+        """Add ``n`` stored outcomes to the model's totals (inside the inserting transaction). Every model
+        has its totals row from its creation (ModelRepository.create; migration 9 for older ones)."""
+        cols = "outcomes, last_seq, trained_outcomes, importing_until_us"
         if n == 0 and importing_until_us is None:  # (duplicates only: nothing to write)
-            row = conn.execute("SELECT outcomes, last_seq, trained_outcomes, importing_until_us FROM outcome_totals"
-                               " WHERE model_id = ?", (model_id,)).fetchone()
+            row = conn.execute(f"SELECT {cols} FROM outcome_totals WHERE model_id = ?", (model_id,)).fetchone()
             return Totals(*row) if row else Totals()
-        lease = importing_until_us if importing_until_us is not None else 0
-        row = conn.execute(
-            "INSERT INTO outcome_totals (model_id, outcomes, last_seq, importing_until_us)"
-            " VALUES (?, ?, (SELECT coalesce(max(seq), 0) FROM outcomes WHERE model_id = ?), ?)"
-            " ON CONFLICT (model_id) DO UPDATE SET outcomes = outcome_totals.outcomes + excluded.outcomes,"
-            " last_seq = excluded.last_seq, importing_until_us = CASE WHEN ? THEN excluded.importing_until_us"
-            " ELSE outcome_totals.importing_until_us END"
-            " RETURNING outcomes, last_seq, trained_outcomes, importing_until_us",
-            (model_id, n, model_id, lease, importing_until_us is not None)).fetchone()
+        sets = "outcomes = outcomes + ?, last_seq = (SELECT coalesce(max(seq), 0) FROM outcomes WHERE model_id = ?)"
+        args: list[object] = [n, model_id]
+        if importing_until_us is not None:
+            sets += ", importing_until_us = ?"
+            args.append(importing_until_us)
+        update = f"UPDATE outcome_totals SET {sets} WHERE model_id = ? RETURNING {cols}"
+        row = conn.execute(update, (*args, model_id)).fetchone()
+        if row is None:  # (a model whose row went missing: made again, then counted)
+            conn.execute("INSERT INTO outcome_totals (model_id, outcomes) SELECT ?, count(*) - ? FROM outcomes"
+                         " WHERE model_id = ?", (model_id, n, model_id))
+            row = conn.execute(update, (*args, model_id)).fetchone()
         return Totals(*row)
 
     @staticmethod

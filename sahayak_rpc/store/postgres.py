@@ -125,6 +125,7 @@ class PgConn:
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
         self.pending: list[Callable[[Any], object]] = []
+        self._staged: set[str] = set()  # staging tables this transaction has filled
 
     def execute(self, sql: str, args: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
         return self.raw.execute(_pg(sql), args or None)
@@ -160,15 +161,20 @@ class PgConn:
                 f"INSERT INTO {table} ({cols}) VALUES {marks}{conflict}", [v for row in rows for v in row])}
         else:
             stage = f"stage_{table}"
-            # Per connection (a temporary table lives as long as its session), emptied at each commit.
-            self.raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
-                             f" SELECT 0::bigint AS ord, {cols} FROM {table} WITH NO DATA")
+            # Per connection (a temporary table lives as long as its session), emptied at each commit
+            # (an explicit TRUNCATE per batch cost 2.5 ms of ~20 here: only a second staging in one
+            # transaction empties it first).
+            if stage in self._staged:
+                self.raw.execute(f"DELETE FROM {stage}")
+            else:
+                self.raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
+                                 f" SELECT 0::bigint AS ord, {cols} FROM {table} WITH NO DATA")
+                self._staged.add(stage)
             with self.raw.cursor().copy(f"COPY {stage} (ord, {cols}) FROM STDIN") as copy:
                 for i, row in enumerate(rows):
                     copy.write_row((i, *row))
             stored = {tuple(r) for r in self.raw.execute(
                 f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY ord{conflict}")}
-            self.raw.execute(f"TRUNCATE {stage}")  # (the same transaction may stage again)
         at = [list(columns).index(k) for k in key]
         keys = [tuple(r[i] for i in at) for r in rows]
         first = first_occurrences(keys)
