@@ -387,12 +387,7 @@ def _json_columns(text: str, n: int) -> bytes:
     """A batch logged as JSON text (before store/batchcodec.py's layout), in that layout: each column a
     ``strings`` column whose ``values`` are the JSON list as it was (numbers, booleans, null included),
     which ``decode_columns`` hands back as it is: the very list the JSON text decodes to."""
-    try:
-        decoded = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise LostPayload(f"its JSON features do not read: {exc}") from None
-    if not isinstance(decoded, dict):
-        raise LostPayload("its JSON features are not an object of columns")
+    decoded = _json(text, dict, "features", "an object of columns")
     specs = [{"name": name, "kind": "strings", "values": values, "offset": 0, "bytes": 0}
              for name, values in decoded.items()]
     header = orjson.dumps({"n": n, "columns": specs})
@@ -400,13 +395,19 @@ def _json_columns(text: str, n: int) -> bytes:
 
 
 def _json_list(text: str) -> list[float]:
-    try:
-        values = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise LostPayload(f"its JSON probabilities do not read: {exc}") from None
-    if not isinstance(values, list):
-        raise LostPayload("its JSON probabilities are not a list")
+    values: list[float] = _json(text, list, "probabilities", "a list")
     return values
+
+
+def _json(text: str, kind: type, what: str, shape: str) -> Any:
+    """An old batch's JSON text, read; LostPayload when it does not read as ``kind``."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise LostPayload(f"its JSON {what} do not read: {exc}") from None
+    if not isinstance(value, kind):
+        raise LostPayload(f"its JSON {what} are not {shape}")
+    return value
 
 
 # Identity sequences that no copied row fills, but whose values the source used: the replicas' ids,
