@@ -2,10 +2,12 @@
 
 JSONL: one object per line: {"features": {...}, "label": ..., "outcome_id",
 "entities", "metadata", "occurred_at" (ISO 8601), "prediction_id"}.
-CSV: a header row; columns named after features, plus `label` and the
-optional `outcome_id`, `occurred_at`, `prediction_id`, `entity.<key>` and
-`meta.<key>`. An empty cell is a missing value. A label is true/false, 1/0,
-or the model's positive/negative class name (e.g. approved/rejected).
+CSV: a header row; columns named after features, the label's column (named
+after the model's label, or `label`), and the optional `outcome_id`,
+`occurred_at`, `prediction_id`, `entity.<key>` and `meta.<key>` (a column
+that names a feature is that feature, whatever its name looks like). An empty
+cell is a missing value. A label is true/false, 1/0, or the model's
+positive/negative class name (e.g. approved/rejected).
 """
 
 from __future__ import annotations
@@ -118,10 +120,13 @@ def _read_jsonl(fh: TextIO, schema: Schema) -> Iterator[ParsedLine]:
 
 def _read_csv(fh: TextIO, schema: Schema) -> Iterator[ParsedLine]:
     reader = csv.DictReader(fh)
-    if not reader.fieldnames or "label" not in reader.fieldnames:
-        yield ParsedLine(1, None, "the header must have a 'label' column")
+    header = reader.fieldnames or []
+    label_column = schema.label.name if schema.label.name in header and schema.feature(schema.label.name) is None \
+        else "label"
+    if label_column not in header:
+        yield ParsedLine(1, None, f"the header must have the label's column ({schema.label.name!r} or 'label')")
         return
-    special = {"label", "outcome_id", "occurred_at", "prediction_id"}
+    special = {label_column, "outcome_id", "occurred_at", "prediction_id"}
     for record in reader:
         n = reader.line_num
         try:
@@ -131,23 +136,25 @@ def _read_csv(fh: TextIO, schema: Schema) -> Iterator[ParsedLine]:
             for key, value in record.items():
                 if key is None:
                     raise ValueError("more cells than header columns")
-                if key in special:
+                spec = schema.feature(key)
+                if spec is not None:
+                    parsed = _cell(value or "", spec.type)
+                    if parsed is not None:
+                        features[key] = parsed
+                elif key in special:
                     continue
-                if key.startswith("entity."):
+                elif key.startswith("entity."):
                     if value:
                         entities[key[7:]] = value
                 elif key.startswith("meta."):
                     if value:
                         metadata[key[5:]] = value
-                else:
-                    spec = schema.feature(key)
-                    parsed = _cell(value or "", spec.type if spec else None)
-                    if parsed is not None:
-                        features[key] = parsed
+                elif value:  # (not a feature: the server names it in its answer)
+                    features[key] = value
             when = record.get("occurred_at") or ""
             yield ParsedLine(n, OutcomeInput(
                 features=features,
-                label=parse_label(record["label"], schema.label),
+                label=parse_label(record[label_column], schema.label),
                 outcome_id=record.get("outcome_id") or "",
                 entities=entities,
                 metadata=metadata,

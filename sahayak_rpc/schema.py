@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 FeatureValue = float | str | bool
 Row = dict[str, FeatureValue]
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Feature and label names as CSV headers and pandas columns have them: letters of either case, digits,
+# "_", "." and "-", and spaces inside (not at either end); 1-64 characters.
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-](?:[A-Za-z0-9_. -]{0,62}[A-Za-z0-9_.-])?$")
+NAME_RULE = "1-64 letters, digits, '_', '.', '-', and spaces inside"
 MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 MAX_CATEGORY_LEN = 256
 MAX_FEATURES = 1000
@@ -182,6 +185,13 @@ def _kind_name(value: object) -> str:
     return "no value"
 
 
+def check_label(label: LabelSpec) -> list[FieldError]:
+    """Problems with a new model's label declaration (labels stored before the rule are left as they are)."""
+    if NAME_RE.fullmatch(label.name):
+        return []
+    return [FieldError("label.name", f"{label.name!r} is not a label name: {NAME_RULE}")]
+
+
 def check_schema(features: Iterable[FeatureSpec]) -> list[FieldError]:
     """Problems with a schema declaration (empty: usable)."""
     errors: list[FieldError] = []
@@ -194,7 +204,7 @@ def check_schema(features: Iterable[FeatureSpec]) -> list[FieldError]:
     for i, spec in enumerate(features):
         path = f"features[{i}]"
         if not NAME_RE.fullmatch(spec.name):
-            errors.append(FieldError(f"{path}.name", f"{spec.name!r} must match {NAME_RE.pattern}"))
+            errors.append(FieldError(f"{path}.name", f"{spec.name!r} is not a feature name: {NAME_RULE}"))
         elif spec.name in seen:
             errors.append(FieldError(f"{path}.name", f"duplicate feature {spec.name!r}"))
         seen.add(spec.name)

@@ -98,3 +98,20 @@ def test_grpcurl_s_predict_is_read_from_its_bytes(trained: Running) -> None:
     assert len(captured) == 1
     servicer = trained.server.servicers["sahayak.v1.InferenceService"]
     assert isinstance(servicer.read_predict(captured[0]), WireRow)
+
+
+def test_a_model_with_real_world_names(trained: Running) -> None:
+    """The create_model.json recipe declares names as CSV headers have them; they travel as JSON map keys."""
+    t = trained.target
+    created = json.loads(grpcurl(t, "sahayak.v1.ModelRegistryService/CreateModel", data="@",
+                                 stdin=(RECIPES / "create_model.json").read_text()))
+    assert [f["name"] for f in created["model"]["features"]] == ["Seniority", "Monthly Income", "loan.amount",
+                                                                   "is-member", "Home Region"]
+    outcome = {"model": "loans", "outcome": {"outcome_id": "csv-1", "label": "LABEL_POSITIVE", "features": {
+        "Seniority": {"number_value": 12}, "Monthly Income": {"number_value": 3.5},
+        "Home Region": {"string_value": "North East"}}}}
+    assert json.loads(grpcurl(t, "sahayak.v1.TrainingService/RecordOutcome", data=json.dumps(outcome)))["outcome_id"] == "csv-1"
+    outcome["outcome"]["features"]["Seniority"] = {"number_value": 99}  # type: ignore[index]
+    proc = subprocess.run([GRPCURL, "-plaintext", "-d", json.dumps(outcome), t, "sahayak.v1.TrainingService/RecordOutcome"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "InvalidArgument" in proc.stderr and "features.Seniority" in proc.stderr

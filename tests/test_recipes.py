@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from sahayak_rpc._proto.sahayak.v1 import inference_pb2, training_pb2
+from sahayak_rpc._proto.sahayak.v1 import inference_pb2, registry_pb2, training_pb2
 
 from .conftest import Running
 
 RECIPES = Path(__file__).resolve().parent.parent / "clients" / "grpcurl"
 CALLS = {
+    "create_model.json": (registry_pb2.CreateModelRequest, lambda c: c.registry.CreateModel),
     "predict.json": (inference_pb2.PredictRequest, lambda c: c.inference.Predict),
     "recommend.json": (inference_pb2.RecommendRequest, lambda c: c.inference.Recommend),
     "record_outcome.json": (training_pb2.RecordOutcomeRequest, lambda c: c.training.RecordOutcome),

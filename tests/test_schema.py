@@ -13,6 +13,7 @@ from sahayak_rpc.schema import (
     LabelSpec,
     Schema,
     SchemaError,
+    check_label,
     rows_from_columns,
     schema_from_dict,
     schema_to_dict,
@@ -66,7 +67,8 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
     ("features", "field"),
     [
         ((), "features"),
-        ((FeatureSpec("Age", FeatureType.NUMERIC),), "features[0].name"),
+        ((FeatureSpec("Age (years)", FeatureType.NUMERIC),), "features[0].name"),
+        ((FeatureSpec(" age", FeatureType.NUMERIC),), "features[0].name"),
         ((FeatureSpec("a", FeatureType.NUMERIC), FeatureSpec("a", FeatureType.BOOLEAN)), "features[1].name"),
         ((FeatureSpec("a", FeatureType.CATEGORICAL),), "features[0].categories"),
         ((FeatureSpec("a", FeatureType.NUMERIC, min=5, max=1),), "features[0].max"),
@@ -79,6 +81,18 @@ def test_bad_declarations_are_refused_with_the_field(features: tuple, field: str
     with pytest.raises(SchemaError) as info:
         Schema(features)
     assert field in fields(info.value.errors)
+
+
+def test_names_look_like_csv_headers_and_pandas_columns() -> None:
+    names = ("Seniority", "Monthly Income", "loan.amount", "is-member", "x_2", "2019")
+    schema = Schema(tuple(FeatureSpec(n, FeatureType.NUMERIC) for n in names), LabelSpec("Approved"))
+    assert [f.name for f in schema.features] == list(names)
+    for bad in ("Age (years)", "a,b", " padded", "padded ", "é", "a" * 65, ""):
+        with pytest.raises(SchemaError) as info:
+            Schema((FeatureSpec(bad, FeatureType.NUMERIC),))
+        assert fields(info.value.errors) == {"features[0].name"} and "letters, digits" in info.value.errors[0].reason
+    assert check_label(LabelSpec("Approved")) == []
+    assert fields(check_label(LabelSpec("approved?"))) == {"label.name"}
 
 
 def test_schema_survives_a_round_trip_through_its_stored_form() -> None:

@@ -14,7 +14,8 @@ from .. import settings as ms
 from .. import wire
 from ..errors import InvalidArgument
 from ..ingest import MAX_ID_LEN, MAX_MAP_ENTRIES, MAX_TEXT_LEN, OutcomeRecord, new_id
-from ..schema import Column, FeatureSpec, FeatureType, FieldError, LabelSpec, Row, Schema, SchemaError, rows_from_columns
+from ..schema import (Column, FeatureSpec, FeatureType, FieldError, LabelSpec, Row, Schema, SchemaError, check_label,
+                      check_schema, rows_from_columns)
 from ..store import ModelRecord
 from .._proto.sahayak.v1 import common_pb2, registry_pb2
 
@@ -257,6 +258,9 @@ def schema_from_proto(m: registry_pb2.Model) -> Schema:
         negative_class=m.label.negative_class or "negative",
         description=m.label.description,
     )
+    # Every problem at once; the declaration's own checks only when every feature has its type (the indices match).
+    problems = check_label(label) + ([] if errors else check_schema(feats))
+    errors += [FieldError("model." + e.field, e.reason) for e in problems]
     if errors:
         raise InvalidArgument.fields(errors)
     try:

@@ -327,6 +327,42 @@ describe('SahayakClient against a real sahayak-rpc server', { timeout: 120_000 }
     }
   });
 
+  it('carries names as CSV headers have them (capitals, spaces, dots, dashes) both ways', async () => {
+    const LOANS = 'node-loans';
+    const features = [
+      { name: 'Seniority', type: 'FEATURE_TYPE_NUMERIC', required: true, min: 0, max: 50 },
+      { name: 'Monthly Income', type: 'FEATURE_TYPE_NUMERIC' },
+      { name: 'loan.amount', type: 'FEATURE_TYPE_NUMERIC' },
+      { name: 'is-member', type: 'FEATURE_TYPE_BOOLEAN' },
+    ];
+    const label = { name: 'Approved', positiveClass: 'yes', negativeClass: 'no' };
+    const settings = { training: { scheduleEnabled: false } }; // trained below, when asked
+    const created = await client.call('registry', 'CreateModel', { model: { name: LOANS, features, label, settings } });
+    assert.deepEqual(created.model.features.map((f) => f.name), features.map((f) => f.name));
+    // A deterministic rule over the named features, enough rows to train on.
+    for (let i = 0; i < 160; i++) {
+      const row = { Seniority: i % 40, 'Monthly Income': (i * 7) % 10, 'loan.amount': (i * 3) % 5, 'is-member': i % 2 === 0 };
+      const approved = row.Seniority / 10 + row['Monthly Income'] / 3 - row['loan.amount'] / 2 > 1.5;
+      await client.recordOutcome(LOANS, row, approved, { outcomeId: `node-loan-${i}` });
+    }
+    const { run } = await client.call('training', 'StartTraining', { model: LOANS, families: ['MODEL_FAMILY_LOGISTIC_REGRESSION'] });
+    let done = run;
+    for (let attempt = 0; attempt < 200 && !['TRAINING_RUN_STATE_SUCCEEDED', 'TRAINING_RUN_STATE_FAILED'].includes(done.state); attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      done = (await client.call('training', 'GetTrainingRun', { runId: run.runId })).run;
+    }
+    assert.equal(done.state, 'TRAINING_RUN_STATE_SUCCEEDED', done.endReason);
+    const row = { Seniority: 30, 'Monthly Income': 8, 'loan.amount': 1, 'is-member': true };
+    const p = await client.predict(LOANS, row, { version: Number(done.producedVersion), explainTopK: 4 });
+    assert.deepEqual(p.contributions.map((c) => c.feature).sort(), Object.keys(row).sort());
+    for (const c of p.contributions) assert.equal(c.value, row[c.feature]);
+    await assert.rejects(client.recordOutcome(LOANS, { ...row, 'Monthly Income': 'lots' }, true), (err) => {
+      assert.equal(err.code, status.INVALID_ARGUMENT);
+      assert.deepEqual(err.fieldViolations.map((v) => v.field), ['outcome.features.Monthly Income']);
+      return true;
+    });
+  });
+
   it('the watch ends with the gRPC error of a bad request', async () => {
     const watch = client.watchAlerts('no-such-model');
     await assert.rejects(async () => { for await (const _ of watch) { /* nothing expected */ } }, (err) => {

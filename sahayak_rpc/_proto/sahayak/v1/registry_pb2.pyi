@@ -157,7 +157,10 @@ class FeatureSpec(_message.Message):
     ALLOW_UNKNOWN_CATEGORIES_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """lower_snake_case, unique within the model."""
+    """Unique within the model. 1-64 characters: letters of either case, digits,
+    '_', '.', '-', and spaces inside (not first or last), as CSV headers and
+    pandas columns have them, e.g. "Monthly Income" or "loan.amount".
+    """
     type: Global___FeatureType.ValueType
     required: _builtins.bool
     """A required feature must be present in every row; an optional one may be
@@ -214,6 +217,7 @@ class LabelSpec(_message.Message):
     NEGATIVE_CLASS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The same rule as a feature's name, e.g. "Approved"."""
     positive_class: _builtins.str
     """What LABEL_POSITIVE / LABEL_NEGATIVE mean, e.g. "approved" / "rejected"."""
     negative_class: _builtins.str
