@@ -146,6 +146,7 @@ _KEYS: dict[tuple[str, str], tuple[str, str]] = {
     ("gate", "min_f1"): ("gate.min_f1", "float"),
     ("gate", "max_calibration_error"): ("gate.max_calibration_error", "float"),
     ("gate", "max_roc_auc_drop"): ("gate.max_roc_auc_drop", "float"),
+    ("gate", "min_log_loss_gain"): ("gate.min_log_loss_gain", "float"),
     ("monitoring", "health_check_interval"): ("health_check_interval_s", "duration"),
     ("monitoring", "log_predictions"): ("log_predictions", "bool"),
     ("monitoring", "prediction_retention"): ("prediction_retention_s", "duration"),

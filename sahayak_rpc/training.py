@@ -6,6 +6,10 @@ reported through a callback; ``cancelled()`` is polled between steps.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +29,20 @@ from .settings import ModelSettings
 
 ProgressFn = Callable[..., None]
 _PROB_FLOOR = 1e-4
+# Isotonic calibration is a candidate only on this many calibration rows or more: on fewer it
+# overfits (scikit-learn's own advice), and on the bundled tables it cost the logistic family
+# up to 0.9 points of accuracy against a sigmoid or no calibrator.
+ISOTONIC_MIN_ROWS = 1000
+# Trees stop when this many iterations in a row did not lower the loss on the calibration rows.
+TREE_PATIENCE = 20
+# Below this many training rows, the calibration rows (15% of them) are a large share of what a model
+# could learn from: once they have chosen what they choose (the trees' iterations, the L2 strength,
+# the calibrator), each family is fitted again on all the training rows, fit and calibration rows
+# together, with those choices; the validation rows still judge the model that serves. On the
+# bundled tables of bench/quality.py the trees fitted on 85% of the rows cost up to 1 point of
+# accuracy. Above it, the calibration rows are 3,000+ and refitting would double the fit time
+# for little.
+REFIT_BELOW = 20_000
 # Trees take a categorical feature natively only up to this many categories.
 _MAX_TREE_CATEGORIES = 250
 
@@ -77,6 +95,31 @@ class TrainingResult:
     train_rows: list[Row] = field(default_factory=list)
 
 
+# Part of every run's data digest: raise it when the same rows and settings would now train a
+# different model (a change of the pipeline), so that such a run is not taken for a duplicate.
+TRAINER_REVISION = 2
+
+
+def data_digest(data: TrainingData, schema: Schema, settings: ModelSettings, families: Sequence[str],
+                split: str) -> str:
+    """SHA-256 (hex) of what a full run trains on: its outcomes (ids and labels; an outcome's content is
+    fixed by its id) and everything that shapes the model (the schema's features, the training settings
+    other than scheduling, the decision threshold, the families, the split, TRAINER_REVISION). Two runs
+    with the same digest train the same model; the gate's settings are not part of it."""
+    t = settings.training
+    spec = {
+        "trainer": TRAINER_REVISION, "families": sorted(families), "split": split,
+        "validation_fraction": t.validation_fraction, "random_seed": t.random_seed,
+        "logistic_regression": dataclasses.asdict(t.logistic_regression),
+        "gradient_boosting": dataclasses.asdict(t.gradient_boosting),
+        "decision_threshold": settings.decision_threshold,
+        "features": [dataclasses.asdict(f) for f in schema.features],
+    }
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
+    h.update("\x1e".join(f"{oid}\x1f{int(label)}" for oid, label in zip(data.ids, data.labels, strict=True)).encode())
+    return h.hexdigest()
+
+
 def split_rows(data: TrainingData, settings: ModelSettings, split: str) -> np.ndarray:
     """The validation mask for this model's settings."""
     t = settings.training
@@ -99,11 +142,14 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def fit_calibrators(raw_cal: np.ndarray, y_cal: np.ndarray) -> list[Calibrator]:
-    """Candidate calibrators fitted on held-out training rows."""
+    """Candidate calibrators fitted on held-out training rows: none, sigmoid, and isotonic from
+    ISOTONIC_MIN_ROWS rows on (sigmoid and isotonic need both labels)."""
     out = [Calibrator("none")]
     if len(np.unique(y_cal)) == 2:
         lr = LogisticRegression(C=1e6, max_iter=1000).fit(raw_cal.reshape(-1, 1), y_cal)
         out.append(Calibrator("sigmoid", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0])))
+        if len(y_cal) < ISOTONIC_MIN_ROWS:
+            return out
         iso = IsotonicRegression(out_of_bounds="clip", y_min=_PROB_FLOOR, y_max=1 - _PROB_FLOOR).fit(raw_cal, y_cal)
         out.append(Calibrator("isotonic", x=tuple(map(float, iso.X_thresholds_)), y=tuple(map(float, iso.y_thresholds_))))
     return out
@@ -196,6 +242,110 @@ def tree_importances(model: HistGradientBoostingClassifier, names: Sequence[str]
     return [(n, float(g / total)) for n, g in zip(names, gains, strict=True)]
 
 
+# Per-example L2 strengths (mean log loss + l2/2 |w|^2) that the logistic family tries when its
+# ``l2`` setting is 0 ("auto"), strong to weak: the seed's 0.1 first, down past scikit-learn's
+# default (C = 1, i.e. 1/n per example: 1e-5 for 100,000 rows).
+L2_GRID = (0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+# Below this many training rows the calibration rows alone are too few to choose an L2 strength
+# (on the bundled tables, 50-100 of them picked strengths 10-30x too strong in some folds):
+# the choice is then made by 5-fold cross-validation over the training rows instead (fit and
+# calibration rows; never the validation rows). Above it, the calibration rows number 3,000+.
+L2_CV_BELOW = 20_000
+L2_CV_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class L2Choice:
+    """The L2 strength a logistic fit used, and how it was chosen."""
+
+    l2: float
+    method: str  # "fixed" | "calibration_rows" | "cv5"
+    path: tuple[tuple[float, float], ...]  # (l2, held-out log loss), in the order tried; empty when fixed
+    iterations: int  # lbfgs iterations of the final fit
+
+    def path_text(self) -> str:
+        """``l2:loss`` pairs, comma-separated (the run's record)."""
+        return ",".join(f"{l2:g}:{loss:.5f}" for l2, loss in self.path)
+
+
+def l2_path_losses(X: np.ndarray, y: np.ndarray, Xh: np.ndarray, yh: np.ndarray, grid: Sequence[float],
+                   tolerance: float, max_iterations: int,
+                   check: Callable[[], None] | None = None) -> np.ndarray:
+    """Mean log loss on the held-out rows ``(Xh, yh)`` of L2-regularised logistic regression fitted on
+    ``(X, y)`` for each per-example strength in ``grid`` (fitted strong to weak, each warm-started from
+    the one before). ``check`` is called between fits (it raises to cancel). Raises ValueError for an
+    empty grid or a strength <= 0."""
+    if not grid or min(grid) <= 0:
+        raise ValueError("the L2 grid needs strengths > 0")
+    n = len(y)
+    model = LogisticRegression(C=1.0 / (grid[0] * n), tol=tolerance, max_iter=max_iterations, warm_start=True)
+    out = np.empty(len(grid))
+    for i, l2 in enumerate(grid):
+        if check is not None:
+            check()
+        model.set_params(C=1.0 / (l2 * n))  # the seed's L2 is per example; scikit-learn's C per total loss
+        model.fit(X, y)
+        out[i] = _log_loss(yh, 1.0 / (1.0 + np.exp(-(Xh @ model.coef_[0] + model.intercept_[0]))))
+    return out
+
+
+def choose_l2(X: np.ndarray, y: np.ndarray, Xc: np.ndarray, yc: np.ndarray, grid: Sequence[float], tolerance: float,
+              max_iterations: int, seed: int = 0,
+              check: Callable[[], None] | None = None) -> tuple[float, str, tuple[tuple[float, float], ...]]:
+    """The strength in ``grid`` with the lowest held-out log loss: on the calibration rows ``(Xc, yc)``
+    for a model fitted on ``(X, y)`` or, with fewer than ``L2_CV_BELOW`` rows in both together, pooled
+    over ``L2_CV_FOLDS``-fold stratified cross-validation of both together (seeded). Ties go to the
+    stronger strength. Returns the strength, the method ("calibration_rows" or "cv5") and the path."""
+    if len(y) + len(yc) < L2_CV_BELOW:
+        from sklearn.model_selection import StratifiedKFold
+
+        Xa, ya = np.vstack([X, Xc]), np.concatenate([y, yc])
+        folds = StratifiedKFold(L2_CV_FOLDS, shuffle=True, random_state=seed % 2**32)
+        total = np.zeros(len(grid))
+        for train, held in folds.split(Xa, ya):
+            total += l2_path_losses(Xa[train], ya[train], Xa[held], ya[held], grid, tolerance, max_iterations,
+                                    check) * len(held)
+        losses, method = total / len(ya), f"cv{L2_CV_FOLDS}"
+    else:
+        losses, method = l2_path_losses(X, y, Xc, yc, grid, tolerance, max_iterations, check), "calibration_rows"
+    pick = int(np.argmin(losses))  # the first minimum: the strongest of equals
+    return float(grid[pick]), method, tuple((float(l2), float(v)) for l2, v in zip(grid, losses, strict=True))
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float, tolerance: float, max_iterations: int) -> LogisticRegression:
+    """L2-regularised logistic regression on ``(X, y)`` at the per-example strength ``l2`` (> 0)."""
+    # The seed's L2 is per example (mean loss + l2/2 |w|^2); scikit-learn's C is per total loss.
+    return LogisticRegression(C=1.0 / (l2 * len(y)), tol=tolerance, max_iter=max_iterations).fit(X, y)
+
+
+# Families from the simplest; a later one must beat the pick so far beyond noise to replace it.
+_SIMPLICITY = ("logistic_regression", "gradient_boosting")
+
+
+def select_candidate(candidates: Sequence[FittedCandidate], labels: np.ndarray, seed: int = 0) -> FittedCandidate:
+    """The candidate to keep: the simplest family, unless a more complex one has a lower validation log
+    loss beyond noise (gate.compare: the lower bound of its log-loss gain over the pick so far > 0).
+
+    Log loss judges discrimination and calibration together. On a few hundred rows, the trees'
+    lower log loss is often noise, and the logistic model then generalises better (the bundled
+    tables of bench/quality.py). Raises ValueError for no candidates.
+    """
+    from .gate import PairedScores, compare
+
+    if not candidates:
+        raise ValueError("no candidates")
+    ordered = sorted(candidates, key=lambda c: _SIMPLICITY.index(c.family) if c.family in _SIMPLICITY else 99)
+    pick = ordered[0]
+    for cand in ordered[1:]:
+        if len(cand.validation_prob) != len(labels) or len(pick.validation_prob) != len(labels):
+            better = cand.metrics.log_loss < pick.metrics.log_loss
+        else:
+            better = compare(PairedScores(labels, cand.validation_prob, pick.validation_prob), seed=seed).log_loss_low > 0
+        if better:
+            pick = cand
+    return pick
+
+
 class Trainer:
     """Fits the enabled families on one data set and keeps the best on validation."""
 
@@ -233,11 +383,10 @@ class Trainer:
         for family in families:
             self._check()
             if family == "logistic_regression":
-                candidates.append(self._fit_logistic(fit, cal, valid))
+                candidates.append(self._fit_logistic(fit, cal, valid, train))
             elif family == "gradient_boosting":
-                candidates.append(self._fit_trees(fit, cal, valid))
-        # Log loss judges discrimination and calibration together.
-        best = min(candidates, key=lambda c: (c.metrics.log_loss, c.family != "logistic_regression"))
+                candidates.append(self._fit_trees(fit, cal, valid, train))
+        best = select_candidate(candidates, valid.labels, t.random_seed)
         best.selected = True
         return TrainingResult(candidates, best, valid, len(train), train.rows)
 
@@ -254,41 +403,61 @@ class Trainer:
         return FittedCandidate(family=family, model=model, calibration=calibrator.method, metrics=m,
                                validation_prob=prob, **info)  # type: ignore[arg-type]
 
-    def _fit_logistic(self, fit: TrainingData, cal: TrainingData, valid: TrainingData) -> FittedCandidate:
+    def _fit_logistic(self, fit: TrainingData, cal: TrainingData, valid: TrainingData,
+                      train: TrainingData) -> FittedCandidate:
+        """The logistic family: the L2 strength chosen (or fixed), fitted on the fit rows, its calibrator
+        on the calibration rows; refitted on ``train`` (fit + calibration rows) below REFIT_BELOW rows."""
         p = self.settings.training.logistic_regression
         start = time.perf_counter()
         self._progress(phase="fitting", family="logistic_regression", message="encoding")
         encoder = fit_linear(self.schema, fit.rows)
         X = encoder.transform(fit.rows)
-        # The seed's L2 is per example (mean loss + l2/2 |w|^2); scikit-learn's C is per total loss.
-        model = LogisticRegression(C=1.0 / (p.l2 * len(fit)), tol=p.tolerance, max_iter=p.max_iterations)
-        model.fit(X, fit.labels)
-        iterations = int(np.max(model.n_iter_))
+        Xc = encoder.transform(cal.rows)
+        method, l2 = "fixed", p.l2
+        path: tuple[tuple[float, float], ...] = ()
+        if l2 <= 0:  # "auto"
+            l2, method, path = choose_l2(X, fit.labels, Xc, cal.labels, L2_GRID, p.tolerance, p.max_iterations,
+                                         self.settings.training.random_seed, check=self._check)
+        model = fit_logistic(X, fit.labels, l2, p.tolerance, p.max_iterations)
+        choice = L2Choice(l2, method, path, int(np.max(model.n_iter_)))
+        raw_cal = Xc @ model.coef_[0] + model.intercept_[0]
+        refit = len(train) < REFIT_BELOW
+        if refit:
+            self._check()
+            encoder = fit_linear(self.schema, train.rows)
+            X = encoder.transform(train.rows)
+            model = fit_logistic(X, train.labels, l2, p.tolerance, p.max_iterations)
         scorer = LinearScorer(encoder, model.coef_[0], float(model.intercept_[0]), X.mean(axis=0))
-        loss = _log_loss(fit.labels, model.predict_proba(X)[:, 1])
-        self._progress(phase="fitting", family="logistic_regression", iteration=iterations, loss=loss)
-        raw_cal = scorer.raw_rows(cal.rows)
+        loss = _log_loss(train.labels if refit else fit.labels, model.predict_proba(X)[:, 1])
+        self._progress(phase="fitting", family="logistic_regression", iteration=choice.iterations, loss=loss,
+                       message=f"l2 {choice.l2:g} ({choice.method})")
         raw_val = scorer.raw_rows(valid.rows)
         return self._finish(
             "logistic_regression", scorer, raw_cal, cal, raw_val, valid,
-            stop_reason="converged" if iterations < p.max_iterations else "max_iterations",
-            iterations=iterations, final_loss=loss, fit_seconds=time.perf_counter() - start,
+            stop_reason="converged" if choice.iterations < p.max_iterations else "max_iterations",
+            iterations=choice.iterations, final_loss=loss, fit_seconds=time.perf_counter() - start,
             feature_weights=scorer.feature_weights(),
-            parameters={"learning_rate": str(p.learning_rate), "l2": str(p.l2), "tolerance": str(p.tolerance),
-                        "max_iterations": str(p.max_iterations), "solver": "lbfgs"},
+            parameters={"learning_rate": str(p.learning_rate), "l2": repr(choice.l2),
+                        "l2_search": choice.method, "l2_path": choice.path_text(),
+                        "tolerance": str(p.tolerance), "max_iterations": str(p.max_iterations), "solver": "lbfgs",
+                        "fitted_on": f"{len(train)} rows (fit + calibration)" if refit else f"{len(fit)} rows (fit)"},
         )
 
-    def _fit_trees(self, fit: TrainingData, cal: TrainingData, valid: TrainingData) -> FittedCandidate:
+    def _fit_trees(self, fit: TrainingData, cal: TrainingData, valid: TrainingData,
+                   train: TrainingData) -> FittedCandidate:
+        """The trees: fitted on the fit rows until the calibration rows' loss stops falling, the calibrator
+        on the calibration rows; below REFIT_BELOW rows refitted on ``train`` (fit + calibration rows) for
+        the iterations that early stopping chose, scaled by the rows gained."""
         p = self.settings.training.gradient_boosting
         start = time.perf_counter()
         raw = RawEncoder.from_schema(self.schema)
         native = raw.categorical_mask & np.array([len(c) <= _MAX_TREE_CATEGORIES for c in raw.categories])
         X, Xc = raw.transform(fit.rows), raw.transform(cal.rows)
-        model = HistGradientBoostingClassifier(
-            learning_rate=p.learning_rate, max_iter=0, max_leaf_nodes=p.max_leaf_nodes, l2_regularization=p.l2,
-            categorical_features=native if native.any() else None, early_stopping=True, n_iter_no_change=20,
-            warm_start=True, random_state=self.settings.training.random_seed,
-        )
+        shape = {"learning_rate": p.learning_rate, "max_leaf_nodes": p.max_leaf_nodes, "l2_regularization": p.l2,
+                 "categorical_features": native if native.any() else None,
+                 "random_state": self.settings.training.random_seed}
+        model = HistGradientBoostingClassifier(max_iter=0, early_stopping=True, n_iter_no_change=TREE_PATIENCE,
+                                               warm_start=True, **shape)
         # Fit in chunks so progress streams and a cancel takes effect between chunks.
         step = 50
         target = 0
@@ -302,34 +471,52 @@ class Trainer:
             if model.n_iter_ < target:
                 break
         iterations = int(model.n_iter_)
+        best = int(np.argmax(model.validation_score_))  # validation_score_[0] is before the first iteration
+        final_loss = float(-model.validation_score_[-1])
+        raw_cal = TreeScorer(export_trees(model, len(raw.names)), raw).raw_matrix(Xc)
+        # Early stopping decided unless the last TREE_PATIENCE iterations were still improving at the cap.
+        stopped = iterations < p.max_iterations or best < iterations - TREE_PATIENCE
+        refit = len(train) < REFIT_BELOW
+        if refit:
+            self._check()
+            iterations = max(1, round(max(best, 1) * len(train) / len(fit)))
+            self._progress(phase="fitting", family="gradient_boosting", message=f"refitting on {len(train)} rows, "
+                                                                                 f"{iterations} iterations")
+            model = HistGradientBoostingClassifier(max_iter=iterations, early_stopping=False, **shape)
+            model.fit(np.vstack([X, Xc]), np.concatenate([fit.labels, cal.labels]))
         scorer = TreeScorer(export_trees(model, len(raw.names)), raw)
-        raw_cal = scorer.raw_matrix(Xc)
         raw_val = scorer.raw_matrix(raw.transform(valid.rows))
         return self._finish(
             "gradient_boosting", scorer, raw_cal, cal, raw_val, valid,
-            stop_reason="early_stopping" if iterations < p.max_iterations else "max_iterations",
-            iterations=iterations, final_loss=float(-model.validation_score_[-1]),
+            stop_reason="early_stopping" if stopped else "max_iterations",
+            iterations=iterations, final_loss=final_loss,
             fit_seconds=time.perf_counter() - start,
             feature_weights=tree_importances(model, raw.names),
             parameters={"learning_rate": str(p.learning_rate), "max_iterations": str(p.max_iterations),
-                        "max_leaf_nodes": str(p.max_leaf_nodes), "l2": str(p.l2)},
+                        "max_leaf_nodes": str(p.max_leaf_nodes), "l2": str(p.l2), "best_iteration": str(best),
+                        "fitted_on": f"{len(train)} rows (fit + calibration)" if refit else f"{len(fit)} rows (fit)"},
         )
 
 
 def incremental_logistic(
     base: LinearScorer, schema: Schema, settings: ModelSettings, new: TrainingData, replay: TrainingData,
-    cal: TrainingData, valid: TrainingData, epochs: int = 5,
+    cal: TrainingData, valid: TrainingData, epochs: int = 5, l2: float = 0.0,
 ) -> tuple[ScoringModel, mt.Metrics, int, float]:
     """Warm-start SGD from ``base`` on new labels plus a replay sample; same encoder.
 
+    ``l2`` is the per-example L2 strength the base model was fitted with (its run's choice); 0 takes
+    the model's fixed setting, or under "auto" the middle of L2_GRID. SGD minimises the same
+    objective as the full fit (mean log loss + l2/2 |w|^2), so the update moves the base model
+    towards that objective's optimum on the new and replayed rows.
     Returns the model, its validation metrics, the epochs run and the final loss.
     """
     p = settings.training.logistic_regression
+    strength = incremental_l2(settings, l2)
     encoder = base.encoder
     rows = new.rows + replay.rows
     y = np.concatenate([new.labels, replay.labels])
     X = encoder.transform(rows)
-    sgd = SGDClassifier(loss="log_loss", alpha=p.l2 / max(1, len(rows)), learning_rate="constant",
+    sgd = SGDClassifier(loss="log_loss", alpha=strength, learning_rate="constant",
                         eta0=p.learning_rate, random_state=settings.training.random_seed)
     sgd.partial_fit(X[:1], y[:1], classes=np.array([0, 1]))
     sgd.coef_ = base.weights.reshape(1, -1).copy()
@@ -344,6 +531,15 @@ def incremental_logistic(
     model = ScoringModel(schema, "logistic_regression", settings.decision_threshold, calibrator, linear=scorer)
     loss = _log_loss(y, 1.0 / (1.0 + np.exp(-(X @ sgd.coef_[0] + sgd.intercept_[0]))))
     return model, mt.compute(valid.labels, prob, settings.decision_threshold), epochs, loss
+
+
+def incremental_l2(settings: ModelSettings, base_l2: float = 0.0) -> float:
+    """The L2 strength an incremental update uses: the base model's (> 0), else the fixed setting, else
+    (a base of unknown strength under "auto") the middle of L2_GRID."""
+    if base_l2 > 0 and math.isfinite(base_l2):
+        return base_l2
+    fixed = settings.training.logistic_regression.l2
+    return fixed if fixed > 0 else L2_GRID[len(L2_GRID) // 2]
 
 
 def recalibrate(model: ScoringModel, cal: TrainingData, valid: TrainingData) -> ScoringModel:

@@ -18,7 +18,10 @@ def test_defaults_are_the_seeds() -> None:
     assert d.training.min_samples == 100
     assert (d.gate.min_accuracy, d.gate.min_f1, d.gate.max_calibration_error) == (0.75, 0.70, 0.20)
     lr = d.training.logistic_regression
-    assert (lr.learning_rate, lr.l2, lr.tolerance, lr.max_iterations) == (0.01, 0.1, 0.001, 1000)
+    # l2 = 0: the strength is chosen on the data (training.L2_GRID, the seed's 0.1 among them).
+    assert (lr.learning_rate, lr.l2, lr.tolerance, lr.max_iterations) == (0.01, 0.0, 0.001, 1000)
+    assert (d.training.gradient_boosting.max_iterations, d.gate.max_roc_auc_drop, d.gate.min_log_loss_gain) == (
+        2000, 0.005, 0.001)
     assert d.monitoring.alert_cooldown_s == 3600
     assert cfg.health_check_interval_s == 300
     assert cfg.prediction_retention_s == 7 * 86400

@@ -236,6 +236,8 @@ def test_failed_and_rejected_training_raise_alerts(served: Running) -> None:
     patch = registry_pb2.Model(name=MODEL)
     patch.settings.gate.min_accuracy = 0.999
     c.update_model(patch, ["settings.gate.min_accuracy"])
+    # One more outcome: a run on exactly the champion's rows would register nothing (test_quality_gate.py).
+    c.record_outcome(MODEL, generate_outcomes(1, seed=5)[0].features, True)
     c.train(MODEL)
     alerts = c.monitor.ListAlerts(M.ListAlertsRequest(model=MODEL)).alerts
     assert M.ALERT_RULE_CANDIDATE_REJECTED in {a.rule for a in alerts}

@@ -111,6 +111,8 @@ def test_a_rejected_version_needs_force_to_become_champion(running: Running) -> 
     patch = registry_pb2.Model(name=MODEL)
     patch.settings.gate.min_f1 = 0.999
     running.client.update_model(patch, ["settings.gate.min_f1"])
+    # One more outcome: a run on exactly the champion's rows would register nothing (test_quality_gate.py).
+    running.client.record_outcome(MODEL, generate_outcomes(1, seed=5)[0].features, True)
     rejected = running.client.train(MODEL).produced_version
     with pytest.raises(SahayakError) as info:
         running.client.set_alias(MODEL, "champion", rejected)

@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from sahayak_rpc.client import SahayakError
+from sahayak_rpc.demo_data import generate_outcomes
 from sahayak_rpc.store import open_database
 from sahayak_rpc._proto.sahayak.v1 import registry_pb2, training_pb2
 
@@ -77,6 +78,8 @@ def test_a_candidate_below_the_gate_is_kept_as_rejected_and_does_not_serve(runni
     patch = registry_pb2.Model(name=MODEL)
     patch.settings.gate.min_accuracy = 0.99
     running.client.update_model(patch, ["settings.gate.min_accuracy"])
+    # One more outcome: a run on exactly the champion's rows would register nothing (test_quality_gate.py).
+    running.client.record_outcome(MODEL, generate_outcomes(1, seed=5)[0].features, True)
     run = running.client.train(MODEL)
     assert run.state == training_pb2.TRAINING_RUN_STATE_SUCCEEDED and not run.promoted
     assert "rejected by the gate" in run.end_reason and "accuracy" in run.end_reason

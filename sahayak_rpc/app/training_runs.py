@@ -380,15 +380,41 @@ class TrainingRunner:
         data = to_training_data(loaded)
         families = tuple(run.request.get("families") or model.settings.training.families)
         split = str(run.request.get("split") or model.settings.training.split)
+        t = model.settings.training
+        run.result["parameters"] = {"families": ",".join(families), "split": split,
+                                    "validation_fraction": str(t.validation_fraction),
+                                    "random_seed": str(t.random_seed),
+                                    "data_sha256": tr.data_digest(data, model.schema, model.settings, families, split)}
+        if self._unchanged(model, run, data, split):
+            return
         trainer = tr.Trainer(model.schema, model.settings, progress=progress, cancelled=live.cancel.is_set,
                              threads=self._ctx.config.training_threads)
         result = trainer.run(data, families, split)
         run.result["data"] = self._data_summary(model, data, result.train_count, len(result.validation))
-        run.result["parameters"] = {"families": ",".join(families), "split": split,
-                                    "validation_fraction": str(model.settings.training.validation_fraction),
-                                    "random_seed": str(model.settings.training.random_seed)}
+        # What each family chose (the L2 strength and how, the trees' iterations), in the run's record.
+        for c in result.candidates:
+            for key, value in c.parameters.items():
+                run.result["parameters"][f"{c.family}.{key}"] = value
+            run.result["parameters"][f"{c.family}.iterations"] = str(c.iterations)
         self._conclude(model, run, result.candidates, result.selected, result.validation, FULL_TRAINING, 0, progress, live,
                        train_rows=result.train_rows)
+
+    def _unchanged(self, model: ModelRecord, run: RunRecord, data: tr.TrainingData, split: str) -> bool:
+        """A full run on exactly the outcomes and settings of the champion's own run (the same data digest)
+        registers nothing: it would train the same model again. It ends SUCCEEDED without a version."""
+        champion = self._registry.champion(model)
+        if champion is None:
+            return False
+        lineage = self._registry.get(model, champion.version).lineage or {}
+        digest = run.result["parameters"]["data_sha256"]
+        if (lineage.get("parameters") or {}).get("data_sha256") != digest:
+            return False
+        valid = int(tr.split_rows(data, model.settings, split).sum())
+        run.result["data"] = self._data_summary(model, data, len(data) - valid, valid)
+        run.result["parameters"]["unchanged_from_version"] = str(champion.version)
+        self._end(run, SUCCEEDED, f"unchanged: champion version {champion.version} was trained on exactly these "
+                                  f"{len(data)} outcomes with the same settings; no new version registered")
+        return True
 
     def _incremental(self, model: ModelRecord, run: RunRecord, progress: Callable[..., None], live: _Local) -> None:
         champion = self._registry.champion(model)
@@ -418,13 +444,16 @@ class TrainingRunner:
             assert base.linear is not None
             progress("fitting", family="logistic_regression", message=f"warm start from version {base_version}")
             t0 = time.perf_counter()
+            l2 = tr.incremental_l2(model.settings, _float(
+                ((self._registry.get(model, base_version).lineage or {}).get("parameters") or {}).get("l2")))
             scoring, metrics, epochs, loss = tr.incremental_logistic(
-                base.linear, model.schema, model.settings, new_fit, replay_fit, cal, valid)
+                base.linear, model.schema, model.settings, new_fit, replay_fit, cal, valid, l2=l2)
             candidates.append(tr.FittedCandidate(
                 family="logistic_regression", model=scoring, calibration=scoring.calibrator.method, metrics=metrics,
                 stop_reason="max_iterations", iterations=epochs, final_loss=loss, fit_seconds=time.perf_counter() - t0,
                 feature_weights=scoring.linear.feature_weights() if scoring.linear else [],
-                parameters={"method": "sgd_warm_start", "base_version": str(base_version), "epochs": str(epochs)},
+                parameters={"method": "sgd_warm_start", "base_version": str(base_version), "epochs": str(epochs),
+                            "l2": repr(l2)},
                 validation_prob=scoring.predict_rows(valid.rows)))
         if live.cancel.is_set():
             raise tr.Cancelled("cancelled")
@@ -432,9 +461,10 @@ class TrainingRunner:
         progress("calibrating", family=champion.model.family, message=f"recalibrating version {champion.version}")
         t0 = time.perf_counter()
         recal = tr.recalibrate(champion.model, cal, valid)
+        recal_prob = recal.predict_rows(valid.rows)
         candidates.append(tr.FittedCandidate(
             family=recal.family, model=recal, calibration=recal.calibrator.method,
-            metrics=mt.compute(valid.labels, recal.predict_rows(valid.rows), recal.threshold),
+            metrics=mt.compute(valid.labels, recal_prob, recal.threshold), validation_prob=recal_prob,
             stop_reason="converged", iterations=1, final_loss=math.nan, fit_seconds=time.perf_counter() - t0,
             feature_weights=self._registry.get(model, champion.version).weights,
             parameters={"method": "recalibration", "base_version": str(champion.version)}))
@@ -454,9 +484,18 @@ class TrainingRunner:
         progress("gating", family=best.family)
         champion = self._registry.champion(model)
         champ_metrics = None
+        paired = None
         if champion is not None:
-            champ_metrics = mt.compute(valid.labels, champion.model.predict_rows(valid.rows), champion.model.threshold)
-        verdict = gating.evaluate(best.metrics, model.settings.gate, champ_metrics, champion.version if champion else 0)
+            champ_prob = champion.model.predict_rows(valid.rows)
+            champ_metrics = mt.compute(valid.labels, champ_prob, champion.model.threshold)
+            cand_prob = best.validation_prob if len(best.validation_prob) == len(valid) else best.model.predict_rows(valid.rows)
+            paired = gating.PairedScores(valid.labels, cand_prob, champ_prob)
+        # A person asking for a full run gets the fresh model unless it is worse beyond noise; a run the
+        # server started on its own, and any incremental update, must be better beyond noise.
+        require_improvement = run.kind == "incremental" or run.trigger != "manual"
+        verdict = gating.evaluate(best.metrics, model.settings.gate, champ_metrics, champion.version if champion else 0,
+                                  paired=paired, require_improvement=require_improvement,
+                                  seed=model.settings.training.random_seed)
         run.result["candidates"] = [_candidate_dict(c) for c in candidates]
         run.result["gate"] = verdict.to_dict()
         if champ_metrics is not None:
@@ -484,6 +523,14 @@ class TrainingRunner:
             promote=verdict.passed, reason=f"promoted by {run.run_id}", on_commit=finish,
         )
         self._finished(run)
+
+
+def _float(value: Any) -> float:
+    """A stored parameter as a number (0.0 when absent or not a number)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _candidate_dict(c: tr.FittedCandidate) -> dict[str, Any]:

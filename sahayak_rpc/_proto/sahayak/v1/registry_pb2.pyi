@@ -413,11 +413,19 @@ class QualityGate(_message.Message):
     MIN_F1_FIELD_NUMBER: _builtins.int
     MAX_CALIBRATION_ERROR_FIELD_NUMBER: _builtins.int
     MAX_ROC_AUC_DROP_FIELD_NUMBER: _builtins.int
+    MIN_LOG_LOSS_GAIN_FIELD_NUMBER: _builtins.int
     min_accuracy: _builtins.float
     min_f1: _builtins.float
     max_calibration_error: _builtins.float
     max_roc_auc_drop: _builtins.float
     """How much worse in ROC AUC than the champion, on the same rows (0.005)."""
+    min_log_loss_gain: _builtins.float
+    """A run the server starts on its own (a scheduled retrain, new labels,
+    drift, a performance breach) and every incremental update must lower
+    the champion's log loss on the same rows by more than this, beyond
+    noise: the paired bootstrap's one-sided 95% lower bound of the gain
+    (default 0.001). Otherwise the champion stays.
+    """
     def __init__(
         self,
         *,
@@ -425,10 +433,11 @@ class QualityGate(_message.Message):
         min_f1: _builtins.float | None = ...,
         max_calibration_error: _builtins.float | None = ...,
         max_roc_auc_drop: _builtins.float | None = ...,
+        min_log_loss_gain: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_calibration_error", b"_max_calibration_error", "_max_roc_auc_drop", b"_max_roc_auc_drop", "_min_accuracy", b"_min_accuracy", "_min_f1", b"_min_f1", "max_calibration_error", b"max_calibration_error", "max_roc_auc_drop", b"max_roc_auc_drop", "min_accuracy", b"min_accuracy", "min_f1", b"min_f1"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_calibration_error", b"_max_calibration_error", "_max_roc_auc_drop", b"_max_roc_auc_drop", "_min_accuracy", b"_min_accuracy", "_min_f1", b"_min_f1", "_min_log_loss_gain", b"_min_log_loss_gain", "max_calibration_error", b"max_calibration_error", "max_roc_auc_drop", b"max_roc_auc_drop", "min_accuracy", b"min_accuracy", "min_f1", b"min_f1", "min_log_loss_gain", b"min_log_loss_gain"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_calibration_error", b"_max_calibration_error", "_max_roc_auc_drop", b"_max_roc_auc_drop", "_min_accuracy", b"_min_accuracy", "_min_f1", b"_min_f1", "max_calibration_error", b"max_calibration_error", "max_roc_auc_drop", b"max_roc_auc_drop", "min_accuracy", b"min_accuracy", "min_f1", b"min_f1"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_calibration_error", b"_max_calibration_error", "_max_roc_auc_drop", b"_max_roc_auc_drop", "_min_accuracy", b"_min_accuracy", "_min_f1", b"_min_f1", "_min_log_loss_gain", b"_min_log_loss_gain", "max_calibration_error", b"max_calibration_error", "max_roc_auc_drop", b"max_roc_auc_drop", "min_accuracy", b"min_accuracy", "min_f1", b"min_f1", "min_log_loss_gain", b"min_log_loss_gain"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_calibration_error: _TypeAlias = _typing.Literal["max_calibration_error"]  # noqa: Y015
     _WhichOneofArgType__max_calibration_error: _TypeAlias = _typing.Literal["_max_calibration_error", b"_max_calibration_error"]  # noqa: Y015
@@ -438,6 +447,8 @@ class QualityGate(_message.Message):
     _WhichOneofArgType__min_accuracy: _TypeAlias = _typing.Literal["_min_accuracy", b"_min_accuracy"]  # noqa: Y015
     _WhichOneofReturnType__min_f1: _TypeAlias = _typing.Literal["min_f1"]  # noqa: Y015
     _WhichOneofArgType__min_f1: _TypeAlias = _typing.Literal["_min_f1", b"_min_f1"]  # noqa: Y015
+    _WhichOneofReturnType__min_log_loss_gain: _TypeAlias = _typing.Literal["min_log_loss_gain"]  # noqa: Y015
+    _WhichOneofArgType__min_log_loss_gain: _TypeAlias = _typing.Literal["_min_log_loss_gain", b"_min_log_loss_gain"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_calibration_error) -> _WhichOneofReturnType__max_calibration_error | None: ...
     @_typing.overload
@@ -446,6 +457,8 @@ class QualityGate(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__min_accuracy) -> _WhichOneofReturnType__min_accuracy | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__min_f1) -> _WhichOneofReturnType__min_f1 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_log_loss_gain) -> _WhichOneofReturnType__min_log_loss_gain | None: ...
 
 Global___QualityGate: _TypeAlias = QualityGate  # noqa: Y015
 
