@@ -31,12 +31,6 @@ def top_contributions(parts: list[Contribution], k: int) -> list[Contribution]:
     return [(name, c) for _, name, c in ranked[:k]]
 
 
-def ranked(out: Sequence[float], k: int) -> tuple[float, list[int], list[float]]:
-    """A ranking kernel's output (kernels.linear_explain, tree_explain: the raw score, k contributions,
-    their k positions) as the score, the positions and the contributions."""
-    return out[0], [int(i) for i in out[1 + k:1 + 2 * k]], list(out[1:1 + k])
-
-
 def _sigmoid(z: float) -> float:
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
@@ -264,52 +258,6 @@ class LinearScorer:
             return None
         return out
 
-    def explain_raw(self, x: np.ndarray, raw: RawEncoder, k: int) -> tuple[float, list[Contribution], list[int]]:
-        """explain_top for one checked row in ``raw``'s layout (wire.PredictReader's), in one compiled
-        pass (kernels.linear_explain): the raw score, to the bit, the ``k`` largest contributions,
-        ranked as ``top`` ranks them, and their columns in ``x``."""
-        ints, floats, lut, bias, names, columns = self.explain_tables(raw)
-        if k > len(columns):
-            k = len(columns)
-        out = np.empty(1 + 2 * k)
-        self.__dict__["_explain"](x, ints, floats, lut, bias, k, out)
-        z, at, parts = ranked(out.tolist(), k)
-        return z, [(names[i], c) for i, c in zip(at, parts)], [columns[i] for i in at]
-
-    def explain_tables(self, raw: RawEncoder) -> tuple[Any, ...]:
-        """What kernels.linear_explain takes to explain a row in ``raw``'s layout (ints, floats, lut,
-        bias), then per feature in scoring order its name and its column in ``raw``'s layout."""
-        plan = self.__dict__.get("_explain_plan")
-        if plan is None or plan[0] is not raw:
-            from . import kernels  # numba loads with the first use, not with every import
-
-            self.__dict__["_explain"] = kernels.linear_explain
-            ints, floats, lut, columns = self._explain_plan(raw)
-            plan = self.__dict__["_explain_plan"] = (raw, (ints, floats, lut, self.bias, self.names, columns))
-        return plan[1]
-
-    def _explain_plan(self, raw: RawEncoder) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-        """explain_top's tables as kernels.linear_explain takes them. Per feature in scoring order: its
-        column in ``raw``'s layout, where its table starts in the look-up table (-1 for a number), and
-        the features by descending name (ints); slope, offset and the value when missing (floats);
-        the look-up table over each category's index into its categories, or a boolean's 0 / 1."""
-        where = {name: j for j, name in enumerate(raw.names)}
-        columns, lut_base, floats = [], [], []
-        lut: list[float] = []
-        for name, slope, offset, missing in self._numeric:
-            columns.append(where[name])
-            lut_base.append(-1)
-            floats.append((slope, offset, missing))
-        for name, table, unknown, missing in self._tables:
-            j = where[name]
-            columns.append(j)
-            lut_base.append(len(lut))
-            floats.append((0.0, 0.0, missing))
-            codes = raw.categories[j] if raw.kinds[j] == "categorical" else (False, True)
-            lut += [table.get(c, unknown) for c in codes]
-        ints = np.array([columns, lut_base, self._by_name_desc], dtype=np.int64).reshape(3, -1)
-        return ints, np.array(floats).reshape(-1, 3).T.copy(), np.array(lut or [0.0]), columns
-
     def _plan(self, raw: RawEncoder) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                               np.ndarray]:
         width = len(raw.names)
@@ -504,26 +452,6 @@ class TreeScorer:
         leaves, raw = self.walk(np.array([self.vector(row)], dtype=np.float64))
         return float(raw[0]), self.contributions_of(leaves[0], row)
 
-    def explain_raw(self, x: np.ndarray, k: int) -> tuple[float, list[Contribution], list[int]] | None:
-        """explain_one then top_contributions for one checked row in the raw layout (the first values
-        of ``x``), in one compiled call (kernels.tree_explain): the raw score, the ``k`` largest
-        contributions and their columns, the same to the bit. None without the leaf table."""
-        if self._contrib is None:
-            return None
-        explain = self.__dict__.get("_explain")
-        if explain is None:
-            from . import kernels
-
-            order = np.array(sorted(range(len(self.raw.names)), key=self.raw.names.__getitem__, reverse=True))
-            explain = self.__dict__["_explain"] = (kernels.tree_explain, order)
-        fn, order = explain
-        k = min(max(k, 0), len(self.raw.names))
-        out = np.empty(1 + 2 * k)
-        fn(x, *self._walk_args, self._contrib, order, k, out)
-        z, at, parts = ranked(out.tolist(), k)
-        names = self.raw.names
-        return z, [(names[j], c) for j, c in zip(at, parts)], at
-
     def contributions_of(self, leaves: Sequence[int] | np.ndarray, row: Mapping[str, object]) -> list[Contribution]:
         """Each feature's path attribution for the leaves a row reached."""
         if self._contrib is not None:
@@ -651,35 +579,6 @@ class ScoringModel:
             return None
         prob = self.calibrator.one(z)
         return prob, linear.top(parts, top_k) if top_k > 0 else []
-
-    def explain_raw(self, x: np.ndarray, top_k: int) -> tuple[float, list[Contribution], list[int]] | None:
-        """explain_one for one row in the raw layout (see predict_matrix) whose values were checked
-        against the schema: the probability, the top_k contributions and their columns in ``x``; the
-        same answer as explain_one, to the bit. None for trees too many to tabulate (TABLE_LIMIT)."""
-        if self.linear is not None:
-            z, top, columns = self.linear.explain_raw(x, self._raw_encoder(), max(top_k, 0))
-        else:
-            assert self.trees is not None
-            explained = self.trees.explain_raw(x, top_k)
-            if explained is None:
-                return None
-            z, top, columns = explained
-        return self.calibrator.one(z), top, columns
-
-    def explain_tables(self) -> tuple[Any, ...] | None:
-        """A linear model's tables for explaining a raw-layout row as it is read (wire.PredictReader):
-        kernels.linear_explain's ints, floats, lut and bias, then the features' names and columns."""
-        return None if self.linear is None else self.linear.explain_tables(self._raw_encoder())
-
-    def explained(self, explanation: Sequence[float]) -> tuple[float, list[tuple[float, int, float]]]:
-        """explain_raw's answer from a row explained as it was read with explain_tables (wire.WireRow's
-        explanation: the raw score, k contributions, k feature positions, k values): the probability
-        and, per contribution, (contribution, the feature's column in the raw layout, its value there)."""
-        assert self.linear is not None
-        columns = self.linear.explain_tables(self._raw_encoder())[5]
-        k = (len(explanation) - 1) // 3
-        z, at, parts = ranked(explanation, k)
-        return self.calibrator.one(z), [(c, columns[i], v) for c, i, v in zip(parts, at, explanation[1 + 2 * k:])]
 
     def _checked_plan(self) -> tuple[Any, ...]:
         """The linear scorer's contribution rules, in its scoring order, with the schema's checks, for

@@ -18,7 +18,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .api.feedback import FeedbackServicer
-from .api import inference as inference_api
 from .api.inference import InferenceServicer
 from . import auth
 from . import kernels
@@ -214,7 +213,7 @@ class Server:
             "sahayak.v1.FeedbackService": feedback_pb2_grpc.add_FeedbackServiceServicer_to_server,
             "sahayak.v1.MonitorService": monitor_pb2_grpc.add_MonitorServiceServicer_to_server,
             "sahayak.v1.ModelRegistryService": registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
-            "sahayak.v1.InferenceService": inference_api.add_to_server,  # Predict read from its bytes
+            "sahayak.v1.InferenceService": inference_pb2_grpc.add_InferenceServiceServicer_to_server,
             "inference.GRPCInferenceService": open_inference_grpc_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
         }
         for name, add in adders.items():

@@ -66,40 +66,6 @@ def test_bad_input_names_the_field(trained: Running) -> None:
     assert "InvalidArgument" in proc.stderr and "features.age" in proc.stderr and "BadRequest" in proc.stderr
 
 
-def test_grpcurl_s_predict_is_read_from_its_bytes(trained: Running) -> None:
-    """grpcurl (Go's protobuf) writes a Predict the way the server reads fastest: captured on a bare
-    gRPC server that keeps the raw bytes, the recipe's request is one the server's reader takes."""
-    from concurrent import futures
-
-    import grpc
-
-    from sahayak_rpc.wire import WireRow
-
-    captured: list[bytes] = []
-
-    def keep(data: bytes, context: grpc.ServicerContext) -> bytes:
-        captured.append(data)
-        return b""
-
-    capture = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    capture.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "sahayak.v1.InferenceService", {"Predict": grpc.unary_unary_rpc_method_handler(keep)}),))
-    port = capture.add_insecure_port("127.0.0.1:0")
-    capture.start()
-    try:
-        protos = Path(__file__).resolve().parent.parent / "protos"
-        proc = subprocess.run([GRPCURL, "-plaintext", "-max-time", "60", "-import-path", str(protos), "-proto",
-                               "sahayak/v1/inference.proto", "-d", "@", f"127.0.0.1:{port}",
-                               "sahayak.v1.InferenceService/Predict"],
-                              input=(RECIPES / "predict.json").read_text(), capture_output=True, text=True, timeout=90)
-        assert proc.returncode == 0, proc.stderr
-    finally:
-        capture.stop(0)
-    assert len(captured) == 1
-    servicer = trained.server.servicers["sahayak.v1.InferenceService"]
-    assert isinstance(servicer.read_predict(captured[0]), WireRow)
-
-
 def test_a_model_with_real_world_names(trained: Running) -> None:
     """The create_model.json recipe declares names as CSV headers have them; they travel as JSON map keys."""
     t = trained.target

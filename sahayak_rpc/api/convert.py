@@ -11,7 +11,6 @@ import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from .. import settings as ms
-from .. import wire
 from ..errors import InvalidArgument
 from ..ingest import MAX_ID_LEN, MAX_MAP_ENTRIES, MAX_TEXT_LEN, OutcomeRecord, new_id
 from ..schema import (Column, FeatureSpec, FeatureType, FieldError, LabelSpec, Row, Schema, SchemaError, check_label,
@@ -109,7 +108,17 @@ def packed_field(number: int, payload: bytes) -> bytes:
     """One packed repeated field in protobuf's wire format (tag, length, payload), to be merged into a
     message with MergeFromString: the message then reads a whole array in C, where filling the field
     from a Python list converts (and, for an enum, checks) each element."""
-    return wire.field(number, payload)
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    """A non-negative int as a protobuf varint."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def packed_doubles(number: int, values: np.ndarray) -> bytes:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import grpc
 
 from ..app.catalog import Catalog, PerSchema
-from ..app.inference import DEFAULT_EXPLAIN, Inference
-from ..errors import InvalidArgument, ServiceError
+from ..app.inference import Inference
+from ..errors import InvalidArgument
 from ..schema import FieldError, columns_to_rows
-from ..wire import PredictReader, PredictWriter, WireRow, model_name
 from .._proto.sahayak.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from . import convert
 
@@ -35,32 +31,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._catalog = catalog
         self._inference = inference
         self._fields = PerSchema(convert.value_fields)
-        self._readers = PerSchema(PredictReader)
-        self._writers = PerSchema(PredictWriter)
 
-    def read_predict(self, data: bytes) -> WireRow | inference_pb2.PredictRequest:
-        """Predict's request deserializer: a request of the plain shape read straight from its bytes
-        (wire.PredictReader), anything else parsed by protobuf as usual (its errors included)."""
-        name = model_name(data)
-        if name is not None:
-            try:
-                model = self._catalog.get(name)
-            except ServiceError:  # the long way says so
-                model = None
-            if model is not None:
-                # The champion explains the row as it is read, unless the request names a version.
-                served = self._inference.champion(model)
-                tables = None if served is None else served.model.explain_tables()
-                row = self._readers(model).read(data, model, tables, served, DEFAULT_EXPLAIN)
-                if row is not None:
-                    return row
-        return inference_pb2.PredictRequest.FromString(data)
-
-    def Predict(self, request: inference_pb2.PredictRequest | WireRow,  # type: ignore[override]
-                context: grpc.ServicerContext) -> inference_pb2.PredictResponse | bytes:
-        if isinstance(request, WireRow):
-            return self._predict_read(request)
-        assert isinstance(request, inference_pb2.PredictRequest)
+    def Predict(self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext) -> inference_pb2.PredictResponse:
         model = self._catalog.get(request.model)
         row = convert.row_from_proto(request.features, self._fields(model))
         p = self._inference.predict(model, request.version, request.alias, row, request.explain_top_k,
@@ -69,11 +41,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                                                  label=_POS if p.label else _NEG, version=p.version)
         convert.contributions_to_proto(p.contributions, row, response.contributions)
         return response
-
-    def _predict_read(self, request: WireRow) -> bytes:
-        """Predict for a request read from its bytes; the response is written as bytes too."""
-        pid, prob, label, version, top = self._inference.predict_read(request.model, request)
-        return self._writers(request.model).write(pid, prob, _POS if label else _NEG, version, top)
 
     def PredictBatch(self, request: inference_pb2.PredictBatchRequest, context: grpc.ServicerContext) -> inference_pb2.PredictBatchResponse:
         model = self._catalog.get(request.model)
@@ -135,27 +102,3 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 convert.contributions_to_proto(r.contributions, values, out.contributions)
         return response
 
-
-def _written(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-    """A response serializer that passes a response already written as bytes through."""
-    def write(response: Any) -> bytes:
-        return response if response.__class__ is bytes else serialize(response)
-    return write
-
-
-def add_to_server(servicer: InferenceServicer, server: grpc.Server) -> None:
-    """inference_pb2_grpc.add_InferenceServiceServicer_to_server, with Predict's requests read by
-    ``servicer.read_predict`` (wire.PredictReader) and its answers to those written as bytes."""
-    handlers = {}
-    for method in inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].methods:
-        if method.client_streaming or method.server_streaming:  # a new streaming RPC needs its own handler
-            raise RuntimeError(f"InferenceService.{method.name} streams: add_to_server registers unary RPCs only")
-        request, response = (getattr(inference_pb2, m.name) for m in (method.input_type, method.output_type))
-        read, write = request.FromString, response.SerializeToString
-        if method.name == "Predict":
-            read, write = servicer.read_predict, _written(write)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name), request_deserializer=read, response_serializer=write)
-    name = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-    server.add_registered_method_handlers(name, handlers)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import secrets
@@ -22,7 +21,6 @@ from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, enco
 from .catalog import Catalog, PerSchema
 from .context import AppContext
 from .registry import Registry, Served
-from ..wire import WireRow
 
 MAX_BATCH_ROWS = 100_000
 MAX_CANDIDATES = 10_000
@@ -98,33 +96,6 @@ class Inference:
         self._log.submit_one(pid, model.id, served.version, row, prob, label, self._ctx.now_us(), entities)
         self._count(model, served.version, 1)
         return Prediction(pid, prob, label, served.version, parts)
-
-    def predict_read(self, model: ModelRecord, row: WireRow) -> tuple[str, float, bool, int, list[tuple[float, int, float]]]:
-        """predict for a row read from the wire (wire.PredictReader): in the raw layout, its values
-        already checked against the schema, perhaps explained as it was read. Returns the prediction
-        id, probability, label and version, and per contribution (contribution, the feature's column
-        in the raw layout, its value there)."""
-        check = self._plan(model).check
-        served = row.explained
-        if served is not None:  # explained by the champion as it was read
-            prob, top = served.model.explained(row.explanation)
-        else:
-            served = self._registry.served(model, row.version, row.alias)
-            k = _explain_k(row.explain_top_k, DEFAULT_EXPLAIN)
-            explained = served.model.explain_raw(row.x, k)
-            if explained is None:  # trees too many to tabulate: the row as a Row, the usual way
-                prob, parts = served.model.explain_one(check.row_of(row.x), k)
-                columns = [check.column[name] for name, _ in parts]
-            else:
-                prob, parts, columns = explained
-            top = [(c, j, float(row.x[j])) for (_, c), j in zip(parts, columns)]
-        label = prob >= served.model.threshold
-        pid = self.new_id()
-        # The logged row is made on the log's writer thread.
-        self._log.submit_one(pid, model.id, served.version, functools.partial(check.row_of, row.x), prob,
-                             label, self._ctx.now_us(), None)
-        self._count(model, served.version, 1)
-        return pid, prob, label, served.version, top
 
     def champion(self, model: ModelRecord) -> Served | None:
         return self._registry.champion(model)
@@ -480,13 +451,6 @@ class MatrixCheck:
                 row[name] = categories[int(v)] if kind == 2 else v == 1.0
             else:
                 return None
-        return row
-
-    def row_of(self, x: np.ndarray) -> Row:
-        """A checked raw-layout row (the first values of ``x``, one per feature) as a Row: the
-        prediction log's record of a row read from the wire."""
-        row = self.row(x[:len(self._columns)].tolist())
-        assert row is not None
         return row
 
     def errors(self, x: np.ndarray, field: str, limit: int = 20) -> list[FieldError]:
