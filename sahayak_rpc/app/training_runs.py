@@ -10,6 +10,8 @@ replica reaches the run's worker.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import math
 import secrets
@@ -80,6 +82,22 @@ class RunEvent:
         d = json.loads(text)
         metrics = Metrics.from_dict(d["metrics"]) if d.get("metrics") else None
         return cls(d["phase"], d["family"], d["iteration"], d["loss"], metrics, d["message"], d["time_us"])
+
+
+def _malloc_trim() -> Callable[[], object]:
+    """glibc's malloc_trim(0), or a no-op elsewhere (musl, macOS)."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: fn(0)
+
+
+# A full run holds every outcome as Python objects and arrays, and frees them at its end; glibc keeps
+# the freed pages (in the trainer's arena and others) until something trims them. Trimming when a run
+# ends gives them back at once (a few ms; docs/reliability.md, "Load and soak").
+release_free_memory = _malloc_trim()
 
 
 class RunTaken(Exception):
@@ -281,6 +299,7 @@ class TrainingRunner:
             finally:
                 with self._lock:
                     self._local.pop(run.run_id, None)
+                release_free_memory()
 
     def _emit(self, run_id: str, event: RunEvent) -> None:
         event.time_us = event.time_us or self._ctx.now_us()
