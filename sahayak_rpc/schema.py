@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,37 +75,102 @@ class SchemaError(ValueError):
         self.errors = errors
 
 
+# --- The value rules: every check of a feature's value, wherever the value came from, is one of these.
+
+MISSING_REQUIRED = "required feature is missing"
+
+
+def number_bounds(spec: FeatureSpec) -> tuple[float, float]:
+    """The closed interval a numeric feature's values must lie in: its min and max, within
+    ±MAX_MAGNITUDE. NaN and the infinities fall outside it."""
+    return (-MAX_MAGNITUDE if spec.min is None else max(spec.min, -MAX_MAGNITUDE),
+            MAX_MAGNITUDE if spec.max is None else min(spec.max, MAX_MAGNITUDE))
+
+
+def number_problem(spec: FeatureSpec, v: float) -> str | None:
+    """What is wrong with the number ``v`` (not NaN: missing is the caller's to judge) for the numeric
+    feature ``spec``, or None when it keeps number_bounds."""
+    if not math.isfinite(v):
+        return f"must be finite, got {v}"
+    if abs(v) > MAX_MAGNITUDE:
+        return f"{v} is beyond the limit of ±{MAX_MAGNITUDE:g}"
+    if spec.min is not None and v < spec.min:
+        return f"{v} is below the minimum {spec.min}"
+    if spec.max is not None and v > spec.max:
+        return f"{v} is above the maximum {spec.max}"
+    return None
+
+
+def category_problem(spec: FeatureSpec, word: str) -> str | None:
+    """What is wrong with the category ``word`` (not "": missing) for the categorical feature ``spec``,
+    or None when it is one of its categories, or may be unknown."""
+    if len(word) > MAX_CATEGORY_LEN:
+        return f"longer than {MAX_CATEGORY_LEN} characters"
+    if not spec.allow_unknown_categories and word not in spec.categories:
+        return f"unknown category {word!r}; allowed: {', '.join(spec.categories)}"
+    return None
+
+
+def code_problem(spec: FeatureSpec, v: float) -> str | None:
+    """What is wrong with ``v`` (not NaN) as a boolean's or a categorical's value in the raw layout (a
+    boolean as 0 / 1, a categorical as the index of its value in the declared categories), or None."""
+    if spec.type is FeatureType.BOOLEAN:
+        return None if v in (0.0, 1.0) else f"{v!r}: a boolean is 0 (false), 1 (true) or NaN (missing)"
+    top = len(spec.categories) - 1
+    if 0 <= v <= top and v == int(v):
+        return None
+    if not spec.categories:
+        return f"{v!r}: {spec.name} declares no categories, so only NaN (missing) fits"
+    shown = ", ".join(spec.categories[:10]) + (", ..." if len(spec.categories) > 10 else "")
+    return f"{v!r} is not a category index: an integer 0-{top} into the categories ({shown}), or NaN for missing"
+
+
+def raw_bounds(spec: FeatureSpec) -> tuple[float, float]:
+    """The closed interval of a feature's values in the raw layout (NaN aside): number_bounds for a
+    number, 0-1 for a boolean, 0 to the last category's index for a categorical (whole numbers only,
+    for both: code_problem)."""
+    if spec.type is FeatureType.NUMERIC:
+        return number_bounds(spec)
+    return 0.0, 1.0 if spec.type is FeatureType.BOOLEAN else len(spec.categories) - 1.0
+
+
+class FeatureCheck(NamedTuple):
+    """A feature's rules for the common case, decided with no attribute look-ups (Schema.validate_row's
+    fast path and the single-row scorer's): ``kind`` 1 numeric, 2 categorical, 3 boolean; a number's
+    number_bounds; a categorical's allowed values (None: any)."""
+
+    kind: int
+    lo: float
+    hi: float
+    categories: frozenset[str] | None
+
+
+_KIND_CODE = {FeatureType.NUMERIC: 1, FeatureType.CATEGORICAL: 2, FeatureType.BOOLEAN: 3}
+
+
 @dataclass(frozen=True)
 class Schema:
     features: tuple[FeatureSpec, ...]
     label: LabelSpec = field(default_factory=LabelSpec)
+    # Derived in __post_init__.
+    by_name: Mapping[str, FeatureSpec] = field(init=False, repr=False, compare=False)
+    required_names: frozenset[str] = field(init=False, repr=False, compare=False)
+    checks: Mapping[str, FeatureCheck] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         errors = check_schema(self.features)
         if errors:
             raise SchemaError(errors)
-        by_name = {f.name: f for f in self.features}
-        object.__setattr__(self, "_by_name", by_name)
-        object.__setattr__(self, "_required", frozenset(f.name for f in self.features if f.required))
-        # Bounds within the magnitude limit, so an infinity or a huge value fails them too.
-        big = MAX_MAGNITUDE
-        object.__setattr__(self, "_checks", {
-            f.name: (
-                {FeatureType.NUMERIC: 1, FeatureType.CATEGORICAL: 2, FeatureType.BOOLEAN: 3}[f.type],
-                -big if f.min is None else max(f.min, -big),  # NaN fails both bounds: the slow path names it
-                big if f.max is None else min(f.max, big),
-                None if f.allow_unknown_categories else frozenset(f.categories),
-            )
+        object.__setattr__(self, "by_name", {f.name: f for f in self.features})
+        object.__setattr__(self, "required_names", frozenset(f.name for f in self.features if f.required))
+        object.__setattr__(self, "checks", {
+            f.name: FeatureCheck(_KIND_CODE[f.type], *number_bounds(f),
+                                 None if f.allow_unknown_categories else frozenset(f.categories))
             for f in self.features
         })
-        object.__setattr__(
-            self,
-            "_categories",
-            {f.name: frozenset(f.categories) for f in self.features},
-        )
 
     def feature(self, name: str) -> FeatureSpec | None:
-        return self._by_name.get(name)  # type: ignore[attr-defined]
+        return self.by_name.get(name)
 
     @property
     def names(self) -> list[str]:
@@ -118,13 +183,11 @@ class Schema:
         ``required=False`` checks only the values present (for part of a row).
         """
         errors: list[FieldError] = []
-        by_name: dict[str, FeatureSpec] = self._by_name  # type: ignore[attr-defined]
-        checks: dict[str, tuple[int, float, float, frozenset[str] | None]] = self._checks  # type: ignore[attr-defined]
+        checks = self.checks
         for name, value in row.items():
             check = checks.get(name)
             if check is not None:
-                # The common case, decided with no attribute look-ups: the right
-                # kind, finite and in bounds, or a known category.
+                # The common case: the right kind, in bounds, or a known category.
                 kind, lo, hi, cats = check
                 cls = value.__class__
                 if kind == 1 and cls is float and lo <= value <= hi:  # type: ignore[operator]
@@ -133,41 +196,30 @@ class Schema:
                     continue
                 if kind == 3 and cls is bool:
                     continue
-            spec = by_name.get(name)
+            spec = self.by_name.get(name)
+            problem: str | None
             if spec is None:
-                errors.append(FieldError(f"{prefix}.{name}", "unknown feature"))
-                continue
-            vtype = type(value)
-            if spec.type is FeatureType.NUMERIC:
-                if vtype is not float:
-                    errors.append(FieldError(f"{prefix}.{name}", f"numeric feature needs number_value, got {_kind_name(value)}"))
-                elif not math.isfinite(value):  # type: ignore[arg-type]
-                    errors.append(FieldError(f"{prefix}.{name}", f"must be finite, got {value}"))
-                elif abs(value) > MAX_MAGNITUDE:  # type: ignore[arg-type]
-                    errors.append(FieldError(f"{prefix}.{name}", f"{value} is beyond the limit of ±{MAX_MAGNITUDE:g}"))
-                elif spec.min is not None and value < spec.min:  # type: ignore[operator]
-                    errors.append(FieldError(f"{prefix}.{name}", f"{value} is below the minimum {spec.min}"))
-                elif spec.max is not None and value > spec.max:  # type: ignore[operator]
-                    errors.append(FieldError(f"{prefix}.{name}", f"{value} is above the maximum {spec.max}"))
+                problem = "unknown feature"
+            elif spec.type is FeatureType.NUMERIC:
+                problem = (number_problem(spec, value) if isinstance(value, float) and value.__class__ is float
+                           else f"numeric feature needs number_value, got {_kind_name(value)}")
             elif spec.type is FeatureType.CATEGORICAL:
-                if vtype is not str:
-                    errors.append(FieldError(f"{prefix}.{name}", f"categorical feature needs string_value, got {_kind_name(value)}"))
-                elif len(value) > MAX_CATEGORY_LEN:  # type: ignore[arg-type]
-                    errors.append(FieldError(f"{prefix}.{name}", f"longer than {MAX_CATEGORY_LEN} characters"))
-                elif not spec.allow_unknown_categories and value not in self._categories[name]:  # type: ignore[attr-defined]
-                    errors.append(FieldError(f"{prefix}.{name}", f"unknown category {value!r}; allowed: {', '.join(spec.categories)}"))
-            elif vtype is not bool:
-                errors.append(FieldError(f"{prefix}.{name}", f"boolean feature needs bool_value, got {_kind_name(value)}"))
-        if required and (len(row) < len(by_name) or errors):
+                problem = (category_problem(spec, value) if isinstance(value, str)
+                           else f"categorical feature needs string_value, got {_kind_name(value)}")
+            else:
+                problem = None if value.__class__ is bool else f"boolean feature needs bool_value, got {_kind_name(value)}"
+            if problem is not None:
+                errors.append(FieldError(f"{prefix}.{name}", problem))
+        if required and (len(row) < len(self.features) or errors):
             for spec in self.features:
                 if spec.required and spec.name not in row:
-                    errors.append(FieldError(f"{prefix}.{spec.name}", "required feature is missing"))
+                    errors.append(FieldError(f"{prefix}.{spec.name}", MISSING_REQUIRED))
         return errors
 
 
     def missing_required(self, *parts: Mapping[str, FeatureValue]) -> list[str]:
         """Required features present in none of ``parts``."""
-        missing: set[str] = self._required  # type: ignore[attr-defined]
+        missing = self.required_names
         for part in parts:
             if not missing:
                 break
@@ -364,61 +416,44 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
         name = spec.name
         if given is None:
             if spec.required and n:
-                flag(range(n), name, "required feature is missing")
-            continue
-        if spec.type is FeatureType.CATEGORICAL and given.codes is not None:
-            dictionary = list(given.dictionary or ())
-            codes = given.codes
-            if spec.required:
-                flag_codes = np.flatnonzero(codes == -1)
-                if len(flag_codes):
-                    flag(flag_codes.tolist(), name, "required feature is missing")
-            too_long = [i for i, d in enumerate(dictionary) if len(d) > MAX_CATEGORY_LEN]
-            unknown_codes = [] if spec.allow_unknown_categories else [
-                i for i, d in enumerate(dictionary) if d not in schema._categories[name]]  # type: ignore[attr-defined]
-            for bad_codes, reason in ((too_long, f"longer than {MAX_CATEGORY_LEN} characters"),
-                                      (unknown_codes, None)):
-                if not bad_codes:
-                    continue
-                for i in np.flatnonzero(np.isin(codes, bad_codes)).tolist():
-                    word = dictionary[codes[i]]
-                    text = reason or f"unknown category {word!r}; allowed: {', '.join(spec.categories)}"
-                    errors.setdefault(i, FieldError(f"{prefix}.{name}", text))
+                flag(range(n), name, MISSING_REQUIRED)
             continue
         if spec.type is FeatureType.CATEGORICAL:
+            # Judge the distinct values (a dictionary's entries; a set of strings is built in C), then
+            # find the rows only for bad ones.
+            if given.codes is not None:
+                words = list(given.dictionary or ())
+                codes = given.codes
+                if spec.required:
+                    flag(np.flatnonzero(codes == -1).tolist(), name, MISSING_REQUIRED)
+                bad = {k: p for k, word in enumerate(words) if (p := category_problem(spec, word)) is not None}
+                if bad:
+                    for i in np.flatnonzero(np.isin(codes, list(bad))).tolist():
+                        errors.setdefault(i, FieldError(f"{prefix}.{name}", bad[int(codes[i])]))
+                continue
             strings = given.strings or ()
-            # Judge the distinct values (a set is built in C), then find rows only for bad ones.
             distinct = set(strings)
-            bad = {v for v in distinct if len(v) > MAX_CATEGORY_LEN}
-            unknown = set() if spec.allow_unknown_categories else distinct - schema._categories[name] - {""}  # type: ignore[attr-defined]
             if spec.required and "" in distinct:
-                flag([i for i, v in enumerate(strings) if not v], name, "required feature is missing")
-            if bad:
-                flag([i for i, v in enumerate(strings) if v in bad], name, f"longer than {MAX_CATEGORY_LEN} characters")
-            if unknown:
-                allowed = ", ".join(spec.categories)
+                flag([i for i, v in enumerate(strings) if not v], name, MISSING_REQUIRED)
+            bad_words = {v: p for v in distinct - {""} if (p := category_problem(spec, v)) is not None}
+            if bad_words:
                 for i, v in enumerate(strings):
-                    if v in unknown:
-                        errors.setdefault(i, FieldError(f"{prefix}.{name}", f"unknown category {v!r}; allowed: {allowed}"))
+                    if v in bad_words:
+                        errors.setdefault(i, FieldError(f"{prefix}.{name}", bad_words[v]))
             continue
         arr = as_array(given.numbers, n)
         missing = np.isnan(arr)
-
-        def flag_mask(mask: np.ndarray, reason: str) -> None:
-            if mask.any():
-                flag(np.flatnonzero(mask).tolist(), name, reason)
-
-        if spec.required:
-            flag_mask(missing, "required feature is missing")
+        if spec.required and missing.any():
+            flag(np.flatnonzero(missing).tolist(), name, MISSING_REQUIRED)
         if spec.type is FeatureType.BOOLEAN:
-            flag_mask(~missing & (arr != 0) & (arr != 1), "boolean column values must be 0, 1 or NaN")
-            continue
-        flag_mask(np.isinf(arr), "must be finite")
-        flag_mask(np.abs(arr) > MAX_MAGNITUDE, f"beyond the limit of ±{MAX_MAGNITUDE:g}")
-        if spec.min is not None:
-            flag_mask(arr < spec.min, f"below the minimum {spec.min}")
-        if spec.max is not None:
-            flag_mask(arr > spec.max, f"above the maximum {spec.max}")
+            bad_rows = ~missing & (arr != 0) & (arr != 1)
+            why = code_problem
+        else:
+            lo, hi = number_bounds(spec)
+            bad_rows = ~missing & ~((arr >= lo) & (arr <= hi))
+            why = number_problem
+        for i in np.flatnonzero(bad_rows).tolist():
+            errors.setdefault(i, FieldError(f"{prefix}.{name}", why(spec, float(arr[i])) or ""))
     return errors
 
 

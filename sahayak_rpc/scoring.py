@@ -586,13 +586,13 @@ class ScoringModel:
         linear = self.linear
         if linear is None:
             return ()
-        checks = self.schema._checks  # type: ignore[attr-defined]
+        checks = self.schema.checks
         numeric = []
         for name, slope, offset, missing in linear._numeric:
             spec = self.schema.feature(name)
             if spec is None:
                 return ()
-            _, lo, hi, _ = checks[name]
+            lo, hi = checks[name].lo, checks[name].hi
             numeric.append((name, slope, offset, missing, lo, hi, spec.required))
         tables = []
         for name, table, unknown, missing in linear._tables:

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import InvalidArgument, ServiceError
 from ..runtime.predlog import PredictionLog
-from ..schema import (MAX_MAGNITUDE, Column, FeatureType, FieldError, Row, Schema, SchemaError, as_array, check_columns,
-                      columns_to_rows)
+from ..schema import (MISSING_REQUIRED, Column, FeatureType, FieldError, Row, Schema, SchemaError, as_array,
+                      check_columns, code_problem, columns_to_rows, number_problem, raw_bounds)
 from ..scoring import Contribution, within_rules
 from ..store import ModelRecord
 from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, encode_probabilities
@@ -263,7 +263,7 @@ class Inference:
             if not math.isfinite(benefit) or benefit < 0:
                 errors.append(FieldError(f"candidates[{i}].benefit", "must be a finite number >= 0"))
             errors += schema.validate_row(features, prefix=f"candidates[{i}].features", required=False)
-            errors += [FieldError(f"candidates[{i}].features.{name}", "required feature is missing")
+            errors += [FieldError(f"candidates[{i}].features.{name}", MISSING_REQUIRED)
                        for name in schema.missing_required(subject, features)]
             if len(errors) >= 20:
                 break
@@ -413,15 +413,7 @@ class MatrixCheck:
 
     def __init__(self, schema: Schema) -> None:
         feats = schema.features
-        big = MAX_MAGNITUDE  # bounds within the magnitude limit (as Predict's), so infinities fail them too
-        lo, hi = [], []
-        for f in feats:
-            if f.type is FeatureType.NUMERIC:
-                lo.append(-big if f.min is None else max(f.min, -big))
-                hi.append(big if f.max is None else min(f.max, big))
-            else:  # a boolean is 0 or 1; a categorical indexes its categories (none: only NaN fits)
-                lo.append(0.0)
-                hi.append(1.0 if f.type is FeatureType.BOOLEAN else len(f.categories) - 1.0)
+        lo, hi = zip(*map(raw_bounds, feats)) if feats else ((), ())
         self.features = feats
         self.lo, self.hi = np.array(lo), np.array(hi)
         self.whole = np.array([f.type is not FeatureType.NUMERIC for f in feats])
@@ -462,25 +454,11 @@ class MatrixCheck:
         out = []
         for i, j in np.argwhere(~ok)[:limit].tolist():
             f, v = self.features[j], float(x[i, j])
-            where = f"{field}[{i}, {j}] ({f.name})"
             if math.isnan(v):
-                reason = "required feature is missing"
-            elif f.type is FeatureType.BOOLEAN:
-                reason = f"{v!r}: a boolean is 0 (false), 1 (true) or NaN (missing)"
-            elif f.type is FeatureType.CATEGORICAL:
-                reason = (f"{v!r} is not a category index: an integer 0-{len(f.categories) - 1} into "
-                          f"the categories ({', '.join(f.categories[:10])}{', ...' if len(f.categories) > 10 else ''}),"
-                          f" or NaN for missing" if f.categories else
-                          f"{v!r}: {f.name} declares no categories, so only NaN (missing) fits")
-            elif not math.isfinite(v):
-                reason = f"must be finite, got {v}"
-            elif abs(v) > MAX_MAGNITUDE:
-                reason = f"{v} is beyond the limit of ±{MAX_MAGNITUDE:g}"
-            elif f.min is not None and v < f.min:
-                reason = f"{v} is below the minimum {f.min}"
+                reason = MISSING_REQUIRED
             else:
-                reason = f"{v} is above the maximum {f.max}"
-            out.append(FieldError(where, reason))
+                reason = (number_problem(f, v) if f.type is FeatureType.NUMERIC else code_problem(f, v)) or ""
+            out.append(FieldError(f"{field}[{i}, {j}] ({f.name})", reason))
         return out
 
 
