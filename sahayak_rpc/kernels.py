@@ -49,46 +49,51 @@ def _holding_gil(fn: Any) -> Any:
 
 
 @_compiled
-def walk(X: Any, roots: Any, feature: Any, threshold: Any, missing_left: Any, left: Any, right: Any,
-         bitset: Any, words: Any, leaf_of: Any, leaf_value: Any, baseline: float,
-         leaves: Any, raw: Any) -> None:
-    """For each row i of X (C-ordered float64, NaN = missing): ``leaves[i, t]`` = the leaf index
-    tree t routes it to, ``raw[i]`` = baseline + the leaves' values, summed in tree order.
+def walk(X: Any, roots: Any, nodes: Any, threshold: Any, words: Any, leaf_value: Any, baseline: float,
+         block: int, leaves: Any, raw: Any) -> None:
+    """For each row i of X (C-ordered float64, NaN = missing): ``raw[i]`` = baseline + the values of
+    the leaves the trees route it to, summed in tree order; and, when ``leaves`` has rows, ``leaves[i,
+    t]`` = the leaf index tree t routes it to (an explanation needs them; a plain score does not).
 
-    A numeric split sends v <= threshold left, v > threshold right, NaN by ``missing_left``. A
-    categorical split (``bitset[node]`` >= 0) sends category c left when bit c of its 256-bit set
-    (``words[bitset[node]]``: eight 32-bit words, low first) is set; NaN by ``missing_left``; a
-    code outside 0-255 right, as a bit that is not set.
+    The trees come packed (``scoring.TreeScorer``): inner nodes only, one int32 record each in
+    ``nodes`` (feature, left, right, flags) beside its ``threshold``. A child (and a root) >= 0 is
+    an inner node, < 0 is ``~leaf``. Flags: bit 0 set when a missing value goes left; bits 1 and up,
+    0 for a numeric split, else 1 + the split's 256-bit set (``words[set]``: eight 32-bit words, low
+    first). A numeric split sends v <= threshold left, v > threshold right, NaN by bit 0. A
+    categorical split sends category c left when bit c of its set is set; NaN by bit 0; a code
+    outside 0-255 right, as a bit that is not set.
+
+    The loop runs tree by tree over a block of ``block`` rows (each tree's few nodes stay in the
+    nearest cache while every row of the block walks it) with one accumulator per row, so each
+    row's sum still takes its leaves in tree order: the same additions in the same order, the
+    same score to the bit.
     """
     one = np.uint64(1)
-    for i in range(X.shape[0]):
-        z = baseline
+    n = X.shape[0]
+    keep = leaves.shape[0] > 0
+    for start in range(0, n, block):
+        end = min(n, start + block)
+        for i in range(start, end):
+            raw[i] = baseline
         for t in range(roots.shape[0]):
-            node = roots[t]
-            while feature[node] >= 0:
-                v = X[i, feature[node]]
-                b = bitset[node]
-                if b < 0:
-                    if v <= threshold[node]:
-                        node = left[node]
-                    elif v > threshold[node]:
-                        node = right[node]
-                    elif missing_left[node]:
-                        node = left[node]
+            root = roots[t]
+            for i in range(start, end):
+                node = root
+                while node >= 0:
+                    v = X[i, nodes[node, 0]]
+                    flags = nodes[node, 3]
+                    if flags < 2:
+                        right = (v > threshold[node]) | ((v != v) & ((flags & 1) == 0))
+                    elif v != v:
+                        right = (flags & 1) == 0
                     else:
-                        node = right[node]
-                elif v != v:
-                    node = left[node] if missing_left[node] else right[node]
-                else:
-                    c = int(v)
-                    if 0 <= c < 256 and (words[b, c >> 5] >> np.uint64(c & 31)) & one:
-                        node = left[node]
-                    else:
-                        node = right[node]
-            k = leaf_of[node]
-            leaves[i, t] = k
-            z += leaf_value[k]
-        raw[i] = z
+                        b = (flags >> 1) - 1
+                        c = int(v) if -1.0 < v < 256.0 else 256  # int() truncates toward 0
+                        right = not (c < 256 and (words[b, c >> 5] >> np.uint64(c & 31)) & one)
+                    node = nodes[node, 1 + np.int64(right)]
+                raw[i] += leaf_value[~node]
+                if keep:
+                    leaves[i, t] = ~node
 
 
 @_compiled
@@ -354,9 +359,8 @@ def _top(parts: Any, order: Any, k: int, out: Any) -> None:
 
 
 @_holding_gil
-def tree_explain(x: Any, roots: Any, feature: Any, threshold: Any, missing_left: Any, left: Any, right: Any,
-                 bitset: Any, words: Any, leaf_of: Any, leaf_value: Any, baseline: float, contrib: Any,
-                 order: Any, k: int, out: Any) -> None:
+def tree_explain(x: Any, roots: Any, nodes: Any, threshold: Any, words: Any, leaf_value: Any, baseline: float,
+                 block: int, contrib: Any, order: Any, k: int, out: Any) -> None:
     """One raw-layout row (the first ``contrib.shape[1]`` values of ``x``) through the trees, as
     TreeScorer.explain_one scores it: ``out`` gets the raw score (walk's, to the bit), then the k
     largest path attributions (each feature's row of ``contrib`` summed over the leaves reached, in
@@ -368,8 +372,7 @@ def tree_explain(x: Any, roots: Any, feature: Any, threshold: Any, missing_left:
         X[0, j] = x[j]
     leaves = np.empty((1, roots.shape[0]), dtype=np.int64)
     raw = np.empty(1)
-    walk(X, roots, feature, threshold, missing_left, left, right, bitset, words, leaf_of, leaf_value, baseline,
-         leaves, raw)
+    walk(X, roots, nodes, threshold, words, leaf_value, baseline, block, leaves, raw)
     # Summed as numpy sums contrib[leaves].sum(axis=0): from the first tree's row, tree by tree.
     parts = contrib[leaves[0, 0]].copy() if roots.shape[0] else np.zeros(width)
     for t in range(1, roots.shape[0]):
@@ -421,11 +424,10 @@ def warm() -> None:
             linear_checked(matrix, np.zeros(1), np.ones(1), np.zeros(1, dtype=np.bool_), np.ones(1, dtype=np.bool_),
                            np.zeros(1), np.zeros(1), np.full(1, -1, dtype=np.int64), np.zeros(1, dtype=np.int64),
                            np.zeros(1), 0.0, np.empty(1))
-            if dtype is np.float64:  # the trees' walk takes float64 only
-                walk(matrix, np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64), np.zeros(1),
-                     np.zeros(1, dtype=np.bool_), np.full(1, -1, dtype=np.int64), np.full(1, -1, dtype=np.int64),
-                     np.full(1, -1, dtype=np.int64), np.zeros((1, 8), dtype=np.uint64), np.zeros(1, dtype=np.int64),
-                     np.zeros(1), 0.0, np.empty((1, 1), dtype=np.int64), np.empty(1))
+            if dtype is np.float64:  # the trees' walk takes float64 only; leaves kept or not
+                for kept in (np.empty((1, 1), dtype=np.int64), np.empty((0, 0), dtype=np.int64)):
+                    walk(matrix, np.full(1, -1, dtype=np.int64), np.zeros((1, 4), dtype=np.int32), np.zeros(1),
+                         np.zeros((1, 8), dtype=np.uint64), np.zeros(1), 0.0, 1, kept, np.empty(1))
     # A Predict request's bytes (read-only: a view of the bytes grpc hands over), and its row.
     one, none = np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64)
     row = np.zeros(1)
@@ -437,5 +439,5 @@ def warm() -> None:
     wire_hash(text, 0, 1, 0)
     linear_explain(row, np.zeros((3, 1), dtype=np.int64), np.zeros((3, 1)), row, 0.0, 1, np.empty(3))
     root = np.zeros(1, dtype=np.int64)
-    tree_explain(row, root, np.full(1, -1, dtype=np.int64), row, np.zeros(1, dtype=np.bool_), none, none, none,
-                 np.zeros((1, 8), dtype=np.uint64), root, row, 0.0, np.zeros((1, 1)), root, 1, np.empty(3))
+    tree_explain(row, none, np.zeros((1, 4), dtype=np.int32), row, np.zeros((1, 8), dtype=np.uint64), row, 0.0, 1,
+                 np.zeros((1, 1)), root, 1, np.empty(3))
