@@ -196,6 +196,18 @@ def tree_importances(model: HistGradientBoostingClassifier, names: Sequence[str]
     return [(n, float(g / total)) for n, g in zip(names, gains, strict=True)]
 
 
+def tree_classifier(settings: ModelSettings, raw: RawEncoder) -> HistGradientBoostingClassifier:
+    """The gradient-boosted classifier Trainer fits (max_iter 0: it grows in chunks up to the
+    settings' max_iterations, stopping early on the calibration rows) for ``raw``'s layout."""
+    p = settings.training.gradient_boosting
+    native = raw.categorical_mask & np.array([len(c) <= _MAX_TREE_CATEGORIES for c in raw.categories])
+    return HistGradientBoostingClassifier(
+        learning_rate=p.learning_rate, max_iter=0, max_leaf_nodes=p.max_leaf_nodes, l2_regularization=p.l2,
+        categorical_features=native if native.any() else None, early_stopping=True, n_iter_no_change=20,
+        warm_start=True, random_state=settings.training.random_seed,
+    )
+
+
 class Trainer:
     """Fits the enabled families on one data set and keeps the best on validation."""
 
@@ -282,13 +294,8 @@ class Trainer:
         p = self.settings.training.gradient_boosting
         start = time.perf_counter()
         raw = RawEncoder.from_schema(self.schema)
-        native = raw.categorical_mask & np.array([len(c) <= _MAX_TREE_CATEGORIES for c in raw.categories])
         X, Xc = raw.transform(fit.rows), raw.transform(cal.rows)
-        model = HistGradientBoostingClassifier(
-            learning_rate=p.learning_rate, max_iter=0, max_leaf_nodes=p.max_leaf_nodes, l2_regularization=p.l2,
-            categorical_features=native if native.any() else None, early_stopping=True, n_iter_no_change=20,
-            warm_start=True, random_state=self.settings.training.random_seed,
-        )
+        model = tree_classifier(self.settings, raw)
         # Fit in chunks so progress streams and a cancel takes effect between chunks.
         step = 50
         target = 0
