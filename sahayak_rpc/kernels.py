@@ -5,18 +5,21 @@ The trees' walk: every row through every tree.
 
 A gradient-boosted model is a few hundred shallow trees. Walking them in
 Python costs ~0.3 us a tree, so ~60 us a row; numpy cannot walk one row
-through many trees without a call per tree level. This walks the flat node
-arrays of ``scoring.TreeArrays`` with the same rules as
-``TreeScorer.leaves_reference`` (the plain-Python walk, kept as the reference
-the tests hold this one to), and sums the leaf values in tree order from the
-baseline, as ``raw_one`` always has, so scores are the same to the bit.
+through many trees without a call per tree level. This walks the trees of
+``scoring.TreeArrays``, packed by ``TreeScorer`` into one record per inner
+node, with the same rules as ``TreeScorer.leaves_reference`` (the plain-Python
+walk, kept as the reference the tests hold this one to), tree by tree over a
+block of rows, and sums each row's leaf values in tree order from the
+baseline, as ``raw_one`` always has, so scores are the same to the bit. One
+walk serves every path: a batch's scores, and the leaves an explanation needs.
 
 Only our own code is compiled: an artifact supplies arrays of numbers, never
 code. The compiled walk does not check bounds: ``artifact.load`` has already
 checked that every feature index is a column, every bitset index is in range
-and every child comes after its parent inside its own tree, so each walk stays
-in bounds and ends (docs/artifact.md, rule 10). The Predict reader checks
-every read against the end of the client's bytes before it makes it. The
+and every child comes after its parent inside its own tree (packing keeps the
+order), so each walk stays in bounds and ends (docs/artifact.md, rule 10).
+The Predict reader checks every read against the end of the client's bytes
+before it makes it. The
 kernels are compiled before the server opens its port (``warm``: about four
 seconds the first time; ``cache=True`` keeps the machine code in
 ``__pycache__``, or under ``$NUMBA_CACHE_DIR``, for the next start).
