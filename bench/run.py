@@ -149,6 +149,96 @@ def ratio(a: list[float], b: list[float]) -> float:
     return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 3)
 
 
+def batch_rate(client: Client, model: str, batch_rows: list[dict[str, Any]], repeats: int, key: str) -> dict[str, object]:
+    """1,000-row columnar PredictBatch calls to ``model``, as ``predict_batch_rows_per_s`` measures them."""
+    from sahayak_rpc._proto.sahayak.v1 import inference_pb2
+    from sahayak_rpc.client import feature_columns
+
+    request = inference_pb2.PredictBatchRequest(model=model)
+    feature_columns(batch_rows, request.columns)
+    for _ in range(5):
+        client.inference.PredictBatch(request)
+    rates = []
+    for _ in range(repeats):
+        wait_log_drained(client)
+        start = time.perf_counter()
+        calls = 0
+        while calls < 200 and (calls < 20 or time.perf_counter() - start < 2.0):  # a tree batch is slower
+            client.inference.PredictBatch(request)
+            calls += 1
+        rates.append(calls * len(batch_rows) / (time.perf_counter() - start))
+    return {key: round(statistics.median(rates))}
+
+
+def tree_model(client: Client, figures: dict[str, object]) -> str:
+    """A model with a gradient-boosted champion: the demo model when trees won its run, else one
+    trained on trees only."""
+    if figures.get("train_family") == "gradient_boosting":
+        return DEMO_MODEL_NAME
+    name = "bench-trees"
+    make_model(client, name)
+    client.import_outcomes(name, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id)
+                                  for e in generate_outcomes(20_000, seed=12)])
+    client.train(name, families=["gradient_boosting"], timeout=1800)
+    return name
+
+
+def bench_trees_inproc(repeats: int, calls: int) -> dict[str, object]:
+    """Our batch scoring of 1,000 rows (ScoringModel.predict_matrix: the walk and the calibrator, as a
+    checked batch is scored) against scikit-learn's predict_proba on the same fitted model and rows,
+    in alternating blocks: the model Trainer fits (training.tree_classifier), grown
+    to the settings' max_iterations (500 trees) without early stopping, over 20,000 demo outcomes.
+    predict_proba runs as a user would call it (its OpenMP threads on every core) and, for the
+    ``_1thread`` figure, on one thread, as our walk runs."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from sahayak_rpc.demo_data import DEMO_SCHEMA
+    from sahayak_rpc.encoding import RawEncoder
+    from sahayak_rpc.scoring import Calibrator, ScoringModel, TreeScorer
+    from sahayak_rpc.settings import ModelSettings
+    from sahayak_rpc.training import export_trees, tree_classifier
+
+    raw = RawEncoder.from_schema(DEMO_SCHEMA)
+    examples = generate_outcomes(20_000, seed=13)
+    settings = ModelSettings()
+    hgb = tree_classifier(settings, raw).set_params(max_iter=settings.training.gradient_boosting.max_iterations,
+                                                    early_stopping=False, warm_start=False)
+    hgb.fit(raw.transform([e.features for e in examples]), np.array([e.label for e in examples], dtype=int))
+    model = ScoringModel(DEMO_SCHEMA, "gradient_boosting", 0.5, Calibrator("none"),
+                         trees=TreeScorer(export_trees(hgb, len(raw.names)), raw))
+    X = raw.transform([e.features for e in generate_outcomes(1000, seed=8)])
+    if not np.allclose(model.predict_matrix(X), hgb.predict_proba(X)[:, 1], rtol=0, atol=1e-12):
+        raise RuntimeError("our scores differ from predict_proba's")
+
+    def one_thread() -> object:
+        with threadpool_limits(limits=1):
+            return hgb.predict_proba(X)
+
+    calls_of = {"ours": lambda: model.predict_matrix(X), "sklearn": lambda: hgb.predict_proba(X),
+                "sklearn_1thread": one_thread}
+    lat: dict[str, list[float]] = {k: [] for k in calls_of}
+    for fn in calls_of.values():
+        for _ in range(3):
+            fn()
+    for _ in range(max(repeats, 5)):
+        # Alternating blocks of a median call each, a block at least 10 calls and ~0.3 s (predict_proba
+        # on a busy machine can take a second a call: its threads wait for each other).
+        for key, fn in calls_of.items():
+            samples: list[float] = []
+            begin = time.perf_counter()
+            while len(samples) < 10 or (len(samples) < calls and time.perf_counter() - begin < 0.3):
+                start = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - start)
+            lat[key].append(statistics.median(samples) * 1e6)
+    return {"trees_batch_trees": int(hgb.n_iter_),
+            "trees_batch_inproc_rows_per_s": round(1000 / (statistics.median(lat["ours"]) / 1e6)),
+            "sklearn_batch_rows_per_s": round(1000 / (statistics.median(lat["sklearn"]) / 1e6)),
+            "trees_batch_vs_sklearn": ratio(lat["sklearn"], lat["ours"]),
+            "trees_batch_vs_sklearn_1thread": ratio(lat["sklearn_1thread"], lat["ours"])}
+
+
 def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[str, object]:
     """Training, incremental updates, Predict / PredictBatch / Recommend and the local scorer."""
     from sahayak_rpc.demo_data import SCHEMES, generate_outcomes
@@ -248,6 +338,7 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
             client.inference.PredictBatch(request)
         rates.append(200 * 1000 / (time.perf_counter() - start))
     figures["predict_batch_rows_per_s"] = round(statistics.median(rates))
+    figures.update(batch_rate(client, tree_model(client, figures), batch_rows, repeats, "predict_batch_trees_rows_per_s"))
 
     for key, model in (("local_score_p50_us", linear), ("local_score_trees_p50_us", DEMO_MODEL_NAME)):
         with client.local_scorer(model, report=False) as scorer:
@@ -419,6 +510,7 @@ def main() -> int:
                 figures.update(bench_latencies(client, repeats, calls))
                 figures.update(bench_import(client, max(1, repeats // 2), rows))
                 figures.update(bench_learning(client, repeats, calls, rows))
+                figures.update(bench_trees_inproc(repeats, calls))
                 figures.update(bench_monitoring(client, repeats, calls))
                 figures.update(bench_security(Path(tmp), repeats, calls))
                 figures.update(bench_logging(Path(tmp), repeats, calls))

@@ -5,17 +5,20 @@ The trees' walk: every row through every tree.
 
 A gradient-boosted model is a few hundred shallow trees. Walking them in
 Python costs ~0.3 us a tree, so ~60 us a row; numpy cannot walk one row
-through many trees without a call per tree level. This walks the flat node
-arrays of ``scoring.TreeArrays`` with the same rules as
-``TreeScorer.leaves_reference`` (the plain-Python walk, kept as the reference
-the tests hold this one to), and sums the leaf values in tree order from the
-baseline, as ``raw_one`` always has, so scores are the same to the bit.
+through many trees without a call per tree level. This walks the trees of
+``scoring.TreeArrays``, packed by ``TreeScorer`` into one record per inner
+node, with the same rules as ``TreeScorer.leaves_reference`` (the plain-Python
+walk, kept as the reference the tests hold this one to), tree by tree over a
+block of rows, and sums each row's leaf values in tree order from the
+baseline, as ``raw_one`` always has, so scores are the same to the bit. One
+walk serves every path: a batch's scores, and the leaves an explanation needs.
 
 Only our own code is compiled: an artifact supplies arrays of numbers, never
 code. The compiled walk does not check bounds: ``artifact.load`` has already
 checked that every feature index is a column, every bitset index is in range
-and every child comes after its parent inside its own tree, so each walk stays
-in bounds and ends (docs/artifact.md, rule 10). The kernels are compiled before the server opens its port (``warm``: about four
+and every child comes after its parent inside its own tree (packing keeps the
+order), so each walk stays in bounds and ends (docs/artifact.md, rule 10).
+The kernels are compiled before the server opens its port (``warm``: about four
 seconds the first time; ``cache=True`` keeps the machine code in
 ``__pycache__``, or under ``$NUMBA_CACHE_DIR``, for the next start).
 """
@@ -40,46 +43,51 @@ def _compiled(fn: Any) -> Any:
 
 
 @_compiled
-def walk(X: Any, roots: Any, feature: Any, threshold: Any, missing_left: Any, left: Any, right: Any,
-         bitset: Any, words: Any, leaf_of: Any, leaf_value: Any, baseline: float,
-         leaves: Any, raw: Any) -> None:
-    """For each row i of X (C-ordered float64, NaN = missing): ``leaves[i, t]`` = the leaf index
-    tree t routes it to, ``raw[i]`` = baseline + the leaves' values, summed in tree order.
+def walk(X: Any, roots: Any, nodes: Any, threshold: Any, words: Any, leaf_value: Any, baseline: float,
+         block: int, leaves: Any, raw: Any) -> None:
+    """For each row i of X (C-ordered float64, NaN = missing): ``raw[i]`` = baseline + the values of
+    the leaves the trees route it to, summed in tree order; and, when ``leaves`` has rows, ``leaves[i,
+    t]`` = the leaf index tree t routes it to (an explanation needs them; a plain score does not).
 
-    A numeric split sends v <= threshold left, v > threshold right, NaN by ``missing_left``. A
-    categorical split (``bitset[node]`` >= 0) sends category c left when bit c of its 256-bit set
-    (``words[bitset[node]]``: eight 32-bit words, low first) is set; NaN by ``missing_left``; a
-    code outside 0-255 right, as a bit that is not set.
+    The trees come packed (``scoring.TreeScorer``): inner nodes only, one int32 record each in
+    ``nodes`` (feature, left, right, flags) beside its ``threshold``. A child (and a root) >= 0 is
+    an inner node, < 0 is ``~leaf``. Flags: bit 0 set when a missing value goes left; bits 1 and up,
+    0 for a numeric split, else 1 + the split's 256-bit set (``words[set]``: eight 32-bit words, low
+    first). A numeric split sends v <= threshold left, v > threshold right, NaN by bit 0. A
+    categorical split sends category c left when bit c of its set is set; NaN by bit 0; a code
+    outside 0-255 right, as a bit that is not set.
+
+    The loop runs tree by tree over a block of ``block`` rows (each tree's few nodes stay in the
+    nearest cache while every row of the block walks it) with one accumulator per row, so each
+    row's sum still takes its leaves in tree order: the same additions in the same order, the
+    same score to the bit.
     """
     one = np.uint64(1)
-    for i in range(X.shape[0]):
-        z = baseline
+    n = X.shape[0]
+    keep = leaves.shape[0] > 0
+    for start in range(0, n, block):
+        end = min(n, start + block)
+        for i in range(start, end):
+            raw[i] = baseline
         for t in range(roots.shape[0]):
-            node = roots[t]
-            while feature[node] >= 0:
-                v = X[i, feature[node]]
-                b = bitset[node]
-                if b < 0:
-                    if v <= threshold[node]:
-                        node = left[node]
-                    elif v > threshold[node]:
-                        node = right[node]
-                    elif missing_left[node]:
-                        node = left[node]
+            root = roots[t]
+            for i in range(start, end):
+                node = root
+                while node >= 0:
+                    v = X[i, nodes[node, 0]]
+                    flags = nodes[node, 3]
+                    if flags < 2:
+                        right = (v > threshold[node]) | ((v != v) & ((flags & 1) == 0))
+                    elif v != v:
+                        right = (flags & 1) == 0
                     else:
-                        node = right[node]
-                elif v != v:
-                    node = left[node] if missing_left[node] else right[node]
-                else:
-                    c = int(v)
-                    if 0 <= c < 256 and (words[b, c >> 5] >> np.uint64(c & 31)) & one:
-                        node = left[node]
-                    else:
-                        node = right[node]
-            k = leaf_of[node]
-            leaves[i, t] = k
-            z += leaf_value[k]
-        raw[i] = z
+                        b = (flags >> 1) - 1
+                        c = int(v) if -1.0 < v < 256.0 else 256  # int() truncates toward 0
+                        right = not (c < 256 and (words[b, c >> 5] >> np.uint64(c & 31)) & one)
+                    node = nodes[node, 1 + np.int64(right)]
+                raw[i] += leaf_value[~node]
+                if keep:
+                    leaves[i, t] = ~node
 
 
 @_compiled
@@ -127,8 +135,7 @@ def warm() -> None:
             linear_checked(matrix, np.zeros(1), np.ones(1), np.zeros(1, dtype=np.bool_), np.ones(1, dtype=np.bool_),
                            np.zeros(1), np.zeros(1), np.full(1, -1, dtype=np.int64), np.zeros(1, dtype=np.int64),
                            np.zeros(1), 0.0, np.empty(1))
-            if dtype is np.float64:  # the trees' walk takes float64 only
-                walk(matrix, np.zeros(1, dtype=np.int64), np.full(1, -1, dtype=np.int64), np.zeros(1),
-                     np.zeros(1, dtype=np.bool_), np.full(1, -1, dtype=np.int64), np.full(1, -1, dtype=np.int64),
-                     np.full(1, -1, dtype=np.int64), np.zeros((1, 8), dtype=np.uint64), np.zeros(1, dtype=np.int64),
-                     np.zeros(1), 0.0, np.empty((1, 1), dtype=np.int64), np.empty(1))
+            if dtype is np.float64:  # the trees' walk takes float64 only; leaves kept or not
+                for kept in (np.empty((1, 1), dtype=np.int64), np.empty((0, 0), dtype=np.int64)):
+                    walk(matrix, np.full(1, -1, dtype=np.int64), np.zeros((1, 4), dtype=np.int32), np.zeros(1),
+                         np.zeros((1, 8), dtype=np.uint64), np.zeros(1), 0.0, 1, kept, np.empty(1))

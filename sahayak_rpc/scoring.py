@@ -384,27 +384,41 @@ class TreeScorer:
         }
         words = [[(b >> (32 * w)) & 0xFFFFFFFF for w in range(8)] for b in t.bitsets] or [[0] * 8]
         self._words = np.asarray(words, dtype=np.uint64)
-        # The compiled walk (kernels.py) over the same arrays, plus each node's leaf index (-1: inner).
-        node_leaf = np.full(len(t.feature), -1, dtype=np.int64)
-        for node, k in leaf_of.items():
-            node_leaf[node] = k
+        # The compiled walk (kernels.walk) over the trees packed: the inner nodes only, in their order
+        # (a child still after its parent), one int32 record each (feature, left, right, flags) beside
+        # its threshold; a child or root < 0 is ~leaf: a step reads one 16-byte record and a threshold,
+        # not seven arrays (docs/benchmarks.md, "Tree champions").
         a = self._np
-        self._walk_args = (np.asarray(t.roots, dtype=np.int64), a["feature"], a["threshold"], a["missing_left"],
-                           a["left"], a["right"], a["bitset"], self._words, node_leaf, self._leaf_array,
-                           float(t.baseline))
+        feature = a["feature"]
+        inner = np.flatnonzero(feature >= 0)
+        ref = np.empty(len(feature), dtype=np.int64)
+        ref[inner] = np.arange(len(inner))
+        for node, k in leaf_of.items():
+            ref[node] = ~k
+        nodes = np.empty((len(inner), 4), dtype=np.int32)
+        nodes[:, 0] = feature[inner]
+        nodes[:, 1] = ref[a["left"][inner]]
+        nodes[:, 2] = ref[a["right"][inner]]
+        nodes[:, 3] = a["missing_left"][inner] | ((a["bitset"][inner] + 1) << 1)
+        # Rows a block: each tree is walked by a block of rows at a time, the block's values kept in
+        # the nearer caches (~256 KiB of them).
+        block = max(64, 32768 // max(1, n_features))
+        self._walk_args = (ref[np.asarray(t.roots, dtype=np.int64)], nodes, np.ascontiguousarray(a["threshold"][inner]),
+                           self._words, self._leaf_array, float(t.baseline), block)
         self.walk(np.zeros((1, n_features)))  # compiled now (once per process), not on a request
 
-    def walk(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def walk(self, X: np.ndarray, leaves: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """For an [n, F] raw-layout matrix (NaN = missing): the leaf index each tree routes each row to
-        ([n, trees]) and each row's raw score (baseline + its leaves' values, in tree order)."""
+        ([n, trees]; [0, 0] without ``leaves``) and each row's raw score (baseline + its leaves'
+        values, in tree order)."""
         from . import kernels  # numba loads with the first tree model, not with every import
 
         X = np.ascontiguousarray(X, dtype=np.float64)
         n = X.shape[0]
-        leaves = np.empty((n, len(self.trees.roots)), dtype=np.int64)
+        out = np.empty((n, len(self.trees.roots)) if leaves else (0, 0), dtype=np.int64)
         raw = np.empty(n, dtype=np.float64)
-        kernels.walk(X, *self._walk_args, leaves, raw)
-        return leaves, raw
+        kernels.walk(X, *self._walk_args, out, raw)
+        return out, raw
 
     def vector(self, row: Mapping[str, Any]) -> list[float]:
         nan = math.nan
@@ -479,7 +493,7 @@ class TreeScorer:
         return parts
 
     def raw_matrix(self, X: np.ndarray) -> np.ndarray:
-        return self.walk(X)[1]
+        return self.walk(X, leaves=False)[1]
 
     def matrix_from_columns(self, n: int, columns: Mapping[str, Column]) -> np.ndarray:
         X = np.full((n, len(self.raw.names)), np.nan)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression, SGDClassifier
@@ -346,6 +347,18 @@ def select_candidate(candidates: Sequence[FittedCandidate], labels: np.ndarray, 
     return pick
 
 
+def tree_classifier(settings: ModelSettings, raw: RawEncoder) -> HistGradientBoostingClassifier:
+    """The gradient-boosted classifier Trainer fits (max_iter 0: it grows in chunks up to the
+    settings' max_iterations, stopping early on the calibration rows) for ``raw``'s layout."""
+    p = settings.training.gradient_boosting
+    native = raw.categorical_mask & np.array([len(c) <= _MAX_TREE_CATEGORIES for c in raw.categories])
+    return HistGradientBoostingClassifier(
+        learning_rate=p.learning_rate, max_iter=0, max_leaf_nodes=p.max_leaf_nodes, l2_regularization=p.l2,
+        categorical_features=native if native.any() else None, early_stopping=True, n_iter_no_change=TREE_PATIENCE,
+        warm_start=True, random_state=settings.training.random_seed,
+    )
+
+
 class Trainer:
     """Fits the enabled families on one data set and keeps the best on validation."""
 
@@ -451,13 +464,8 @@ class Trainer:
         p = self.settings.training.gradient_boosting
         start = time.perf_counter()
         raw = RawEncoder.from_schema(self.schema)
-        native = raw.categorical_mask & np.array([len(c) <= _MAX_TREE_CATEGORIES for c in raw.categories])
         X, Xc = raw.transform(fit.rows), raw.transform(cal.rows)
-        shape = {"learning_rate": p.learning_rate, "max_leaf_nodes": p.max_leaf_nodes, "l2_regularization": p.l2,
-                 "categorical_features": native if native.any() else None,
-                 "random_state": self.settings.training.random_seed}
-        model = HistGradientBoostingClassifier(max_iter=0, early_stopping=True, n_iter_no_change=TREE_PATIENCE,
-                                               warm_start=True, **shape)
+        model = tree_classifier(self.settings, raw)
         # Fit in chunks so progress streams and a cancel takes effect between chunks.
         step = 50
         target = 0
@@ -482,7 +490,7 @@ class Trainer:
             iterations = max(1, round(max(best, 1) * len(train) / len(fit)))
             self._progress(phase="fitting", family="gradient_boosting", message=f"refitting on {len(train)} rows, "
                                                                                  f"{iterations} iterations")
-            model = HistGradientBoostingClassifier(max_iter=iterations, early_stopping=False, **shape)
+            model = clone(model).set_params(max_iter=iterations, early_stopping=False, warm_start=False)
             model.fit(np.vstack([X, Xc]), np.concatenate([fit.labels, cal.labels]))
         scorer = TreeScorer(export_trees(model, len(raw.names)), raw)
         raw_val = scorer.raw_matrix(raw.transform(valid.rows))

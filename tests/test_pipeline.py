@@ -344,3 +344,71 @@ def test_the_compiled_forest_reads_every_bit_of_a_256_category_split() -> None:
         assert leaves[i].tolist() == scorer.leaves_reference([c]), c
         goes_left = c != c or int(c) in left_set
         assert raw[i] == (1.5 if goes_left else -0.5), c
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, "block - 1", "block", "2 block + 3"])
+def test_the_compiled_forest_scores_any_batch_as_the_reference_with_or_without_leaves(trained, n) -> None:
+    """The walk goes tree by tree over blocks of rows: a batch of any size (empty, one row, an odd
+    count, across block edges) gets the reference's leaves and sums to the bit, and a plain score
+    (raw_matrix, no leaves kept) is the same score. Rows mix NaN, the trees' own thresholds, every
+    category (and codes past the declared ones) and values far outside the data."""
+    trees = next(c.model.trees for c in trained.candidates if c.model.trees is not None)
+    t = trees.trees
+    block = trees._walk_args[-1]
+    size = {"block - 1": block - 1, "block": block, "2 block + 3": 2 * block + 3}.get(n, n)
+    assert isinstance(size, int)
+    rng = np.random.default_rng(size)
+    thresholds = np.array(sorted({t.threshold[i] for i, f in enumerate(t.feature) if f >= 0 and t.bitset[i] < 0}))
+    width = len(trees.raw.names)
+    X = np.empty((size, width))
+    for j, kind in enumerate(trees.raw.kinds):
+        if kind == "categorical":
+            col = rng.integers(0, len(trees.raw.categories[j]) + 3, size).astype(float)
+        elif kind == "boolean":
+            col = rng.integers(0, 2, size).astype(float)
+        else:
+            col = np.where(rng.random(size) < 0.5, rng.choice(thresholds, size), rng.normal(0, 1e3, size))
+            col[rng.random(size) < 0.05] = rng.choice([-1e12, 1e12], 1)[0]
+        col[rng.random(size) < 0.1] = np.nan
+        X[:, j] = col
+    leaves, raw = trees.walk(X)
+    assert leaves.shape == (size, len(t.roots)) and raw.shape == (size,)
+    none, plain = trees.walk(X, leaves=False)
+    assert none.shape == (0, 0)
+    np.testing.assert_array_equal(plain, raw)
+    np.testing.assert_array_equal(trees.raw_matrix(X), raw)
+    for i in sorted({*range(0, size, 97), size - 1} & set(range(size))):
+        expected = trees.leaves_reference(X[i].tolist())
+        assert leaves[i].tolist() == expected
+        z = t.baseline
+        for leaf in expected:
+            z += trees._leaf_value[leaf]
+        assert raw[i] == z
+
+
+def test_the_compiled_forest_handles_a_tree_that_is_one_leaf_and_codes_out_of_range() -> None:
+    """A tree with no split (its root a leaf) adds its value to every row; a categorical code outside
+    0-255 (or infinite) goes right, as a bit that is not set; a numeric NaN goes by missing_left."""
+    from sahayak_rpc.scoring import TreeArrays, TreeScorer
+
+    # Tree 0: node 0 splits column 0 at 1.5 (NaN right), leaves 1 (left, 1.0) and 2 (right, -1.0).
+    # Tree 1: node 3 is a leaf worth 0.25. Tree 2: node 4 splits category column 1 by set {0, 255}
+    # (NaN left), leaves 5 (left, 10.0) and 6 (right, 20.0).
+    trees = TreeArrays(baseline=0.5, roots=(0, 3, 4), feature=(0, -1, -1, -1, 1, -1, -1),
+                       threshold=(1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+                       missing_left=(False, False, False, False, True, False, False),
+                       left=(1, -1, -1, -1, 5, -1, -1), right=(2, -1, -1, -1, 6, -1, -1),
+                       value=(0.0, 1.0, -1.0, 0.25, 0.0, 10.0, 20.0), bitset=(-1, -1, -1, -1, 0, -1, -1),
+                       bitsets=(1 | 1 << 255,))
+    scorer = TreeScorer(trees, RawEncoder(("x", "c"), ("numeric", "categorical"),
+                                          ((), tuple(f"w{i}" for i in range(256)))))
+    X = np.array([[1.5, 0.0], [1.6, 255.0], [math.nan, math.nan], [0.0, 256.0], [0.0, -1.0], [0.0, math.inf],
+                  [0.0, -math.inf], [0.0, 1.0]])
+    leaves, raw = scorer.walk(X)
+    assert leaves.tolist() == [[0, 2, 3], [1, 2, 3], [1, 2, 3], [0, 2, 4], [0, 2, 4], [0, 2, 4], [0, 2, 4],
+                               [0, 2, 4]]
+    np.testing.assert_array_equal(raw, [0.5 + 1.0 + 0.25 + 10.0, 0.5 - 1.0 + 0.25 + 10.0, 0.5 - 1.0 + 0.25 + 10.0,
+                                        *[0.5 + 1.0 + 0.25 + 20.0] * 5])
+    for i in (0, 1, 2):
+        assert leaves[i].tolist() == scorer.leaves_reference(X[i].tolist())
+    np.testing.assert_array_equal(scorer.raw_matrix(X), raw)
