@@ -26,8 +26,9 @@ import numpy as np
 import orjson
 
 from .encoding import MISSING, UNKNOWN, LinearEncoder, RawEncoder
-from .schema import MODEL_NAME_RE, Schema, SchemaError, schema_from_dict, schema_to_dict
+from .schema import MAX_MAGNITUDE, MODEL_NAME_RE, Schema, SchemaError, schema_from_dict, schema_to_dict
 from .scoring import Calibrator, LinearScorer, ScoringModel, TreeArrays, TreeScorer
+from .settings import FAMILIES
 
 __all__ = ["FORMAT", "MAGIC", "ArtifactError", "ArtifactInfo", "dump", "load", "peek"]
 
@@ -35,15 +36,14 @@ FORMAT = "sahayak-model/1"
 MAGIC = b"SAHAYAK-MODEL/1"
 DEFAULT_MAX_BYTES = 64 << 20
 
-FAMILIES = ("logistic_regression", "gradient_boosting")
 CALIBRATION_METHODS = ("none", "sigmoid", "isotonic")
 # Hard caps, checked before any per-element work; the byte limit usually binds first.
 MAX_TREE_NODES = 2_000_000
 MAX_DESIGN_COLUMNS = 100_000
 MAX_CALIBRATION_POINTS = 1_000_000
-# No fitted value comes near this; with it, sums and products over a whole model
-# (<= 2M tree values, <= 100k weight * mean products) cannot overflow to inf.
-MAX_MAGNITUDE = 1e100
+# MAX_MAGNITUDE (schema.py) bounds every number an artifact holds: no fitted value comes near it, and
+# with it sums and products over a whole model (<= 2M tree values, <= 100k weight * mean products)
+# cannot overflow to inf.
 # fit_linear replaces a smaller spread with 1.0, so a valid encoder never has one.
 MIN_STD = 1e-12
 # The scorer's vectorised path reads a categorical split as 8 x 32-bit words.

@@ -27,7 +27,7 @@ MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 MAX_CATEGORY_LEN = 256
 MAX_FEATURES = 1000
 # The largest magnitude a numeric value may have, whatever its feature's bounds: the
-# portable artifact's bound (artifact.MAX_MAGNITUDE). A stored value past it made every
+# portable artifact's bound too (artifact.py). A stored value past it made every
 # later training run of its model fail (means, scales, tree thresholds past the bound).
 MAX_MAGNITUDE = 1e100
 
