@@ -68,7 +68,9 @@ def compare_with_bayes(client: Client, name: str, examples: list[DemoExample], r
     labels = np.array([int(e.label) for e in examples])
     mask = split.stratified(ids, labels, t.validation_fraction, t.random_seed)
     probs = np.array([e.probability for e in examples])
-    version = client.get_version(name, version=run.produced_version) if run.produced_version else None
+    # A run on exactly the champion's outcomes registers nothing: the champion it left serving is the one to compare.
+    number = run.produced_version or int(run.parameters.get("unchanged_from_version", "0") or 0)
+    version = client.get_version(name, version=number) if number else None
     metrics = json_format.MessageToDict(version.validation_metrics, preserving_proto_field_name=True) if version else {}
     bayes = bayes_optimal_accuracy(probs[mask], labels[mask])
     out: dict[str, Any] = {
