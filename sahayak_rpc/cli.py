@@ -220,7 +220,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .api.convert import schema_from_proto
+    from .api.convert_registry import schema_from_proto
     from .outcome_files import read_outcomes
 
     path = Path(args.file)

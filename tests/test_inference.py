@@ -349,16 +349,16 @@ def test_bad_columnar_candidates_are_refused(trained: Running) -> None:
 
 @pytest.mark.parametrize("n", [0, 1, 15, 16, 2_047, 2_048, 100_000])
 def test_packed_fields_read_back_as_the_arrays(n: int) -> None:
-    """convert.packed_doubles / packed_labels, merged into a response, give the same message as filling
+    """convert_inference.packed_doubles / packed_labels, merged into a response, give the same message as filling
     the fields from lists (lengths chosen at the varint's byte boundaries: 128 and 16,384 bytes)."""
     from sahayak_rpc._proto.sahayak.v1 import inference_pb2
-    from sahayak_rpc.api import convert
+    from sahayak_rpc.api import convert_inference
 
     probs = np.random.default_rng(n).random(n)
     fields = inference_pb2.PredictBatchResponse.DESCRIPTOR.fields_by_name
     packed = inference_pb2.PredictBatchResponse(version=3)
-    packed.MergeFromString(convert.packed_doubles(fields["probabilities"].number, probs)
-                           + convert.packed_labels(fields["labels"].number, probs >= 0.5))
+    packed.MergeFromString(convert_inference.packed_doubles(fields["probabilities"].number, probs)
+                           + convert_inference.packed_labels(fields["labels"].number, probs >= 0.5))
     listed = inference_pb2.PredictBatchResponse(
         version=3, probabilities=probs.tolist(),
         labels=[common_pb2.LABEL_POSITIVE if p >= 0.5 else common_pb2.LABEL_NEGATIVE for p in probs])

@@ -9,7 +9,7 @@ from ..app.inference import Inference
 from ..errors import InvalidArgument
 from ..schema import FieldError, columns_to_rows
 from .._proto.sahayak.v1 import common_pb2, inference_pb2, inference_pb2_grpc
-from . import convert
+from . import convert, convert_inference
 
 _POS, _NEG = common_pb2.LABEL_POSITIVE, common_pb2.LABEL_NEGATIVE
 _BATCH_FIELDS = inference_pb2.PredictBatchResponse.DESCRIPTOR.fields_by_name
@@ -39,7 +39,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                                     _entities(request.entities, "entities"))
         response = inference_pb2.PredictResponse(prediction_id=p.prediction_id, probability=p.probability,
                                                  label=_POS if p.label else _NEG, version=p.version)
-        convert.contributions_to_proto(p.contributions, row, response.contributions)
+        convert_inference.contributions_to_proto(p.contributions, row, response.contributions)
         return response
 
     def PredictBatch(self, request: inference_pb2.PredictBatchRequest, context: grpc.ServicerContext) -> inference_pb2.PredictBatchResponse:
@@ -55,15 +55,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             rows = [convert.row_from_proto(r.features) for r in request.rows]
             batch_id, served, probs = self._inference.predict_rows(model, request.version, request.alias, rows)
         response = inference_pb2.PredictBatchResponse(version=served.version, batch_id=batch_id)
-        # Both arrays in their packed wire form, read in C (convert.packed_field).
-        response.MergeFromString(convert.packed_doubles(_PROBABILITIES, probs)
-                                 + convert.packed_labels(_LABELS, probs >= served.model.threshold))
+        # Both arrays in their packed wire form, read in C (convert_inference.packed_field).
+        response.MergeFromString(convert_inference.packed_doubles(_PROBABILITIES, probs)
+                                 + convert_inference.packed_labels(_LABELS, probs >= served.model.threshold))
         if request.explain_top_k > 0:
             if rows is None:
                 rows = columns_to_rows(model.schema, request.columns.row_count, convert.columns_from_proto(request.columns))
             for row in rows:
                 _, parts = served.model.explain_one(row, request.explain_top_k)
-                convert.contributions_to_proto(parts, row, response.explanations.add().contributions)
+                convert_inference.contributions_to_proto(parts, row, response.explanations.add().contributions)
         return response
 
     def Recommend(self, request: inference_pb2.RecommendRequest, context: grpc.ServicerContext) -> inference_pb2.RecommendResponse:
@@ -82,7 +82,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 out = response.recommendations.add(
                     candidate_id=r.candidate_id, rank=r.rank, probability=r.probability, score=r.score,
                     label=_POS if r.label else _NEG, prediction_id=r.prediction_id)
-                convert.contributions_to_proto(r.contributions, r.explained or {}, out.contributions)
+                convert_inference.contributions_to_proto(r.contributions, r.explained or {}, out.contributions)
             return response
         candidates = [(c.candidate_id, convert.row_from_proto(c.features), c.benefit) for c in request.candidates]
         if not candidates:
@@ -99,6 +99,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             if r.contributions:
                 own = by_id[r.candidate_id]
                 values = {name: own[name] if name in own else subject.get(name) for name, _ in r.contributions}
-                convert.contributions_to_proto(r.contributions, values, out.contributions)
+                convert_inference.contributions_to_proto(r.contributions, values, out.contributions)
         return response
 

@@ -18,7 +18,7 @@ from ..schema import FieldError
 from ..store import ModelRecord
 from ..training import split_rows
 from .._proto.sahayak.v1 import registry_pb2, registry_pb2_grpc
-from . import convert
+from . import convert, convert_registry
 
 _IMMUTABLE = {"name", "features", "label", "create_time", "update_time", "champion_version", "aliases"}
 
@@ -30,7 +30,7 @@ class _ModelsServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         self._registry = registry
 
     def _model(self, record: ModelRecord) -> registry_pb2.Model:
-        m = convert.model_to_proto(record)
+        m = convert_registry.model_to_proto(record)
         aliases = self._registry.versions.aliases_of(record.id)
         m.aliases.update(aliases)
         m.champion_version = aliases.get("champion", 0)
@@ -38,9 +38,9 @@ class _ModelsServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
 
     def CreateModel(self, request: registry_pb2.CreateModelRequest, context: grpc.ServicerContext) -> registry_pb2.CreateModelResponse:
         m = request.model
-        schema = convert.schema_from_proto(m)
-        partial = convert.settings_proto_to_dict(m.settings)
-        settings = convert.settings_from_partial(partial, self._ctx.config.model_defaults)
+        schema = convert_registry.schema_from_proto(m)
+        partial = convert_registry.settings_proto_to_dict(m.settings)
+        settings = convert_registry.settings_from_partial(partial, self._ctx.config.model_defaults)
         record = self._catalog.create(m.name, m.description, schema, settings)
         return registry_pb2.CreateModelResponse(model=self._model(record))
 
@@ -74,11 +74,11 @@ class _ModelsServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
                 raise InvalidArgument.fields([FieldError(f"update_mask.paths[{i}]", f"unknown field {path!r}")])
         settings = current.settings
         if settings_paths:
-            partial = convert.settings_proto_to_dict(request.model.settings)
+            partial = convert_registry.settings_proto_to_dict(request.model.settings)
             if "" in settings_paths:
-                settings = convert.settings_from_partial(partial, self._ctx.config.model_defaults)
+                settings = convert_registry.settings_from_partial(partial, self._ctx.config.model_defaults)
             else:
-                settings = convert.apply_update_mask(settings, self._ctx.config.model_defaults, partial, settings_paths)
+                settings = convert_registry.apply_update_mask(settings, self._ctx.config.model_defaults, partial, settings_paths)
         record = self._catalog.update(current.name, description, settings)
         return registry_pb2.UpdateModelResponse(model=self._model(record))
 
@@ -107,14 +107,14 @@ class VersionsMixin:
         records, last = self._registry.list(model, request.page_size, self._int_token(request.page_token),
                                             request.include_archived)
         return registry_pb2.ListModelVersionsResponse(
-            versions=[convert.version_to_proto(model.name, r) for r in records],
+            versions=[convert_registry.version_to_proto(model.name, r) for r in records],
             next_page_token=convert.encode_token(str(last) if last else ""),
         )
 
     def GetModelVersion(self, request: registry_pb2.GetModelVersionRequest, context: grpc.ServicerContext) -> registry_pb2.GetModelVersionResponse:
         model = self._catalog.get(request.model)
         record = self._registry.get(model, request.version, request.alias)
-        return registry_pb2.GetModelVersionResponse(version=convert.version_to_proto(model.name, record))
+        return registry_pb2.GetModelVersionResponse(version=convert_registry.version_to_proto(model.name, record))
 
     def _rows(self, model: ModelRecord, data: registry_pb2.EvaluationData, default_validation: bool) -> tuple[list[dict], np.ndarray]:
         which = data.WhichOneof("source")
@@ -177,12 +177,12 @@ class VersionsMixin:
     def SetAlias(self, request: registry_pb2.SetAliasRequest, context: grpc.ServicerContext) -> registry_pb2.SetAliasResponse:
         model = self._catalog.get(request.model)
         event = self._registry.set_alias(model, request.alias, request.version, request.reason, request.force)
-        return registry_pb2.SetAliasResponse(event=convert.alias_event_to_proto(model.name, event))
+        return registry_pb2.SetAliasResponse(event=convert_registry.alias_event_to_proto(model.name, event))
 
     def DeleteAlias(self, request: registry_pb2.DeleteAliasRequest, context: grpc.ServicerContext) -> registry_pb2.DeleteAliasResponse:
         model = self._catalog.get(request.model)
         event = self._registry.delete_alias(model, request.alias, request.reason)
-        return registry_pb2.DeleteAliasResponse(event=convert.alias_event_to_proto(model.name, event))
+        return registry_pb2.DeleteAliasResponse(event=convert_registry.alias_event_to_proto(model.name, event))
 
     def ListAliasHistory(self, request: registry_pb2.ListAliasHistoryRequest, context: grpc.ServicerContext) -> registry_pb2.ListAliasHistoryResponse:
         model = self._catalog.get(request.model)
@@ -190,21 +190,21 @@ class VersionsMixin:
             raise InvalidArgument.fields([FieldError("page_size", "must not be negative")])
         events, last = self._registry.history(model, request.alias, request.page_size, self._int_token(request.page_token))
         return registry_pb2.ListAliasHistoryResponse(
-            events=[convert.alias_event_to_proto(model.name, e) for e in events],
+            events=[convert_registry.alias_event_to_proto(model.name, e) for e in events],
             next_page_token=convert.encode_token(str(last) if last else ""),
         )
 
     def RollbackModel(self, request: registry_pb2.RollbackModelRequest, context: grpc.ServicerContext) -> registry_pb2.RollbackModelResponse:
         model = self._catalog.get(request.model)
         event = self._registry.rollback(model, request.reason)
-        return registry_pb2.RollbackModelResponse(event=convert.alias_event_to_proto(model.name, event))
+        return registry_pb2.RollbackModelResponse(event=convert_registry.alias_event_to_proto(model.name, event))
 
     def ArchiveModelVersion(self, request: registry_pb2.ArchiveModelVersionRequest, context: grpc.ServicerContext) -> registry_pb2.ArchiveModelVersionResponse:
         model = self._catalog.get(request.model)
         if request.version <= 0:
             raise InvalidArgument.fields([FieldError("version", "required")])
         record = self._registry.archive(model, request.version)
-        return registry_pb2.ArchiveModelVersionResponse(version=convert.version_to_proto(model.name, record))
+        return registry_pb2.ArchiveModelVersionResponse(version=convert_registry.version_to_proto(model.name, record))
 
     def ExportModelVersion(self, request: registry_pb2.ExportModelVersionRequest, context: grpc.ServicerContext) -> registry_pb2.ExportModelVersionResponse:
         model = self._catalog.get(request.model)
@@ -216,7 +216,7 @@ class VersionsMixin:
         if not request.artifact:
             raise InvalidArgument.fields([FieldError("artifact", "required")])
         record = self._registry.import_(model, request.artifact, request.description)
-        return registry_pb2.ImportModelVersionResponse(version=convert.version_to_proto(model.name, record))
+        return registry_pb2.ImportModelVersionResponse(version=convert_registry.version_to_proto(model.name, record))
 
     def WatchChampion(self, request: registry_pb2.WatchChampionRequest, context: grpc.ServicerContext) -> Iterator[registry_pb2.WatchChampionResponse]:
         model = self._catalog.get(request.model)
@@ -224,7 +224,7 @@ class VersionsMixin:
             if served is None:
                 continue  # nothing serves yet: wait for the first champion
             data, record = self._registry.export(model, served.version, "")
-            yield registry_pb2.WatchChampionResponse(version=convert.version_to_proto(model.name, record), artifact=data)
+            yield registry_pb2.WatchChampionResponse(version=convert_registry.version_to_proto(model.name, record), artifact=data)
 
 
 class ModelRegistryServicer(VersionsMixin, _ModelsServicer):

@@ -14,7 +14,7 @@ from ..errors import InvalidArgument, ResourceExhausted
 from ..ingest import IngestReport
 from ..schema import FieldError
 from .._proto.sahayak.v1 import common_pb2, registry_pb2, training_pb2, training_pb2_grpc
-from . import convert
+from . import convert, convert_training
 
 # One message of an import stream may carry at most this many outcomes.
 MAX_BATCH_ROWS = 10_000
@@ -59,7 +59,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                 if message.HasField("columns"):
                     cands += [
                         Candidate(record, errors, checked=True)
-                        for record, errors in convert.outcomes_from_columns(
+                        for record, errors in convert_training.outcomes_from_columns(
                             message.columns, session.model.schema, now, "import")
                     ]
                 session.add(cands)
@@ -87,11 +87,11 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         split = convert.enum_from_proto(registry_pb2.SplitStrategy, "SPLIT_STRATEGY_", request.split, "split")
         run = self._runner.start(model, kind=kind, trigger="manual", families=families, split=split,
                                  description=request.description)
-        return training_pb2.StartTrainingResponse(run=convert.run_to_proto(model.name, run))
+        return training_pb2.StartTrainingResponse(run=convert_training.run_to_proto(model.name, run))
 
     def GetTrainingRun(self, request: training_pb2.GetTrainingRunRequest, context: grpc.ServicerContext) -> training_pb2.GetTrainingRunResponse:
         run = self._runner.get(request.run_id)
-        return training_pb2.GetTrainingRunResponse(run=convert.run_to_proto(self._catalog.by_id(run.model_id).name, run))
+        return training_pb2.GetTrainingRunResponse(run=convert_training.run_to_proto(self._catalog.by_id(run.model_id).name, run))
 
     def ListTrainingRuns(self, request: training_pb2.ListTrainingRunsRequest, context: grpc.ServicerContext) -> training_pb2.ListTrainingRunsResponse:
         model = self._catalog.get(request.model) if request.model else None
@@ -113,13 +113,13 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         names = {m.id: m.name for m in self._catalog.all()}
         last = f"{rows[-1][1].created_us}/{rows[-1][0]}" if more else ""
         return training_pb2.ListTrainingRunsResponse(
-            runs=[convert.run_to_proto(names.get(r.model_id, ""), r) for _, r in rows],
+            runs=[convert_training.run_to_proto(names.get(r.model_id, ""), r) for _, r in rows],
             next_page_token=convert.encode_token(last),
         )
 
     def CancelTrainingRun(self, request: training_pb2.CancelTrainingRunRequest, context: grpc.ServicerContext) -> training_pb2.CancelTrainingRunResponse:
         run = self._runner.cancel(request.run_id)
-        return training_pb2.CancelTrainingRunResponse(run=convert.run_to_proto(self._catalog.by_id(run.model_id).name, run))
+        return training_pb2.CancelTrainingRunResponse(run=convert_training.run_to_proto(self._catalog.by_id(run.model_id).name, run))
 
     def WatchTrainingRun(self, request: training_pb2.WatchTrainingRunRequest, context: grpc.ServicerContext) -> Iterator[training_pb2.WatchTrainingRunResponse]:
         run = self._runner.get(request.run_id)
@@ -133,5 +133,5 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             if event.metrics is not None:
                 msg.validation_metrics.CopyFrom(convert.metrics_to_proto(event.metrics.to_dict()))
             if event.final is not None:
-                msg.run.CopyFrom(convert.run_to_proto(name, event.final))
+                msg.run.CopyFrom(convert_training.run_to_proto(name, event.final))
             yield msg
