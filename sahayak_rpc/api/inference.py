@@ -7,7 +7,7 @@ import grpc
 from ..app.catalog import Catalog, PerSchema
 from ..app.inference import Inference
 from ..errors import InvalidArgument
-from ..schema import FieldError, columns_to_rows
+from ..schema import FieldError, Row
 from .._proto.sahayak.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from . import convert, convert_inference
 
@@ -47,10 +47,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         has_cols = request.HasField("columns")
         if has_cols == bool(request.rows):
             raise InvalidArgument.fields([FieldError("rows", "give exactly one of rows or columns")])
+        rows: list[Row] | None = None
+        columns = convert.columns_from_proto(request.columns) if has_cols else []
         if has_cols:
-            batch_id, served, probs, rows = self._inference.predict_columns(
-                model, request.version, request.alias, request.columns.row_count,
-                convert.columns_from_proto(request.columns))
+            batch_id, served, probs = self._inference.predict_columns(
+                model, request.version, request.alias, request.columns.row_count, columns)
         else:
             rows = [convert.row_from_proto(r.features) for r in request.rows]
             batch_id, served, probs = self._inference.predict_rows(model, request.version, request.alias, rows)
@@ -58,12 +59,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         # Both arrays in their packed wire form, read in C (convert_inference.packed_field).
         response.MergeFromString(convert_inference.packed_doubles(_PROBABILITIES, probs)
                                  + convert_inference.packed_labels(_LABELS, probs >= served.model.threshold))
-        if request.explain_top_k > 0:
-            if rows is None:
-                rows = columns_to_rows(model.schema, request.columns.row_count, convert.columns_from_proto(request.columns))
-            for row in rows:
-                _, parts = served.model.explain_one(row, request.explain_top_k)
-                convert_inference.contributions_to_proto(parts, row, response.explanations.add().contributions)
+        for row, parts in self._inference.explain_batch(model, served, rows, request.columns.row_count, columns,
+                                                        request.explain_top_k):
+            convert_inference.contributions_to_proto(parts, row, response.explanations.add().contributions)
         return response
 
     def Recommend(self, request: inference_pb2.RecommendRequest, context: grpc.ServicerContext) -> inference_pb2.RecommendResponse:

@@ -7,13 +7,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-import orjson
 from google.protobuf import json_format
 
 from ..app.catalog import Catalog
 from ..app.context import AppContext
 from ..app.ingest import Ingest
-from ..app.monitor import SEVERITIES, Monitor
+from ..app.monitor import SEVERITIES, LoggedPrediction, Monitor
 from ..app.registry import Registry
 from ..app.training_runs import TrainingRunner
 from ..errors import InvalidArgument, ResourceExhausted, ServiceError
@@ -27,7 +26,6 @@ from .._proto.sahayak.v1 import common_pb2, monitor_pb2, monitor_pb2_grpc
 from . import convert
 
 MAX_LOG_ROWS = 10_000
-DAY_US = 86_400_000_000
 
 
 def _replica_to_proto(r: ReplicaRow, leader: bool) -> monitor_pb2.ReplicaStatus:
@@ -103,44 +101,8 @@ class _StatusServicer(monitor_pb2_grpc.MonitorServiceServicer):
                 raise InvalidArgument.fields([FieldError("model", f"message {n} names another model")])
             if len(message.predictions) > MAX_LOG_ROWS:
                 raise ResourceExhausted(f"at most {MAX_LOG_ROWS} predictions per message", reason="BATCH_TOO_LARGE")
-            now = self._ctx.now_us()
-            batch: list[tuple[object, ...]] = []
-            for p in message.predictions:
-                errors: list[FieldError] = []
-                if not p.prediction_id:
-                    errors.append(FieldError("prediction.prediction_id", "required"))
-                convert.check_id(p.prediction_id, "prediction.prediction_id", errors)
-                if p.version <= 0:
-                    errors.append(FieldError("prediction.version", "required: the version that scored it"))
-                if not (math.isfinite(p.probability) and 0.0 <= p.probability <= 1.0):
-                    errors.append(FieldError("prediction.probability", "must be in [0, 1]"))
-                if p.label not in (common_pb2.LABEL_POSITIVE, common_pb2.LABEL_NEGATIVE):
-                    errors.append(FieldError("prediction.label", "required: LABEL_POSITIVE or LABEL_NEGATIVE"))
-                when = now
-                if p.HasField("time") and convert.check_timestamp(p.time, "prediction.time", errors):
-                    when = convert.ts_to_us(p.time)
-                    # Older than the log keeps it would be deleted at once; a day ahead means a wrong clock.
-                    oldest = now - int(self._ctx.config.prediction_retention_s * 1_000_000)
-                    if not oldest <= when <= now + DAY_US:
-                        errors.append(FieldError("prediction.time", "must be within the prediction retention"
-                                                 f" ({self._ctx.config.prediction_retention_s / 86400:g} days) and"
-                                                 " at most a day ahead of the server's clock"))
-                row = convert.row_from_proto(p.features)
-                errors += model.schema.validate_row(row, prefix="prediction.features")
-                if p.entities:
-                    convert.check_string_map(p.entities, "prediction.entities", errors)
-                report.received += 1
-                if errors:
-                    report.reject(index, p.prediction_id, errors[0].field, errors[0].reason)
-                else:
-                    batch.append((p.prediction_id, model.id, p.version, orjson.dumps(row).decode(), p.probability,
-                                  int(p.label == common_pb2.LABEL_POSITIVE), when,
-                                  orjson.dumps(dict(p.entities)).decode() if p.entities else None, "logged"))
-                index += 1
-            # Logged predictions are client data: committed before the reply, like outcomes.
-            if batch:
-                self._ctx.predictions.insert_many(batch)
-                report.accepted += len(batch)
+            items = [_logged_from_proto(p) for p in message.predictions]
+            index = self._monitor.log_predictions(model, items, report, index)
         return monitor_pb2.LogPredictionsResponse(
             accepted=report.accepted, rejected=report.rejected,
             errors=[common_pb2.RowError(index=i, id=ident, field=f, reason=r) for i, ident, f, r in report.errors],
@@ -148,6 +110,25 @@ class _StatusServicer(monitor_pb2_grpc.MonitorServiceServicer):
 
 
 # --- monitoring conversions ---------------------------------------------
+
+
+def _logged_from_proto(p: monitor_pb2.LoggedPrediction) -> tuple[LoggedPrediction, list[FieldError]]:
+    """A LogPredictions entry as the domain's record, with what is wrong with its form (the domain's
+    own rules are Monitor.log_predictions')."""
+    errors: list[FieldError] = []
+    if not p.prediction_id:
+        errors.append(FieldError("prediction.prediction_id", "required"))
+    convert.check_id(p.prediction_id, "prediction.prediction_id", errors)
+    if p.label not in (common_pb2.LABEL_POSITIVE, common_pb2.LABEL_NEGATIVE):
+        errors.append(FieldError("prediction.label", "required: LABEL_POSITIVE or LABEL_NEGATIVE"))
+    when = None
+    if p.HasField("time") and convert.check_timestamp(p.time, "prediction.time", errors):
+        when = convert.ts_to_us(p.time)
+    if p.entities:
+        convert.check_string_map(p.entities, "prediction.entities", errors)
+    record = LoggedPrediction(p.prediction_id, p.version, p.probability, p.label == common_pb2.LABEL_POSITIVE, when,
+                              convert.row_from_proto(p.features), dict(p.entities))
+    return record, errors
 
 def _window(w: monitor_pb2.PerformanceWindow, path: str) -> tuple[int | None, int | None, int]:
     errors: list[FieldError] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 import numpy as np
@@ -11,12 +10,10 @@ import numpy as np
 from .. import artifact as art
 from ..app.catalog import Catalog
 from ..app.context import AppContext
-from ..app.registry import Registry
-from ..app.training_runs import to_training_data
+from ..app.registry import EvaluationRows, Registry
 from ..errors import InvalidArgument
-from ..schema import FieldError
+from ..schema import FieldError, Row
 from ..store import ModelRecord
-from ..training import split_rows
 from .._proto.sahayak.v1 import registry_pb2, registry_pb2_grpc
 from . import convert, convert_registry
 
@@ -116,46 +113,24 @@ class VersionsMixin:
         record = self._registry.get(model, request.version, request.alias)
         return registry_pb2.GetModelVersionResponse(version=convert_registry.version_to_proto(model.name, record))
 
-    def _rows(self, model: ModelRecord, data: registry_pb2.EvaluationData, default_validation: bool) -> tuple[list[dict], np.ndarray]:
+    def _rows(self, model: ModelRecord, data: registry_pb2.EvaluationData) -> tuple[list[Row], np.ndarray]:
         which = data.WhichOneof("source")
         if which == "rows":
-            rows: list[dict[str, Any]] = []
-            labels: list[int] = []
-            errors: list[FieldError] = []
+            now = self._ctx.now_us()
+            given = []
             for i, o in enumerate(data.rows.rows):
-                record, errs = convert.outcome_from_proto(o, self._ctx.now_us(), f"data.rows.rows[{i}]", "eval")
-                errs += model.schema.validate_row(record.features, prefix=f"data.rows.rows[{i}].features")
-                errors += errs
-                rows.append(record.features)
-                labels.append(int(record.label))
-                if len(errors) > 20:
-                    break
-            if errors:
-                raise InvalidArgument.fields(errors)
-            return rows, np.asarray(labels, dtype=np.int64)
+                record, errors = convert.outcome_from_proto(o, now, f"data.rows.rows[{i}]", "eval")
+                given.append((record.features, record.label, errors, f"data.rows.rows[{i}]"))
+            return self._registry.evaluation_rows(model, EvaluationRows(rows=given))
         if which == "outcomes":
-            w = data.outcomes
-            errors = []
-            start, end = convert.time_window(w.window, "data.outcomes.window")
-            if w.last_n < 0:
-                errors.append(FieldError("data.outcomes.last_n", "must not be negative"))
-            if errors:
-                raise InvalidArgument.fields(errors)
-            loaded = self._ctx.outcomes.load(model.id, start_us=start, end_us=end, last_n=w.last_n)
-            return loaded.rows, np.asarray(loaded.labels, dtype=np.int64)
-        if not default_validation:
-            raise InvalidArgument.fields([FieldError("data", "required: rows or outcomes")])
-        # Default: the current validation split of the stored outcomes.
-        loaded = self._ctx.outcomes.load(model.id)
-        data_ = to_training_data(loaded)
-        mask = split_rows(data_, model.settings, model.settings.training.split)
-        held = data_.take(mask)
-        return held.rows, held.labels
+            start, end = convert.time_window(data.outcomes.window, "data.outcomes.window")
+            return self._registry.evaluation_rows(model, EvaluationRows(window=(start, end, data.outcomes.last_n)))
+        return self._registry.evaluation_rows(model, EvaluationRows())
 
     def EvaluateModelVersion(self, request: registry_pb2.EvaluateModelVersionRequest, context: grpc.ServicerContext) -> registry_pb2.EvaluateModelVersionResponse:
         model = self._catalog.get(request.model)
         served = self._registry.served(model, request.version, request.alias)
-        rows, labels = self._rows(model, request.data, default_validation=True)
+        rows, labels = self._rows(model, request.data)
         m = self._registry.evaluate(model, served, rows, labels)
         return registry_pb2.EvaluateModelVersionResponse(version=served.version, metrics=convert.metrics_to_proto(m.to_dict()))
 
@@ -165,7 +140,7 @@ class VersionsMixin:
             raise InvalidArgument.fields([FieldError("version_a" if request.version_a <= 0 else "version_b", "required")])
         a = self._registry.served(model, request.version_a)
         b = self._registry.served(model, request.version_b)
-        rows, labels = self._rows(model, request.data, default_validation=True)
+        rows, labels = self._rows(model, request.data)
         ma, mb = self._registry.evaluate(model, a, rows, labels), self._registry.evaluate(model, b, rows, labels)
         da, db = ma.to_dict(), mb.to_dict()
         diff = {k: float(db[k]) - float(da[k]) for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc",

@@ -117,7 +117,7 @@ class Inference:
         return batch_id, served, probs
 
     def predict_columns(self, model: ModelRecord, version: int, alias: str, n: int,
-                        columns: Sequence[Column]) -> tuple[str, Served, np.ndarray, list[Row] | None]:
+                        columns: Sequence[Column]) -> tuple[str, Served, np.ndarray]:
         if not 0 <= n <= MAX_BATCH_ROWS:
             raise InvalidArgument.fields([FieldError("columns.row_count", f"must be 0-{MAX_BATCH_ROWS}")])
         x = self._checked_matrix(model, n, columns, "columns", lambda i: f"row {i}")
@@ -128,7 +128,18 @@ class Inference:
             probs = served.model.predict_columns(n, {c.name: c for c in columns}) if n else np.zeros(0)
         batch_id = self.new_id()
         self._log_batch(batch_id, model, served, columns, n, probs, encoded=self._matrix_record(model, x))
-        return batch_id, served, probs, None
+        return batch_id, served, probs
+
+    def explain_batch(self, model: ModelRecord, served: Served, rows: Sequence[Row] | None, n: int,
+                      columns: Sequence[Column], top_k: int) -> list[tuple[Row, list[Contribution]]]:
+        """Each row of a batch scored by predict_rows (``rows``) or predict_columns (``n`` rows of
+        ``columns``, checked there), with its ``top_k`` largest contributions by ``served``; nothing
+        for ``top_k`` <= 0."""
+        if top_k <= 0:
+            return []
+        if rows is None:
+            rows = columns_to_rows(model.schema, n, columns)
+        return [(row, served.model.explain_one(row, top_k)[1]) for row in rows]
 
     def _checked_matrix(self, model: ModelRecord, n: int, columns: Sequence[Column], prefix: str,
                         row_name: Callable[[int], str]) -> np.ndarray | None:

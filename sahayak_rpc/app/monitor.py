@@ -5,18 +5,20 @@ from __future__ import annotations
 import math
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import structlog
 
 from .. import drift as drifting
 from .. import performance as perf
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..metrics import Metrics
-from ..schema import FieldError
+from ..ingest import IngestReport
+from ..schema import FieldError, Row
 from ..store import ModelRecord, ReplicaRepository, ScheduleRepository
 from ..store.monitoring import AlertRow, MonitoringRepository, PredictionWindow
 from ..versions import RunRecord
@@ -68,6 +70,22 @@ class HealthResult:
     raised: list[AlertRow] = field(default_factory=list)
     resolved: list[AlertRow] = field(default_factory=list)
     training_run_id: str = ""
+
+
+@dataclass(frozen=True)
+class LoggedPrediction:
+    """A prediction scored outside the server (the local scorer's), sent to LogPredictions."""
+
+    prediction_id: str
+    version: int
+    probability: float
+    positive: bool
+    time_us: int | None  # None: now
+    features: Row
+    entities: dict[str, str]
+
+
+DAY_US = 86_400_000_000
 
 
 class Monitor:
@@ -148,6 +166,41 @@ class Monitor:
         return report, version
 
     # --- alerts ---------------------------------------------------------------
+
+    def log_predictions(self, model: ModelRecord, items: Sequence[tuple[LoggedPrediction, list[FieldError]]],
+                        report: IngestReport, index: int) -> int:
+        """Store predictions scored elsewhere, each with the problems its conversion found; a prediction
+        with any problem (those, or the domain's: a version, a probability in [0, 1], a time within the
+        prediction retention and at most a day ahead, features that keep the schema) is rejected in
+        ``report`` under its index, the others are committed before this returns. Returns the next index."""
+        now = self._ctx.now_us()
+        retention_s = self._ctx.config.prediction_retention_s
+        oldest = now - int(retention_s * 1_000_000)
+        batch: list[tuple[object, ...]] = []
+        for p, errors in items:
+            errors = list(errors)
+            if p.version <= 0:
+                errors.append(FieldError("prediction.version", "required: the version that scored it"))
+            if not (math.isfinite(p.probability) and 0.0 <= p.probability <= 1.0):
+                errors.append(FieldError("prediction.probability", "must be in [0, 1]"))
+            # Older than the log keeps would be deleted at once; a day ahead means a wrong clock.
+            if p.time_us is not None and not oldest <= p.time_us <= now + DAY_US:
+                errors.append(FieldError("prediction.time", f"must be within the prediction retention "
+                                         f"({retention_s / 86400:g} days) and at most a day ahead of the server's clock"))
+            errors += model.schema.validate_row(p.features, prefix="prediction.features")
+            report.received += 1
+            if errors:
+                report.reject(index, p.prediction_id, errors[0].field, errors[0].reason)
+            else:
+                batch.append((p.prediction_id, model.id, p.version, orjson.dumps(p.features).decode(), p.probability,
+                              int(p.positive), now if p.time_us is None else p.time_us,
+                              orjson.dumps(p.entities).decode() if p.entities else None, "logged"))
+            index += 1
+        # Logged predictions are client data: committed before the reply, like outcomes.
+        if batch:
+            self._ctx.predictions.insert_many(batch)
+            report.accepted += len(batch)
+        return index
 
     def _notify(self) -> None:
         with self._events:

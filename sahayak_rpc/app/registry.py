@@ -18,7 +18,7 @@ import numpy as np
 from .. import artifact as art
 from .. import metrics as mt
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from ..schema import FieldError
+from ..schema import FieldError, Row
 from ..scoring import ScoringModel
 from ..store import ModelRecord, SecretRepository, VersionRepository
 from ..versions import ALIAS_RE, ARCHIVED, CHAMPION, IMPORT, READY, REJECTED, AliasEvent, VersionRecord
@@ -28,6 +28,16 @@ _ALIAS = re.compile(ALIAS_RE)
 _LOADED_MAX = 32
 # Another replica may take the version number this one reads as next; it then reads again.
 _REGISTER_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class EvaluationRows:
+    """The labelled rows EvaluateModelVersion and CompareModelVersions evaluate on: ``rows`` given in the
+    request (each its features, label, the problems its conversion found, and its field's path), a
+    ``window`` of stored outcomes (start, end, last n), or, neither, the current validation split."""
+
+    rows: list[tuple[Row, bool, list[FieldError], str]] | None = None
+    window: tuple[int | None, int | None, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -305,6 +315,37 @@ class Registry:
                              weights=[], lineage=lineage, description=description)
 
     # --- evaluation -------------------------------------------------------
+
+    def evaluation_rows(self, model: ModelRecord, source: EvaluationRows) -> tuple[builtins.list[Row], np.ndarray]:
+        """The labelled rows ``source`` names, and their 0/1 labels. Given rows are checked against the
+        schema (INVALID_ARGUMENT naming the first 20 problems, those their conversion found among them);
+        a window reads the stored outcomes; neither is the current validation split of the stored
+        outcomes."""
+        if source.rows is not None:
+            errors: builtins.list[FieldError] = []
+            rows: builtins.list[Row] = []
+            labels: builtins.list[int] = []
+            for features, positive, problems, prefix in source.rows:
+                errors += problems + model.schema.validate_row(features, prefix=f"{prefix}.features")
+                rows.append(features)
+                labels.append(int(positive))
+                if len(errors) > 20:
+                    break
+            if errors:
+                raise InvalidArgument.fields(errors)
+            return rows, np.asarray(labels, dtype=np.int64)
+        if source.window is not None:
+            start, end, last_n = source.window
+            if last_n < 0:
+                raise InvalidArgument.fields([FieldError("data.outcomes.last_n", "must not be negative")])
+            loaded = self._ctx.outcomes.load(model.id, start_us=start, end_us=end, last_n=last_n)
+            return list(loaded.rows), np.asarray(loaded.labels, dtype=np.int64)  # type: ignore[arg-type]
+        from ..training import split_rows
+        from .training_runs import to_training_data  # it imports this module
+
+        data = to_training_data(self._ctx.outcomes.load(model.id))
+        held = data.take(split_rows(data, model.settings, model.settings.training.split))
+        return held.rows, held.labels
 
     def evaluate(self, model: ModelRecord, served: Served, rows: builtins.list[dict[str, Any]], labels: np.ndarray) -> mt.Metrics:
         if not rows:
