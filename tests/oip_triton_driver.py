@@ -8,10 +8,12 @@ never sees it. This file is both:
   for ``triton_venv()``, and
 - run by that venv's python as a script, printing one JSON object::
 
-    python oip_triton_driver.py check --target HOST:PORT --model NAME --rows X.npy
+    python oip_triton_driver.py check --target HOST:PORT --model NAME --rows X.npy [--named ROWS.json]
     python oip_triton_driver.py bench --target HOST:PORT --model NAME --one X1.npy --batch XB.npy
 
-Inputs are .npy files (loaded with allow_pickle=False).
+Inputs are .npy files (loaded with allow_pickle=False); ``--named`` takes a JSON
+list of rows (feature name -> value), sent as one input per feature, laid out
+from ``get_model_metadata`` alone, as a generic client would.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def _check(opts: argparse.Namespace) -> dict[str, Any]:
     result = client.infer(opts.model, [inp], model_version=opts.version, request_id="driver-1")
     response = result.get_response()
     only = client.infer(opts.model, [inp], outputs=[grpcclient.InferRequestedOutput("label")])
+    named = _named(client, grpcclient, opts) if opts.named else {}
     errors = {}
     for name, call in {
         "unknown_model": lambda: client.infer("no-such-model", [inp]),
@@ -141,7 +144,36 @@ def _check(opts: argparse.Namespace) -> dict[str, Any]:
         "label_dtype": str(result.as_numpy("label").dtype),
         "only_label_outputs": [o.name for o in only.get_response().outputs],
         "errors": errors,
+        **named,
     }
+
+
+def _named(client: Any, grpcclient: Any, opts: argparse.Namespace) -> dict[str, Any]:
+    """Rows sent as one input per feature: each input's name, datatype and shape from ModelMetadata."""
+    import numpy as np
+
+    with open(opts.named) as f:
+        rows = json.load(f)
+    metadata = client.get_model_metadata(opts.model, as_json=True)
+    inputs = []
+    for spec in metadata["inputs"]:
+        if spec["name"] == "features":
+            continue  # the whole-row tensor: the other form
+        values = [row.get(spec["name"]) for row in rows]
+        if spec["datatype"] == "BYTES":
+            array = np.array(["" if v is None else v for v in values], dtype=np.object_)
+        elif spec["datatype"] == "BOOL":
+            array = np.array(values, dtype=np.bool_)
+        else:
+            array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        shape = [len(rows) if int(d) == -1 else int(d) for d in spec["shape"]]
+        inp = grpcclient.InferInput(spec["name"], shape, spec["datatype"])
+        inp.set_data_from_numpy(array.reshape(shape))
+        inputs.append(inp)
+    result = client.infer(opts.model, inputs, model_version=opts.version)
+    return {"named_inputs": [(i.name(), i.datatype()) for i in inputs],
+            "named_probability": result.as_numpy("probability").astype(float).ravel().tolist(),
+            "named_label": result.as_numpy("label").astype(int).ravel().tolist()}
 
 
 def _input(grpcclient: Any, name: str, x: Any) -> Any:
@@ -204,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.choices["check"]
     check.add_argument("--rows", required=True, help=".npy of the FP32 [n, F] features")
     check.add_argument("--version", default="")
+    check.add_argument("--named", default="", help=".json of rows to send as one input per feature")
     bench = sub.choices["bench"]
     bench.add_argument("--one", required=True, help=".npy of one row, [1, F]")
     bench.add_argument("--batch", required=True, help=".npy of a batch, [n, F]")

@@ -16,6 +16,8 @@ import pytest
 
 from sahayak_rpc._proto.sahayak.v1 import common_pb2
 from sahayak_rpc.demo_data import DEMO_MODEL_NAME as MODEL
+from sahayak_rpc.demo_data import DEMO_SCHEMA
+from sahayak_rpc.schema import FeatureType
 
 from .conftest import Running
 from .oip_triton_driver import run_driver, triton_venv
@@ -30,7 +32,9 @@ def triton() -> Path:
 def test_tritonclient_talks_to_the_server(trained: Running, triton: Path, tmp_path: Path) -> None:
     x = encode(sample_rows(25, seed=31))
     np.save(tmp_path / "rows.npy", x)
-    out = run_driver(triton, "check", "--target", trained.target, "--model", MODEL, "--rows", str(tmp_path / "rows.npy"))
+    (tmp_path / "rows.json").write_text(json.dumps(decode(x)))
+    out = run_driver(triton, "check", "--target", trained.target, "--model", MODEL, "--rows", str(tmp_path / "rows.npy"),
+                     "--named", str(tmp_path / "rows.json"))
 
     assert out["live"] is True and out["ready"] is True
     assert out["model_ready"] is True and out["ghost_ready"] is False
@@ -39,7 +43,9 @@ def test_tritonclient_talks_to_the_server(trained: Running, triton: Path, tmp_pa
     meta = out["metadata"]
     assert meta["name"] == MODEL and str(champion.version) in meta["versions"]
     # tritonclient's JSON form writes int64 as strings.
-    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": ["-1", str(WIDTH)]}]
+    kinds = {FeatureType.NUMERIC: "FP64", FeatureType.BOOLEAN: "BOOL", FeatureType.CATEGORICAL: "BYTES"}
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": ["-1", str(WIDTH)]}] + [
+        {"name": f.name, "datatype": kinds[f.type], "shape": ["-1", "1"]} for f in DEMO_SCHEMA.features]
     assert [o["name"] for o in meta["outputs"]] == ["probability", "label"]
 
     assert out["model_version"] == str(champion.version) and out["id"] == "driver-1"
@@ -49,6 +55,10 @@ def test_tritonclient_talks_to_the_server(trained: Running, triton: Path, tmp_pa
         want = trained.client.predict(MODEL, row)
         assert abs(out["probability"][i] - want.probability) <= 1e-6, (i, row)
         assert out["label"][i] == (1 if want.label == common_pb2.LABEL_POSITIVE else 0)
+        # The same rows as one input per feature, laid out from the metadata alone; BYTES as tritonclient sends them.
+        assert abs(out["named_probability"][i] - want.probability) <= 1e-6, (i, row)
+        assert out["named_label"][i] == out["label"][i]
+    assert ["craft", "BYTES"] in out["named_inputs"] and ["has_bank_account", "BOOL"] in out["named_inputs"]
 
     # Errors reach the client as gRPC statuses with our messages.
     assert out["errors"]["unknown_model"].startswith("StatusCode.NOT_FOUND"), out["errors"]
