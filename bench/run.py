@@ -184,7 +184,7 @@ def tree_model(client: Client, figures: dict[str, object]) -> str:
 
 
 def bench_trees_inproc(repeats: int, calls: int) -> dict[str, object]:
-    """Our batch scoring of 1,000 rows (ScoringModel.predict_matrix: the walk and the calibrator, as a
+    """Our batch scoring of 1,000 rows (ScoringModel.score: the walk and the calibrator, as a
     checked batch is scored) against scikit-learn's predict_proba on the same fitted model and rows,
     in alternating blocks: the model Trainer fits (training.tree_classifier), grown
     to the settings' max_iterations (500 trees) without early stopping, over 20,000 demo outcomes.
@@ -208,14 +208,14 @@ def bench_trees_inproc(repeats: int, calls: int) -> dict[str, object]:
     model = ScoringModel(DEMO_SCHEMA, "gradient_boosting", 0.5, Calibrator("none"),
                          trees=TreeScorer(export_trees(hgb, len(raw.names)), raw))
     X = raw.transform([e.features for e in generate_outcomes(1000, seed=8)])
-    if not np.allclose(model.predict_matrix(X), hgb.predict_proba(X)[:, 1], rtol=0, atol=1e-12):
+    if not np.allclose(model.score(X), hgb.predict_proba(X)[:, 1], rtol=0, atol=1e-12):
         raise RuntimeError("our scores differ from predict_proba's")
 
     def one_thread() -> object:
         with threadpool_limits(limits=1):
             return hgb.predict_proba(X)
 
-    calls_of = {"ours": lambda: model.predict_matrix(X), "sklearn": lambda: hgb.predict_proba(X),
+    calls_of = {"ours": lambda: model.score(X), "sklearn": lambda: hgb.predict_proba(X),
                 "sklearn_1thread": one_thread}
     lat: dict[str, list[float]] = {k: [] for k in calls_of}
     for fn in calls_of.values():

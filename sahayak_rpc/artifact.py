@@ -359,7 +359,7 @@ class _Checked:
         if self.linear is not None:
             encoder, weights, intercept, means = self.linear
             linear = LinearScorer(encoder, np.asarray(weights, dtype=np.float64), intercept,
-                                  np.asarray(means, dtype=np.float64))
+                                  np.asarray(means, dtype=np.float64), RawEncoder.from_schema(self.schema))
         if self.trees is not None:
             trees = TreeScorer(*self.trees)
         return ScoringModel(self.schema, self.family, self.threshold, self.calibrator, linear=linear, trees=trees)

@@ -7,16 +7,20 @@ Two layouts, both fitted on training rows only:
   optional ones; categorical features one-hot over the schema's categories
   plus ``<unknown>`` and ``<missing>``; booleans as 0/1 with the training
   mode imputed and a missing indicator;
-* the *raw* layout (trees): one column per feature, numbers as they are,
-  categories as their index in the schema, booleans as 0/1, and NaN for
-  missing (and for unknown categories), which the trees route natively.
+* the *raw* layout (every request is decoded into it; the trees are fitted
+  on it): one column per feature in schema order, numbers as they are,
+  categories as their index in the schema (an unknown category, where the
+  schema allows one, as the index after the last), booleans as 0/1, NaN for
+  missing. The trees take an unknown category as missing
+  (``RawEncoder.unknown_as_missing``), as they were trained.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -147,11 +151,23 @@ def fit_linear(schema: Schema, rows: Sequence[Row]) -> LinearEncoder:
 
 @dataclass(frozen=True)
 class RawEncoder:
-    """The trees' layout: one float column per schema feature, NaN for missing."""
+    """The raw layout (see the module's docstring): one float column per schema feature."""
 
     names: tuple[str, ...]
     kinds: tuple[str, ...]  # "numeric" | "categorical" | "boolean"
     categories: tuple[tuple[str, ...], ...]  # per feature; empty unless categorical
+    # Derived: per feature its name, and a categorical's value -> code (None for a number or a boolean).
+    _coders: tuple[tuple[str, dict[str, float] | None, float], ...] = field(init=False, repr=False, compare=False)
+    _categorical: np.ndarray = field(init=False, repr=False, compare=False)  # the categorical columns
+    _unknown: np.ndarray = field(init=False, repr=False, compare=False)  # their unknown codes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_coders", tuple(
+            (name, {c: float(i) for i, c in enumerate(cats)} if kind == "categorical" else None, float(len(cats)))
+            for name, kind, cats in zip(self.names, self.kinds, self.categories, strict=True)))
+        cat = [j for j, kind in enumerate(self.kinds) if kind == "categorical"]
+        object.__setattr__(self, "_categorical", np.array(cat, dtype=np.intp))
+        object.__setattr__(self, "_unknown", np.array([len(self.categories[j]) for j in cat], dtype=np.float64))
 
     @classmethod
     def from_schema(cls, schema: Schema) -> RawEncoder:
@@ -165,14 +181,38 @@ class RawEncoder:
     def categorical_mask(self) -> np.ndarray:
         return np.array([k == "categorical" for k in self.kinds])
 
-    def transform(self, rows: Sequence[Row]) -> np.ndarray:
-        n = len(rows)
-        out = np.empty((n, len(self.names)), dtype=np.float64)
+    def row(self, row: Mapping[str, object]) -> list[float]:
+        """One row (a Row whose values passed the schema's checks) in the raw layout: the decoder every
+        row-shaped request goes through."""
         nan = math.nan
-        for j, (name, kind, cats) in enumerate(zip(self.names, self.kinds, self.categories, strict=True)):
-            if kind == "categorical":
-                index = {c: float(i) for i, c in enumerate(cats)}
-                out[:, j] = [nan if (v := r.get(name)) is None else index.get(v, nan) for r in rows]  # type: ignore[arg-type]
+        out = []
+        for name, codes, unknown in self._coders:
+            v = row.get(name)
+            if v is None:
+                out.append(nan)
+            elif codes is None:
+                out.append(float(v))  # type: ignore[arg-type]  # a number, or a boolean as 1.0 / 0.0
             else:
-                out[:, j] = [nan if (v := r.get(name)) is None else float(v) for r in rows]
+                out.append(codes.get(v, unknown))  # type: ignore[call-overload]
         return out
+
+    def rows(self, rows: Sequence[Row]) -> np.ndarray:
+        """An [n, F] float64 matrix of ``row`` of each."""
+        return np.array([self.row(r) for r in rows], dtype=np.float64).reshape(len(rows), len(self.names))
+
+    def unknown_as_missing(self, X: np.ndarray) -> np.ndarray:
+        """``X`` with every unknown category as missing (NaN), as the trees take it (a copy if it has any)."""
+        if not len(self._categorical) or not len(X):
+            return X
+        codes = X[:, self._categorical]
+        unknown = codes >= self._unknown
+        if not unknown.any():
+            return X
+        codes[unknown] = math.nan
+        X = np.array(X, dtype=np.float64)
+        X[:, self._categorical] = codes
+        return X
+
+    def transform(self, rows: Sequence[Row]) -> np.ndarray:
+        """The trees' training matrix of ``rows``: ``rows`` with unknown categories as missing."""
+        return self.unknown_as_missing(self.rows(rows))

@@ -1,5 +1,5 @@
-"""Hot loops compiled to machine code (numba): the trees' walk, and a raw-layout matrix checked and
-scored by a linear model in one pass.
+"""Hot loops compiled to machine code (numba): the checks of a raw-layout matrix, a logistic
+model's scores and contributions, and the trees' walk.
 
 The trees' walk: every row through every tree.
 
@@ -91,38 +91,54 @@ def walk(X: Any, roots: Any, nodes: Any, threshold: Any, words: Any, leaf_value:
 
 
 @_compiled
-def linear_checked(X: Any, lo: Any, hi: Any, whole: Any, optional: Any, slope: Any, missing_delta: Any,
-                   lut_base: Any, lut_missing: Any, lut: Any, const: float, raw: Any) -> bool:
-    """Check each value of the raw-layout matrix X (float32 or float64, NaN = missing) against its
-    column's rules and score each row with a linear model, in one pass; False (``raw`` then
-    unfinished) at the first value that breaks a rule, for the caller to name with MatrixCheck.
-
-    The rules are MatrixCheck's: a present value within [lo, hi] (so never infinite) and, where
-    ``whole``, a whole number; a missing one only where ``optional``. The score is
-    LinearScorer.raw_matrix's: ``const`` plus, per column, ``slope * v`` (``missing_delta`` when
-    missing), or for a categorical (``lut_base`` >= 0) its table entry ``lut[lut_base + v]``
-    (``lut[lut_base + lut_missing]`` when missing).
-    """
+def within_rules(X: Any, lo: Any, hi: Any, whole: Any, optional: Any, bad: Any) -> bool:
+    """Whether every value of the raw-layout matrix X (float32 or float64, NaN = missing) keeps its
+    column's rules (schema.raw_bounds as vectors: MatrixCheck's): a present value within [lo, hi] (so
+    never infinite) and, where ``whole``, a whole number; a missing one only where ``optional``.
+    With ``bad`` of X's shape, every cell's verdict goes there (True: it breaks a rule) for the
+    caller to name; with an empty ``bad`` it stops at the first broken rule."""
+    record = bad.shape[0] > 0
+    ok = True
     for i in range(X.shape[0]):
-        z = const
         for j in range(X.shape[1]):
             v = np.float64(X[i, j])
-            base = lut_base[j]
             if v != v:
-                if not optional[j]:
-                    return False
-                if base >= 0:
-                    z += lut[base + lut_missing[j]]
-                else:
-                    z += missing_delta[j]
-            elif not (lo[j] <= v <= hi[j]) or (whole[j] and v != np.floor(v)):
-                return False
-            elif base >= 0:
-                z += lut[base + int(v)]
+                broken = not optional[j]
             else:
-                z += slope[j] * v
+                broken = not (lo[j] <= v <= hi[j]) or (whole[j] and v != np.floor(v))
+            if broken:
+                ok = False
+                if not record:
+                    return False
+            if record:
+                bad[i, j] = broken
+    return ok
+
+
+@_compiled
+def linear(X: Any, plan: Any, lut: Any, bias: float, raw: Any, parts: Any) -> None:
+    """A logistic model's log-odds of each row of the raw-layout matrix X (float32 or float64, NaN =
+    missing; its values checked by within_rules): ``raw[i]`` = ``bias`` plus, column by column, the
+    feature's contribution: ``plan[2, j]`` when missing; for a categorical or a boolean (``plan[3,
+    j]`` >= 0) its table entry ``lut[plan[3, j] + v]``, the code checked against the table's size
+    ``plan[4, j]`` (NaN outside: never read out of bounds); else ``plan[0, j] * v + plan[1, j]``.
+    With ``parts`` of X's shape, each contribution goes there too (the explanation)."""
+    keep = parts.shape[0] > 0
+    for i in range(X.shape[0]):
+        z = bias
+        for j in range(X.shape[1]):
+            v = np.float64(X[i, j])
+            base = plan[3, j]
+            if v != v:
+                c = plan[2, j]
+            elif base >= 0:
+                c = lut[np.int64(base) + np.int64(v)] if 0 <= v < plan[4, j] else np.nan
+            else:
+                c = plan[0, j] * v + plan[1, j]
+            z += c
+            if keep:
+                parts[i, j] = c
         raw[i] = z
-    return True
 
 
 def warm() -> None:
@@ -132,9 +148,11 @@ def warm() -> None:
     for dtype in (np.float32, np.float64):
         x = np.zeros((1, 1), dtype=dtype)
         for matrix in (x, np.frombuffer(x.tobytes(), dtype=dtype).reshape(1, 1)):
-            linear_checked(matrix, np.zeros(1), np.ones(1), np.zeros(1, dtype=np.bool_), np.ones(1, dtype=np.bool_),
-                           np.zeros(1), np.zeros(1), np.full(1, -1, dtype=np.int64), np.zeros(1, dtype=np.int64),
-                           np.zeros(1), 0.0, np.empty(1))
+            for bad in (np.empty((1, 1), dtype=np.bool_), np.empty((0, 0), dtype=np.bool_)):
+                within_rules(matrix, np.zeros(1), np.ones(1), np.zeros(1, dtype=np.bool_),
+                             np.ones(1, dtype=np.bool_), bad)
+            for parts in (np.empty((1, 1)), np.empty((0, 0))):
+                linear(matrix, np.full((5, 1), -1.0), np.zeros(1), 0.0, np.empty(1), parts)
             if dtype is np.float64:  # the trees' walk takes float64 only; leaves kept or not
                 for kept in (np.empty((1, 1), dtype=np.int64), np.empty((0, 0), dtype=np.int64)):
                     walk(matrix, np.full(1, -1, dtype=np.int64), np.zeros((1, 4), dtype=np.int32), np.zeros(1),

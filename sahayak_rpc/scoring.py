@@ -1,27 +1,34 @@
-"""Scoring a row with a trained model: the hot path, without scikit-learn.
+"""The model families and what serves them, without scikit-learn: the inference core's scorers.
 
-A model is precomputed into plain tables when it is loaded, so one row costs
-a few dictionary look-ups (logistic regression) or one walk per tree
-(gradient boosting), and a batch costs a few numpy operations per feature.
-Every score is explained: each feature's contribution in log-odds,
-relative to the training average (logistic) or to the trees' expected
-value (path attribution for trees).
+Each family is one class with ``score(X)`` (log-odds of each row of a raw-layout matrix) and
+``contributions(X)`` (the same, and each feature's contribution to it: its explanation), over
+tables precomputed when the model is loaded, in compiled loops (kernels.py):
+
+* ``LinearScorer``: logistic regression folded into per-feature contributions in log-odds,
+  relative to the training average (kernels.linear);
+* ``TreeScorer``: gradient-boosted trees, walked (kernels.walk), explained by path attribution
+  (the change in the trees' expected value at each split, by the feature split on).
+
+``ScoringModel`` adds the calibrator and the threshold, and ranks the contributions: one row (a
+Predict) is the one-row case of a batch. A new family is a class with the same two methods and
+``raw`` (its layout), loaded by artifact.py.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
 
 from .encoding import MISSING, UNKNOWN, CategoricalEncoding, LinearEncoder, NumericEncoding, RawEncoder
-from .schema import Column, FeatureType, Row, Schema, as_array
+from .schema import Row, Schema
 
 Contribution = tuple[str, float]
+_NO_PARTS = np.empty((0, 0))  # kernels.linear without contributions
 
 
 def top_contributions(parts: list[Contribution], k: int) -> list[Contribution]:
@@ -89,8 +96,10 @@ class Calibrator:
 class LinearScorer:
     """Logistic regression folded into per-feature contribution tables."""
 
-    def __init__(self, encoder: LinearEncoder, weights: np.ndarray, intercept: float, column_means: np.ndarray) -> None:
+    def __init__(self, encoder: LinearEncoder, weights: np.ndarray, intercept: float, column_means: np.ndarray,
+                 raw: RawEncoder) -> None:
         self.encoder = encoder
+        self.raw = raw
         self.weights = np.asarray(weights, dtype=np.float64)
         self.intercept = float(intercept)
         self.column_means = np.asarray(column_means, dtype=np.float64)
@@ -117,190 +126,48 @@ class LinearScorer:
                 table = {True: wz - base, False: -base}
                 self._tables.append((enc.name, table, -base, wz * enc.impute + wm - base))
 
-        self._by_name: dict[str, tuple[float, float, float] | tuple[dict[object, float], float, float]] = {}
-        for name, slope, offset, missing in self._numeric:
-            self._by_name[name] = (slope, offset, missing)
-        for name, table, unknown, missing in self._tables:
-            self._by_name[name] = (table, unknown, missing)
-        # The features in scoring order (numeric, then the others), and their positions by descending
-        # name: ranking them with a stable sort breaks ties towards the larger name (top_contributions).
-        self.names = tuple(e[0] for e in self._numeric) + tuple(e[0] for e in self._tables)
-        self._by_name_desc = tuple(sorted(range(len(self.names)), key=self.names.__getitem__, reverse=True))
-
-    def top(self, parts: Sequence[float], k: int) -> list[Contribution]:
-        """The ``k`` largest of ``parts`` (one contribution per feature, in scoring order) by magnitude,
-        ties by name as in top_contributions, without a tuple per feature."""
-        size = list(map(abs, parts))
-        names = self.names
-        return [(names[i], parts[i]) for i in sorted(self._by_name_desc, key=size.__getitem__, reverse=True)[:k]]
-
-    def contribution(self, name: str, value: object) -> float:
-        """One feature's centred contribution for ``value`` (None: missing)."""
-        a, b, missing = self._by_name[name]
-        if value is None:
-            return missing
-        if isinstance(a, dict):
-            return a.get(value, b)
-        return a * value + b  # type: ignore[operator]
-
-    def raw_one(self, row: Mapping[str, object]) -> float:
-        z = self.bias
-        for name, slope, offset, missing in self._numeric:
-            v = row.get(name)
-            z += missing if v is None else slope * v + offset  # type: ignore[operator]
-        for name, table, unknown, missing in self._tables:
-            v = row.get(name)
-            z += missing if v is None else table.get(v, unknown)
-        return z
-
-    def explain_one(self, row: Mapping[str, object]) -> tuple[float, list[Contribution]]:
-        z = self.bias
-        parts: list[Contribution] = []
-        for name, slope, offset, missing in self._numeric:
-            v = row.get(name)
-            c = missing if v is None else slope * v + offset  # type: ignore[operator]
-            z += c
-            parts.append((name, c))
-        for name, table, unknown, missing in self._tables:
-            v = row.get(name)
-            c = missing if v is None else table.get(v, unknown)
-            z += c
-            parts.append((name, c))
-        return z, parts
-
-    def explain_top(self, row: Mapping[str, Any], k: int) -> tuple[float, list[Contribution]]:
-        """explain_one then top_contributions, in one pass: the single-row Predict path."""
-        z = self.bias
-        get = row.get
-        parts: list[float] = []
-        add = parts.append
-        for name, slope, offset, missing in self._numeric:
-            v = get(name)
-            c = missing if v is None else slope * v + offset
-            z += c
-            add(c)
-        for name, table, unknown, missing in self._tables:
-            v = get(name)
-            c = missing if v is None else table.get(v, unknown)
-            z += c
-            add(c)
-        return z, self.top(parts, k)
-
-    def raw_columns(self, n: int, columns: Mapping[str, Column]) -> np.ndarray:
-        z = np.full(n, self.bias)
-        for name, slope, offset, missing in self._numeric:
-            col = columns.get(name)
-            if col is None or col.numbers is None:
-                z += missing
-                continue
-            x = as_array(col.numbers, n)
-            z += np.where(np.isnan(x), missing, slope * x + offset)
-        for name, table, unknown, missing in self._tables:
-            col = columns.get(name)
-            if col is None:
-                z += missing
-            elif col.codes is not None:
-                # Dictionary-encoded: a table over the dictionary (plus "missing" at -1), then one gather.
-                lut = np.array([table.get(d, unknown) for d in col.dictionary or ()] + [missing])
-                z += lut[col.codes]
-            elif col.strings is not None:
-                # A look-up table over the distinct values, then one C-level map over the rows.
-                by_value = {v: table.get(v, unknown) for v in set(col.strings)}
-                by_value[""] = missing
-                z += np.fromiter(map(by_value.__getitem__, col.strings), dtype=np.float64, count=n)
-            else:  # a boolean as 0 / 1 / NaN
-                x = as_array(col.numbers, n)
-                z += np.where(np.isnan(x), missing, np.where(x == 1, table[True], table[False]))
-        return z
-
-    def raw_rows(self, rows: Sequence[Row]) -> np.ndarray:
-        return self.encoder.transform(rows) @ self.weights + self.intercept
-
-    def raw_matrix(self, X: np.ndarray, raw: RawEncoder) -> np.ndarray:
-        """Log-odds for a checked [n, F] matrix in ``raw``'s layout (see ScoringModel.predict_matrix).
-
-        The contribution tables as vectors: numeric and boolean features are
-        linear in the value (slope * x + offset; the missing value where NaN),
-        so they are two matrix-vector products; categoricals are one gather.
-        """
-        plan = self.__dict__.get("_matrix_plan")
-        if plan is None or plan[0] is not raw:
-            plan = self.__dict__["_matrix_plan"] = (raw, *self._plan(raw))
-        _, const, slope, missing_delta, cat_cols, cat_missing, cat_base, lut = plan
-        missing = np.isnan(X)
-        z = np.where(missing, 0.0, X) @ slope + missing @ missing_delta + const
-        if len(cat_cols):
-            C = X.take(cat_cols, axis=1)
-            # np.take and a product with ones: ~3x faster than fancy indexing and .sum(axis=1) here.
-            picked = np.take(lut, np.where(np.isnan(C), cat_missing, C).astype(np.intp) + cat_base)
-            z += picked @ np.ones(len(cat_cols))
-        return z
-
-    def raw_checked(self, X: np.ndarray, raw: RawEncoder, lo: np.ndarray, hi: np.ndarray, whole: np.ndarray,
-                    optional: np.ndarray) -> np.ndarray | None:
-        """raw_matrix for an unchecked matrix, checked against the per-column rules (MatrixCheck's
-        vectors) in the same compiled pass (kernels.linear_checked); None if any value breaks one."""
-        from . import kernels
-
-        plan = self.__dict__.get("_checked_matrix_plan")
-        if plan is None or plan[0] is not raw:
-            const, slope, missing_delta, cat_cols, cat_missing, cat_base, lut = self._plan(raw)
-            lut_base = np.full(len(raw.names), -1, dtype=np.int64)
-            lut_missing = np.zeros(len(raw.names), dtype=np.int64)
-            lut_base[cat_cols] = cat_base
-            lut_missing[cat_cols] = cat_missing.astype(np.int64)
-            plan = self.__dict__["_checked_matrix_plan"] = (raw, slope, missing_delta, lut_base, lut_missing, lut,
-                                                            float(const))
-        _, slope, missing_delta, lut_base, lut_missing, lut, const = plan
-        out = np.empty(X.shape[0], dtype=np.float64)
-        if not kernels.linear_checked(X, lo, hi, whole, optional, slope, missing_delta, lut_base, lut_missing, lut,
-                                      const, out):
-            return None
-        return out
-
-    def _plan(self, raw: RawEncoder) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                              np.ndarray]:
-        width = len(raw.names)
-        const = self.bias
-        slope, missing_delta = np.zeros(width), np.zeros(width)
-        cat_cols: list[int] = []
-        cat_missing: list[float] = []
-        cat_base: list[int] = []
+        # The contributions as kernels.linear takes them, per column of the raw layout: a number's slope
+        # and offset; a categorical's or a boolean's table (its categories then the unknown one; false,
+        # true) in ``self._lut``, where it starts and its size; the contribution when missing.
+        numeric = {name: (slope, offset, missing) for name, slope, offset, missing in self._numeric}
+        tables = {name: (table, unknown, missing) for name, table, unknown, missing in self._tables}
+        plan = np.zeros((5, len(raw.names)))
         lut: list[float] = []
         for j, (name, kind, cats) in enumerate(zip(raw.names, raw.kinds, raw.categories, strict=True)):
-            a, b, missing = self._by_name[name]
-            if kind == "categorical":
-                assert isinstance(a, dict)
-                cat_cols.append(j)
-                cat_missing.append(float(len(cats)))  # NaN picks the entry after the categories
-                cat_base.append(len(lut))
-                lut += [a.get(c, b) for c in cats] + [missing]
-            elif kind == "boolean":
-                assert isinstance(a, dict)
-                slope[j] = a[True] - a[False]
-                const += a[False]
-                missing_delta[j] = missing - a[False]
-            else:
-                assert isinstance(a, float)
-                slope[j] = a
-                const += b
-                missing_delta[j] = missing - b
-        return (const, slope, missing_delta, np.array(cat_cols, dtype=np.intp), np.array(cat_missing),
-                np.array(cat_base, dtype=np.intp), np.array(lut, dtype=np.float64))
+            if kind == "numeric":
+                plan[0, j], plan[1, j], plan[2, j] = numeric[name]
+                plan[3, j] = -1.0
+                continue
+            table, unknown, missing = tables[name]
+            entries = [table.get(c, unknown) for c in cats] + [unknown] if kind == "categorical" else [
+                table[False], table[True]]
+            plan[2:, j] = (missing, len(lut), len(entries))
+            lut += entries
+        self._plan = plan
+        self._lut = np.array(lut or [0.0])
+
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """The log-odds of each row of a raw-layout matrix whose values keep the schema's rules."""
+        from . import kernels
+
+        raw = np.empty(len(X))
+        kernels.linear(X, self._plan, self._lut, self.bias, raw, _NO_PARTS)
+        return raw
+
+    def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``score``, and each feature's contribution to it ([n, F], schema order): its log-odds
+        relative to the training average."""
+        from . import kernels
+
+        raw, parts = np.empty(len(X)), np.empty(X.shape)
+        kernels.linear(X, self._plan, self._lut, self.bias, raw, parts)
+        return raw, parts
 
     def feature_weights(self) -> list[Contribution]:
         """Each feature's largest absolute weight on the standardised design."""
         return [(name, float(np.max(np.abs(self.weights[s:e])))) for name, s, e in self.encoder.spans()]
 
-
-def within_rules(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, whole: np.ndarray, optional: np.ndarray) -> np.ndarray:
-    """Per cell of a raw-layout matrix, whether it keeps its column's rules: a present value within
-    [lo, hi] (so never infinite) and, where ``whole``, a whole number; NaN (missing) only where
-    ``optional``. The vectorised form of kernels.linear_checked's checks (app.inference.MatrixCheck)."""
-    ok = (X >= lo) & (X <= hi)  # False at NaN and infinities
-    ok &= (X == np.floor(X)) | ~whole
-    ok |= np.isnan(X) & optional
-    return ok
 
 
 @dataclass(frozen=True)
@@ -369,10 +236,6 @@ class TreeScorer:
                         stack2.append((child, step))
             self._contrib = table
         self._leaf_array = np.asarray(self._leaf_value, dtype=np.float64)
-        self._cat_index = [
-            {c: float(i) for i, c in enumerate(cats)} if kind == "categorical" else None
-            for kind, cats in zip(raw.kinds, raw.categories, strict=True)
-        ]
         self._np = {
             "feature": np.asarray(t.feature, dtype=np.int64),
             "threshold": np.asarray(t.threshold, dtype=np.float64),
@@ -420,19 +283,6 @@ class TreeScorer:
         kernels.walk(X, *self._walk_args, out, raw)
         return out, raw
 
-    def vector(self, row: Mapping[str, Any]) -> list[float]:
-        nan = math.nan
-        out = []
-        for name, index in zip(self.raw.names, self._cat_index, strict=True):
-            v = row.get(name)
-            if v is None:
-                out.append(nan)
-            elif index is not None:
-                out.append(index.get(v, nan))
-            else:
-                out.append(float(v))
-        return out
-
     def leaves(self, x: list[float]) -> list[int]:
         """The leaf each tree routes ``x`` to."""
         leaves: list[int] = self.walk(np.array([x], dtype=np.float64))[0][0].tolist()
@@ -459,20 +309,23 @@ class TreeScorer:
             out.append(node)
         return out
 
-    def raw_one(self, row: Mapping[str, object]) -> float:
-        return float(self.walk(np.array([self.vector(row)], dtype=np.float64))[1][0])
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """The raw score (log-odds) of each row of a raw-layout matrix whose values keep the schema's
+        rules (an unknown category taken as missing, as in training)."""
+        return self.walk(self.raw.unknown_as_missing(X), leaves=False)[1]
 
-    def explain_one(self, row: Mapping[str, object]) -> tuple[float, list[Contribution]]:
-        leaves, raw = self.walk(np.array([self.vector(row)], dtype=np.float64))
-        return float(raw[0]), self.contributions_of(leaves[0], row)
-
-    def contributions_of(self, leaves: Sequence[int] | np.ndarray, row: Mapping[str, object]) -> list[Contribution]:
-        """Each feature's path attribution for the leaves a row reached."""
-        if self._contrib is not None:
-            parts = self._contrib[leaves].sum(axis=0).tolist()
+    def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``score``, and each feature's path attribution ([n, F], schema order): the changes in the
+        trees' expected value along the paths the row took, summed by the feature split on."""
+        X = self.raw.unknown_as_missing(X)
+        leaves, raw = self.walk(X)
+        if not len(X):
+            parts = np.zeros(X.shape)
+        elif self._contrib is not None:  # row by row: a batch's [n, trees, F] at once would be large
+            parts = np.stack([self._contrib[row].sum(axis=0) for row in leaves])
         else:
-            parts = self._walk_contributions(self.vector(row))
-        return list(zip(self.raw.names, parts, strict=True))
+            parts = np.array([self._walk_contributions(x) for x in X.tolist()]).reshape(X.shape)
+        return raw, parts
 
     def _walk_contributions(self, x: list[float]) -> list[float]:
         t = self.trees
@@ -492,28 +345,15 @@ class TreeScorer:
                 n = child
         return parts
 
-    def raw_matrix(self, X: np.ndarray) -> np.ndarray:
-        return self.walk(X, leaves=False)[1]
-
-    def matrix_from_columns(self, n: int, columns: Mapping[str, Column]) -> np.ndarray:
-        X = np.full((n, len(self.raw.names)), np.nan)
-        for j, (name, index) in enumerate(zip(self.raw.names, self._cat_index, strict=True)):
-            col = columns.get(name)
-            if col is None:
-                continue
-            if index is not None and col.codes is not None:
-                lut = np.array([index.get(d, math.nan) for d in col.dictionary or ()] + [math.nan])
-                X[:, j] = lut[col.codes]
-            elif index is not None and col.strings is not None:
-                X[:, j] = [index.get(s, math.nan) if s else math.nan for s in col.strings]
-            elif col.numbers is not None:
-                X[:, j] = np.asarray(col.numbers, dtype=np.float64)
-        return X
-
-
 @dataclass
 class ScoringModel:
-    """A servable model: scorer + calibrator + decision threshold."""
+    """A servable model: a family's scorer, its calibrator and the decision threshold.
+
+    Every inference entry point comes here the same way: its request decoded into the raw layout
+    (encoding.RawEncoder: ``row``/``rows`` for rows, app.inference.SchemaPlan for columns, the OIP
+    tensor or named inputs as they are), its values checked (schema.py's rules: Schema.validate_row
+    for rows and columns, MatrixCheck for a matrix), then ``score`` or ``explain``.
+    """
 
     schema: Schema
     family: str
@@ -523,186 +363,40 @@ class ScoringModel:
     trees: TreeScorer | None = None
 
     @property
-    def _scorer(self) -> LinearScorer | TreeScorer:
+    def scorer(self) -> LinearScorer | TreeScorer:
+        """The family's scorer."""
         scorer = self.linear or self.trees
         assert scorer is not None
         return scorer
 
-    def predict_one(self, row: Mapping[str, object]) -> float:
-        return self.calibrator.one(self._scorer.raw_one(row))
+    @property
+    def raw(self) -> RawEncoder:
+        """The raw layout of this model's schema."""
+        return self.scorer.raw
 
-    def explain_one(self, row: Mapping[str, object], top_k: int) -> tuple[float, list[Contribution]]:
-        """The probability and the ``top_k`` largest contributions (by magnitude)."""
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """The probability of each row of an [n, F] raw-layout matrix (float32 or float64) whose values
+        keep the schema's rules."""
+        return self.calibrator.many(self.scorer.score(X))
+
+    def explain(self, X: np.ndarray, top_k: int) -> tuple[np.ndarray, list[list[Contribution]]]:
+        """``score``, and each row's ``top_k`` largest contributions by magnitude (ties: the larger
+        name first); none for ``top_k`` <= 0."""
         if top_k <= 0:
-            return self.predict_one(row), []
-        if self.linear is not None:
-            raw, top = self.linear.explain_top(row, top_k)
-            return self.calibrator.one(raw), top
-        raw, parts = self._scorer.explain_one(row)
-        return self.calibrator.one(raw), top_contributions(parts, top_k)
-
-    def explain_checked(self, row: Mapping[str, object], top_k: int) -> tuple[float, list[Contribution]] | None:
-        """explain_one for a row that passes the schema's checks, checking it while scoring; None when
-        anything about it is not plain (a bad value, an unknown name or category, a missing required
-        feature, a tree model): the caller then checks the row the long way and uses explain_one.
-
-        The single-row Predict path: one pass over the features instead of a check pass and a scoring
-        pass, and the top-k ranked without a tuple per feature. The answer is explain_one's, to the
-        bit (the same sums in the same order; ties between equal contributions go to the larger
-        name, as in top_contributions)."""
-        plan = self.__dict__.get("_checked_plan")
-        if plan is None:
-            plan = self.__dict__["_checked_plan"] = self._checked_plan()
-        if not plan:
-            return None
-        linear, numeric, tables = plan
-        get = row.get
-        z = linear.bias
-        parts: list[float] = []
-        add = parts.append
-        absent = 0
-        # Two loops, numbers then the rest, as the scorer sums them: one loop with a kind test per
-        # feature measured ~15% slower, and this is the whole of the single-row scoring cost.
-        for name, slope, offset, missing, lo, hi, required in numeric:
-            v = get(name)
-            if v is None:
-                if required:
-                    return None
-                absent += 1
-                c = missing
-            elif v.__class__ is float and lo <= v <= hi:  # a number (not a bool), in bounds, not NaN
-                c = slope * v + offset
-            else:
-                return None
-            z += c
-            add(c)
-        for name, table, missing, required, cls in tables:
-            v = get(name)
-            if v is None:
-                if required:
-                    return None
-                absent += 1
-                c = missing
-            elif v.__class__ is cls and (c := table.get(v)) is not None:  # a declared category, or a bool
-                pass
-            else:
-                return None
-            z += c
-            add(c)
-        if len(row) + absent != len(parts):  # a name the schema does not have
-            return None
-        prob = self.calibrator.one(z)
-        return prob, linear.top(parts, top_k) if top_k > 0 else []
-
-    def _checked_plan(self) -> tuple[Any, ...]:
-        """The linear scorer's contribution rules, in its scoring order, with the schema's checks, for
-        explain_checked; empty for a tree model."""
-        linear = self.linear
-        if linear is None:
-            return ()
-        checks = self.schema.checks
-        numeric = []
-        for name, slope, offset, missing in linear._numeric:
-            spec = self.schema.feature(name)
-            if spec is None:
-                return ()
-            lo, hi = checks[name].lo, checks[name].hi
-            numeric.append((name, slope, offset, missing, lo, hi, spec.required))
-        tables = []
-        for name, table, unknown, missing in linear._tables:
-            spec = self.schema.feature(name)
-            if spec is None:
-                return ()
-            # Only the declared values: an unknown category (allowed or not) takes the long way.
-            categorical = spec.type is FeatureType.CATEGORICAL
-            known = spec.categories if categorical else (True, False)
-            tables.append((name, {v: table.get(v, unknown) for v in known}, missing, spec.required,
-                           str if categorical else bool))
-        if len(numeric) + len(tables) != len(self.schema.features):
-            return ()
-        return linear, tuple(numeric), tuple(tables)
+            return self.score(X), [[] for _ in range(len(X))]
+        raw, parts = self.scorer.contributions(X)
+        names = self.raw.names
+        return self.calibrator.many(raw), [top_contributions(list(zip(names, p)), top_k) for p in parts.tolist()]
 
     def predict_rows(self, rows: Sequence[Row]) -> np.ndarray:
-        if self.linear is not None:
-            return self.calibrator.many(self.linear.raw_rows(rows))
-        assert self.trees is not None
-        trees = self.trees
-        return self.calibrator.many(trees.raw_matrix(np.array([trees.vector(r) for r in rows], dtype=np.float64)
-                                                     .reshape(len(rows), len(trees.raw.names))))
+        """``score`` of rows that passed Schema.validate_row."""
+        return self.score(self.raw.rows(rows))
 
-    def rank(self, subject: Row, candidates: Sequence[Row], top_k: int) -> tuple[np.ndarray, Callable[[int], list[Contribution]]]:
-        """Probabilities of subject + each candidate, and a function explaining candidate i.
+    def predict_one(self, row: Mapping[str, object]) -> float:
+        """``score`` of one row that passed Schema.validate_row."""
+        return float(self.score(np.array([self.raw.row(row)]))[0])
 
-        A linear model scores the subject's features once and each candidate's
-        own features on top; trees walk each merged row.
-        """
-        lin = self.linear
-        if lin is None:
-            trees = self.trees
-            assert trees is not None
-            # One walk of every merged row; the leaves serve both the score and its explanation.
-            X = np.array([trees.vector({**subject, **c}) for c in candidates], dtype=np.float64)
-            walks, tree_raws = trees.walk(X.reshape(len(candidates), len(trees.raw.names)))
-            probs = self.calibrator.many(tree_raws)
-
-            def explain_tree(i: int) -> list[Contribution]:
-                return top_contributions(trees.contributions_of(walks[i], {**subject, **candidates[i]}), top_k)
-
-            return probs, explain_tree
-        contribution = lin.contribution
-        base_parts = {name: contribution(name, subject.get(name)) for name in lin._by_name}
-        base = lin.bias + sum(base_parts.values())
-        # The subject's contributions, largest first: a candidate's top k come from
-        # its own features and the first k (plus overridden) of these.
-        subject_order = sorted(base_parts.items(), key=lambda p: -abs(p[1]))
-        raws = []
-        own_parts: list[list[Contribution]] = []
-        for cand in candidates:
-            z = base
-            own = [(name, contribution(name, value)) for name, value in cand.items()]
-            for name, c in own:
-                z += c - base_parts[name]
-            raws.append(z)
-            own_parts.append(own)
-        probs = self.calibrator.many(np.array(raws, dtype=np.float64))
-
-        def explain(i: int) -> list[Contribution]:
-            own = own_parts[i]
-            taken = {name for name, _ in own}
-            pool = own + [p for p in subject_order[: top_k + len(taken)] if p[0] not in taken][:top_k]
-            return top_contributions(pool, top_k)
-
-        return probs, explain
-
-    def predict_checked_matrix(self, X: np.ndarray, lo: np.ndarray, hi: np.ndarray, whole: np.ndarray,
-                               optional: np.ndarray) -> np.ndarray | None:
-        """predict_matrix for a matrix not yet checked against the per-column rules (lo <= value <= hi,
-        a whole number where ``whole``, missing only where ``optional``: MatrixCheck's vectors); None
-        if any value breaks one. A linear model checks and scores in one compiled pass."""
-        if self.linear is not None:
-            raw = self.linear.raw_checked(X, self._raw_encoder(), lo, hi, whole, optional)
-            return None if raw is None else self.calibrator.many(raw)
-        X = np.asarray(X, dtype=np.float64)
-        return self.predict_matrix(X) if within_rules(X, lo, hi, whole, optional).all() else None
-
-    def _raw_encoder(self) -> RawEncoder:
-        raw = self.__dict__.get("_raw")
-        if raw is None:
-            raw = self.__dict__["_raw"] = RawEncoder.from_schema(self.schema)
-        return raw
-
-    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities for an [n, F] float64 matrix in the trees' raw layout (encoding.RawEncoder over
-        the schema: schema order, NaN for missing, a boolean as 0/1, a categorical as the index of its
-        value in the schema's categories), whose values were checked against the schema."""
-        if self.linear is not None:
-            return self.calibrator.many(self.linear.raw_matrix(X, self._raw_encoder()))
-        trees = self.trees
-        assert trees is not None  # its raw layout is the schema's (artifact.load checks it)
-        return self.calibrator.many(trees.raw_matrix(X))
-
-    def predict_columns(self, n: int, columns: Mapping[str, Column]) -> np.ndarray:
-        if self.linear is not None:
-            return self.calibrator.many(self.linear.raw_columns(n, columns))
-        assert self.trees is not None
-        return self.calibrator.many(self.trees.raw_matrix(self.trees.matrix_from_columns(n, columns)))
+    def explain_one(self, row: Mapping[str, object], top_k: int) -> tuple[float, list[Contribution]]:
+        """``explain`` of one row that passed Schema.validate_row."""
+        probs, tops = self.explain(np.array([self.raw.row(row)]), top_k)
+        return float(probs[0]), tops[0]

@@ -433,18 +433,20 @@ class Trainer:
                                          self.settings.training.random_seed, check=self._check)
         model = fit_logistic(X, fit.labels, l2, p.tolerance, p.max_iterations)
         choice = L2Choice(l2, method, path, int(np.max(model.n_iter_)))
-        raw_cal = Xc @ model.coef_[0] + model.intercept_[0]
+        raw = RawEncoder.from_schema(self.schema)
+        scorer = LinearScorer(encoder, model.coef_[0], float(model.intercept_[0]), X.mean(axis=0), raw)
+        raw_cal = scorer.score(raw.rows(cal.rows))
         refit = len(train) < REFIT_BELOW
         if refit:
             self._check()
             encoder = fit_linear(self.schema, train.rows)
             X = encoder.transform(train.rows)
             model = fit_logistic(X, train.labels, l2, p.tolerance, p.max_iterations)
-        scorer = LinearScorer(encoder, model.coef_[0], float(model.intercept_[0]), X.mean(axis=0))
+            scorer = LinearScorer(encoder, model.coef_[0], float(model.intercept_[0]), X.mean(axis=0), raw)
         loss = _log_loss(train.labels if refit else fit.labels, model.predict_proba(X)[:, 1])
         self._progress(phase="fitting", family="logistic_regression", iteration=choice.iterations, loss=loss,
                        message=f"l2 {choice.l2:g} ({choice.method})")
-        raw_val = scorer.raw_rows(valid.rows)
+        raw_val = scorer.score(raw.rows(valid.rows))
         return self._finish(
             "logistic_regression", scorer, raw_cal, cal, raw_val, valid,
             stop_reason="converged" if choice.iterations < p.max_iterations else "max_iterations",
@@ -481,7 +483,7 @@ class Trainer:
         iterations = int(model.n_iter_)
         best = int(np.argmax(model.validation_score_))  # validation_score_[0] is before the first iteration
         final_loss = float(-model.validation_score_[-1])
-        raw_cal = TreeScorer(export_trees(model, len(raw.names)), raw).raw_matrix(Xc)
+        raw_cal = TreeScorer(export_trees(model, len(raw.names)), raw).score(Xc)
         # Early stopping decided unless the last TREE_PATIENCE iterations were still improving at the cap.
         stopped = iterations < p.max_iterations or best < iterations - TREE_PATIENCE
         refit = len(train) < REFIT_BELOW
@@ -493,7 +495,7 @@ class Trainer:
             model = clone(model).set_params(max_iter=iterations, early_stopping=False, warm_start=False)
             model.fit(np.vstack([X, Xc]), np.concatenate([fit.labels, cal.labels]))
         scorer = TreeScorer(export_trees(model, len(raw.names)), raw)
-        raw_val = scorer.raw_matrix(raw.transform(valid.rows))
+        raw_val = scorer.score(raw.rows(valid.rows))
         return self._finish(
             "gradient_boosting", scorer, raw_cal, cal, raw_val, valid,
             stop_reason="early_stopping" if stopped else "max_iterations",
@@ -533,9 +535,9 @@ def incremental_logistic(
     for _ in range(epochs):
         order = rng.permutation(len(rows))
         sgd.partial_fit(X[order], y[order])
-    scorer = LinearScorer(encoder, sgd.coef_[0], float(sgd.intercept_[0]), base.column_means)
-    calibrator, prob = choose_calibrator(fit_calibrators(scorer.raw_rows(cal.rows), cal.labels),
-                                         scorer.raw_rows(valid.rows), valid.labels)
+    scorer = LinearScorer(encoder, sgd.coef_[0], float(sgd.intercept_[0]), base.column_means, base.raw)
+    calibrator, prob = choose_calibrator(fit_calibrators(scorer.score(base.raw.rows(cal.rows)), cal.labels),
+                                         scorer.score(base.raw.rows(valid.rows)), valid.labels)
     model = ScoringModel(schema, "logistic_regression", settings.decision_threshold, calibrator, linear=scorer)
     loss = _log_loss(y, 1.0 / (1.0 + np.exp(-(X @ sgd.coef_[0] + sgd.intercept_[0]))))
     return model, mt.compute(valid.labels, prob, settings.decision_threshold), epochs, loss
@@ -552,12 +554,7 @@ def incremental_l2(settings: ModelSettings, base_l2: float = 0.0) -> float:
 
 def recalibrate(model: ScoringModel, cal: TrainingData, valid: TrainingData) -> ScoringModel:
     """The same scorer with its calibrator refitted on recent rows."""
-    if model.linear is not None:
-        raw_cal, raw_val = model.linear.raw_rows(cal.rows), model.linear.raw_rows(valid.rows)
-    else:
-        assert model.trees is not None
-        trees = model.trees
-        raw_cal = trees.raw_matrix(trees.raw.transform(cal.rows))
-        raw_val = trees.raw_matrix(trees.raw.transform(valid.rows))
+    scorer, raw = model.scorer, model.raw
+    raw_cal, raw_val = scorer.score(raw.rows(cal.rows)), scorer.score(raw.rows(valid.rows))
     calibrator, _ = choose_calibrator(fit_calibrators(raw_cal, cal.labels), raw_val, valid.labels)
     return ScoringModel(model.schema, model.family, model.threshold, calibrator, linear=model.linear, trees=model.trees)

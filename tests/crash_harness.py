@@ -834,14 +834,15 @@ class Inspector:
                 out.lost.append(f"alias event {event_id}: {by_id.get(event_id)} vs acknowledged {expected}")
 
         runs = {r[0]: r[1:] for r in snap.rows(
-            "SELECT run_id, state, produced_version, promoted FROM training_runs WHERE model_id = ?", (model_id,))}
+            "SELECT run_id, state, produced_version, promoted, end_reason FROM training_runs WHERE model_id = ?",
+            (model_id,))}
         for run_id in ledger.runs:
             out.checked += 1
             if run_id not in runs:
                 out.lost.append(f"training run {run_id}: missing")
         promoted_by = {reason.removeprefix("promoted by "): (alias, version) for _, alias, version, _, reason in events
                        if reason.startswith("promoted by ")}
-        for run_id, (state, produced, promoted) in runs.items():
+        for run_id, (state, produced, promoted, end_reason) in runs.items():
             if state in ("queued", "running"):
                 out.active_runs.append(run_id)
             if state == "running":
@@ -852,7 +853,8 @@ class Inspector:
                     out.violations.append(f"run {run_id} ({state}) produced version {produced}: {v}")
                 if promoted and promoted_by.get(run_id) != ("champion", produced):
                     out.violations.append(f"run {run_id} promoted version {produced} but no alias event says so")
-            elif state == "succeeded":
+            elif state == "succeeded" and not (end_reason or "").startswith("unchanged:"):
+                # Only a run on exactly the champion's outcomes and settings succeeds without one.
                 out.violations.append(f"run {run_id} succeeded without a version")
         for version, (_status, _source, run_id, _) in versions.items():
             if run_id and (run_id not in runs or runs[run_id][1] != version):

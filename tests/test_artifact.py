@@ -284,7 +284,7 @@ def test_nan_smuggled_into_weights(trained: Trained) -> None:
     assert lin is not None
     weights = lin.weights.copy()
     weights[3] = math.nan
-    broken = dataclasses.replace(trained.logistic, linear=LinearScorer(lin.encoder, weights, lin.intercept, lin.column_means))
+    broken = dataclasses.replace(trained.logistic, linear=LinearScorer(lin.encoder, weights, lin.intercept, lin.column_means, lin.raw))
     with pytest.raises(art.ArtifactError) as info:
         dump(broken)
     assert info.value.field == "payload.linear.weights[3]"

@@ -1,4 +1,6 @@
-"""The raw-layout checks (app.inference.MatrixCheck): the one-row path agrees with the matrix path."""
+"""The raw-layout validator (app.inference.MatrixCheck over kernels.within_rules) names exactly the cells
+that break the schema's rules, for float32 and float64, writable or read-only; a checked row reads back
+as the row it encodes; and every family scores a checked matrix of either precision alike."""
 
 from __future__ import annotations
 
@@ -53,17 +55,15 @@ ROWS = _encoded_rows()
 @settings(max_examples=500, deadline=None)
 @given(st.sampled_from(ROWS),
        st.lists(st.tuples(st.integers(0, len(FEATURES) - 1), st.sampled_from(EDGES)), max_size=3))
-def test_one_row_and_matrix_checks_agree(base: list[float], changes: list[tuple[int, float]]) -> None:
-    """A valid demo row with up to three cells replaced by edge values: both paths take or refuse
-    it alike, and the matrix path names exactly the cells that break a rule."""
+def test_the_check_names_exactly_the_cells_that_break_a_rule(base: list[float], changes: list[tuple[int, float]]) -> None:
+    """A valid demo row with up to three cells replaced by edge values: the check names exactly the
+    cells that break a rule, as the rules written out one value at a time say."""
     values = list(base)
     for j, v in changes:
         values[j] = v
-    row = CHECK.row(values)
     errors = CHECK.errors(np.array([values]), "features")
     broken = {j for j, (f, v) in enumerate(zip(FEATURES, values, strict=True)) if not _valid(f, v)}
-    assert (row is not None) == (not broken) == (not errors), (values, errors)
-    assert {int(e.field.split(", ")[1].split("]")[0]) for e in errors} == broken
+    assert {int(e.field.split(", ")[1].split("]")[0]) for e in errors} == broken, (values, errors)
 
 
 def test_a_valid_row_reads_as_the_row_it_encodes() -> None:
@@ -77,7 +77,8 @@ def test_a_valid_row_reads_as_the_row_it_encodes() -> None:
         elif f.required:
             values[j] = want[f.name] = float(f.min or 0.0)
     assert CHECK.row(values) == want
-    assert CHECK.row(values[:-1]) is None  # the wrong width is never a row
+    assert not CHECK.errors(np.array([values]), "features")
+    assert CHECK.errors(np.array([values[:-1]]), "features")[0].reason.startswith("needs shape")
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +100,9 @@ def models():
                           st.lists(st.tuples(st.integers(0, len(FEATURES) - 1), st.sampled_from(EDGES)), max_size=2)),
                 min_size=1, max_size=6),
        st.sampled_from([np.float32, np.float64]), st.booleans())
-def test_checked_scoring_refuses_exactly_what_the_check_names_and_scores_the_rest_alike(
-        models, rows: list, dtype: type, read_only: bool) -> None:
-    """ScoringModel.predict_checked_matrix (for a linear model one compiled pass, kernels.linear_checked)
-    answers None exactly when MatrixCheck names a cell, and otherwise what predict_matrix answers; for
-    float32 and float64 matrices, writable or not (an OIP tensor is a read-only view of the request)."""
+def test_a_checked_matrix_of_either_precision_scores_alike(models, rows: list, dtype: type, read_only: bool) -> None:
+    """The check refuses the same cells of a float32 matrix as of its float64 copy (an OIP tensor may be
+    either, and is a read-only view of the request), and a matrix it passes scores the same either way."""
     matrix = []
     for base, changes in rows:
         values = list(base)
@@ -114,11 +113,9 @@ def test_checked_scoring_refuses_exactly_what_the_check_names_and_scores_the_res
         x = np.array(matrix, dtype=dtype)
     if read_only:
         x = np.frombuffer(x.tobytes(), dtype=dtype).reshape(x.shape)
-    errors = CHECK.errors(np.asarray(x, dtype=np.float64), "features")
-    for model in models:
-        got = model.predict_checked_matrix(x, CHECK.lo, CHECK.hi, CHECK.whole, CHECK.optional)
-        if errors:
-            assert got is None
-        else:
-            assert got is not None
-            assert np.allclose(got, model.predict_matrix(np.asarray(x, dtype=np.float64)), rtol=0, atol=1e-12)
+    wide = np.asarray(x, dtype=np.float64)
+    errors = CHECK.errors(x, "features")
+    assert errors == CHECK.errors(wide, "features")
+    if not errors:
+        for model in models:
+            np.testing.assert_array_equal(model.score(x), model.score(wide))

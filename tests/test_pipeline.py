@@ -37,40 +37,51 @@ def test_exported_trees_score_exactly_like_scikit_learn() -> None:
                                            random_state=0).fit(X, d.labels)
     scorer = TreeScorer(export_trees(model, X.shape[1]), raw)
     expected = model.decision_function(X)
-    assert np.allclose(scorer.raw_matrix(X), expected, atol=1e-9)
-    singles = np.array([scorer.raw_one(r) for r in d.rows[:300]])
+    assert np.allclose(scorer.score(X), expected, atol=1e-9)
+    singles = np.array([scorer.score(np.array([raw.row(r)]))[0] for r in d.rows[:300]])
     assert np.allclose(singles, expected[:300], atol=1e-9)
-    # Missing values and categories never seen in training take the trees' missing branch.
+    # Missing values and categories never seen in training take the trees' missing branch: the raw
+    # layout gives an unknown category the code after the last, and the trees take it as missing.
     odd = dict(d.rows[0])
     odd.pop("annual_income_inr", None)
     odd["state"] = "atlantis"
+    state = raw.names.index("state")
+    x = np.array([raw.row(odd)])
+    assert x[0, state] == len(raw.categories[state])
     Xo = raw.transform([odd])
-    assert np.isnan(Xo[0, raw.names.index("state")])
-    assert scorer.raw_one(odd) == pytest.approx(model.decision_function(Xo)[0], abs=1e-9)
+    assert np.isnan(Xo[0, state]) and np.isnan(raw.unknown_as_missing(x)[0, state])
+    assert scorer.score(x)[0] == pytest.approx(model.decision_function(Xo)[0], abs=1e-9)
 
 
 def test_explanations_add_up_to_the_score(trained) -> None:
     for cand in trained.candidates:
-        scorer = cand.model.linear or cand.model.trees
-        for row in trained.validation.rows[:50]:
-            raw, parts = scorer.explain_one(row)
-            assert raw == pytest.approx(scorer.raw_one(row), abs=1e-9)
-            assert scorer.bias + sum(c for _, c in parts) == pytest.approx(raw, abs=1e-9)
-            assert {name for name, _ in parts} == set(DEMO_SCHEMA.names)
+        scorer = cand.model.scorer
+        X = scorer.raw.rows(trained.validation.rows[:50])
+        raw, parts = scorer.contributions(X)
+        assert np.array_equal(raw, scorer.score(X))  # the same sums, in the same order
+        assert np.allclose(scorer.bias + parts.sum(axis=1), raw, atol=1e-9)
+        assert parts.shape == (50, len(DEMO_SCHEMA.names))
 
 
-def test_one_row_and_a_batch_agree(trained) -> None:
+def test_one_row_is_the_one_row_case_of_a_batch(trained) -> None:
+    """Predict's path (explain_one) and a batch's (score, explain) give the same numbers to the bit."""
     for cand in trained.candidates:
+        model = cand.model
         rows = trained.validation.rows[:200]
-        one = np.array([cand.model.predict_one(r) for r in rows])
-        assert np.allclose(one, cand.model.predict_rows(rows), atol=1e-12)
+        X = model.raw.rows(rows)
+        batch = model.score(X)
+        probs, tops = model.explain(X, 3)
+        assert np.array_equal(probs, batch)
+        for i in (0, 17, 199):
+            assert model.explain_one(rows[i], 3) == (batch[i], tops[i])
+            assert model.predict_one(rows[i]) == batch[i]
 
 
 def test_linear_scorer_matches_the_design_matrix(trained) -> None:
     [lin] = [c.model.linear for c in trained.candidates if c.model.linear is not None]
     rows = trained.validation.rows[:100]
     direct = lin.encoder.transform(rows) @ lin.weights + lin.intercept
-    assert np.allclose([lin.raw_one(r) for r in rows], direct, atol=1e-9)
+    assert np.allclose(lin.score(lin.raw.rows(rows)), direct, atol=1e-9)
 
 
 def test_the_run_reports_both_families_and_keeps_the_best(trained) -> None:
@@ -147,57 +158,12 @@ def test_the_linear_encoder_imputes_and_scales_from_training_rows() -> None:
     assert not np.isnan(X).any()
 
 
-def test_ranking_a_subject_against_candidates_matches_scoring_merged_rows(trained) -> None:
-    rows = trained.validation.rows[:30]
-    subject = {k: v for k, v in rows[0].items() if not k.startswith("scheme_")}
-    candidates = [{k: v for k, v in r.items() if k.startswith("scheme_")} for r in rows]
-    for cand in trained.candidates:
-        model = cand.model
-        probs, explain = model.rank(subject, candidates, 3)
-        merged = [{**subject, **c} for c in candidates]
-        assert np.allclose(probs, [model.predict_one(m) for m in merged], atol=1e-12)
-        for i in (0, 7, 29):
-            expected = model.explain_one(merged[i], 3)[1]
-            assert [n for n, _ in explain(i)] == [n for n, _ in expected]
-            assert np.allclose([c for _, c in explain(i)], [c for _, c in expected], atol=1e-9)
-
-
-# Values that break a rule, or that the fast path leaves to the long way (kinds, bounds, NaN,
-# unknown categories and names): explain_checked must answer None for each, or what explain_one does.
 _ODD_VALUES = [None, float("nan"), float("inf"), -1.0, 1e101, 17.0, 0.0, 1.0, True, False, "weaver",
                "atlantis", "", 5, "x" * 300]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_the_checked_one_row_path_answers_as_check_then_explain(trained, data) -> None:
-    """explain_checked is explain_one for a row that passes validate_row, None for one that does not
-    (and None only for an unusual row: a plain valid row always takes the fast path)."""
-    linear = next(c.model for c in trained.candidates if c.model.linear is not None)
-    base = dict(data.draw(st.sampled_from(trained.validation.rows[:40])))
-    plain = not DEMO_SCHEMA.validate_row(base)
-    changes = data.draw(st.lists(st.tuples(st.sampled_from(DEMO_SCHEMA.names + ["no_such_feature"]),
-                                           st.sampled_from(_ODD_VALUES)), max_size=3))
-    row = dict(base)
-    for name, value in changes:
-        if value is None:
-            row.pop(name, None)
-        else:
-            row[name] = value
-    k = data.draw(st.sampled_from([0, 1, 3, 22]))
-    got = linear.explain_checked(row, k)
-    if DEMO_SCHEMA.validate_row(row):
-        assert got is None
-    elif got is not None:
-        assert got == linear.explain_one(row, k)
-    if plain and not changes:
-        assert got == linear.explain_one(base, k)
-    tree = next(c.model for c in trained.candidates if c.model.trees is not None)
-    assert tree.explain_checked(base, k) is None  # trees always take the long way
-
-
-def test_equal_contributions_rank_as_top_contributions_does(trained) -> None:
-    """Ties go to the larger name on both paths: with every weight zero, every contribution ties."""
+def test_equal_contributions_rank_the_larger_name_first(trained) -> None:
+    """With every weight zero every contribution ties: the top ones are the largest names."""
     import dataclasses
 
     from sahayak_rpc.scoring import LinearScorer
@@ -205,13 +171,24 @@ def test_equal_contributions_rank_as_top_contributions_does(trained) -> None:
     model = next(c.model for c in trained.candidates if c.model.linear is not None)
     lin = model.linear
     flat = dataclasses.replace(model, linear=LinearScorer(lin.encoder, np.zeros_like(lin.weights), lin.intercept,
-                                                          lin.column_means))
-    row = trained.validation.rows[0]
-    fast = flat.explain_checked(row, 3)
-    assert fast is not None and fast == flat.explain_one(row, 3)
-    assert [name for name, _ in fast[1]] == sorted(DEMO_SCHEMA.names, reverse=True)[:3]
-    for row in trained.validation.rows[:200]:  # and the full ranking of real rows
-        assert model.explain_checked(row, 22) == model.explain_one(row, 22)
+                                                          lin.column_means, lin.raw))
+    _, top = flat.explain_one(trained.validation.rows[0], 3)
+    assert [name for name, _ in top] == sorted(DEMO_SCHEMA.names, reverse=True)[:3]
+
+
+def test_a_contribution_is_the_feature_s_share_of_the_design(trained) -> None:
+    """Each linear contribution is the feature's own share of the fitted design: its weights times its
+    encoded columns minus their training means (w . (x - mean) over its span), for present values,
+    unknown categories (their own column, not the missing one) and missing values alike."""
+    model = next(c.model for c in trained.candidates if c.model.linear is not None)
+    lin, raw = model.linear, model.raw
+    row = dict(trained.validation.rows[0])
+    rows = [row, dict(row, state="atlantis"), {k: v for k, v in row.items() if k not in ("state", "age")}]
+    _, parts = lin.contributions(raw.rows(rows))
+    design = lin.encoder.transform(rows) - lin.column_means
+    for name, start, end in lin.encoder.spans():
+        expected = design[:, start:end] @ lin.weights[start:end]
+        np.testing.assert_allclose(parts[:, raw.names.index(name)], expected, rtol=0, atol=1e-9)
 
 
 def _columns(rows: list[dict], names: list[str]) -> list:
@@ -228,13 +205,13 @@ def _columns(rows: list[dict], names: list[str]) -> list:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_columnar_batch_as_one_matrix_is_checked_and_scored_as_column_by_column(trained, data) -> None:
-    """SchemaPlan.columns_matrix plus MatrixCheck (PredictBatch's fast path) passes exactly the batches
-    check_columns passes without a word, and scores them as predict_columns does; odd shapes and bad
-    values (which it may leave to the long way) never slip through it."""
+    """SchemaPlan.columns_matrix plus MatrixCheck (PredictBatch's plain-columns decoder) passes exactly
+    the batches check_columns passes without a word, and decodes them as the rows decoder does (the
+    same scores to the bit); odd shapes and bad values (left to the long way) never slip through it."""
     import dataclasses
 
     from sahayak_rpc.app.inference import SchemaPlan
-    from sahayak_rpc.schema import Column, SchemaError, check_columns
+    from sahayak_rpc.schema import Column, SchemaError, check_columns, columns_to_rows
 
     plan = SchemaPlan(DEMO_SCHEMA)
     rows = [dict(r) for r in data.draw(st.lists(st.sampled_from(trained.validation.rows[:60]), min_size=1,
@@ -280,8 +257,8 @@ def test_a_columnar_batch_as_one_matrix_is_checked_and_scored_as_column_by_colum
     if fast_ok:
         assert slow == {}, slow  # the fast path never takes what the long way refuses
         for cand in trained.candidates:
-            by_name = {c.name: c for c in columns}
-            assert np.allclose(cand.model.predict_matrix(x), cand.model.predict_columns(n, by_name), atol=1e-12)
+            by_rows = cand.model.raw.rows(columns_to_rows(DEMO_SCHEMA, n, columns))
+            assert np.array_equal(cand.model.score(x), cand.model.score(by_rows))
     elif shape == "as is" and all(c.codes is not None or c.numbers is not None for c in columns):
         assert slow != {}  # a plain batch leaves the fast path only for a bad value
 
@@ -322,7 +299,7 @@ def test_the_compiled_forest_walks_as_the_python_reference(trained, data) -> Non
         row = {name: (cats[j][int(v)] if trees.raw.kinds[j] == "categorical" else
                       (v == 1.0 if trees.raw.kinds[j] == "boolean" else v))
                for j, (name, v) in enumerate(zip(trees.raw.names, x)) if v == v}
-        assert trees.raw_one(row) == z
+        assert trees.score(np.array([trees.raw.row(row)]))[0] == z
 
 
 def test_the_compiled_forest_reads_every_bit_of_a_256_category_split() -> None:
@@ -350,7 +327,7 @@ def test_the_compiled_forest_reads_every_bit_of_a_256_category_split() -> None:
 def test_the_compiled_forest_scores_any_batch_as_the_reference_with_or_without_leaves(trained, n) -> None:
     """The walk goes tree by tree over blocks of rows: a batch of any size (empty, one row, an odd
     count, across block edges) gets the reference's leaves and sums to the bit, and a plain score
-    (raw_matrix, no leaves kept) is the same score. Rows mix NaN, the trees' own thresholds, every
+    (score, no leaves kept) is the same score. Rows mix NaN, the trees' own thresholds, every
     category (and codes past the declared ones) and values far outside the data."""
     trees = next(c.model.trees for c in trained.candidates if c.model.trees is not None)
     t = trees.trees
@@ -376,7 +353,8 @@ def test_the_compiled_forest_scores_any_batch_as_the_reference_with_or_without_l
     none, plain = trees.walk(X, leaves=False)
     assert none.shape == (0, 0)
     np.testing.assert_array_equal(plain, raw)
-    np.testing.assert_array_equal(trees.raw_matrix(X), raw)
+    # A code past the declared categories is an unknown category: score takes it as missing.
+    np.testing.assert_array_equal(trees.score(X), trees.walk(trees.raw.unknown_as_missing(X), leaves=False)[1])
     for i in sorted({*range(0, size, 97), size - 1} & set(range(size))):
         expected = trees.leaves_reference(X[i].tolist())
         assert leaves[i].tolist() == expected
@@ -411,4 +389,8 @@ def test_the_compiled_forest_handles_a_tree_that_is_one_leaf_and_codes_out_of_ra
                                         *[0.5 + 1.0 + 0.25 + 20.0] * 5])
     for i in (0, 1, 2):
         assert leaves[i].tolist() == scorer.leaves_reference(X[i].tolist())
-    np.testing.assert_array_equal(scorer.raw_matrix(X), raw)
+    # score takes a code at or past the categories' count (an unknown category) as missing, as the
+    # trees were trained: row 3's 256 and row 5's infinity go left with NaN; the rest as walked.
+    scored = scorer.score(X)
+    np.testing.assert_array_equal(scored[[0, 1, 2, 4, 6, 7]], raw[[0, 1, 2, 4, 6, 7]])
+    np.testing.assert_array_equal(scored[[3, 5]], [0.5 + 1.0 + 0.25 + 10.0] * 2)

@@ -128,7 +128,7 @@ def test_alerts_raised_on_one_replica_reach_watchers_on_another_in_cursor_order(
     a = replica(replicas, pg_url, tmp_path, "a", env={"SAHAYAK_TEST_CLOCK_FILE": clock_file})
     b = replica(replicas, pg_url, tmp_path, "b", env={"SAHAYAK_TEST_CLOCK_FILE": clock_file})
     with a.client() as ca, b.client() as cb:
-        load_demo_rows(ca, 1000)
+        load_demo_rows(ca, 1500)  # 1,000 rows left the logistic model at the gate's 0.75 accuracy line
         assert ca.train(MODEL, families=["logistic_regression"]).promoted
         events: list[monitor_pb2.WatchAlertsResponse] = []
         stream = ca.monitor.WatchAlerts(monitor_pb2.WatchAlertsRequest(model=MODEL), timeout=60)

@@ -7,7 +7,7 @@ import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from ..errors import InvalidArgument, ServiceError
 from ..runtime.predlog import PredictionLog
 from ..schema import (MISSING_REQUIRED, Column, FeatureType, FieldError, Row, Schema, SchemaError, as_array,
                       check_columns, code_problem, columns_to_rows, number_problem, raw_bounds)
-from ..scoring import Contribution, within_rules
+from ..scoring import Contribution
 from ..store import ModelRecord
 from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, encode_probabilities
 from .catalog import Catalog, PerSchema
@@ -83,14 +83,8 @@ class Inference:
         except ServiceError:
             _require_valid_row(model.schema, row)  # a bad row is the first thing to report
             raise
-        k = _explain_k(explain_top_k, DEFAULT_EXPLAIN)
-        # Checked while scored; anything out of the ordinary takes the long way (and its error).
-        checked = served.model.explain_checked(row, k)
-        if checked is None:
-            _require_valid_row(model.schema, row)
-            prob, parts = served.model.explain_one(row, k)
-        else:
-            prob, parts = checked
+        _require_valid_row(model.schema, row)
+        prob, parts = served.model.explain_one(row, _explain_k(explain_top_k, DEFAULT_EXPLAIN))
         label = prob >= served.model.threshold
         pid = self.new_id()
         self._log.submit_one(pid, model.id, served.version, row, prob, label, self._ctx.now_us(), entities)
@@ -122,10 +116,9 @@ class Inference:
             raise InvalidArgument.fields([FieldError("columns.row_count", f"must be 0-{MAX_BATCH_ROWS}")])
         x = self._checked_matrix(model, n, columns, "columns", lambda i: f"row {i}")
         served = self._registry.served(model, version, alias)
-        if x is not None:
-            probs = served.model.predict_matrix(x)
-        else:
-            probs = served.model.predict_columns(n, {c.name: c for c in columns}) if n else np.zeros(0)
+        if x is None:  # checked column by column: decoded by way of its rows
+            x = served.model.raw.rows(columns_to_rows(model.schema, n, columns))
+        probs = served.model.score(x)
         batch_id = self.new_id()
         self._log_batch(batch_id, model, served, columns, n, probs, encoded=self._matrix_record(model, x))
         return batch_id, served, probs
@@ -139,13 +132,13 @@ class Inference:
             return []
         if rows is None:
             rows = columns_to_rows(model.schema, n, columns)
-        return [(row, served.model.explain_one(row, top_k)[1]) for row in rows]
+        return list(zip(rows, served.model.explain(served.model.raw.rows(rows), top_k)[1], strict=True))
 
     def _checked_matrix(self, model: ModelRecord, n: int, columns: Sequence[Column], prefix: str,
                         row_name: Callable[[int], str]) -> np.ndarray | None:
-        """Check a columnar batch. A plainly shaped one comes back as its raw-layout matrix, checked in
-        a few numpy operations (MatrixCheck), to score with predict_matrix; anything else, or any bad
-        value, goes column by column (check_columns), which names the error: None when it passes."""
+        """Check a columnar batch. A plainly shaped one comes back as its raw-layout matrix, checked by
+        MatrixCheck; anything else, or any bad value, goes column by column (check_columns), which
+        names the error: None when it passes (the caller then decodes it by way of its rows)."""
         plan = self._plan(model)
         x = plan.columns_matrix(n, columns)
         if x is not None and not plan.check.errors(x, prefix):
@@ -165,39 +158,22 @@ class Inference:
         plan = self._plan(model)
         given, check = x, plan.check
 
-        def require_valid() -> np.ndarray:
-            checked = np.asarray(x, dtype=np.float64)
-            errors = check.errors(checked, field)
-            if errors:
-                raise InvalidArgument.fields(errors)
-            return checked
-
-        # One row (the common single-prediction call) goes as a Row through the Predict path:
-        # a few dictionary look-ups beat a dozen numpy calls on a 1 x F array.
-        row = check.row(x[0].tolist()) if n == 1 and x.ndim == 2 else None
-        shaped = x.ndim == 2 and x.shape[1] == len(check.features)
-        if row is None and not (n and shaped):
-            require_valid()
-        try:
-            served = self._registry.served(model, version, alias)
-        except ServiceError:
-            if row is None:
-                require_valid()  # a bad value is the first thing to report
-            raise
+        if x.dtype not in (np.float32, np.float64):
+            x = np.asarray(x, dtype=np.float64)
+        errors = check.errors(x, field)  # a bad value is the first thing to report
+        if errors:
+            raise InvalidArgument.fields(errors)
+        served = self._registry.served(model, version, alias)
         batch_id = self.new_id()
-        if row is not None:
+        probs = served.model.score(x) if n else np.zeros(0)
+        if n == 1:
             # Logged as one prediction (as Predict logs), under the id a batch's row 0 has: a batch
             # record of one row would cost the log's thread many times the scoring.
-            prob = served.model.predict_one(row)
-            self._log.submit_one(f"{batch_id}:0", model.id, served.version, row, prob,
+            prob = float(probs[0])
+            self._log.submit_one(f"{batch_id}:0", model.id, served.version, check.row(x[0].tolist()), prob,
                                  prob >= served.model.threshold, self._ctx.now_us(), None)
             self._count(model, served.version, 1)
-            return batch_id, served, np.array([prob])
-        probs = np.zeros(0)
-        if n:
-            # Checked and scored in one pass (compiled, for a linear model); any bad value: named.
-            scored = served.model.predict_checked_matrix(x, check.lo, check.hi, check.whole, check.optional)
-            probs = served.model.predict_matrix(require_valid()) if scored is None else scored
+            return batch_id, served, probs
         layout = plan.matrix_layout
         # Logged as the matrix it came in, in its precision (FP32 stays FP32), split into its number and
         # its code columns (store/batchcodec.py): a few array copies, no per-value work.
@@ -282,7 +258,8 @@ class Inference:
             raise InvalidArgument.fields(errors)
         served = self._registry.served(model, version, alias)
         k = _explain_k(explain_top_k, DEFAULT_EXPLAIN)
-        probs, explain = served.model.rank(subject, [c[1] for c in candidates], k)
+        x = served.model.raw.rows([{**subject, **features} for _, features, _ in candidates])
+        probs = served.model.score(x)
         if weight_by_benefit:
             scores = probs * np.fromiter((c[2] for c in candidates), dtype=np.float64, count=len(candidates))
         else:
@@ -293,10 +270,12 @@ class Inference:
         recommendation_id = self.new_id()
         threshold = served.model.threshold
         probs_list, scores_list = probs.tolist(), scores.tolist()
+        chosen = order.tolist()
+        explained = served.model.explain(x[chosen], k)[1]  # only the candidates returned
         out = [
             Ranked(candidates[i][0], rank, probs_list[i], scores_list[i], probs_list[i] >= threshold,
-                   f"{recommendation_id}:{candidates[i][0]}", explain(i) if k else [])
-            for rank, i in enumerate(order.tolist(), start=1)
+                   f"{recommendation_id}:{candidates[i][0]}", explained[rank - 1])
+            for rank, i in enumerate(chosen, start=1)
         ]
         now = self._ctx.now_us()
         model_id, served_version = model.id, served.version
@@ -344,10 +323,10 @@ class Inference:
         x = self._checked_matrix(model, n, merged, "candidate_columns.features", lambda i: f"candidate {ids[i]}")
         served = self._registry.served(model, version, alias)
         scoring = served.model
-        if x is not None:
-            probs = scoring.predict_matrix(x)
-        else:
-            probs = scoring.predict_columns(n, {c.name: c for c in merged})
+        logged = x  # its log record: the matrix when it came plainly shaped, else its columns
+        if x is None:  # checked column by column: decoded by way of its rows
+            x = scoring.raw.rows(columns_to_rows(model.schema, n, merged))
+        probs = scoring.score(x)
         scores = probs * ben if weight_by_benefit else probs
         order = np.argsort(-scores, kind="stable")
         if top_k:
@@ -356,18 +335,14 @@ class Inference:
         recommendation_id = self.new_id()
         threshold = scoring.threshold
         chosen = order.tolist()
-        if k:  # rows only for the candidates returned, to explain them
-            if x is None:
-                picked = columns_to_rows(model.schema, n, merged, chosen)
-            else:  # checked already: each row reads back from the matrix (never None)
-                to_row = self._plan(model).check.row
-                picked = cast(list[Row], [to_row(v) for v in x[chosen].tolist()])
+        explained = scoring.explain(x[chosen], k)[1]  # only the candidates returned
+        to_row = self._plan(model).check.row  # each explained row's values, for its contributions
         probs_list, scores_list = probs.tolist(), scores.tolist()
         out = [Ranked(ids[i], rank, probs_list[i], scores_list[i], probs_list[i] >= threshold,
-                      f"{recommendation_id}:{i}", scoring.explain_one(picked[rank - 1], k)[1] if k else [],
-                      picked[rank - 1] if k else None)
+                      f"{recommendation_id}:{i}", explained[rank - 1], to_row(x[i].tolist()) if k else None)
                for rank, i in enumerate(chosen, start=1)]
-        self._log_batch(recommendation_id, model, served, merged, n, probs, encoded=self._matrix_record(model, x))
+        self._log_batch(recommendation_id, model, served, merged, n, probs,
+                        encoded=self._matrix_record(model, logged))
         return recommendation_id, served.version, out
 
 
@@ -420,7 +395,8 @@ class SchemaPlan:
 
 
 class MatrixCheck:
-    """A schema's rules as per-column vectors, to check a raw-layout matrix in a few numpy operations."""
+    """The validator of a raw-layout matrix: the schema's rules (schema.raw_bounds) as per-column
+    vectors, checked in one compiled pass (kernels.within_rules), every bad cell named."""
 
     def __init__(self, schema: Schema) -> None:
         feats = schema.features
@@ -429,41 +405,33 @@ class MatrixCheck:
         self.lo, self.hi = np.array(lo), np.array(hi)
         self.whole = np.array([f.type is not FeatureType.NUMERIC for f in feats])
         self.optional = np.array([not f.required for f in feats])
-        # The same rules per column, for one row in plain Python: (name, kind, lo, hi, optional, categories).
-        self._columns = [(f.name, self._KIND[f.type], lo[j], hi[j], not f.required, tuple(f.categories))
-                         for j, f in enumerate(feats)]
+        # For ``row``: per column its name, and a categorical's categories (None for a number or a boolean).
+        self._columns = [(f.name, f.type is FeatureType.BOOLEAN,
+                          tuple(f.categories) if f.type is FeatureType.CATEGORICAL else None) for f in feats]
         self.column = {f.name: j for j, f in enumerate(feats)}
 
-    _KIND = {FeatureType.NUMERIC: 0, FeatureType.BOOLEAN: 1, FeatureType.CATEGORICAL: 2}
-
-    def row(self, values: Sequence[float]) -> Row | None:
-        """One raw-layout row as a Row (a number as itself, a boolean as True / False, a categorical as
-        its value, missing left out), or None when any value breaks a rule (``errors`` then names it)."""
-        if len(values) != len(self._columns):
-            return None
+    def row(self, values: Sequence[float]) -> Row:
+        """One checked raw-layout row as a Row (a number as itself, a boolean as True / False, a
+        categorical as its value, missing left out): how the log records it, and a contribution's value."""
         row: Row = {}
-        for v, (name, kind, lo, hi, optional, categories) in zip(values, self._columns):
-            if v != v:  # NaN: missing
-                if not optional:
-                    return None
-            elif not lo <= v <= hi:
-                return None
-            elif kind == 0:
-                row[name] = v
-            elif v == int(v):  # a whole number within the bounds: a boolean 0 / 1, or a category index
-                row[name] = categories[int(v)] if kind == 2 else v == 1.0
-            else:
-                return None
+        for v, (name, boolean, categories) in zip(values, self._columns, strict=True):
+            if v == v:  # not NaN: present
+                row[name] = categories[int(v)] if categories is not None else (v == 1.0 if boolean else v)
         return row
 
     def errors(self, x: np.ndarray, field: str, limit: int = 20) -> list[FieldError]:
+        """Every cell of ``x`` (the first ``limit``) that breaks a rule, named "<field>[i, j] (<feature>)";
+        the shape, when it is not [n, F]."""
+        from .. import kernels
+
         if x.ndim != 2 or x.shape[1] != len(self.features):
             return [FieldError(field, f"needs shape [n, {len(self.features)}]; got {list(x.shape)}")]
-        ok = within_rules(x, self.lo, self.hi, self.whole, self.optional)
-        if ok.all():
+        if kernels.within_rules(x, self.lo, self.hi, self.whole, self.optional, _NO_MASK):
             return []
+        bad = np.empty(x.shape, dtype=np.bool_)
+        kernels.within_rules(x, self.lo, self.hi, self.whole, self.optional, bad)
         out = []
-        for i, j in np.argwhere(~ok)[:limit].tolist():
+        for i, j in np.argwhere(bad)[:limit].tolist():
             f, v = self.features[j], float(x[i, j])
             if math.isnan(v):
                 reason = MISSING_REQUIRED
@@ -471,6 +439,9 @@ class MatrixCheck:
                 reason = (number_problem(f, v) if f.type is FeatureType.NUMERIC else code_problem(f, v)) or ""
             out.append(FieldError(f"{field}[{i}, {j}] ({f.name})", reason))
         return out
+
+
+_NO_MASK = np.empty((0, 0), dtype=np.bool_)  # kernels.within_rules: stop at the first broken rule
 
 
 def _require_valid_row(schema: Schema, row: Row) -> None:
