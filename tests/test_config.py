@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sahayak_rpc import config
+from sahayak_rpc import config, fields
 
 
 def test_defaults_are_the_seeds() -> None:
@@ -80,3 +80,40 @@ def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
                                                 ("7d", 604800), ("1w", 604800), ("250ms", 0.25)])
 def test_durations(text: object, seconds: float) -> None:
     assert config.parse_duration(text, "k") == seconds
+
+
+# --- settings as documented fields ---------------------------------------------
+
+
+def test_every_setting_is_declared_once_with_a_usable_default() -> None:
+    keys = [d.spec.key for d in config.SETTINGS if d.spec.key]
+    assert len(keys) == len(set(keys)) and len({d.spec.env for d in config.SETTINGS if d.spec.key}) == len(keys)
+    assert all(d.spec.doc and d.spec.allows(d.default) for d in config.SETTINGS)
+    assert {d.spec.flag for d in config.SETTINGS if d.spec.flag} == {
+        "--host", "--port", "--db", "--log-level", "--metrics-port", "--tokens-file", "--tls-cert", "--tls-key",
+        "--tls-client-ca", "--workers"}
+    # Only the gradient-boosting parameters are set per model alone.
+    assert {d.path for d in config.SETTINGS if not d.spec.key} == {
+        f"model_defaults.training.gradient_boosting.{k}" for k in ("learning_rate", "max_iterations", "max_leaf_nodes", "l2")}
+
+
+def test_each_key_reads_back_its_default_as_the_file_would_write_it() -> None:
+    env = {d.spec.env: fields.show(d.default, d.spec.kind).strip('"') for d in config.SETTINGS if d.spec.key}
+    assert config.load(env=env) == config.load(env={})
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"SAHAYAK_SERVER_PORT": "70000"}, "[server] port: must be in [0, 65535]"),
+        ({"SAHAYAK_TRAINING_LEARNING_RATE": "0"},
+         "[training] learning_rate (config.training.logistic_regression.learning_rate): must be in (0, 10]"),
+        ({"SAHAYAK_SERVER_HEARTBEAT_INTERVAL": "10ms"}, "[server] heartbeat_interval: must be in [50ms, 60s]"),
+        ({"SAHAYAK_SERVER_LOG_LEVEL": "loud"}, "[server] log_level: must be one of debug, info, warning, error"),
+        ({"SAHAYAK_TRAINING_FAMILIES": "gradient_boosting,gradient_boosting"}, "duplicate family"),
+    ],
+)
+def test_an_out_of_bounds_value_names_its_key(env: dict, words: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.load(env=env)
+    assert words in str(info.value)
