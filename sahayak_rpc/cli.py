@@ -283,7 +283,12 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from . import config as cfgmod
 
-    _print_json(cfgmod.describe(cfgmod.load(args.config)))
+    if not args.explain:
+        _print_json(cfgmod.describe(cfgmod.load(args.config)))
+    elif args.json:
+        _print_json(cfgmod.explain(args.config))
+    else:
+        print(cfgmod.explain_text(cfgmod.explain(args.config)), end="")
     return 0
 
 
@@ -403,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--explain", action="store_true",
+                   help="every setting with its value, where that came from, its default, bounds and doc")
+    p.add_argument("--json", action="store_true", help="with --explain: print JSON")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("backup", help="copy the database and its log segments (safe while the server runs)")

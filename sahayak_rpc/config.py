@@ -7,7 +7,7 @@ Durations are seconds or a number with a unit: 90s, 5m, 2h, 7d.
 
 Each setting is declared once (fields.py): the server-wide ones below in ServerConfig,
 the per-model defaults in settings.py. Keys, environment variables, `serve` flags,
-and bounds all come from those.
+bounds and `sahayak-rpc config --explain` all come from those.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import settings as ms
-from .fields import Declared, build, declared, setting
+from .fields import Declared, build, declared, setting, show
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -249,3 +249,36 @@ def describe(cfg: ServerConfig) -> dict[str, Any]:
     """The effective configuration, for logs and `sahayak-rpc config`."""
     return dataclasses.asdict(cfg)
 
+
+def explain(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+            **overrides: Any) -> list[dict[str, Any]]:
+    """Every setting with its current value, where that came from, its default, bounds and doc
+    (`sahayak-rpc config --explain`)."""
+    found = _gather(path, env, overrides)
+    cfg = _build({attrs: value for attrs, (value, _) in found.items()})
+    return [{"key": d.spec.toml, "setting": d.path.removeprefix("model_defaults."),
+             "scope": "model" if per_model(d) else "server", "kind": d.spec.kind,
+             "value": d.get(cfg), "source": found.get(d.attrs, (None, "default"))[1], "default": d.default,
+             "bounds": d.spec.rule(), "env": d.spec.env, "flag": d.spec.flag, "doc": d.spec.doc}
+            for d in _documented_order()]
+
+
+def _documented_order() -> list[Declared]:
+    """Settings by TOML section ([server], [auth], [training], [gate], [monitoring]; per model only last)."""
+    sections = ["server", "auth", "training", "gate", "monitoring"]
+    return sorted(SETTINGS, key=lambda d: sections.index(d.spec.key[0]) if d.spec.key else len(sections))
+
+
+def explain_text(rows: list[dict[str, Any]]) -> str:
+    """`sahayak-rpc config --explain` for a terminal: one setting a paragraph."""
+    out = []
+    for r in rows:
+        kind = r["kind"]
+        name = r["key"] or f"settings.{r['setting']} (per model only)"
+        out.append(f"{name} = {show(r['value'], kind)}  ({r['source']})")
+        where = [w for w in (r["env"], r["flag"]) if w]
+        facts = [f"default {show(r['default'], kind)}", *([r["bounds"]] if r["bounds"] else []),
+                 *(["per-model default"] if r["scope"] == "model" and r["key"] else []), *where]
+        out.append(f"    {r['doc']}")
+        out.append(f"    {'; '.join(facts)}")
+    return "\n".join(out) + "\n"

@@ -102,6 +102,19 @@ def test_each_key_reads_back_its_default_as_the_file_would_write_it() -> None:
     assert config.load(env=env) == config.load(env={})
 
 
+def test_explain_says_where_each_value_came_from(tmp_path: Path) -> None:
+    path = tmp_path / "sahayak.toml"
+    path.write_text('[gate]\nmin_accuracy = 0.8\n[server]\nport = 6001\n')
+    rows = {r["key"] or r["setting"]: r for r in config.explain(path, env={"SAHAYAK_SERVER_PORT": "6002"}, db="y.db")}
+    assert len(rows) == len(config.SETTINGS)
+    assert (rows["[server] port"]["value"], rows["[server] port"]["source"]) == (6002, "env SAHAYAK_SERVER_PORT")
+    assert (rows["[gate] min_accuracy"]["value"], rows["[gate] min_accuracy"]["source"]) == (0.8, f"file {path}")
+    assert rows["[gate] min_accuracy"]["scope"] == "model" and rows["[server] db"]["source"] == "flag"
+    r = rows["[training] retrain_interval"]
+    assert (r["value"], r["default"], r["source"], r["bounds"]) == (7 * 86400, 7 * 86400, "default", "must be at least 60s")
+    assert "retrain" in r["doc"] and r["env"] == "SAHAYAK_TRAINING_RETRAIN_INTERVAL"
+
+
 @pytest.mark.parametrize(
     ("env", "words"),
     [
