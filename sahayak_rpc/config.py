@@ -7,7 +7,7 @@ Durations are seconds or a number with a unit: 90s, 5m, 2h, 7d.
 
 Each setting is declared once (fields.py): the server-wide ones below in ServerConfig,
 the per-model defaults in settings.py. Keys, environment variables, `serve` flags,
-bounds and `sahayak-rpc config --explain` all come from those.
+bounds, `sahayak-rpc config --explain` and the README's table all come from those.
 """
 
 from __future__ import annotations
@@ -267,6 +267,17 @@ def _documented_order() -> list[Declared]:
     """Settings by TOML section ([server], [auth], [training], [gate], [monitoring]; per model only last)."""
     sections = ["server", "auth", "training", "gate", "monitoring"]
     return sorted(SETTINGS, key=lambda d: sections.index(d.spec.key[0]) if d.spec.key else len(sections))
+
+
+def settings_table() -> str:
+    """The README's table of settings, made from the declarations (tests/test_config.py checks the README has it)."""
+    lines = ["| key | default | allowed | per model | meaning |", "|---|---|---|---|---|"]
+    for d in _documented_order():
+        key = f"`{d.spec.toml}`" if d.spec.key else f"`settings.{d.path.removeprefix('model_defaults.')}` (per model only)"
+        allowed = d.spec.rule().removeprefix("must be ").removeprefix("must ")
+        cells = [key, f"`{show(d.default, d.spec.kind)}`", allowed, "yes" if per_model(d) else "", d.spec.doc]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def explain_text(rows: list[dict[str, Any]]) -> str:

@@ -84,6 +84,8 @@ def test_durations(text: object, seconds: float) -> None:
 
 # --- settings as documented fields ---------------------------------------------
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def test_every_setting_is_declared_once_with_a_usable_default() -> None:
     keys = [d.spec.key for d in config.SETTINGS if d.spec.key]
@@ -100,6 +102,17 @@ def test_every_setting_is_declared_once_with_a_usable_default() -> None:
 def test_each_key_reads_back_its_default_as_the_file_would_write_it() -> None:
     env = {d.spec.env: fields.show(d.default, d.spec.kind).strip('"') for d in config.SETTINGS if d.spec.key}
     assert config.load(env=env) == config.load(env={})
+
+
+def test_the_readme_lists_every_setting_with_its_true_default() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert config.settings_table() in readme, "run python scripts/settings_table.py"
+    rows = [line for line in readme.splitlines() if line.startswith("| `[") or line.startswith("| `settings.")]
+    for d in config.SETTINGS:
+        name = d.spec.toml or f"settings.{d.path.removeprefix('model_defaults.')}"
+        row = next((r for r in rows if r.startswith(f"| `{name}`")), None)
+        assert row is not None, name
+        assert row.split(" | ")[1] == f"`{fields.show(d.default, d.spec.kind)}`", name
 
 
 def test_explain_says_where_each_value_came_from(tmp_path: Path) -> None:
