@@ -96,9 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from . import config as cfgmod
     from .logs import configure
 
-    cfg = cfgmod.load(args.config, host=args.host, port=args.port, db=args.db, log_level=args.log_level,
-                      metrics_port=args.metrics_port, tokens_file=args.tokens_file, tls_cert=args.tls_cert,
-                      tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, workers=args.workers)
+    cfg = cfgmod.load(args.config, **{name: getattr(args, name) for name in _serve_flags()})
     configure(cfg.log_level)
     if cfg.workers > 1 and args.worker_index is None:
         return _supervise(args, cfg)
@@ -285,7 +283,12 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from . import config as cfgmod
 
-    _print_json(cfgmod.describe(cfgmod.load(args.config)))
+    if not args.explain:
+        _print_json(cfgmod.describe(cfgmod.load(args.config)))
+    elif args.json:
+        _print_json(cfgmod.explain(args.config))
+    else:
+        print(cfgmod.explain_text(cfgmod.explain(args.config)), end="")
     return 0
 
 
@@ -323,24 +326,36 @@ def cmd_migrate_db(args: argparse.Namespace) -> int:
     return run_cli(args.source, args.target, args.json)
 
 
+def _serve_flags() -> dict[str, Any]:
+    """`serve`'s flags for settings: the load() keyword (and argparse dest) -> its declaration."""
+    from . import config as cfgmod
+
+    return {cfgmod.keyword(d): d for d in cfgmod.SETTINGS if d.spec.flag}
+
+
+def _flag_type(d: Any) -> Any:
+    """How a flag's text becomes the setting's value (a duration takes a unit, as in the TOML file)."""
+    from . import config as cfgmod
+
+    if d.spec.kind == "duration":
+        return lambda text: cfgmod.parse_duration(text, d.spec.flag)
+    return {"int": int, "float": float, "str": str, "enum": str}[d.spec.kind]
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import fields
+
     parser = argparse.ArgumentParser(prog="sahayak-rpc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the server")
-    p.add_argument("--host", help="listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
-    p.add_argument("--db", help="a SQLite database file (default sahayak.db), or a postgresql:// URL (docs/scale-out.md)")
     p.add_argument("--config", help="TOML configuration file")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)")
-    p.add_argument("--tokens-file", help="bearer tokens with roles (TOML; default: no authentication)")
-    p.add_argument("--tls-cert", help="server certificate chain (PEM); turns TLS on")
-    p.add_argument("--tls-key", help="server private key (PEM)")
-    p.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    for name, d in _serve_flags().items():  # the settings that declare a flag (config.py)
+        doc = f"{d.spec.doc} (default {fields.show(d.default, d.spec.kind)}; {d.spec.toml}, ${d.spec.env})"
+        p.add_argument(d.spec.flag, dest=name, type=_flag_type(d), choices=d.spec.choices or None,
+                       help=doc.replace("%", "%%"))
     p.add_argument("--demo", action="store_true", help="create the Scheme Sahayak demo model and load demo outcomes")
     p.add_argument("--demo-outcomes", type=int, default=20_000, help="demo outcomes to load (default 20000)")
-    p.add_argument("--workers", type=int, help="serving processes on this machine, sharing the port (default 1)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the --workers supervisor
     p.set_defaults(func=cmd_serve)
 
@@ -393,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--explain", action="store_true",
+                   help="every setting with its value, where that came from, its default, bounds and doc")
+    p.add_argument("--json", action="store_true", help="with --explain: print JSON")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("backup", help="copy the database and its log segments (safe while the server runs)")

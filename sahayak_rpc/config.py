@@ -1,9 +1,13 @@
 """Server configuration: defaults < TOML file < SAHAYAK_* environment < flags.
 
-A TOML file has the sections [server], [training], [gate] and [monitoring];
+A TOML file has the sections [server], [auth], [training], [gate] and [monitoring];
 every key may also come from the environment as SAHAYAK_<SECTION>_<KEY>
 (e.g. SAHAYAK_SERVER_PORT=6000, SAHAYAK_TRAINING_RETRAIN_INTERVAL=3d).
 Durations are seconds or a number with a unit: 90s, 5m, 2h, 7d.
+
+Each setting is declared once (fields.py): the server-wide ones below in ServerConfig,
+the per-model defaults in settings.py. Keys, environment variables, `serve` flags,
+bounds, `sahayak-rpc config --explain` and the README's table all come from those.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import settings as ms
+from .fields import Declared, build, declared, setting, show
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -41,129 +46,104 @@ def parse_duration(value: object, key: str) -> float:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 50051
-    db: str = "sahayak.db"
+    host: str = setting("127.0.0.1", "str", "listen address; beyond loopback it needs TLS or allow_plaintext",
+                        key=("server", "host"), flag="--host")
+    port: int = setting(50051, "int", "port (0 picks a free one)", key=("server", "port"), lo=0, hi=65535,
+                        flag="--port")
+    db: str = setting("sahayak.db", "str", "a SQLite database file, or a postgresql:// URL (docs/scale-out.md)",
+                      key=("server", "db"), flag="--db")
     # Each open stream (WatchAlerts, WatchChampion, WatchTrainingRun) holds a
     # worker thread for its life, so there are many.
-    max_workers: int = 256
-    # Concurrent RPCs beyond this answer RESOURCE_EXHAUSTED instead of queueing.
-    max_concurrent_rpcs: int = 512
-    max_message_bytes: int = 64 * 1024 * 1024
-    # "full" fsyncs every commit (durable across power loss); "normal" is
-    # durable across a process crash only, and faster.
-    synchronous: str = "full"
-    # How long a write waits for a lock that another process holds on the
-    # database before it answers UNAVAILABLE (reason DATABASE_LOCKED).
-    busy_timeout_s: float = 5.0
-    # Cap on the database file, in pages of 4 KiB (0: none); a write that
-    # would grow it further answers RESOURCE_EXHAUSTED, as on a full disk.
+    max_workers: int = setting(256, "int", "worker threads; each open stream holds one", key=("server", "max_workers"),
+                               lo=4)
+    max_concurrent_rpcs: int = setting(512, "int", "concurrent RPCs beyond this answer RESOURCE_EXHAUSTED",
+                                       key=("server", "max_concurrent_rpcs"))
+    max_message_bytes: int = setting(64 * 1024 * 1024, "int", "largest gRPC message, both directions",
+                                     key=("server", "max_message_bytes"), lo=1024)
+    synchronous: str = setting("full", "enum", "full: fsync every commit; normal: durable across a process crash only "
+                               "(SQLite; PostgreSQL commits every acknowledged write synchronously, except the "
+                               "served-prediction log's)", key=("server", "synchronous"), choices=("full", "normal"))
+    busy_timeout_s: float = setting(5.0, "duration", "a write waits this long for a lock another process holds, "
+                                    "then answers UNAVAILABLE (DATABASE_LOCKED)", key=("server", "busy_timeout"), lo=0)
     # A quota, and the fault tests' way to fill the "disk" without root.
-    max_db_pages: int = 0
-    keepalive_time_s: float = 60.0
-    shutdown_grace_s: float = 10.0
-    log_level: str = "info"
-    # Prometheus /metrics on this port (0: off).
-    metrics_port: int = 0
+    max_db_pages: int = setting(0, "int", "cap on the database file in 4 KiB pages (0: none); a write past it answers "
+                                "RESOURCE_EXHAUSTED (STORAGE_FULL), and logged batches are stored in the database",
+                                key=("server", "max_db_pages"), lo=0)
+    keepalive_time_s: float = setting(60.0, "duration", "gRPC keepalive ping interval", key=("server", "keepalive_time"),
+                                      lo=0)
+    shutdown_grace_s: float = setting(10.0, "duration", "how long open RPCs may finish at shutdown",
+                                      key=("server", "shutdown_grace"), lo=0)
+    log_level: str = setting("info", "enum", "log level", key=("server", "log_level"),
+                             choices=("debug", "info", "warning", "error"), flag="--log-level")
+    metrics_port: int = setting(0, "int", "Prometheus /metrics over HTTP on this port (0: off)",
+                                key=("server", "metrics_port"), lo=0, hi=65535, flag="--metrics-port")
     # Threads one training run may use (OpenMP); the rest of the cores keep serving.
-    training_threads: int = 1
-    health_check_interval_s: float = 300.0
-    # Every served prediction goes to the prediction log (off: nothing to monitor).
-    log_predictions: bool = True
-    prediction_retention_s: float = 7 * ms.DAY
-    # TLS: certificate chain and key (PEM files). With client_ca, clients must
-    # present a certificate it signed (mutual TLS).
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_client_ca: str = ""
-    # Without TLS the server listens only on loopback, unless this says otherwise.
-    allow_plaintext: bool = False
-    # Bearer tokens with roles (see sahayak_rpc/auth.py); empty: no authentication.
-    tokens_file: str = ""
-    open_reflection: bool = True
-    # Streams (either direction) one client may hold open at once; a client is
-    # its token's name, or its address without a token.
-    max_streams_per_client: int = 64
-    # Messages one client stream may send (ImportOutcomes, ImportFeedback, ...).
-    max_stream_messages: int = 100_000
-    performance_retention_s: float = 30 * ms.DAY
-    # Serving processes on this machine, sharing the port (SO_REUSEPORT); see docs/scale-out.md.
-    workers: int = 1
-    # How often a replica heartbeats its row, its training runs and the leader lock.
-    heartbeat_interval_s: float = 1.0
-    # Connections each process keeps to PostgreSQL (SQLite: unused).
-    db_pool_size: int = 10
-    # Whether this replica claims and runs queued training runs (false: it only serves).
-    training_worker: bool = True
-    # A running run whose heartbeat does not move for this long is failed by the leader.
-    run_heartbeat_timeout_s: float = 30.0
+    training_threads: int = setting(1, "int", "OpenMP threads per training run", key=("training", "threads"),
+                                    lo=1, hi=256)
+    health_check_interval_s: float = setting(300.0, "duration", "period of the health check and retention",
+                                             key=("monitoring", "health_check_interval"), lo=0, lo_open=True)
+    log_predictions: bool = setting(True, "bool", "served predictions go to the prediction log (false: nothing to "
+                                    "monitor)", key=("monitoring", "log_predictions"))
+    prediction_retention_s: float = setting(7 * ms.DAY, "duration", "how long logged predictions are kept",
+                                            key=("monitoring", "prediction_retention"), lo=0, lo_open=True)
+    tls_cert: str = setting("", "str", "server certificate chain (PEM); turns TLS on", key=("server", "tls_cert"),
+                            flag="--tls-cert")
+    tls_key: str = setting("", "str", "server private key (PEM)", key=("server", "tls_key"), flag="--tls-key")
+    tls_client_ca: str = setting("", "str", "require client certificates signed by this CA (mutual TLS)",
+                                 key=("server", "tls_client_ca"), flag="--tls-client-ca")
+    allow_plaintext: bool = setting(False, "bool", "serve without TLS on a non-loopback host",
+                                    key=("server", "allow_plaintext"))
+    tokens_file: str = setting("", "str", "bearer tokens with roles (sahayak_rpc/auth.py); empty: no authentication",
+                               key=("auth", "tokens_file"), flag="--tokens-file")
+    open_reflection: bool = setting(True, "bool", "gRPC reflection answers without a token",
+                                    key=("auth", "open_reflection"))
+    # A client is its token's name, or its address without a token.
+    max_streams_per_client: int = setting(64, "int", "streams one client may hold open; RESOURCE_EXHAUSTED beyond",
+                                          key=("server", "max_streams_per_client"), lo=1)
+    max_stream_messages: int = setting(100_000, "int", "messages one client stream may send; RESOURCE_EXHAUSTED "
+                                       "beyond", key=("server", "max_stream_messages"), lo=1)
+    performance_retention_s: float = setting(30 * ms.DAY, "duration", "how long realised-performance records are kept",
+                                             key=("monitoring", "performance_retention"), lo=0, lo_open=True)
+    workers: int = setting(1, "int", "serving processes on this machine, sharing the port (docs/scale-out.md)",
+                           key=("server", "workers"), lo=1, hi=256, flag="--workers")
+    heartbeat_interval_s: float = setting(1.0, "duration", "how often a replica heartbeats its row, its training "
+                                          "runs and the leader lock", key=("server", "heartbeat_interval"),
+                                          lo=0.05, hi=60)
+    db_pool_size: int = setting(10, "int", "PostgreSQL connections per process (SQLite: unused)",
+                                key=("server", "db_pool_size"), lo=1, hi=1000)
+    training_worker: bool = setting(True, "bool", "this replica claims and runs queued training runs (false: it only "
+                                    "serves)", key=("training", "worker"))
+    run_heartbeat_timeout_s: float = setting(30.0, "duration", "a running run whose heartbeat stops this long is "
+                                             "failed by the leader (at least three heartbeat intervals)",
+                                             key=("training", "heartbeat_timeout"), lo=0)
     model_defaults: ms.ModelSettings = field(default_factory=ms.ModelSettings)
 
 
-# (section, key) -> (attribute path, kind)
-_KEYS: dict[tuple[str, str], tuple[str, str]] = {
-    ("server", "host"): ("host", "str"),
-    ("server", "port"): ("port", "int"),
-    ("server", "db"): ("db", "str"),
-    ("server", "max_workers"): ("max_workers", "int"),
-    ("server", "max_concurrent_rpcs"): ("max_concurrent_rpcs", "int"),
-    ("server", "max_message_bytes"): ("max_message_bytes", "int"),
-    ("server", "synchronous"): ("synchronous", "str"),
-    ("server", "busy_timeout"): ("busy_timeout_s", "duration"),
-    ("server", "max_db_pages"): ("max_db_pages", "int"),
-    ("server", "keepalive_time"): ("keepalive_time_s", "duration"),
-    ("server", "shutdown_grace"): ("shutdown_grace_s", "duration"),
-    ("server", "log_level"): ("log_level", "str"),
-    ("server", "metrics_port"): ("metrics_port", "int"),
-    ("server", "tls_cert"): ("tls_cert", "str"),
-    ("server", "tls_key"): ("tls_key", "str"),
-    ("server", "tls_client_ca"): ("tls_client_ca", "str"),
-    ("server", "allow_plaintext"): ("allow_plaintext", "bool"),
-    ("server", "max_streams_per_client"): ("max_streams_per_client", "int"),
-    ("server", "max_stream_messages"): ("max_stream_messages", "int"),
-    ("server", "workers"): ("workers", "int"),
-    ("server", "heartbeat_interval"): ("heartbeat_interval_s", "duration"),
-    ("server", "db_pool_size"): ("db_pool_size", "int"),
-    ("auth", "tokens_file"): ("tokens_file", "str"),
-    ("auth", "open_reflection"): ("open_reflection", "bool"),
-    ("training", "threads"): ("training_threads", "int"),
-    ("training", "worker"): ("training_worker", "bool"),
-    ("training", "heartbeat_timeout"): ("run_heartbeat_timeout_s", "duration"),
-    ("training", "retrain_interval"): ("training.retrain_interval_s", "duration"),
-    ("training", "incremental_every"): ("training.incremental_every", "int"),
-    ("training", "validation_fraction"): ("training.validation_fraction", "float"),
-    ("training", "split"): ("training.split", "str"),
-    ("training", "min_samples"): ("training.min_samples", "int"),
-    ("training", "families"): ("training.families", "list"),
-    ("training", "learning_rate"): ("training.logistic_regression.learning_rate", "float"),
-    ("training", "l2"): ("training.logistic_regression.l2", "float"),
-    ("training", "tolerance"): ("training.logistic_regression.tolerance", "float"),
-    ("training", "max_iterations"): ("training.logistic_regression.max_iterations", "int"),
-    ("training", "random_seed"): ("training.random_seed", "int"),
-    ("training", "schedule_enabled"): ("training.schedule_enabled", "bool"),
-    ("training", "decision_threshold"): ("decision_threshold", "float"),
-    ("gate", "min_accuracy"): ("gate.min_accuracy", "float"),
-    ("gate", "min_f1"): ("gate.min_f1", "float"),
-    ("gate", "max_calibration_error"): ("gate.max_calibration_error", "float"),
-    ("gate", "max_roc_auc_drop"): ("gate.max_roc_auc_drop", "float"),
-    ("gate", "min_log_loss_gain"): ("gate.min_log_loss_gain", "float"),
-    ("monitoring", "health_check_interval"): ("health_check_interval_s", "duration"),
-    ("monitoring", "log_predictions"): ("log_predictions", "bool"),
-    ("monitoring", "prediction_retention"): ("prediction_retention_s", "duration"),
-    ("monitoring", "performance_retention"): ("performance_retention_s", "duration"),
-    ("monitoring", "drift_psi_threshold"): ("monitoring.drift_psi_threshold", "float"),
-    ("monitoring", "drift_share"): ("monitoring.drift_share", "float"),
-    ("monitoring", "alert_cooldown"): ("monitoring.alert_cooldown_s", "duration"),
-    ("monitoring", "freshness_limit"): ("monitoring.freshness_limit_s", "duration"),
-    ("monitoring", "retrain_on_breach"): ("monitoring.retrain_on_breach", "bool"),
-}
-_SERVER_ONLY = {"host", "port", "db", "max_workers", "max_concurrent_rpcs", "max_message_bytes", "synchronous",
-                "busy_timeout_s", "max_db_pages",
-                "keepalive_time_s", "shutdown_grace_s", "log_level", "health_check_interval_s", "training_threads", "metrics_port",
-                "log_predictions", "tls_cert", "tls_key", "tls_client_ca", "allow_plaintext", "tokens_file",
-                "open_reflection", "max_streams_per_client", "max_stream_messages",
-                "prediction_retention_s", "performance_retention_s", "workers", "heartbeat_interval_s",
-                "db_pool_size", "training_worker", "run_heartbeat_timeout_s"}
+# Every setting, server-wide and per-model default, in declaration order.
+SETTINGS = declared(ServerConfig)
+_BY_KEY = {d.spec.key: d for d in SETTINGS if d.spec.key}
+
+
+def per_model(d: Declared) -> bool:
+    """A per-model setting (its value here is the default for new models), not a server-wide one."""
+    return d.attrs[0] == "model_defaults"
+
+
+def keyword(d: Declared) -> str:
+    """The keyword ``load`` takes for it: the attribute ("busy_timeout_s", "training.retrain_interval_s")."""
+    return ".".join(d.attrs[1:] if per_model(d) else d.attrs)
+
+
+def _label(d: Declared) -> str:
+    """How errors name it: its TOML key, and for a per-model setting its field path."""
+    if not per_model(d):
+        return d.spec.toml
+    path = "config." + d.path.removeprefix("model_defaults.")
+    return f"{d.spec.toml} ({path})" if d.spec.key else path
+
+
+_BY_NAME = {keyword(d): d for d in SETTINGS}
+_BY_PATH = {d.path.removeprefix("model_defaults."): d for d in SETTINGS if per_model(d)}
 
 
 def _coerce(value: object, kind: str, key: str) -> Any:
@@ -197,8 +177,17 @@ def _coerce(value: object, kind: str, key: str) -> Any:
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerConfig:
-    """Build the configuration from defaults, a TOML file, the environment and overrides."""
-    values: dict[str, Any] = {}
+    """Build the configuration from defaults, a TOML file, the environment and overrides.
+
+    An override is named by its attribute: ``port``, ``busy_timeout_s``, ``training.retrain_interval_s``.
+    """
+    return _build({attrs: value for attrs, (value, _) in _gather(path, env, overrides).items()})
+
+
+def _gather(path: str | Path | None, env: Mapping[str, str] | None,
+            overrides: Mapping[str, Any]) -> dict[tuple[str, ...], tuple[Any, str]]:
+    """Each value set other than by default, by attribute path, with where it came from."""
+    found: dict[tuple[str, ...], tuple[Any, str]] = {}
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text())
@@ -210,51 +199,31 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, *
             if not isinstance(table, dict):
                 raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
             for key, value in table.items():
-                spec = _KEYS.get((section, key))
-                if spec is None:
+                d = _BY_KEY.get((section, key))
+                if d is None:
                     raise ConfigError(f"{path}: unknown setting [{section}] {key}")
-                values[spec[0]] = _coerce(value, spec[1], f"[{section}] {key}")
+                found[d.attrs] = (_coerce(value, d.spec.kind, d.spec.toml), f"file {path}")
     env = os.environ if env is None else env
-    for (section, key), (attr, kind) in _KEYS.items():
-        name = f"SAHAYAK_{section}_{key}".upper()
-        if name in env:
-            values[attr] = _coerce(env[name], kind, name)
-    for attr, value in overrides.items():
-        if value is not None:
-            values[attr] = value
-    return _build(values)
-
-
-def _build(values: dict[str, Any]) -> ServerConfig:
-    server = {k: v for k, v in values.items() if k in _SERVER_ONLY}
-    model: dict[str, Any] = {}
-    for attr, value in values.items():
-        if attr in _SERVER_ONLY:
+    for d in SETTINGS:
+        if d.spec.key and d.spec.env in env:
+            found[d.attrs] = (_coerce(env[d.spec.env], d.spec.kind, d.spec.env), f"env {d.spec.env}")
+    for name, value in overrides.items():
+        if value is None:
             continue
-        node = model
-        *parents, leaf = attr.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    defaults = ms.from_dict(model)
-    errors = ms.check_settings(defaults, prefix="config")
+        if name not in _BY_NAME:
+            raise TypeError(f"unknown setting {name!r}")
+        found[_BY_NAME[name].attrs] = (value, "flag")
+    return found
+
+
+def _build(values: dict[tuple[str, ...], Any]) -> ServerConfig:
+    cfg = build(ServerConfig, values)
+    errors = [f"{_label(d)}: {d.spec.rule()}" for d in SETTINGS if not per_model(d) and not d.spec.allows(d.get(cfg))]
+    for e in ms.check_settings(cfg.model_defaults, prefix="config"):
+        d = _BY_PATH.get(e.field.removeprefix("config."))
+        errors.append(f"{_label(d) if d else e.field}: {e.reason}")
     if errors:
-        raise ConfigError("; ".join(f"{e.field}: {e.reason}" for e in errors))
-    cfg = ServerConfig(model_defaults=defaults, **server)
-    if cfg.synchronous not in ("full", "normal"):
-        raise ConfigError("[server] synchronous: must be 'full' or 'normal'")
-    if cfg.busy_timeout_s < 0 or cfg.max_db_pages < 0:
-        raise ConfigError("[server] busy_timeout and max_db_pages: must not be negative")
-    if not 0 <= cfg.metrics_port <= 65535:
-        raise ConfigError("[server] metrics_port: must be in 0-65535 (0: off)")
-    if not 0 <= cfg.port <= 65535:
-        raise ConfigError("[server] port: must be in 0-65535")
-    if cfg.max_workers < 4:
-        raise ConfigError("[server] max_workers: must be at least 4")
-    if not 1 <= cfg.training_threads <= 256:
-        raise ConfigError("[training] threads: must be 1-256")
-    if cfg.max_message_bytes < 1024:
-        raise ConfigError("[server] max_message_bytes: must be at least 1024")
+        raise ConfigError("; ".join(errors))
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise ConfigError("[server] tls_cert and tls_key: set both or neither")
     if cfg.tls_client_ca and not cfg.tls_cert:
@@ -262,19 +231,8 @@ def _build(values: dict[str, Any]) -> ServerConfig:
     if not cfg.tls_cert and not cfg.allow_plaintext and not is_loopback(cfg.host):
         raise ConfigError(f"[server] host: {cfg.host} is not a loopback address; configure tls_cert and tls_key, "
                           "or set allow_plaintext = true to serve without TLS")
-    if cfg.max_streams_per_client < 1 or cfg.max_stream_messages < 1:
-        raise ConfigError("[server] max_streams_per_client and max_stream_messages: must be at least 1")
-    if not 1 <= cfg.workers <= 256:
-        raise ConfigError("[server] workers: must be 1-256")
-    if not 1 <= cfg.db_pool_size <= 1000:
-        raise ConfigError("[server] db_pool_size: must be 1-1000")
-    if not 0.05 <= cfg.heartbeat_interval_s <= 60:
-        raise ConfigError("[server] heartbeat_interval: must be between 50ms and 60s")
     if cfg.run_heartbeat_timeout_s < 3 * cfg.heartbeat_interval_s:
         raise ConfigError("[training] heartbeat_timeout: must be at least three heartbeat intervals")
-    for name in ("health_check_interval_s", "prediction_retention_s", "performance_retention_s"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"{name[:-2]}: must be positive")
     return cfg
 
 
@@ -290,3 +248,48 @@ def is_loopback(host: str) -> bool:
 def describe(cfg: ServerConfig) -> dict[str, Any]:
     """The effective configuration, for logs and `sahayak-rpc config`."""
     return dataclasses.asdict(cfg)
+
+
+def explain(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+            **overrides: Any) -> list[dict[str, Any]]:
+    """Every setting with its current value, where that came from, its default, bounds and doc
+    (`sahayak-rpc config --explain`)."""
+    found = _gather(path, env, overrides)
+    cfg = _build({attrs: value for attrs, (value, _) in found.items()})
+    return [{"key": d.spec.toml, "setting": d.path.removeprefix("model_defaults."),
+             "scope": "model" if per_model(d) else "server", "kind": d.spec.kind,
+             "value": d.get(cfg), "source": found.get(d.attrs, (None, "default"))[1], "default": d.default,
+             "bounds": d.spec.rule(), "env": d.spec.env, "flag": d.spec.flag, "doc": d.spec.doc}
+            for d in _documented_order()]
+
+
+def _documented_order() -> list[Declared]:
+    """Settings by TOML section ([server], [auth], [training], [gate], [monitoring]; per model only last)."""
+    sections = ["server", "auth", "training", "gate", "monitoring"]
+    return sorted(SETTINGS, key=lambda d: sections.index(d.spec.key[0]) if d.spec.key else len(sections))
+
+
+def settings_table() -> str:
+    """The README's table of settings, made from the declarations (tests/test_config.py checks the README has it)."""
+    lines = ["| key | default | allowed | per model | meaning |", "|---|---|---|---|---|"]
+    for d in _documented_order():
+        key = f"`{d.spec.toml}`" if d.spec.key else f"`settings.{d.path.removeprefix('model_defaults.')}` (per model only)"
+        allowed = d.spec.rule().removeprefix("must be ").removeprefix("must ")
+        cells = [key, f"`{show(d.default, d.spec.kind)}`", allowed, "yes" if per_model(d) else "", d.spec.doc]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def explain_text(rows: list[dict[str, Any]]) -> str:
+    """`sahayak-rpc config --explain` for a terminal: one setting a paragraph."""
+    out = []
+    for r in rows:
+        kind = r["kind"]
+        name = r["key"] or f"settings.{r['setting']} (per model only)"
+        out.append(f"{name} = {show(r['value'], kind)}  ({r['source']})")
+        where = [w for w in (r["env"], r["flag"]) if w]
+        facts = [f"default {show(r['default'], kind)}", *([r["bounds"]] if r["bounds"] else []),
+                 *(["per-model default"] if r["scope"] == "model" and r["key"] else []), *where]
+        out.append(f"    {r['doc']}")
+        out.append(f"    {'; '.join(facts)}")
+    return "\n".join(out) + "\n"

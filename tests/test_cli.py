@@ -136,3 +136,16 @@ def test_backup_of_a_postgresql_database_points_to_its_own_tools(tmp_path: Path,
     code = cli.main(["backup", str(tmp_path / "copy.db"), "--db", "postgresql://sahayak@127.0.0.1:5432/sahayak"])
     assert code == 2 and "pg_dump" in capsys.readouterr().err
     assert not (tmp_path / "copy.db").exists()
+
+
+def test_config_explain_prints_every_setting_with_its_source(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\nincremental_every = 7\n")
+    code, out, _ = run(capsys, "config", "--config", str(path), "--explain")
+    assert code == 0
+    assert f"[training] incremental_every = 7  (file {path})" in out
+    assert "[server] port = " in out and "SAHAYAK_SERVER_PORT; --port" in out
+    code, out, _ = run(capsys, "config", "--config", str(path), "--explain", "--json")
+    rows = json.loads(out)
+    assert {r["key"]: r["source"] for r in rows}["[training] incremental_every"] == f"file {path}"
+    assert all(r["doc"] for r in rows)
