@@ -274,7 +274,7 @@ def test_predict_answers_and_logs_the_same_read_or_parsed(running: Running, fami
         running.server.predlog.flush()
         for answer in (fast, slow):
             stored = running.server.ctx.predictions.get(answer.prediction_id)
-            assert stored is not None and orjson.loads(stored[3]) == row and stored[4] == answer.probability
+            assert stored is not None and orjson.loads(stored.features_json) == row and stored.probability == answer.probability
 
 
 def test_bad_values_read_from_the_bytes_get_the_long_way_s_errors(running: Running) -> None:

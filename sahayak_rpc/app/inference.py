@@ -19,6 +19,7 @@ from ..schema import (MAX_MAGNITUDE, Column, FeatureType, FieldError, Row, Schem
 from ..scoring import Contribution, within_rules
 from ..store import ModelRecord
 from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, encode_probabilities
+from ..store.predictions import BatchRow, PredictionRow
 from .catalog import Catalog, PerSchema
 from .context import AppContext
 from .registry import Registry, Served
@@ -242,7 +243,7 @@ class Inference:
 
         booleans = self._plan(model).booleans
 
-        def encode() -> tuple[Any, ...]:
+        def encode() -> BatchRow:
             # Arrays copied as they are (store/batchcodec.py): no per-value work on the log's thread.
             if encoded is not None:
                 data = encoded()
@@ -250,7 +251,7 @@ class Inference:
                 cols = [c if c.numbers is None or isinstance(c.numbers, np.ndarray)
                         else replace(c, numbers=as_array(c.numbers, n)) for c in columns]
                 data = encode_columns(cols, n, booleans)
-            return (batch_id, model_id, version, n, data, encode_probabilities(probs), threshold, now, "served")
+            return BatchRow(batch_id, model_id, version, n, data, encode_probabilities(probs), threshold, now, "served")
 
         self._log.submit_batch(n, encode)
 
@@ -264,7 +265,7 @@ class Inference:
         model_id, version = model.id, served.version
         self._count(model, version, n)
 
-        def expand() -> list[tuple[Any, ...]]:
+        def expand() -> list[PredictionRow]:
             import orjson
 
             dumps = orjson.dumps
@@ -320,7 +321,7 @@ class Inference:
         model_id, served_version = model.id, served.version
         ents = dict(entities or {})
 
-        def expand() -> list[tuple[Any, ...]]:
+        def expand() -> list[PredictionRow]:
             import orjson
 
             dumps = orjson.dumps

@@ -233,9 +233,9 @@ class TrainingRunner:
         ended_since: float | None = None
         while True:
             fresh = self.runs.events_after(run_id, seen)
-            for n, text in fresh:
-                seen = n
-                event = RunEvent.from_json(text)
+            for stored in fresh:
+                seen = stored.n
+                event = RunEvent.from_json(stored.event_json)
                 if event.phase == "done":
                     event.final = self.get(run_id)
                     yield event
