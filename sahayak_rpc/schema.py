@@ -75,10 +75,20 @@ class SchemaError(ValueError):
         self.errors = errors
 
 
+# A feature's check on validate_row's fast path: (kind: 1 numeric, 2 categorical, 3 boolean; the lowest and
+# highest number allowed; the categories allowed, None for any).
+FeatureCheck = tuple[int, float, float, frozenset[str] | None]
+
+
 @dataclass(frozen=True)
 class Schema:
     features: tuple[FeatureSpec, ...]
     label: LabelSpec = field(default_factory=LabelSpec)
+    # Worked out from the features in __post_init__: not arguments, not compared or shown.
+    _by_name: dict[str, FeatureSpec] = field(init=False, repr=False, compare=False)
+    _required: frozenset[str] = field(init=False, repr=False, compare=False)
+    _checks: dict[str, FeatureCheck] = field(init=False, repr=False, compare=False)
+    _categories: dict[str, frozenset[str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         errors = check_schema(self.features)
@@ -105,7 +115,17 @@ class Schema:
         )
 
     def feature(self, name: str) -> FeatureSpec | None:
-        return self._by_name.get(name)  # type: ignore[attr-defined]
+        return self._by_name.get(name)
+
+    def bounds(self, name: str) -> tuple[float, float]:
+        """The lowest and highest value feature ``name`` may take, as validation applies them: its declared
+        min and max, within the magnitude limit (±MAX_MAGNITUDE where none is declared)."""
+        _, lo, hi, _ = self._checks[name]
+        return lo, hi
+
+    def categories_of(self, name: str) -> frozenset[str]:
+        """Feature ``name``'s declared categories."""
+        return self._categories[name]
 
     @property
     def names(self) -> list[str]:
@@ -118,18 +138,22 @@ class Schema:
         ``required=False`` checks only the values present (for part of a row).
         """
         errors: list[FieldError] = []
-        by_name: dict[str, FeatureSpec] = self._by_name  # type: ignore[attr-defined]
-        checks: dict[str, tuple[int, float, float, frozenset[str] | None]] = self._checks  # type: ignore[attr-defined]
-        for name, value in row.items():
+        by_name = self._by_name
+        checks = self._checks
+        # The values as Any: the fast path below tests each one's exact class (``cls is float``: no subclass,
+        # no bool for a number), which a type checker cannot follow through ``cls``; the slow path tests
+        # ``type(value)`` likewise.
+        values: Mapping[str, Any] = row
+        for name, value in values.items():
             check = checks.get(name)
             if check is not None:
                 # The common case, decided with no attribute look-ups: the right
                 # kind, finite and in bounds, or a known category.
                 kind, lo, hi, cats = check
                 cls = value.__class__
-                if kind == 1 and cls is float and lo <= value <= hi:  # type: ignore[operator]
+                if kind == 1 and cls is float and lo <= value <= hi:
                     continue
-                if kind == 2 and cls is str and (cats is None or value in cats) and len(value) <= MAX_CATEGORY_LEN:  # type: ignore[arg-type]
+                if kind == 2 and cls is str and (cats is None or value in cats) and len(value) <= MAX_CATEGORY_LEN:
                     continue
                 if kind == 3 and cls is bool:
                     continue
@@ -141,20 +165,20 @@ class Schema:
             if spec.type is FeatureType.NUMERIC:
                 if vtype is not float:
                     errors.append(FieldError(f"{prefix}.{name}", f"numeric feature needs number_value, got {_kind_name(value)}"))
-                elif not math.isfinite(value):  # type: ignore[arg-type]
+                elif not math.isfinite(value):
                     errors.append(FieldError(f"{prefix}.{name}", f"must be finite, got {value}"))
-                elif abs(value) > MAX_MAGNITUDE:  # type: ignore[arg-type]
+                elif abs(value) > MAX_MAGNITUDE:
                     errors.append(FieldError(f"{prefix}.{name}", f"{value} is beyond the limit of ±{MAX_MAGNITUDE:g}"))
-                elif spec.min is not None and value < spec.min:  # type: ignore[operator]
+                elif spec.min is not None and value < spec.min:
                     errors.append(FieldError(f"{prefix}.{name}", f"{value} is below the minimum {spec.min}"))
-                elif spec.max is not None and value > spec.max:  # type: ignore[operator]
+                elif spec.max is not None and value > spec.max:
                     errors.append(FieldError(f"{prefix}.{name}", f"{value} is above the maximum {spec.max}"))
             elif spec.type is FeatureType.CATEGORICAL:
                 if vtype is not str:
                     errors.append(FieldError(f"{prefix}.{name}", f"categorical feature needs string_value, got {_kind_name(value)}"))
-                elif len(value) > MAX_CATEGORY_LEN:  # type: ignore[arg-type]
+                elif len(value) > MAX_CATEGORY_LEN:
                     errors.append(FieldError(f"{prefix}.{name}", f"longer than {MAX_CATEGORY_LEN} characters"))
-                elif not spec.allow_unknown_categories and value not in self._categories[name]:  # type: ignore[attr-defined]
+                elif not spec.allow_unknown_categories and value not in self._categories[name]:
                     errors.append(FieldError(f"{prefix}.{name}", f"unknown category {value!r}; allowed: {', '.join(spec.categories)}"))
             elif vtype is not bool:
                 errors.append(FieldError(f"{prefix}.{name}", f"boolean feature needs bool_value, got {_kind_name(value)}"))
@@ -167,7 +191,7 @@ class Schema:
 
     def missing_required(self, *parts: Mapping[str, FeatureValue]) -> list[str]:
         """Required features present in none of ``parts``."""
-        missing: set[str] = self._required  # type: ignore[attr-defined]
+        missing = self._required
         for part in parts:
             if not missing:
                 break
@@ -256,7 +280,7 @@ def schema_to_dict(schema: Schema) -> dict[str, object]:
     }
 
 
-def schema_from_dict(d: Mapping[str, object]) -> Schema:
+def schema_from_dict(d: Mapping[str, Any]) -> Schema:
     """Inverse of schema_to_dict; raises SchemaError on a bad declaration."""
     try:
         feats = tuple(
@@ -271,10 +295,10 @@ def schema_from_dict(d: Mapping[str, object]) -> Schema:
                 allow_unknown_categories=bool(f.get("allow_unknown_categories", False)),
                 group=str(f.get("group", "")),
             )
-            for f in d["features"]  # type: ignore[attr-defined]
+            for f in d["features"]
         )
         lab = d.get("label") or {}
-        label = LabelSpec(**{k: str(v) for k, v in lab.items()})  # type: ignore[attr-defined]
+        label = LabelSpec(**{k: str(v) for k, v in lab.items()})
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SchemaError([FieldError("schema", f"malformed schema: {exc}")]) from None
     return Schema(feats, label)
@@ -375,7 +399,7 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
                     flag(flag_codes.tolist(), name, "required feature is missing")
             too_long = [i for i, d in enumerate(dictionary) if len(d) > MAX_CATEGORY_LEN]
             unknown_codes = [] if spec.allow_unknown_categories else [
-                i for i, d in enumerate(dictionary) if d not in schema._categories[name]]  # type: ignore[attr-defined]
+                i for i, d in enumerate(dictionary) if d not in schema.categories_of(name)]
             for bad_codes, reason in ((too_long, f"longer than {MAX_CATEGORY_LEN} characters"),
                                       (unknown_codes, None)):
                 if not bad_codes:
@@ -390,7 +414,7 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
             # Judge the distinct values (a set is built in C), then find rows only for bad ones.
             distinct = set(strings)
             bad = {v for v in distinct if len(v) > MAX_CATEGORY_LEN}
-            unknown = set() if spec.allow_unknown_categories else distinct - schema._categories[name] - {""}  # type: ignore[attr-defined]
+            unknown = set() if spec.allow_unknown_categories else distinct - schema.categories_of(name) - {""}
             if spec.required and "" in distinct:
                 flag([i for i, v in enumerate(strings) if not v], name, "required feature is missing")
             if bad:
@@ -456,11 +480,11 @@ def columns_to_rows(schema: Schema, n: int, columns: Sequence[Column],
         if take is not None:
             arr = arr[take]
         missing = np.isnan(arr)
-        values: list[object] = (arr == 1).tolist() if spec.type is FeatureType.BOOLEAN else arr.tolist()
+        values: list[FeatureValue] = (arr == 1).tolist() if spec.type is FeatureType.BOOLEAN else arr.tolist()
         if missing.any():
             for i in np.flatnonzero(~missing).tolist():
-                rows[i][name] = values[i]  # type: ignore[assignment]
+                rows[i][name] = values[i]
         else:
             for row, value in zip(rows, values, strict=True):
-                row[name] = value  # type: ignore[assignment]
+                row[name] = value
     return rows

@@ -687,13 +687,12 @@ class ScoringModel:
         linear = self.linear
         if linear is None:
             return ()
-        checks = self.schema._checks  # type: ignore[attr-defined]
         numeric = []
         for name, slope, offset, missing in linear._numeric:
             spec = self.schema.feature(name)
             if spec is None:
                 return ()
-            _, lo, hi, _ = checks[name]
+            lo, hi = self.schema.bounds(name)
             numeric.append((name, slope, offset, missing, lo, hi, spec.required))
         tables = []
         for name, table, unknown, missing in linear._tables:

@@ -68,13 +68,12 @@ class PredictReader:
         self._read = kernels.read_explain
         keys: list[tuple[int, bytes, int]] = []  # (space, bytes, value): space 0 names, j + 1 feature j's categories
         kinds, bounds = [], []
-        checks = schema._checks  # type: ignore[attr-defined]
         for j, f in enumerate(schema.features):
             keys.append((0, f.name.encode(), j))
             if f.type is FeatureType.CATEGORICAL:
                 keys += [(j + 1, c.encode(), i) for i, c in enumerate(f.categories)]
             kinds.append(-_KIND[f.type] if f.required else _KIND[f.type])
-            _, lo, hi, _ = checks[f.name]
+            lo, hi = schema.bounds(f.name)
             bounds.append((lo, hi) if f.type is FeatureType.NUMERIC else (0.0, 0.0))
         self.width = len(schema.features)
         self._text = np.frombuffer(b"".join(k[1] for k in keys) or b"\0", dtype=np.uint8)
