@@ -14,8 +14,8 @@ import numpy as np
 
 from ..errors import InvalidArgument, ServiceError
 from ..runtime.predlog import PredictionLog
-from ..schema import (MAX_MAGNITUDE, Column, FeatureType, FieldError, Row, Schema, SchemaError, as_array, check_columns,
-                      columns_to_rows)
+from ..schema import (MAX_MAGNITUDE, Column, FeatureType, FeatureValue, FieldError, Row, Schema, SchemaError, as_array,
+                      check_columns, columns_to_rows)
 from ..scoring import Contribution, within_rules
 from ..store import ModelRecord
 from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, encode_probabilities
@@ -539,8 +539,8 @@ def _require_valid_columns(schema: Schema, n: int, columns: Sequence[Column], pr
                                       for i in sorted(row_errors)[:20]])
 
 
-def _constant(name: str, value: object, n: int) -> Column:
+def _constant(name: str, value: FeatureValue, n: int) -> Column:
     """A column holding one value in every row."""
     if isinstance(value, str):
         return Column(name, codes=np.zeros(n, dtype=np.int64), dictionary=[value])
-    return Column(name, numbers=np.full(n, float(value)))  # type: ignore[arg-type]
+    return Column(name, numbers=np.full(n, float(value)))

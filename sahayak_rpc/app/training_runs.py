@@ -87,7 +87,7 @@ class RunTaken(Exception):
 
 
 def to_training_data(loaded: LoadedOutcomes) -> tr.TrainingData:
-    return tr.TrainingData(loaded.rows, np.asarray(loaded.labels, dtype=np.int64), loaded.ids,  # type: ignore[arg-type]
+    return tr.TrainingData(loaded.rows, np.asarray(loaded.labels, dtype=np.int64), loaded.ids,
                            np.asarray(loaded.times, dtype=np.int64))
 
 
