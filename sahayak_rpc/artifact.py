@@ -170,8 +170,8 @@ def _calibration_out(cal: Calibrator) -> dict[str, object]:
     d = cal.to_dict()
     for k in ("a", "b"):
         d[k] = _float_out(d[k], f"payload.calibration.{k}")
-    for k in ("x", "y"):
-        d[k] = _floats_out(d[k], f"payload.calibration.{k}")  # type: ignore[arg-type]
+    d["x"] = _floats_out(cal.x, "payload.calibration.x")
+    d["y"] = _floats_out(cal.y, "payload.calibration.y")
     return d
 
 
@@ -513,6 +513,7 @@ def _check_linear(d: object, schema: Schema) -> tuple[LinearEncoder, list[float]
     lin = _obj(d, "payload.linear", _LINEAR_KEYS)
     items = _list(lin["encoder"], "payload.linear.encoder", len(schema.features), len(schema.features))
     width = 0
+    encodings: list[dict[str, Any]] = []  # the items, each checked
     for i, (item, spec) in enumerate(zip(items, schema.features, strict=True)):
         path = f"payload.linear.encoder[{i}]"
         kind = spec.type.name.lower()
@@ -522,6 +523,7 @@ def _check_linear(d: object, schema: Schema) -> tuple[LinearEncoder, list[float]
             _fail(path, f"encodes {item.get('name')!r} ({item.get('kind')!r}) where the schema has "
                         f"{spec.name!r} ({kind}): the encoder must follow the schema's features in order")
         _exact_keys(item, path, _ENCODING_KEYS[kind])
+        encodings.append(item)
         if kind == "categorical":
             # The scorer looks these two levels up by name: they must be there, last, in this order.
             expected = [*spec.categories, UNKNOWN, MISSING]
@@ -539,7 +541,7 @@ def _check_linear(d: object, schema: Schema) -> tuple[LinearEncoder, list[float]
     weights = _nums(lin["weights"], "payload.linear.weights", MAX_DESIGN_COLUMNS, width)
     means = _nums(lin["column_means"], "payload.linear.column_means", MAX_DESIGN_COLUMNS, width)
     intercept = _num(lin["intercept"], "payload.linear.intercept")
-    return LinearEncoder.from_dict(items), weights, intercept, means  # type: ignore[arg-type]
+    return LinearEncoder.from_dict(encodings), weights, intercept, means
 
 
 def _check_trees(d: object, raw_d: object, schema: Schema) -> tuple[TreeArrays, RawEncoder]:

@@ -511,7 +511,8 @@ class Client:
                      timeout: float | None = None) -> Iterator[monitor_pb2.WatchAlertsResponse]:
         """Alert events as they happen (raised, acknowledged, resolved); each carries a
         ``cursor``: pass the last one seen to resume without missing an event."""
-        request = monitor_pb2.WatchAlertsRequest(model=model, cursor=cursor, min_severity=min_severity)  # type: ignore[arg-type]
+        request = monitor_pb2.WatchAlertsRequest(model=model, cursor=cursor,
+                                                 min_severity=monitor_pb2.AlertSeverity.ValueType(min_severity))
         try:
             yield from self.monitor.WatchAlerts(request, timeout=timeout, metadata=self.metadata)
         except grpc.RpcError as err:

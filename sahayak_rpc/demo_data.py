@@ -454,8 +454,9 @@ def generate_outcomes(n: int, seed: int = 0, start: datetime | None = None,
     rng = np.random.default_rng(seed)
     cols = _artisan_columns(rng, n)
     scheme_idx = _pick_schemes(rng, cols["craft"], cols["age"])
+    groups = {f.name: f.group for f in DEMO_SCHEMA.features}
     for name, values in _SCHEME_COLUMNS.items():
-        if DEMO_SCHEMA.feature(name).group == "scheme":  # type: ignore[union-attr]
+        if groups[name] == "scheme":
             cols[name] = values[scheme_idx]
     prob = _probability(cols)
     labels = (rng.random(n) < prob).tolist()

@@ -126,11 +126,27 @@ def _categorical(ref: dict[str, Any], counts: Counter[object], total: int, thres
 def detect(profile: dict[str, Any], rows: Sequence[dict[str, Any]], probabilities: Sequence[float],
            psi_threshold: float, drift_share: float) -> DriftReport:
     """Compare ``rows`` (and their probabilities) with a version's reference profile."""
-    columns = {name: [("values", [r.get(name) for r in rows])] for name in profile.get("features", {})}
+    columns: dict[str, list[Chunk]] = {name: [ValuesChunk([r.get(name) for r in rows])]
+                                       for name in profile.get("features", {})}
     return detect_columns(profile, columns, len(rows), probabilities, psi_threshold, drift_share)
 
 
-Chunk = tuple  # ("values", list with None for missing) | ("codes", dictionary, codes with -1 for missing)
+@dataclass(frozen=True, slots=True)
+class ValuesChunk:
+    """Some rows of one feature's column: its values, None where missing."""
+
+    values: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CodesChunk:
+    """Some rows of one categorical feature's column as codes into ``dictionary`` (-1: missing)."""
+
+    dictionary: Sequence[str]
+    codes: Sequence[int] | np.ndarray
+
+
+Chunk = ValuesChunk | CodesChunk
 
 
 def detect_columns(profile: dict[str, Any], columns: dict[str, list[Chunk]], n: int,
@@ -144,7 +160,8 @@ def detect_columns(profile: dict[str, Any], columns: dict[str, list[Chunk]], n: 
         if kind == "numeric":
             parts = []
             for chunk in chunks:
-                values = chunk[1]
+                # (Codes come for categorical features only: check_columns refuses them for another.)
+                values = chunk.values if isinstance(chunk, ValuesChunk) else chunk.dictionary
                 try:  # no missing values: numpy converts the list in C
                     arr = np.array(values, dtype=np.float64)
                 except TypeError:
@@ -155,14 +172,14 @@ def detect_columns(profile: dict[str, Any], columns: dict[str, list[Chunk]], n: 
         else:
             counts: Counter[object] = Counter()
             for chunk in chunks:
-                if chunk[0] == "codes":
-                    words = [*chunk[1], None]  # code -1 is missing
-                    tally = np.bincount(np.asarray(chunk[2], dtype=np.int64) + 1, minlength=len(words))
+                if isinstance(chunk, CodesChunk):
+                    words = [*chunk.dictionary, None]  # code -1 is missing
+                    tally = np.bincount(np.asarray(chunk.codes, dtype=np.int64) + 1, minlength=len(words))
                     for code, k in enumerate(tally.tolist()):
                         if k:
                             counts[words[code - 1] if code else None] += k
                 else:
-                    counts.update(chunk[1])
+                    counts.update(chunk.values)
             if kind == "boolean":
                 folded: Counter[object] = Counter()
                 for value, k in counts.items():

@@ -18,13 +18,13 @@ Two layouts, both fitted on training rows only:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .schema import FeatureType, Row, Schema
+from .schema import FeatureType, FeatureValue, Row, Schema
 
 UNKNOWN = "<unknown>"
 MISSING = "<missing>"
@@ -83,10 +83,10 @@ class LinearEncoder:
         for enc in self.encodings:
             values = [r.get(enc.name) for r in rows]
             if isinstance(enc, CategoricalEncoding):
-                index = {level: i for i, level in enumerate(enc.levels)}
+                index: dict[FeatureValue, int] = {level: i for i, level in enumerate(enc.levels)}
                 unknown, missing = len(enc.levels) - 2, len(enc.levels) - 1
                 codes = np.fromiter(
-                    (missing if v is None else index.get(v, unknown) for v in values),  # type: ignore[arg-type]
+                    (missing if v is None else index.get(v, unknown) for v in values),
                     dtype=np.int64, count=n,
                 )
                 block = np.zeros((n, len(enc.levels)))
@@ -113,16 +113,17 @@ class LinearEncoder:
         return out
 
     @classmethod
-    def from_dict(cls, items: list[dict[str, object]]) -> LinearEncoder:
+    def from_dict(cls, items: Sequence[Mapping[str, Any]]) -> LinearEncoder:
+        """From to_dict's JSON (checked by artifact.py when it comes from an artifact)."""
         encodings: list[Encoding] = []
         for d in items:
             kind = d["kind"]
             if kind == "numeric":
-                encodings.append(NumericEncoding(str(d["name"]), float(d["impute"]), float(d["mean"]), float(d["std"])))  # type: ignore[arg-type]
+                encodings.append(NumericEncoding(str(d["name"]), float(d["impute"]), float(d["mean"]), float(d["std"])))
             elif kind == "categorical":
-                encodings.append(CategoricalEncoding(str(d["name"]), tuple(str(x) for x in d["levels"])))  # type: ignore[attr-defined]
+                encodings.append(CategoricalEncoding(str(d["name"]), tuple(str(x) for x in d["levels"])))
             elif kind == "boolean":
-                encodings.append(BooleanEncoding(str(d["name"]), float(d["impute"])))  # type: ignore[arg-type]
+                encodings.append(BooleanEncoding(str(d["name"]), float(d["impute"])))
             else:
                 raise ValueError(f"unknown encoding kind {kind!r}")
         return cls(tuple(encodings))

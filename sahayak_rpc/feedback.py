@@ -44,6 +44,16 @@ class FeedbackRecord:
         return f"feedback:{self.feedback_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """What one stored feedback counts towards: its scheme, interaction, outcome ("" if none) and rating (0: none)."""
+
+    scheme_id: str
+    interaction: str
+    outcome: str
+    rating: int
+
+
 @dataclass
 class SchemeSummary:
     scheme_id: str
@@ -65,16 +75,16 @@ class SchemeSummary:
         return sum(self.ratings) / len(self.ratings) if self.ratings else 0.0
 
 
-def summarise(rows: list[tuple[str, str, str, int]]) -> tuple[list[SchemeSummary], SchemeSummary]:
-    """Per-scheme and total counts from (scheme_id, interaction, outcome, rating) rows."""
+def summarise(rows: list[Reaction]) -> tuple[list[SchemeSummary], SchemeSummary]:
+    """Per-scheme and total counts."""
     by_scheme: dict[str, SchemeSummary] = {}
     total = SchemeSummary("")
-    for scheme_id, interaction, outcome, rating in rows:
-        summary = by_scheme.setdefault(scheme_id, SchemeSummary(scheme_id))
+    for r in rows:
+        summary = by_scheme.setdefault(r.scheme_id, SchemeSummary(r.scheme_id))
         for target in (summary, total):
-            target.counts[interaction] = target.counts.get(interaction, 0) + 1
-            if outcome:
-                target.counts[outcome] = target.counts.get(outcome, 0) + 1
-            if rating:
-                target.ratings.append(rating)
+            target.counts[r.interaction] = target.counts.get(r.interaction, 0) + 1
+            if r.outcome:
+                target.counts[r.outcome] = target.counts.get(r.outcome, 0) + 1
+            if r.rating:
+                target.ratings.append(r.rating)
     return [by_scheme[k] for k in sorted(by_scheme)], total

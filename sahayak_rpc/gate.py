@@ -18,7 +18,9 @@ bounds on the candidate's gain in ROC AUC and in log loss over the champion.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -53,11 +55,11 @@ class GateResult:
                 "baseline_version": self.baseline_version, "reasons": list(self.reasons)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> GateResult:
+    def from_dict(cls, d: Mapping[str, Any]) -> GateResult:
         if not d:
             return cls(False)
-        return cls(bool(d["passed"]), tuple(GateCheck(**c) for c in d["checks"]),  # type: ignore[attr-defined]
-                   int(d["baseline_version"]), tuple(d["reasons"]))  # type: ignore[arg-type,call-overload]
+        return cls(bool(d["passed"]), tuple(GateCheck(**c) for c in d["checks"]),
+                   int(d["baseline_version"]), tuple(d["reasons"]))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO, cast
 
 import structlog
 
@@ -30,7 +31,8 @@ def configure(level: str = "info", json: bool = True, cache: bool = True) -> Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+        # (cast: a stand-in for a text file; structlog's WriteLogger calls only write and flush)
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, _Stderr())),
         # Tests turn caching off so structlog.testing.capture_logs sees every line.
         cache_logger_on_first_use=cache,
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -35,8 +37,8 @@ class Metrics:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, float | int]) -> Metrics:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+    def from_dict(cls, d: Mapping[str, Any]) -> Metrics:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 
 def calibration_errors(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[float, float]:

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from .schema import FeatureType, Row, Schema
+from .schema import FeatureType, FeatureValue, Row, Schema
 
 BINS = 10
 QUANTILES = np.linspace(0.0, 1.0, 101)
 
 
-def _numeric(values: list[float | None]) -> dict[str, Any]:
+def _numeric(values: Sequence[FeatureValue | None]) -> dict[str, Any]:
+    """A numeric feature's profile (its values validated as numbers; None where missing)."""
     present = np.array([v for v in values if v is not None], dtype=np.float64)
     out: dict[str, Any] = {"kind": "numeric", "count": len(values),
                            "missing_share": 1 - len(present) / len(values) if values else 0.0}
@@ -52,7 +53,7 @@ def build(schema: Schema, rows: Sequence[Row], probabilities: np.ndarray) -> dic
     for spec in schema.features:
         values = [r.get(spec.name) for r in rows]
         if spec.type is FeatureType.NUMERIC:
-            features[spec.name] = _numeric(values)  # type: ignore[arg-type]
+            features[spec.name] = _numeric(values)
         elif spec.type is FeatureType.CATEGORICAL:
             features[spec.name] = _categorical(values, spec.categories)
         else:

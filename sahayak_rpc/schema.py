@@ -184,15 +184,16 @@ class Schema:
         """
         errors: list[FieldError] = []
         checks = self.checks
-        for name, value in row.items():
+        given: Mapping[str, Any] = row  # the fast path tests each value's exact class itself
+        for name, value in given.items():
             check = checks.get(name)
             if check is not None:
                 # The common case: the right kind, in bounds, or a known category.
                 kind, lo, hi, cats = check
                 cls = value.__class__
-                if kind == 1 and cls is float and lo <= value <= hi:  # type: ignore[operator]
+                if kind == 1 and cls is float and lo <= value <= hi:
                     continue
-                if kind == 2 and cls is str and (cats is None or value in cats) and len(value) <= MAX_CATEGORY_LEN:  # type: ignore[arg-type]
+                if kind == 2 and cls is str and (cats is None or value in cats) and len(value) <= MAX_CATEGORY_LEN:
                     continue
                 if kind == 3 and cls is bool:
                     continue
@@ -308,7 +309,7 @@ def schema_to_dict(schema: Schema) -> dict[str, object]:
     }
 
 
-def schema_from_dict(d: Mapping[str, object]) -> Schema:
+def schema_from_dict(d: Mapping[str, Any]) -> Schema:
     """Inverse of schema_to_dict; raises SchemaError on a bad declaration."""
     try:
         feats = tuple(
@@ -323,10 +324,10 @@ def schema_from_dict(d: Mapping[str, object]) -> Schema:
                 allow_unknown_categories=bool(f.get("allow_unknown_categories", False)),
                 group=str(f.get("group", "")),
             )
-            for f in d["features"]  # type: ignore[attr-defined]
+            for f in d["features"]
         )
         lab = d.get("label") or {}
-        label = LabelSpec(**{k: str(v) for k, v in lab.items()})  # type: ignore[attr-defined]
+        label = LabelSpec(**{k: str(v) for k, v in lab.items()})
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SchemaError([FieldError("schema", f"malformed schema: {exc}")]) from None
     return Schema(feats, label)
@@ -491,11 +492,11 @@ def columns_to_rows(schema: Schema, n: int, columns: Sequence[Column],
         if take is not None:
             arr = arr[take]
         missing = np.isnan(arr)
-        values: list[object] = (arr == 1).tolist() if spec.type is FeatureType.BOOLEAN else arr.tolist()
+        values: list[FeatureValue] = (arr == 1).tolist() if spec.type is FeatureType.BOOLEAN else arr.tolist()
         if missing.any():
             for i in np.flatnonzero(~missing).tolist():
-                rows[i][name] = values[i]  # type: ignore[assignment]
+                rows[i][name] = values[i]
         else:
             for row, value in zip(rows, values, strict=True):
-                row[name] = value  # type: ignore[assignment]
+                row[name] = value
     return rows

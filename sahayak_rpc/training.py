@@ -404,7 +404,9 @@ class Trainer:
         return TrainingResult(candidates, best, valid, len(train), train.rows)
 
     def _finish(self, family: str, scorer: LinearScorer | TreeScorer, raw_cal: np.ndarray, cal: TrainingData,
-                raw_val: np.ndarray, valid: TrainingData, **info: object) -> FittedCandidate:
+                raw_val: np.ndarray, valid: TrainingData, *, stop_reason: str, iterations: int, final_loss: float,
+                fit_seconds: float, feature_weights: list[tuple[str, float]],
+                parameters: dict[str, str]) -> FittedCandidate:
         self._progress(phase="calibrating", family=family)
         calibrator, prob = choose_calibrator(fit_calibrators(raw_cal, cal.labels), raw_val, valid.labels)
         model = ScoringModel(self.schema, family, self.settings.decision_threshold, calibrator,
@@ -414,7 +416,9 @@ class Trainer:
         m = mt.compute(valid.labels, prob, self.settings.decision_threshold)
         self._progress(phase="evaluating", family=family, metrics=m, message=f"{family}: calibration {calibrator.method}")
         return FittedCandidate(family=family, model=model, calibration=calibrator.method, metrics=m,
-                               validation_prob=prob, **info)  # type: ignore[arg-type]
+                               stop_reason=stop_reason, iterations=iterations, final_loss=final_loss,
+                               fit_seconds=fit_seconds, feature_weights=feature_weights, parameters=parameters,
+                               validation_prob=prob)
 
     def _fit_logistic(self, fit: TrainingData, cal: TrainingData, valid: TrainingData,
                       train: TrainingData) -> FittedCandidate:

@@ -77,7 +77,7 @@ def test_a_logged_batch_from_before_the_migration_is_found_by_prediction_id(tmp_
                      " probabilities_data, threshold, created_us, source) VALUES ('b1', 1, 1, 2, ?, ?, 0.5, 7, 'served')",
                      (orjson.dumps({"age": [30.0, 41.0]}).decode(), "[0.25, 0.75]"))
     got = PredictionRepository(db).get("b1:1")
-    assert got is not None and orjson.loads(got[3]) == {"age": 41.0} and got[4] == 0.75 and got[5] == 1
+    assert got is not None and orjson.loads(got.features_json) == {"age": 41.0} and got.probability == 0.75 and got.label == 1
     db.close()
 
 

@@ -295,7 +295,7 @@ def test_a_full_disk_answers_resource_exhausted_changes_nothing_and_recovers(tmp
                 # A batch too: its features go to a log segment on the same disk, which refused them before.
                 batch = r.client.predict_batch(MODEL, [row] * 100).batch_id
                 eventually(lambda: r.server.ctx.predictions.get(f"{batch}:99") is not None, timeout=10)
-                assert orjson.loads(r.server.ctx.predictions.get(f"{batch}:99")[3])
+                assert orjson.loads(r.server.ctx.predictions.get(f"{batch}:99").features_json)
         finally:
             stop_server(r)
 

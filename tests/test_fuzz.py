@@ -566,3 +566,24 @@ def test_server_survived_the_fuzz(fuzz: FuzzEnv) -> None:
         pytest.skip(f"only part of the fuzz ran ({total} requests); the budget is checked on a full run")
     assert all(n >= 5 for n in per_method.values()), per_method
     assert total >= MIN_REQUESTS * min(1.0, SCALE), f"only {total} requests were sent"
+
+
+def test_a_client_s_bad_bytes_are_its_mistake_and_a_deserializer_s_bug_is_ours() -> None:
+    """The interceptor's deserializer: protobuf's DecodeError (a client's bytes) becomes a Malformed
+    request, answered INVALID_ARGUMENT; any other exception is our bug and propagates, for grpcio to
+    log with its stack and answer INTERNAL."""
+    from sahayak_rpc.api.interceptor import Malformed, tolerant
+    from sahayak_rpc._proto.sahayak.v1 import inference_pb2
+
+    parse = tolerant(inference_pb2.PredictRequest.FromString)
+    assert parse is not None
+    assert isinstance(parse(b"\x0a\xff"), Malformed)  # a length past the end
+    assert parse(inference_pb2.PredictRequest(model="m").SerializeToString()).model == "m"
+
+    def buggy(data: bytes) -> object:
+        raise KeyError("our bug")
+
+    broken = tolerant(buggy)
+    assert broken is not None
+    with pytest.raises(KeyError):
+        broken(b"")

@@ -150,7 +150,7 @@ def test_served_predictions_reach_the_prediction_log(trained: Running) -> None:
     trained.server.predlog.flush()
     assert trained.server.ctx.predictions.count(model_id) == before + 11
     stored = trained.server.ctx.predictions.get(p.prediction_id)
-    assert stored is not None and stored[2] == 1 and stored[4] == p.probability
+    assert stored is not None and stored.version == 1 and stored.probability == p.probability
     assert trained.server.ctx.predictions.get(f"{batch.batch_id}:9") is not None
 
 
@@ -169,7 +169,7 @@ def test_log_predictions_takes_predictions_made_elsewhere(trained: Running) -> N
     resp = trained.client.monitor.LogPredictions(iter([request]))
     assert (resp.accepted, resp.rejected) == (1, 3)
     assert [e.field for e in resp.errors] == ["prediction.probability", "prediction.time", "prediction.time"]
-    assert trained.server.ctx.predictions.get("ext-1")[8] == "logged"
+    assert trained.server.ctx.predictions.get("ext-1").source == "logged"
     assert trained.server.ctx.predictions.get("ext-3") is None
 
 
@@ -224,7 +224,7 @@ def test_the_local_scorer_follows_the_champion_and_reports_back(running: Running
         assert scorer.predict(rows[1]).probability == c.predict(MODEL, rows[1]).probability
         assert scorer.flush() == 2
     stored = running.server.ctx.predictions.get(local.prediction_id)
-    assert stored is not None and stored[8] == "logged" and stored[2] == 1
+    assert stored is not None and stored.source == "logged" and stored.version == 1
 
 
 def test_watch_champion_streams_the_artifact_now_and_on_change(running: Running) -> None:
@@ -264,13 +264,13 @@ def test_columnar_batches_and_recommendations_are_logged_row_for_row(trained: Ru
     got = trained.server.ctx.predictions.get
     for i, row in enumerate(rows):
         stored = got(f"{batch.batch_id}:{i}")
-        assert stored is not None and orjson.loads(stored[3]) == row, i
-        assert stored[4] == batch.probabilities[i]
+        assert stored is not None and orjson.loads(stored.features_json) == row, i
+        assert stored.probability == batch.probabilities[i]
     by_id = {r.candidate_id: r for r in rec.recommendations}
     for i, (scheme_id, features, _) in enumerate(schemes):
         stored = got(f"{rec.recommendation_id}:{i}")
-        assert stored is not None and orjson.loads(stored[3]) == {**artisan, **features}, scheme_id
-        assert abs(stored[4] - by_id[scheme_id].probability) <= 1e-12
+        assert stored is not None and orjson.loads(stored.features_json) == {**artisan, **features}, scheme_id
+        assert abs(stored.probability - by_id[scheme_id].probability) <= 1e-12
 
 
 def test_batch_columns_as_strings_or_as_codes_score_the_same(trained: Running) -> None:
@@ -297,7 +297,7 @@ def test_batch_columns_as_strings_or_as_codes_score_the_same(trained: Running) -
     stored = trained.server.ctx.predictions.get(f"{batch.batch_id}:3")
     import orjson
 
-    assert orjson.loads(stored[3])["craft"] == rows[3]["craft"]
+    assert orjson.loads(stored.features_json)["craft"] == rows[3]["craft"]
 
 
 @pytest.mark.parametrize("champion", ["trees", "linear"])

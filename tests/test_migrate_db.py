@@ -180,7 +180,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
                       "[0.25, 0.75]", created))
     ids = [f"{b}:{i}" for b in batches for i in (0, 3, 7, 19)] + ["legacy-1:0", "legacy-1:1"]
     src.logged = logged_by_store(path, ids)
-    assert all(v is not None and v[3] is not None for v in src.logged.values())
+    assert all(v is not None and v.features_json is not None for v in src.logged.values())
     return src
 
 
@@ -230,7 +230,7 @@ def test_a_sqlite_database_moves_to_postgresql_and_serves_the_same(source: Sourc
                                interaction=FB.INTERACTION_APPLIED, outcome=FB.FEEDBACK_OUTCOME_REJECTED)
         model = r.server.catalog.get(MODEL)
         stored = r.server.ctx.outcomes.get(model.id, done.outcome_id)
-        assert stored is not None and stored.features == orjson.loads(source.logged[pid][3])
+        assert stored is not None and stored.features == orjson.loads(source.logged[pid].features_json)
         c.record_outcome(MODEL, source.row, True, outcome_id="after-move")
         c.predict(MODEL, source.row)
         c.predict_batch(MODEL, [source.row, source.row])
@@ -287,7 +287,7 @@ def test_a_lost_log_segment_payload_is_left_out_and_reported(source: Source, tmp
                      " FROM prediction_batches WHERE batch_id = 'legacy-1'")
     _, number, offset, length, _ = struct.unpack("<4sIQII", ref)
     flip_byte(folder_for(copy) / segment_name(number), offset + length // 2)
-    assert logged_by_store(copy, [f"{damaged}:0"])[f"{damaged}:0"][3] is None  # the SQLite server: lost
+    assert logged_by_store(copy, [f"{damaged}:0"])[f"{damaged}:0"].features_json is None  # the SQLite server: lost
 
     url = shared_cluster().create_database()
     assert run_cli(copy, url, json_out=False) == 0

@@ -333,8 +333,8 @@ def test_the_whole_loop_on_the_injected_clock(tmp_path, backend: str) -> None:
         assert len(drift_alerts()) == 1
 
         # Resuming from the cursor replays exactly what happened since, in order, once.
-        expected = [(str(seq), event, alert.alert_id)
-                    for seq, event, alert in r.server.monitor.repo.events_after(int(raised.cursor))]
+        expected = [(str(e.seq), e.event, e.alert.alert_id)
+                    for e in r.server.monitor.repo.events_after(int(raised.cursor))]
         resumed = c.monitor.WatchAlerts(M.WatchAlertsRequest(model=MODEL, cursor=raised.cursor), timeout=60)
         got = [next(resumed) for _ in expected]
         resumed.cancel()

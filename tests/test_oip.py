@@ -265,18 +265,18 @@ def test_inferences_reach_the_prediction_log(trained: Running, oip: pb_grpc.GRPC
     assert trained.server.ctx.predictions.count(model_id) == before + n
     batch_id = response.parameters["batch_id"].string_param
     stored = trained.server.ctx.predictions.get(f"{batch_id}:{i}")
-    assert stored is not None and stored[0] == f"{batch_id}:{i}"
+    assert stored is not None and stored.prediction_id == f"{batch_id}:{i}"
     if n == 1:
         assert trained.server.ctx.predictions.get(f"{batch_id}:1") is None
-    logged, sent = json.loads(stored[3]), decode(encode(rows[i:i + 1]))[0]
+    logged, sent = json.loads(stored.features_json), decode(encode(rows[i:i + 1]))[0]
     assert logged.keys() == sent.keys()
     for name, value in sent.items():
         # Numbers are logged in the precision they came in: the same float32.
         same = np.float32(logged[name]) == np.float32(value) if isinstance(value, float) else logged[name] == value
         assert same, (name, logged[name], value)
     out = outputs_of(response)
-    assert abs(stored[4] - float(out["probability"][i, 0])) <= 1e-6
-    assert stored[5] == int(out["label"][i, 0])
+    assert abs(stored.probability - float(out["probability"][i, 0])) <= 1e-6
+    assert stored.label == int(out["label"][i, 0])
 
 
 # --- named inputs: one per feature -------------------------------------------------------

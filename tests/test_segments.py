@@ -215,9 +215,9 @@ def test_a_served_batch_is_logged_to_a_segment_and_reads_back_whole(champion: Ru
     # Every row's prediction id finds its features, as served.
     for i in (0, 137, 299):
         logged = r.server.ctx.predictions.get(f"{batch.batch_id}:{i}")
-        assert logged is not None and logged[4] == pytest.approx(batch.probabilities[i])
+        assert logged is not None and logged.probability == pytest.approx(batch.probabilities[i])
         want = {k: v for k, v in rows[i].items() if v is not None}
-        assert orjson.loads(logged[3]) == pytest.approx(want)
+        assert orjson.loads(logged.features_json) == pytest.approx(want)
     # Drift reads them too.
     report = r.client.monitor.DetectDrift(M.DetectDriftRequest(model=MODEL)).report
     assert report.prediction.current_count == 300
@@ -251,7 +251,7 @@ def test_lost_features_are_skipped_by_drift_and_named_to_feedback(champion: Runn
     assert r.client.feedback.RecordFeedback(request).outcome_id == "feedback:kept-1"
     fresh = r.client.predict_batch(MODEL, rows[:50])  # the log goes on
     r.server.predlog.flush()
-    assert r.server.ctx.predictions.get(f"{fresh.batch_id}:49")[3] is not None
+    assert r.server.ctx.predictions.get(f"{fresh.batch_id}:49").features_json is not None
 
 
 def test_retention_deletes_a_segment_once_all_its_records_expire(champion: Running) -> None:
@@ -269,7 +269,7 @@ def test_retention_deletes_a_segment_once_all_its_records_expire(champion: Runni
     purged = r.server.monitor.retention()
     assert purged["log_segments"] == 1 and sorted(os.listdir(folder)) == ["0000000002.seg"]
     assert r.server.ctx.predictions.get(f"{old.batch_id}:0") is None
-    assert r.server.ctx.predictions.get(f"{mid.batch_id}:0")[3] is not None
+    assert r.server.ctx.predictions.get(f"{mid.batch_id}:0").features_json is not None
     r.clock.advance(3 * DAY)  # now the second, the one being written, goes too
     assert r.server.monitor.retention()["log_segments"] == 1 and os.listdir(folder) == []
     with closing(sqlite3.connect(r.db_path)) as conn:
@@ -277,7 +277,7 @@ def test_retention_deletes_a_segment_once_all_its_records_expire(champion: Runni
     new = r.client.predict_batch(MODEL, rows)  # and the log starts a third
     r.server.predlog.flush()
     assert os.listdir(folder) == ["0000000003.seg"]
-    assert r.server.ctx.predictions.get(f"{new.batch_id}:0")[3] is not None
+    assert r.server.ctx.predictions.get(f"{new.batch_id}:0").features_json is not None
 
 
 def test_a_capped_server_logs_batches_inside_the_database(tmp_path: Path) -> None:
@@ -356,7 +356,7 @@ def test_a_backup_taken_while_batches_are_logged_holds_every_batch_it_lists(cham
     try:
         assert restored.client.get_model(MODEL).champion_version == 1
         first = restored.server.ctx.predictions.get(f"{served[0]}:7")
-        assert first is not None and orjson.loads(first[3]) == pytest.approx(
+        assert first is not None and orjson.loads(first.features_json) == pytest.approx(
             {k: v for k, v in rows[7].items() if v is not None})
     finally:
         stop_server(restored)

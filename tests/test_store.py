@@ -27,7 +27,7 @@ def test_checkpoints_run_on_their_own_thread_and_keep_every_commit(tmp_path: Pat
 
         def all_copied() -> bool:  # by a checkpoint that ran after the last commit
             last = db.checkpoints.last
-            return db.checkpoints.runs > runs and last is not None and 0 < last[1] == last[2]
+            return db.checkpoints.runs > runs and last is not None and 0 < last.wal_frames == last.checkpointed
 
         eventually(all_copied, timeout=10)
         assert db.checkpoints.failures == 0

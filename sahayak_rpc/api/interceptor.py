@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 import structlog
 
 from .. import auth
@@ -43,30 +44,31 @@ def _code(context: grpc.ServicerContext) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
-class _Malformed:
+class Malformed:
     """Stands in for a request whose bytes did not parse."""
 
     def __init__(self, error: str) -> None:
         self.error = error
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    # grpcio answers INTERNAL when a request fails to parse; a client's bad
-    # bytes deserve INVALID_ARGUMENT, so parsing errors reach the handler.
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    # grpcio answers INTERNAL when a request fails to parse; a client's bad bytes (protobuf's
+    # DecodeError) deserve INVALID_ARGUMENT, so those reach the handler. Anything else a
+    # deserializer raises is our bug: grpcio logs it with its stack and answers INTERNAL.
     if deserializer is None:
         return None
 
     def parse(data: bytes) -> Any:
         try:
             return deserializer(data)
-        except Exception as exc:  # DecodeError and friends
-            return _Malformed(str(exc) or type(exc).__name__)
+        except DecodeError as exc:
+            return Malformed(str(exc) or type(exc).__name__)
 
     return parse
 
 
 def _check(request: Any, context: grpc.ServicerContext) -> None:
-    if isinstance(request, _Malformed):
+    if isinstance(request, Malformed):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid protobuf message: {request.error}")
 
 
@@ -141,7 +143,7 @@ class RpcInterceptor(grpc.ServerInterceptor):
         if refusal is not None:
             return _refuse(handler, _Call(method, principal, self._metrics, self._guard), grpc.StatusCode[refusal],
                            message)
-        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+        handler = handler._replace(request_deserializer=tolerant(handler.request_deserializer))
         call = _Call(method, principal, self._metrics, self._guard)
         if handler.unary_unary:
             return handler._replace(unary_unary=_unary(handler.unary_unary, call, False))

@@ -278,8 +278,8 @@ class MonitoringMixin:
         rows = rows[:size]
         names = self._names()
         return monitor_pb2.ListAlertsResponse(
-            alerts=[_alert(a, names.get(a.model_id, "")) for _, a in rows],
-            next_page_token=convert.encode_token(str(rows[-1][0]) if more else ""))
+            alerts=[_alert(r.alert, names.get(r.alert.model_id, "")) for r in rows],
+            next_page_token=convert.encode_token(str(rows[-1].seq) if more else ""))
 
     def AcknowledgeAlert(self, request: monitor_pb2.AcknowledgeAlertRequest, context: grpc.ServicerContext) -> monitor_pb2.AcknowledgeAlertResponse:
         row = self._monitor.acknowledge(request.alert_id, request.note)
@@ -298,12 +298,12 @@ class MonitoringMixin:
         # Headers now: a client that waits for them knows the watch is listening.
         context.send_initial_metadata(())
         names = self._names()
-        for seq, event, alert in self._monitor.watch(cursor, model.id if model else None, severity, context.is_active):
-            if alert.model_id not in names:
+        for change in self._monitor.watch(cursor, model.id if model else None, severity, context.is_active):
+            if change.alert.model_id not in names:
                 names = self._names()
             yield monitor_pb2.WatchAlertsResponse(
-                event_type=convert.enum_to_proto(monitor_pb2.AlertEventType, "ALERT_EVENT_TYPE_", event),
-                alert=_alert(alert, names.get(alert.model_id, "")), cursor=str(seq))
+                event_type=convert.enum_to_proto(monitor_pb2.AlertEventType, "ALERT_EVENT_TYPE_", change.event),
+                alert=_alert(change.alert, names.get(change.alert.model_id, "")), cursor=str(change.seq))
 
     def RunHealthCheck(self, request: monitor_pb2.RunHealthCheckRequest, context: grpc.ServicerContext) -> monitor_pb2.RunHealthCheckResponse:
         self._predlog.flush()  # judge the predictions served so far, not only those written
@@ -338,11 +338,11 @@ class MonitoringMixin:
                           + (f": {', '.join(drifted)}" if drifted else "") + f"; dataset drift: {report.dataset_drift}")
         except ServiceError:
             pass
-        alerts = [a for _, a in self._monitor.repo.list_alerts(model.id, "", (), 2**62, 500)
+        alerts = [a for a in (r.alert for r in self._monitor.repo.list_alerts(model.id, "", (), 2**62, 500))
                   if (start is None or a.raised_us >= start) and (end is None or a.raised_us < end)]
         response.alerts.extend([_alert(a, model.name) for a in alerts])
-        runs = [r for _, r in self._runner.runs.list(model.id, "", None, 10_000)
-                if (start is None or r.created_us >= start) and (end is None or r.created_us < end)]
+        runs = [listed.run for listed in self._runner.runs.list(model.id, "", None, 10_000)
+                if (start is None or listed.run.created_us >= start) and (end is None or listed.run.created_us < end)]
         response.training_runs = len(runs)
         response.promotions = sum(1 for r in runs if r.promoted)
         r = snap.realised

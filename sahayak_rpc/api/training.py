@@ -111,9 +111,9 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         more = len(rows) > size
         rows = rows[:size]
         names = {m.id: m.name for m in self._catalog.all()}
-        last = f"{rows[-1][1].created_us}/{rows[-1][0]}" if more else ""
+        last = f"{rows[-1].run.created_us}/{rows[-1].position}" if more else ""
         return training_pb2.ListTrainingRunsResponse(
-            runs=[convert_training.run_to_proto(names.get(r.model_id, ""), r) for _, r in rows],
+            runs=[convert_training.run_to_proto(names.get(r.run.model_id, ""), r.run) for r in rows],
             next_page_token=convert.encode_token(last),
         )
 

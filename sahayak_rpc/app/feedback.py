@@ -26,12 +26,12 @@ class Feedback:
             return rec.features, model.schema.validate_row(rec.features, prefix=f"{prefix}.features")
         if rec.prediction_id:
             logged = self._ctx.predictions.get(rec.prediction_id)
-            if logged is not None and logged[1] == model.id:
-                if logged[3] is None:  # a logged batch whose features are gone (store/segments.py)
+            if logged is not None and logged.model_id == model.id:
+                if logged.features_json is None:  # a logged batch whose features are gone (store/segments.py)
                     return {}, [FieldError(f"{prefix}.features",
                                            f"the features logged with prediction {rec.prediction_id!r} are lost"
                                            " (a damaged or missing log segment): give them")]
-                return orjson.loads(logged[3]), []
+                return orjson.loads(logged.features_json), []
         return {}, [FieldError(f"{prefix}.features",
                                "an outcome needs the scored features: give them, or the prediction_id of a logged prediction")]
 

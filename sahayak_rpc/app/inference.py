@@ -13,11 +13,12 @@ import numpy as np
 
 from ..errors import InvalidArgument, ServiceError
 from ..runtime.predlog import PredictionLog
-from ..schema import (MISSING_REQUIRED, Column, FeatureType, FieldError, Row, Schema, SchemaError, as_array,
+from ..schema import (MISSING_REQUIRED, Column, FeatureType, FeatureValue, FieldError, Row, Schema, SchemaError, as_array,
                       check_columns, code_problem, columns_to_rows, number_problem, raw_bounds)
 from ..scoring import Contribution
 from ..store import ModelRecord
 from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, encode_probabilities
+from ..store.predictions import BatchRow, PredictionRow
 from .catalog import Catalog, PerSchema
 from .context import AppContext
 from .registry import Registry, Served
@@ -200,7 +201,7 @@ class Inference:
 
         booleans = self._plan(model).booleans
 
-        def encode() -> tuple[Any, ...]:
+        def encode() -> BatchRow:
             # Arrays copied as they are (store/batchcodec.py): no per-value work on the log's thread.
             if encoded is not None:
                 data = encoded()
@@ -208,7 +209,7 @@ class Inference:
                 cols = [c if c.numbers is None or isinstance(c.numbers, np.ndarray)
                         else replace(c, numbers=as_array(c.numbers, n)) for c in columns]
                 data = encode_columns(cols, n, booleans)
-            return (batch_id, model_id, version, n, data, encode_probabilities(probs), threshold, now, "served")
+            return BatchRow(batch_id, model_id, version, n, data, encode_probabilities(probs), threshold, now, "served")
 
         self._log.submit_batch(n, encode)
 
@@ -222,7 +223,7 @@ class Inference:
         model_id, version = model.id, served.version
         self._count(model, version, n)
 
-        def expand() -> list[tuple[Any, ...]]:
+        def expand() -> list[PredictionRow]:
             import orjson
 
             dumps = orjson.dumps
@@ -281,7 +282,7 @@ class Inference:
         model_id, served_version = model.id, served.version
         ents = dict(entities or {})
 
-        def expand() -> list[tuple[Any, ...]]:
+        def expand() -> list[PredictionRow]:
             import orjson
 
             dumps = orjson.dumps
@@ -462,8 +463,8 @@ def _require_valid_columns(schema: Schema, n: int, columns: Sequence[Column], pr
                                       for i in sorted(row_errors)[:20]])
 
 
-def _constant(name: str, value: object, n: int) -> Column:
+def _constant(name: str, value: FeatureValue, n: int) -> Column:
     """A column holding one value in every row."""
     if isinstance(value, str):
         return Column(name, codes=np.zeros(n, dtype=np.int64), dictionary=[value])
-    return Column(name, numbers=np.full(n, float(value)))  # type: ignore[arg-type]
+    return Column(name, numbers=np.full(n, float(value)))

@@ -122,7 +122,8 @@ class Ingest:
                 return True
         return self._ctx.outcomes.totals(model.id).importing_until_us > self._ctx.now_us()
 
-    def _session_ended(self, model: ModelRecord) -> None:
+    def session_ended(self, model: ModelRecord) -> None:
+        """An import session of the model finished or was abandoned (ImportSession calls this)."""
         with self._lock:
             left = self._importing[model.id] = self._importing.get(model.id, 1) - 1
             lease = self._leases.pop(model.id, None) if left <= 0 else None
@@ -175,7 +176,7 @@ class ImportSession:
         try:
             self._settle()
         finally:
-            self._ingest._session_ended(self.model)
+            self._ingest.session_ended(self.model)
         self.report.errors.sort(key=lambda e: e[0])
         return self.report
 
@@ -184,4 +185,4 @@ class ImportSession:
         if self._pending is not None:
             self._pending.exception()
             self._pending = None
-        self._ingest._session_ended(self.model)
+        self._ingest.session_ended(self.model)

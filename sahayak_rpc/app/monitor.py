@@ -20,7 +20,8 @@ from ..metrics import Metrics
 from ..ingest import IngestReport
 from ..schema import FieldError, Row
 from ..store import ModelRecord, ReplicaRepository, ScheduleRepository
-from ..store.monitoring import AlertRow, MonitoringRepository, PredictionWindow
+from ..store.predictions import PredictionRow
+from ..store.monitoring import AlertChange, AlertRow, MonitoringRepository, PredictionWindow
 from ..versions import RunRecord
 from .catalog import Catalog
 from .context import AppContext
@@ -156,10 +157,11 @@ class Monitor:
         if not profile:
             raise FailedPrecondition(f"version {version} has no reference profile (imported versions have none)",
                                      reason="NO_PROFILE")
-        columns, probs, n = self.repo.window_columns(model.id, start_us, end_us, last_n)
+        window = self.repo.window_columns(model.id, start_us, end_us, last_n)
         m = model.settings.monitoring
-        report = drifting.detect_columns(profile, columns, n, probs, m.drift_psi_threshold, m.drift_share)
-        if self.metrics is not None and n:
+        report = drifting.detect_columns(profile, window.columns, window.count, window.probabilities,
+                                         m.drift_psi_threshold, m.drift_share)
+        if self.metrics is not None and window.count:
             for f in report.features:
                 if f.statistics:
                     self.metrics.drift_psi.labels(model.name, f.feature).set(f.statistics[0].value)
@@ -176,7 +178,7 @@ class Monitor:
         now = self._ctx.now_us()
         retention_s = self._ctx.config.prediction_retention_s
         oldest = now - int(retention_s * 1_000_000)
-        batch: list[tuple[object, ...]] = []
+        batch: list[PredictionRow] = []
         for p, errors in items:
             errors = list(errors)
             if p.version <= 0:
@@ -247,15 +249,15 @@ class Monitor:
         return row
 
     def watch(self, cursor: int, model_id: int | None, min_severity: str,
-              active: Callable[[], bool]) -> Iterator[tuple[int, str, AlertRow]]:
+              active: Callable[[], bool]) -> Iterator[AlertChange]:
         """Alert events after ``cursor`` (from the store, so a reconnect misses and repeats nothing), then live."""
         wanted = SEVERITIES[SEVERITIES.index(min_severity):] if min_severity else SEVERITIES
         while active() and not self._ctx.stopping.is_set():
             events = self.repo.events_after(cursor)
-            for seq, event, alert in events:
-                cursor = seq
-                if (model_id is None or alert.model_id == model_id) and alert.severity in wanted:
-                    yield seq, event, alert
+            for change in events:
+                cursor = change.seq
+                if (model_id is None or change.alert.model_id == model_id) and change.alert.severity in wanted:
+                    yield change
             if not events:
                 with self._events:
                     self._events.wait(0.5)

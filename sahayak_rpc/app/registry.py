@@ -339,7 +339,7 @@ class Registry:
             if last_n < 0:
                 raise InvalidArgument.fields([FieldError("data.outcomes.last_n", "must not be negative")])
             loaded = self._ctx.outcomes.load(model.id, start_us=start, end_us=end, last_n=last_n)
-            return list(loaded.rows), np.asarray(loaded.labels, dtype=np.int64)  # type: ignore[arg-type]
+            return list(loaded.rows), np.asarray(loaded.labels, dtype=np.int64)
         from ..training import split_rows
         from .training_runs import to_training_data  # it imports this module
 

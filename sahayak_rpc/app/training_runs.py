@@ -105,7 +105,7 @@ class RunTaken(Exception):
 
 
 def to_training_data(loaded: LoadedOutcomes) -> tr.TrainingData:
-    return tr.TrainingData(loaded.rows, np.asarray(loaded.labels, dtype=np.int64), loaded.ids,  # type: ignore[arg-type]
+    return tr.TrainingData(loaded.rows, np.asarray(loaded.labels, dtype=np.int64), loaded.ids,
                            np.asarray(loaded.times, dtype=np.int64))
 
 
@@ -251,9 +251,9 @@ class TrainingRunner:
         ended_since: float | None = None
         while True:
             fresh = self.runs.events_after(run_id, seen)
-            for n, text in fresh:
-                seen = n
-                event = RunEvent.from_json(text)
+            for stored in fresh:
+                seen = stored.n
+                event = RunEvent.from_json(stored.event_json)
                 if event.phase == "done":
                     event.final = self.get(run_id)
                     yield event

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..store.predictions import SegmentTotals
+
 # Loopback RPCs take a fraction of a millisecond; training takes seconds to minutes.
 RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 TRAINING_BUCKETS = (0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
@@ -19,7 +21,7 @@ class _Callbacks(Collector):
     became of its rows, the log segments on disk."""
 
     def __init__(self, open_alerts: Callable[[], dict[str, int]], queue_rows: Callable[[], int],
-                 log_rows: Callable[[], dict[str, int]], segments: Callable[[], tuple[int, int]]) -> None:
+                 log_rows: Callable[[], dict[str, int]], segments: Callable[[], SegmentTotals]) -> None:
         self._open_alerts = open_alerts
         self._queue_rows = queue_rows
         self._log_rows = log_rows
@@ -37,10 +39,11 @@ class _Callbacks(Collector):
         for result, count in sorted(self._log_rows().items()):
             rows.add_metric([result], count)
         yield rows
-        count, size = self._segments()
-        yield GaugeMetricFamily("sahayak_log_segments", "Log segment files (logged batches' features)", value=count)
+        segments = self._segments()
+        yield GaugeMetricFamily("sahayak_log_segments", "Log segment files (logged batches' features)",
+                                value=segments.files)
         yield GaugeMetricFamily("sahayak_log_segment_bytes", "Logged batches' features in log segments",
-                                value=size)
+                                value=segments.bytes)
 
 
 class _ReplicaLabelled(CollectorRegistry):
@@ -78,7 +81,7 @@ class Metrics:
                                ["model", "feature"], registry=r)
 
     def add_callbacks(self, open_alerts: Callable[[], dict[str, int]], queue_rows: Callable[[], int],
-                      log_rows: Callable[[], dict[str, int]], segments: Callable[[], tuple[int, int]]) -> None:
+                      log_rows: Callable[[], dict[str, int]], segments: Callable[[], SegmentTotals]) -> None:
         self.registry.register(_Callbacks(open_alerts, queue_rows, log_rows, segments))
 
     def serve(self, host: str, port: int) -> Any:

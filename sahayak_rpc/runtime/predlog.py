@@ -18,9 +18,10 @@ import structlog
 
 from ..errors import ServiceError
 from ..store import PredictionRepository
+from ..store.predictions import BatchRow, PredictionRow
 
 log = structlog.get_logger("sahayak_rpc.predlog")
-Expand = Callable[[], Iterable[tuple[Any, ...]]]
+Expand = Callable[[], Iterable[PredictionRow]]
 
 
 class PredictionLog:
@@ -52,7 +53,7 @@ class PredictionLog:
         """One prediction; ``row`` may be a function that makes it, called on the writer thread."""
         self._put(1, (prediction_id, model_id, version, row, probability, label, created_us, entities, source))
 
-    def submit_batch(self, count: int, encode: Callable[[], tuple[Any, ...]]) -> None:
+    def submit_batch(self, count: int, encode: Callable[[], BatchRow]) -> None:
         """A whole columnar batch as one log record; ``encode()`` runs on the writer thread."""
         self._put(count, ("batch", encode))
 
@@ -70,9 +71,9 @@ class PredictionLog:
             self._queued_rows += rows
             self._queue.append((rows, item))
 
-    def _drain(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        out: list[tuple[Any, ...]] = []
-        batches: list[tuple[Any, ...]] = []
+    def _drain(self) -> tuple[list[PredictionRow], list[BatchRow]]:
+        out: list[PredictionRow] = []
+        batches: list[BatchRow] = []
         dumps = orjson.dumps
         while self._queue and len(out) < self._batch_rows and len(batches) < 64:
             rows, item = self._queue.popleft()
@@ -104,7 +105,7 @@ class PredictionLog:
     def _flush(self) -> None:
         while self._queue:
             rows, batches = self._drain()
-            count = len(rows) + sum(b[3] for b in batches)
+            count = len(rows) + sum(b.row_count for b in batches)
             try:
                 if rows:
                     # Logged after the reply, promised to no one: no fsync per flush

@@ -97,8 +97,8 @@ class MatrixLayout:
         self.codes_dtype = "i1" if widest <= 127 else "i2" if widest <= 32767 else "i4"
         specs = [{"name": name, "kind": kind, **({"dictionary": list(d)} if kind == "category" else {})}
                  for name, kind, d in columns]
-        # The header but for n and the dtype, which vary per batch.
-        self._tail = orjson.dumps({"codes": self.codes_dtype, "columns": specs})[1:]
+        # The header but for n and the dtype, which vary per batch (encode_matrix puts them in front).
+        self.header_tail = orjson.dumps({"codes": self.codes_dtype, "columns": specs})[1:]
 
 
 def encode_matrix(x: np.ndarray, layout: MatrixLayout) -> bytes:
@@ -109,7 +109,7 @@ def encode_matrix(x: np.ndarray, layout: MatrixLayout) -> bytes:
     codes = x.take(layout.codes, axis=1)  # a copy: ours to change
     codes[np.isnan(codes)] = -1.0  # (nan_to_num also scans for infinities, which checks ruled out)
     codes = codes.astype("<" + layout.codes_dtype)
-    header = b'{"n":%d,"split":{"dtype":"%s",%s}' % (x.shape[0], dtype.encode(), layout._tail)
+    header = b'{"n":%d,"split":{"dtype":"%s",%s}' % (x.shape[0], dtype.encode(), layout.header_tail)
     return b"".join([MAGIC, _LEN.pack(len(header)), header, numbers.tobytes(), codes.tobytes()])
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from ..feedback import FeedbackRecord
+from ..feedback import FeedbackRecord, Reaction
 from .database import Database, time_clause
 
 _COLUMNS = ("model_id", "feedback_id", "recommendation_id", "prediction_id", "artisan_id", "scheme_id", "interaction",
@@ -41,7 +41,7 @@ class FeedbackRepository:
                 for rec, digest, new in zip(records, hashes, stored, strict=True)]
 
     def summary_rows(self, model_id: int, start_us: int | None, end_us: int | None,
-                     scheme_id: str) -> list[tuple[str, str, str, int]]:
+                     scheme_id: str) -> list[Reaction]:
         sql = ("SELECT coalesce(scheme_id, ''), interaction, coalesce(outcome, ''), coalesce(rating, 0)"
                " FROM feedback WHERE model_id = ?")
         window_sql, window_args = time_clause("occurred_us", start_us, end_us)
@@ -50,4 +50,4 @@ class FeedbackRepository:
         if scheme_id:
             sql += " AND scheme_id = ?"
             args.append(scheme_id)
-        return [tuple(r) for r in self._db.reader().execute(sql, args)]
+        return [Reaction(str(s), str(i), str(o), int(r)) for s, i, o, r in self._db.reader().execute(sql, args)]

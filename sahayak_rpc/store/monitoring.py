@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import structlog
 
+from ..drift import Chunk, CodesChunk, ValuesChunk
 from . import events
 from .batchcodec import decode_probabilities
 from .database import Database, equal_clause, time_clause
@@ -30,6 +31,25 @@ class PredictionWindow:
     probabilities: list[float] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     times: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowColumns:
+    """Logged features column by column (in chunks, never as row objects), their probabilities, and how
+    many predictions they are."""
+
+    columns: dict[str, list[Chunk]]
+    probabilities: list[float]
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Logged:
+    """A logged prediction as the labelled window reads it."""
+
+    version: int
+    probability: float
+    created_us: int
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,24 @@ def _alert(r: Any) -> AlertRow:
     return AlertRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], orjson.loads(r[8]), r[9], r[10], r[11], r[12])
 
 
+@dataclass(frozen=True, slots=True)
+class NumberedAlert:
+    """An alert with its position in the alerts table (``list_alerts`` pages by it)."""
+
+    seq: int
+    alert: AlertRow
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """An alert event: its cursor (``seq``), what happened ("raised", "acknowledged", "resolved") and the alert
+    as it is now."""
+
+    seq: int
+    event: str
+    alert: AlertRow
+
+
 class MonitoringRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -81,10 +119,10 @@ class MonitoringRepository:
                 for _, pid, label in rows:
                     if len(found) >= last_n:
                         break
-                    row = self._logged(conn, model_id, pid, batches)
-                    if row is None or (version and row[0] != version):
+                    logged = self._logged(conn, model_id, pid, batches)
+                    if logged is None or (version and logged.version != version):
                         continue
-                    found.append((row[2], pid, row[0], row[1], label))
+                    found.append((logged.created_us, pid, logged.version, logged.probability, label))
                 if len(rows) < page:
                     break
                 before = rows[-1][0]
@@ -98,21 +136,25 @@ class MonitoringRepository:
 
     @staticmethod
     def _logged(conn: Conn, model_id: int, pid: str,
-                batches: dict[str, tuple[int, int, list[float]] | None]) -> tuple[int, float, int] | None:
-        """(version, probability, created_us) of a logged prediction, served alone or in a batch."""
+                batches: dict[str, tuple[int, int, list[float]] | None]) -> _Logged | None:
+        """A logged prediction, served alone or in a batch."""
         row = conn.execute("SELECT version, probability, created_us FROM predictions WHERE prediction_id = ?"
                            " AND model_id = ?", (pid, model_id)).fetchone()
-        if row is not None or ":" not in pid:
-            return row
+        if row is not None:
+            return _Logged(*row)
+        if ":" not in pid:
+            return None
         bid, _, index = pid.rpartition(":")
         if bid not in batches:
             b = conn.execute("SELECT version, created_us, probabilities_data FROM prediction_batches"
                              " WHERE batch_id = ? AND model_id = ?", (bid, model_id)).fetchone()
             batches[bid] = (b[0], b[1], decode_probabilities(b[2])) if b else None
         found = batches[bid]
-        if found is not None and index.isdigit() and int(index) < len(found[2]):
-            return found[0], found[2][int(index)], found[1]
-        return None
+        if found is None or not index.isdigit():
+            return None
+        version, created_us, probabilities = found
+        i = int(index)
+        return _Logged(version, probabilities[i], created_us) if i < len(probabilities) else None
 
     def window(self, model_id: int, version: int, start_us: int | None, end_us: int | None,
                last_n: int) -> PredictionWindow:
@@ -152,16 +194,13 @@ class MonitoringRepository:
         return out
 
     def window_columns(self, model_id: int, start_us: int | None, end_us: int | None,
-                       last_n: int = 0) -> tuple[dict[str, list[tuple[Any, ...]]], list[float], int]:
-        """Logged features column by column (in chunks, never as row objects), their probabilities, and the count.
-
-        A chunk is ("values", list) with None for missing, or ("codes", dictionary, codes) with -1 for missing.
-        ``last_n`` keeps the newest N predictions (whole batches are kept or cut at the boundary).
+                       last_n: int = 0) -> WindowColumns:
+        """The window's logged features, column by column. ``last_n`` keeps the newest N predictions (whole batches are kept or cut at the boundary).
         """
         window_sql, window_args = time_clause("created_us", start_us, end_us)
         where = "model_id = ?" + window_sql
         args = [model_id, *window_args]
-        columns: dict[str, list[tuple[Any, ...]]] = {}
+        columns: dict[str, list[Chunk]] = {}
         probs: list[float] = []
         n = lost = 0
         lost_error = ""
@@ -173,7 +212,7 @@ class MonitoringRepository:
             if rows:
                 names = {k for r in rows for k in r}
                 for name in names:
-                    columns.setdefault(name, []).append(("values", [r.get(name) for r in rows]))
+                    columns.setdefault(name, []).append(ValuesChunk([r.get(name) for r in rows]))
                 probs += [p for _, p in singles]
                 n += len(rows)
             budget = last_n - n if last_n else None
@@ -193,16 +232,16 @@ class MonitoringRepository:
                     if values is None:  # a column of an empty batch: no values
                         continue
                     if isinstance(values, dict):
-                        columns.setdefault(name, []).append(("codes", values["dictionary"], values["codes"][:take]))
+                        columns.setdefault(name, []).append(CodesChunk(values["dictionary"], values["codes"][:take]))
                     else:
-                        columns.setdefault(name, []).append(("values", values[:take]))
+                        columns.setdefault(name, []).append(ValuesChunk(values[:take]))
                 probs += decode_probabilities(ps)[:take]
                 n += take
                 if budget is not None:
                     budget -= take
         if lost:
             log.warning("monitoring.batches_lost", model_id=model_id, batches=lost, error=lost_error)
-        return columns, probs, n
+        return WindowColumns(columns, probs, n)
 
     def last_prediction_us(self, model_id: int) -> int:
         conn = self._db.reader()
@@ -241,8 +280,10 @@ class MonitoringRepository:
         with self._db.write() as conn:
             latest = conn.execute("SELECT state, raised_us FROM alerts WHERE model_id = ? AND rule = ?"
                                   " ORDER BY raised_us DESC, seq DESC LIMIT 1", (a.model_id, a.rule)).fetchone()
-            if latest is not None and (latest[0] != "resolved" or a.raised_us - latest[1] < cooldown_us):
-                return None
+            if latest is not None:
+                state, raised_us = latest
+                if state != "resolved" or a.raised_us - raised_us < cooldown_us:
+                    return None
             stored = conn.try_execute(
                 "INSERT INTO alerts (alert_id, model_id, rule, severity, state, message, value, threshold, details_json,"
                 " raised_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -278,7 +319,7 @@ class MonitoringRepository:
         return _alert(r) if r else None
 
     def list_alerts(self, model_id: int | None, state: str, severities: tuple[str, ...], before: int,
-                    limit: int) -> list[tuple[int, AlertRow]]:
+                    limit: int) -> list[NumberedAlert]:
         filters, values = equal_clause(model_id=model_id, state=state)
         sql = f"SELECT seq, {_ALERT_COLS} FROM alerts WHERE seq < ?" + filters
         args: list[Any] = [before, *values]
@@ -286,15 +327,15 @@ class MonitoringRepository:
             sql += f" AND severity IN ({','.join('?' * len(severities))})"
             args += list(severities)
         rows = self._db.reader().execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
-        return [(r[0], _alert(r[1:])) for r in rows]
+        return [NumberedAlert(r[0], _alert(r[1:])) for r in rows]
 
-    def events_after(self, cursor: int, limit: int = 500) -> list[tuple[int, str, AlertRow]]:
+    def events_after(self, cursor: int, limit: int = 500) -> list[AlertChange]:
         rows = self._db.reader().execute(
             "SELECT e.seq, e.event, a.alert_id, a.model_id, a.rule, a.severity, a.state, a.message,"
             " coalesce(a.value, 0), coalesce(a.threshold, 0), a.details_json, a.raised_us, a.acknowledged_us,"
             " a.resolved_us, a.note FROM alert_events e JOIN alerts a ON a.alert_id = e.alert_id WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
             (cursor, limit)).fetchall()
-        return [(r[0], r[1], _alert(r[2:])) for r in rows]
+        return [AlertChange(r[0], r[1], _alert(r[2:])) for r in rows]
 
     def last_event_seq(self) -> int:
         return int(self._db.reader().execute("SELECT coalesce(max(seq), 0) FROM alert_events").fetchone()[0])

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import orjson
 
 from ..ingest import OutcomeRecord
+from ..schema import Row
 from .database import Database, time_clause
 from .sql import Conn, Lock
 
@@ -196,6 +197,6 @@ class OutcomeRepository:
 class LoadedOutcomes:
     ids: list[str]
     labels: list[int]
-    rows: list[dict[str, object]]
+    rows: list[Row]
     times: list[int]
     max_seq: int

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
 
 import orjson
 import structlog
@@ -17,6 +18,50 @@ _COLUMNS = ("prediction_id", "model_id", "version", "features_json", "probabilit
             "entities_json", "source")
 _BATCH_COLUMNS = ("batch_id", "model_id", "version", "row_count", "columns_data", "probabilities_data", "threshold",
                   "created_us", "source")
+_CREATED: Final = 6
+assert _COLUMNS[_CREATED] == "created_us"
+
+# A prediction to log, in _COLUMNS' order: (prediction_id, model_id, version, features_json, probability, label,
+# created_us, entities_json, source). A plain tuple: the log makes one per served row, and a NamedTuple would
+# cost several times a tuple's making on that thread (the store reads only created_us of it, by _CREATED).
+PredictionRow = tuple[str, int, int, str, float, int, int, str | None, str]
+
+
+class BatchRow(NamedTuple):
+    """A logged batch to store (one per batch: named), its data encoded by store.batchcodec."""
+
+    batch_id: str
+    model_id: int
+    version: int
+    row_count: int
+    columns_data: bytes
+    probabilities_data: bytes
+    threshold: float
+    created_us: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPrediction:
+    """A logged prediction, served alone or a row of a batch (``prediction_id`` "batch_id:index")."""
+
+    prediction_id: str
+    model_id: int
+    version: int
+    features_json: str | None  # None for a batch row whose features are lost (store/segments.py)
+    probability: float
+    label: int
+    created_us: int
+    entities_json: str | None
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentTotals:
+    """The log segments on disk: how many files, and the bytes of logged features in them."""
+
+    files: int
+    bytes: int
 
 
 def batch_row(columns: dict[str, Any], i: int) -> dict[str, Any]:
@@ -35,28 +80,27 @@ class PredictionRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def insert_many(self, rows: Sequence[tuple[Any, ...]], durable: bool = True) -> None:
+    def insert_many(self, rows: Sequence[PredictionRow], durable: bool = True) -> None:
         """Rows as (prediction_id, model_id, version, features_json, probability, label, created_us, entities_json, source)."""
-        self._db.prepare_partitions("predictions", [r[6] for r in rows])
+        self._db.prepare_partitions("predictions", [r[_CREATED] for r in rows])
         with self._db.write(durable) as conn:
             conn.copy_rows("predictions", _COLUMNS, rows)
 
-    def insert_batches(self, rows: Sequence[tuple[Any, ...]], durable: bool = True) -> None:
-        """Rows as (batch_id, model_id, version, row_count, columns_data, probabilities_data, threshold, created_us,
-        source), the data encoded by store.batchcodec. With log segments (store/segments.py), the features are
+    def insert_batches(self, rows: Sequence[BatchRow], durable: bool = True) -> None:
+        """The batches' data encoded by store.batchcodec. With log segments (store/segments.py), the features are
         written there and the row keeps a reference: inside the write transaction, so that retention
         (``purge_segments``) never sees a segment between its bytes and the rows that refer to them."""
         segments = self._db.segments if self._db.batches_to_segments else None
-        self._db.prepare_partitions("prediction_batches", [r[7] for r in rows])
+        self._db.prepare_partitions("prediction_batches", [r.created_us for r in rows])
         with self._db.write(durable) as conn:
             if segments is not None:
-                newest: dict[int, tuple[int, int]] = {}
+                newest: dict[int, tuple[int, int]] = {}  # per segment: (newest created_us, bytes)
                 stored = []
                 for row in rows:
-                    ref, number = segments.append(row[4], row[7])
-                    seen = newest.get(number, (0, 0))
-                    newest[number] = (max(seen[0], row[7]), seen[1] + len(row[4]))
-                    stored.append((*row[:4], ref, *row[5:]))
+                    ref, number = segments.append(row.columns_data, row.created_us)
+                    newest_us, size = newest.get(number, (0, 0))
+                    newest[number] = (max(newest_us, row.created_us), size + len(row.columns_data))
+                    stored.append(row._replace(columns_data=ref))
                 rows = stored
                 conn.executemany(
                     "INSERT INTO log_segments (segment, newest_us, bytes) VALUES (?, ?, ?) ON CONFLICT (segment)"
@@ -84,10 +128,9 @@ class PredictionRepository:
             conn.executemany("DELETE FROM log_segments WHERE segment = ?", [(n,) for n in gone])
         return len(gone)
 
-    def segment_totals(self) -> tuple[int, int]:
-        """(log segments, bytes of logged features in them)."""
+    def segment_totals(self) -> SegmentTotals:
         count, size = self._db.reader().execute("SELECT count(*), coalesce(sum(bytes), 0) FROM log_segments").fetchone()
-        return int(count), int(size)
+        return SegmentTotals(int(count), int(size))
 
     def count(self, model_id: int) -> int:
         """Logged predictions of the model, batch rows included."""
@@ -97,16 +140,14 @@ class PredictionRepository:
                                (model_id,)).fetchone()[0]
         return int(single) + int(batched)
 
-    def get(self, prediction_id: str) -> tuple[Any, ...] | None:
-        """(prediction_id, model_id, version, features_json, probability, label, created_us, entities_json, source);
-        features_json is None for a batch row whose features are lost (store/segments.py)."""
+    def get(self, prediction_id: str) -> StoredPrediction | None:
         conn = self._db.reader()
-        row = conn.execute(
-            "SELECT prediction_id, model_id, version, features_json, probability, label, created_us, entities_json,"
-            " source FROM predictions WHERE prediction_id = ?", (prediction_id,)
-        ).fetchone()
-        if row is not None or ":" not in prediction_id:
-            return row
+        row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM predictions WHERE prediction_id = ?",
+                           (prediction_id,)).fetchone()
+        if row is not None:
+            return StoredPrediction(*row)
+        if ":" not in prediction_id:
+            return None
         batch_id, _, index = prediction_id.rpartition(":")
         if not index.isdigit():
             return None
@@ -114,16 +155,20 @@ class PredictionRepository:
             "SELECT model_id, version, row_count, columns_data, probabilities_data, threshold, created_us, source"
             " FROM prediction_batches WHERE batch_id = ?", (batch_id,)
         ).fetchone()
+        if b is None:
+            return None
+        model_id, version, row_count, columns_data, probabilities_data, threshold, created_us, source = b
         i = int(index)
-        if b is None or i >= b[2]:
+        if i >= row_count:
             return None
         try:
-            features: str | None = orjson.dumps(batch_row(read_columns(self._db.segments, b[3]), i)).decode()
+            features: str | None = orjson.dumps(batch_row(read_columns(self._db.segments, columns_data), i)).decode()
         except LostPayload as exc:
             log.warning("predictions.features_lost", prediction_id=prediction_id, error=str(exc))
             features = None
-        prob = decode_probabilities(b[4])[i]
-        return (prediction_id, b[0], b[1], features, prob, int(prob >= b[5]), b[6], None, b[7])
+        prob = decode_probabilities(probabilities_data)[i]
+        return StoredPrediction(prediction_id, model_id, version, features, prob, int(prob >= threshold), created_us,
+                                None, source)
 
 
 class SecretRepository:

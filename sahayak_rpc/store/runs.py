@@ -29,6 +29,22 @@ def _dump(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class ListedRun:
+    """A run as ``list`` pages them: ``position`` orders runs created in the same microsecond."""
+
+    position: int
+    run: RunRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """A run's progress event: its number (1, 2, ... per run) and the event as JSON."""
+
+    n: int
+    event_json: str
+
+
 @dataclass(frozen=True)
 class Running:
     """A claimed run as the leader watches it: its worker and heartbeat counter."""
@@ -183,11 +199,11 @@ class RunRepository:
         with self._db.write(durable=False) as conn:
             return self._add_event(conn, run_id, event_json, now_us)
 
-    def events_after(self, run_id: str, n: int) -> list[tuple[int, str]]:
-        """The run's progress events numbered above ``n``, in order: (number, JSON)."""
+    def events_after(self, run_id: str, n: int) -> list[ProgressEvent]:
+        """The run's progress events numbered above ``n``, in order."""
         rows = self._db.reader().execute(
             "SELECT n, event_json FROM run_events WHERE run_id = ? AND n > ? ORDER BY n", (run_id, n)).fetchall()
-        return [(int(k), str(e)) for k, e in rows]
+        return [ProgressEvent(int(k), str(e)) for k, e in rows]
 
     def purge_events(self, before_us: int) -> int:
         """Delete progress events of runs that ended before ``before_us``."""
@@ -202,8 +218,8 @@ class RunRepository:
         r = self._db.reader().execute(f"SELECT {_COLS} FROM training_runs WHERE run_id = ?", (run_id,)).fetchone()
         return _run(r) if r else None
 
-    def list(self, model_id: int | None, state: str, before: tuple[int, int] | None, limit: int) -> list[tuple[int, RunRecord]]:
-        """(position, run), newest first; ``before`` is the (created_us, position) of the previous page's last run."""
+    def list(self, model_id: int | None, state: str, before: tuple[int, int] | None, limit: int) -> list[ListedRun]:
+        """Newest first; ``before`` is the (created_us, position) of the previous page's last run."""
         filters, values = equal_clause(model_id=model_id, state=state)
         sql = f"SELECT seq, {_COLS} FROM training_runs WHERE TRUE" + filters
         args: list[Any] = list(values)
@@ -212,7 +228,7 @@ class RunRepository:
             args += list(before)
         # seq breaks ties between runs created in the same microsecond, in creation order.
         rows = self._db.reader().execute(sql + " ORDER BY created_us DESC, seq DESC LIMIT ?", (*args, limit))
-        return [(r[0], _run(r[1:])) for r in rows]
+        return [ListedRun(r[0], _run(r[1:])) for r in rows]
 
     def active(self, model_id: int) -> RunRecord | None:
         r = self._db.reader().execute(

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -278,6 +279,15 @@ class FileCoordinator(Coordinator):
             self._mine.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What a passive checkpoint did (``PRAGMA wal_checkpoint``'s answer)."""
+
+    busy: int  # 1 when it could not run to completion (a reader or writer held it back)
+    wal_frames: int  # frames in the WAL
+    checkpointed: int  # of those, frames now in the database file
+
+
 class Checkpointer:
     """Runs passive checkpoints on its own connection and thread, so that commits never wait for one.
 
@@ -297,7 +307,7 @@ class Checkpointer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
-        self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, frames checkpointed)
+        self.last: Checkpoint | None = None
         self.runs = 0
         self.failures = 0
         self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
@@ -307,8 +317,8 @@ class Checkpointer:
         while not self._stop.wait(self._interval):
             self.run()
 
-    def run(self) -> tuple[int, int, int] | None:
-        """One passive checkpoint now: (busy, WAL frames, frames checkpointed), or None if it failed."""
+    def run(self) -> Checkpoint | None:
+        """One passive checkpoint now; None if it failed."""
         with self._lock:
             if self._closed:
                 return None
@@ -323,7 +333,7 @@ class Checkpointer:
                 self.failures += 1
                 log.warning("db.checkpoint_failed", error=str(exc))
                 return None
-            self.last = (int(busy), int(frames), int(done))
+            self.last = Checkpoint(int(busy), int(frames), int(done))
             self.runs += 1
             return self.last
 
