@@ -22,6 +22,8 @@ returns (medians over repeats; p50s of sequential calls):
 - ``oip_batch_unlogged_rows_per_s``: the same on a second server of ours started with
   ``[monitoring] log_predictions = false``: the protocol and scoring path alone
 - ``mlserver_batch_rows_per_s``: the same against MLServer
+- ``oip_batch_vs_mlserver``: oip_batch_rows_per_s / mlserver_batch_rows_per_s, both in this run
+  (ours logged, as served; above 1: we are faster)
 
 tritonclient and MLServer each live in a virtual environment of their own,
 made once under ~/.cache/sahayak-rpc/ (MLServer pins protobuf < 7 and
@@ -244,6 +246,7 @@ def run_peers(target: str, quick: bool) -> dict[str, Any]:
             peer.stop()
     figures.update(mlserver_live_p50_us=theirs["live_p50_us"], mlserver_infer_p50_us=theirs["infer_p50_us"],
                    mlserver_batch_rows_per_s=round(theirs["batch_rows_per_s"]),
+                   oip_batch_vs_mlserver=round(statistics.median(logged) / theirs["batch_rows_per_s"], 3),
                    oip_vs_mlserver=round(ours["infer_p50_us"] / theirs["infer_p50_us"], 3),
                    oip_overhead_vs_mlserver=round((ours["infer_p50_us"] - ours["live_p50_us"])
                                                   / (theirs["infer_p50_us"] - theirs["live_p50_us"]), 3))

@@ -131,10 +131,11 @@ def linear_model(client: Client, rows: int = 5000) -> tuple[int, int]:
     from bench.run import make_model
 
     make_model(client, MODEL)
-    client.import_outcomes(MODEL, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id)
-                                   for e in generate_outcomes(rows, seed=5)])
     versions = []
-    for _ in range(2):
+    for seed in (5, 6):
+        # New outcomes before each run: a run on exactly the champion's outcomes registers nothing.
+        client.import_outcomes(MODEL, [OutcomeInput(e.features, e.label, outcome_id=f"{seed}-{e.outcome_id}")
+                                       for e in generate_outcomes(rows // 2, seed=seed)])
         run = client.train(MODEL, families=["logistic_regression"])
         if not run.produced_version:
             raise RuntimeError(f"training registered no version: {run.end_reason}")

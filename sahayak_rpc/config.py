@@ -270,7 +270,7 @@ def _documented_order() -> list[Declared]:
 
 
 def settings_table() -> str:
-    """The README's table of settings, made from the declarations (tests/test_config.py checks the README has it)."""
+    """The README's table of settings, made from the declarations (tests/unit/test_config.py checks the README has it)."""
     lines = ["| key | default | allowed | per model | meaning |", "|---|---|---|---|---|"]
     for d in _documented_order():
         key = f"`{d.spec.toml}`" if d.spec.key else f"`settings.{d.path.removeprefix('model_defaults.')}` (per model only)"

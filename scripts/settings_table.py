@@ -3,7 +3,7 @@
     python scripts/settings_table.py          rewrite README.md between the settings markers
     python scripts/settings_table.py --check  exit 1 when README.md is out of date
 
-tests/test_config.py runs the check.
+tests/unit/test_config.py runs the check.
 """
 
 from __future__ import annotations

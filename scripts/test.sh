@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need into .venv, then run every check:
 #   the generated stubs are current, the contract passes buf lint and is not
-#   broken against the previous commit (buf breaking), mypy, hadolint on the
+#   broken against the previous commit (buf breaking), ruff (lint and format), mypy, hadolint on the
 #   Dockerfile, pytest, and the Node.js
 #   client's own tests (npm ci + node --test).
 # The tests start their own throwaway PostgreSQL server (tests/pg_cluster.py): the
@@ -30,6 +30,9 @@ else
         echo "buf breaking: no previous commit to compare with"
     fi
 fi
+echo "== ruff (lint, then format)"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
 echo "== hadolint"

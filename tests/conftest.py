@@ -1,60 +1,20 @@
-"""Shared fixtures: a real server on an ephemeral loopback port, and a client."""
+"""The tests' fixtures: a real server on an ephemeral loopback port and its client, on each storage
+backend a test's ``backends`` mark names. Helpers are in helpers.py."""
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sahayak_rpc import config, logs
-from sahayak_rpc.client import Client
-from sahayak_rpc.runtime.clock import ManualClock
-from sahayak_rpc.schema import FeatureSpec, FeatureType, LabelSpec
-from sahayak_rpc.server import Server
+from sahayak_rpc import logs
 
-from .processes import ReplicaProcess, free_port, server_command  # noqa: F401  (the tests' helpers, here too)
+from .helpers import (BACKENDS, SMALL_FEATURES, SMALL_LABEL, Running, database_for, load_demo_rows, start_server,
+                      stop_server)
 
 logs.configure("info", cache=False)
-
-SMALL_FEATURES = [
-    FeatureSpec("age", FeatureType.NUMERIC, required=True, min=18, max=100),
-    FeatureSpec("income", FeatureType.NUMERIC),
-    FeatureSpec("craft", FeatureType.CATEGORICAL, required=True, categories=("weaver", "potter", "carpenter")),
-    FeatureSpec("region", FeatureType.CATEGORICAL, allow_unknown_categories=True, categories=("north",)),
-    FeatureSpec("has_card", FeatureType.BOOLEAN),
-]
-SMALL_LABEL = LabelSpec("outcome", "approved", "rejected")
-
-
-def good_row(**overrides: object) -> dict[str, object]:
-    row: dict[str, object] = {"age": 40.0, "income": 120000.0, "craft": "weaver", "region": "north", "has_card": True}
-    row.update(overrides)
-    return {k: v for k, v in row.items() if v is not None}
-
-
-@dataclass
-class Running:
-    server: Server
-    client: Client
-    clock: ManualClock
-    db: str  # the SQLite file, or the PostgreSQL URL
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-    @property
-    def db_path(self) -> Path:
-        """The SQLite file (tests of SQLite's own mechanics)."""
-        assert not self.db.startswith("postgresql://"), "a PostgreSQL server has no database file"
-        return Path(self.db)
-
-
-BACKENDS = ("sqlite", "postgresql")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -70,17 +30,6 @@ def backend(request: pytest.FixtureRequest) -> str:
     name = getattr(request, "param", "sqlite")
     assert name in BACKENDS, name
     return str(name)
-
-
-def database_for(backend: str, tmp_path: Path, name: str = "test.db") -> str:
-    """A fresh database on ``backend``: a file under ``tmp_path``, or a new PostgreSQL database on the
-    session's throwaway cluster (tests/pg_cluster.py; never a mock, and a failure to start one fails
-    the test instead of skipping it)."""
-    if backend == "postgresql":
-        from .pg_cluster import shared_cluster
-
-        return shared_cluster().create_database()
-    return str(tmp_path / name)
 
 
 @pytest.fixture
@@ -99,52 +48,11 @@ def small_model(running: Running) -> str:
     return "small"
 
 
-def eventually(check: Callable[[], object], timeout: float = 60.0) -> object:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
-
-
 @pytest.fixture
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("SAHAYAK_TARGET", None)
     return env
-
-
-def start_server(db: Path | str, clock: ManualClock | None = None, scheduler: bool = False,
-                 **overrides: object) -> Running:
-    """A server on ``db`` (a SQLite file, or a PostgreSQL URL) on an ephemeral loopback port."""
-    clock = clock or ManualClock()
-    cfg = config.load(env={}, host="127.0.0.1", port=0, db=str(db), synchronous="normal", **overrides)
-    server = Server(cfg, clock=clock, scheduler=scheduler)
-    server.start()
-    return Running(server, Client(f"127.0.0.1:{server.port}", timeout=60), clock, str(db))
-
-
-def stop_server(r: Running) -> None:
-    r.client.close()
-    r.server.stop(grace=1)
-
-
-def load_demo_rows(client: Client, n: int, seed: int = 0) -> list:
-    """Create the demo model and import n generated outcomes; returns the examples."""
-    from sahayak_rpc.client import OutcomeInput
-    from sahayak_rpc.demo import ensure_demo_model
-    from sahayak_rpc.demo_data import DEMO_MODEL_NAME, generate_outcomes
-
-    ensure_demo_model(client)
-    examples = generate_outcomes(n, seed=seed)
-    client.import_outcomes(DEMO_MODEL_NAME, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id,
-                                                          occurred_at=e.occurred_at) for e in examples])
-    return examples
 
 
 @pytest.fixture(scope="module")

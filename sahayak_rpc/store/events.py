@@ -7,7 +7,7 @@ values are not handed out in commit order, so a follower reading ``seq > cursor`
 could pass over a row whose smaller seq commits later; ``append`` therefore takes
 a transaction-level lock before its insert (store/sql.py ``Lock.EVENTS``), held
 until commit: whoever inserts next gets a larger seq *and* commits later. SQLite
-has one writer, so the same holds there without a lock. tests/test_store_backends.py
+has one writer, so the same holds there without a lock. tests/server/test_store_backends.py
 has concurrent writers in several processes and a follower that must see every
 event exactly once, in order.
 
