@@ -80,6 +80,7 @@ SERVICE_CONFIG = json.dumps({
 
 @dataclass(frozen=True)
 class FieldViolation:
+    """One bad field of a failed request, as the server named it (google.rpc.BadRequest)."""
     field: str
     description: str
 
@@ -96,6 +97,7 @@ class SahayakError(Exception):
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError) -> SahayakError:
+        """The error a failed call raised, with the field violations and the reason from its status details."""
         code: grpc.StatusCode = err.code()
         message: str = err.details() or ""
         violations: list[FieldViolation] = []
@@ -229,6 +231,10 @@ def feature_spec_to_proto(f: FeatureSpec) -> registry_pb2.FeatureSpec:
 
 
 class Client:
+    """A connection to a sahayak-rpc server (or several replicas): a method for each common call, and the
+    generated stubs (``registry``, ``training``, ``monitor``, ``inference``, ``feedback``) for the rest.
+    Every method raises SahayakError when its call fails; a call's deadline is ``timeout`` unless it says
+    otherwise."""
     def __init__(
         self,
         target: str,
@@ -277,6 +283,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Close the channel; calls in progress are cancelled."""
         self.channel.close()
 
     def _call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
@@ -293,6 +300,7 @@ class Client:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until the channel connects; raises grpc.FutureTimeoutError after ``timeout`` seconds."""
         grpc.channel_ready_future(self.channel).result(timeout=timeout)
 
     # --- models -----------------------------------------------------------
@@ -305,6 +313,8 @@ class Client:
         description: str = "",
         settings: registry_pb2.ModelSettings | None = None,
     ) -> registry_pb2.Model:
+        """Declare a model (a ``label`` of None takes LabelSpec's defaults); returns it as stored.
+        SahayakError INVALID_ARGUMENT for a bad name, schema or settings, ALREADY_EXISTS when the name is taken."""
         lab = label or LabelSpec()
         model = registry_pb2.Model(
             name=name, description=description, features=[feature_spec_to_proto(f) for f in features],
@@ -316,9 +326,11 @@ class Client:
         return self._call(self.registry.CreateModel, registry_pb2.CreateModelRequest(model=model)).model
 
     def get_model(self, name: str) -> registry_pb2.Model:
+        """The model named ``name``; SahayakError NOT_FOUND when there is none."""
         return self._call(self.registry.GetModel, registry_pb2.GetModelRequest(name=name)).model
 
     def list_models(self, page_size: int = 100) -> Iterator[registry_pb2.Model]:
+        """Every model, by name, fetched a page of ``page_size`` at a time as the iterator advances."""
         token = ""
         while True:
             resp = self._call(self.registry.ListModels, registry_pb2.ListModelsRequest(page_size=page_size, page_token=token))
@@ -328,6 +340,9 @@ class Client:
                 return
 
     def update_model(self, model: registry_pb2.Model, paths: Iterable[str]) -> registry_pb2.Model:
+        """Copy the fields ``paths`` names (an update mask: ``description``, ``settings``, or a part of it
+        such as ``settings.gate``) from ``model`` to the stored model of its name; returns it as stored. SahayakError
+        INVALID_ARGUMENT for no paths or one that cannot change, NOT_FOUND for an unknown model."""
         request = registry_pb2.UpdateModelRequest(model=model, update_mask=field_mask_pb2.FieldMask(paths=list(paths)))
         return self._call(self.registry.UpdateModel, request).model
 
@@ -345,6 +360,8 @@ class Client:
         occurred_at: dt.datetime | None = None,
         prediction_id: str = "",
     ) -> training_pb2.RecordOutcomeResponse:
+        """Store one labelled outcome. Without an ``outcome_id`` one is made here, so a retried call stores it
+        once; the response says whether it was a duplicate and how many labels arrived since training."""
         # Named here when the caller does not: a retried call then stores the outcome once.
         o = OutcomeInput(features, label, outcome_id or uuid.uuid4().hex, entities or {}, metadata or {}, occurred_at,
                          prediction_id)
@@ -398,6 +415,9 @@ class Client:
 
     def start_training(self, model: str, *, incremental: bool = False, families: Iterable[str] = (),
                        time_ordered: bool = False, description: str = "") -> training_pb2.TrainingRun:
+        """Queue a training run (``families`` by name, as "gradient_boosting"; none: the model's settings);
+        returns the run. ValueError for an unknown family name; SahayakError FAILED_PRECONDITION when there
+        are too few outcomes or a run is already active."""
         request = training_pb2.StartTrainingRequest(
             model=model, description=description,
             kind=training_pb2.TRAINING_KIND_INCREMENTAL if incremental else training_pb2.TRAINING_KIND_FULL,
@@ -407,9 +427,12 @@ class Client:
         return self._call(self.training.StartTraining, request).run
 
     def get_run(self, run_id: str) -> training_pb2.TrainingRun:
+        """The training run with this id; SahayakError NOT_FOUND when there is none."""
         return self._call(self.training.GetTrainingRun, training_pb2.GetTrainingRunRequest(run_id=run_id)).run
 
     def watch_run(self, run_id: str, timeout: float | None = None) -> Iterator[training_pb2.WatchTrainingRunResponse]:
+        """The run's progress events as they happen, the last carrying the run as it ended; ``timeout`` (None:
+        none) bounds the whole stream."""
         try:
             yield from self.training.WatchTrainingRun(training_pb2.WatchTrainingRunRequest(run_id=run_id),
                                                       timeout=timeout, metadata=self.metadata)
@@ -430,10 +453,13 @@ class Client:
     # --- registry ---------------------------------------------------------
 
     def get_version(self, model: str, version: int = 0, alias: str = "") -> registry_pb2.ModelVersion:
+        """The version named by number or by alias (neither: the champion); SahayakError NOT_FOUND when there is
+        no such version or alias."""
         request = registry_pb2.GetModelVersionRequest(model=model, version=version, alias=alias)
         return self._call(self.registry.GetModelVersion, request).version
 
     def list_versions(self, model: str, include_archived: bool = False) -> Iterator[registry_pb2.ModelVersion]:
+        """Every version of the model, newest first (the archived ones too with ``include_archived``), page by page."""
         token = ""
         while True:
             resp = self._call(self.registry.ListModelVersions, registry_pb2.ListModelVersionsRequest(
@@ -444,17 +470,24 @@ class Client:
                 return
 
     def set_alias(self, model: str, alias: str, version: int, reason: str = "", force: bool = False) -> registry_pb2.AliasEvent:
+        """Point ``alias`` at ``version``; returns the alias event. SahayakError FAILED_PRECONDITION for an
+        archived version, or a champion that failed its gate without ``force``."""
         request = registry_pb2.SetAliasRequest(model=model, alias=alias, version=version, reason=reason, force=force)
         return self._call(self.registry.SetAlias, request).event
 
     def rollback(self, model: str, reason: str = "") -> registry_pb2.AliasEvent:
+        """Give the champion back to the version that held it before; returns the alias event.
+        SahayakError FAILED_PRECONDITION when there is nothing to roll back to."""
         return self._call(self.registry.RollbackModel, registry_pb2.RollbackModelRequest(model=model, reason=reason)).event
 
     def export_version(self, model: str, version: int = 0, alias: str = "") -> bytes:
+        """The signed artifact of the version named by number or alias (neither: the champion)."""
         request = registry_pb2.ExportModelVersionRequest(model=model, version=version, alias=alias)
         return self._call(self.registry.ExportModelVersion, request).artifact
 
     def import_version(self, model: str, artifact: bytes, description: str = "") -> registry_pb2.ModelVersion:
+        """Register an exported artifact as a new version of ``model`` (not promoted); SahayakError
+        INVALID_ARGUMENT when it is unreadable, not signed with the server's key, or of another schema."""
         request = registry_pb2.ImportModelVersionRequest(model=model, artifact=artifact, description=description)
         return self._call(self.registry.ImportModelVersion, request).version
 
@@ -462,6 +495,9 @@ class Client:
 
     def predict(self, model: str, features: Mapping[str, Any], *, version: int = 0, alias: str = "",
                 explain_top_k: int = 0, entities: Mapping[str, str] | None = None) -> inference_pb2.PredictResponse:
+        """Score one row with the version named (neither: the champion), explained by the ``explain_top_k``
+        largest contributions (0: the server's default, 3). SahayakError INVALID_ARGUMENT for a bad row,
+        FAILED_PRECONDITION when the model has no champion."""
         request = inference_pb2.PredictRequest(model=model, version=version, alias=alias, explain_top_k=explain_top_k)
         fill_features(request.features, features)
         if entities:
@@ -519,4 +555,5 @@ class Client:
             raise SahayakError.from_rpc_error(err) from None
 
     def server_status(self) -> monitor_pb2.GetServerStatusResponse:
+        """The answering replica's status: its version, uptime, models and queues."""
         return self._call(self.monitor.GetServerStatus, monitor_pb2.GetServerStatusRequest())

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LocalPrediction:
+    """One row scored in-process: its prediction id (the one it is reported under), probability, label, and
+    the champion version that scored it."""
     prediction_id: str
     probability: float
     label: bool
@@ -37,6 +39,10 @@ class LocalPrediction:
 
 
 class LocalScorer:
+    """A model's champion, followed live over WatchChampion and scored in this process; with ``report``, its
+    predictions go back with LogPredictions every ``flush_interval_s`` (at most ``max_buffer`` wait; more are
+    counted in ``dropped``). Waits up to ``ready_timeout_s`` for the first champion: raises TimeoutError
+    without one, SahayakError (NOT_FOUND, say) or artifact.ArtifactError when the watch fails."""
     def __init__(self, client: Client, model: str, *, report: bool = True, flush_interval_s: float = 1.0,
                  max_buffer: int = 100_000, ready_timeout_s: float = 30.0) -> None:
         self._client = client
@@ -76,6 +82,7 @@ class LocalScorer:
 
     @property
     def version(self) -> int:
+        """The champion version scoring now (0 before the first one arrives)."""
         return self._current[0] if self._current else 0
 
     def _watch(self) -> None:
@@ -143,6 +150,8 @@ class LocalScorer:
                 pass  # the server is away: the buffer waits for the next try
 
     def close(self) -> None:
+        """Stop following the champion and send what is buffered (given up if the server cannot be reached);
+        later calls do nothing."""
         if self._stop.is_set():
             return
         self._stop.set()

@@ -56,6 +56,7 @@ class Calibrator:
     y: tuple[float, ...] = ()
 
     def one(self, raw: float) -> float:
+        """The probability for one raw log-odds score."""
         if self.method == "sigmoid":
             return _sigmoid(self.a * raw + self.b)
         if self.method == "isotonic":
@@ -70,6 +71,7 @@ class Calibrator:
         return _sigmoid(raw)
 
     def many(self, raw: np.ndarray) -> np.ndarray:
+        """The probabilities for an array of raw log-odds scores (``one`` applied to each)."""
         if self.method == "sigmoid":
             return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
         if self.method == "isotonic":
@@ -85,10 +87,13 @@ class Calibrator:
         return cached
 
     def to_dict(self) -> dict[str, object]:
+        """The calibrator as an artifact stores it."""
         return {"method": self.method, "a": self.a, "b": self.b, "x": list(self.x), "y": list(self.y)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> Calibrator:
+        """A calibrator as ``to_dict`` wrote it, unchecked (KeyError, TypeError or ValueError for anything
+        else); artifacts are read by artifact.py's own checked loader, not by this."""
         return cls(str(d["method"]), float(d["a"]), float(d["b"]),  # type: ignore[arg-type]
                    tuple(float(v) for v in d["x"]), tuple(float(v) for v in d["y"]))  # type: ignore[attr-defined]
 
@@ -187,6 +192,8 @@ class TreeArrays:
 
 
 class TreeScorer:
+    """Gradient-boosted trees, walked in compiled code, explained by path attribution; built from
+    ``TreeArrays`` over the schema's raw layout."""
     # Above this many leaf x feature cells, explanations accumulate along the
     # walk instead of from a precomputed table.
     TABLE_LIMIT = 4_000_000

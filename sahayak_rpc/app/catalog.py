@@ -24,6 +24,7 @@ class PerSchema(Generic[T]):
         self._by_model: dict[int, T] = {}
 
     def __call__(self, model: ModelRecord) -> T:
+        """The value for ``model``'s schema, derived on the first call for that model."""
         got = self._by_model.get(model.id)
         if got is None:
             got = self._by_model[model.id] = self._derive(model.schema)
@@ -31,6 +32,8 @@ class PerSchema(Generic[T]):
 
 
 class Catalog:
+    """Declared models, cached in memory: create, look up, list, update. Reads go to the store only
+    on a cache miss; ``changed`` drops what another replica may have updated."""
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
         # Models are read on every ingest and prediction; they change rarely.
@@ -38,6 +41,8 @@ class Catalog:
         self._all: list[ModelRecord] | None = None
 
     def create(self, name: str, description: str, schema: Schema, settings: ms.ModelSettings) -> ModelRecord:
+        """Declare a model; returns its record. Raises InvalidArgument (a bad name, a description over
+        4096 characters, bad settings) or AlreadyExists (MODEL_EXISTS) when the name is taken."""
         errors = []
         if not MODEL_NAME_RE.fullmatch(name):
             errors.append(FieldError("model.name", f"{name!r} must match {MODEL_NAME_RE.pattern}"))
@@ -52,6 +57,8 @@ class Catalog:
         return record
 
     def get(self, name: str, field: str = "model") -> ModelRecord:
+        """The model named ``name``; ``field`` names the request field in an InvalidArgument for an
+        empty name. Raises NotFound (MODEL_NOT_FOUND) when there is none."""
         record = self._cache.get(name)
         if record is not None:
             return record
@@ -64,6 +71,7 @@ class Catalog:
         return record
 
     def by_id(self, model_id: int) -> ModelRecord:
+        """The model with this id; raises NotFound (MODEL_NOT_FOUND) when there is none."""
         for record in self._cache.values():
             if record.id == model_id:
                 return record
@@ -98,6 +106,8 @@ class Catalog:
         return out
 
     def list(self, page_size: int, after_name: str) -> tuple[list[ModelRecord], str]:
+        """One page of models by name, after ``after_name``: the records and the name to resume after
+        ("" on the last page). ``page_size`` 0 means 50, at most 500; raises InvalidArgument when negative."""
         if page_size < 0:
             raise InvalidArgument.fields([FieldError("page_size", "must not be negative")])
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
@@ -107,6 +117,8 @@ class Catalog:
         return records, (records[-1].name if more else "")
 
     def update(self, name: str, description: str, settings: ms.ModelSettings) -> ModelRecord:
+        """Replace a model's description and settings (its schema never changes); returns the updated record.
+        Raises NotFound (MODEL_NOT_FOUND) or InvalidArgument (bad settings, a description over 4096 characters)."""
         current = self.get(name, "model.name")
         errors = ms.check_settings(settings, prefix="model.settings")
         if len(description) > 4096:

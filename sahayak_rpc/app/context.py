@@ -13,6 +13,8 @@ from ..store import (Database, EventRepository, ModelRepository, OutcomeReposito
 
 @dataclass
 class AppContext:
+    """Everything the use cases share, built once per server: config, clock, database, and a
+    repository per aggregate over that database."""
     config: ServerConfig
     clock: Clock
     db: Database
@@ -35,4 +37,5 @@ class AppContext:
         self.started_at = self.clock.now()
 
     def now_us(self) -> int:
+        """The clock's time now, in whole microseconds since the Unix epoch."""
         return int(self.clock.now() * 1_000_000)

@@ -15,6 +15,8 @@ from .ingest import Candidate, Ingest
 
 
 class Feedback:
+    """Recording feedback, and turning feedback that carries an outcome into a training outcome
+    (through Ingest); per-scheme summaries."""
     def __init__(self, ctx: AppContext, ingest: Ingest) -> None:
         self._ctx = ctx
         self._ingest = ingest
@@ -101,4 +103,6 @@ class Feedback:
 
     def summary(self, model: ModelRecord, start_us: int | None, end_us: int | None,
                 scheme_id: str) -> tuple[list[SchemeSummary], SchemeSummary]:
+        """Counts per scheme and in total of the model's feedback that occurred in [start_us, end_us)
+        (None: unbounded), of one scheme when ``scheme_id`` is given."""
         return summarise(self.repo.summary_rows(model.id, start_us, end_us, scheme_id))

@@ -36,10 +36,12 @@ class IdMaker:
         self._next = itertools.count(1).__next__
 
     def __call__(self) -> str:
+        """A new id, "p" + the prefix + the counter in hex."""
         return f"p{self._prefix}{self._next():x}"
 
 
 class Prediction(NamedTuple):  # a tuple: the cheapest record to build once per Predict
+    """One scored row: its logged prediction id, probability, label, the version that scored it, top contributions."""
     prediction_id: str
     probability: float
     label: bool
@@ -49,6 +51,7 @@ class Prediction(NamedTuple):  # a tuple: the cheapest record to build once per 
 
 @dataclass(frozen=True)
 class Ranked:
+    """One candidate of a recommendation, ranked by score (the probability, times its benefit when weighted)."""
     candidate_id: str
     rank: int
     probability: float
@@ -64,6 +67,9 @@ def _explain_k(value: int, default: int) -> int:
 
 
 class Inference:
+    """Scoring requests with the serving models (Registry.served): one row, a batch, a recommendation.
+    Each checks its input first (InvalidArgument), then logs what it scored through the prediction log,
+    off the request path."""
     def __init__(self, ctx: AppContext, catalog: Catalog, registry: Registry, log: PredictionLog) -> None:
         self._ctx = ctx
         self._catalog = catalog
@@ -79,6 +85,10 @@ class Inference:
 
     def predict(self, model: ModelRecord, version: int, alias: str, row: Row, explain_top_k: int,
                 entities: dict[str, str] | None) -> Prediction:
+        """Score one row with the version a request names (``version`` or ``alias``; default the champion),
+        explained by its ``explain_top_k`` largest contributions (0: 3; negative: none), and log it with
+        ``entities``. Raises InvalidArgument for a bad row (reported before any other error), else what
+        Registry.served raises (NotFound, FailedPrecondition)."""
         try:
             served = self._registry.served(model, version, alias)
         except ServiceError:
@@ -93,9 +103,13 @@ class Inference:
         return Prediction(pid, prob, label, served.version, parts)
 
     def champion(self, model: ModelRecord) -> Served | None:
+        """The model's champion as loaded, or None when it has none."""
         return self._registry.champion(model)
 
     def predict_rows(self, model: ModelRecord, version: int, alias: str, rows: Sequence[Row]) -> tuple[str, Served, np.ndarray]:
+        """Score a batch of rows (at most 100,000) with the version a request names; returns the batch id
+        (row i is logged as "<batch id>:i"), the version used, and the probabilities. Raises InvalidArgument
+        (naming the first 20 bad values), else what Registry.served raises."""
         if len(rows) > MAX_BATCH_ROWS:
             raise InvalidArgument.fields([FieldError("rows", f"at most {MAX_BATCH_ROWS} rows per call")])
         errors: list[FieldError] = []
@@ -113,6 +127,9 @@ class Inference:
 
     def predict_columns(self, model: ModelRecord, version: int, alias: str, n: int,
                         columns: Sequence[Column]) -> tuple[str, Served, np.ndarray]:
+        """Score ``n`` rows given column by column (at most 100,000); returns the batch id, the version
+        used, and the probabilities, and logs the batch whole. Raises InvalidArgument naming the first bad
+        values, else what Registry.served raises."""
         if not 0 <= n <= MAX_BATCH_ROWS:
             raise InvalidArgument.fields([FieldError("columns.row_count", f"must be 0-{MAX_BATCH_ROWS}")])
         x = self._checked_matrix(model, n, columns, "columns", lambda i: f"row {i}")
@@ -235,6 +252,11 @@ class Inference:
     def recommend(self, model: ModelRecord, version: int, alias: str, subject: Row,
                   candidates: Sequence[tuple[str, Row, float]], top_k: int, weight_by_benefit: bool,
                   explain_top_k: int, entities: dict[str, str] | None) -> tuple[str, int, list[Ranked]]:
+        """Rank ``candidates`` (id, features, benefit; at most 10,000) for ``subject``, each scored on the
+        subject's features merged with its own; returns the recommendation id, the version used, and the top
+        ``top_k`` (0: all) by score, explained by ``explain_top_k`` contributions (0: 3; negative: none).
+        Every candidate is logged, as "<recommendation id>:<candidate id>". Raises InvalidArgument, else what
+        Registry.served raises."""
         if len(candidates) > MAX_CANDIDATES:
             raise InvalidArgument.fields([FieldError("candidates", f"at most {MAX_CANDIDATES} candidates")])
         if top_k < 0:

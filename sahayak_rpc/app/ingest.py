@@ -30,6 +30,9 @@ class Candidate:
 
 
 class Ingest:
+    """Storing outcomes: one at a time, or a stream's batches through an ImportSession; wakes the
+    scheduler when enough new labels for an incremental update are stored, and holds automatic training
+    off while an import is open."""
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
         self._lock = threading.Lock()
@@ -110,6 +113,8 @@ class Ingest:
         return report
 
     def session(self, model: ModelRecord) -> ImportSession:
+        """Open an import stream for the model; automatic training waits until it (and every other open
+        one) finishes or is abandoned."""
         with self._lock:
             self._importing[model.id] = self._importing.get(model.id, 0) + 1
         return ImportSession(self, model, self._writer)
@@ -136,11 +141,13 @@ class Ingest:
             self.on_threshold()
 
     def close(self) -> None:
+        """Wait for in-flight import commits, then stop the writer threads."""
         self._writer.shutdown(wait=True)
 
 
 @dataclass
 class PreparedBatch:
+    """A batch's rows that passed the checks, with each one's index in the stream."""
     records: list[OutcomeRecord] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
 
@@ -161,6 +168,8 @@ class ImportSession:
         self.rows = 0
 
     def add(self, cands: Sequence[Candidate]) -> None:
+        """Check a batch (bad rows go into ``report``) and hand the good ones to the writer, after waiting
+        for the previous batch's commit; raises what that commit raised (e.g. Unavailable)."""
         batch = self._ingest.prepare(self.model, cands, self.rows, self.report)
         self.rows += len(cands)
         self._settle()

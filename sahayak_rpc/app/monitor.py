@@ -52,6 +52,8 @@ HEALTH_CHECK = "health_check"
 
 @dataclass
 class Snapshot:
+    """Performance over one window: how many predictions, how many of them labelled, metrics realised
+    on the labelled ones (None without any) and estimated from the others' probabilities."""
     start_us: int
     end_us: int
     predictions: int
@@ -62,6 +64,8 @@ class Snapshot:
 
 @dataclass
 class HealthResult:
+    """What one model's health check found: its snapshot and drift report (None when not judged), the
+    freshness of its log, the alerts it raised and resolved, and the retrain it started, if any."""
     model: str
     snapshot: Snapshot | None = None
     drift: drifting.DriftReport | None = None
@@ -90,6 +94,8 @@ DAY_US = 86_400_000_000
 
 
 class Monitor:
+    """Monitoring use cases: performance and drift over the prediction log, alerts (raised with a cooldown,
+    acknowledged, resolved, watched live), the periodic health check and retention."""
     def __init__(self, ctx: AppContext, catalog: Catalog, registry: Registry, runner: TrainingRunner) -> None:
         self._ctx = ctx
         self._catalog = catalog
@@ -107,6 +113,9 @@ class Monitor:
 
     def snapshot(self, model: ModelRecord, version: int, start_us: int | None, end_us: int | None,
                  last_n: int) -> tuple[Snapshot, PredictionWindow]:
+        """Performance of the model's predictions (of one version; 0: any) in [start_us, end_us) (None: unbounded),
+        with the window it was computed on. ``last_n`` keeps only the newest N labelled predictions (0: all).
+        The snapshot's ends are its first and last prediction's times."""
         w = self.repo.window(model.id, version, start_us, end_us, last_n)
         labels = np.asarray(w.labels, dtype=np.int64)
         probs = np.asarray(w.probabilities, dtype=np.float64)
@@ -122,6 +131,9 @@ class Monitor:
 
     def trend(self, model: ModelRecord, version: int, start_us: int, end_us: int, width_s: float,
               metric: str) -> tuple[list[Snapshot], perf.Trend]:
+        """Snapshots of consecutive windows of ``width_s`` seconds over [start_us, end_us), and the trend of
+        ``metric`` over the windows with at least 10 labels. Raises InvalidArgument for an unknown metric, a
+        width under a microsecond, or over 1000 windows."""
         if width_s <= 0:
             raise InvalidArgument.fields([FieldError("window", "must be positive")])
         if metric not in Metrics.__dataclass_fields__ or metric in ("count", "positives", "threshold"):
@@ -147,6 +159,10 @@ class Monitor:
 
     def drift(self, model: ModelRecord, version: int, start_us: int | None, end_us: int | None,
               last_n: int) -> tuple[drifting.DriftReport, int]:
+        """Drift of the logged predictions in the window (``last_n``: the newest N; 0: all) against a version's
+        reference profile (``version`` 0: the champion's); returns the report and the version compared against.
+        Raises FailedPrecondition: NO_CHAMPION, or NO_PROFILE for a version without a profile (imported, or no
+        such version)."""
         if not version:
             champion = self._registry.champion(model)
             if champion is None:
@@ -226,6 +242,8 @@ class Monitor:
         return alert
 
     def resolve(self, model: ModelRecord, rule: str) -> AlertRow | None:
+        """Resolve the model's latest alert of ``rule`` if it is not resolved yet; returns it resolved, or None
+        when there was nothing to resolve."""
         latest = self.repo.latest_alert(model.id, rule)
         if latest is None or latest.state == "resolved":
             return None
@@ -234,6 +252,9 @@ class Monitor:
         return resolved
 
     def acknowledge(self, alert_id: str, note: str) -> AlertRow:
+        """Mark an open alert acknowledged, with ``note``; returns it (unchanged if it already was). Raises
+        InvalidArgument (no id, a note over 4096 characters), NotFound (ALERT_NOT_FOUND) or FailedPrecondition
+        (ALERT_RESOLVED)."""
         if not alert_id:
             raise InvalidArgument.fields([FieldError("alert_id", "required")])
         if len(note) > 4096:
@@ -368,6 +389,7 @@ class Monitor:
         return run.run_id
 
     def check_all(self, name: str = "") -> list[HealthResult]:
+        """Health-check the model named ``name`` (NotFound when there is none), or every model without a name."""
         models = [self._catalog.get(name)] if name else self._catalog.all()
         return [self.check(m) for m in models]
 

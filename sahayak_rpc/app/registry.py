@@ -60,10 +60,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def schema_matches(a: Any, b: Any) -> bool:
+    """Whether two schemas declare equal features, in the same order."""
     return bool(a.features == b.features)
 
 
 class Registry:
+    """The model registry: versions and aliases in the store, the loaded champions that serve requests,
+    a bounded cache of other loaded versions, and export and import of signed artifacts."""
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
         self.versions = VersionRepository(ctx.db)
@@ -122,6 +125,7 @@ class Registry:
         return loaded
 
     def champion(self, model: ModelRecord) -> Served | None:
+        """The model's champion as this replica serves it, or None when it has none."""
         return self._champions.get(model.id)
 
     def served(self, model: ModelRecord, version: int = 0, alias: str = "") -> Served:
@@ -142,6 +146,8 @@ class Registry:
     # --- versions ---------------------------------------------------------
 
     def get(self, model: ModelRecord, version: int = 0, alias: str = "") -> VersionRecord:
+        """The record of the version a request names (by number or alias; default the champion). Raises
+        InvalidArgument when given both, NotFound (ALIAS_NOT_FOUND, VERSION_NOT_FOUND)."""
         if version and alias:
             raise InvalidArgument.fields([FieldError("alias", "give a version or an alias, not both")])
         if not version:
@@ -217,6 +223,8 @@ class Registry:
             self._changed.notify_all()
 
     def list(self, model: ModelRecord, page_size: int, before: int, include_archived: bool) -> tuple[list[VersionRecord], int]:
+        """One page of the model's versions, newest first, before version ``before`` (0: from the newest):
+        the records and the version to page on from (0 on the last page). ``page_size`` 0 means 50, at most 500."""
         size = min(page_size or 50, 500)
         records = self.versions.list(model.id, before or 2**62, size + 1, include_archived)
         more = len(records) > size
@@ -226,6 +234,10 @@ class Registry:
     # --- aliases ----------------------------------------------------------
 
     def set_alias(self, model: ModelRecord, alias: str, version: int, reason: str, force: bool = False) -> AliasEvent:
+        """Point ``alias`` at ``version`` in one transaction, and serve it when the alias is the champion;
+        returns the alias event. Raises InvalidArgument (a bad alias or no version), NotFound
+        (VERSION_NOT_FOUND), or FailedPrecondition: VERSION_ARCHIVED, or VERSION_REJECTED for a champion that
+        failed its gate without ``force``."""
         if not _ALIAS.fullmatch(alias):
             raise InvalidArgument.fields([FieldError("alias", f"{alias!r} must match {ALIAS_RE}")])
         if version <= 0:
@@ -248,6 +260,8 @@ class Registry:
         return event
 
     def delete_alias(self, model: ModelRecord, alias: str, reason: str) -> AliasEvent:
+        """Delete an alias, committed with its event; returns the event. Raises FailedPrecondition
+        (CHAMPION_REQUIRED) for the champion, NotFound (ALIAS_NOT_FOUND) when the model has no such alias."""
         if alias == CHAMPION:
             raise FailedPrecondition("the champion alias serves predictions; point it elsewhere or roll back instead",
                                      reason="CHAMPION_REQUIRED")
@@ -257,6 +271,9 @@ class Registry:
             return self.versions.move_alias(conn, model.id, alias, 0, reason or "deleted by request", self._ctx.now_us())
 
     def history(self, model: ModelRecord, alias: str, page_size: int, before: int) -> tuple[builtins.list[AliasEvent], int]:
+        """One page of alias events (of one alias; "": all), newest first, before event id ``before`` (0: from
+        the newest): the events and the id to page on from (0 on the last page). ``page_size`` 0 means 50,
+        at most 500."""
         size = min(page_size or 50, 500)
         events = self.versions.history(model.id, alias, before or 2**62, size + 1)
         more = len(events) > size
@@ -282,6 +299,9 @@ class Registry:
         return event
 
     def archive(self, model: ModelRecord, version: int) -> VersionRecord:
+        """Archive a version (it then serves nothing and leaves the loaded cache); returns it as stored now.
+        Raises NotFound, or FailedPrecondition when an alias points at it (VERSION_IS_CHAMPION,
+        VERSION_HAS_ALIASES)."""
         record = self.get(model, version)
         if CHAMPION in record.aliases:
             raise FailedPrecondition(f"version {version} is the champion; it cannot be archived",
@@ -293,12 +313,17 @@ class Registry:
     # --- export / import --------------------------------------------------
 
     def export(self, model: ModelRecord, version: int, alias: str) -> tuple[bytes, VersionRecord]:
+        """The signed artifact of the version a request names (by number or alias; default the champion),
+        and its record. Raises InvalidArgument or NotFound as ``get`` does."""
         record = self.get(model, version, alias)
         data = self.versions.artifact(model.id, record.version)
         assert data is not None
         return data, record
 
     def import_(self, model: ModelRecord, data: bytes, description: str) -> VersionRecord:
+        """Register an exported artifact (signed with this database's key) as a new ready version, not
+        promoted; returns its record. Raises InvalidArgument: BAD_ARTIFACT (unreadable, over the message limit,
+        or not signed with our key) or SCHEMA_MISMATCH; Unavailable (VERSION_CONFLICT) as ``register`` does."""
         try:
             scoring, info = art.load(data, keys={self.key_id: self.key}, max_bytes=self._ctx.config.max_message_bytes)
         except art.ArtifactError as exc:
@@ -348,6 +373,8 @@ class Registry:
         return held.rows, held.labels
 
     def evaluate(self, model: ModelRecord, served: Served, rows: builtins.list[dict[str, Any]], labels: np.ndarray) -> mt.Metrics:
+        """Metrics of ``served`` on labelled rows, at its own threshold; raises FailedPrecondition (NO_ROWS)
+        when there are none."""
         if not rows:
             raise FailedPrecondition("no labelled rows to evaluate on", reason="NO_ROWS")
         probs = served.model.predict_rows(rows)

@@ -62,6 +62,8 @@ END_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 @dataclass
 class RunEvent:
+    """One progress event of a training run (a phase, with a family's iteration, loss and metrics where
+    they apply), stored as JSON in the run's events; ``final`` carries the run as it ended, for watchers."""
     phase: str
     family: str = ""
     iteration: int = 0
@@ -72,6 +74,7 @@ class RunEvent:
     final: RunRecord | None = None
 
     def to_json(self) -> str:
+        """The event as stored (without ``final``); NaN losses and undefined metrics stay NaN."""
         # json (not orjson): NaN losses and undefined metrics come back as NaN.
         return json.dumps({"phase": self.phase, "family": self.family, "iteration": self.iteration,
                            "loss": self.loss, "metrics": self.metrics.to_dict() if self.metrics else None,
@@ -79,6 +82,7 @@ class RunEvent:
 
     @classmethod
     def from_json(cls, text: str) -> RunEvent:
+        """An event as ``to_json`` stored it."""
         d = json.loads(text)
         metrics = Metrics.from_dict(d["metrics"]) if d.get("metrics") else None
         return cls(d["phase"], d["family"], d["iteration"], d["loss"], metrics, d["message"], d["time_us"])
@@ -105,6 +109,7 @@ class RunTaken(Exception):
 
 
 def to_training_data(loaded: LoadedOutcomes) -> tr.TrainingData:
+    """Loaded outcomes as the trainer takes them: rows, 0/1 labels, ids and times as arrays."""
     return tr.TrainingData(loaded.rows, np.asarray(loaded.labels, dtype=np.int64), loaded.ids,
                            np.asarray(loaded.times, dtype=np.int64))
 
@@ -117,6 +122,8 @@ class _Local:
 
 
 class TrainingRunner:
+    """Training runs: queues them in the database, claims and runs them on this process's trainer thread
+    when it is a worker, gates and registers what they produce, and lets anyone watch or cancel them."""
     def __init__(self, ctx: AppContext, catalog: Catalog, registry: Registry, ingest: Ingest,
                  listeners: list[Callable[[RunRecord], None]] | None = None) -> None:
         self._ctx = ctx
@@ -216,6 +223,7 @@ class TrainingRunner:
     # --- reading ----------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord:
+        """The run with this id; raises InvalidArgument for no id, NotFound (RUN_NOT_FOUND) when there is none."""
         if not run_id:
             raise InvalidArgument.fields([FieldError("run_id", "required")])
         run = self.runs.get(run_id)

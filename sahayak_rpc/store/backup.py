@@ -24,6 +24,8 @@ class BackupError(RuntimeError):
 
 @dataclass(frozen=True)
 class BackupResult:
+    """What a backup copied: the database's path and page count, the log segments copied and their
+    bytes, and how many listed segments retention deleted before they could be copied."""
     path: str
     pages: int
     segments: int
@@ -32,6 +34,9 @@ class BackupResult:
 
 
 def backup(source: str | Path, destination: str | Path) -> BackupResult:
+    """Copy the SQLite database ``source`` to ``destination`` (a new file), then the log segments the
+    copy lists, while the server may run. Raises BackupError when there is no source, anything of the
+    destination already exists, or a copy fails (what it wrote is removed)."""
     source, destination = Path(source), Path(destination)
     if not source.is_file():
         raise BackupError(f"no database at {source}")

@@ -114,6 +114,7 @@ def encode_matrix(x: np.ndarray, layout: MatrixLayout) -> bytes:
 
 
 def encode_probabilities(probabilities: np.ndarray) -> bytes:
+    """Probabilities as stored: little-endian float64, back to back."""
     return np.asarray(probabilities, dtype="<f8").tobytes()
 
 
@@ -201,6 +202,7 @@ def _decode_split(spec: dict[str, Any], body: memoryview, n: int) -> dict[str, A
 
 
 def decode_probabilities(data: bytes | str) -> list[float]:
+    """Stored probabilities (``encode_probabilities``'s bytes, or older rows' JSON text) as a list."""
     if isinstance(data, str):
         return list(orjson.loads(data))
     return np.frombuffer(data, dtype="<f8").tolist()

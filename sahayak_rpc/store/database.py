@@ -25,6 +25,7 @@ class StoreError(RuntimeError):
 
 
 def is_postgres_url(target: str) -> bool:
+    """Whether ``target`` is a PostgreSQL URL (postgresql:// or postgres://) rather than a SQLite file."""
     return target.startswith(("postgresql://", "postgres://"))
 
 

@@ -36,6 +36,7 @@ LABELS = "labels"  # enough new labels for an incremental update: wake the sched
 
 @dataclass(frozen=True)
 class Event:
+    """One row of the change feed: its cursor (``seq``), its kind (MODEL, ALIAS ...), the model and the subject."""
     seq: int
     kind: str
     model_id: int
@@ -57,6 +58,7 @@ def append(conn: Conn, kind: str, now_us: int, model_id: int = 0, subject: str =
 
 
 class EventRepository:
+    """The change feed: reading it after a cursor, appending a wake-up, deleting old rows."""
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -68,6 +70,7 @@ class EventRepository:
         return [Event(*r) for r in rows]
 
     def last_seq(self) -> int:
+        """The feed's newest seq (0 when empty): where a replica that has just loaded everything starts following."""
         return int(self._db.reader().execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
     def append(self, kind: str, now_us: int, model_id: int = 0, subject: str = "") -> None:
@@ -90,6 +93,7 @@ class EventRepository:
 
 @dataclass(frozen=True)
 class ReplicaRow:
+    """A replica's row: who and where it is, whether it trains or leads, its last heartbeat, when it stopped (0: not)."""
     id: int
     name: str
     host: str
@@ -126,15 +130,19 @@ class ReplicaRepository:
             return int(row[0])
 
     def beat(self, replica: int, now_us: int, leader: bool, name: str, address: str) -> None:
+        """Record the replica's heartbeat, leadership, name and address; committed without a flush to disk
+        (a lost beat is only a late one)."""
         with self._db.write(durable=False) as conn:
             conn.execute("UPDATE replicas SET heartbeat_us = ?, leader = ?, name = ?, address = ? WHERE id = ?",
                          (now_us, int(leader), name, address, replica))
 
     def stopped(self, replica: int, now_us: int) -> None:
+        """Mark the replica stopped (and no longer leading); committed before it returns."""
         with self._db.write() as conn:
             conn.execute("UPDATE replicas SET stopped_us = ?, leader = 0 WHERE id = ?", (now_us, replica))
 
     def get(self, replica: int) -> ReplicaRow | None:
+        """The replica's row, or None when it has none (never registered, or purged)."""
         r = self._db.reader().execute(f"SELECT {_REPLICA_COLS} FROM replicas WHERE id = ?", (replica,)).fetchone()
         return _replica(r) if r else None
 
@@ -173,5 +181,6 @@ class ScheduleRepository:
         return row is not None
 
     def last(self, task: str) -> int:
+        """When ``task`` last ran (0: never)."""
         row = self._db.reader().execute("SELECT at_us FROM schedule WHERE task = ?", (task,)).fetchone()
         return int(row[0]) if row else 0

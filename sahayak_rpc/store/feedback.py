@@ -14,6 +14,7 @@ _COLUMNS = ("model_id", "feedback_id", "recommendation_id", "prediction_id", "ar
 
 
 class FeedbackRepository:
+    """The feedback table: user reactions to recommendations, idempotent by (model, feedback_id)."""
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -42,6 +43,8 @@ class FeedbackRepository:
 
     def summary_rows(self, model_id: int, start_us: int | None, end_us: int | None,
                      scheme_id: str) -> list[Reaction]:
+        """Each feedback of the model that occurred in [start_us, end_us) (None: unbounded), of one scheme
+        when ``scheme_id`` is given: its scheme, interaction, outcome and rating ("" or 0 when absent)."""
         sql = ("SELECT coalesce(scheme_id, ''), interaction, coalesce(outcome, ''), coalesce(rating, 0)"
                " FROM feedback WHERE model_id = ?")
         window_sql, window_args = time_clause("occurred_us", start_us, end_us)

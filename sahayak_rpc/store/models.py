@@ -16,6 +16,7 @@ from .database import Database
 
 @dataclass(frozen=True)
 class ModelRecord:
+    """A declared model as stored: its id, name, description, schema (fixed at creation) and settings."""
     id: int
     name: str
     description: str
@@ -34,6 +35,7 @@ def _row(r: Any) -> ModelRecord:
 
 
 class ModelRepository:
+    """The models table: each model with its schema and settings; creating or updating one appends a MODEL event."""
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -54,20 +56,25 @@ class ModelRepository:
         return ModelRecord(model_id, name, description, schema, settings, now_us, now_us)
 
     def get(self, name: str) -> ModelRecord | None:
+        """The model named ``name``, or None."""
         r = self._db.reader().execute(f"SELECT {_COLUMNS} FROM models WHERE name = ?", (name,)).fetchone()
         return _row(r) if r else None
 
     def list(self, after_name: str, limit: int) -> list[ModelRecord]:
+        """Up to ``limit`` models by name, after ``after_name`` ("": from the first)."""
         rows = self._db.reader().execute(
             f"SELECT {_COLUMNS} FROM models WHERE name > ? ORDER BY name LIMIT ?", (after_name, limit)
         ).fetchall()
         return [_row(r) for r in rows]
 
     def get_by_id(self, model_id: int) -> ModelRecord | None:
+        """The model with this id, or None."""
         r = self._db.reader().execute(f"SELECT {_COLUMNS} FROM models WHERE id = ?", (model_id,)).fetchone()
         return _row(r) if r else None
 
     def update(self, name: str, description: str, settings: ms.ModelSettings, now_us: int) -> None:
+        """Replace the description and settings of the model named ``name`` (nothing when there is none),
+        with a MODEL event; committed before it returns."""
         with self._db.write() as conn:
             row = conn.execute(
                 "UPDATE models SET description = ?, settings_json = ?, updated_us = ? WHERE name = ? RETURNING id",

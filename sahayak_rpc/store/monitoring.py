@@ -54,6 +54,9 @@ class _Logged:
 
 @dataclass(frozen=True)
 class AlertRow:
+    """An alert as stored: its rule, severity, state ("open", "acknowledged", "resolved"), message, the
+    value that breached its threshold, details, when it was raised, acknowledged and resolved (0: not yet),
+    and the acknowledgement's note."""
     alert_id: str
     model_id: int
     rule: str
@@ -96,6 +99,8 @@ class AlertChange:
 
 
 class MonitoringRepository:
+    """The monitoring tables: predictions joined with their outcomes, performance history, alerts with
+    their events (the WatchAlerts cursor), and retention."""
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -244,12 +249,14 @@ class MonitoringRepository:
         return WindowColumns(columns, probs, n)
 
     def last_prediction_us(self, model_id: int) -> int:
+        """When the model's newest logged prediction or batch was made (0: none)."""
         conn = self._db.reader()
         a = conn.execute("SELECT coalesce(max(created_us), 0) FROM predictions WHERE model_id = ?", (model_id,)).fetchone()[0]
         b = conn.execute("SELECT coalesce(max(created_us), 0) FROM prediction_batches WHERE model_id = ?", (model_id,)).fetchone()[0]
         return int(max(a, b))
 
     def last_outcome_us(self, model_id: int) -> int:
+        """When the model's newest outcome was received (0: none)."""
         r = self._db.reader().execute("SELECT coalesce(max(received_us), 0) FROM outcomes WHERE model_id = ?",
                                       (model_id,)).fetchone()
         return int(r[0])
@@ -258,6 +265,8 @@ class MonitoringRepository:
 
     def record_performance(self, model_id: int, version: int, start_us: int, end_us: int, metrics: dict[str, Any],
                            source: str, now_us: int) -> int:
+        """Store one window's metrics for a version (``source``: what computed them); returns the record's id,
+        committed before it returns."""
         with self._db.write() as conn:
             row = conn.execute(
                 "INSERT INTO performance_records (model_id, version, start_us, end_us, metrics_json, source, created_us)"
@@ -268,6 +277,7 @@ class MonitoringRepository:
     # --- alerts ---------------------------------------------------------------
 
     def latest_alert(self, model_id: int, rule: str) -> AlertRow | None:
+        """The model's most recently raised alert of ``rule``, whatever its state, or None."""
         r = self._db.reader().execute(
             f"SELECT {_ALERT_COLS} FROM alerts WHERE model_id = ? AND rule = ? ORDER BY raised_us DESC, seq DESC LIMIT 1",
             (model_id, rule)).fetchone()
@@ -315,11 +325,14 @@ class MonitoringRepository:
         return self.get_alert(alert_id)
 
     def get_alert(self, alert_id: str) -> AlertRow | None:
+        """The alert with this id, or None."""
         r = self._db.reader().execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         return _alert(r) if r else None
 
     def list_alerts(self, model_id: int | None, state: str, severities: tuple[str, ...], before: int,
                     limit: int) -> list[NumberedAlert]:
+        """Up to ``limit`` alerts with a position below ``before``, newest first, of one model (None: all), one
+        state ("": all) and the given severities (none: all)."""
         filters, values = equal_clause(model_id=model_id, state=state)
         sql = f"SELECT seq, {_ALERT_COLS} FROM alerts WHERE seq < ?" + filters
         args: list[Any] = [before, *values]
@@ -330,6 +343,7 @@ class MonitoringRepository:
         return [NumberedAlert(r[0], _alert(r[1:])) for r in rows]
 
     def events_after(self, cursor: int, limit: int = 500) -> list[AlertChange]:
+        """Up to ``limit`` alert events with a seq above ``cursor``, oldest first, each with its alert as it is now."""
         rows = self._db.reader().execute(
             "SELECT e.seq, e.event, a.alert_id, a.model_id, a.rule, a.severity, a.state, a.message,"
             " coalesce(a.value, 0), coalesce(a.threshold, 0), a.details_json, a.raised_us, a.acknowledged_us,"
@@ -338,9 +352,11 @@ class MonitoringRepository:
         return [AlertChange(r[0], r[1], _alert(r[2:])) for r in rows]
 
     def last_event_seq(self) -> int:
+        """The newest alert event's seq (0: none): where a watcher that wants only new events starts."""
         return int(self._db.reader().execute("SELECT coalesce(max(seq), 0) FROM alert_events").fetchone()[0])
 
     def open_alerts_by_severity(self) -> dict[str, int]:
+        """How many alerts are not resolved, per severity (every severity listed, 0 included)."""
         rows = self._db.reader().execute(
             "SELECT severity, count(*) FROM alerts WHERE state != 'resolved' GROUP BY severity").fetchall()
         counts = {"info": 0, "warning": 0, "critical": 0}
@@ -348,6 +364,7 @@ class MonitoringRepository:
         return counts
 
     def open_alerts(self, model_id: int) -> int:
+        """How many of the model's alerts are not resolved."""
         r = self._db.reader().execute("SELECT count(*) FROM alerts WHERE model_id = ? AND state != 'resolved'",
                                       (model_id,)).fetchone()
         return int(r[0])

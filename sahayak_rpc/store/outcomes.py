@@ -19,6 +19,7 @@ _COLUMNS = ("model_id", "outcome_id", "label", "features_json", "entities_json",
 
 
 class InsertResult(enum.Enum):
+    """What storing one outcome did: stored it, found it already there, or found its id taken by other content."""
     INSERTED = "inserted"
     DUPLICATE = "duplicate"  # same id, same content: already stored
     CONFLICT = "conflict"  # same id, different content
@@ -35,11 +36,13 @@ class Totals:
 
     @property
     def since_training(self) -> int:
+        """Outcomes stored beyond those the latest training run read."""
         return self.outcomes - self.trained_outcomes
 
 
 @dataclass(frozen=True)
 class Stored:
+    """What an insert did: a result per record, in order, and the model's totals after its commit."""
     results: list[InsertResult]
     totals: Totals
 
@@ -49,6 +52,8 @@ def _json(d: dict[str, str]) -> str | None:
 
 
 class OutcomeRepository:
+    """The outcomes table and its per-model running totals (outcome_totals): storing outcomes idempotently,
+    loading and sampling them for training and evaluation."""
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -118,6 +123,7 @@ class OutcomeRepository:
         return found
 
     def totals(self, model_id: int) -> Totals:
+        """The model's totals as last committed (all zero when it has no totals row)."""
         r = self._db.reader().execute(
             "SELECT outcomes, last_seq, trained_outcomes, importing_until_us FROM outcome_totals WHERE model_id = ?",
             (model_id,)).fetchone()
@@ -135,6 +141,7 @@ class OutcomeRepository:
         return self.totals(model_id).outcomes
 
     def get(self, model_id: int, outcome_id: str) -> OutcomeRecord | None:
+        """The model's outcome with this id as stored, or None."""
         r = self._db.reader().execute(
             "SELECT outcome_id, features_json, label, occurred_us, entities_json, metadata_json, prediction_id, source"
             " FROM outcomes WHERE model_id = ? AND outcome_id = ?",
@@ -195,6 +202,8 @@ class OutcomeRepository:
 
 @dataclass
 class LoadedOutcomes:
+    """Outcomes as loaded for training, column by column (ids, 0/1 labels, feature rows, occurrence times),
+    and the largest seq read (where the next incremental load starts)."""
     ids: list[str]
     labels: list[int]
     rows: list[Row]

@@ -90,6 +90,7 @@ def translate_pg(exc: BaseException) -> BaseException:
 
 
 def is_unique_violation(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL's unique (or primary-key) constraint failure."""
     return isinstance(exc, pg_errors.UniqueViolation)
 
 
@@ -128,17 +129,21 @@ class PgConn:
         self._staged: set[str] = set()  # staging tables this transaction has filled
 
     def execute(self, sql: str, args: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        """``Conn.execute``: the statement with ``?`` rewritten to ``%s``; returns psycopg's cursor."""
         return self.raw.execute(_pg(sql), args or None)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Any]:
+        """``Conn.executemany``, on a cursor of its own."""
         cur = self.raw.cursor()
         cur.executemany(_pg(sql), rows)
         return cur
 
     def lock(self, name: Lock, key: int = 0) -> None:
+        """``Conn.lock``: a transaction-level advisory lock (our namespace | ``name``, ``key``), held until commit."""
         self.raw.execute("SELECT pg_advisory_xact_lock(%s, %s)", (PG_LOCK_NAMESPACE | int(name), int(key)))
 
     def try_execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any] | None:
+        """``Conn.try_execute``: in a savepoint, so a unique violation (None) leaves the transaction usable."""
         try:
             with self.raw.transaction():  # a savepoint: the failed statement must not abort the rest
                 return self.execute(sql, args)
@@ -181,6 +186,7 @@ class PgConn:
         return [k in stored and f for k, f in zip(keys, first, strict=True)]
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """``Conn.copy_rows``: COPY FROM STDIN."""
         if not rows:
             return
         with self.raw.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
@@ -188,13 +194,16 @@ class PgConn:
                 copy.write_row(row)
 
     def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``Conn.any_of``: ``column = ANY(?)`` with the values as one array argument."""
         return f"{column} = ANY(?)", [list(values)]
 
     def notify(self, channel: str, payload: str = "") -> None:
+        """``Conn.notify``: pg_notify, delivered to the listening sessions when the transaction commits."""
         # Delivered when the transaction commits, to the sessions listening then.
         self.raw.execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
     def before_commit(self, step: Callable[[Any], object]) -> None:
+        """``Conn.before_commit``: queued for PgDatabase.write, which runs the steps before it commits."""
         self.pending.append(step)
 
 
@@ -207,6 +216,8 @@ class PgReader:
         self._db = db
 
     def execute(self, sql: str, args: Sequence[Any] = (), /) -> _Rows:
+        """Run one statement on a pooled connection, outside any transaction; returns its rows fetched
+        (errors mapped as in ``PgDatabase.connection``)."""
         with self._db.connection() as raw:
             cur = raw.execute(_pg(sql), args or None)
             rows = cur.fetchall() if cur.description is not None else []
@@ -214,6 +225,9 @@ class PgReader:
 
 
 class PgDatabase(Database):
+    """A PostgreSQL database (migrated on opening) through a pool of ``pool_size`` connections; a call waits
+    at most a second for a free one. Raises StoreError when it cannot be reached within ``connect_timeout_s``
+    or its schema is newer than this server knows."""
     dialect = "postgresql"
 
     def __init__(self, url: str, *, pool_size: int = 10, busy_timeout_s: float = 5.0,
@@ -295,6 +309,7 @@ class PgDatabase(Database):
 
     @property
     def schema_version(self) -> int:
+        """The last migration applied (the largest row of ``schema_version``)."""
         row = self.reader().execute("SELECT max(version) FROM schema_version").fetchone()
         return int(row[0] or 0)
 
@@ -313,6 +328,10 @@ class PgDatabase(Database):
 
     @contextmanager
     def write(self, durable: bool = True) -> Iterator[PgConn]:
+        """One write transaction on a pooled connection, its ``before_commit`` steps run last, committed on exit
+        and rolled back on an exception. ``durable=False`` turns synchronous_commit off for this commit alone.
+        Raises Unavailable (SHUTTING_DOWN, DATABASE_BUSY, DATABASE_LOCKED, DATABASE_CONFLICT, DATABASE_UNAVAILABLE)
+        or ResourceExhausted (STORAGE_FULL, DATABASE_OUT_OF_MEMORY)."""
         with self.connection() as raw:
             with raw.transaction():
                 if not durable:
@@ -324,18 +343,23 @@ class PgDatabase(Database):
 
     @contextmanager
     def read(self) -> Iterator[PgConn]:
+        """A read-only REPEATABLE READ transaction: one snapshot for several queries; errors mapped as in ``write``."""
         with self.connection() as raw:
             with raw.transaction():
                 raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield PgConn(raw)
 
     def reader(self) -> PgReader:
+        """The reader: each statement on a pooled connection of its own, autocommit."""
         return self._reader
 
     def coordinator(self, heartbeat_s: float = 1.0) -> Coordinator:
+        """A PgCoordinator for this process's replica: advisory locks on a session of its own, LISTEN on
+        another."""
         return PgCoordinator(self, heartbeat_s)
 
     def close(self) -> None:
+        """Close the pool; later transactions raise Unavailable (SHUTTING_DOWN). Calling it again does nothing."""
         if self._closed:
             return
         self._closed = True
@@ -344,6 +368,9 @@ class PgDatabase(Database):
     # --- the prediction log's partitions -------------------------------------------------
 
     def prepare_partitions(self, table: str, times_us: Iterator[int] | list[int]) -> None:
+        """Make sure ``table`` has a day partition for each of these times, creating the missing ones in a
+        transaction of its own (remembered by this process). Raises Unavailable (DATABASE_LOCKED) when the
+        table's lock cannot be had within DDL_LOCK_TIMEOUT_MS."""
         days = {t // DAY_US for t in times_us}
         with self._partition_lock:
             missing = sorted(d for d in days if (table, d) not in self._partitions)
@@ -464,6 +491,8 @@ class PgCoordinator(Coordinator):
         return bool(row and row[0])
 
     def keep(self, replica: int) -> bool:
+        """Hold ``replica``'s liveness lock on the lock session, reconnecting (and taking it again) after a
+        lost session; False when the database cannot be reached or another session holds it."""
         with self._lock:
             if self._replica != replica:
                 if self._locks is not None:  # (another replica id on this session: start afresh)
@@ -473,6 +502,7 @@ class PgCoordinator(Coordinator):
             return self._session() is not None
 
     def alive(self, replica: int) -> bool:
+        """Whether some session holds ``replica``'s liveness lock (this one's counts), as pg_locks shows."""
         with self._lock:
             if replica == self._replica and self._locks is not None and not self._locks.broken:
                 return True
@@ -484,6 +514,8 @@ class PgCoordinator(Coordinator):
         return row is not None
 
     def try_lead(self) -> bool:
+        """Take the leader lock on the lock session, or keep it; False while another replica holds it or the
+        database is away."""
         with self._lock:
             conn = self._session()
             if conn is None:
@@ -496,6 +528,9 @@ class PgCoordinator(Coordinator):
             return self._leading
 
     def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a notification on the events channel (True), reconnecting the listener
+        when it was lost (``reconnected`` then says so); False on a timeout, a lost listener, or after
+        ``interrupt``."""
         with self._listen_lock:
             conn = self._listen
             if conn is None or conn.closed or conn.broken:
@@ -518,6 +553,7 @@ class PgCoordinator(Coordinator):
         return False
 
     def interrupt(self) -> None:
+        """End a ``wait`` in progress (by a notification of our own), and every later one at once."""
         self._closed.set()
         try:  # a notification is what ends the listener's wait
             with self._db.connection() as raw:
@@ -527,11 +563,13 @@ class PgCoordinator(Coordinator):
 
     @property
     def reconnected(self) -> bool:
+        """True once after the listener connected afresh: notifications may have been missed meanwhile."""
         with self._listen_lock:
             was, self._reconnected = self._reconnected, False
             return was
 
     def close(self) -> None:
+        """Close the lock and listen sessions, releasing their locks; ``wait`` returns at once from now on."""
         self._closed.set()
         with self._lock:
             if self._locks is not None:

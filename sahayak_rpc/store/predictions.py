@@ -77,6 +77,8 @@ def batch_row(columns: dict[str, Any], i: int) -> dict[str, Any]:
 
 
 class PredictionRepository:
+    """The prediction log: single predictions and whole batches (their features in log segments beside a
+    SQLite database), their retention, and looking one up by id."""
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -129,6 +131,7 @@ class PredictionRepository:
         return len(gone)
 
     def segment_totals(self) -> SegmentTotals:
+        """How many log segments there are, and the bytes of features they hold."""
         count, size = self._db.reader().execute("SELECT count(*), coalesce(sum(bytes), 0) FROM log_segments").fetchone()
         return SegmentTotals(int(count), int(size))
 
@@ -141,6 +144,8 @@ class PredictionRepository:
         return int(single) + int(batched)
 
     def get(self, prediction_id: str) -> StoredPrediction | None:
+        """The logged prediction with this id: a single one, or row i of a batch ("<batch id>:i"); None when
+        there is none. A batch row whose features are lost comes back with ``features_json`` None."""
         conn = self._db.reader()
         row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM predictions WHERE prediction_id = ?",
                            (prediction_id,)).fetchone()
@@ -172,6 +177,7 @@ class PredictionRepository:
 
 
 class SecretRepository:
+    """Secrets the replicas share (the artifact signing key), stored in the database."""
     def __init__(self, db: Database) -> None:
         self._db = db
 

@@ -56,6 +56,8 @@ class Running:
 
 
 class RunRepository:
+    """The training-run queue and its progress events: queueing, claiming by workers, heartbeats, cancels,
+    ends (each committed in its own transaction unless the caller passes one), and reading them back."""
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -109,6 +111,7 @@ class RunRepository:
         return [run_id for run_id, asked in rows if asked]
 
     def running(self) -> list[Running]:
+        """Every run some worker holds running, with its worker and heartbeat counter (for the leader's check)."""
         rows = self._db.reader().execute(
             "SELECT run_id, model_id, worker, heartbeat FROM training_runs WHERE state = ?", (RUNNING,)).fetchall()
         return [Running(*r) for r in rows]
@@ -215,6 +218,7 @@ class RunRepository:
     # --- reading --------------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord | None:
+        """The run with this id, or None."""
         r = self._db.reader().execute(f"SELECT {_COLS} FROM training_runs WHERE run_id = ?", (run_id,)).fetchone()
         return _run(r) if r else None
 
@@ -231,6 +235,7 @@ class RunRepository:
         return [ListedRun(r[0], _run(r[1:])) for r in rows]
 
     def active(self, model_id: int) -> RunRecord | None:
+        """The model's queued or running run (at most one: a unique index), or None."""
         r = self._db.reader().execute(
             f"SELECT {_COLS} FROM training_runs WHERE model_id = ? AND state IN (?, ?) ORDER BY created_us LIMIT 1",
             (model_id, *ACTIVE_STATES),

@@ -61,6 +61,7 @@ class LostPayload(BatchFormatError):
 
 
 def is_ref(data: bytes | str) -> bool:
+    """Whether a batch's stored ``columns_data`` is a reference into a log segment (else: the features inline)."""
     return isinstance(data, bytes) and len(data) == REF_SIZE and data[:4] == REF_MAGIC
 
 
@@ -76,10 +77,12 @@ def read_columns(segments: LogSegments | None, data: bytes | str) -> dict[str, A
 
 
 def segment_name(number: int) -> str:
+    """The file name of segment ``number``: ten digits and ".seg"."""
     return f"{number:010d}{SUFFIX}"
 
 
 def folder_for(db_path: str) -> Path:
+    """The folder of the log segments beside the database file ``db_path``."""
     return Path(f"{db_path}-segments")
 
 
@@ -237,6 +240,8 @@ class LogSegments:
         return gone
 
     def close(self) -> None:
+        """Stop appending (a later ``append`` raises Unavailable, SHUTTING_DOWN) and fdatasync what was written;
+        reading still works."""
         with self._lock:
             self._closed = True
             self._leave()

@@ -61,11 +61,14 @@ class Cursor(Protocol):
     """The result of a statement: rows as tuples, in the statement's column order."""
 
     @property
-    def rowcount(self) -> int: ...
+    def rowcount(self) -> int:
+        """Rows the statement changed (an INSERT, UPDATE or DELETE)."""
 
-    def fetchone(self) -> Any: ...
+    def fetchone(self) -> Any:
+        """The next row, or None after the last."""
 
-    def fetchall(self) -> list[Any]: ...
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
 
     def __iter__(self) -> Iterator[Any]: ...
 
@@ -75,7 +78,8 @@ class Reader(Protocol):
 
     dialect: str
 
-    def execute(self, sql: str, args: Sequence[Any] = ..., /) -> Cursor: ...
+    def execute(self, sql: str, args: Sequence[Any] = ..., /) -> Cursor:
+        """Run one statement with ``?`` placeholders (``args`` in order); returns its cursor."""
 
 
 class Conn(Reader, Protocol):
@@ -84,22 +88,31 @@ class Conn(Reader, Protocol):
     # Appended to a SELECT that claims a row: concurrent claimers pass over rows another holds.
     skip_locked: str
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Cursor: ...
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Cursor:
+        """Run one statement once per row of arguments."""
 
-    def lock(self, name: Lock, key: int = 0) -> None: ...
+    def lock(self, name: Lock, key: int = 0) -> None:
+        """Take the named lock (for ``key``: a model id, say) until the transaction ends (SQLite: no-op)."""
 
-    def try_execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor | None: ...
+    def try_execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor | None:
+        """Run a statement that may break a unique constraint: None when it did (nothing changed), else its cursor."""
 
     def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                   key: Sequence[str]) -> list[bool]: ...
+                   key: Sequence[str]) -> list[bool]:
+        """Insert the rows whose ``key`` does not exist yet (nor came earlier in ``rows``); per row, True if it
+        was stored."""
 
-    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Append rows in bulk, every one new (PostgreSQL: COPY)."""
 
-    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]: ...
+    def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """SQL for "``column`` is one of ``values``", and its arguments (always false for no values)."""
 
-    def notify(self, channel: str, payload: str = "") -> None: ...
+    def notify(self, channel: str, payload: str = "") -> None:
+        """Wake the other replicas listening on ``channel`` when the transaction commits."""
 
-    def before_commit(self, step: Callable[[Conn], object]) -> None: ...
+    def before_commit(self, step: Callable[[Conn], object]) -> None:
+        """Run ``step`` as the transaction's last statements, just before it commits."""
 
 
 def first_occurrences(keys: Sequence[Any]) -> list[bool]:
@@ -122,6 +135,7 @@ _IN_CHUNK = 500
 
 
 def sqlite_unique_violation(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's unique or primary-key constraint failure."""
     return isinstance(exc, sqlite3.IntegrityError) and getattr(exc, "sqlite_errorcode", 0) in (
         _SQLITE_CONSTRAINT_UNIQUE, _SQLITE_CONSTRAINT_PRIMARYKEY)
 
@@ -149,6 +163,7 @@ class SqliteConn(sqlite3.Connection):
         """Nothing to do: SQLite has one writer, so a write transaction is already serial."""
 
     def try_execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor | None:
+        """``Conn.try_execute``: None on a unique or primary-key violation; other integrity errors raise."""
         try:
             return self.execute(sql, args)
         except sqlite3.IntegrityError as exc:
@@ -188,11 +203,13 @@ class SqliteConn(sqlite3.Connection):
         return [k in new and f for k, f in zip(keys, first, strict=True)]
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """``Conn.copy_rows``: one INSERT per row, in one executemany."""
         if rows:
             marks = ", ".join("?" * len(columns))
             self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
     def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``Conn.any_of``: ``column IN (?, ...)``, or FALSE for no values."""
         if not values:
             return "FALSE", []
         return f"{column} IN ({','.join('?' * len(values))})", list(values)
@@ -201,4 +218,5 @@ class SqliteConn(sqlite3.Connection):
         """Nothing to do: replicas on SQLite poll the events table."""
 
     def before_commit(self, step: Callable[[Conn], object]) -> None:
+        """``Conn.before_commit``: queued for SqliteDatabase.write, which runs the steps before its COMMIT."""
         self.pending.append(step)

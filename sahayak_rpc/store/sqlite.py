@@ -85,6 +85,7 @@ class SqliteDatabase(Database):
 
     @property
     def schema_version(self) -> int:
+        """The last migration applied (the file's ``user_version``)."""
         return int(self._writer.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
@@ -118,6 +119,10 @@ class SqliteDatabase(Database):
 
     @contextmanager
     def write(self, durable: bool = True) -> Iterator[SqliteConn]:
+        """One write transaction on the writer connection (BEGIN IMMEDIATE, behind the write lock), its
+        ``before_commit`` steps run last, committed on exit and rolled back on an exception. ``durable=False``
+        commits at synchronous=NORMAL (no fsync). Raises Unavailable (SHUTTING_DOWN, DATABASE_LOCKED,
+        STORAGE_UNAVAILABLE) or ResourceExhausted (STORAGE_FULL)."""
         if self._closed:
             raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
         with self._write_lock:
@@ -161,6 +166,7 @@ class SqliteDatabase(Database):
 
     @contextmanager
     def read(self) -> Iterator[SqliteConn]:
+        """A read transaction on this thread's reader: one snapshot for several queries."""
         conn = self.reader()
         try:
             conn.execute("BEGIN")
@@ -172,12 +178,16 @@ class SqliteDatabase(Database):
             raise translate_sqlite(exc) from None
 
     def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``'s first line: "ok" for a sound file."""
         return str(self._writer.execute("PRAGMA integrity_check").fetchone()[0])
 
     def coordinator(self, heartbeat_s: float = 1.0) -> Coordinator:
+        """A FileCoordinator on lock files beside the database (``heartbeat_s`` is not used: file locks need none)."""
         return FileCoordinator(Path(f"{self.path}-locks"))
 
     def close(self) -> None:
+        """Stop the checkpointer and the log segments, close every connection; later write transactions
+        raise Unavailable (SHUTTING_DOWN). Calling it again does nothing."""
         with self._write_lock:
             if self._closed:
                 return
@@ -231,9 +241,12 @@ class FileCoordinator(Coordinator):
             return True
 
     def keep(self, replica: int) -> bool:
+        """Hold ``replica``'s lock file; False when it cannot be taken (or made)."""
         return self._take(f"replica-{replica}")
 
     def alive(self, replica: int) -> bool:
+        """Whether a process holds ``replica``'s lock file (this one counts); a lock file nobody holds is
+        deleted on the way."""
         name = f"replica-{replica}"
         with self._lock:
             if name in self._mine:
@@ -258,20 +271,25 @@ class FileCoordinator(Coordinator):
         return False
 
     def try_lead(self) -> bool:
+        """Take the leader lock file, or keep it; False while another process holds it."""
         return self._take("leader")
 
     def wait(self, timeout_s: float) -> bool:
+        """Sleep ``timeout_s`` (or until ``interrupt``); always False: SQLite replicas poll."""
         self._closed.wait(timeout_s)
         return False
 
     def interrupt(self) -> None:
+        """End a ``wait`` in progress, and every later one at once."""
         self._closed.set()
 
     @property
     def reconnected(self) -> bool:
+        """Always False: file locks have no connection to lose."""
         return False
 
     def close(self) -> None:
+        """Release every lock file this process holds; ``wait`` returns at once from now on."""
         self._closed.set()
         with self._lock:
             for fd in self._mine.values():
@@ -338,6 +356,7 @@ class Checkpointer:
             return self.last
 
     def close(self) -> None:
+        """Stop the checkpoint thread (waiting for a checkpoint in progress) and close its connection."""
         self._stop.set()
         self._thread.join(timeout=30)
         with self._lock:

@@ -89,9 +89,12 @@ class TransferReport:
 
     @property
     def rows(self) -> int:
+        """Rows copied, over every table."""
         return sum(self.tables.values())
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (JSON-ready), with the total ``rows`` and ``lost_predictions`` (the rows of
+        the batches left out)."""
         out = dataclasses.asdict(self)
         out["rows"] = self.rows
         out["lost_predictions"] = sum(b.rows for b in self.lost_batches)

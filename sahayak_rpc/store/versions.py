@@ -36,6 +36,8 @@ def _event(r: tuple[Any, ...]) -> AliasEvent:
 
 
 class VersionRepository:
+    """The registry's tables: model versions with their artifacts and reference profiles, aliases, and the
+    alias events that record every move. Methods that take a ``conn`` write in the caller's transaction."""
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -74,6 +76,7 @@ class VersionRepository:
         return {a: v for a, v in rows}
 
     def get(self, model_id: int, version: int) -> VersionRecord | None:
+        """The version's record with the aliases that point at it now, or None."""
         r = self._db.reader().execute(
             f"SELECT {_COLS} FROM model_versions WHERE model_id = ? AND version = ?", (model_id, version)
         ).fetchone()
@@ -94,6 +97,7 @@ class VersionRepository:
         return [_version(r, tuple(sorted(a for a, v in aliases.items() if v == r[1]))) for r in rows]
 
     def artifact(self, model_id: int, version: int) -> bytes | None:
+        """The version's signed artifact, or None when there is no such version."""
         r = self._db.reader().execute(
             "SELECT artifact FROM model_versions WHERE model_id = ? AND version = ?", (model_id, version)
         ).fetchone()
@@ -165,6 +169,7 @@ class VersionRepository:
         return str(r[0]) if r else None
 
     def latest(self, model_id: int, family: str, status: str) -> int:
+        """The newest version of ``family`` with ``status`` (0: none)."""
         r = self._db.reader().execute(
             "SELECT coalesce(max(version), 0) FROM model_versions WHERE model_id = ? AND family = ? AND status = ?",
             (model_id, family, status),
