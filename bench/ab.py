@@ -44,7 +44,6 @@ from bench.peers import MODEL  # noqa: E402
 from bench.run import ServerProcess, interleaved  # noqa: E402
 
 
-
 def parse_spec(text: str) -> tuple[str, Path, dict[str, str]]:
     """NAME=DIR[:ENV=VALUE,...]"""
     name, sep, rest = text.partition("=")
@@ -86,15 +85,21 @@ def latency_rounds(servers: list[Server], rounds: int, calls: int, what: str) ->
     calls_by_key = {}
     for name, c in clients.items():
         calls_by_key[f"{name}:echo"] = lambda c=c: c.health_stub.Check(check)
-        calls_by_key[f"{name}:{what}"] = ((lambda c=c: c.inference.Predict(predict)) if what == "predict"
-                                          else (lambda c=c: c.training.RecordOutcome(record)))
+        calls_by_key[f"{name}:{what}"] = (
+            (lambda c=c: c.inference.Predict(predict))
+            if what == "predict"
+            else (lambda c=c: c.training.RecordOutcome(record))
+        )
     lat = interleaved(calls_by_key, rounds, calls)
     out = {}
     for name, c in clients.items():
         ratios = [round(p / e, 3) for p, e in zip(lat[f"{name}:{what}"], lat[f"{name}:echo"], strict=True)]
-        out[name] = {f"{what}_vs_echo": statistics.median(ratios), "rounds": ratios,
-                     "echo_p50_us": round(statistics.median(lat[f"{name}:echo"]), 1),
-                     f"{what}_p50_us": round(statistics.median(lat[f"{name}:{what}"]), 1)}
+        out[name] = {
+            f"{what}_vs_echo": statistics.median(ratios),
+            "rounds": ratios,
+            "echo_p50_us": round(statistics.median(lat[f"{name}:echo"]), 1),
+            f"{what}_p50_us": round(statistics.median(lat[f"{name}:{what}"]), 1),
+        }
         c.close()
     return out
 
@@ -116,12 +121,44 @@ def oip_rounds(servers: list[Server], rounds: int, calls: int, batch: bool, work
         for s in servers:
             if batch:
                 wait_log_drained(s.target)
-                out = run_driver(tri, "bench", "--target", s.target, "--model", MODEL, *files, "--batches", "200",
-                                 "--only", "batch", "--repeats", "1", "--warmup", "5", timeout=900)
+                out = run_driver(
+                    tri,
+                    "bench",
+                    "--target",
+                    s.target,
+                    "--model",
+                    MODEL,
+                    *files,
+                    "--batches",
+                    "200",
+                    "--only",
+                    "batch",
+                    "--repeats",
+                    "1",
+                    "--warmup",
+                    "5",
+                    timeout=900,
+                )
                 samples[s.name].append(round(out["batch_rows_per_s"]))
             else:
-                out = run_driver(tri, "bench", "--target", s.target, "--model", MODEL, *files, "--calls", str(calls),
-                                 "--only", "latency", "--repeats", "1", "--warmup", "100", timeout=900)
+                out = run_driver(
+                    tri,
+                    "bench",
+                    "--target",
+                    s.target,
+                    "--model",
+                    MODEL,
+                    *files,
+                    "--calls",
+                    str(calls),
+                    "--only",
+                    "latency",
+                    "--repeats",
+                    "1",
+                    "--warmup",
+                    "100",
+                    timeout=900,
+                )
                 samples[s.name].append(out["infer_vs_live"])
     key = "oip_batch_rows_per_s" if batch else "oip_infer_vs_live"
     return {name: {key: statistics.median(v), "rounds": v} for name, v in samples.items()}

@@ -94,8 +94,9 @@ def prepare_model(target: str, rows: int) -> None:
         except SahayakError:
             pass  # made by an earlier run that did not get to train
         examples = generate_outcomes(rows, seed=41)
-        client.import_outcomes(MODEL, [OutcomeInput(e.features, e.label, outcome_id=f"peers-{e.outcome_id}")
-                                       for e in examples])
+        client.import_outcomes(
+            MODEL, [OutcomeInput(e.features, e.label, outcome_id=f"peers-{e.outcome_id}") for e in examples]
+        )
         run = client.train(MODEL, families=["logistic_regression"])
         if not run.produced_version:
             raise RuntimeError(f"training the bench model failed: {run.end_reason}")
@@ -114,30 +115,56 @@ class MLServerProcess:
         np.save(workdir / "x.npy", x)
         np.save(workdir / "y.npy", y)
         # Fitted and saved in MLServer's own venv, with its scikit-learn: the file it loads is its own.
-        fit = ("import sys, joblib, numpy as np\n"
-               "from sklearn.linear_model import LogisticRegression\n"
-               "x = np.nan_to_num(np.load(sys.argv[1], allow_pickle=False))\n"
-               "y = np.load(sys.argv[2], allow_pickle=False)\n"
-               "joblib.dump(LogisticRegression(max_iter=2000).fit(x, y), sys.argv[3])\n")
-        subprocess.run([python, "-c", fit, str(workdir / "x.npy"), str(workdir / "y.npy"),
-                        str(models / "model.joblib")], check=True, timeout=600)
-        (models / "model-settings.json").write_text(json.dumps({
-            "name": PEER_MODEL, "implementation": "mlserver_sklearn.SKLearnModel",
-            "parameters": {"uri": "./model.joblib"}}))
+        fit = (
+            "import sys, joblib, numpy as np\n"
+            "from sklearn.linear_model import LogisticRegression\n"
+            "x = np.nan_to_num(np.load(sys.argv[1], allow_pickle=False))\n"
+            "y = np.load(sys.argv[2], allow_pickle=False)\n"
+            "joblib.dump(LogisticRegression(max_iter=2000).fit(x, y), sys.argv[3])\n"
+        )
+        subprocess.run(
+            [python, "-c", fit, str(workdir / "x.npy"), str(workdir / "y.npy"), str(models / "model.joblib")],
+            check=True,
+            timeout=600,
+        )
+        (models / "model-settings.json").write_text(
+            json.dumps(
+                {
+                    "name": PEER_MODEL,
+                    "implementation": "mlserver_sklearn.SKLearnModel",
+                    "parameters": {"uri": "./model.joblib"},
+                }
+            )
+        )
         self.port = free_port()
-        (workdir / "models" / "settings.json").write_text(json.dumps({
-            "host": "127.0.0.1", "grpc_port": self.port, "http_port": free_port(),
-            "metrics_port": free_port(), "debug": False}))
+        (workdir / "models" / "settings.json").write_text(
+            json.dumps(
+                {
+                    "host": "127.0.0.1",
+                    "grpc_port": self.port,
+                    "http_port": free_port(),
+                    "metrics_port": free_port(),
+                    "debug": False,
+                }
+            )
+        )
         self.log = open(workdir / "mlserver.log", "wb")
         env = {**os.environ, "PATH": f"{self.venv / 'bin'}:{os.environ.get('PATH', '')}"}
-        self.proc = subprocess.Popen([str(self.venv / "bin" / "mlserver"), "start", str(workdir / "models")],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+        self.proc = subprocess.Popen(
+            [str(self.venv / "bin" / "mlserver"), "start", str(workdir / "models")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
         try:
             wait_model_ready(self.target, PEER_MODEL, self.proc, timeout=180)
         except Exception:
             self.stop()
-            raise RuntimeError("MLServer did not get ready; see its log:\n"
-                               + (workdir / "mlserver.log").read_text(errors="replace")[-3000:]) from None
+            raise RuntimeError(
+                "MLServer did not get ready; see its log:\n"
+                + (workdir / "mlserver.log").read_text(errors="replace")[-3000:]
+            ) from None
 
     @property
     def target(self) -> str:
@@ -182,15 +209,31 @@ def wait_log_drained(target: str, timeout: float = 120) -> None:
         run.wait_log_drained(client, timeout)
 
 
-def _batches(tri: Path, target: str, model: str, files: list[str], args: list[str], repeats: int,
-             drain: bool) -> list[float]:
+def _batches(
+    tri: Path, target: str, model: str, files: list[str], args: list[str], repeats: int, drain: bool
+) -> list[float]:
     """rows/s of sequential batch blocks, one driver run per block (after the log drained, if ``drain``)."""
     rates = []
     for _ in range(repeats):
         if drain:
             wait_log_drained(target)
-        out = run_driver(tri, "bench", "--target", target, "--model", model, *files, *args, "--only", "batch",
-                         "--repeats", "1", "--warmup", "5", timeout=1800)
+        out = run_driver(
+            tri,
+            "bench",
+            "--target",
+            target,
+            "--model",
+            model,
+            *files,
+            *args,
+            "--only",
+            "batch",
+            "--repeats",
+            "1",
+            "--warmup",
+            "5",
+            timeout=1800,
+        )
         rates.append(out["batch_rows_per_s"])
     return rates
 
@@ -217,8 +260,21 @@ def run_peers(target: str, quick: bool) -> dict[str, Any]:
         files = ["--one", str(one), "--batch", str(batch)]
         sizes = ["--calls", str(calls), "--batches", str(batches)]
         wait_log_drained(target)
-        ours = run_driver(tri, "bench", "--target", target, "--model", MODEL, *files, *sizes, "--only", "latency",
-                          "--repeats", str(repeats), timeout=1800)
+        ours = run_driver(
+            tri,
+            "bench",
+            "--target",
+            target,
+            "--model",
+            MODEL,
+            *files,
+            *sizes,
+            "--only",
+            "latency",
+            "--repeats",
+            str(repeats),
+            timeout=1800,
+        )
         logged = _batches(tri, target, MODEL, files, sizes, repeats, drain=True)
         # The same on a second server with the prediction log off: what the log costs.
         bare = ServerProcess(work / "unlogged.db", env={"SAHAYAK_MONITORING_LOG_PREDICTIONS": "false"})
@@ -228,28 +284,52 @@ def run_peers(target: str, quick: bool) -> dict[str, Any]:
         finally:
             bare.stop()
         wait_log_drained(target)
-        figures.update(oip_live_p50_us=ours["live_p50_us"], oip_infer_p50_us=ours["infer_p50_us"],
-                       oip_infer_vs_live=ours["infer_vs_live"],
-                       oip_batch_rows_per_s=round(statistics.median(logged)),
-                       oip_batch_unlogged_rows_per_s=round(statistics.median(unlogged)))
-        samples["oip"] = {**ours["samples"], "batch_rows_per_s": [round(r) for r in logged],
-                          "batch_unlogged_rows_per_s": [round(r) for r in unlogged]}
+        figures.update(
+            oip_live_p50_us=ours["live_p50_us"],
+            oip_infer_p50_us=ours["infer_p50_us"],
+            oip_infer_vs_live=ours["infer_vs_live"],
+            oip_batch_rows_per_s=round(statistics.median(logged)),
+            oip_batch_unlogged_rows_per_s=round(statistics.median(unlogged)),
+        )
+        samples["oip"] = {
+            **ours["samples"],
+            "batch_rows_per_s": [round(r) for r in logged],
+            "batch_unlogged_rows_per_s": [round(r) for r in unlogged],
+        }
         # MLServer's scikit-learn model cannot take NaN: it gets the same rows with 0 for missing.
         np.save(one, np.nan_to_num(x[:1]))
         np.save(batch, np.nan_to_num(x[:1000]))
         peer = MLServerProcess(work / "mlserver", x, y)
         try:
-            theirs = run_driver(tri, "bench", "--target", peer.target, "--model", PEER_MODEL, "--input", "input-0",
-                                "--output", "predict_proba", *files, *sizes, "--repeats", str(repeats),
-                                timeout=1800)
+            theirs = run_driver(
+                tri,
+                "bench",
+                "--target",
+                peer.target,
+                "--model",
+                PEER_MODEL,
+                "--input",
+                "input-0",
+                "--output",
+                "predict_proba",
+                *files,
+                *sizes,
+                "--repeats",
+                str(repeats),
+                timeout=1800,
+            )
         finally:
             peer.stop()
-    figures.update(mlserver_live_p50_us=theirs["live_p50_us"], mlserver_infer_p50_us=theirs["infer_p50_us"],
-                   mlserver_batch_rows_per_s=round(theirs["batch_rows_per_s"]),
-                   oip_batch_vs_mlserver=round(statistics.median(logged) / theirs["batch_rows_per_s"], 3),
-                   oip_vs_mlserver=round(ours["infer_p50_us"] / theirs["infer_p50_us"], 3),
-                   oip_overhead_vs_mlserver=round((ours["infer_p50_us"] - ours["live_p50_us"])
-                                                  / (theirs["infer_p50_us"] - theirs["live_p50_us"]), 3))
+    figures.update(
+        mlserver_live_p50_us=theirs["live_p50_us"],
+        mlserver_infer_p50_us=theirs["infer_p50_us"],
+        mlserver_batch_rows_per_s=round(theirs["batch_rows_per_s"]),
+        oip_batch_vs_mlserver=round(statistics.median(logged) / theirs["batch_rows_per_s"], 3),
+        oip_vs_mlserver=round(ours["infer_p50_us"] / theirs["infer_p50_us"], 3),
+        oip_overhead_vs_mlserver=round(
+            (ours["infer_p50_us"] - ours["live_p50_us"]) / (theirs["infer_p50_us"] - theirs["live_p50_us"]), 3
+        ),
+    )
     samples["mlserver"] = theirs["samples"]
     figures["peers_samples"] = samples
     return figures

@@ -86,23 +86,46 @@ def load_tables() -> tuple[list[Table], list[dict[str, str]]]:
     skipped: list[dict[str, str]] = []
     bc = load_breast_cancer(as_frame=True)
     # scikit-learn's target is 1 = benign; the label is "malignant" so that positives are the rarer class.
-    tables.append(_table("breast_cancer", "sklearn.datasets.load_breast_cancer", bc.data, 1 - bc.target.to_numpy(),
-                         "malignant"))
+    tables.append(
+        _table("breast_cancer", "sklearn.datasets.load_breast_cancer", bc.data, 1 - bc.target.to_numpy(), "malignant")
+    )
     try:
         from statsmodels import datasets as smd
     except ImportError:
         skipped.append({"name": "statsmodels", "reason": "statsmodels is not installed (pip install statsmodels)"})
         return tables, skipped
     anes = smd.anes96.load_pandas().data
-    tables.append(_table("anes96", "statsmodels.datasets.anes96 (vote: 1 = Dole)", anes.drop(columns=["vote"]),
-                         anes["vote"].to_numpy(), "vote"))
+    tables.append(
+        _table(
+            "anes96",
+            "statsmodels.datasets.anes96 (vote: 1 = Dole)",
+            anes.drop(columns=["vote"]),
+            anes["vote"].to_numpy(),
+            "vote",
+        )
+    )
     fair = smd.fair.load_pandas().data
     # The statsmodels documentation's own binary outcome for this table: any affair.
-    tables.append(_table("fair", "statsmodels.datasets.fair (affairs > 0)", fair.drop(columns=["affairs"]),
-                         (fair["affairs"] > 0).to_numpy(), "affair"))
+    tables.append(
+        _table(
+            "fair",
+            "statsmodels.datasets.fair (affairs > 0)",
+            fair.drop(columns=["affairs"]),
+            (fair["affairs"] > 0).to_numpy(),
+            "affair",
+        )
+    )
     mode = smd.modechoice.load_pandas().data
-    tables.append(_table("modechoice", "statsmodels.datasets.modechoice (choice: the mode was chosen)",
-                         mode.drop(columns=["choice"]), mode["choice"].to_numpy(), "chosen", drop=("individual",)))
+    tables.append(
+        _table(
+            "modechoice",
+            "statsmodels.datasets.modechoice (choice: the mode was chosen)",
+            mode.drop(columns=["choice"]),
+            mode["choice"].to_numpy(),
+            "chosen",
+            drop=("individual",),
+        )
+    )
     spector = smd.spector.load_pandas().data
     skipped.append({"name": "spector", "reason": f"{len(spector)} rows: too few to hold out a test split"})
     return [t for t in tables if len(t.y) >= MIN_ROWS], skipped
@@ -121,8 +144,11 @@ def scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import log_loss, roc_auc_score
 
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-15, 1 - 1e-15)
-    return {"accuracy": float(np.mean((p >= 0.5) == (y == 1))), "roc_auc": float(roc_auc_score(y, p)),
-            "log_loss": float(log_loss(y, p, labels=[0, 1]))}
+    return {
+        "accuracy": float(np.mean((p >= 0.5) == (y == 1))),
+        "roc_auc": float(roc_auc_score(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+    }
 
 
 def sklearn_defaults(X: np.ndarray, y: np.ndarray, Xt: np.ndarray) -> dict[str, np.ndarray]:
@@ -158,8 +184,9 @@ def _settings() -> Any:
     return s
 
 
-def _train_and_score(client: Any, name: str, table: Table, train: np.ndarray, test: np.ndarray,
-                     families: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+def _train_and_score(
+    client: Any, name: str, table: Table, train: np.ndarray, test: np.ndarray, families: list[str]
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Create ``name``, import the training rows, train, and score the test rows with its champion."""
     from sahayak_rpc.client import OutcomeInput
     from sahayak_rpc.schema import FeatureSpec, FeatureType, LabelSpec
@@ -167,8 +194,10 @@ def _train_and_score(client: Any, name: str, table: Table, train: np.ndarray, te
     features = [FeatureSpec(c, FeatureType.NUMERIC) for c in table.columns]
     client.create_model(name, features, LabelSpec(table.label, "yes", "no"), settings=_settings())
     rows = _rows(table, train)
-    report = client.import_outcomes(name, [OutcomeInput(r, bool(table.y[i]), outcome_id=f"{table.name}-{i}")
-                                           for r, i in zip(rows, train, strict=True)])
+    report = client.import_outcomes(
+        name,
+        [OutcomeInput(r, bool(table.y[i]), outcome_id=f"{table.name}-{i}") for r, i in zip(rows, train, strict=True)],
+    )
     if report.accepted != len(train):
         raise RuntimeError(f"{name}: the server accepted {report.accepted} of {len(train)} outcomes")
     run = client.train(name, families=families, timeout=1800)
@@ -177,17 +206,20 @@ def _train_and_score(client: Any, name: str, table: Table, train: np.ndarray, te
         raise RuntimeError(f"{name}: no champion after run {run.run_id}: {run.end_reason}")
     probs = np.asarray(client.predict_batch(name, _rows(table, test), version=champion).probabilities)
     selected = [c for c in run.candidates if c.selected]
-    info = {"run_seconds": run.duration.ToTimedelta().total_seconds(),
-            "family": "gradient_boosting" if selected and selected[0].family == 2 else "logistic_regression",
-            "l2": run.parameters.get("logistic_regression.l2", ""),
-            "l2_search": run.parameters.get("logistic_regression.l2_search", ""),
-            "tree_iterations": run.parameters.get("gradient_boosting.iterations", ""),
-            "tree_stop": next((c.stop_reason for c in run.candidates if c.family == 2), 0)}
+    info = {
+        "run_seconds": run.duration.ToTimedelta().total_seconds(),
+        "family": "gradient_boosting" if selected and selected[0].family == 2 else "logistic_regression",
+        "l2": run.parameters.get("logistic_regression.l2", ""),
+        "l2_search": run.parameters.get("logistic_regression.l2_search", ""),
+        "tree_iterations": run.parameters.get("gradient_boosting.iterations", ""),
+        "tree_stop": next((c.stop_reason for c in run.candidates if c.family == 2), 0),
+    }
     return probs, info
 
 
-def run_quality(k: int = 5, seed: int = 0, only: tuple[str, ...] = (),
-                log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def run_quality(
+    k: int = 5, seed: int = 0, only: tuple[str, ...] = (), log: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
     """Train every table's folds through a fresh server process; returns the figures per table."""
     from bench.run import ServerProcess
     from sahayak_rpc._proto.sahayak.v1 import training_pb2
@@ -209,29 +241,43 @@ def run_quality(k: int = 5, seed: int = 0, only: tuple[str, ...] = (),
                         train = np.setdiff1d(np.arange(len(table.y)), test)
                         y = table.y[test]
                         ours, info = _train_and_score(client, f"q-{table.name}-{f}", table, train, test, [])
-                        logistic, _ = _train_and_score(client, f"q-{table.name}-{f}-lr", table, train, test,
-                                                       ["logistic_regression"])
+                        logistic, _ = _train_and_score(
+                            client, f"q-{table.name}-{f}-lr", table, train, test, ["logistic_regression"]
+                        )
                         infos.append(info)
-                        preds = {"ours": ours, "ours_logistic": logistic,
-                                 **sklearn_defaults(table.X[train], table.y[train], table.X[test])}
+                        preds = {
+                            "ours": ours,
+                            "ours_logistic": logistic,
+                            **sklearn_defaults(table.X[train], table.y[train], table.X[test]),
+                        }
                         for key, p in preds.items():
                             per.setdefault(key, []).append(scores(y, p))
                     result: dict[str, Any] = {
                         key: {m: round(statistics.fmean(s[m] for s in folds_), 4) for m in folds_[0]}
-                        for key, folds_ in per.items()}
+                        for key, folds_ in per.items()
+                    }
                     acc = {key: v["accuracy"] for key, v in result.items()}
-                    result.update({
-                        "source": table.source, "rows": len(table.y), "features": len(table.columns),
-                        "positives": int(table.y.sum()),
-                        "quality_gap_pp": round((max(acc["sklearn_logistic"], acc["sklearn_hgb"]) - acc["ours"]) * 100, 2),
-                        "logistic_gap_pp": round((acc["sklearn_logistic"] - acc["ours_logistic"]) * 100, 2),
-                        "champion_families": [i["family"] for i in infos],
-                        "l2": [i["l2"] for i in infos], "l2_search": sorted({i["l2_search"] for i in infos}),
-                        "tree_iterations": [i["tree_iterations"] for i in infos],
-                        "tree_cap_bound": sum(i["tree_stop"] == training_pb2.STOP_REASON_MAX_ITERATIONS for i in infos),
-                        "run_seconds": round(statistics.fmean(i["run_seconds"] for i in infos), 2),
-                        "seconds": round(time.perf_counter() - started, 1),
-                    })
+                    result.update(
+                        {
+                            "source": table.source,
+                            "rows": len(table.y),
+                            "features": len(table.columns),
+                            "positives": int(table.y.sum()),
+                            "quality_gap_pp": round(
+                                (max(acc["sklearn_logistic"], acc["sklearn_hgb"]) - acc["ours"]) * 100, 2
+                            ),
+                            "logistic_gap_pp": round((acc["sklearn_logistic"] - acc["ours_logistic"]) * 100, 2),
+                            "champion_families": [i["family"] for i in infos],
+                            "l2": [i["l2"] for i in infos],
+                            "l2_search": sorted({i["l2_search"] for i in infos}),
+                            "tree_iterations": [i["tree_iterations"] for i in infos],
+                            "tree_cap_bound": sum(
+                                i["tree_stop"] == training_pb2.STOP_REASON_MAX_ITERATIONS for i in infos
+                            ),
+                            "run_seconds": round(statistics.fmean(i["run_seconds"] for i in infos), 2),
+                            "seconds": round(time.perf_counter() - started, 1),
+                        }
+                    )
                     out["tables"][table.name] = result
                     log(f"{table.name}: gap {result['quality_gap_pp']} pp, logistic gap {result['logistic_gap_pp']} pp")
         finally:
@@ -251,8 +297,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the folds (default 0)")
     parser.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
     opts = parser.parse_args()
-    figures = run_quality(opts.folds, opts.seed, tuple(opts.table),
-                          log=(lambda m: print(m, file=sys.stderr)) if opts.json else print)
+    figures = run_quality(
+        opts.folds, opts.seed, tuple(opts.table), log=(lambda m: print(m, file=sys.stderr)) if opts.json else print
+    )
     if opts.json:
         print(json.dumps(figures, indent=2))
         return 0
@@ -260,17 +307,24 @@ def main() -> int:
     for name, t in figures["tables"].items():
         print(f"\n{name} ({t['source']}; {t['rows']} rows, {t['features']} features, {figures['folds']} folds)")
         print(f"  {'model':34} " + " ".join(f"{c:>9}" for c in cols))
-        for key, label in (("ours", "ours: champion"), ("ours_logistic", "ours: logistic family alone"),
-                           ("sklearn_logistic", "StandardScaler+LogisticRegression()"),
-                           ("sklearn_hgb", "HistGradientBoostingClassifier()")):
+        for key, label in (
+            ("ours", "ours: champion"),
+            ("ours_logistic", "ours: logistic family alone"),
+            ("sklearn_logistic", "StandardScaler+LogisticRegression()"),
+            ("sklearn_hgb", "HistGradientBoostingClassifier()"),
+        ):
             print(f"  {label:34} " + " ".join(f"{t[key][c]:9.4f}" for c in cols))
-        print(f"  quality_gap_pp {t['quality_gap_pp']}  logistic_gap_pp {t['logistic_gap_pp']}  champions "
-              f"{t['champion_families']}  l2 {t['l2']} ({','.join(t['l2_search'])})  tree iterations "
-              f"{t['tree_iterations']} (cap bound {t['tree_cap_bound']}x)")
+        print(
+            f"  quality_gap_pp {t['quality_gap_pp']}  logistic_gap_pp {t['logistic_gap_pp']}  champions "
+            f"{t['champion_families']}  l2 {t['l2']} ({','.join(t['l2_search'])})  tree iterations "
+            f"{t['tree_iterations']} (cap bound {t['tree_cap_bound']}x)"
+        )
     for s in figures["skipped"]:
         print(f"\nskipped {s['name']}: {s['reason']}")
-    print(f"\nquality_gap_pp max {figures['quality_gap_pp_max']} (target <= 0.5), logistic_gap_pp max "
-          f"{figures['logistic_gap_pp_max']} (target <= 1): {'met' if figures['targets_met'] else 'NOT met'}")
+    print(
+        f"\nquality_gap_pp max {figures['quality_gap_pp_max']} (target <= 0.5), logistic_gap_pp max "
+        f"{figures['logistic_gap_pp_max']} (target <= 1): {'met' if figures['targets_met'] else 'NOT met'}"
+    )
     return 0
 
 

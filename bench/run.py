@@ -39,16 +39,30 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, db: Path, env: dict[str, str] | None = None, tls_ca: bytes | None = None,
-                 tree: Path = ROOT) -> None:
+    def __init__(
+        self, db: Path, env: dict[str, str] | None = None, tls_ca: bytes | None = None, tree: Path = ROOT
+    ) -> None:
         """A server from the source ``tree`` (default this one; bench/ab.py passes other worktrees)."""
         self.port = free_port()
-        cmd = [sys.executable, "-m", "sahayak_rpc.cli", "serve", "--port", str(self.port), "--db", str(db),
-               "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sahayak_rpc.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--db",
+            str(db),
+            "--log-level",
+            "warning",
+        ]
         # ``python -m`` puts the working directory first on sys.path: the tree's package is the one run.
         self.proc = subprocess.Popen(cmd, cwd=tree, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
-        channel = (grpc.secure_channel(self.target, grpc.ssl_channel_credentials(tls_ca)) if tls_ca
-                   else grpc.insecure_channel(self.target))
+        channel = (
+            grpc.secure_channel(self.target, grpc.ssl_channel_credentials(tls_ca))
+            if tls_ca
+            else grpc.insecure_channel(self.target)
+        )
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 60
         while True:
@@ -107,10 +121,13 @@ def bench_latencies(client: Client, repeats: int, calls: int) -> dict[str, float
     for _ in range(repeats):
         figures["echo_p50_us"].append(p50_us(lambda: health.Check(check), calls))
         figures["record_outcome_p50_us"].append(
-            p50_us(lambda: client.record_outcome(DEMO_MODEL_NAME, row, True), calls))
+            p50_us(lambda: client.record_outcome(DEMO_MODEL_NAME, row, True), calls)
+        )
     out = {k: round(statistics.median(v), 1) for k, v in figures.items()}
-    out["record_outcome_vs_echo"] = round(statistics.median(
-        r / e for r, e in zip(figures["record_outcome_p50_us"], figures["echo_p50_us"], strict=True)), 3)
+    out["record_outcome_vs_echo"] = round(
+        statistics.median(r / e for r, e in zip(figures["record_outcome_p50_us"], figures["echo_p50_us"], strict=True)),
+        3,
+    )
     return out
 
 
@@ -122,8 +139,16 @@ def bench_import(client: Client, repeats: int, rows: int, rowwise: bool = True) 
     for r in range(repeats):
         pairs = [("import_rows_per_s", True), ("import_rowwise_rows_per_s", False)]
         for key, columnar in pairs if r == 0 and rowwise else pairs[:1]:
-            inputs = [OutcomeInput(e.features, e.label, outcome_id=f"{key}-{r}-{e.outcome_id}",
-                                   entities=e.entities, occurred_at=e.occurred_at) for e in examples]
+            inputs = [
+                OutcomeInput(
+                    e.features,
+                    e.label,
+                    outcome_id=f"{key}-{r}-{e.outcome_id}",
+                    entities=e.entities,
+                    occurred_at=e.occurred_at,
+                )
+                for e in examples
+            ]
             start = time.perf_counter()
             report = client.import_outcomes("bench-import", inputs, columnar=columnar)
             elapsed = time.perf_counter() - start
@@ -149,7 +174,9 @@ def ratio(a: list[float], b: list[float]) -> float:
     return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 3)
 
 
-def batch_rate(client: Client, model: str, batch_rows: list[dict[str, Any]], repeats: int, key: str) -> dict[str, object]:
+def batch_rate(
+    client: Client, model: str, batch_rows: list[dict[str, Any]], repeats: int, key: str
+) -> dict[str, object]:
     """1,000-row columnar PredictBatch calls to ``model``, as ``predict_batch_rows_per_s`` measures them."""
     from sahayak_rpc._proto.sahayak.v1 import inference_pb2
     from sahayak_rpc.client import feature_columns
@@ -177,8 +204,9 @@ def tree_model(client: Client, figures: dict[str, object]) -> str:
         return DEMO_MODEL_NAME
     name = "bench-trees"
     make_model(client, name)
-    client.import_outcomes(name, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id)
-                                  for e in generate_outcomes(20_000, seed=12)])
+    client.import_outcomes(
+        name, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id) for e in generate_outcomes(20_000, seed=12)]
+    )
     client.train(name, families=["gradient_boosting"], timeout=1800)
     return name
 
@@ -202,11 +230,17 @@ def bench_trees_inproc(repeats: int, calls: int) -> dict[str, object]:
     raw = RawEncoder.from_schema(DEMO_SCHEMA)
     examples = generate_outcomes(20_000, seed=13)
     settings = ModelSettings()
-    hgb = tree_classifier(settings, raw).set_params(max_iter=settings.training.gradient_boosting.max_iterations,
-                                                    early_stopping=False, warm_start=False)
+    hgb = tree_classifier(settings, raw).set_params(
+        max_iter=settings.training.gradient_boosting.max_iterations, early_stopping=False, warm_start=False
+    )
     hgb.fit(raw.transform([e.features for e in examples]), np.array([e.label for e in examples], dtype=int))
-    model = ScoringModel(DEMO_SCHEMA, "gradient_boosting", 0.5, Calibrator("none"),
-                         trees=TreeScorer(export_trees(hgb, len(raw.names)), raw))
+    model = ScoringModel(
+        DEMO_SCHEMA,
+        "gradient_boosting",
+        0.5,
+        Calibrator("none"),
+        trees=TreeScorer(export_trees(hgb, len(raw.names)), raw),
+    )
     X = raw.transform([e.features for e in generate_outcomes(1000, seed=8)])
     if not np.allclose(model.score(X), hgb.predict_proba(X)[:, 1], rtol=0, atol=1e-12):
         raise RuntimeError("our scores differ from predict_proba's")
@@ -215,8 +249,7 @@ def bench_trees_inproc(repeats: int, calls: int) -> dict[str, object]:
         with threadpool_limits(limits=1):
             return hgb.predict_proba(X)
 
-    calls_of = {"ours": lambda: model.score(X), "sklearn": lambda: hgb.predict_proba(X),
-                "sklearn_1thread": one_thread}
+    calls_of = {"ours": lambda: model.score(X), "sklearn": lambda: hgb.predict_proba(X), "sklearn_1thread": one_thread}
     lat: dict[str, list[float]] = {k: [] for k in calls_of}
     for fn in calls_of.values():
         for _ in range(3):
@@ -232,11 +265,13 @@ def bench_trees_inproc(repeats: int, calls: int) -> dict[str, object]:
                 fn()
                 samples.append(time.perf_counter() - start)
             lat[key].append(statistics.median(samples) * 1e6)
-    return {"trees_batch_trees": int(hgb.n_iter_),
-            "trees_batch_inproc_rows_per_s": round(1000 / (statistics.median(lat["ours"]) / 1e6)),
-            "sklearn_batch_rows_per_s": round(1000 / (statistics.median(lat["sklearn"]) / 1e6)),
-            "trees_batch_vs_sklearn": ratio(lat["sklearn"], lat["ours"]),
-            "trees_batch_vs_sklearn_1thread": ratio(lat["sklearn_1thread"], lat["ours"])}
+    return {
+        "trees_batch_trees": int(hgb.n_iter_),
+        "trees_batch_inproc_rows_per_s": round(1000 / (statistics.median(lat["ours"]) / 1e6)),
+        "sklearn_batch_rows_per_s": round(1000 / (statistics.median(lat["sklearn"]) / 1e6)),
+        "trees_batch_vs_sklearn": ratio(lat["sklearn"], lat["ours"]),
+        "trees_batch_vs_sklearn_1thread": ratio(lat["sklearn_1thread"], lat["ours"]),
+    }
 
 
 def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[str, object]:
@@ -246,12 +281,18 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
     figures: dict[str, object] = {}
     # A full run with both families over `rows` demo outcomes.
     examples = generate_outcomes(rows, seed=1)
-    client.import_outcomes(DEMO_MODEL_NAME, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id,
-                                                          occurred_at=e.occurred_at) for e in examples])
+    client.import_outcomes(
+        DEMO_MODEL_NAME,
+        [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id, occurred_at=e.occurred_at) for e in examples],
+    )
     run = client.train(DEMO_MODEL_NAME, timeout=1800)
     figures["train_outcomes"] = run.data.outcome_count
     figures["train_100k_s"] = round(run.duration.ToTimedelta().total_seconds(), 2)
-    figures["train_family"] = "gradient_boosting" if run.candidates[[c.selected for c in run.candidates].index(True)].family == 2 else "logistic_regression"
+    figures["train_family"] = (
+        "gradient_boosting"
+        if run.candidates[[c.selected for c in run.candidates].index(True)].family == 2
+        else "logistic_regression"
+    )
 
     # A second model whose champion is logistic regression.
     linear = "bench-linear"
@@ -262,8 +303,10 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
     increments = []
     fresh = generate_outcomes(100 * repeats, seed=6)
     for r in range(repeats):
-        batch = fresh[100 * r: 100 * (r + 1)]
-        client.import_outcomes(linear, [OutcomeInput(e.features, e.label, outcome_id=f"inc-{e.outcome_id}") for e in batch])
+        batch = fresh[100 * r : 100 * (r + 1)]
+        client.import_outcomes(
+            linear, [OutcomeInput(e.features, e.label, outcome_id=f"inc-{e.outcome_id}") for e in batch]
+        )
         inc = client.train(linear, incremental=True)
         increments.append(inc.duration.ToTimedelta().total_seconds() * 1000)
     figures["incremental_update_ms"] = round(statistics.median(increments), 1)
@@ -301,14 +344,18 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
     p_lin, p_tree = predict_request(linear), predict_request(DEMO_MODEL_NAME)
     r_lin, r_tree = recommend_request(linear), recommend_request(DEMO_MODEL_NAME)
     r_rows = recommend_request(linear, columnar=False)
-    lat = interleaved({
-        "echo": lambda: health.Check(check),
-        "predict_linear": lambda: stub.Predict(p_lin),
-        "predict_trees": lambda: stub.Predict(p_tree),
-        "recommend_linear": lambda: stub.Recommend(r_lin),
-        "recommend_trees": lambda: stub.Recommend(r_tree),
-        "recommend_rowwise": lambda: stub.Recommend(r_rows),
-    }, repeats, calls)
+    lat = interleaved(
+        {
+            "echo": lambda: health.Check(check),
+            "predict_linear": lambda: stub.Predict(p_lin),
+            "predict_trees": lambda: stub.Predict(p_tree),
+            "recommend_linear": lambda: stub.Recommend(r_lin),
+            "recommend_trees": lambda: stub.Recommend(r_tree),
+            "recommend_rowwise": lambda: stub.Recommend(r_rows),
+        },
+        repeats,
+        calls,
+    )
     figures["echo2_p50_us"] = round(statistics.median(lat["echo"]), 1)
     figures["predict_p50_us"] = round(statistics.median(lat["predict_linear"]), 1)
     figures["predict_vs_echo"] = ratio(lat["predict_linear"], lat["echo"])
@@ -338,7 +385,9 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
             client.inference.PredictBatch(request)
         rates.append(200 * 1000 / (time.perf_counter() - start))
     figures["predict_batch_rows_per_s"] = round(statistics.median(rates))
-    figures.update(batch_rate(client, tree_model(client, figures), batch_rows, repeats, "predict_batch_trees_rows_per_s"))
+    figures.update(
+        batch_rate(client, tree_model(client, figures), batch_rows, repeats, "predict_batch_trees_rows_per_s")
+    )
 
     for key, model in (("local_score_p50_us", linear), ("local_score_trees_p50_us", DEMO_MODEL_NAME)):
         with client.local_scorer(model, report=False) as scorer:
@@ -367,7 +416,9 @@ def bench_monitoring(client: Client, repeats: int, calls: int) -> dict[str, obje
         client.update_model(patch, ["settings.gate.min_accuracy"])
         received: list[float] = []
         lock = threading.Lock()
-        streams = [client.monitor.WatchAlerts(monitor_pb2.WatchAlertsRequest(model=name), timeout=120) for _ in range(100)]
+        streams = [
+            client.monitor.WatchAlerts(monitor_pb2.WatchAlertsRequest(model=name), timeout=120) for _ in range(100)
+        ]
         raise_times: list[float] = []
 
         def watch(stream: object) -> None:
@@ -397,8 +448,10 @@ def bench_monitoring(client: Client, repeats: int, calls: int) -> dict[str, obje
 
     drift_model = "bench-drift"
     make_model(client, drift_model)
-    client.import_outcomes(drift_model, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id)
-                                         for e in generate_outcomes(5000, seed=10)])
+    client.import_outcomes(
+        drift_model,
+        [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id) for e in generate_outcomes(5000, seed=10)],
+    )
     client.train(drift_model, families=["logistic_regression"])
     batch = inference_pb2.PredictBatchRequest(model=drift_model)
     feature_columns([e.features for e in generate_outcomes(1000, seed=11)], batch.columns)
@@ -428,8 +481,10 @@ def small_linear_db(tmp: Path) -> Path:
     try:
         with Client(setup.target) as c:
             make_model(c, "bench-linear")
-            c.import_outcomes("bench-linear", [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id)
-                                               for e in generate_outcomes(5000, seed=5)])
+            c.import_outcomes(
+                "bench-linear",
+                [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id) for e in generate_outcomes(5000, seed=5)],
+            )
             c.train("bench-linear", families=["logistic_regression"])
     finally:
         setup.stop()
@@ -453,17 +508,26 @@ def fresh_pairs(db: Path, a: dict[str, Any], b: dict[str, Any], repeats: int, ca
         time.sleep(3)  # let both start-up health checks finish
         try:
             with Client(first.target, **a.get("client", {})) as ca, Client(second.target, **b.get("client", {})) as cb:
-                lat = interleaved({"a": lambda: ca.inference.Predict(request, metadata=ca.metadata),
-                                   "b": lambda: cb.inference.Predict(request, metadata=cb.metadata)},
-                                  repeats, calls)
+                lat = interleaved(
+                    {
+                        "a": lambda: ca.inference.Predict(request, metadata=ca.metadata),
+                        "b": lambda: cb.inference.Predict(request, metadata=cb.metadata),
+                    },
+                    repeats,
+                    calls,
+                )
         finally:
             first.stop()
             second.stop()
         ratios.append(ratio(lat["a"], lat["b"]))
         p50_a.append(statistics.median(lat["a"]))
         p50_b.append(statistics.median(lat["b"]))
-    return {"ratio": round(statistics.median(ratios), 3), "ratios": ratios,
-            "a_p50_us": round(statistics.median(p50_a), 1), "b_p50_us": round(statistics.median(p50_b), 1)}
+    return {
+        "ratio": round(statistics.median(ratios), 3),
+        "ratios": ratios,
+        "a_p50_us": round(statistics.median(p50_a), 1),
+        "b_p50_us": round(statistics.median(p50_b), 1),
+    }
 
 
 def bench_security(tmp: Path, repeats: int, calls: int) -> dict[str, object]:
@@ -475,19 +539,29 @@ def bench_security(tmp: Path, repeats: int, calls: int) -> dict[str, object]:
     certs = make_certs(tmp)
     token = auth.new_token()
     (tmp / "tokens.toml").write_text(auth.token_entry("bench", token, ["predict"]))
-    secure = {"env": {"SAHAYAK_SERVER_TLS_CERT": str(certs.server_cert),
-                      "SAHAYAK_SERVER_TLS_KEY": str(certs.server_key),
-                      "SAHAYAK_AUTH_TOKENS_FILE": str(tmp / "tokens.toml")},
-              "tls_ca": certs.read("ca"), "client": {"token": token, "ca_cert": certs.read("ca")}}
+    secure = {
+        "env": {
+            "SAHAYAK_SERVER_TLS_CERT": str(certs.server_cert),
+            "SAHAYAK_SERVER_TLS_KEY": str(certs.server_key),
+            "SAHAYAK_AUTH_TOKENS_FILE": str(tmp / "tokens.toml"),
+        },
+        "tls_ca": certs.read("ca"),
+        "client": {"token": token, "ca_cert": certs.read("ca")},
+    }
     out = fresh_pairs(db, secure, {}, repeats, calls)
-    return {"auth_predict_p50_us": out["a_p50_us"], "plain_predict_p50_us": out["b_p50_us"],
-            "auth_predict_vs_plain": out["ratio"], "auth_predict_vs_plain_pairs": out["ratios"]}
+    return {
+        "auth_predict_p50_us": out["a_p50_us"],
+        "plain_predict_p50_us": out["b_p50_us"],
+        "auth_predict_vs_plain": out["ratio"],
+        "auth_predict_vs_plain_pairs": out["ratios"],
+    }
 
 
 def bench_logging(tmp: Path, repeats: int, calls: int) -> dict[str, object]:
     """Predict with the prediction log on against off (fresh pairs): what logging adds to a reply."""
-    out = fresh_pairs(small_linear_db(tmp), {}, {"env": {"SAHAYAK_MONITORING_LOG_PREDICTIONS": "false"}},
-                      repeats, calls)
+    out = fresh_pairs(
+        small_linear_db(tmp), {}, {"env": {"SAHAYAK_MONITORING_LOG_PREDICTIONS": "false"}}, repeats, calls
+    )
     return {"predict_logged_vs_unlogged": out["ratio"], "predict_logged_vs_unlogged_pairs": out["ratios"]}
 
 
@@ -495,9 +569,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--peers", action="store_true",
-                        help="also our OIP endpoint against MLServer with tritonclient (bench/peers.py; "
-                             "builds two virtualenvs on first use)")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also our OIP endpoint against MLServer with tritonclient (bench/peers.py; "
+        "builds two virtualenvs on first use)",
+    )
     opts = parser.parse_args()
     repeats, calls, rows = (2, 200, 10_000) if opts.quick else (5, 1000, 100_000)
     with tempfile.TemporaryDirectory() as tmp:

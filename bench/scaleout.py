@@ -40,9 +40,13 @@ from tests.processes import ReplicaProcess  # noqa: E402
 
 MODEL = "bench-linear"
 # Fast heartbeats (takeover within a beat) and a short health-check interval, as for failover.
-FAST = {"SAHAYAK_SERVER_HEARTBEAT_INTERVAL": "0.25s", "SAHAYAK_TRAINING_HEARTBEAT_TIMEOUT": "2s",
-        "SAHAYAK_SERVER_SHUTDOWN_GRACE": "2s", "SAHAYAK_TRAINING_SCHEDULE_ENABLED": "false",
-        "SAHAYAK_MONITORING_HEALTH_CHECK_INTERVAL": "1s"}
+FAST = {
+    "SAHAYAK_SERVER_HEARTBEAT_INTERVAL": "0.25s",
+    "SAHAYAK_TRAINING_HEARTBEAT_TIMEOUT": "2s",
+    "SAHAYAK_SERVER_SHUTDOWN_GRACE": "2s",
+    "SAHAYAK_TRAINING_SCHEDULE_ENABLED": "false",
+    "SAHAYAK_MONITORING_HEALTH_CHECK_INTERVAL": "1s",
+}
 HEALTH_CHECK_INTERVAL_S = 1.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # gRPC Python shares one connection among channels to the same target unless each channel keeps its
@@ -75,8 +79,15 @@ def cpu_us(pids: list[int]) -> float:
 class Serve(ReplicaProcess):
     """A ``sahayak-rpc serve`` process (tests/processes.py), started at once, with its CPU time."""
 
-    def __init__(self, db: str, workdir: Path, name: str, *args: str, env: dict[str, str] | None = None,
-                 log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        db: str,
+        workdir: Path,
+        name: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        log_level: str = "warning",
+    ) -> None:
         super().__init__(db, workdir, name, "--log-level", log_level, *args, env=env)
         self.start(wait=False)
         self.wait_serving(timeout=90)
@@ -91,7 +102,7 @@ class Serve(ReplicaProcess):
                     stat = Path(entry.path, "stat").read_text()
                 except OSError:
                     continue
-                if int(stat[stat.rindex(")") + 2:].split()[1]) == self.proc.pid:
+                if int(stat[stat.rindex(")") + 2 :].split()[1]) == self.proc.pid:
                     pids.append(int(entry.name))
         return pids
 
@@ -134,8 +145,13 @@ def linear_model(client: Client, rows: int = 5000) -> tuple[int, int]:
     versions = []
     for seed in (5, 6):
         # New outcomes before each run: a run on exactly the champion's outcomes registers nothing.
-        client.import_outcomes(MODEL, [OutcomeInput(e.features, e.label, outcome_id=f"{seed}-{e.outcome_id}")
-                                       for e in generate_outcomes(rows // 2, seed=seed)])
+        client.import_outcomes(
+            MODEL,
+            [
+                OutcomeInput(e.features, e.label, outcome_id=f"{seed}-{e.outcome_id}")
+                for e in generate_outcomes(rows // 2, seed=seed)
+            ],
+        )
         run = client.train(MODEL, families=["logistic_regression"])
         if not run.produced_version:
             raise RuntimeError(f"training registered no version: {run.end_reason}")
@@ -177,9 +193,12 @@ def bench_pg_writes(url: str, tmp: Path, repeats: int, calls: int, rows: int) ->
             lat = bench_latencies(client, repeats, calls)
             imp = bench_import(client, max(1, repeats // 2), rows, rowwise=False)
         server.stop()
-    return {"pg_echo_p50_us": lat["echo_p50_us"], "pg_record_outcome_p50_us": lat["record_outcome_p50_us"],
-            "pg_record_outcome_vs_echo": lat["record_outcome_vs_echo"],
-            "pg_import_rows_per_s": imp["import_rows_per_s"]}
+    return {
+        "pg_echo_p50_us": lat["echo_p50_us"],
+        "pg_record_outcome_p50_us": lat["record_outcome_p50_us"],
+        "pg_record_outcome_vs_echo": lat["record_outcome_vs_echo"],
+        "pg_import_rows_per_s": imp["import_rows_per_s"],
+    }
 
 
 # --- replicas: promotion and failover ----------------------------------------------------------
@@ -222,11 +241,13 @@ def bench_promotion(url: str, tmp: Path, moves: int) -> dict[str, object]:
                 time.sleep(0.05)  # moves apart: each is measured from a quiet feed
         for s in started:
             s.stop()
-    return {"replica_promotion_ms": round(pct(samples, 99), 1),
-            "replica_promotion_p50_ms": round(statistics.median(samples), 1),
-            "replica_promotion_max_ms": round(max(samples), 1),
-            "replica_promotion_moves": len(samples),
-            "replica_promotion_polls_p50": statistics.median(polls)}
+    return {
+        "replica_promotion_ms": round(pct(samples, 99), 1),
+        "replica_promotion_p50_ms": round(statistics.median(samples), 1),
+        "replica_promotion_max_ms": round(max(samples), 1),
+        "replica_promotion_moves": len(samples),
+        "replica_promotion_polls_p50": statistics.median(polls),
+    }
 
 
 def _health_check_at(conn: Any) -> int:
@@ -305,11 +326,13 @@ def bench_failover(url: str, tmp: Path, kills: int) -> dict[str, object]:
             live = [follower, new("c")]
         for s in live:
             s.stop()
-    return {"leader_failover_s": round(statistics.median(samples), 3),
-            "leader_failover_max_s": round(max(samples), 3),
-            "leader_failover_log_s": round(statistics.median(log_checks), 3),
-            "leader_takeover_s": round(statistics.median(takeovers), 3) if takeovers else None,
-            "leader_failover_kills": len(samples)}
+    return {
+        "leader_failover_s": round(statistics.median(samples), 3),
+        "leader_failover_max_s": round(max(samples), 3),
+        "leader_failover_log_s": round(statistics.median(log_checks), 3),
+        "leader_takeover_s": round(statistics.median(takeovers), 3) if takeovers else None,
+        "leader_failover_kills": len(samples),
+    }
 
 
 # --- serve --workers N: closed-loop Predict throughput -----------------------------------------
@@ -323,10 +346,22 @@ class LoadClients:
         self.procs: list[subprocess.Popen[str]] = []
         self.workers: dict[str, list[list[str]]] = {}
         for _ in range(processes):
-            self.procs.append(subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "client", "--channels", str(channels),
-                 *(a for t in targets for a in ("--target", t))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT))
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "client",
+                        "--channels",
+                        str(channels),
+                        *(a for t in targets for a in ("--target", t)),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    cwd=ROOT,
+                )
+            )
         for proc in self.procs:
             ready = json.loads(self._line(proc))
             for target, names in ready["workers"].items():
@@ -382,8 +417,11 @@ def client_main(targets: list[str], channels: int, out: TextIO = sys.stdout) -> 
         for _ in range(channels):
             channel = grpc.insecure_channel(target, options=OWN_CONNECTION)
             keep.append(channel)
-            name = monitor_pb2_grpc.MonitorServiceStub(channel).GetServerStatus(
-                monitor_pb2.GetServerStatusRequest(), timeout=30).replica.name
+            name = (
+                monitor_pb2_grpc.MonitorServiceStub(channel)
+                .GetServerStatus(monitor_pb2.GetServerStatusRequest(), timeout=30)
+                .replica.name
+            )
             # The request's bytes, made once, and the reply left as bytes: the client's CPU is the
             # machine's too (the load shares its cores), so it does no protobuf work per call.
             predict = channel.unary_unary("/sahayak.v1.InferenceService/Predict")
@@ -456,8 +494,9 @@ def _copy_db(src: Path, dst_dir: Path) -> Path:
     return dst_dir / src.name
 
 
-def bench_workers(tmp: Path, rounds: int, seconds: float, processes: int = 4, channels: int = 2,
-                  env: dict[str, str] | None = None) -> dict[str, object]:
+def bench_workers(
+    tmp: Path, rounds: int, seconds: float, processes: int = 4, channels: int = 2, env: dict[str, str] | None = None
+) -> dict[str, object]:
     """Closed-loop Predict throughput of ``serve --workers 2`` over ``--workers 1`` (SQLite, a copy of
     the same database each), interleaved: each round runs both, in alternating order. Beside it the
     servers' CPU per Predict (every process of theirs), and how the calls spread over the workers."""
@@ -465,8 +504,9 @@ def bench_workers(tmp: Path, rounds: int, seconds: float, processes: int = 4, ch
 
     (tmp / "workers-base").mkdir(exist_ok=True)
     base = small_linear_db(tmp / "workers-base")
-    results: dict[int, dict[str, list[float]]] = {n: {"rate": [], "cpu": [], "client_cpu": [], "busy": [], "others": []}
-                                                  for n in (1, 2)}
+    results: dict[int, dict[str, list[float]]] = {
+        n: {"rate": [], "cpu": [], "client_cpu": [], "busy": [], "others": []} for n in (1, 2)
+    }
     cpus = os.cpu_count() or 1
     spread: Counter[str] = Counter()
     errors = 0
@@ -484,7 +524,7 @@ def bench_workers(tmp: Path, rounds: int, seconds: float, processes: int = 4, ch
             for n in (1, 2):
                 clients.run(by_n[n].target, seconds)
             for r in range(rounds):
-                for n in ((1, 2) if r % 2 == 0 else (2, 1)):
+                for n in (1, 2) if r % 2 == 0 else (2, 1):
                     _drained(probes[n])
                     before, client_before, machine_before = by_n[n].cpu_us(), clients.cpu_us(), machine_busy_us()
                     window = time.monotonic()
@@ -515,28 +555,34 @@ def bench_workers(tmp: Path, rounds: int, seconds: float, processes: int = 4, ch
             s.stop()
     ratios = [b / a for a, b in zip(results[1]["rate"], results[2]["rate"], strict=True)]
     total2 = sum(spread.values()) or 1
-    return {"workers_throughput_ratio": round(statistics.median(ratios), 3),
-            "workers_throughput_ratios": [round(x, 3) for x in ratios],
-            "workers1_predict_per_s": round(statistics.median(results[1]["rate"])),
-            "workers2_predict_per_s": round(statistics.median(results[2]["rate"])),
-            "workers1_rounds_per_s": [round(x) for x in results[1]["rate"]],
-            "workers2_rounds_per_s": [round(x) for x in results[2]["rate"]],
-            "predict_server_cpu_us": round(statistics.median(results[1]["cpu"]), 1),
-            "predict_server_cpu_us_workers2": round(statistics.median(results[2]["cpu"]), 1),
-            "predict_client_cpu_us": round(statistics.median(results[1]["client_cpu"] + results[2]["client_cpu"]), 1),
-            "workers1_machine_busy": round(statistics.median(results[1]["busy"]), 2),
-            # What --workers 2 could reach over --workers 1 if it kept every core busy at this CPU per call
-            # (its own and its clients'): the ratio's ceiling on this machine.
-            "workers_ratio_ceiling": round(statistics.median(
-                cpus * 1e6 / (s2 + c2) / r1 for s2, c2, r1 in
-                zip(results[2]["cpu"], results[2]["client_cpu"], results[1]["rate"], strict=True)), 3),
-            "workers2_machine_busy": round(statistics.median(results[2]["busy"]), 2),
-            "workers_machine_busy_others": round(statistics.median(results[1]["others"] + results[2]["others"]), 2),
-            "workers2_call_share": {k.rsplit("/", 1)[-1]: round(v / total2, 3) for k, v in sorted(spread.items())},
-            "workers2_connections": {k.rsplit("/", 1)[-1]: v for k, v in sorted(connections.items())},
-            "workers_load": f"{processes} processes x {channels} connections, {seconds:g} s blocks",
-            "workers_errors": errors,
-            "machine_cpus": os.cpu_count()}
+    return {
+        "workers_throughput_ratio": round(statistics.median(ratios), 3),
+        "workers_throughput_ratios": [round(x, 3) for x in ratios],
+        "workers1_predict_per_s": round(statistics.median(results[1]["rate"])),
+        "workers2_predict_per_s": round(statistics.median(results[2]["rate"])),
+        "workers1_rounds_per_s": [round(x) for x in results[1]["rate"]],
+        "workers2_rounds_per_s": [round(x) for x in results[2]["rate"]],
+        "predict_server_cpu_us": round(statistics.median(results[1]["cpu"]), 1),
+        "predict_server_cpu_us_workers2": round(statistics.median(results[2]["cpu"]), 1),
+        "predict_client_cpu_us": round(statistics.median(results[1]["client_cpu"] + results[2]["client_cpu"]), 1),
+        "workers1_machine_busy": round(statistics.median(results[1]["busy"]), 2),
+        # What --workers 2 could reach over --workers 1 if it kept every core busy at this CPU per call
+        # (its own and its clients'): the ratio's ceiling on this machine.
+        "workers_ratio_ceiling": round(
+            statistics.median(
+                cpus * 1e6 / (s2 + c2) / r1
+                for s2, c2, r1 in zip(results[2]["cpu"], results[2]["client_cpu"], results[1]["rate"], strict=True)
+            ),
+            3,
+        ),
+        "workers2_machine_busy": round(statistics.median(results[2]["busy"]), 2),
+        "workers_machine_busy_others": round(statistics.median(results[1]["others"] + results[2]["others"]), 2),
+        "workers2_call_share": {k.rsplit("/", 1)[-1]: round(v / total2, 3) for k, v in sorted(spread.items())},
+        "workers2_connections": {k.rsplit("/", 1)[-1]: v for k, v in sorted(connections.items())},
+        "workers_load": f"{processes} processes x {channels} connections, {seconds:g} s blocks",
+        "workers_errors": errors,
+        "machine_cpus": os.cpu_count(),
+    }
 
 
 # --- all of it ---------------------------------------------------------------------------------
@@ -595,21 +641,30 @@ def bench_retention(rows: int) -> dict[str, object]:
             store.close()
             model_id = value(conn, "SELECT id FROM models WHERE name = %s", (MODEL,))
             start = time.perf_counter()
-            with conn.cursor().copy("COPY predictions (prediction_id, model_id, version, features_json, probability,"
-                                    " label, created_us, entities_json, source) FROM STDIN") as copy:
+            with conn.cursor().copy(
+                "COPY predictions (prediction_id, model_id, version, features_json, probability,"
+                " label, created_us, entities_json, source) FROM STDIN"
+            ) as copy:
                 for i in range(rows):
-                    copy.write_row((f"p{i:08d}", model_id, 1, features, 0.5, 1, day + i * (DAY_US // rows), None,
-                                    "predict"))
+                    copy.write_row(
+                        (f"p{i:08d}", model_id, 1, features, 0.5, 1, day + i * (DAY_US // rows), None, "predict")
+                    )
             conn.execute("CHECKPOINT")
             return time.perf_counter() - start
 
         def size(conn: psycopg.Connection[Any]) -> int:
-            return int(value(conn, "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i"
-                                   " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'predictions'::regclass"))
+            return int(
+                value(
+                    conn,
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i"
+                    " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'predictions'::regclass",
+                )
+            )
 
         times: dict[str, float] = {}
         db = PgDatabase(url)
         with psycopg.connect(url, autocommit=True) as conn:
+
             def timed(key: str, sql: str | None = None, fn: Any = None) -> Any:
                 """Seconds and WAL bytes of one step (its SQL, or ``fn``)."""
                 lsn = value(conn, "SELECT pg_current_wal_lsn()")
@@ -617,8 +672,9 @@ def bench_retention(rows: int) -> dict[str, object]:
                 result = conn.execute(sql) if sql else fn()
                 took = time.perf_counter() - start
                 out[f"{key}_s"] = round(took, 3)
-                out[f"{key}_wal_mb"] = round(float(value(
-                    conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn,))) / 2**20, 1)
+                out[f"{key}_wal_mb"] = round(
+                    float(value(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn,))) / 2**20, 1
+                )
                 times[key] = took
                 return result
 
@@ -650,7 +706,8 @@ def bench_retention(rows: int) -> dict[str, object]:
             out["purge_batched_delete_rows"] = purged
         db.close()
     out["delete_and_vacuum_vs_drop_table"] = round(
-        (times["delete"] + times["vacuum_after_delete"]) / max(times["drop_table"], 1e-6), 1)
+        (times["delete"] + times["vacuum_after_delete"]) / max(times["drop_table"], 1e-6), 1
+    )
     return out
 
 

@@ -93,8 +93,14 @@ WARMUP_SHARE = 0.2
 RETRAIN_SETTLE_S = 1.0
 RSS_INTERVAL_S = 0.5
 # Calls per second of each paced worker (per thread).
-RATES = {"Predict": 100.0, "PredictBatch": 10.0, "RecordOutcome": 10.0, "ImportOutcomes": 0.5,
-         "RecordFeedback": 10.0, "GetServerStatus": 1.0}
+RATES = {
+    "Predict": 100.0,
+    "PredictBatch": 10.0,
+    "RecordOutcome": 10.0,
+    "ImportOutcomes": 0.5,
+    "RecordFeedback": 10.0,
+    "GetServerStatus": 1.0,
+}
 PREDICT_THREADS = 3
 BATCH_ROWS = 100
 IMPORT_ROWS = 100
@@ -125,8 +131,10 @@ class Server:
         try:
             while True:
                 try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                            health_pb2.HealthCheckResponse.SERVING:
+                    if (
+                        stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                        == health_pb2.HealthCheckResponse.SERVING
+                    ):
                         break
                 except grpc.RpcError:
                     pass
@@ -203,9 +211,12 @@ class Recorder:
         out: dict[str, dict[str, float | int | None]] = {}
         for rpc in sorted(set(self.latencies) | set(self.errors)):
             lat = sorted(self.latencies.get(rpc, []))
-            out[rpc] = {"ok": len(lat), "errors": len(self.errors.get(rpc, [])),
-                        "p50_ms": round(_quantile(lat, 0.50) * 1000, 3) if lat else None,
-                        "p99_ms": round(_quantile(lat, 0.99) * 1000, 3) if lat else None}
+            out[rpc] = {
+                "ok": len(lat),
+                "errors": len(self.errors.get(rpc, [])),
+                "p50_ms": round(_quantile(lat, 0.50) * 1000, 3) if lat else None,
+                "p99_ms": round(_quantile(lat, 0.99) * 1000, 3) if lat else None,
+            }
         return out
 
 
@@ -248,8 +259,10 @@ def _settings(min_accuracy: float | None = None) -> registry_pb2.ModelSettings:
 
 
 def _inputs(examples: list[Any], prefix: str) -> list[OutcomeInput]:
-    return [OutcomeInput(e.features, e.label, outcome_id=f"{prefix}{e.outcome_id}", occurred_at=e.occurred_at)
-            for e in examples]
+    return [
+        OutcomeInput(e.features, e.label, outcome_id=f"{prefix}{e.outcome_id}", occurred_at=e.occurred_at)
+        for e in examples
+    ]
 
 
 class Watchers:
@@ -263,11 +276,13 @@ class Watchers:
         self.seen: list[dict[str, set[str]]] = [{} for _ in range(count)]
         self.counts = [0] * count
         self.delivery_s: list[float] = []
-        self._calls = [self.stub.WatchAlerts(monitor_pb2.WatchAlertsRequest(cursor="0"), timeout=timeout)
-                       for _ in range(count)]
+        self._calls = [
+            self.stub.WatchAlerts(monitor_pb2.WatchAlertsRequest(cursor="0"), timeout=timeout) for _ in range(count)
+        ]
         self._closing = threading.Event()
-        self._threads = [threading.Thread(target=self._watch, args=(i,), daemon=True, name=f"watch-{i}")
-                         for i in range(count)]
+        self._threads = [
+            threading.Thread(target=self._watch, args=(i,), daemon=True, name=f"watch-{i}") for i in range(count)
+        ]
         for t in self._threads:
             t.start()
 
@@ -278,7 +293,8 @@ class Watchers:
                 kind = monitor_pb2.AlertEventType.Name(event.event_type)
                 self.seen[i].setdefault(kind, set()).add(event.alert.alert_id)
                 if event.event_type == monitor_pb2.ALERT_EVENT_TYPE_RAISED and event.alert.model.startswith(
-                        "soak-alerts-"):
+                    "soak-alerts-"
+                ):
                     self.delivery_s.append(time.time() - event.alert.raise_time.ToMicroseconds() / 1e6)
         except grpc.RpcError as exc:
             if not self._closing.is_set():
@@ -310,9 +326,15 @@ class Soak:
         self.history = history
         self.rec = Recorder()
         self.stop = threading.Event()
-        self.counters: dict[str, int] = {"outcomes_sent": 0, "outcomes_accepted": 0, "feedback_outcomes": 0,
-                                         "training_runs": 0, "alert_rounds": 0, "watch_events_missed": 0,
-                                         "max_prediction_log_depth": 0}
+        self.counters: dict[str, int] = {
+            "outcomes_sent": 0,
+            "outcomes_accepted": 0,
+            "feedback_outcomes": 0,
+            "training_runs": 0,
+            "alert_rounds": 0,
+            "watch_events_missed": 0,
+            "max_prediction_log_depth": 0,
+        }
         self._counters_lock = threading.Lock()
         # Unexpected events other than RPC errors (the recorder keeps those).
         self.problems: list[str] = []
@@ -332,8 +354,10 @@ class Soak:
         if self.history:
             c.create_model("soak-history", DEMO_SCHEMA.features, DEMO_SCHEMA.label, settings=_settings())
             pool = self.examples
-            history = (OutcomeInput(pool[i % len(pool)].features, pool[i % len(pool)].label, outcome_id=f"h{i}")
-                       for i in range(self.history))
+            history = (
+                OutcomeInput(pool[i % len(pool)].features, pool[i % len(pool)].label, outcome_id=f"h{i}")
+                for i in range(self.history)
+            )
             assert c.import_outcomes("soak-history", history, batch_size=5000).accepted == self.history
         c.create_model(MODEL, DEMO_SCHEMA.features, DEMO_SCHEMA.label, settings=_settings())
         report = c.import_outcomes(MODEL, _inputs(generate_outcomes(SETUP_OUTCOMES, seed=100), "setup-"))
@@ -349,7 +373,7 @@ class Soak:
         self.batch_requests = []
         for start in range(0, 1000, BATCH_ROWS):
             batch = inference_pb2.PredictBatchRequest(model=MODEL)
-            feature_columns(self.rows[start:start + BATCH_ROWS], batch.columns)
+            feature_columns(self.rows[start : start + BATCH_ROWS], batch.columns)
             self.batch_requests.append(batch)
 
     def count(self, key: str, n: int = 1) -> None:
@@ -363,20 +387,24 @@ class Soak:
 
         def body() -> None:
             self.rec.call("Predict", lambda: stub.Predict(requests[next(n) % len(requests)], timeout=30))
+
         return body
 
     def predict_batch(self) -> None:
         i = next(self._ids)
-        resp = self.rec.call("PredictBatch", lambda: self.client.inference.PredictBatch(
-            self.batch_requests[i % len(self.batch_requests)], timeout=30))
+        resp = self.rec.call(
+            "PredictBatch",
+            lambda: self.client.inference.PredictBatch(self.batch_requests[i % len(self.batch_requests)], timeout=30),
+        )
         if resp is not None and len(resp.probabilities) != BATCH_ROWS:
             self.problems.append(f"PredictBatch answered {len(resp.probabilities)} of {BATCH_ROWS} rows")
 
     def record_outcome(self) -> None:
         i = next(self._ids)
         e = self.examples[i % len(self.examples)]
-        resp = self.rec.call("RecordOutcome", lambda: self.client.record_outcome(
-            MODEL, e.features, e.label, outcome_id=f"ro-{i}"))
+        resp = self.rec.call(
+            "RecordOutcome", lambda: self.client.record_outcome(MODEL, e.features, e.label, outcome_id=f"ro-{i}")
+        )
         self.count("outcomes_sent")
         if resp is not None and not resp.duplicate:
             self.count("outcomes_accepted")
@@ -384,7 +412,7 @@ class Soak:
     def import_outcomes(self) -> None:
         i = next(self._ids)
         start = (i * IMPORT_ROWS) % (len(self.examples) - IMPORT_ROWS)
-        batch = _inputs(self.examples[start:start + IMPORT_ROWS], f"imp-{i}-")
+        batch = _inputs(self.examples[start : start + IMPORT_ROWS], f"imp-{i}-")
         resp = self.rec.call("ImportOutcomes", lambda: self.client.import_outcomes(MODEL, batch, timeout=60))
         self.count("outcomes_sent", IMPORT_ROWS)
         if resp is not None:
@@ -397,22 +425,30 @@ class Soak:
         e = self.examples[i % len(self.examples)]
         with_outcome = i % 4 == 0
         f = feedback_pb2.Feedback(
-            feedback_id=f"fb-{i}", model=MODEL, artisan_id=f"A{i % 500}", scheme_id=f"scheme-{i % 20}",
+            feedback_id=f"fb-{i}",
+            model=MODEL,
+            artisan_id=f"A{i % 500}",
+            scheme_id=f"scheme-{i % 20}",
             interaction=feedback_pb2.INTERACTION_APPLIED if with_outcome else feedback_pb2.INTERACTION_VIEWED,
             outcome=(feedback_pb2.FEEDBACK_OUTCOME_APPROVED if e.label else feedback_pb2.FEEDBACK_OUTCOME_REJECTED)
-            if with_outcome else feedback_pb2.FEEDBACK_OUTCOME_UNSPECIFIED)
+            if with_outcome
+            else feedback_pb2.FEEDBACK_OUTCOME_UNSPECIFIED,
+        )
         if with_outcome:
             fill_features(f.features, e.features)
-        resp = self.rec.call("RecordFeedback", lambda: self.client.feedback.RecordFeedback(
-            feedback_pb2.RecordFeedbackRequest(feedback=f), timeout=30))
+        resp = self.rec.call(
+            "RecordFeedback",
+            lambda: self.client.feedback.RecordFeedback(feedback_pb2.RecordFeedbackRequest(feedback=f), timeout=30),
+        )
         if resp is not None and with_outcome:
             self.count("feedback_outcomes")
 
     def server_status(self) -> None:
         resp = self.rec.call("GetServerStatus", lambda: self.client.server_status())
         if resp is not None:
-            self.counters["max_prediction_log_depth"] = max(self.counters["max_prediction_log_depth"],
-                                                           resp.queues.prediction_log)
+            self.counters["max_prediction_log_depth"] = max(
+                self.counters["max_prediction_log_depth"], resp.queues.prediction_log
+            )
 
     def _train(self, model: str, **kwargs: Any) -> training_pb2.TrainingRun | None:
         start = time.monotonic() - self.t0
@@ -435,16 +471,29 @@ class Soak:
         n = self.counters["alert_rounds"]
         name = f"soak-alerts-{n}"
         c = self.client
-        if self.rec.call("CreateModel", lambda: c.create_model(name, DEMO_SCHEMA.features, DEMO_SCHEMA.label,
-                                                                settings=_settings(min_accuracy=0.999))) is None:
+        if (
+            self.rec.call(
+                "CreateModel",
+                lambda: c.create_model(
+                    name, DEMO_SCHEMA.features, DEMO_SCHEMA.label, settings=_settings(min_accuracy=0.999)
+                ),
+            )
+            is None
+        ):
             return
-        if self.rec.call("ImportOutcomes", lambda: c.import_outcomes(
-                name, _inputs(generate_outcomes(300, seed=200 + n), f"alerts-{n}-"))) is None:
+        if (
+            self.rec.call(
+                "ImportOutcomes",
+                lambda: c.import_outcomes(name, _inputs(generate_outcomes(300, seed=200 + n), f"alerts-{n}-")),
+            )
+            is None
+        ):
             return
         if self._train(name, families=["logistic_regression"]) is None:
             return
-        alerts = self.rec.call("ListAlerts", lambda: c.monitor.ListAlerts(
-            monitor_pb2.ListAlertsRequest(model=name), timeout=30))
+        alerts = self.rec.call(
+            "ListAlerts", lambda: c.monitor.ListAlerts(monitor_pb2.ListAlertsRequest(model=name), timeout=30)
+        )
         if alerts is None:
             return
         raised = [a for a in alerts.alerts if a.rule == monitor_pb2.ALERT_RULE_CANDIDATE_REJECTED]
@@ -454,8 +503,15 @@ class Soak:
         alert_id = raised[0].alert_id
         self.alert_ids.append(alert_id)
         self._await_watchers(watchers, "ALERT_EVENT_TYPE_RAISED", alert_id)
-        if self.rec.call("AcknowledgeAlert", lambda: c.monitor.AcknowledgeAlert(
-                monitor_pb2.AcknowledgeAlertRequest(alert_id=alert_id, note="soak"), timeout=30)) is None:
+        if (
+            self.rec.call(
+                "AcknowledgeAlert",
+                lambda: c.monitor.AcknowledgeAlert(
+                    monitor_pb2.AcknowledgeAlertRequest(alert_id=alert_id, note="soak"), timeout=30
+                ),
+            )
+            is None
+        ):
             return
         self._await_watchers(watchers, "ALERT_EVENT_TYPE_ACKNOWLEDGED", alert_id)
         self.count("alert_rounds")
@@ -490,11 +546,17 @@ class Soak:
     def run(self, server: Server) -> dict[str, Any]:
         watchers = Watchers(self.target, WATCHERS, timeout=self.seconds + 600, rec=self.rec)
         rss: list[tuple[float, int, int]] = []
-        workers = [threading.Thread(target=paced, args=(self.stop, RATES["Predict"], self.predict(i)), daemon=True)
-                   for i in range(PREDICT_THREADS)]
-        for rpc, body in (("PredictBatch", self.predict_batch), ("RecordOutcome", self.record_outcome),
-                          ("ImportOutcomes", self.import_outcomes), ("RecordFeedback", self.record_feedback),
-                          ("GetServerStatus", self.server_status)):
+        workers = [
+            threading.Thread(target=paced, args=(self.stop, RATES["Predict"], self.predict(i)), daemon=True)
+            for i in range(PREDICT_THREADS)
+        ]
+        for rpc, body in (
+            ("PredictBatch", self.predict_batch),
+            ("RecordOutcome", self.record_outcome),
+            ("ImportOutcomes", self.import_outcomes),
+            ("RecordFeedback", self.record_feedback),
+            ("GetServerStatus", self.server_status),
+        ):
             workers.append(threading.Thread(target=paced, args=(self.stop, RATES[rpc], body), daemon=True))
         trainer = threading.Thread(target=self.trainer, args=(watchers,), daemon=True)
         t0 = self.t0 = time.monotonic()
@@ -519,8 +581,9 @@ class Soak:
         watchers.close()
         return self._report(server, rss, watchers, elapsed)
 
-    def _report(self, server: Server, rss: list[tuple[float, int, int]], watchers: Watchers,
-                elapsed: float) -> dict[str, Any]:
+    def _report(
+        self, server: Server, rss: list[tuple[float, int, int]], watchers: Watchers, elapsed: float
+    ) -> dict[str, Any]:
         rpcs = self.rec.summary()
         errors = sum(len(v) for v in self.rec.errors.values())
         # Every acknowledged outcome is stored: the server's count must match ours exactly.
@@ -539,8 +602,9 @@ class Soak:
             picked = [(b, n) for t, b, n in rss if lo <= t <= hi] or [rss[-1][1:]]
             return int(statistics.median(b for b, _ in picked)), max(n for _, n in picked)
 
-        first_full = next(((start, end) for start, end, model, kind in self.train_log
-                           if model == MODEL and kind == "full"), None)
+        first_full = next(
+            ((start, end) for start, end, model, kind in self.train_log if model == MODEL and kind == "full"), None
+        )
         baseline_end = first_full[1] + RETRAIN_SETTLE_S if first_full else None
         if baseline_end is not None and baseline_end < 0.9 * self.seconds:
             rss_base = max(b for t, b, _ in rss if t <= baseline_end)
@@ -570,7 +634,8 @@ class Soak:
             "watchers_with_every_alert": sum(
                 set(self.alert_ids) <= seen.get("ALERT_EVENT_TYPE_RAISED", set())
                 and set(self.alert_ids) <= seen.get("ALERT_EVENT_TYPE_ACKNOWLEDGED", set())
-                for seen in watchers.seen),
+                for seen in watchers.seen
+            ),
             "watch_delivery_p50_ms": round(_quantile(delivery, 0.5) * 1000, 1) if delivery else None,
             "watch_delivery_p99_ms": round(_quantile(delivery, 0.99) * 1000, 1) if delivery else None,
             # The first full retrain's high-water mark (or, without one, the [20%, 30%] median).
@@ -628,8 +693,12 @@ def run_soak(seconds: float = 60.0, history: int = HISTORY_OUTCOMES) -> dict[str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the timed run (default 60)")
-    parser.add_argument("--history", type=int, default=HISTORY_OUTCOMES,
-                        help=f"outcomes of an untrained model loaded first (default {HISTORY_OUTCOMES:,}; 0: a fresh database)")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=HISTORY_OUTCOMES,
+        help=f"outcomes of an untrained model loaded first (default {HISTORY_OUTCOMES:,}; 0: a fresh database)",
+    )
     opts = parser.parse_args()
     report = run_soak(opts.seconds, opts.history)
     print(json.dumps(report, indent=2))

@@ -60,10 +60,33 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _MAX_INT64 = (1 << 63) - 1
 
 _HEADER_KEYS = ("hmac_sha256", "key_id", "payload_bytes", "sha256")
-_PAYLOAD_KEYS = ("calibration", "created_at_us", "family", "format", "linear", "metadata", "model_name",
-                 "raw_encoder", "schema", "threshold", "trees", "version")
+_PAYLOAD_KEYS = (
+    "calibration",
+    "created_at_us",
+    "family",
+    "format",
+    "linear",
+    "metadata",
+    "model_name",
+    "raw_encoder",
+    "schema",
+    "threshold",
+    "trees",
+    "version",
+)
 _LINEAR_KEYS = ("column_means", "encoder", "intercept", "weights")
-_TREE_KEYS = ("baseline", "bitset", "bitsets", "feature", "left", "missing_left", "right", "roots", "threshold", "value")
+_TREE_KEYS = (
+    "baseline",
+    "bitset",
+    "bitsets",
+    "feature",
+    "left",
+    "missing_left",
+    "right",
+    "roots",
+    "threshold",
+    "value",
+)
 _NODE_ARRAYS = ("feature", "threshold", "missing_left", "left", "right", "value", "bitset")
 _ENCODING_KEYS = {
     "numeric": ("impute", "kind", "mean", "name", "std"),
@@ -100,8 +123,16 @@ class ArtifactInfo:
 # --- writing ----------------------------------------------------------------
 
 
-def dump(model: ScoringModel, *, model_name: str, version: int, created_at_us: int, metadata: Mapping[str, object],
-         key: bytes, key_id: str) -> bytes:
+def dump(
+    model: ScoringModel,
+    *,
+    model_name: str,
+    version: int,
+    created_at_us: int,
+    metadata: Mapping[str, object],
+    key: bytes,
+    key_id: str,
+) -> bytes:
     """Serialise ``model`` into a signed artifact; raises ArtifactError if it would not load back."""
     if not isinstance(key, bytes | bytearray) or len(key) < MIN_KEY_BYTES:
         raise ArtifactError("key", f"the signing key must be at least {MIN_KEY_BYTES} bytes")
@@ -128,20 +159,26 @@ def dump(model: ScoringModel, *, model_name: str, version: int, created_at_us: i
     if model.trees is not None:
         payload["trees"] = _trees_out(model.trees.trees)
         raw = model.trees.raw
-        payload["raw_encoder"] = {"names": list(raw.names), "kinds": list(raw.kinds),
-                                  "categories": [list(c) for c in raw.categories]}
+        payload["raw_encoder"] = {
+            "names": list(raw.names),
+            "kinds": list(raw.kinds),
+            "categories": [list(c) for c in raw.categories],
+        }
     # The same checks load() runs: an artifact that would be refused is never written.
     _check_payload(payload)
     try:
         body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:
         raise ArtifactError("payload", f"not serialisable as JSON: {exc}") from None
-    header = orjson.dumps({
-        "sha256": hashlib.sha256(body).hexdigest(),
-        "hmac_sha256": hmac.new(bytes(key), body, hashlib.sha256).hexdigest(),
-        "key_id": key_id,
-        "payload_bytes": len(body),
-    }, option=orjson.OPT_SORT_KEYS)
+    header = orjson.dumps(
+        {
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "hmac_sha256": hmac.new(bytes(key), body, hashlib.sha256).hexdigest(),
+            "key_id": key_id,
+            "payload_bytes": len(body),
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
     # mtime=0: the same model and inputs always give the same bytes.
     return gzip.compress(MAGIC + b"\n" + header + b"\n" + body, compresslevel=6, mtime=0)
 
@@ -181,9 +218,12 @@ def _linear_out(lin: LinearScorer) -> dict[str, object]:
         for k in ("impute", "mean", "std"):
             if k in enc:
                 enc[k] = _float_out(enc[k], f"payload.linear.encoder[{i}].{k}")
-    return {"encoder": encoder, "weights": _floats_out(lin.weights.tolist(), "payload.linear.weights"),
-            "intercept": _float_out(lin.intercept, "payload.linear.intercept"),
-            "column_means": _floats_out(lin.column_means.tolist(), "payload.linear.column_means")}
+    return {
+        "encoder": encoder,
+        "weights": _floats_out(lin.weights.tolist(), "payload.linear.weights"),
+        "intercept": _float_out(lin.intercept, "payload.linear.intercept"),
+        "column_means": _floats_out(lin.column_means.tolist(), "payload.linear.column_means"),
+    }
 
 
 def _trees_out(t: TreeArrays) -> dict[str, object]:
@@ -246,8 +286,9 @@ def _metadata_out(value: object, path: str, depth: int) -> object:
 # --- reading ----------------------------------------------------------------
 
 
-def load(data: bytes, *, keys: Mapping[str, bytes] | None,
-         max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[ScoringModel, ArtifactInfo]:
+def load(
+    data: bytes, *, keys: Mapping[str, bytes] | None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[ScoringModel, ArtifactInfo]:
     """Verify integrity and signature (``keys``: key id -> HMAC key), validate every field, build the model.
 
     ``keys=None`` skips only the signature, for clients whose authenticated channel is the trust anchor."""
@@ -259,13 +300,22 @@ def load(data: bytes, *, keys: Mapping[str, bytes] | None,
             raise ArtifactError("key_id", f"signed by a key this server does not trust (key id {header['key_id']!r})")
         expected = hmac.new(bytes(key), body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, header["hmac_sha256"]):
-            raise ArtifactError("signature", f"HMAC does not match key {header['key_id']!r}: the artifact was tampered "
-                                             "with or re-signed with another key")
+            raise ArtifactError(
+                "signature",
+                f"HMAC does not match key {header['key_id']!r}: the artifact was tampered "
+                "with or re-signed with another key",
+            )
     payload = _parse_json(body)
     checked = _check_payload(payload)
-    info = ArtifactInfo(model_name=checked.model_name, version=checked.version, family=checked.family,
-                        created_at_us=checked.created_at_us, sha256=header["sha256"], key_id=header["key_id"],
-                        metadata=checked.metadata)
+    info = ArtifactInfo(
+        model_name=checked.model_name,
+        version=checked.version,
+        family=checked.family,
+        created_at_us=checked.created_at_us,
+        sha256=header["sha256"],
+        key_id=header["key_id"],
+        metadata=checked.metadata,
+    )
     return checked.build(), info
 
 
@@ -276,8 +326,10 @@ def peek(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, object]:
     if not isinstance(payload, dict):
         raise ArtifactError("payload", "must be a JSON object")
     # Unverified: anyone can write these fields; never act on them.
-    return {"header": dict(header), **{k: payload.get(k) for k in
-                                       ("format", "model_name", "version", "family", "created_at_us", "metadata")}}
+    return {
+        "header": dict(header),
+        **{k: payload.get(k) for k in ("format", "model_name", "version", "family", "created_at_us", "metadata")},
+    }
 
 
 def _unwrap(data: bytes, max_bytes: int) -> tuple[dict[str, Any], bytes]:
@@ -358,8 +410,13 @@ class _Checked:
         linear = trees = None
         if self.linear is not None:
             encoder, weights, intercept, means = self.linear
-            linear = LinearScorer(encoder, np.asarray(weights, dtype=np.float64), intercept,
-                                  np.asarray(means, dtype=np.float64), RawEncoder.from_schema(self.schema))
+            linear = LinearScorer(
+                encoder,
+                np.asarray(weights, dtype=np.float64),
+                intercept,
+                np.asarray(means, dtype=np.float64),
+                RawEncoder.from_schema(self.schema),
+            )
         if self.trees is not None:
             trees = TreeScorer(*self.trees)
         return ScoringModel(self.schema, self.family, self.threshold, self.calibrator, linear=linear, trees=trees)
@@ -386,8 +443,15 @@ def _obj(value: object, path: str, keys: Sequence[str]) -> dict[str, object]:
 
 
 def _kind(value: object) -> str:
-    return {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "object"}.get(type(value), type(value).__name__)
+    return {
+        type(None): "null",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
 
 
 def _num(value: object, path: str, lo: float = -MAX_MAGNITUDE, hi: float = MAX_MAGNITUDE) -> float:
@@ -452,8 +516,11 @@ def _check_payload(p: object) -> _Checked:
         _fail("payload.threshold", f"{threshold} must be in (0, 1)")
     calibrator = _check_calibration(p["calibration"])
     # Exactly the family's own section: a stray section would be signed but never checked against use.
-    wants = {"linear": family == "logistic_regression", "trees": family == "gradient_boosting",
-             "raw_encoder": family == "gradient_boosting"}
+    wants = {
+        "linear": family == "logistic_regression",
+        "trees": family == "gradient_boosting",
+        "raw_encoder": family == "gradient_boosting",
+    }
     for section, wanted in wants.items():
         if wanted and p[section] is None:
             _fail(f"payload.{section}", f"a {family} model needs this section")
@@ -487,7 +554,9 @@ def _check_calibration(d: object) -> Calibrator:
     c = _obj(d, "payload.calibration", ("a", "b", "method", "x", "y"))
     method = _str(c["method"], "payload.calibration.method")
     if method not in CALIBRATION_METHODS:
-        _fail("payload.calibration.method", f"unknown method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
+        _fail(
+            "payload.calibration.method", f"unknown method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}"
+        )
     a = _num(c["a"], "payload.calibration.a")
     b = _num(c["b"], "payload.calibration.b")
     x = _nums(c["x"], "payload.calibration.x", MAX_CALIBRATION_POINTS)
@@ -520,8 +589,11 @@ def _check_linear(d: object, schema: Schema) -> tuple[LinearEncoder, list[float]
         if not isinstance(item, dict):
             _fail(path, f"must be an object, got {_kind(item)}")
         if item.get("name") != spec.name or item.get("kind") != kind:
-            _fail(path, f"encodes {item.get('name')!r} ({item.get('kind')!r}) where the schema has "
-                        f"{spec.name!r} ({kind}): the encoder must follow the schema's features in order")
+            _fail(
+                path,
+                f"encodes {item.get('name')!r} ({item.get('kind')!r}) where the schema has "
+                f"{spec.name!r} ({kind}): the encoder must follow the schema's features in order",
+            )
         _exact_keys(item, path, _ENCODING_KEYS[kind])
         encodings.append(item)
         if kind == "categorical":
@@ -547,8 +619,11 @@ def _check_linear(d: object, schema: Schema) -> tuple[LinearEncoder, list[float]
 def _check_trees(d: object, raw_d: object, schema: Schema) -> tuple[TreeArrays, RawEncoder]:
     raw = RawEncoder.from_schema(schema)
     r = _obj(raw_d, "payload.raw_encoder", ("categories", "kinds", "names"))
-    for part, expected in (("names", list(raw.names)), ("kinds", list(raw.kinds)),
-                           ("categories", [list(c) for c in raw.categories])):
+    for part, expected in (
+        ("names", list(raw.names)),
+        ("kinds", list(raw.kinds)),
+        ("categories", [list(c) for c in raw.categories]),
+    ):
         got = _list(r[part], f"payload.raw_encoder.{part}", len(expected), len(expected))
         for i, (g, e) in enumerate(zip(got, expected, strict=True)):
             if g != e:
@@ -559,8 +634,10 @@ def _check_trees(d: object, raw_d: object, schema: Schema) -> tuple[TreeArrays, 
     for name in _NODE_ARRAYS:
         _list(t[name], f"payload.trees.{name}", MAX_TREE_NODES, n)
     baseline = _num(t["baseline"], "payload.trees.baseline")
-    roots = [_int(v, f"payload.trees.roots[{i}]", 0, max(n - 1, 0))
-             for i, v in enumerate(_list(t["roots"], "payload.trees.roots", n))]
+    roots = [
+        _int(v, f"payload.trees.roots[{i}]", 0, max(n - 1, 0))
+        for i, v in enumerate(_list(t["roots"], "payload.trees.roots", n))
+    ]
     # Trees are contiguous runs of nodes starting at their roots and covering every node.
     if (n == 0) != (not roots):
         _fail("payload.trees.roots", "nodes without trees" if n else "trees without nodes")
@@ -572,13 +649,17 @@ def _check_trees(d: object, raw_d: object, schema: Schema) -> tuple[TreeArrays, 
     bitsets: list[int] = []
     for i, h in enumerate(_list(t["bitsets"], "payload.trees.bitsets", max(n, 1))):
         if not isinstance(h, str) or not _BITSET_HEX.fullmatch(h):
-            _fail(f"payload.trees.bitsets[{i}]", f"must be lowercase hex (no prefix, no leading zeros) "
-                                                 f"below 2**{MAX_BITSET_BITS}")
+            _fail(
+                f"payload.trees.bitsets[{i}]",
+                f"must be lowercase hex (no prefix, no leading zeros) below 2**{MAX_BITSET_BITS}",
+            )
         bitsets.append(int(h, 16))
 
     n_features = len(raw.names)
     # Categorical splits only on categorical features the scorer's 256-bit words can cover.
-    splittable = [k == "categorical" and len(c) <= MAX_BITSET_BITS for k, c in zip(raw.kinds, raw.categories, strict=True)]
+    splittable = [
+        k == "categorical" and len(c) <= MAX_BITSET_BITS for k, c in zip(raw.kinds, raw.categories, strict=True)
+    ]
     # Each checked above to be a list of n entries.
     feature, threshold, missing_left = (cast(list[Any], t[k]) for k in ("feature", "threshold", "missing_left"))
     left, right, value, bitset = (cast(list[Any], t[k]) for k in ("left", "right", "value", "bitset"))
@@ -601,19 +682,32 @@ def _check_trees(d: object, raw_d: object, schema: Schema) -> tuple[TreeArrays, 
                 # Children strictly after the parent and inside its tree: every walk ends.
                 child = arr[i]
                 if type(child) is not int or not i < child < end:
-                    _fail(f"payload.trees.{name}[{i}]", f"node {i}'s {name} child {child!r} must be a node after it "
-                                                        f"in its own tree ({i + 1}..{end - 1})")
+                    _fail(
+                        f"payload.trees.{name}[{i}]",
+                        f"node {i}'s {name} child {child!r} must be a node after it "
+                        f"in its own tree ({i + 1}..{end - 1})",
+                    )
             b = _int(bitset[i], f"payload.trees.bitset[{i}]", -1, len(bitsets) - 1)
             if b >= 0 and not splittable[f]:
-                _fail(f"payload.trees.bitset[{i}]", f"node {i} splits {raw.names[f]!r} by category, but it is "
-                                                    f"{raw.kinds[f]} (or has more than {MAX_BITSET_BITS} categories)")
+                _fail(
+                    f"payload.trees.bitset[{i}]",
+                    f"node {i} splits {raw.names[f]!r} by category, but it is "
+                    f"{raw.kinds[f]} (or has more than {MAX_BITSET_BITS} categories)",
+                )
             thr = threshold[i]
             if isinstance(thr, str) and thr != INF:
                 _fail(f"payload.trees.threshold[{i}]", f"must be a number or {INF!r} (+infinity), got {thr!r}")
             thresholds.append(math.inf if thr == INF else _num(thr, f"payload.trees.threshold[{i}]"))
     trees = TreeArrays(
-        baseline=baseline, roots=tuple(roots), feature=tuple(feature), threshold=tuple(thresholds),
-        missing_left=tuple(missing_left), left=tuple(left), right=tuple(right), value=tuple(values),
-        bitset=tuple(bitset), bitsets=tuple(bitsets),
+        baseline=baseline,
+        roots=tuple(roots),
+        feature=tuple(feature),
+        threshold=tuple(thresholds),
+        missing_left=tuple(missing_left),
+        left=tuple(left),
+        right=tuple(right),
+        value=tuple(values),
+        bitset=tuple(bitset),
+        bitsets=tuple(bitsets),
     )
     return trees, raw

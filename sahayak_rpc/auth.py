@@ -51,35 +51,64 @@ _PREDICT = frozenset({PREDICT})
 # missing here, and tests check the table against the service descriptors.
 _METHODS: dict[str, dict[str, frozenset[str]]] = {
     "sahayak.v1.InferenceService": {
-        "Predict": _PREDICT, "PredictBatch": _PREDICT, "Recommend": _PREDICT,
+        "Predict": _PREDICT,
+        "PredictBatch": _PREDICT,
+        "Recommend": _PREDICT,
     },
     "sahayak.v1.ModelRegistryService": {
-        "CreateModel": _OPERATE, "GetModel": _READ, "ListModels": _READ, "UpdateModel": _OPERATE,
-        "ListModelVersions": _READ, "GetModelVersion": _READ, "EvaluateModelVersion": _READ,
-        "CompareModelVersions": _READ, "SetAlias": _OPERATE, "DeleteAlias": _OPERATE,
-        "ListAliasHistory": _READ, "RollbackModel": _OPERATE, "ArchiveModelVersion": _OPERATE,
-        "ExportModelVersion": _OPERATE, "ImportModelVersion": _OPERATE,
+        "CreateModel": _OPERATE,
+        "GetModel": _READ,
+        "ListModels": _READ,
+        "UpdateModel": _OPERATE,
+        "ListModelVersions": _READ,
+        "GetModelVersion": _READ,
+        "EvaluateModelVersion": _READ,
+        "CompareModelVersions": _READ,
+        "SetAlias": _OPERATE,
+        "DeleteAlias": _OPERATE,
+        "ListAliasHistory": _READ,
+        "RollbackModel": _OPERATE,
+        "ArchiveModelVersion": _OPERATE,
+        "ExportModelVersion": _OPERATE,
+        "ImportModelVersion": _OPERATE,
         # The client-side scorer of a predict-only caller needs the champion.
         "WatchChampion": _READ,
     },
     "sahayak.v1.TrainingService": {
-        "RecordOutcome": _INGEST, "ImportOutcomes": _INGEST, "StartTraining": _OPERATE,
-        "GetTrainingRun": _READ, "ListTrainingRuns": _READ, "CancelTrainingRun": _OPERATE,
+        "RecordOutcome": _INGEST,
+        "ImportOutcomes": _INGEST,
+        "StartTraining": _OPERATE,
+        "GetTrainingRun": _READ,
+        "ListTrainingRuns": _READ,
+        "CancelTrainingRun": _OPERATE,
         "WatchTrainingRun": _READ,
     },
     "sahayak.v1.MonitorService": {
-        "GetServerStatus": _READ, "LogPredictions": _INGEST, "GetPerformance": _READ,
-        "GetPerformanceTrend": _READ, "RecordPerformance": _INGEST, "DetectDrift": _READ,
-        "ListAlerts": _READ, "AcknowledgeAlert": _OPERATE, "WatchAlerts": _READ,
-        "RunHealthCheck": _OPERATE, "GetMonitoringReport": _READ,
+        "GetServerStatus": _READ,
+        "LogPredictions": _INGEST,
+        "GetPerformance": _READ,
+        "GetPerformanceTrend": _READ,
+        "RecordPerformance": _INGEST,
+        "DetectDrift": _READ,
+        "ListAlerts": _READ,
+        "AcknowledgeAlert": _OPERATE,
+        "WatchAlerts": _READ,
+        "RunHealthCheck": _OPERATE,
+        "GetMonitoringReport": _READ,
     },
     "sahayak.v1.FeedbackService": {
-        "RecordFeedback": _INGEST, "ImportFeedback": _INGEST, "GetFeedbackSummary": _READ,
+        "RecordFeedback": _INGEST,
+        "ImportFeedback": _INGEST,
+        "GetFeedbackSummary": _READ,
     },
     "inference.GRPCInferenceService": {
         # Liveness and readiness probes, like grpc.health.v1, need no token.
-        "ServerLive": OPEN, "ServerReady": OPEN, "ModelReady": _PREDICT,
-        "ServerMetadata": _PREDICT, "ModelMetadata": _PREDICT, "ModelInfer": _PREDICT,
+        "ServerLive": OPEN,
+        "ServerReady": OPEN,
+        "ModelReady": _PREDICT,
+        "ServerMetadata": _PREDICT,
+        "ModelMetadata": _PREDICT,
+        "ModelInfer": _PREDICT,
     },
     "grpc.health.v1.Health": {"Check": OPEN, "Watch": OPEN, "List": OPEN},
 }
@@ -227,8 +256,9 @@ def bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     return None
 
 
-def decide(store: TokenStore, method: str, metadata: Iterable[tuple[str, str | bytes]] | None,
-           open_reflection: bool = True) -> tuple[Principal | None, str | None, str]:
+def decide(
+    store: TokenStore, method: str, metadata: Iterable[tuple[str, str | bytes]] | None, open_reflection: bool = True
+) -> tuple[Principal | None, str | None, str]:
     """(principal, grpc code name or None if allowed, message)."""
     needed = required_roles(method, open_reflection)
     if needed is None:
@@ -242,8 +272,11 @@ def decide(store: TokenStore, method: str, metadata: Iterable[tuple[str, str | b
     if principal is None:
         return None, "UNAUTHENTICATED", "invalid bearer token"
     if principal.roles.isdisjoint(needed):
-        return principal, "PERMISSION_DENIED", (
-            f"token {principal.name!r} lacks the role for {method} (needs one of: {', '.join(sorted(needed))})")
+        return (
+            principal,
+            "PERMISSION_DENIED",
+            (f"token {principal.name!r} lacks the role for {method} (needs one of: {', '.join(sorted(needed))})"),
+        )
     return principal, None, ""
 
 

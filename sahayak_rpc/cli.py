@@ -54,8 +54,14 @@ def _client(args: argparse.Namespace, **kwargs: Any) -> Any:
     """A Client for the command's --target, token and TLS options."""
     from .client import Client
 
-    return Client(args.target, token=args.token or None, ca_cert=_read(args.tls_ca),
-                  client_cert=_read(args.tls_cert), client_key=_read(args.tls_key), **kwargs)
+    return Client(
+        args.target,
+        token=args.token or None,
+        ca_cert=_read(args.tls_ca),
+        client_cert=_read(args.tls_cert),
+        client_key=_read(args.tls_key),
+        **kwargs,
+    )
 
 
 def _server_tls(cfg: Any) -> dict[str, Any]:
@@ -63,8 +69,11 @@ def _server_tls(cfg: Any) -> dict[str, Any]:
     certificate chain (a self-signed certificate, or a chain that ends in its root)."""
     if not cfg.tls_cert:
         return {}
-    return {"ca_cert": _read(cfg.tls_cert), "client_cert": _read(cfg.tls_cert) if cfg.tls_client_ca else None,
-            "client_key": _read(cfg.tls_key) if cfg.tls_client_ca else None}
+    return {
+        "ca_cert": _read(cfg.tls_cert),
+        "client_cert": _read(cfg.tls_cert) if cfg.tls_client_ca else None,
+        "client_key": _read(cfg.tls_key) if cfg.tls_client_ca else None,
+    }
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -173,24 +182,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         bar = _progress(args.outcomes, "outcomes", quiet=args.json)
-        result = load_demo(client, n=args.outcomes, seed=args.seed, train=not args.no_train,
-                           progress=bar.update if bar is not None else None)
+        result = load_demo(
+            client,
+            n=args.outcomes,
+            seed=args.seed,
+            train=not args.no_train,
+            progress=bar.update if bar is not None else None,
+        )
         if bar is not None:
             bar.close()
     if args.json:
         _print_json(dataclasses.asdict(result))
     else:
-        print(f"model {result.model}: {result.accepted} outcomes stored, {result.duplicates} already there, "
-              f"{result.rejected} rejected; expected Bayes-optimal accuracy {result.expected_bayes_accuracy:.4f}")
+        print(
+            f"model {result.model}: {result.accepted} outcomes stored, {result.duplicates} already there, "
+            f"{result.rejected} rejected; expected Bayes-optimal accuracy {result.expected_bayes_accuracy:.4f}"
+        )
         t = result.training
         if t:
             m = t["validation_metrics"]
             print(f"training {t['run_id']}: {t['end_reason']}")
             if m:
-                print(f"  champion validation accuracy {m.get('accuracy', 0):.4f}, F1 {m.get('f1', 0):.4f}, "
-                      f"ROC AUC {m.get('roc_auc', 0):.4f}, calibration error {m.get('calibration_error', 0):.4f}")
-                print(f"  Bayes-optimal accuracy on the same {t['validation_rows']} rows "
-                      f"{t['bayes_optimal_accuracy']:.4f} (gap {t['accuracy_gap_pp']:.2f} points)")
+                print(
+                    f"  champion validation accuracy {m.get('accuracy', 0):.4f}, F1 {m.get('f1', 0):.4f}, "
+                    f"ROC AUC {m.get('roc_auc', 0):.4f}, calibration error {m.get('calibration_error', 0):.4f}"
+                )
+                print(
+                    f"  Bayes-optimal accuracy on the same {t['validation_rows']} rows "
+                    f"{t['bayes_optimal_accuracy']:.4f} (gap {t['accuracy_gap_pp']:.2f} points)"
+                )
     return 0 if result.rejected == 0 else 1
 
 
@@ -237,14 +257,19 @@ def cmd_import(args: argparse.Namespace) -> int:
                 else:
                     yield parsed.outcome
 
-        report = client.import_outcomes(args.model, rows(), batch_size=args.batch_size,
-                                        progress=bar.update if bar is not None else None)
+        report = client.import_outcomes(
+            args.model, rows(), batch_size=args.batch_size, progress=bar.update if bar is not None else None
+        )
         if bar is not None:
             bar.close()
     summary = {
-        "accepted": report.accepted, "duplicates": report.duplicates,
-        "rejected": report.rejected + len(unreadable), "unreadable_lines": unreadable[:100],
-        "errors": [{"index": e.index, "outcome_id": e.id, "field": e.field, "reason": e.reason} for e in report.errors[:100]],
+        "accepted": report.accepted,
+        "duplicates": report.duplicates,
+        "rejected": report.rejected + len(unreadable),
+        "unreadable_lines": unreadable[:100],
+        "errors": [
+            {"index": e.index, "outcome_id": e.id, "field": e.field, "reason": e.reason} for e in report.errors[:100]
+        ],
     }
     if args.json:
         _print_json(summary)
@@ -266,8 +291,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"sahayak-rpc {status.server_version}, up {status.uptime.seconds}s")
     for m in status.models:
-        print(f"  {m.model}: serving version {m.serving_version or '-'}, {m.outcome_count} outcomes, "
-              f"{m.labels_since_training} since training")
+        print(
+            f"  {m.model}: serving version {m.serving_version or '-'}, {m.outcome_count} outcomes, "
+            f"{m.labels_since_training} since training"
+        )
     return 0
 
 
@@ -301,9 +328,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from .store import is_postgres_url
 
     if is_postgres_url(cfg.db):
-        print("sahayak-rpc: backup copies a SQLite database and its log segments; a PostgreSQL database is"
-              " backed up with PostgreSQL's own tools (pg_dump, or base backups with WAL archiving):"
-              " see docs/scale-out.md", file=sys.stderr)
+        print(
+            "sahayak-rpc: backup copies a SQLite database and its log segments; a PostgreSQL database is"
+            " backed up with PostgreSQL's own tools (pg_dump, or base backups with WAL archiving):"
+            " see docs/scale-out.md",
+            file=sys.stderr,
+        )
         return 2
     try:
         result = backup(cfg.db, args.destination)
@@ -313,9 +343,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(dataclasses.asdict(result))
     else:
-        print(f"backed up {cfg.db} to {result.path}: {result.pages} pages, {result.segments} log segments "
-              f"({result.segment_bytes} bytes)" + (f"; {result.segments_gone} deleted by retention meanwhile"
-                                                    if result.segments_gone else ""))
+        print(
+            f"backed up {cfg.db} to {result.path}: {result.pages} pages, {result.segments} log segments "
+            f"({result.segment_bytes} bytes)"
+            + (f"; {result.segments_gone} deleted by retention meanwhile" if result.segments_gone else "")
+        )
     return 0
 
 
@@ -352,21 +384,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML configuration file")
     for name, d in _serve_flags().items():  # the settings that declare a flag (config.py)
         doc = f"{d.spec.doc} (default {fields.show(d.default, d.spec.kind)}; {d.spec.toml}, ${d.spec.env})"
-        p.add_argument(d.spec.flag, dest=name, type=_flag_type(d), choices=d.spec.choices or None,
-                       help=doc.replace("%", "%%"))
+        p.add_argument(
+            d.spec.flag, dest=name, type=_flag_type(d), choices=d.spec.choices or None, help=doc.replace("%", "%%")
+        )
     p.add_argument("--demo", action="store_true", help="create the Scheme Sahayak demo model and load demo outcomes")
     p.add_argument("--demo-outcomes", type=int, default=20_000, help="demo outcomes to load (default 20000)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the --workers supervisor
     p.set_defaults(func=cmd_serve)
 
     def target(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--target", default=DEFAULT_TARGET, help="server address (default $SAHAYAK_TARGET, else 127.0.0.1:$SAHAYAK_SERVER_PORT, "
-                            "else 127.0.0.1:50051)")
+        p.add_argument(
+            "--target",
+            default=DEFAULT_TARGET,
+            help="server address (default $SAHAYAK_TARGET, else 127.0.0.1:$SAHAYAK_SERVER_PORT, else 127.0.0.1:50051)",
+        )
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--token", default=os.environ.get("SAHAYAK_TOKEN"), help="bearer token (default $SAHAYAK_TOKEN)")
-        p.add_argument("--tls-ca", default=os.environ.get("SAHAYAK_TLS_CA"),
-                       help="connect with TLS, trusting this CA (PEM)")
-        p.add_argument("--tls-cert", default=os.environ.get("SAHAYAK_TLS_CERT"), help="client certificate (PEM), for mutual TLS")
+        p.add_argument(
+            "--tls-ca", default=os.environ.get("SAHAYAK_TLS_CA"), help="connect with TLS, trusting this CA (PEM)"
+        )
+        p.add_argument(
+            "--tls-cert", default=os.environ.get("SAHAYAK_TLS_CERT"), help="client certificate (PEM), for mutual TLS"
+        )
         p.add_argument("--tls-key", default=os.environ.get("SAHAYAK_TLS_KEY"), help="client private key (PEM)")
 
     p = sub.add_parser("demo", help="create the demo model, load generated outcomes and train a champion")
@@ -408,8 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.add_argument("--config", help="TOML configuration file")
-    p.add_argument("--explain", action="store_true",
-                   help="every setting with its value, where that came from, its default, bounds and doc")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="every setting with its value, where that came from, its default, bounds and doc",
+    )
     p.add_argument("--json", action="store_true", help="with --explain: print JSON")
     p.set_defaults(func=cmd_config)
 
@@ -421,7 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("migrate-db", help="copy a stopped server's SQLite database into an empty PostgreSQL database")
-    p.add_argument("source", help="the SQLite database file (stop its server first; an older file is upgraded in place)")
+    p.add_argument(
+        "source", help="the SQLite database file (stop its server first; an older file is upgraded in place)"
+    )
     p.add_argument("target", help="a postgresql:// URL of an empty database")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_migrate_db)

@@ -58,29 +58,55 @@ _TYPES = {
 # "round_robin" spreads calls over every address the target resolves to (several replicas).
 _IDEMPOTENT = {
     "sahayak.v1.InferenceService": (),
-    "sahayak.v1.ModelRegistryService": ("GetModel", "ListModels", "ListModelVersions", "GetModelVersion",
-                                        "EvaluateModelVersion", "CompareModelVersions", "ListAliasHistory",
-                                        "ExportModelVersion"),
+    "sahayak.v1.ModelRegistryService": (
+        "GetModel",
+        "ListModels",
+        "ListModelVersions",
+        "GetModelVersion",
+        "EvaluateModelVersion",
+        "CompareModelVersions",
+        "ListAliasHistory",
+        "ExportModelVersion",
+    ),
     "sahayak.v1.TrainingService": ("RecordOutcome", "GetTrainingRun", "ListTrainingRuns"),
-    "sahayak.v1.MonitorService": ("GetServerStatus", "GetPerformance", "GetPerformanceTrend", "DetectDrift",
-                                  "ListAlerts", "GetMonitoringReport"),
+    "sahayak.v1.MonitorService": (
+        "GetServerStatus",
+        "GetPerformance",
+        "GetPerformanceTrend",
+        "DetectDrift",
+        "ListAlerts",
+        "GetMonitoringReport",
+    ),
     "sahayak.v1.FeedbackService": ("GetFeedbackSummary",),
     "grpc.health.v1.Health": ("Check",),
 }
-SERVICE_CONFIG = json.dumps({
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [{
-        "name": [{"service": service, **({"method": m} if m else {})}
-                 for service, methods in _IDEMPOTENT.items() for m in (methods or ("",))],
-        "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.05s", "maxBackoff": "1s", "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
-    }],
-})
+SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": service, **({"method": m} if m else {})}
+                    for service, methods in _IDEMPOTENT.items()
+                    for m in (methods or ("",))
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
+                },
+            }
+        ],
+    }
+)
 
 
 @dataclass(frozen=True)
 class FieldViolation:
     """One bad field of a failed request, as the server named it (google.rpc.BadRequest)."""
+
     field: str
     description: str
 
@@ -220,8 +246,13 @@ def feature_columns(rows: list[Mapping[str, Any]], target: common_pb2.FeatureCol
 
 def feature_spec_to_proto(f: FeatureSpec) -> registry_pb2.FeatureSpec:
     spec = registry_pb2.FeatureSpec(
-        name=f.name, type=_TYPES[f.type], required=f.required, description=f.description,
-        categories=list(f.categories), allow_unknown_categories=f.allow_unknown_categories, group=f.group,
+        name=f.name,
+        type=_TYPES[f.type],
+        required=f.required,
+        description=f.description,
+        categories=list(f.categories),
+        allow_unknown_categories=f.allow_unknown_categories,
+        group=f.group,
     )
     if f.min is not None:
         spec.min = f.min
@@ -235,6 +266,7 @@ class Client:
     generated stubs (``registry``, ``training``, ``monitor``, ``inference``, ``feedback``) for the rest.
     Every method raises SahayakError when its call fails; a call's deadline is ``timeout`` unless it says
     otherwise."""
+
     def __init__(
         self,
         target: str,
@@ -255,11 +287,17 @@ class Client:
         Bearer``). TLS is on when ``tls`` or any certificate is given: ``ca_cert`` (PEM) verifies
         the server (default: the system roots), ``client_cert``/``client_key`` (PEM) are this
         client's for mutual TLS."""
-        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1),
-                # A replica that restarts is used again within a second of listening (gRPC's default
-                # backoff grows to two minutes: a rolling restart would then run out of replicas).
-                ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000), *options]
+        opts = [
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            # A replica that restarts is used again within a second of listening (gRPC's default
+            # backoff grows to two minutes: a rolling restart would then run out of replicas).
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            *options,
+        ]
         if channel is None:
             if tls or ca_cert or client_cert:
                 creds = grpc.ssl_channel_credentials(ca_cert, client_key, client_cert)
@@ -317,9 +355,15 @@ class Client:
         SahayakError INVALID_ARGUMENT for a bad name, schema or settings, ALREADY_EXISTS when the name is taken."""
         lab = label or LabelSpec()
         model = registry_pb2.Model(
-            name=name, description=description, features=[feature_spec_to_proto(f) for f in features],
-            label=registry_pb2.LabelSpec(name=lab.name, positive_class=lab.positive_class,
-                                         negative_class=lab.negative_class, description=lab.description),
+            name=name,
+            description=description,
+            features=[feature_spec_to_proto(f) for f in features],
+            label=registry_pb2.LabelSpec(
+                name=lab.name,
+                positive_class=lab.positive_class,
+                negative_class=lab.negative_class,
+                description=lab.description,
+            ),
         )
         if settings is not None:
             model.settings.CopyFrom(settings)
@@ -333,7 +377,9 @@ class Client:
         """Every model, by name, fetched a page of ``page_size`` at a time as the iterator advances."""
         token = ""
         while True:
-            resp = self._call(self.registry.ListModels, registry_pb2.ListModelsRequest(page_size=page_size, page_token=token))
+            resp = self._call(
+                self.registry.ListModels, registry_pb2.ListModelsRequest(page_size=page_size, page_token=token)
+            )
             yield from resp.models
             token = resp.next_page_token
             if not token:
@@ -363,8 +409,9 @@ class Client:
         """Store one labelled outcome. Without an ``outcome_id`` one is made here, so a retried call stores it
         once; the response says whether it was a duplicate and how many labels arrived since training."""
         # Named here when the caller does not: a retried call then stores the outcome once.
-        o = OutcomeInput(features, label, outcome_id or uuid.uuid4().hex, entities or {}, metadata or {}, occurred_at,
-                         prediction_id)
+        o = OutcomeInput(
+            features, label, outcome_id or uuid.uuid4().hex, entities or {}, metadata or {}, occurred_at, prediction_id
+        )
         request = training_pb2.RecordOutcomeRequest(model=model)
         outcome_to_proto(o, request.outcome)
         return self._call(self.training.RecordOutcome, request)
@@ -413,13 +460,21 @@ class Client:
 
     # --- training ---------------------------------------------------------
 
-    def start_training(self, model: str, *, incremental: bool = False, families: Iterable[str] = (),
-                       time_ordered: bool = False, description: str = "") -> training_pb2.TrainingRun:
+    def start_training(
+        self,
+        model: str,
+        *,
+        incremental: bool = False,
+        families: Iterable[str] = (),
+        time_ordered: bool = False,
+        description: str = "",
+    ) -> training_pb2.TrainingRun:
         """Queue a training run (``families`` by name, as "gradient_boosting"; none: the model's settings);
         returns the run. ValueError for an unknown family name; SahayakError FAILED_PRECONDITION when there
         are too few outcomes or a run is already active."""
         request = training_pb2.StartTrainingRequest(
-            model=model, description=description,
+            model=model,
+            description=description,
             kind=training_pb2.TRAINING_KIND_INCREMENTAL if incremental else training_pb2.TRAINING_KIND_FULL,
             families=[registry_pb2.ModelFamily.Value("MODEL_FAMILY_" + f.upper()) for f in families],
             split=registry_pb2.SPLIT_STRATEGY_TIME_ORDERED if time_ordered else registry_pb2.SPLIT_STRATEGY_UNSPECIFIED,
@@ -434,8 +489,9 @@ class Client:
         """The run's progress events as they happen, the last carrying the run as it ended; ``timeout`` (None:
         none) bounds the whole stream."""
         try:
-            yield from self.training.WatchTrainingRun(training_pb2.WatchTrainingRunRequest(run_id=run_id),
-                                                      timeout=timeout, metadata=self.metadata)
+            yield from self.training.WatchTrainingRun(
+                training_pb2.WatchTrainingRunRequest(run_id=run_id), timeout=timeout, metadata=self.metadata
+            )
         except grpc.RpcError as err:
             raise SahayakError.from_rpc_error(err) from None
 
@@ -462,14 +518,18 @@ class Client:
         """Every version of the model, newest first (the archived ones too with ``include_archived``), page by page."""
         token = ""
         while True:
-            resp = self._call(self.registry.ListModelVersions, registry_pb2.ListModelVersionsRequest(
-                model=model, page_token=token, include_archived=include_archived))
+            resp = self._call(
+                self.registry.ListModelVersions,
+                registry_pb2.ListModelVersionsRequest(model=model, page_token=token, include_archived=include_archived),
+            )
             yield from resp.versions
             token = resp.next_page_token
             if not token:
                 return
 
-    def set_alias(self, model: str, alias: str, version: int, reason: str = "", force: bool = False) -> registry_pb2.AliasEvent:
+    def set_alias(
+        self, model: str, alias: str, version: int, reason: str = "", force: bool = False
+    ) -> registry_pb2.AliasEvent:
         """Point ``alias`` at ``version``; returns the alias event. SahayakError FAILED_PRECONDITION for an
         archived version, or a champion that failed its gate without ``force``."""
         request = registry_pb2.SetAliasRequest(model=model, alias=alias, version=version, reason=reason, force=force)
@@ -478,7 +538,9 @@ class Client:
     def rollback(self, model: str, reason: str = "") -> registry_pb2.AliasEvent:
         """Give the champion back to the version that held it before; returns the alias event.
         SahayakError FAILED_PRECONDITION when there is nothing to roll back to."""
-        return self._call(self.registry.RollbackModel, registry_pb2.RollbackModelRequest(model=model, reason=reason)).event
+        return self._call(
+            self.registry.RollbackModel, registry_pb2.RollbackModelRequest(model=model, reason=reason)
+        ).event
 
     def export_version(self, model: str, version: int = 0, alias: str = "") -> bytes:
         """The signed artifact of the version named by number or alias (neither: the champion)."""
@@ -493,8 +555,16 @@ class Client:
 
     # --- inference --------------------------------------------------------
 
-    def predict(self, model: str, features: Mapping[str, Any], *, version: int = 0, alias: str = "",
-                explain_top_k: int = 0, entities: Mapping[str, str] | None = None) -> inference_pb2.PredictResponse:
+    def predict(
+        self,
+        model: str,
+        features: Mapping[str, Any],
+        *,
+        version: int = 0,
+        alias: str = "",
+        explain_top_k: int = 0,
+        entities: Mapping[str, str] | None = None,
+    ) -> inference_pb2.PredictResponse:
         """Score one row with the version named (neither: the champion), explained by the ``explain_top_k``
         largest contributions (0: the server's default, 3). SahayakError INVALID_ARGUMENT for a bad row,
         FAILED_PRECONDITION when the model has no champion."""
@@ -504,8 +574,9 @@ class Client:
             request.entities.update(entities)
         return self._call(self.inference.Predict, request)
 
-    def predict_batch(self, model: str, rows: list[Mapping[str, Any]], *, version: int = 0, alias: str = "",
-                      columnar: bool = True) -> inference_pb2.PredictBatchResponse:
+    def predict_batch(
+        self, model: str, rows: list[Mapping[str, Any]], *, version: int = 0, alias: str = "", columnar: bool = True
+    ) -> inference_pb2.PredictBatchResponse:
         """Score many rows in one call (sent column by column unless ``columnar=False``)."""
         request = inference_pb2.PredictBatchRequest(model=model, version=version, alias=alias)
         if columnar and feature_columns(rows, request.columns):
@@ -515,12 +586,21 @@ class Client:
             fill_features(request.rows.add().features, row)
         return self._call(self.inference.PredictBatch, request)
 
-    def recommend(self, model: str, subject: Mapping[str, Any], candidates: Iterable[tuple[str, Mapping[str, Any], float]],
-                  *, top_k: int = 0, weight_by_benefit: bool = False, explain_top_k: int = 0,
-                  columnar: bool = False) -> inference_pb2.RecommendResponse:
+    def recommend(
+        self,
+        model: str,
+        subject: Mapping[str, Any],
+        candidates: Iterable[tuple[str, Mapping[str, Any], float]],
+        *,
+        top_k: int = 0,
+        weight_by_benefit: bool = False,
+        explain_top_k: int = 0,
+        columnar: bool = False,
+    ) -> inference_pb2.RecommendResponse:
         """Rank candidates ``(id, features, benefit)`` for ``subject``; ``columnar`` sends them column by column."""
-        request = inference_pb2.RecommendRequest(model=model, top_k=top_k, weight_by_benefit=weight_by_benefit,
-                                                 explain_top_k=explain_top_k)
+        request = inference_pb2.RecommendRequest(
+            model=model, top_k=top_k, weight_by_benefit=weight_by_benefit, explain_top_k=explain_top_k
+        )
         fill_features(request.subject_features, subject)
         candidates = list(candidates)
         if columnar:
@@ -543,12 +623,14 @@ class Client:
 
     # --- status -----------------------------------------------------------
 
-    def watch_alerts(self, model: str = "", *, cursor: str = "", min_severity: int = 0,
-                     timeout: float | None = None) -> Iterator[monitor_pb2.WatchAlertsResponse]:
+    def watch_alerts(
+        self, model: str = "", *, cursor: str = "", min_severity: int = 0, timeout: float | None = None
+    ) -> Iterator[monitor_pb2.WatchAlertsResponse]:
         """Alert events as they happen (raised, acknowledged, resolved); each carries a
         ``cursor``: pass the last one seen to resume without missing an event."""
-        request = monitor_pb2.WatchAlertsRequest(model=model, cursor=cursor,
-                                                 min_severity=monitor_pb2.AlertSeverity.ValueType(min_severity))
+        request = monitor_pb2.WatchAlertsRequest(
+            model=model, cursor=cursor, min_severity=monitor_pb2.AlertSeverity.ValueType(min_severity)
+        )
         try:
             yield from self.monitor.WatchAlerts(request, timeout=timeout, metadata=self.metadata)
         except grpc.RpcError as err:

@@ -46,76 +46,188 @@ def parse_duration(value: object, key: str) -> float:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = setting("127.0.0.1", "str", "listen address; beyond loopback it needs TLS or allow_plaintext",
-                        key=("server", "host"), flag="--host")
-    port: int = setting(50051, "int", "port (0 picks a free one)", key=("server", "port"), lo=0, hi=65535,
-                        flag="--port")
-    db: str = setting("sahayak.db", "str", "a SQLite database file, or a postgresql:// URL (docs/scale-out.md)",
-                      key=("server", "db"), flag="--db")
+    host: str = setting(
+        "127.0.0.1",
+        "str",
+        "listen address; beyond loopback it needs TLS or allow_plaintext",
+        key=("server", "host"),
+        flag="--host",
+    )
+    port: int = setting(
+        50051, "int", "port (0 picks a free one)", key=("server", "port"), lo=0, hi=65535, flag="--port"
+    )
+    db: str = setting(
+        "sahayak.db",
+        "str",
+        "a SQLite database file, or a postgresql:// URL (docs/scale-out.md)",
+        key=("server", "db"),
+        flag="--db",
+    )
     # Each open stream (WatchAlerts, WatchChampion, WatchTrainingRun) holds a
     # worker thread for its life, so there are many.
-    max_workers: int = setting(256, "int", "worker threads; each open stream holds one", key=("server", "max_workers"),
-                               lo=4)
-    max_concurrent_rpcs: int = setting(512, "int", "concurrent RPCs beyond this answer RESOURCE_EXHAUSTED",
-                                       key=("server", "max_concurrent_rpcs"))
-    max_message_bytes: int = setting(64 * 1024 * 1024, "int", "largest gRPC message, both directions",
-                                     key=("server", "max_message_bytes"), lo=1024)
-    synchronous: str = setting("full", "enum", "full: fsync every commit; normal: durable across a process crash only "
-                               "(SQLite; PostgreSQL commits every acknowledged write synchronously, except the "
-                               "served-prediction log's)", key=("server", "synchronous"), choices=("full", "normal"))
-    busy_timeout_s: float = setting(5.0, "duration", "a write waits this long for a lock another process holds, "
-                                    "then answers UNAVAILABLE (DATABASE_LOCKED)", key=("server", "busy_timeout"), lo=0)
+    max_workers: int = setting(
+        256, "int", "worker threads; each open stream holds one", key=("server", "max_workers"), lo=4
+    )
+    max_concurrent_rpcs: int = setting(
+        512, "int", "concurrent RPCs beyond this answer RESOURCE_EXHAUSTED", key=("server", "max_concurrent_rpcs")
+    )
+    max_message_bytes: int = setting(
+        64 * 1024 * 1024, "int", "largest gRPC message, both directions", key=("server", "max_message_bytes"), lo=1024
+    )
+    synchronous: str = setting(
+        "full",
+        "enum",
+        "full: fsync every commit; normal: durable across a process crash only "
+        "(SQLite; PostgreSQL commits every acknowledged write synchronously, except the "
+        "served-prediction log's)",
+        key=("server", "synchronous"),
+        choices=("full", "normal"),
+    )
+    busy_timeout_s: float = setting(
+        5.0,
+        "duration",
+        "a write waits this long for a lock another process holds, then answers UNAVAILABLE (DATABASE_LOCKED)",
+        key=("server", "busy_timeout"),
+        lo=0,
+    )
     # A quota, and the fault tests' way to fill the "disk" without root.
-    max_db_pages: int = setting(0, "int", "cap on the database file in 4 KiB pages (0: none); a write past it answers "
-                                "RESOURCE_EXHAUSTED (STORAGE_FULL), and logged batches are stored in the database",
-                                key=("server", "max_db_pages"), lo=0)
-    keepalive_time_s: float = setting(60.0, "duration", "gRPC keepalive ping interval", key=("server", "keepalive_time"),
-                                      lo=0)
-    shutdown_grace_s: float = setting(10.0, "duration", "how long open RPCs may finish at shutdown",
-                                      key=("server", "shutdown_grace"), lo=0)
-    log_level: str = setting("info", "enum", "log level", key=("server", "log_level"),
-                             choices=("debug", "info", "warning", "error"), flag="--log-level")
-    metrics_port: int = setting(0, "int", "Prometheus /metrics over HTTP on this port (0: off)",
-                                key=("server", "metrics_port"), lo=0, hi=65535, flag="--metrics-port")
+    max_db_pages: int = setting(
+        0,
+        "int",
+        "cap on the database file in 4 KiB pages (0: none); a write past it answers "
+        "RESOURCE_EXHAUSTED (STORAGE_FULL), and logged batches are stored in the database",
+        key=("server", "max_db_pages"),
+        lo=0,
+    )
+    keepalive_time_s: float = setting(
+        60.0, "duration", "gRPC keepalive ping interval", key=("server", "keepalive_time"), lo=0
+    )
+    shutdown_grace_s: float = setting(
+        10.0, "duration", "how long open RPCs may finish at shutdown", key=("server", "shutdown_grace"), lo=0
+    )
+    log_level: str = setting(
+        "info",
+        "enum",
+        "log level",
+        key=("server", "log_level"),
+        choices=("debug", "info", "warning", "error"),
+        flag="--log-level",
+    )
+    metrics_port: int = setting(
+        0,
+        "int",
+        "Prometheus /metrics over HTTP on this port (0: off)",
+        key=("server", "metrics_port"),
+        lo=0,
+        hi=65535,
+        flag="--metrics-port",
+    )
     # Threads one training run may use (OpenMP); the rest of the cores keep serving.
-    training_threads: int = setting(1, "int", "OpenMP threads per training run", key=("training", "threads"),
-                                    lo=1, hi=256)
-    health_check_interval_s: float = setting(300.0, "duration", "period of the health check and retention",
-                                             key=("monitoring", "health_check_interval"), lo=0, lo_open=True)
-    log_predictions: bool = setting(True, "bool", "served predictions go to the prediction log (false: nothing to "
-                                    "monitor)", key=("monitoring", "log_predictions"))
-    prediction_retention_s: float = setting(7 * ms.DAY, "duration", "how long logged predictions are kept",
-                                            key=("monitoring", "prediction_retention"), lo=0, lo_open=True)
-    tls_cert: str = setting("", "str", "server certificate chain (PEM); turns TLS on", key=("server", "tls_cert"),
-                            flag="--tls-cert")
+    training_threads: int = setting(
+        1, "int", "OpenMP threads per training run", key=("training", "threads"), lo=1, hi=256
+    )
+    health_check_interval_s: float = setting(
+        300.0,
+        "duration",
+        "period of the health check and retention",
+        key=("monitoring", "health_check_interval"),
+        lo=0,
+        lo_open=True,
+    )
+    log_predictions: bool = setting(
+        True,
+        "bool",
+        "served predictions go to the prediction log (false: nothing to monitor)",
+        key=("monitoring", "log_predictions"),
+    )
+    prediction_retention_s: float = setting(
+        7 * ms.DAY,
+        "duration",
+        "how long logged predictions are kept",
+        key=("monitoring", "prediction_retention"),
+        lo=0,
+        lo_open=True,
+    )
+    tls_cert: str = setting(
+        "", "str", "server certificate chain (PEM); turns TLS on", key=("server", "tls_cert"), flag="--tls-cert"
+    )
     tls_key: str = setting("", "str", "server private key (PEM)", key=("server", "tls_key"), flag="--tls-key")
-    tls_client_ca: str = setting("", "str", "require client certificates signed by this CA (mutual TLS)",
-                                 key=("server", "tls_client_ca"), flag="--tls-client-ca")
-    allow_plaintext: bool = setting(False, "bool", "serve without TLS on a non-loopback host",
-                                    key=("server", "allow_plaintext"))
-    tokens_file: str = setting("", "str", "bearer tokens with roles (sahayak_rpc/auth.py); empty: no authentication",
-                               key=("auth", "tokens_file"), flag="--tokens-file")
-    open_reflection: bool = setting(True, "bool", "gRPC reflection answers without a token",
-                                    key=("auth", "open_reflection"))
+    tls_client_ca: str = setting(
+        "",
+        "str",
+        "require client certificates signed by this CA (mutual TLS)",
+        key=("server", "tls_client_ca"),
+        flag="--tls-client-ca",
+    )
+    allow_plaintext: bool = setting(
+        False, "bool", "serve without TLS on a non-loopback host", key=("server", "allow_plaintext")
+    )
+    tokens_file: str = setting(
+        "",
+        "str",
+        "bearer tokens with roles (sahayak_rpc/auth.py); empty: no authentication",
+        key=("auth", "tokens_file"),
+        flag="--tokens-file",
+    )
+    open_reflection: bool = setting(
+        True, "bool", "gRPC reflection answers without a token", key=("auth", "open_reflection")
+    )
     # A client is its token's name, or its address without a token.
-    max_streams_per_client: int = setting(64, "int", "streams one client may hold open; RESOURCE_EXHAUSTED beyond",
-                                          key=("server", "max_streams_per_client"), lo=1)
-    max_stream_messages: int = setting(100_000, "int", "messages one client stream may send; RESOURCE_EXHAUSTED "
-                                       "beyond", key=("server", "max_stream_messages"), lo=1)
-    performance_retention_s: float = setting(30 * ms.DAY, "duration", "how long realised-performance records are kept",
-                                             key=("monitoring", "performance_retention"), lo=0, lo_open=True)
-    workers: int = setting(1, "int", "serving processes on this machine, sharing the port (docs/scale-out.md)",
-                           key=("server", "workers"), lo=1, hi=256, flag="--workers")
-    heartbeat_interval_s: float = setting(1.0, "duration", "how often a replica heartbeats its row, its training "
-                                          "runs and the leader lock", key=("server", "heartbeat_interval"),
-                                          lo=0.05, hi=60)
-    db_pool_size: int = setting(10, "int", "PostgreSQL connections per process (SQLite: unused)",
-                                key=("server", "db_pool_size"), lo=1, hi=1000)
-    training_worker: bool = setting(True, "bool", "this replica claims and runs queued training runs (false: it only "
-                                    "serves)", key=("training", "worker"))
-    run_heartbeat_timeout_s: float = setting(30.0, "duration", "a running run whose heartbeat stops this long is "
-                                             "failed by the leader (at least three heartbeat intervals)",
-                                             key=("training", "heartbeat_timeout"), lo=0)
+    max_streams_per_client: int = setting(
+        64,
+        "int",
+        "streams one client may hold open; RESOURCE_EXHAUSTED beyond",
+        key=("server", "max_streams_per_client"),
+        lo=1,
+    )
+    max_stream_messages: int = setting(
+        100_000,
+        "int",
+        "messages one client stream may send; RESOURCE_EXHAUSTED beyond",
+        key=("server", "max_stream_messages"),
+        lo=1,
+    )
+    performance_retention_s: float = setting(
+        30 * ms.DAY,
+        "duration",
+        "how long realised-performance records are kept",
+        key=("monitoring", "performance_retention"),
+        lo=0,
+        lo_open=True,
+    )
+    workers: int = setting(
+        1,
+        "int",
+        "serving processes on this machine, sharing the port (docs/scale-out.md)",
+        key=("server", "workers"),
+        lo=1,
+        hi=256,
+        flag="--workers",
+    )
+    heartbeat_interval_s: float = setting(
+        1.0,
+        "duration",
+        "how often a replica heartbeats its row, its training runs and the leader lock",
+        key=("server", "heartbeat_interval"),
+        lo=0.05,
+        hi=60,
+    )
+    db_pool_size: int = setting(
+        10, "int", "PostgreSQL connections per process (SQLite: unused)", key=("server", "db_pool_size"), lo=1, hi=1000
+    )
+    training_worker: bool = setting(
+        True,
+        "bool",
+        "this replica claims and runs queued training runs (false: it only serves)",
+        key=("training", "worker"),
+    )
+    run_heartbeat_timeout_s: float = setting(
+        30.0,
+        "duration",
+        "a running run whose heartbeat stops this long is failed by the leader (at least three heartbeat intervals)",
+        key=("training", "heartbeat_timeout"),
+        lo=0,
+    )
     model_defaults: ms.ModelSettings = field(default_factory=ms.ModelSettings)
 
 
@@ -184,8 +296,9 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None, *
     return _build({attrs: value for attrs, (value, _) in _gather(path, env, overrides).items()})
 
 
-def _gather(path: str | Path | None, env: Mapping[str, str] | None,
-            overrides: Mapping[str, Any]) -> dict[tuple[str, ...], tuple[Any, str]]:
+def _gather(
+    path: str | Path | None, env: Mapping[str, str] | None, overrides: Mapping[str, Any]
+) -> dict[tuple[str, ...], tuple[Any, str]]:
     """Each value set other than by default, by attribute path, with where it came from."""
     found: dict[tuple[str, ...], tuple[Any, str]] = {}
     if path is not None:
@@ -229,8 +342,10 @@ def _build(values: dict[tuple[str, ...], Any]) -> ServerConfig:
     if cfg.tls_client_ca and not cfg.tls_cert:
         raise ConfigError("[server] tls_client_ca: mutual TLS needs tls_cert and tls_key too")
     if not cfg.tls_cert and not cfg.allow_plaintext and not is_loopback(cfg.host):
-        raise ConfigError(f"[server] host: {cfg.host} is not a loopback address; configure tls_cert and tls_key, "
-                          "or set allow_plaintext = true to serve without TLS")
+        raise ConfigError(
+            f"[server] host: {cfg.host} is not a loopback address; configure tls_cert and tls_key, "
+            "or set allow_plaintext = true to serve without TLS"
+        )
     if cfg.run_heartbeat_timeout_s < 3 * cfg.heartbeat_interval_s:
         raise ConfigError("[training] heartbeat_timeout: must be at least three heartbeat intervals")
     return cfg
@@ -250,17 +365,29 @@ def describe(cfg: ServerConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def explain(path: str | Path | None = None, env: Mapping[str, str] | None = None,
-            **overrides: Any) -> list[dict[str, Any]]:
+def explain(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+) -> list[dict[str, Any]]:
     """Every setting with its current value, where that came from, its default, bounds and doc
     (`sahayak-rpc config --explain`)."""
     found = _gather(path, env, overrides)
     cfg = _build({attrs: value for attrs, (value, _) in found.items()})
-    return [{"key": d.spec.toml, "setting": d.path.removeprefix("model_defaults."),
-             "scope": "model" if per_model(d) else "server", "kind": d.spec.kind,
-             "value": d.get(cfg), "source": found.get(d.attrs, (None, "default"))[1], "default": d.default,
-             "bounds": d.spec.rule(), "env": d.spec.env, "flag": d.spec.flag, "doc": d.spec.doc}
-            for d in _documented_order()]
+    return [
+        {
+            "key": d.spec.toml,
+            "setting": d.path.removeprefix("model_defaults."),
+            "scope": "model" if per_model(d) else "server",
+            "kind": d.spec.kind,
+            "value": d.get(cfg),
+            "source": found.get(d.attrs, (None, "default"))[1],
+            "default": d.default,
+            "bounds": d.spec.rule(),
+            "env": d.spec.env,
+            "flag": d.spec.flag,
+            "doc": d.spec.doc,
+        }
+        for d in _documented_order()
+    ]
 
 
 def _documented_order() -> list[Declared]:
@@ -273,7 +400,11 @@ def settings_table() -> str:
     """The README's table of settings, made from the declarations (tests/unit/test_config.py checks the README has it)."""
     lines = ["| key | default | allowed | per model | meaning |", "|---|---|---|---|---|"]
     for d in _documented_order():
-        key = f"`{d.spec.toml}`" if d.spec.key else f"`settings.{d.path.removeprefix('model_defaults.')}` (per model only)"
+        key = (
+            f"`{d.spec.toml}`"
+            if d.spec.key
+            else f"`settings.{d.path.removeprefix('model_defaults.')}` (per model only)"
+        )
         allowed = d.spec.rule().removeprefix("must be ").removeprefix("must ")
         cells = [key, f"`{show(d.default, d.spec.kind)}`", allowed, "yes" if per_model(d) else "", d.spec.doc]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -288,8 +419,12 @@ def explain_text(rows: list[dict[str, Any]]) -> str:
         name = r["key"] or f"settings.{r['setting']} (per model only)"
         out.append(f"{name} = {show(r['value'], kind)}  ({r['source']})")
         where = [w for w in (r["env"], r["flag"]) if w]
-        facts = [f"default {show(r['default'], kind)}", *([r["bounds"]] if r["bounds"] else []),
-                 *(["per-model default"] if r["scope"] == "model" and r["key"] else []), *where]
+        facts = [
+            f"default {show(r['default'], kind)}",
+            *([r["bounds"]] if r["bounds"] else []),
+            *(["per-model default"] if r["scope"] == "model" and r["key"] else []),
+            *where,
+        ]
         out.append(f"    {r['doc']}")
         out.append(f"    {'; '.join(facts)}")
     return "\n".join(out) + "\n"

@@ -13,7 +13,14 @@ from google.protobuf import json_format
 from . import split
 from ._proto.sahayak.v1 import registry_pb2
 from .client import Client, OutcomeInput, SahayakError
-from .demo_data import DEMO_MODEL_NAME, DEMO_SCHEMA, DemoExample, bayes_optimal_accuracy, expected_bayes_accuracy, generate_outcomes
+from .demo_data import (
+    DEMO_MODEL_NAME,
+    DEMO_SCHEMA,
+    DemoExample,
+    bayes_optimal_accuracy,
+    expected_bayes_accuracy,
+    generate_outcomes,
+)
 
 
 @dataclass
@@ -34,7 +41,9 @@ def ensure_demo_model(client: Client, name: str = DEMO_MODEL_NAME) -> bool:
     """Create the demo model unless it exists; True if it was created."""
     try:
         client.create_model(
-            name, DEMO_SCHEMA.features, DEMO_SCHEMA.label,
+            name,
+            DEMO_SCHEMA.features,
+            DEMO_SCHEMA.label,
             description="Scheme Sahayak: will this artisan's application to this scheme be approved?",
         )
         return True
@@ -74,7 +83,9 @@ def compare_with_bayes(client: Client, name: str, examples: list[DemoExample], r
     metrics = json_format.MessageToDict(version.validation_metrics, preserving_proto_field_name=True) if version else {}
     bayes = bayes_optimal_accuracy(probs[mask], labels[mask])
     out: dict[str, Any] = {
-        "run_id": run.run_id, "end_reason": run.end_reason, "promoted": run.promoted,
+        "run_id": run.run_id,
+        "end_reason": run.end_reason,
+        "promoted": run.promoted,
         "version": run.produced_version,
         "family": registry_pb2.ModelFamily.Name(version.family) if version else "",
         "validation_metrics": metrics,
@@ -89,8 +100,14 @@ def compare_with_bayes(client: Client, name: str, examples: list[DemoExample], r
 
 
 def load_demo(
-    client: Client, n: int = 20_000, seed: int = 0, name: str = DEMO_MODEL_NAME, train: bool = True,
-    progress: Callable[[int], None] | None = None, timeout: float = 1800.0, only_if_new: bool = False,
+    client: Client,
+    n: int = 20_000,
+    seed: int = 0,
+    name: str = DEMO_MODEL_NAME,
+    train: bool = True,
+    progress: Callable[[int], None] | None = None,
+    timeout: float = 1800.0,
+    only_if_new: bool = False,
 ) -> DemoLoad:
     """Create the demo model, import ``n`` generated outcomes (idempotent for a seed), and train.
 
@@ -99,14 +116,19 @@ def load_demo(
     created = ensure_demo_model(client, name)
     examples = generate_outcomes(n, seed=seed)
     inputs = (
-        OutcomeInput(features=e.features, label=e.label, outcome_id=e.outcome_id,
-                     entities=e.entities, occurred_at=e.occurred_at)
+        OutcomeInput(
+            features=e.features, label=e.label, outcome_id=e.outcome_id, entities=e.entities, occurred_at=e.occurred_at
+        )
         for e in examples
     )
     report = client.import_outcomes(name, inputs, progress=progress)
     result = DemoLoad(
-        model=name, created_model=created, outcomes=n, accepted=report.accepted,
-        duplicates=report.duplicates, rejected=report.rejected,
+        model=name,
+        created_model=created,
+        outcomes=n,
+        accepted=report.accepted,
+        duplicates=report.duplicates,
+        rejected=report.rejected,
         expected_bayes_accuracy=expected_bayes_accuracy([e.probability for e in examples]),
     )
     champion = client.get_model(name).champion_version if only_if_new and train else 0

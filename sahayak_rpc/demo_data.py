@@ -59,18 +59,22 @@ _SCHEME_TYPES: tuple[str, ...] = ("loan", "subsidy", "training", "pension", "ins
 _TARGET_CRAFTS: tuple[str, ...] = ("any", *_CRAFTS)
 
 
-def _numeric(name: str, description: str, group: str, *, required: bool = True,
-             lo: float | None = None, hi: float | None = None) -> FeatureSpec:
+def _numeric(
+    name: str, description: str, group: str, *, required: bool = True, lo: float | None = None, hi: float | None = None
+) -> FeatureSpec:
     """A numeric feature spec."""
-    return FeatureSpec(name, FeatureType.NUMERIC, required=required, description=description,
-                       min=lo, max=hi, group=group)
+    return FeatureSpec(
+        name, FeatureType.NUMERIC, required=required, description=description, min=lo, max=hi, group=group
+    )
 
 
-def _categorical(name: str, description: str, group: str, categories: tuple[str, ...], *,
-                 required: bool = True) -> FeatureSpec:
+def _categorical(
+    name: str, description: str, group: str, categories: tuple[str, ...], *, required: bool = True
+) -> FeatureSpec:
     """A categorical feature spec with a closed category list."""
-    return FeatureSpec(name, FeatureType.CATEGORICAL, required=required, description=description,
-                       categories=categories, group=group)
+    return FeatureSpec(
+        name, FeatureType.CATEGORICAL, required=required, description=description, categories=categories, group=group
+    )
 
 
 def _boolean(name: str, description: str, group: str) -> FeatureSpec:
@@ -81,35 +85,42 @@ def _boolean(name: str, description: str, group: str) -> FeatureSpec:
 DEMO_SCHEMA = Schema(
     features=(
         _numeric("age", "Applicant's age in years.", "artisan", lo=18.0, hi=90.0),
-        _numeric("annual_income_inr", "Declared household income per year, in rupees.", "artisan",
-                 required=False, lo=0.0),
+        _numeric(
+            "annual_income_inr", "Declared household income per year, in rupees.", "artisan", required=False, lo=0.0
+        ),
         _numeric("years_experience", "Years practising the craft.", "artisan", lo=0.0, hi=70.0),
         _categorical("craft", "The artisan's main craft.", "artisan", _CRAFTS),
         _categorical("state", "State of residence.", "artisan", _STATES),
         _categorical("gender", "Gender as recorded on the application.", "artisan", _GENDERS),
-        _categorical("social_category", "Social category (General, OBC, SC, ST).", "artisan",
-                     _SOCIAL_CATEGORIES),
-        _categorical("education", "Highest education completed.", "artisan", _EDUCATION_LEVELS,
-                     required=False),
+        _categorical("social_category", "Social category (General, OBC, SC, ST).", "artisan", _SOCIAL_CATEGORIES),
+        _categorical("education", "Highest education completed.", "artisan", _EDUCATION_LEVELS, required=False),
         _boolean("has_bank_account", "Holds a bank account that can receive transfers.", "artisan"),
         _boolean("has_artisan_card", "Holds a Pehchan artisan identity card.", "artisan"),
-        _numeric("documents_complete_share", "Share of the required documents submitted (0-1).",
-                 "artisan", lo=0.0, hi=1.0),
-        _numeric("prior_applications", "Earlier scheme applications by this artisan.", "artisan",
-                 lo=0.0, hi=100.0),
-        _numeric("prior_approvals", "How many of the earlier applications were approved.", "artisan",
-                 lo=0.0, hi=100.0),
-        _numeric("distance_to_office_km", "Distance to the nearest scheme office, in km.", "artisan",
-                 required=False, lo=0.0, hi=1000.0),
+        _numeric(
+            "documents_complete_share", "Share of the required documents submitted (0-1).", "artisan", lo=0.0, hi=1.0
+        ),
+        _numeric("prior_applications", "Earlier scheme applications by this artisan.", "artisan", lo=0.0, hi=100.0),
+        _numeric("prior_approvals", "How many of the earlier applications were approved.", "artisan", lo=0.0, hi=100.0),
+        _numeric(
+            "distance_to_office_km",
+            "Distance to the nearest scheme office, in km.",
+            "artisan",
+            required=False,
+            lo=0.0,
+            hi=1000.0,
+        ),
         _categorical("scheme_type", "Kind of benefit the scheme gives.", "scheme", _SCHEME_TYPES),
-        _numeric("scheme_max_benefit_inr", "Largest benefit the scheme pays, in rupees.", "scheme",
-                 lo=0.0),
+        _numeric("scheme_max_benefit_inr", "Largest benefit the scheme pays, in rupees.", "scheme", lo=0.0),
         _numeric("scheme_min_age", "Youngest eligible age.", "scheme", lo=0.0, hi=120.0),
         _numeric("scheme_max_age", "Oldest eligible age.", "scheme", lo=0.0, hi=120.0),
-        _numeric("scheme_income_ceiling_inr", "Income limit for eligibility; absent when none.",
-                 "scheme", required=False, lo=0.0),
-        _categorical("scheme_targets_craft", "Craft the scheme is meant for, or 'any'.", "scheme",
-                     _TARGET_CRAFTS),
+        _numeric(
+            "scheme_income_ceiling_inr",
+            "Income limit for eligibility; absent when none.",
+            "scheme",
+            required=False,
+            lo=0.0,
+        ),
+        _categorical("scheme_targets_craft", "Craft the scheme is meant for, or 'any'.", "scheme", _TARGET_CRAFTS),
         _boolean("scheme_women_priority", "Scheme gives priority to women applicants.", "scheme"),
         _boolean("scheme_requires_artisan_card", "Scheme expects a registered artisan card.", "scheme"),
     ),
@@ -144,9 +155,18 @@ class DemoExample:
     occurred_at: datetime
 
 
-def _scheme(scheme_id: str, name: str, kind: str, benefit: float, min_age: float, max_age: float,
-            ceiling: float | None = None, targets: str = "any", women: bool = False,
-            card: bool = False) -> DemoScheme:
+def _scheme(
+    scheme_id: str,
+    name: str,
+    kind: str,
+    benefit: float,
+    min_age: float,
+    max_age: float,
+    ceiling: float | None = None,
+    targets: str = "any",
+    women: bool = False,
+    card: bool = False,
+) -> DemoScheme:
     """A catalogue entry; ``ceiling=None`` means the scheme has no income limit."""
     features: Row = {
         "scheme_type": kind,
@@ -169,42 +189,76 @@ SCHEMES: tuple[DemoScheme, ...] = (
     _scheme("mudra_kishore", "PM Mudra Yojana - Kishore", "loan", 500_000, 18, 65),
     _scheme("mudra_tarun", "PM Mudra Yojana - Tarun", "loan", 1_000_000, 21, 65),
     _scheme("stand_up_india", "Stand-Up India loan", "loan", 1_000_000, 18, 65, women=True),
-    _scheme("pm_vishwakarma_credit", "PM Vishwakarma collateral-free credit", "loan", 300_000, 18, 90,
-            card=True),
+    _scheme("pm_vishwakarma_credit", "PM Vishwakarma collateral-free credit", "loan", 300_000, 18, 90, card=True),
     _scheme("artisan_credit_card", "Artisan Credit Card", "loan", 200_000, 18, 70, card=True),
     _scheme("weaver_mudra", "Weaver MUDRA loan", "loan", 200_000, 18, 65, targets="weaver"),
-    _scheme("pm_vishwakarma_toolkit", "PM Vishwakarma toolkit incentive", "subsidy", 15_000, 18, 90,
-            card=True),
-    _scheme("ahvy", "Ambedkar Hastshilp Vikas Yojana", "subsidy", 100_000, 18, 90, ceiling=300_000,
-            card=True),
-    _scheme("nhdp_loom", "National Handloom Development Programme - loom upgrade", "subsidy", 90_000,
-            18, 90, ceiling=400_000, targets="weaver"),
-    _scheme("kumhar_sashaktikaran", "KVIC Kumhar Sashaktikaran (electric wheel)", "subsidy", 25_000, 18,
-            70, targets="potter"),
-    _scheme("bamboo_mission", "National Bamboo Mission artisan support", "subsidy", 50_000, 18, 70,
-            targets="bamboo_craft"),
-    _scheme("pm_vishwakarma_training", "PM Vishwakarma skill training", "training", 12_000, 18, 90,
-            card=True),
-    _scheme("samarth", "SAMARTH textile skilling", "training", 10_000, 18, 45, targets="embroiderer",
-            women=True),
+    _scheme("pm_vishwakarma_toolkit", "PM Vishwakarma toolkit incentive", "subsidy", 15_000, 18, 90, card=True),
+    _scheme("ahvy", "Ambedkar Hastshilp Vikas Yojana", "subsidy", 100_000, 18, 90, ceiling=300_000, card=True),
+    _scheme(
+        "nhdp_loom",
+        "National Handloom Development Programme - loom upgrade",
+        "subsidy",
+        90_000,
+        18,
+        90,
+        ceiling=400_000,
+        targets="weaver",
+    ),
+    _scheme(
+        "kumhar_sashaktikaran",
+        "KVIC Kumhar Sashaktikaran (electric wheel)",
+        "subsidy",
+        25_000,
+        18,
+        70,
+        targets="potter",
+    ),
+    _scheme(
+        "bamboo_mission", "National Bamboo Mission artisan support", "subsidy", 50_000, 18, 70, targets="bamboo_craft"
+    ),
+    _scheme("pm_vishwakarma_training", "PM Vishwakarma skill training", "training", 12_000, 18, 90, card=True),
+    _scheme("samarth", "SAMARTH textile skilling", "training", 10_000, 18, 45, targets="embroiderer", women=True),
     _scheme("usttad", "USTTAD traditional-arts upgrading", "training", 15_000, 18, 45, ceiling=600_000),
-    _scheme("guru_shishya", "Guru Shishya Hastshilp Prashikshan", "training", 20_000, 18, 60,
-            targets="stone_carver"),
+    _scheme("guru_shishya", "Guru Shishya Hastshilp Prashikshan", "training", 20_000, 18, 60, targets="stone_carver"),
     _scheme("pm_sym", "PM Shram Yogi Maan-dhan pension", "pension", 36_000, 18, 40, ceiling=180_000),
     _scheme("atal_pension", "Atal Pension Yojana", "pension", 60_000, 18, 40, ceiling=700_000),
     _scheme("pmsby", "PM Suraksha Bima Yojana accident cover", "insurance", 200_000, 18, 70),
     _scheme("pmjjby", "PM Jeevan Jyoti Bima Yojana life cover", "insurance", 200_000, 18, 50),
-    _scheme("weaver_welfare", "Handloom Weavers' Comprehensive Welfare insurance", "insurance",
-            200_000, 18, 59, targets="weaver"),
+    _scheme(
+        "weaver_welfare",
+        "Handloom Weavers' Comprehensive Welfare insurance",
+        "insurance",
+        200_000,
+        18,
+        59,
+        targets="weaver",
+    ),
 )
 
 # How often each scheme is applied for: the big credit schemes dominate.
 _POPULARITY: dict[str, float] = {
-    "pmegp": 4, "mudra_shishu": 8, "mudra_kishore": 5, "mudra_tarun": 2, "stand_up_india": 2,
-    "pm_vishwakarma_credit": 8, "artisan_credit_card": 4, "weaver_mudra": 3,
-    "pm_vishwakarma_toolkit": 6, "ahvy": 3, "nhdp_loom": 3, "kumhar_sashaktikaran": 2,
-    "bamboo_mission": 2, "pm_vishwakarma_training": 5, "samarth": 2, "usttad": 2, "guru_shishya": 1,
-    "pm_sym": 4, "atal_pension": 4, "pmsby": 5, "pmjjby": 4, "weaver_welfare": 3,
+    "pmegp": 4,
+    "mudra_shishu": 8,
+    "mudra_kishore": 5,
+    "mudra_tarun": 2,
+    "stand_up_india": 2,
+    "pm_vishwakarma_credit": 8,
+    "artisan_credit_card": 4,
+    "weaver_mudra": 3,
+    "pm_vishwakarma_toolkit": 6,
+    "ahvy": 3,
+    "nhdp_loom": 3,
+    "kumhar_sashaktikaran": 2,
+    "bamboo_mission": 2,
+    "pm_vishwakarma_training": 5,
+    "samarth": 2,
+    "usttad": 2,
+    "guru_shishya": 1,
+    "pm_sym": 4,
+    "atal_pension": 4,
+    "pmsby": 5,
+    "pmjjby": 4,
+    "weaver_welfare": 3,
 }
 _SCHEME_POPULARITY = np.array([_POPULARITY[s.scheme_id] for s in SCHEMES], dtype=np.float64)
 
@@ -263,20 +317,25 @@ def _artisan_columns(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     education = np.searchsorted(np.array([-0.67, 0.0, 0.67, 1.28]), edu_latent).astype(np.int64)
     start_age = 12.0 + rng.exponential(7.0, n)
     experience = np.clip(np.round(age - start_age), 0.0, 70.0)
-    log_income = (np.log(75_000.0) + 0.22 * (education - 1.5) + 0.12 * np.log1p(experience)
-                  - 0.2 * (social >= 2) + rng.normal(0.0, 0.55, n))
+    log_income = (
+        np.log(75_000.0)
+        + 0.22 * (education - 1.5)
+        + 0.12 * np.log1p(experience)
+        - 0.2 * (social >= 2)
+        + rng.normal(0.0, 0.55, n)
+    )
     income = np.maximum(np.round(np.exp(log_income), -2), 6_000.0)
     bank = rng.random(n) < _sigmoid(0.9 + 0.45 * education + 0.6 * (log_income - np.log(90_000.0)))
     # A hidden diligence trait ties paperwork, card holding and past success together.
     diligence = rng.normal(0.0, 1.0, n)
-    card = rng.random(n) < _sigmoid(-0.6 + 0.04 * np.minimum(experience, 30.0) + 0.5 * diligence
-                                   + _STATE_CARD_DRIVE[state])
+    card = rng.random(n) < _sigmoid(
+        -0.6 + 0.04 * np.minimum(experience, 30.0) + 0.5 * diligence + _STATE_CARD_DRIVE[state]
+    )
     doc_quality = _sigmoid(1.0 + 0.9 * diligence + 0.25 * education + 0.5 * card)
     documents = rng.binomial(_DOC_COUNT, doc_quality) / _DOC_COUNT
     prior_apps = np.minimum(rng.poisson(0.3 + 0.06 * np.minimum(experience, 30.0)), 30).astype(np.float64)
     prior_ok = rng.binomial(prior_apps.astype(np.int64), _sigmoid(-0.2 + 0.8 * diligence)).astype(np.float64)
-    distance = np.clip(np.round(np.exp(rng.normal(np.log(12.0) + _STATE_REMOTENESS[state], 0.75, n)), 1),
-                       0.5, 300.0)
+    distance = np.clip(np.round(np.exp(rng.normal(np.log(12.0) + _STATE_REMOTENESS[state], 0.75, n)), 1), 0.5, 300.0)
     # Income goes undeclared more often by the unbanked, i.e. informal, households.
     income_missing = rng.random(n) < np.where(bank, 0.075, 0.22)
     income[income_missing] = np.nan
@@ -314,8 +373,7 @@ def _rows_to_columns(rows: Sequence[Mapping[str, FeatureValue]]) -> dict[str, np
             cols[name] = np.array([float(r.get(name, math.nan)) for r in rows], dtype=np.float64)
         elif kind is FeatureType.CATEGORICAL:
             index = {c: i for i, c in enumerate(_CATEGORIES[name])}
-            cols[name] = np.array([index.get(str(r[name]), -1) if name in r else -1 for r in rows],
-                                  dtype=np.int64)
+            cols[name] = np.array([index.get(str(r[name]), -1) if name in r else -1 for r in rows], dtype=np.int64)
         else:
             cols[name] = np.array([bool(r.get(name, False)) for r in rows], dtype=bool)
     return cols
@@ -351,8 +409,7 @@ def _effects(c: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         "experience": 1.0 * (1.0 - np.exp(-c["years_experience"] / 5.0)) - 0.5,
         "documents": 3.9 * _sigmoid(14.0 * (c["documents_complete_share"] - 0.7)) - 2.3,
         "craft_match": np.where(target == 0, 0.0, np.where(target - 1 == c["craft"], 0.9, -2.2)),
-        "women_priority": c["scheme_women_priority"]
-        * np.where(gender == 0, 1.1, np.where(gender == 2, 0.5, -0.4)),
+        "women_priority": c["scheme_women_priority"] * np.where(gender == 0, 1.1, np.where(gender == 2, 0.5, -0.4)),
         "bank_account": _BANK_EFFECT[kind] * np.where(c["has_bank_account"], 1.0, -1.0),
         "artisan_card": np.where(c["scheme_requires_artisan_card"], 1.3, 0.5)
         * np.where(c["has_artisan_card"], 1.0, -1.0),
@@ -380,12 +437,12 @@ def _pick_schemes(rng: np.random.Generator, craft: np.ndarray, age: np.ndarray) 
     target = _SCHEME_COLUMNS["scheme_targets_craft"][None, :] - 1  # -1: open to any craft
     # Embroiderers often apply to the handloom weavers' schemes, which then turn them down.
     textile_mixup = (target == _WEAVER) & (craft[:, None] == _EMBROIDERER)
-    match = np.where(target < 0, 1.0, np.where(target == craft[:, None], 5.0,
-                                               np.where(textile_mixup, 0.6, 0.005)))
+    match = np.where(target < 0, 1.0, np.where(target == craft[:, None], 5.0, np.where(textile_mixup, 0.6, 0.005)))
     # Helpers screen most applicants for age, but many older artisans mistake the contributory
     # pension schemes (entry age up to 40) for an old-age pension and apply anyway.
     eligible = (age[:, None] >= _SCHEME_COLUMNS["scheme_min_age"][None, :]) & (
-        age[:, None] <= _SCHEME_COLUMNS["scheme_max_age"][None, :])
+        age[:, None] <= _SCHEME_COLUMNS["scheme_max_age"][None, :]
+    )
     pension = (_SCHEME_COLUMNS["scheme_type"] == 3)[None, :]
     age_pull = np.where(eligible, 1.0, np.where(pension, 0.35, 0.02))
     return _choice(rng, _SCHEME_POPULARITY[None, :] * match * age_pull, len(craft))
@@ -439,8 +496,9 @@ def approval_probability(features: Row) -> float:
     return float(_probability(_rows_to_columns([features]))[0])
 
 
-def generate_outcomes(n: int, seed: int = 0, start: datetime | None = None,
-                      span: timedelta = timedelta(days=180)) -> list[DemoExample]:
+def generate_outcomes(
+    n: int, seed: int = 0, start: datetime | None = None, span: timedelta = timedelta(days=180)
+) -> list[DemoExample]:
     """``n`` labelled applications, deterministic in ``seed``, spread over ``[start, start + span)``."""
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
@@ -477,8 +535,7 @@ def generate_outcomes(n: int, seed: int = 0, start: datetime | None = None,
     ]
 
 
-def bayes_optimal_accuracy(probabilities: Sequence[float] | np.ndarray,
-                           labels: Sequence[bool] | np.ndarray) -> float:
+def bayes_optimal_accuracy(probabilities: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> float:
     """Accuracy of predicting approved iff the true probability is >= 0.5, on these labels."""
     p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
     y = np.asarray(labels, dtype=bool).reshape(-1)

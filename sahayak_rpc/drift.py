@@ -76,9 +76,13 @@ def jensen_shannon(reference: Sequence[float], current: Sequence[float]) -> floa
 
 def _numeric(ref: dict[str, Any], present: np.ndarray, n: int, threshold: float) -> FeatureDrift:
     """``present``: the non-missing values of ``n`` rows."""
-    out = FeatureDrift("", reference_count=int(ref.get("count", 0)), current_count=n,
-                       missing_share=1 - len(present) / n if n else 0.0,
-                       reference_missing_share=float(ref.get("missing_share", 0.0)))
+    out = FeatureDrift(
+        "",
+        reference_count=int(ref.get("count", 0)),
+        current_count=n,
+        missing_share=1 - len(present) / n if n else 0.0,
+        reference_missing_share=float(ref.get("missing_share", 0.0)),
+    )
     if not len(present) or not ref.get("quantiles"):
         return out
     edges = np.asarray(ref["edges"], dtype=np.float64)
@@ -101,7 +105,9 @@ def _numeric(ref: dict[str, Any], present: np.ndarray, n: int, threshold: float)
     return out
 
 
-def _categorical(ref: dict[str, Any], counts: Counter[object], total: int, threshold: float, boolean: bool) -> FeatureDrift:
+def _categorical(
+    ref: dict[str, Any], counts: Counter[object], total: int, threshold: float, boolean: bool
+) -> FeatureDrift:
     """``counts`` of each value (None: missing) over ``total`` rows."""
     n = total or 1
     if boolean:
@@ -115,19 +121,30 @@ def _categorical(ref: dict[str, Any], counts: Counter[object], total: int, thres
     c = [counts.get(k, 0) / n for k in keys] + [counts.get(None, 0) / n, unseen]
     value = psi(r, c)
     js = jensen_shannon(r, c)
-    out = FeatureDrift("", [Statistic("psi", value, threshold, value >= threshold),
-                            Statistic("jensen_shannon", js, 0.1, js >= 0.1)],
-                       drifted=value >= threshold, reference_count=int(ref.get("count", 0)), current_count=total,
-                       missing_share=counts.get(None, 0) / n, reference_missing_share=float(ref.get("missing_share", 0.0)),
-                       unseen_share=unseen)
+    out = FeatureDrift(
+        "",
+        [Statistic("psi", value, threshold, value >= threshold), Statistic("jensen_shannon", js, 0.1, js >= 0.1)],
+        drifted=value >= threshold,
+        reference_count=int(ref.get("count", 0)),
+        current_count=total,
+        missing_share=counts.get(None, 0) / n,
+        reference_missing_share=float(ref.get("missing_share", 0.0)),
+        unseen_share=unseen,
+    )
     return out
 
 
-def detect(profile: dict[str, Any], rows: Sequence[dict[str, Any]], probabilities: Sequence[float],
-           psi_threshold: float, drift_share: float) -> DriftReport:
+def detect(
+    profile: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    probabilities: Sequence[float],
+    psi_threshold: float,
+    drift_share: float,
+) -> DriftReport:
     """Compare ``rows`` (and their probabilities) with a version's reference profile."""
-    columns: dict[str, list[Chunk]] = {name: [ValuesChunk([r.get(name) for r in rows])]
-                                       for name in profile.get("features", {})}
+    columns: dict[str, list[Chunk]] = {
+        name: [ValuesChunk([r.get(name) for r in rows])] for name in profile.get("features", {})
+    }
     return detect_columns(profile, columns, len(rows), probabilities, psi_threshold, drift_share)
 
 
@@ -149,8 +166,14 @@ class CodesChunk:
 Chunk = ValuesChunk | CodesChunk
 
 
-def detect_columns(profile: dict[str, Any], columns: dict[str, list[Chunk]], n: int,
-                   probabilities: Sequence[float], psi_threshold: float, drift_share: float) -> DriftReport:
+def detect_columns(
+    profile: dict[str, Any],
+    columns: dict[str, list[Chunk]],
+    n: int,
+    probabilities: Sequence[float],
+    psi_threshold: float,
+    drift_share: float,
+) -> DriftReport:
     """The same as detect, from columns in chunks (as the prediction log keeps them): no row objects."""
     features = []
     nan = math.nan
@@ -199,5 +222,4 @@ def detect_columns(profile: dict[str, Any], columns: dict[str, list[Chunk]], n: 
         prediction.drifted = value >= psi_threshold
     drifted = sum(f.drifted for f in features)
     share = drifted / len(features) if features else 0.0
-    return DriftReport(features, prediction, bool(features) and n > 0 and share >= drift_share, share,
-                       drift_share, n)
+    return DriftReport(features, prediction, bool(features) and n > 0 and share >= drift_share, share, drift_share, n)

@@ -87,7 +87,8 @@ class LinearEncoder:
                 unknown, missing = len(enc.levels) - 2, len(enc.levels) - 1
                 codes = np.fromiter(
                     (missing if v is None else index.get(v, unknown) for v in values),
-                    dtype=np.int64, count=n,
+                    dtype=np.int64,
+                    count=n,
                 )
                 block = np.zeros((n, len(enc.levels)))
                 block[np.arange(n), codes] = 1.0
@@ -105,7 +106,9 @@ class LinearEncoder:
         out: list[dict[str, object]] = []
         for enc in self.encodings:
             if isinstance(enc, NumericEncoding):
-                out.append({"name": enc.name, "kind": "numeric", "impute": enc.impute, "mean": enc.mean, "std": enc.std})
+                out.append(
+                    {"name": enc.name, "kind": "numeric", "impute": enc.impute, "mean": enc.mean, "std": enc.std}
+                )
             elif isinstance(enc, CategoricalEncoding):
                 out.append({"name": enc.name, "kind": "categorical", "levels": list(enc.levels)})
             else:
@@ -163,9 +166,14 @@ class RawEncoder:
     _unknown: np.ndarray = field(init=False, repr=False, compare=False)  # their unknown codes
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_coders", tuple(
-            (name, {c: float(i) for i, c in enumerate(cats)} if kind == "categorical" else None, float(len(cats)))
-            for name, kind, cats in zip(self.names, self.kinds, self.categories, strict=True)))
+        object.__setattr__(
+            self,
+            "_coders",
+            tuple(
+                (name, {c: float(i) for i, c in enumerate(cats)} if kind == "categorical" else None, float(len(cats)))
+                for name, kind, cats in zip(self.names, self.kinds, self.categories, strict=True)
+            ),
+        )
         cat = [j for j, kind in enumerate(self.kinds) if kind == "categorical"]
         object.__setattr__(self, "_categorical", np.array(cat, dtype=np.intp))
         object.__setattr__(self, "_unknown", np.array([len(self.categories[j]) for j in cat], dtype=np.float64))

@@ -1,12 +1,12 @@
 """The errors our code raises; the api layer turns each into a gRPC status.
 
-    ServiceError
-    ├── InvalidArgument      INVALID_ARGUMENT (carries field violations)
-    ├── NotFound             NOT_FOUND
-    ├── AlreadyExists        ALREADY_EXISTS
-    ├── FailedPrecondition   FAILED_PRECONDITION
-    ├── ResourceExhausted    RESOURCE_EXHAUSTED
-    └── Unavailable          UNAVAILABLE (e.g. the database is locked)
+ServiceError
+├── InvalidArgument      INVALID_ARGUMENT (carries field violations)
+├── NotFound             NOT_FOUND
+├── AlreadyExists        ALREADY_EXISTS
+├── FailedPrecondition   FAILED_PRECONDITION
+├── ResourceExhausted    RESOURCE_EXHAUSTED
+└── Unavailable          UNAVAILABLE (e.g. the database is locked)
 """
 
 from __future__ import annotations

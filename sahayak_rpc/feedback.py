@@ -31,9 +31,18 @@ class FeedbackRecord:
     def content_hash(self) -> bytes:
         """Identity of the content: a retry with the same id must match it."""
         payload = orjson.dumps(
-            [self.interaction, self.occurred_at_us if self.occurred_at_given else None, self.recommendation_id,
-             self.prediction_id, self.artisan_id, self.scheme_id, self.outcome, self.rating, self.comment,
-             self.features],
+            [
+                self.interaction,
+                self.occurred_at_us if self.occurred_at_given else None,
+                self.recommendation_id,
+                self.prediction_id,
+                self.artisan_id,
+                self.scheme_id,
+                self.outcome,
+                self.rating,
+                self.comment,
+                self.features,
+            ],
             option=orjson.OPT_SORT_KEYS,
         )
         return hashlib.blake2b(payload, digest_size=16).digest()

@@ -120,8 +120,11 @@ def declared(cls: type, attrs: tuple[str, ...] = (), names: tuple[str, ...] = ()
 
 def problems(obj: Any, prefix: str) -> list[tuple[str, str]]:
     """(field path, reason) for every value of ``obj`` out of its bounds."""
-    return [(f"{prefix}.{d.path}" if prefix else d.path, d.spec.rule())
-            for d in declared(type(obj)) if not d.spec.allows(d.get(obj))]
+    return [
+        (f"{prefix}.{d.path}" if prefix else d.path, d.spec.rule())
+        for d in declared(type(obj))
+        if not d.spec.allows(d.get(obj))
+    ]
 
 
 def build(cls: type[T], values: dict[tuple[str, ...], Any]) -> T:

@@ -51,15 +51,23 @@ class GateResult:
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, object]:
-        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks],
-                "baseline_version": self.baseline_version, "reasons": list(self.reasons)}
+        return {
+            "passed": self.passed,
+            "checks": [asdict(c) for c in self.checks],
+            "baseline_version": self.baseline_version,
+            "reasons": list(self.reasons),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GateResult:
         if not d:
             return cls(False)
-        return cls(bool(d["passed"]), tuple(GateCheck(**c) for c in d["checks"]),
-                   int(d["baseline_version"]), tuple(d["reasons"]))
+        return cls(
+            bool(d["passed"]),
+            tuple(GateCheck(**c) for c in d["checks"]),
+            int(d["baseline_version"]),
+            tuple(d["reasons"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -131,8 +139,12 @@ def compare(scores: PairedScores, seed: int = 0, resamples: int = RESAMPLES, lev
     else:
         point_auc = auc_low = auc_high = math.nan
     return Comparison(
-        roc_auc=point_auc, roc_auc_low=auc_low, roc_auc_high=auc_high,
-        log_loss=float(gain.mean()), log_loss_low=float(np.quantile(ll, lo)), log_loss_high=float(np.quantile(ll, hi)),
+        roc_auc=point_auc,
+        roc_auc_low=auc_low,
+        roc_auc_high=auc_high,
+        log_loss=float(gain.mean()),
+        log_loss_low=float(np.quantile(ll, lo)),
+        log_loss_high=float(np.quantile(ll, hi)),
         resamples=resamples,
     )
 
@@ -162,8 +174,16 @@ class _AucPlan:
         return (w_pos * beaten).sum(axis=1) / (w_pos.sum(axis=1) * w_neg.sum(axis=1))
 
 
-def evaluate(candidate: Metrics, gate: QualityGate, champion: Metrics | None = None, champion_version: int = 0,
-             *, paired: PairedScores | None = None, require_improvement: bool = False, seed: int = 0) -> GateResult:
+def evaluate(
+    candidate: Metrics,
+    gate: QualityGate,
+    champion: Metrics | None = None,
+    champion_version: int = 0,
+    *,
+    paired: PairedScores | None = None,
+    require_improvement: bool = False,
+    seed: int = 0,
+) -> GateResult:
     """Judge ``candidate`` against the absolute bounds of ``gate`` and, given one, the ``champion``.
 
     ``champion`` must be scored on the same rows as ``candidate``. With ``paired`` (both models'
@@ -187,22 +207,28 @@ def evaluate(candidate: Metrics, gate: QualityGate, champion: Metrics | None = N
             ll = _check("log_loss_gain_upper", ">=", 0.0, cmp.log_loss_high)
             checks.append(ll)
             if not ll.passed:
-                reasons.append(f"worse than {versus} beyond noise in log loss: the gain's {pct} upper bound is "
-                               f"{cmp.log_loss_high:.4f} (point {cmp.log_loss:+.4f})")
+                reasons.append(
+                    f"worse than {versus} beyond noise in log loss: the gain's {pct} upper bound is "
+                    f"{cmp.log_loss_high:.4f} (point {cmp.log_loss:+.4f})"
+                )
             if not math.isnan(cmp.roc_auc):
                 auc = _check("roc_auc_gain_upper", ">=", 0.0, cmp.roc_auc_high)
                 checks.append(auc)
                 if not auc.passed:
-                    reasons.append(f"worse than {versus} beyond noise in ROC AUC: the gain's {pct} upper bound is "
-                                   f"{cmp.roc_auc_high:.4f} (point {cmp.roc_auc:+.4f})")
+                    reasons.append(
+                        f"worse than {versus} beyond noise in ROC AUC: the gain's {pct} upper bound is "
+                        f"{cmp.roc_auc_high:.4f} (point {cmp.roc_auc:+.4f})"
+                    )
             if require_improvement:
                 better = _check("log_loss_gain_lower", ">", gate.min_log_loss_gain, cmp.log_loss_low)
                 checks.append(better)
                 if not better.passed:
-                    reasons.append(f"not better than {versus} beyond noise (a run the server started, or an "
-                                   f"incremental one, keeps the champion): the log-loss gain's {pct} lower bound "
-                                   f"is {cmp.log_loss_low:.4f}, not over {gate.min_log_loss_gain:g} (point "
-                                   f"{cmp.log_loss:+.4f})")
+                    reasons.append(
+                        f"not better than {versus} beyond noise (a run the server started, or an "
+                        f"incremental one, keeps the champion): the log-loss gain's {pct} lower bound "
+                        f"is {cmp.log_loss_low:.4f}, not over {gate.min_log_loss_gain:g} (point "
+                        f"{cmp.log_loss:+.4f})"
+                    )
         drop = champion.roc_auc - candidate.roc_auc
         if math.isnan(drop):  # one class only in the rows: compare log loss instead
             if paired is None:

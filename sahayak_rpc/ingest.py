@@ -39,8 +39,13 @@ class OutcomeRecord:
         if self.encoding is None:
             features = orjson.dumps(self.features, option=orjson.OPT_SORT_KEYS)
             rest = orjson.dumps(
-                [self.label, self.occurred_at_us if self.occurred_at_given else None, self.entities, self.metadata,
-                 self.prediction_id],
+                [
+                    self.label,
+                    self.occurred_at_us if self.occurred_at_given else None,
+                    self.entities,
+                    self.metadata,
+                    self.prediction_id,
+                ],
                 option=orjson.OPT_SORT_KEYS,
             )
             self.encoding = features, hashlib.blake2b(features + rest, digest_size=16).digest()

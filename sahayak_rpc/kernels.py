@@ -43,8 +43,18 @@ def _compiled(fn: Any) -> Any:
 
 
 @_compiled
-def walk(X: Any, roots: Any, nodes: Any, threshold: Any, words: Any, leaf_value: Any, baseline: float,
-         block: int, leaves: Any, raw: Any) -> None:
+def walk(
+    X: Any,
+    roots: Any,
+    nodes: Any,
+    threshold: Any,
+    words: Any,
+    leaf_value: Any,
+    baseline: float,
+    block: int,
+    leaves: Any,
+    raw: Any,
+) -> None:
     """For each row i of X (C-ordered float64, NaN = missing): ``raw[i]`` = baseline + the values of
     the leaves the trees route it to, summed in tree order; and, when ``leaves`` has rows, ``leaves[i,
     t]`` = the leaf index tree t routes it to (an explanation needs them; a plain score does not).
@@ -149,11 +159,22 @@ def warm() -> None:
         x = np.zeros((1, 1), dtype=dtype)
         for matrix in (x, np.frombuffer(x.tobytes(), dtype=dtype).reshape(1, 1)):
             for bad in (np.empty((1, 1), dtype=np.bool_), np.empty((0, 0), dtype=np.bool_)):
-                within_rules(matrix, np.zeros(1), np.ones(1), np.zeros(1, dtype=np.bool_),
-                             np.ones(1, dtype=np.bool_), bad)
+                within_rules(
+                    matrix, np.zeros(1), np.ones(1), np.zeros(1, dtype=np.bool_), np.ones(1, dtype=np.bool_), bad
+                )
             for parts in (np.empty((1, 1)), np.empty((0, 0))):
                 linear(matrix, np.full((5, 1), -1.0), np.zeros(1), 0.0, np.empty(1), parts)
             if dtype is np.float64:  # the trees' walk takes float64 only; leaves kept or not
                 for kept in (np.empty((1, 1), dtype=np.int64), np.empty((0, 0), dtype=np.int64)):
-                    walk(matrix, np.full(1, -1, dtype=np.int64), np.zeros((1, 4), dtype=np.int32), np.zeros(1),
-                         np.zeros((1, 8), dtype=np.uint64), np.zeros(1), 0.0, 1, kept, np.empty(1))
+                    walk(
+                        matrix,
+                        np.full(1, -1, dtype=np.int64),
+                        np.zeros((1, 4), dtype=np.int32),
+                        np.zeros(1),
+                        np.zeros((1, 8), dtype=np.uint64),
+                        np.zeros(1),
+                        0.0,
+                        1,
+                        kept,
+                        np.empty(1),
+                    )

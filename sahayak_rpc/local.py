@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 class LocalPrediction:
     """One row scored in-process: its prediction id (the one it is reported under), probability, label, and
     the champion version that scored it."""
+
     prediction_id: str
     probability: float
     label: bool
@@ -43,8 +44,17 @@ class LocalScorer:
     predictions go back with LogPredictions every ``flush_interval_s`` (at most ``max_buffer`` wait; more are
     counted in ``dropped``). Waits up to ``ready_timeout_s`` for the first champion: raises TimeoutError
     without one, SahayakError (NOT_FOUND, say) or artifact.ArtifactError when the watch fails."""
-    def __init__(self, client: Client, model: str, *, report: bool = True, flush_interval_s: float = 1.0,
-                 max_buffer: int = 100_000, ready_timeout_s: float = 30.0) -> None:
+
+    def __init__(
+        self,
+        client: Client,
+        model: str,
+        *,
+        report: bool = True,
+        flush_interval_s: float = 1.0,
+        max_buffer: int = 100_000,
+        ready_timeout_s: float = 30.0,
+    ) -> None:
         self._client = client
         self.model = model
         self._current: tuple[int, ScoringModel] | None = None
@@ -60,8 +70,9 @@ class LocalScorer:
         self._next = itertools.count(1).__next__
         self.dropped = 0
         self.reported = 0
-        self._call = client.registry.WatchChampion(registry_pb2.WatchChampionRequest(model=model),
-                                                   metadata=client.metadata)
+        self._call = client.registry.WatchChampion(
+            registry_pb2.WatchChampionRequest(model=model), metadata=client.metadata
+        )
         self._watcher = threading.Thread(target=self._watch, name="champion-watch", daemon=True)
         self._watcher.start()
         self._flusher = threading.Thread(target=self._flush_loop, name="prediction-report", daemon=True)
@@ -120,14 +131,20 @@ class LocalScorer:
                     self.dropped += 1
         return LocalPrediction(pid, prob, label, version)
 
-    def _requests(self, batch: list[tuple[str, int, dict[str, Any], float, bool, int]]) -> Iterator[monitor_pb2.LogPredictionsRequest]:
+    def _requests(
+        self, batch: list[tuple[str, int, dict[str, Any], float, bool, int]]
+    ) -> Iterator[monitor_pb2.LogPredictionsRequest]:
         from .client import fill_features
 
         for start in range(0, len(batch), 5000):
             request = monitor_pb2.LogPredictionsRequest(model=self.model)
             for pid, version, row, prob, label, when in batch[start : start + 5000]:
-                p = request.predictions.add(prediction_id=pid, version=version, probability=prob,
-                                            label=common_pb2.LABEL_POSITIVE if label else common_pb2.LABEL_NEGATIVE)
+                p = request.predictions.add(
+                    prediction_id=pid,
+                    version=version,
+                    probability=prob,
+                    label=common_pb2.LABEL_POSITIVE if label else common_pb2.LABEL_NEGATIVE,
+                )
                 p.time.FromMicroseconds(when)
                 fill_features(p.features, row)
             yield request
@@ -138,7 +155,9 @@ class LocalScorer:
             batch, self._buffer = self._buffer, []
         if not batch:
             return 0
-        response = self._client.monitor.LogPredictions(self._requests(batch), timeout=60, metadata=self._client.metadata)
+        response = self._client.monitor.LogPredictions(
+            self._requests(batch), timeout=60, metadata=self._client.metadata
+        )
         self.reported += response.accepted
         return int(response.accepted)
 

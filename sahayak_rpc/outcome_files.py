@@ -80,7 +80,12 @@ def _json_features(raw: dict[str, Any], schema: Schema) -> Row:
         if value is None:
             continue
         spec = schema.feature(name)
-        if spec is not None and spec.type is FeatureType.NUMERIC and isinstance(value, int) and not isinstance(value, bool):
+        if (
+            spec is not None
+            and spec.type is FeatureType.NUMERIC
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
             value = float(value)
         row[name] = value
     return row
@@ -102,18 +107,21 @@ def _read_jsonl(fh: TextIO, schema: Schema) -> Iterator[ParsedLine]:
         try:
             obj = orjson.loads(line)
             if not isinstance(obj, dict) or not isinstance(obj.get("features"), dict):
-                raise ValueError("expected an object with a \"features\" object")
+                raise ValueError('expected an object with a "features" object')
             if "label" not in obj:
-                raise ValueError("missing \"label\"")
-            yield ParsedLine(n, OutcomeInput(
-                features=_json_features(obj["features"], schema),
-                label=parse_label(obj["label"], schema.label),
-                outcome_id=str(obj.get("outcome_id") or ""),
-                entities={str(k): str(v) for k, v in (obj.get("entities") or {}).items()},
-                metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
-                occurred_at=_parse_time(obj["occurred_at"]) if obj.get("occurred_at") else None,
-                prediction_id=str(obj.get("prediction_id") or ""),
-            ))
+                raise ValueError('missing "label"')
+            yield ParsedLine(
+                n,
+                OutcomeInput(
+                    features=_json_features(obj["features"], schema),
+                    label=parse_label(obj["label"], schema.label),
+                    outcome_id=str(obj.get("outcome_id") or ""),
+                    entities={str(k): str(v) for k, v in (obj.get("entities") or {}).items()},
+                    metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
+                    occurred_at=_parse_time(obj["occurred_at"]) if obj.get("occurred_at") else None,
+                    prediction_id=str(obj.get("prediction_id") or ""),
+                ),
+            )
         except (ValueError, TypeError, AttributeError) as exc:
             yield ParsedLine(n, None, str(exc))
 
@@ -121,8 +129,9 @@ def _read_jsonl(fh: TextIO, schema: Schema) -> Iterator[ParsedLine]:
 def _read_csv(fh: TextIO, schema: Schema) -> Iterator[ParsedLine]:
     reader = csv.DictReader(fh)
     header = reader.fieldnames or []
-    label_column = schema.label.name if schema.label.name in header and schema.feature(schema.label.name) is None \
-        else "label"
+    label_column = (
+        schema.label.name if schema.label.name in header and schema.feature(schema.label.name) is None else "label"
+    )
     if label_column not in header:
         yield ParsedLine(1, None, f"the header must have the label's column ({schema.label.name!r} or 'label')")
         return
@@ -152,14 +161,17 @@ def _read_csv(fh: TextIO, schema: Schema) -> Iterator[ParsedLine]:
                 elif value:  # (not a feature: the server names it in its answer)
                     features[key] = value
             when = record.get("occurred_at") or ""
-            yield ParsedLine(n, OutcomeInput(
-                features=features,
-                label=parse_label(record[label_column], schema.label),
-                outcome_id=record.get("outcome_id") or "",
-                entities=entities,
-                metadata=metadata,
-                occurred_at=_parse_time(when) if when else None,
-                prediction_id=record.get("prediction_id") or "",
-            ))
+            yield ParsedLine(
+                n,
+                OutcomeInput(
+                    features=features,
+                    label=parse_label(record[label_column], schema.label),
+                    outcome_id=record.get("outcome_id") or "",
+                    entities=entities,
+                    metadata=metadata,
+                    occurred_at=_parse_time(when) if when else None,
+                    prediction_id=record.get("prediction_id") or "",
+                ),
+            )
         except (ValueError, TypeError) as exc:
             yield ParsedLine(n, None, str(exc))

@@ -24,17 +24,24 @@ QUANTILES = np.linspace(0.0, 1.0, 101)
 def _numeric(values: Sequence[FeatureValue | None]) -> dict[str, Any]:
     """A numeric feature's profile (its values validated as numbers; None where missing)."""
     present = np.array([v for v in values if v is not None], dtype=np.float64)
-    out: dict[str, Any] = {"kind": "numeric", "count": len(values),
-                           "missing_share": 1 - len(present) / len(values) if values else 0.0}
+    out: dict[str, Any] = {
+        "kind": "numeric",
+        "count": len(values),
+        "missing_share": 1 - len(present) / len(values) if values else 0.0,
+    }
     if not len(present):
         out.update(edges=[], shares=[], quantiles=[])
         return out
     # Inner edges at the reference's deciles (deduplicated): bins hold ~10% each.
     edges = np.unique(np.quantile(present, np.linspace(0, 1, BINS + 1)[1:-1]))
     counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
-    out.update(edges=edges.tolist(), shares=(counts / len(present)).tolist(),
-               quantiles=np.quantile(present, QUANTILES).tolist(),
-               mean=float(present.mean()), std=float(present.std()))
+    out.update(
+        edges=edges.tolist(),
+        shares=(counts / len(present)).tolist(),
+        quantiles=np.quantile(present, QUANTILES).tolist(),
+        mean=float(present.mean()),
+        std=float(present.std()),
+    )
     return out
 
 
@@ -43,8 +50,13 @@ def _categorical(values: Sequence[object], categories: Sequence[str]) -> dict[st
     n = len(values) or 1
     shares = {c: counts.get(c, 0) / n for c in categories}
     unseen = sum(v for k, v in counts.items() if k is not None and k not in shares)
-    return {"kind": "categorical", "count": len(values), "shares": shares,
-            "missing_share": counts.get(None, 0) / n, "unseen_share": unseen / n}
+    return {
+        "kind": "categorical",
+        "count": len(values),
+        "shares": shares,
+        "missing_share": counts.get(None, 0) / n,
+        "unseen_share": unseen / n,
+    }
 
 
 def build(schema: Schema, rows: Sequence[Row], probabilities: np.ndarray) -> dict[str, Any]:
@@ -60,14 +72,20 @@ def build(schema: Schema, rows: Sequence[Row], probabilities: np.ndarray) -> dic
             n = len(values) or 1
             trues = sum(1 for v in values if v is True)
             missing = sum(1 for v in values if v is None)
-            features[spec.name] = {"kind": "boolean", "count": len(values), "true_share": trues / n,
-                                   "missing_share": missing / n}
+            features[spec.name] = {
+                "kind": "boolean",
+                "count": len(values),
+                "true_share": trues / n,
+                "missing_share": missing / n,
+            }
     p = np.asarray(probabilities, dtype=np.float64)
     hist = np.bincount(np.minimum((p * BINS).astype(np.int64), BINS - 1), minlength=BINS) if len(p) else np.zeros(BINS)
     return {
         "rows": len(rows),
         "features": features,
-        "prediction": {"shares": (hist / max(1, len(p))).tolist(),
-                       "quantiles": np.quantile(p, QUANTILES).tolist() if len(p) else [],
-                       "mean": float(p.mean()) if len(p) else 0.0},
+        "prediction": {
+            "shares": (hist / max(1, len(p))).tolist(),
+            "quantiles": np.quantile(p, QUANTILES).tolist() if len(p) else [],
+            "mean": float(p.mean()) if len(p) else 0.0,
+        },
     }

@@ -83,8 +83,10 @@ MISSING_REQUIRED = "required feature is missing"
 def number_bounds(spec: FeatureSpec) -> tuple[float, float]:
     """The closed interval a numeric feature's values must lie in: its min and max, within
     ±MAX_MAGNITUDE. NaN and the infinities fall outside it."""
-    return (-MAX_MAGNITUDE if spec.min is None else max(spec.min, -MAX_MAGNITUDE),
-            MAX_MAGNITUDE if spec.max is None else min(spec.max, MAX_MAGNITUDE))
+    return (
+        -MAX_MAGNITUDE if spec.min is None else max(spec.min, -MAX_MAGNITUDE),
+        MAX_MAGNITUDE if spec.max is None else min(spec.max, MAX_MAGNITUDE),
+    )
 
 
 def number_problem(spec: FeatureSpec, v: float) -> str | None:
@@ -163,11 +165,18 @@ class Schema:
             raise SchemaError(errors)
         object.__setattr__(self, "by_name", {f.name: f for f in self.features})
         object.__setattr__(self, "required_names", frozenset(f.name for f in self.features if f.required))
-        object.__setattr__(self, "checks", {
-            f.name: FeatureCheck(_KIND_CODE[f.type], *number_bounds(f),
-                                 None if f.allow_unknown_categories else frozenset(f.categories))
-            for f in self.features
-        })
+        object.__setattr__(
+            self,
+            "checks",
+            {
+                f.name: FeatureCheck(
+                    _KIND_CODE[f.type],
+                    *number_bounds(f),
+                    None if f.allow_unknown_categories else frozenset(f.categories),
+                )
+                for f in self.features
+            },
+        )
 
     def feature(self, name: str) -> FeatureSpec | None:
         return self.by_name.get(name)
@@ -176,8 +185,9 @@ class Schema:
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    def validate_row(self, row: Mapping[str, FeatureValue], prefix: str = "features",
-                     required: bool = True) -> list[FieldError]:
+    def validate_row(
+        self, row: Mapping[str, FeatureValue], prefix: str = "features", required: bool = True
+    ) -> list[FieldError]:
         """Every problem with ``row`` against this schema (empty: valid).
 
         ``required=False`` checks only the values present (for part of a row).
@@ -202,13 +212,21 @@ class Schema:
             if spec is None:
                 problem = "unknown feature"
             elif spec.type is FeatureType.NUMERIC:
-                problem = (number_problem(spec, value) if isinstance(value, float) and value.__class__ is float
-                           else f"numeric feature needs number_value, got {_kind_name(value)}")
+                problem = (
+                    number_problem(spec, value)
+                    if isinstance(value, float) and value.__class__ is float
+                    else f"numeric feature needs number_value, got {_kind_name(value)}"
+                )
             elif spec.type is FeatureType.CATEGORICAL:
-                problem = (category_problem(spec, value) if isinstance(value, str)
-                           else f"categorical feature needs string_value, got {_kind_name(value)}")
+                problem = (
+                    category_problem(spec, value)
+                    if isinstance(value, str)
+                    else f"categorical feature needs string_value, got {_kind_name(value)}"
+                )
             else:
-                problem = None if value.__class__ is bool else f"boolean feature needs bool_value, got {_kind_name(value)}"
+                problem = (
+                    None if value.__class__ is bool else f"boolean feature needs bool_value, got {_kind_name(value)}"
+                )
             if problem is not None:
                 errors.append(FieldError(f"{prefix}.{name}", problem))
         if required and (len(row) < len(self.features) or errors):
@@ -216,7 +234,6 @@ class Schema:
                 if spec.required and spec.name not in row:
                     errors.append(FieldError(f"{prefix}.{spec.name}", MISSING_REQUIRED))
         return errors
-
 
     def missing_required(self, *parts: Mapping[str, FeatureValue]) -> list[str]:
         """Required features present in none of ``parts``."""
@@ -390,7 +407,9 @@ def check_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str
             if len(codes) != n:
                 problems.append(FieldError(path, f"column {col.name!r} has {len(codes)} codes for {n} rows"))
             elif len(codes) and (codes.min() < -1 or codes.max() >= size):
-                problems.append(FieldError(f"{path}.codes", f"codes must be -1 (missing) or index the {size}-entry dictionary"))
+                problems.append(
+                    FieldError(f"{path}.codes", f"codes must be -1 (missing) or index the {size}-entry dictionary")
+                )
             if len(set(col.dictionary or ())) != size:
                 problems.append(FieldError(f"{path}.dictionary", "duplicate entry"))
             continue
@@ -467,8 +486,9 @@ def as_array(values: Sequence[float] | np.ndarray | None, n: int) -> Any:
     return np.fromiter(values or (), dtype=np.float64, count=n)
 
 
-def columns_to_rows(schema: Schema, n: int, columns: Sequence[Column],
-                    indices: Sequence[int] | None = None) -> list[Row]:
+def columns_to_rows(
+    schema: Schema, n: int, columns: Sequence[Column], indices: Sequence[int] | None = None
+) -> list[Row]:
     """Rows (missing values left out) from columns already checked with check_columns;
     with ``indices``, only those rows, in that order."""
     import numpy as np

@@ -90,19 +90,13 @@ class Calibrator:
         """The calibrator as an artifact stores it."""
         return {"method": self.method, "a": self.a, "b": self.b, "x": list(self.x), "y": list(self.y)}
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, object]) -> Calibrator:
-        """A calibrator as ``to_dict`` wrote it, unchecked (KeyError, TypeError or ValueError for anything
-        else); artifacts are read by artifact.py's own checked loader, not by this."""
-        return cls(str(d["method"]), float(d["a"]), float(d["b"]),  # type: ignore[arg-type]
-                   tuple(float(v) for v in d["x"]), tuple(float(v) for v in d["y"]))  # type: ignore[attr-defined]
-
 
 class LinearScorer:
     """Logistic regression folded into per-feature contribution tables."""
 
-    def __init__(self, encoder: LinearEncoder, weights: np.ndarray, intercept: float, column_means: np.ndarray,
-                 raw: RawEncoder) -> None:
+    def __init__(
+        self, encoder: LinearEncoder, weights: np.ndarray, intercept: float, column_means: np.ndarray, raw: RawEncoder
+    ) -> None:
         self.encoder = encoder
         self.raw = raw
         self.weights = np.asarray(weights, dtype=np.float64)
@@ -144,13 +138,15 @@ class LinearScorer:
                 plan[3, j] = -1.0
                 continue
             table, unknown, missing = tables[name]
-            entries = [table.get(c, unknown) for c in cats] + [unknown] if kind == "categorical" else [
-                table[False], table[True]]
+            entries = (
+                [table.get(c, unknown) for c in cats] + [unknown]
+                if kind == "categorical"
+                else [table[False], table[True]]
+            )
             plan[2:, j] = (missing, len(lut), len(entries))
             lut += entries
         self._plan = plan
         self._lut = np.array(lut or [0.0])
-
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """The log-odds of each row of a raw-layout matrix whose values keep the schema's rules."""
@@ -174,7 +170,6 @@ class LinearScorer:
         return [(name, float(np.max(np.abs(self.weights[s:e])))) for name, s, e in self.encoder.spans()]
 
 
-
 @dataclass(frozen=True)
 class TreeArrays:
     """Gradient-boosted trees as flat node arrays (all trees concatenated)."""
@@ -194,6 +189,7 @@ class TreeArrays:
 class TreeScorer:
     """Gradient-boosted trees, walked in compiled code, explained by path attribution; built from
     ``TreeArrays`` over the schema's raw layout."""
+
     # Above this many leaf x feature cells, explanations accumulate along the
     # walk instead of from a precomputed table.
     TABLE_LIMIT = 4_000_000
@@ -217,8 +213,14 @@ class TreeScorer:
                     built[i] = leaf_of[i]
                 elif ready:
                     bits = t.bitsets[t.bitset[i]] if t.bitset[i] >= 0 else None
-                    built[i] = (t.feature[i], t.threshold[i], t.missing_left[i], built.pop(t.left[i]),
-                                built.pop(t.right[i]), bits)
+                    built[i] = (
+                        t.feature[i],
+                        t.threshold[i],
+                        t.missing_left[i],
+                        built.pop(t.left[i]),
+                        built.pop(t.right[i]),
+                        bits,
+                    )
                 else:
                     stack += [(i, True), (t.left[i], False), (t.right[i], False)]
         self._nested = [built.pop(r) for r in t.roots]
@@ -273,8 +275,15 @@ class TreeScorer:
         # Rows a block: each tree is walked by a block of rows at a time, the block's values kept in
         # the nearer caches (~256 KiB of them).
         block = max(64, 32768 // max(1, n_features))
-        self._walk_args = (ref[np.asarray(t.roots, dtype=np.int64)], nodes, np.ascontiguousarray(a["threshold"][inner]),
-                           self._words, self._leaf_array, float(t.baseline), block)
+        self._walk_args = (
+            ref[np.asarray(t.roots, dtype=np.int64)],
+            nodes,
+            np.ascontiguousarray(a["threshold"][inner]),
+            self._words,
+            self._leaf_array,
+            float(t.baseline),
+            block,
+        )
         self.walk(np.zeros((1, n_features)))  # compiled now (once per process), not on a request
 
     def walk(self, X: np.ndarray, leaves: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -351,6 +360,7 @@ class TreeScorer:
                 parts[f] += t.value[child] - t.value[n]
                 n = child
         return parts
+
 
 @dataclass
 class ScoringModel:

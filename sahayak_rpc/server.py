@@ -63,8 +63,10 @@ SERVICES = {
     "sahayak.v1.MonitorService": (monitor_pb2, monitor_pb2_grpc.MonitorServiceServicer),
     "sahayak.v1.ModelRegistryService": (registry_pb2, registry_pb2_grpc.ModelRegistryServiceServicer),
     "sahayak.v1.InferenceService": (inference_pb2, inference_pb2_grpc.InferenceServiceServicer),
-    "inference.GRPCInferenceService": (open_inference_grpc_pb2,
-                                       open_inference_grpc_pb2_grpc.GRPCInferenceServiceServicer),
+    "inference.GRPCInferenceService": (
+        open_inference_grpc_pb2,
+        open_inference_grpc_pb2_grpc.GRPCInferenceServiceServicer,
+    ),
 }
 
 
@@ -96,6 +98,7 @@ def _method_names(service: str) -> list[str]:
 
 def tls_credentials(cfg: ServerConfig) -> grpc.ServerCredentials:
     """Server TLS from PEM files; with a client CA, clients must present a certificate it signed."""
+
     def read(path: str, what: str) -> bytes:
         try:
             with open(path, "rb") as f:
@@ -114,14 +117,20 @@ class Server:
     """One sahayak-rpc serving process: gRPC services over one database (SQLite, or PostgreSQL shared with
     other replicas: runtime/replica.py). ``worker_index`` numbers it among its machine's ``--workers``."""
 
-    def __init__(self, config: ServerConfig, clock: Clock | None = None, scheduler: bool = True,
-                 worker_index: int = 0) -> None:
+    def __init__(
+        self, config: ServerConfig, clock: Clock | None = None, scheduler: bool = True, worker_index: int = 0
+    ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.worker_index = worker_index
-        self.db = open_database(config.db, synchronous=config.synchronous, busy_timeout_s=config.busy_timeout_s,
-                                max_pages=config.max_db_pages, pool_size=config.db_pool_size,
-                                application_name=f"sahayak-rpc {socket.gethostname()}/{os.getpid()}")
+        self.db = open_database(
+            config.db,
+            synchronous=config.synchronous,
+            busy_timeout_s=config.busy_timeout_s,
+            max_pages=config.max_db_pages,
+            pool_size=config.db_pool_size,
+            application_name=f"sahayak-rpc {socket.gethostname()}/{os.getpid()}",
+        )
         self.ctx = AppContext(config=config, clock=self.clock, db=self.db)
         self.catalog = Catalog(self.ctx)
         self.ingest = Ingest(self.ctx)
@@ -130,15 +139,30 @@ class Server:
         self.predlog = PredictionLog(self.ctx.predictions, enabled=config.log_predictions)
         self.inference = Inference(self.ctx, self.catalog, self.registry, self.predlog)
         self.monitor = Monitor(self.ctx, self.catalog, self.registry, self.runner)
-        self.replica = Replica(self.ctx, self.db.coordinator(config.heartbeat_interval_s), self.catalog, self.registry, self.runner, self.monitor,
-                               version=server_version(), trains=config.training_worker,
-                               heartbeat_s=config.heartbeat_interval_s, run_timeout_s=config.run_heartbeat_timeout_s)
+        self.replica = Replica(
+            self.ctx,
+            self.db.coordinator(config.heartbeat_interval_s),
+            self.catalog,
+            self.registry,
+            self.runner,
+            self.monitor,
+            version=server_version(),
+            trains=config.training_worker,
+            heartbeat_s=config.heartbeat_interval_s,
+            run_timeout_s=config.run_heartbeat_timeout_s,
+        )
         self.replica.register()
         self.registry.refresh_all(self.catalog.all())
         # It ticks every minute, or as often as the health check is due if that is more often.
-        self.scheduler = Scheduler(self.ctx, self.catalog, self.runner, self.ingest, self.registry,
-                                   interval_s=min(60.0, config.health_check_interval_s),
-                                   leading=lambda: self.replica.leading)
+        self.scheduler = Scheduler(
+            self.ctx,
+            self.catalog,
+            self.runner,
+            self.ingest,
+            self.registry,
+            interval_s=min(60.0, config.health_check_interval_s),
+            leading=lambda: self.replica.leading,
+        )
         self.ingest.on_threshold = self.scheduler.wake
         self.replica.on_schedule.append(self.scheduler.wake)
         self.scheduler.extra_tasks.append(self.monitor.periodic)
@@ -147,9 +171,11 @@ class Server:
         if config.metrics_port:
             self.metrics = Metrics()
             self.metrics.add_callbacks(
-                self.monitor.repo.open_alerts_by_severity, lambda: self.predlog.depth,
+                self.monitor.repo.open_alerts_by_severity,
+                lambda: self.predlog.depth,
                 lambda: {"written": self.predlog.written, "dropped": self.predlog.dropped},
-                self.ctx.predictions.segment_totals)
+                self.ctx.predictions.segment_totals,
+            )
             self.inference.metrics = self.metrics
             self.monitor.metrics = self.metrics
             self.runner.add_listener(self._count_run)
@@ -167,14 +193,26 @@ class Server:
 
         self.servicers: dict[str, Any] = {}
         self.servicers["sahayak.v1.ModelRegistryService"] = ModelRegistryServicer(self.ctx, self.catalog, self.registry)
-        self.servicers["sahayak.v1.TrainingService"] = TrainingServicer(self.ctx, self.catalog, self.ingest, self.runner)
+        self.servicers["sahayak.v1.TrainingService"] = TrainingServicer(
+            self.ctx, self.catalog, self.ingest, self.runner
+        )
         self.servicers["sahayak.v1.MonitorService"] = MonitorServicer(
-            self.ctx, self.catalog, self.ingest, self.registry, self.runner, self.scheduler, self.predlog,
-            lambda: implemented_methods(self.servicers), server_version(), self.monitor, self.replica,
+            self.ctx,
+            self.catalog,
+            self.ingest,
+            self.registry,
+            self.runner,
+            self.scheduler,
+            self.predlog,
+            lambda: implemented_methods(self.servicers),
+            server_version(),
+            self.monitor,
+            self.replica,
         )
         self.servicers["sahayak.v1.InferenceService"] = InferenceServicer(self.catalog, self.inference)
         self.servicers["inference.GRPCInferenceService"] = OpenInferenceServicer(
-            self.ctx, self.catalog, self.registry, self.inference, server_version())
+            self.ctx, self.catalog, self.registry, self.inference, server_version()
+        )
         self.feedback = Feedback(self.ctx, self.ingest)
         self.servicers["sahayak.v1.FeedbackService"] = FeedbackServicer(self.ctx, self.catalog, self.feedback)
 
@@ -259,8 +297,16 @@ class Server:
         gc.set_threshold(50_000, 20, 20)
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("server.started", host=cfg.host, port=self.port, db=self.db.location, version=server_version(),
-                 replica=self.replica.id, replica_name=replica_name, implemented=len(implemented_methods(self.servicers)))
+        log.info(
+            "server.started",
+            host=cfg.host,
+            port=self.port,
+            db=self.db.location,
+            version=server_version(),
+            replica=self.replica.id,
+            replica_name=replica_name,
+            implemented=len(implemented_methods(self.servicers)),
+        )
         return self.port
 
     def stop(self, grace: float | None = None) -> None:

@@ -19,7 +19,8 @@ def _rank_keys(ids: Sequence[str], seed: int) -> np.ndarray:
     salt = seed.to_bytes(8, "little", signed=True)
     return np.fromiter(
         (int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, key=salt).digest(), "little") for i in ids),
-        dtype=np.uint64, count=len(ids),
+        dtype=np.uint64,
+        count=len(ids),
     )
 
 
@@ -43,5 +44,5 @@ def time_ordered(times: np.ndarray, ids: Sequence[str], fraction: float) -> np.n
     take = int(round(n * fraction))
     order = sorted(range(n), key=lambda i: (int(times[i]), ids[i]))
     mask = np.zeros(n, dtype=bool)
-    mask[order[n - take:]] = True
+    mask[order[n - take :]] = True
     return mask

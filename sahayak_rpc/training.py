@@ -101,16 +101,20 @@ class TrainingResult:
 TRAINER_REVISION = 2
 
 
-def data_digest(data: TrainingData, schema: Schema, settings: ModelSettings, families: Sequence[str],
-                split: str) -> str:
+def data_digest(
+    data: TrainingData, schema: Schema, settings: ModelSettings, families: Sequence[str], split: str
+) -> str:
     """SHA-256 (hex) of what a full run trains on: its outcomes (ids and labels; an outcome's content is
     fixed by its id) and everything that shapes the model (the schema's features, the training settings
     other than scheduling, the decision threshold, the families, the split, TRAINER_REVISION). Two runs
     with the same digest train the same model; the gate's settings are not part of it."""
     t = settings.training
     spec = {
-        "trainer": TRAINER_REVISION, "families": sorted(families), "split": split,
-        "validation_fraction": t.validation_fraction, "random_seed": t.random_seed,
+        "trainer": TRAINER_REVISION,
+        "families": sorted(families),
+        "split": split,
+        "validation_fraction": t.validation_fraction,
+        "random_seed": t.random_seed,
         "logistic_regression": dataclasses.asdict(t.logistic_regression),
         "gradient_boosting": dataclasses.asdict(t.gradient_boosting),
         "decision_threshold": settings.decision_threshold,
@@ -134,7 +138,9 @@ def check_trainable(data: TrainingData, min_samples: int) -> None:
         raise NotEnoughData(f"{len(data)} outcomes; training needs at least {min_samples}")
     positives = int(data.labels.sum())
     if positives < 5 or len(data) - positives < 5:
-        raise NotEnoughData(f"{positives} positive and {len(data) - positives} negative outcomes; need at least 5 of each")
+        raise NotEnoughData(
+            f"{positives} positive and {len(data) - positives} negative outcomes; need at least 5 of each"
+        )
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -152,7 +158,9 @@ def fit_calibrators(raw_cal: np.ndarray, y_cal: np.ndarray) -> list[Calibrator]:
         if len(y_cal) < ISOTONIC_MIN_ROWS:
             return out
         iso = IsotonicRegression(out_of_bounds="clip", y_min=_PROB_FLOOR, y_max=1 - _PROB_FLOOR).fit(raw_cal, y_cal)
-        out.append(Calibrator("isotonic", x=tuple(map(float, iso.X_thresholds_)), y=tuple(map(float, iso.y_thresholds_))))
+        out.append(
+            Calibrator("isotonic", x=tuple(map(float, iso.X_thresholds_)), y=tuple(map(float, iso.y_thresholds_)))
+        )
     return out
 
 
@@ -227,9 +235,16 @@ def export_trees(model: HistGradientBoostingClassifier, n_features: int) -> Tree
             else:
                 bitset.append(-1)
     return TreeArrays(
-        baseline=float(np.ravel(model._baseline_prediction)[0]), roots=tuple(roots), feature=tuple(feature),
-        threshold=tuple(threshold), missing_left=tuple(missing_left), left=tuple(left), right=tuple(right),
-        value=tuple(value), bitset=tuple(bitset), bitsets=tuple(bitsets),
+        baseline=float(np.ravel(model._baseline_prediction)[0]),
+        roots=tuple(roots),
+        feature=tuple(feature),
+        threshold=tuple(threshold),
+        missing_left=tuple(missing_left),
+        left=tuple(left),
+        right=tuple(right),
+        value=tuple(value),
+        bitset=tuple(bitset),
+        bitsets=tuple(bitsets),
     )
 
 
@@ -269,9 +284,16 @@ class L2Choice:
         return ",".join(f"{l2:g}:{loss:.5f}" for l2, loss in self.path)
 
 
-def l2_path_losses(X: np.ndarray, y: np.ndarray, Xh: np.ndarray, yh: np.ndarray, grid: Sequence[float],
-                   tolerance: float, max_iterations: int,
-                   check: Callable[[], None] | None = None) -> np.ndarray:
+def l2_path_losses(
+    X: np.ndarray,
+    y: np.ndarray,
+    Xh: np.ndarray,
+    yh: np.ndarray,
+    grid: Sequence[float],
+    tolerance: float,
+    max_iterations: int,
+    check: Callable[[], None] | None = None,
+) -> np.ndarray:
     """Mean log loss on the held-out rows ``(Xh, yh)`` of L2-regularised logistic regression fitted on
     ``(X, y)`` for each per-example strength in ``grid`` (fitted strong to weak, each warm-started from
     the one before). ``check`` is called between fits (it raises to cancel). Raises ValueError for an
@@ -290,9 +312,17 @@ def l2_path_losses(X: np.ndarray, y: np.ndarray, Xh: np.ndarray, yh: np.ndarray,
     return out
 
 
-def choose_l2(X: np.ndarray, y: np.ndarray, Xc: np.ndarray, yc: np.ndarray, grid: Sequence[float], tolerance: float,
-              max_iterations: int, seed: int = 0,
-              check: Callable[[], None] | None = None) -> tuple[float, str, tuple[tuple[float, float], ...]]:
+def choose_l2(
+    X: np.ndarray,
+    y: np.ndarray,
+    Xc: np.ndarray,
+    yc: np.ndarray,
+    grid: Sequence[float],
+    tolerance: float,
+    max_iterations: int,
+    seed: int = 0,
+    check: Callable[[], None] | None = None,
+) -> tuple[float, str, tuple[tuple[float, float], ...]]:
     """The strength in ``grid`` with the lowest held-out log loss: on the calibration rows ``(Xc, yc)``
     for a model fitted on ``(X, y)`` or, with fewer than ``L2_CV_BELOW`` rows in both together, pooled
     over ``L2_CV_FOLDS``-fold stratified cross-validation of both together (seeded). Ties go to the
@@ -304,8 +334,9 @@ def choose_l2(X: np.ndarray, y: np.ndarray, Xc: np.ndarray, yc: np.ndarray, grid
         folds = StratifiedKFold(L2_CV_FOLDS, shuffle=True, random_state=seed % 2**32)
         total = np.zeros(len(grid))
         for train, held in folds.split(Xa, ya):
-            total += l2_path_losses(Xa[train], ya[train], Xa[held], ya[held], grid, tolerance, max_iterations,
-                                    check) * len(held)
+            total += l2_path_losses(
+                Xa[train], ya[train], Xa[held], ya[held], grid, tolerance, max_iterations, check
+            ) * len(held)
         losses, method = total / len(ya), f"cv{L2_CV_FOLDS}"
     else:
         losses, method = l2_path_losses(X, y, Xc, yc, grid, tolerance, max_iterations, check), "calibration_rows"
@@ -341,7 +372,9 @@ def select_candidate(candidates: Sequence[FittedCandidate], labels: np.ndarray, 
         if len(cand.validation_prob) != len(labels) or len(pick.validation_prob) != len(labels):
             better = cand.metrics.log_loss < pick.metrics.log_loss
         else:
-            better = compare(PairedScores(labels, cand.validation_prob, pick.validation_prob), seed=seed).log_loss_low > 0
+            better = (
+                compare(PairedScores(labels, cand.validation_prob, pick.validation_prob), seed=seed).log_loss_low > 0
+            )
         if better:
             pick = cand
     return pick
@@ -353,17 +386,29 @@ def tree_classifier(settings: ModelSettings, raw: RawEncoder) -> HistGradientBoo
     p = settings.training.gradient_boosting
     native = raw.categorical_mask & np.array([len(c) <= _MAX_TREE_CATEGORIES for c in raw.categories])
     return HistGradientBoostingClassifier(
-        learning_rate=p.learning_rate, max_iter=0, max_leaf_nodes=p.max_leaf_nodes, l2_regularization=p.l2,
-        categorical_features=native if native.any() else None, early_stopping=True, n_iter_no_change=TREE_PATIENCE,
-        warm_start=True, random_state=settings.training.random_seed,
+        learning_rate=p.learning_rate,
+        max_iter=0,
+        max_leaf_nodes=p.max_leaf_nodes,
+        l2_regularization=p.l2,
+        categorical_features=native if native.any() else None,
+        early_stopping=True,
+        n_iter_no_change=TREE_PATIENCE,
+        warm_start=True,
+        random_state=settings.training.random_seed,
     )
 
 
 class Trainer:
     """Fits the enabled families on one data set and keeps the best on validation."""
 
-    def __init__(self, schema: Schema, settings: ModelSettings, progress: ProgressFn | None = None,
-                 cancelled: Callable[[], bool] | None = None, threads: int = 1) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        settings: ModelSettings,
+        progress: ProgressFn | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        threads: int = 1,
+    ) -> None:
         self.threads = threads
         self.schema = schema
         self.settings = settings
@@ -403,25 +448,54 @@ class Trainer:
         best.selected = True
         return TrainingResult(candidates, best, valid, len(train), train.rows)
 
-    def _finish(self, family: str, scorer: LinearScorer | TreeScorer, raw_cal: np.ndarray, cal: TrainingData,
-                raw_val: np.ndarray, valid: TrainingData, *, stop_reason: str, iterations: int, final_loss: float,
-                fit_seconds: float, feature_weights: list[tuple[str, float]],
-                parameters: dict[str, str]) -> FittedCandidate:
+    def _finish(
+        self,
+        family: str,
+        scorer: LinearScorer | TreeScorer,
+        raw_cal: np.ndarray,
+        cal: TrainingData,
+        raw_val: np.ndarray,
+        valid: TrainingData,
+        *,
+        stop_reason: str,
+        iterations: int,
+        final_loss: float,
+        fit_seconds: float,
+        feature_weights: list[tuple[str, float]],
+        parameters: dict[str, str],
+    ) -> FittedCandidate:
         self._progress(phase="calibrating", family=family)
         calibrator, prob = choose_calibrator(fit_calibrators(raw_cal, cal.labels), raw_val, valid.labels)
-        model = ScoringModel(self.schema, family, self.settings.decision_threshold, calibrator,
-                             linear=scorer if isinstance(scorer, LinearScorer) else None,
-                             trees=scorer if isinstance(scorer, TreeScorer) else None)
+        model = ScoringModel(
+            self.schema,
+            family,
+            self.settings.decision_threshold,
+            calibrator,
+            linear=scorer if isinstance(scorer, LinearScorer) else None,
+            trees=scorer if isinstance(scorer, TreeScorer) else None,
+        )
         self._progress(phase="evaluating", family=family)
         m = mt.compute(valid.labels, prob, self.settings.decision_threshold)
-        self._progress(phase="evaluating", family=family, metrics=m, message=f"{family}: calibration {calibrator.method}")
-        return FittedCandidate(family=family, model=model, calibration=calibrator.method, metrics=m,
-                               stop_reason=stop_reason, iterations=iterations, final_loss=final_loss,
-                               fit_seconds=fit_seconds, feature_weights=feature_weights, parameters=parameters,
-                               validation_prob=prob)
+        self._progress(
+            phase="evaluating", family=family, metrics=m, message=f"{family}: calibration {calibrator.method}"
+        )
+        return FittedCandidate(
+            family=family,
+            model=model,
+            calibration=calibrator.method,
+            metrics=m,
+            stop_reason=stop_reason,
+            iterations=iterations,
+            final_loss=final_loss,
+            fit_seconds=fit_seconds,
+            feature_weights=feature_weights,
+            parameters=parameters,
+            validation_prob=prob,
+        )
 
-    def _fit_logistic(self, fit: TrainingData, cal: TrainingData, valid: TrainingData,
-                      train: TrainingData) -> FittedCandidate:
+    def _fit_logistic(
+        self, fit: TrainingData, cal: TrainingData, valid: TrainingData, train: TrainingData
+    ) -> FittedCandidate:
         """The logistic family: the L2 strength chosen (or fixed), fitted on the fit rows, its calibrator
         on the calibration rows; refitted on ``train`` (fit + calibration rows) below REFIT_BELOW rows."""
         p = self.settings.training.logistic_regression
@@ -433,8 +507,17 @@ class Trainer:
         method, l2 = "fixed", p.l2
         path: tuple[tuple[float, float], ...] = ()
         if l2 <= 0:  # "auto"
-            l2, method, path = choose_l2(X, fit.labels, Xc, cal.labels, L2_GRID, p.tolerance, p.max_iterations,
-                                         self.settings.training.random_seed, check=self._check)
+            l2, method, path = choose_l2(
+                X,
+                fit.labels,
+                Xc,
+                cal.labels,
+                L2_GRID,
+                p.tolerance,
+                p.max_iterations,
+                self.settings.training.random_seed,
+                check=self._check,
+            )
         model = fit_logistic(X, fit.labels, l2, p.tolerance, p.max_iterations)
         choice = L2Choice(l2, method, path, int(np.max(model.n_iter_)))
         raw = RawEncoder.from_schema(self.schema)
@@ -448,22 +531,41 @@ class Trainer:
             model = fit_logistic(X, train.labels, l2, p.tolerance, p.max_iterations)
             scorer = LinearScorer(encoder, model.coef_[0], float(model.intercept_[0]), X.mean(axis=0), raw)
         loss = _log_loss(train.labels if refit else fit.labels, model.predict_proba(X)[:, 1])
-        self._progress(phase="fitting", family="logistic_regression", iteration=choice.iterations, loss=loss,
-                       message=f"l2 {choice.l2:g} ({choice.method})")
+        self._progress(
+            phase="fitting",
+            family="logistic_regression",
+            iteration=choice.iterations,
+            loss=loss,
+            message=f"l2 {choice.l2:g} ({choice.method})",
+        )
         raw_val = scorer.score(raw.rows(valid.rows))
         return self._finish(
-            "logistic_regression", scorer, raw_cal, cal, raw_val, valid,
+            "logistic_regression",
+            scorer,
+            raw_cal,
+            cal,
+            raw_val,
+            valid,
             stop_reason="converged" if choice.iterations < p.max_iterations else "max_iterations",
-            iterations=choice.iterations, final_loss=loss, fit_seconds=time.perf_counter() - start,
+            iterations=choice.iterations,
+            final_loss=loss,
+            fit_seconds=time.perf_counter() - start,
             feature_weights=scorer.feature_weights(),
-            parameters={"learning_rate": str(p.learning_rate), "l2": repr(choice.l2),
-                        "l2_search": choice.method, "l2_path": choice.path_text(),
-                        "tolerance": str(p.tolerance), "max_iterations": str(p.max_iterations), "solver": "lbfgs",
-                        "fitted_on": f"{len(train)} rows (fit + calibration)" if refit else f"{len(fit)} rows (fit)"},
+            parameters={
+                "learning_rate": str(p.learning_rate),
+                "l2": repr(choice.l2),
+                "l2_search": choice.method,
+                "l2_path": choice.path_text(),
+                "tolerance": str(p.tolerance),
+                "max_iterations": str(p.max_iterations),
+                "solver": "lbfgs",
+                "fitted_on": f"{len(train)} rows (fit + calibration)" if refit else f"{len(fit)} rows (fit)",
+            },
         )
 
-    def _fit_trees(self, fit: TrainingData, cal: TrainingData, valid: TrainingData,
-                   train: TrainingData) -> FittedCandidate:
+    def _fit_trees(
+        self, fit: TrainingData, cal: TrainingData, valid: TrainingData, train: TrainingData
+    ) -> FittedCandidate:
         """The trees: fitted on the fit rows until the calibration rows' loss stops falling, the calibrator
         on the calibration rows; below REFIT_BELOW rows refitted on ``train`` (fit + calibration rows) for
         the iterations that early stopping chose, scaled by the rows gained."""
@@ -494,27 +596,48 @@ class Trainer:
         if refit:
             self._check()
             iterations = max(1, round(max(best, 1) * len(train) / len(fit)))
-            self._progress(phase="fitting", family="gradient_boosting", message=f"refitting on {len(train)} rows, "
-                                                                                 f"{iterations} iterations")
+            self._progress(
+                phase="fitting",
+                family="gradient_boosting",
+                message=f"refitting on {len(train)} rows, {iterations} iterations",
+            )
             model = clone(model).set_params(max_iter=iterations, early_stopping=False, warm_start=False)
             model.fit(np.vstack([X, Xc]), np.concatenate([fit.labels, cal.labels]))
         scorer = TreeScorer(export_trees(model, len(raw.names)), raw)
         raw_val = scorer.score(raw.rows(valid.rows))
         return self._finish(
-            "gradient_boosting", scorer, raw_cal, cal, raw_val, valid,
+            "gradient_boosting",
+            scorer,
+            raw_cal,
+            cal,
+            raw_val,
+            valid,
             stop_reason="early_stopping" if stopped else "max_iterations",
-            iterations=iterations, final_loss=final_loss,
+            iterations=iterations,
+            final_loss=final_loss,
             fit_seconds=time.perf_counter() - start,
             feature_weights=tree_importances(model, raw.names),
-            parameters={"learning_rate": str(p.learning_rate), "max_iterations": str(p.max_iterations),
-                        "max_leaf_nodes": str(p.max_leaf_nodes), "l2": str(p.l2), "best_iteration": str(best),
-                        "fitted_on": f"{len(train)} rows (fit + calibration)" if refit else f"{len(fit)} rows (fit)"},
+            parameters={
+                "learning_rate": str(p.learning_rate),
+                "max_iterations": str(p.max_iterations),
+                "max_leaf_nodes": str(p.max_leaf_nodes),
+                "l2": str(p.l2),
+                "best_iteration": str(best),
+                "fitted_on": f"{len(train)} rows (fit + calibration)" if refit else f"{len(fit)} rows (fit)",
+            },
         )
 
 
 def incremental_logistic(
-    base: LinearScorer, schema: Schema, settings: ModelSettings, new: TrainingData, replay: TrainingData,
-    cal: TrainingData, valid: TrainingData, epochs: int = 5, l2: float = 0.0,
+    base: LinearScorer,
+    schema: Schema,
+    settings: ModelSettings,
+    new: TrainingData,
+    replay: TrainingData,
+    cal: TrainingData,
+    valid: TrainingData,
+    epochs: int = 5,
+    l2: float = 0.0,
 ) -> tuple[ScoringModel, mt.Metrics, int, float]:
     """Warm-start SGD from ``base`` on new labels plus a replay sample; same encoder.
 
@@ -530,8 +653,13 @@ def incremental_logistic(
     rows = new.rows + replay.rows
     y = np.concatenate([new.labels, replay.labels])
     X = encoder.transform(rows)
-    sgd = SGDClassifier(loss="log_loss", alpha=strength, learning_rate="constant",
-                        eta0=p.learning_rate, random_state=settings.training.random_seed)
+    sgd = SGDClassifier(
+        loss="log_loss",
+        alpha=strength,
+        learning_rate="constant",
+        eta0=p.learning_rate,
+        random_state=settings.training.random_seed,
+    )
     sgd.partial_fit(X[:1], y[:1], classes=np.array([0, 1]))
     sgd.coef_ = base.weights.reshape(1, -1).copy()
     sgd.intercept_ = np.array([base.intercept])
@@ -540,8 +668,11 @@ def incremental_logistic(
         order = rng.permutation(len(rows))
         sgd.partial_fit(X[order], y[order])
     scorer = LinearScorer(encoder, sgd.coef_[0], float(sgd.intercept_[0]), base.column_means, base.raw)
-    calibrator, prob = choose_calibrator(fit_calibrators(scorer.score(base.raw.rows(cal.rows)), cal.labels),
-                                         scorer.score(base.raw.rows(valid.rows)), valid.labels)
+    calibrator, prob = choose_calibrator(
+        fit_calibrators(scorer.score(base.raw.rows(cal.rows)), cal.labels),
+        scorer.score(base.raw.rows(valid.rows)),
+        valid.labels,
+    )
     model = ScoringModel(schema, "logistic_regression", settings.decision_threshold, calibrator, linear=scorer)
     loss = _log_loss(y, 1.0 / (1.0 + np.exp(-(X @ sgd.coef_[0] + sgd.intercept_[0]))))
     return model, mt.compute(valid.labels, prob, settings.decision_threshold), epochs, loss

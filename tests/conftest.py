@@ -11,8 +11,16 @@ import pytest
 
 from sahayak_rpc import logs
 
-from .helpers import (BACKENDS, SMALL_FEATURES, SMALL_LABEL, Running, database_for, load_demo_rows, start_server,
-                      stop_server)
+from .helpers import (
+    BACKENDS,
+    SMALL_FEATURES,
+    SMALL_LABEL,
+    Running,
+    database_for,
+    load_demo_rows,
+    start_server,
+    stop_server,
+)
 
 logs.configure("info", cache=False)
 

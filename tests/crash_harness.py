@@ -92,8 +92,16 @@ FEATURES = [
     FeatureSpec("has_card", FeatureType.BOOLEAN),
 ]
 ACTIVE_RUN_STATES = (training_pb2.TRAINING_RUN_STATE_QUEUED, training_pb2.TRAINING_RUN_STATE_RUNNING)
-ACTIVITIES = ("ingest", "import", "training", "promotion", "model_import", "feedback", "log_predictions",
-              "predict_batch")
+ACTIVITIES = (
+    "ingest",
+    "import",
+    "training",
+    "promotion",
+    "model_import",
+    "feedback",
+    "log_predictions",
+    "predict_batch",
+)
 # The health poll while a server starts: retry a refused connection fast (the default backoff
 # adds ~1 s to every restart). Not grpc.min_reconnect_backoff_ms: it is also the connect timeout,
 # and a loaded machine needs more than 100 ms for a handshake now and then.
@@ -109,8 +117,12 @@ def make_row(rng: random.Random) -> tuple[dict[str, Any], bool]:
     age = float(rng.randint(18, 90))
     craft = rng.choice(("weaver", "potter", "carpenter"))
     has_card = rng.random() < 0.5
-    row: dict[str, Any] = {"age": age, "craft": craft, "has_card": has_card,
-                           "region": rng.choice(("north", "south", "east"))}
+    row: dict[str, Any] = {
+        "age": age,
+        "craft": craft,
+        "has_card": has_card,
+        "region": rng.choice(("north", "south", "east")),
+    }
     if rng.random() < 0.8:
         row["income"] = float(rng.randrange(20_000, 300_000, 500))
     z = 0.08 * (age - 50) + (1.5 if has_card else -1.5) + {"weaver": 0.8, "potter": 0.0, "carpenter": -0.8}[craft]
@@ -159,9 +171,14 @@ class Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def counts(self) -> dict[str, int]:
-        return {"outcomes": len(self.outcomes), "feedback": len(self.feedback),
-                "logged_predictions": len(self.logged), "imported_versions": len(self.imported),
-                "alias_moves": len(self.alias_events), "training_runs_started": len(self.runs)}
+        return {
+            "outcomes": len(self.outcomes),
+            "feedback": len(self.feedback),
+            "logged_predictions": len(self.logged),
+            "imported_versions": len(self.imported),
+            "alias_moves": len(self.alias_events),
+            "training_runs_started": len(self.runs),
+        }
 
 
 # --- the server process --------------------------------------------------------
@@ -216,17 +233,27 @@ class ServerProcess:
     def _refill(self) -> None:
         with self.log_path.open("ab") as log:
             while len(self._spare_procs) < self.spares:
-                self._spare_procs.append(subprocess.Popen(
-                    [sys.executable, "-c", SPARE], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log,
-                    env=self._env()))
+                self._spare_procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", SPARE],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                        env=self._env(),
+                    )
+                )
 
     def start(self, timeout: float = 60.0) -> None:
         t0 = time.monotonic()
         self.port = free_port()
         if self.proc is None or not self._spare_procs:  # the first start, or no spares: the command itself
             with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen([sys.executable, "-m", "sahayak_rpc.cli", *self._serve_args()],
-                                             stdout=subprocess.DEVNULL, stderr=log, env=self._env())
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "sahayak_rpc.cli", *self._serve_args()],
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    env=self._env(),
+                )
         else:
             self.proc = self._spare_procs.pop(0)
             assert self.proc.stdin is not None
@@ -238,13 +265,16 @@ class ServerProcess:
             while True:
                 if self.proc.poll() is not None:  # (the log goes with a temporary workdir: quote it)
                     tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
-                    raise RuntimeError(f"server exited with {self.proc.returncode}; {self.log_path} ends:\n"
-                                       + "\n".join(tail))
+                    raise RuntimeError(
+                        f"server exited with {self.proc.returncode}; {self.log_path} ends:\n" + "\n".join(tail)
+                    )
                 if time.monotonic() - t0 > timeout:
                     raise RuntimeError("server did not become healthy")
                 try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                            health_pb2.HealthCheckResponse.SERVING:
+                    if (
+                        stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                        == health_pb2.HealthCheckResponse.SERVING
+                    ):
                         break
                 except grpc.RpcError:
                     time.sleep(0.01)
@@ -304,15 +334,21 @@ class Cycle:
     # Each workload runs in its own thread with its own channel.
     def start(self) -> None:
         workers: dict[str, Callable[[Client, random.Random], None]] = {
-            "ingest": self._ingest, "import": self._import, "training": self._training,
-            "promotion": self._promotion, "model_import": self._model_import, "feedback": self._feedback,
-            "log_predictions": self._log_predictions, "predict_batch": self._predict_batch,
+            "ingest": self._ingest,
+            "import": self._import,
+            "training": self._training,
+            "promotion": self._promotion,
+            "model_import": self._model_import,
+            "feedback": self._feedback,
+            "log_predictions": self._log_predictions,
+            "predict_batch": self._predict_batch,
         }
         for n, (name, fn) in enumerate(workers.items()):
             client = Client(self.target, timeout=RPC_TIMEOUT)
             self.clients.append(client)
-            t = threading.Thread(target=self._run, args=(name, fn, client, self.seed * 1000 + n),
-                                 name=f"crash-{name}", daemon=True)
+            t = threading.Thread(
+                target=self._run, args=(name, fn, client, self.seed * 1000 + n), name=f"crash-{name}", daemon=True
+            )
             t.start()
             self.threads.append(t)
         deadline = time.monotonic() + 30
@@ -401,8 +437,9 @@ class Cycle:
                 self.in_flight["training"] += 1
             try:
                 if not run_id:
-                    run_id = c.start_training(MODEL, families=["logistic_regression"],
-                                              description=f"cycle {self.index}").run_id
+                    run_id = c.start_training(
+                        MODEL, families=["logistic_regression"], description=f"cycle {self.index}"
+                    ).run_id
                     with self.ledger.lock:
                         self.ledger.runs.add(run_id)
                 while self.alive:
@@ -453,24 +490,35 @@ class Cycle:
             k += 1
             time.sleep(0.02)
 
-    def _feedback_message(self, fid: str, rng: random.Random) -> tuple[feedback_pb2.Feedback, dict[str, Any],
-                                                                        tuple[dict[str, Any], bool] | None]:
+    def _feedback_message(
+        self, fid: str, rng: random.Random
+    ) -> tuple[feedback_pb2.Feedback, dict[str, Any], tuple[dict[str, Any], bool] | None]:
         """A feedback message, its expected row, and the training outcome it must create (or None)."""
         row, label = make_row(rng)
         with_outcome = rng.random() < 0.7
-        f = feedback_pb2.Feedback(feedback_id=fid, model=MODEL, artisan_id=f"a{rng.randrange(1000)}",
-                                  scheme_id=rng.choice(("pmegp", "mudra", "pension")), rating=rng.randint(0, 5),
-                                  comment=f"comment {rng.random():.6f}")
+        f = feedback_pb2.Feedback(
+            feedback_id=fid,
+            model=MODEL,
+            artisan_id=f"a{rng.randrange(1000)}",
+            scheme_id=rng.choice(("pmegp", "mudra", "pension")),
+            rating=rng.randint(0, 5),
+            comment=f"comment {rng.random():.6f}",
+        )
         if with_outcome:
             f.interaction = feedback_pb2.INTERACTION_APPLIED
             f.outcome = feedback_pb2.FEEDBACK_OUTCOME_APPROVED if label else feedback_pb2.FEEDBACK_OUTCOME_REJECTED
             fill_features(f.features, row)
         else:
             f.interaction = feedback_pb2.INTERACTION_VIEWED
-        expected = {"interaction": "applied" if with_outcome else "viewed",
-                    "outcome": ("approved" if label else "rejected") if with_outcome else None,
-                    "rating": f.rating or None, "comment": f.comment, "scheme_id": f.scheme_id,
-                    "artisan_id": f.artisan_id, "outcome_id": f"feedback:{fid}" if with_outcome else None}
+        expected = {
+            "interaction": "applied" if with_outcome else "viewed",
+            "outcome": ("approved" if label else "rejected") if with_outcome else None,
+            "rating": f.rating or None,
+            "comment": f.comment,
+            "scheme_id": f.scheme_id,
+            "artisan_id": f.artisan_id,
+            "outcome_id": f"feedback:{fid}" if with_outcome else None,
+        }
         return f, expected, ((row, label) if with_outcome else None)
 
     def _feedback(self, c: Client, rng: random.Random) -> None:
@@ -478,13 +526,19 @@ class Cycle:
         while self.alive:
             items = [self._feedback_message(f"c{self.index}-f{k}-{n}", rng) for n in range(1 if k % 2 == 0 else 10)]
             if len(items) == 1:
-                resp = self._call("feedback", c.feedback.RecordFeedback,
-                                  feedback_pb2.RecordFeedbackRequest(feedback=items[0][0]), timeout=RPC_TIMEOUT)
+                resp = self._call(
+                    "feedback",
+                    c.feedback.RecordFeedback,
+                    feedback_pb2.RecordFeedbackRequest(feedback=items[0][0]),
+                    timeout=RPC_TIMEOUT,
+                )
                 if resp.feedback_id != items[0][0].feedback_id:
                     raise AssertionError(f"feedback id {resp.feedback_id!r}")
             else:
-                requests = [feedback_pb2.ImportFeedbackRequest(feedback=[i[0] for i in items[:5]]),
-                            feedback_pb2.ImportFeedbackRequest(feedback=[i[0] for i in items[5:]])]
+                requests = [
+                    feedback_pb2.ImportFeedbackRequest(feedback=[i[0] for i in items[:5]]),
+                    feedback_pb2.ImportFeedbackRequest(feedback=[i[0] for i in items[5:]]),
+                ]
                 resp = self._call("feedback", c.feedback.ImportFeedback, iter(requests), timeout=RPC_TIMEOUT)
                 if resp.accepted + resp.duplicates != len(items) or resp.rejected:
                     raise AssertionError(f"feedback import acknowledged {resp.accepted} of {len(items)}")
@@ -507,8 +561,12 @@ class Cycle:
                     row, _ = make_row(rng)
                     prob = round(rng.random(), 6)
                     label = int(prob >= 0.5)
-                    p = request.predictions.add(prediction_id=pid, version=1, probability=prob,
-                                                label=common_pb2.LABEL_POSITIVE if label else common_pb2.LABEL_NEGATIVE)
+                    p = request.predictions.add(
+                        prediction_id=pid,
+                        version=1,
+                        probability=prob,
+                        label=common_pb2.LABEL_POSITIVE if label else common_pb2.LABEL_NEGATIVE,
+                    )
                     fill_features(p.features, row)
                     entries[pid] = (1, prob, label, row)
                 messages.append(request)
@@ -603,7 +661,8 @@ class PgSnapshot:
             others = self._conn.execute(
                 "SELECT pid, application_name, state, left(query, 120) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND backend_type = 'client backend'"
-                " AND pid <> pg_backend_pid()").fetchall()
+                " AND pid <> pg_backend_pid()"
+            ).fetchall()
             if not others or waited > SESSIONS_GONE_TIMEOUT:
                 return waited, others
             time.sleep(0.005)
@@ -683,14 +742,20 @@ class Inspector:
         with snapshot(self.db) as snap:
             out.sessions_waited_s = snap.waited_s
             with ledger.lock:
-                frozen = Ledger(outcomes=dict(ledger.outcomes), feedback=dict(ledger.feedback),
-                                logged=dict(ledger.logged), imported=dict(ledger.imported),
-                                alias_events=dict(ledger.alias_events), runs=set(ledger.runs),
-                                served_batches=dict(ledger.served_batches))
+                frozen = Ledger(
+                    outcomes=dict(ledger.outcomes),
+                    feedback=dict(ledger.feedback),
+                    logged=dict(ledger.logged),
+                    imported=dict(ledger.imported),
+                    alias_events=dict(ledger.alias_events),
+                    runs=set(ledger.runs),
+                    served_batches=dict(ledger.served_batches),
+                )
             out.violations += snap.engine_violations()
             for table, key, where in UNIQUE_KEYS:
-                for row in snap.rows(f"SELECT {key}, count(*) FROM {table}{where} GROUP BY {key}"
-                                     " HAVING count(*) > 1 LIMIT 3"):
+                for row in snap.rows(
+                    f"SELECT {key}, count(*) FROM {table}{where} GROUP BY {key} HAVING count(*) > 1 LIMIT 3"
+                ):
                     out.violations.append(f"{table}: {row[-1]} rows for ({key}) = {row[:-1]}{where}")
             ((model_id,),) = snap.rows("SELECT id FROM models WHERE name = ?", (MODEL,))
             self._outcomes(snap, model_id, frozen, out)
@@ -700,8 +765,12 @@ class Inspector:
         return out
 
     def _outcomes(self, snap: Snapshot, model_id: int, ledger: Ledger, out: Inspection) -> None:
-        stored = {oid: (label, fj) for oid, label, fj in snap.rows(
-            "SELECT outcome_id, label, features_json FROM outcomes WHERE model_id = ?", (model_id,))}
+        stored = {
+            oid: (label, fj)
+            for oid, label, fj in snap.rows(
+                "SELECT outcome_id, label, features_json FROM outcomes WHERE model_id = ?", (model_id,)
+            )
+        }
         for oid, (features, label) in ledger.outcomes.items():
             out.checked += 1
             got = stored.get(oid)
@@ -717,8 +786,10 @@ class Inspector:
     @staticmethod
     def _feedback(snap: Snapshot, model_id: int, ledger: Ledger, out: Inspection) -> None:
         cols = ("interaction", "outcome", "rating", "comment", "scheme_id", "artisan_id", "outcome_id")
-        stored = {r[0]: dict(zip(cols, r[1:], strict=True)) for r in snap.rows(
-            f"SELECT feedback_id, {', '.join(cols)} FROM feedback WHERE model_id = ?", (model_id,))}
+        stored = {
+            r[0]: dict(zip(cols, r[1:], strict=True))
+            for r in snap.rows(f"SELECT feedback_id, {', '.join(cols)} FROM feedback WHERE model_id = ?", (model_id,))
+        }
         for fid, expected in ledger.feedback.items():
             out.checked += 1
             got = stored.get(fid)
@@ -728,9 +799,14 @@ class Inspector:
                 out.lost.append(f"feedback {fid}: content differs: {got} vs {expected}")
 
     def _logged(self, snap: Snapshot, model_id: int, ledger: Ledger, out: Inspection) -> None:
-        stored = {r[0]: r[1:] for r in snap.rows(
-            "SELECT prediction_id, version, probability, label, features_json FROM predictions"
-            " WHERE model_id = ? AND source = 'logged'", (model_id,))}
+        stored = {
+            r[0]: r[1:]
+            for r in snap.rows(
+                "SELECT prediction_id, version, probability, label, features_json FROM predictions"
+                " WHERE model_id = ? AND source = 'logged'",
+                (model_id,),
+            )
+        }
         for pid, (version, prob, label, row) in ledger.logged.items():
             out.checked += 1
             got = stored.get(pid)
@@ -746,8 +822,9 @@ class Inspector:
         # be missing after a kill, but one that is there must be whole and say what was served.
         present = set()
         for batch_id, count, cols_data, probs_data in snap.rows(
-                "SELECT batch_id, row_count, columns_data, probabilities_data FROM prediction_batches"
-                " WHERE model_id = ?", (model_id,)):
+            "SELECT batch_id, row_count, columns_data, probabilities_data FROM prediction_batches WHERE model_id = ?",
+            (model_id,),
+        ):
             present.add(batch_id)
             probs = decode_probabilities(probs_data)
             try:
@@ -757,8 +834,10 @@ class Inspector:
                 continue
             lengths = {len(v["codes"]) if isinstance(v, dict) else len(v) for v in columns.values()}
             if len(probs) != count or lengths - {count}:
-                out.violations.append(f"prediction batch {batch_id}: {count} rows, {len(probs)} probabilities,"
-                                      f" column lengths {sorted(lengths)}")
+                out.violations.append(
+                    f"prediction batch {batch_id}: {count} rows, {len(probs)} probabilities,"
+                    f" column lengths {sorted(lengths)}"
+                )
             served = ledger.served_batches.get(batch_id)
             if served is not None:
                 out.served_batches_logged += 1
@@ -776,8 +855,10 @@ class Inspector:
         probe = make_row(random.Random(0))[0]
         versions: dict[int, tuple[str, str, str | None, str]] = {}
         for version, status, source, run_id, blob, sha, description in snap.rows(
-                "SELECT version, status, source, training_run_id, artifact, artifact_sha256, description"
-                " FROM model_versions WHERE model_id = ?", (model_id,)):
+            "SELECT version, status, source, training_run_id, artifact, artifact_sha256, description"
+            " FROM model_versions WHERE model_id = ?",
+            (model_id,),
+        ):
             versions[version] = (status, source, run_id, description)
             blob = bytes(blob)
             if hashlib.sha256(blob).hexdigest() != sha:
@@ -803,8 +884,10 @@ class Inspector:
                 out.lost.append(f"imported version {version}: is {got}, expected an import described {description!r}")
 
         aliases = dict(snap.rows("SELECT alias, version FROM aliases WHERE model_id = ?", (model_id,)))
-        events = snap.rows("SELECT id, alias, version, previous_version, reason FROM alias_events"
-                           " WHERE model_id = ? ORDER BY id", (model_id,))
+        events = snap.rows(
+            "SELECT id, alias, version, previous_version, reason FROM alias_events WHERE model_id = ? ORDER BY id",
+            (model_id,),
+        )
         out.aliases = aliases
         out.champion = aliases.get("champion", 0)
         if not out.champion:
@@ -819,29 +902,38 @@ class Inspector:
         for event_id, alias, version, previous, _reason in events:
             by_id[event_id] = (alias, version, previous)
             if previous != last.get(alias, 0):
-                out.violations.append(f"alias event {event_id}: {alias} moved from {previous}, but it was at"
-                                      f" {last.get(alias, 0)}")
+                out.violations.append(
+                    f"alias event {event_id}: {alias} moved from {previous}, but it was at {last.get(alias, 0)}"
+                )
             if version and version not in versions:
                 out.violations.append(f"alias event {event_id}: version {version} does not exist")
             last[alias] = version
         for alias in set(last) | set(aliases):
             if last.get(alias, 0) != aliases.get(alias, 0):
-                out.violations.append(f"alias {alias} is at {aliases.get(alias, 0)} but its history ends at"
-                                      f" {last.get(alias, 0)}")
+                out.violations.append(
+                    f"alias {alias} is at {aliases.get(alias, 0)} but its history ends at {last.get(alias, 0)}"
+                )
         for event_id, expected in ledger.alias_events.items():
             out.checked += 1
             if by_id.get(event_id) != expected:
                 out.lost.append(f"alias event {event_id}: {by_id.get(event_id)} vs acknowledged {expected}")
 
-        runs = {r[0]: r[1:] for r in snap.rows(
-            "SELECT run_id, state, produced_version, promoted, end_reason FROM training_runs WHERE model_id = ?",
-            (model_id,))}
+        runs = {
+            r[0]: r[1:]
+            for r in snap.rows(
+                "SELECT run_id, state, produced_version, promoted, end_reason FROM training_runs WHERE model_id = ?",
+                (model_id,),
+            )
+        }
         for run_id in ledger.runs:
             out.checked += 1
             if run_id not in runs:
                 out.lost.append(f"training run {run_id}: missing")
-        promoted_by = {reason.removeprefix("promoted by "): (alias, version) for _, alias, version, _, reason in events
-                       if reason.startswith("promoted by ")}
+        promoted_by = {
+            reason.removeprefix("promoted by "): (alias, version)
+            for _, alias, version, _, reason in events
+            if reason.startswith("promoted by ")
+        }
         for run_id, (state, produced, promoted, end_reason) in runs.items():
             if state in ("queued", "running"):
                 out.active_runs.append(run_id)
@@ -858,8 +950,9 @@ class Inspector:
                 out.violations.append(f"run {run_id} succeeded without a version")
         for version, (_status, _source, run_id, _) in versions.items():
             if run_id and (run_id not in runs or runs[run_id][1] != version):
-                out.violations.append(f"version {version} registered by run {run_id}, which does not name it:"
-                                      f" {runs.get(run_id)}")
+                out.violations.append(
+                    f"version {version} registered by run {run_id}, which does not name it: {runs.get(run_id)}"
+                )
             if run_id in promoted_by and not runs.get(run_id, (None, None, 0))[2]:
                 out.violations.append(f"version {version} was promoted by run {run_id}, which says it was not")
 
@@ -892,8 +985,10 @@ def check_after_restart(target: str, before: Inspection, ledger: Ledger, cycle: 
         for run_id in before.running_runs:
             run = c.get_run(run_id)
             if run.state != training_pb2.TRAINING_RUN_STATE_FAILED or "interrupted" not in run.end_reason:
-                violations.append(f"run {run_id} interrupted by the kill is {_state(run.state)} ({run.end_reason!r})"
-                                  f" once health says SERVING{_later(c, run_id, run.state)}")
+                violations.append(
+                    f"run {run_id} interrupted by the kill is {_state(run.state)} ({run.end_reason!r})"
+                    f" once health says SERVING{_later(c, run_id, run.state)}"
+                )
             else:
                 failed += 1
         champion, aliases = before.champion, dict(before.aliases)
@@ -904,20 +999,24 @@ def check_after_restart(target: str, before: Inspection, ledger: Ledger, cycle: 
             elif run.promoted:  # (at most one run is queued per model)
                 champion = aliases["champion"] = run.produced_version
         for state in ACTIVE_RUN_STATES:
-            active = c.training.ListTrainingRuns(training_pb2.ListTrainingRunsRequest(model=MODEL, state=state),
-                                                 timeout=RPC_TIMEOUT).runs
+            active = c.training.ListTrainingRuns(
+                training_pb2.ListTrainingRunsRequest(model=MODEL, state=state), timeout=RPC_TIMEOUT
+            ).runs
             if active:
                 violations.append(f"after the restart, runs still {_state(state)}: {[r.run_id for r in active]}")
         model = c.get_model(MODEL)
         if model.champion_version != champion or dict(model.aliases) != aliases:
-            violations.append(f"after the restart the server names champion {model.champion_version} and aliases"
-                              f" {dict(model.aliases)}; the database said {before.champion}, {before.aliases}"
-                              + (f", and a queued run then promoted {champion}" if champion != before.champion else ""))
+            violations.append(
+                f"after the restart the server names champion {model.champion_version} and aliases"
+                f" {dict(model.aliases)}; the database said {before.champion}, {before.aliases}"
+                + (f", and a queued run then promoted {champion}" if champion != before.champion else "")
+            )
         p = c.predict(MODEL, make_row(random.Random(1))[0])
         if p.version != champion or not 0.0 <= p.probability <= 1.0:
             violations.append(f"after the restart Predict answered with version {p.version}, champion is {champion}")
-        newest = c.registry.ListAliasHistory(registry_pb2.ListAliasHistoryRequest(model=MODEL, alias="champion",
-                                                                                  page_size=1), timeout=RPC_TIMEOUT)
+        newest = c.registry.ListAliasHistory(
+            registry_pb2.ListAliasHistoryRequest(model=MODEL, alias="champion", page_size=1), timeout=RPC_TIMEOUT
+        )
         if not newest.events or newest.events[0].version != champion:
             violations.append("ListAliasHistory's newest champion event is not the champion")
         try:
@@ -962,8 +1061,15 @@ def check_empty(db: str) -> None:
             raise ValueError("that database has models already: the crash harness needs a new database")
 
 
-def run(kills: int = 50, seed: int | None = None, workdir: Path | None = None, max_delay_ms: float = 300.0,
-        spares: int = 3, log: Callable[[str], None] | None = None, db: str | None = None) -> dict[str, Any]:
+def run(
+    kills: int = 50,
+    seed: int | None = None,
+    workdir: Path | None = None,
+    max_delay_ms: float = 300.0,
+    spares: int = 3,
+    log: Callable[[str], None] | None = None,
+    db: str | None = None,
+) -> dict[str, Any]:
     """Kill the server ``kills`` times at random moments; returns the summary (``ok`` when nothing failed).
 
     ``db``: a new SQLite file or an empty PostgreSQL database (``postgresql://...``); by default
@@ -1099,13 +1205,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=50)
     p.add_argument("--seed", type=int, help="RNG seed (default: random, printed)")
     p.add_argument("--max-delay-ms", type=float, default=300.0, help="kill at a random delay in [0, this]")
-    p.add_argument("--spares", type=int, default=3,
-                   help="server processes importing ahead of their restart (0: every start is a cold"
-                        " `python -m sahayak_rpc.cli serve`)")
+    p.add_argument(
+        "--spares",
+        type=int,
+        default=3,
+        help="server processes importing ahead of their restart (0: every start is a cold"
+        " `python -m sahayak_rpc.cli serve`)",
+    )
     p.add_argument("--workdir", help="keep the database and server log here (default: a temporary directory)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--postgres", action="store_true",
-                       help="run on PostgreSQL: a throwaway cluster (tests/pg_cluster.py, fsync on), stopped at the end")
+    where.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run on PostgreSQL: a throwaway cluster (tests/pg_cluster.py, fsync on), stopped at the end",
+    )
     where.add_argument("--db", metavar="URL", help="run on this empty PostgreSQL database (postgresql://...)")
     args = p.parse_args(argv)
     if args.db and not is_postgres_url(args.db):

@@ -51,15 +51,81 @@ def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[
 
 
 WEIRD_STRINGS = [
-    "", " ", "  ", "\x00", "a\x00b", "\x00" * 64, "\t", "\n", "\r\n", "\x7f", "\x1b[31m",
-    "\u202e\u202d", "\u200b", "\ufeff", "e\u0301\u0301\u0301", "\uffff", "\ufffd", "\U0010ffff", "\U0001f600" * 3,
-    "\U0001d54a", "İ", "ß", "ﬃ", "Ⅻ",
+    "",
+    " ",
+    "  ",
+    "\x00",
+    "a\x00b",
+    "\x00" * 64,
+    "\t",
+    "\n",
+    "\r\n",
+    "\x7f",
+    "\x1b[31m",
+    "\u202e\u202d",
+    "\u200b",
+    "\ufeff",
+    "e\u0301\u0301\u0301",
+    "\uffff",
+    "\ufffd",
+    "\U0010ffff",
+    "\U0001f600" * 3,
+    "\U0001d54a",
+    "İ",
+    "ß",
+    "ﬃ",
+    "Ⅻ",
     # Characters for which str.isdigit() is True but int() fails or differs.
-    "²", "¹²³", "٣", "١٢٣", "௧", "𝟗", "9" * 30, "0" * 30, "-1", "+1", "1_000", " 7", "7 ",
-    "0", "1", "2", "1e309", "nan", "NaN", "inf", "-inf", "null", "None", "true", "[]", "{}",
-    "' OR 1=1 --", "\"; DROP TABLE outcomes; --", "%s%n%x", "{0}{1}", "${x}", "../../etc/passwd",
-    "\\", "/", ".", "..", "*", "%", "_", "a/b", "p1:", "cDE6", "cDE6Mg==", "cDE6wrI=", "====",
-    "champion", "CHAMPION", "scheme-sahayak", "Scheme-Sahayak", "scheme_sahayak",
+    "²",
+    "¹²³",
+    "٣",
+    "١٢٣",
+    "௧",
+    "𝟗",
+    "9" * 30,
+    "0" * 30,
+    "-1",
+    "+1",
+    "1_000",
+    " 7",
+    "7 ",
+    "0",
+    "1",
+    "2",
+    "1e309",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "null",
+    "None",
+    "true",
+    "[]",
+    "{}",
+    "' OR 1=1 --",
+    '"; DROP TABLE outcomes; --',
+    "%s%n%x",
+    "{0}{1}",
+    "${x}",
+    "../../etc/passwd",
+    "\\",
+    "/",
+    ".",
+    "..",
+    "*",
+    "%",
+    "_",
+    "a/b",
+    "p1:",
+    "cDE6",
+    "cDE6Mg==",
+    "cDE6wrI=",
+    "====",
+    "champion",
+    "CHAMPION",
+    "scheme-sahayak",
+    "Scheme-Sahayak",
+    "scheme_sahayak",
 ]
 LONG_SIZES = [63, 64, 65, 200, 201, 256, 257, 1000, 4096, 4097, 65_537, 300_001]
 _LONG_UNITS = ["a", "é", "\U0001f600", "\x00", "ab c", "9", "-"]
@@ -80,8 +146,29 @@ strings = weighted(
 short_strings = st.one_of(st.sampled_from(WEIRD_STRINGS), st.text(max_size=16))
 idents = st.text(string.ascii_lowercase + string.digits + "_-", min_size=1, max_size=12)
 
-DOUBLES = [0.0, -0.0, math.nan, -math.nan, math.inf, -math.inf, 1e308, -1e308, 1.7976931348623157e308, 5e-324,
-           -5e-324, 2.0**53, 2.0**63, -(2.0**63), 2.0**64, 0.5, 1.0, -1.0, 1e-9, 1.0000000000000002, 0.9999999999999999]
+DOUBLES = [
+    0.0,
+    -0.0,
+    math.nan,
+    -math.nan,
+    math.inf,
+    -math.inf,
+    1e308,
+    -1e308,
+    1.7976931348623157e308,
+    5e-324,
+    -5e-324,
+    2.0**53,
+    2.0**63,
+    -(2.0**63),
+    2.0**64,
+    0.5,
+    1.0,
+    -1.0,
+    1e-9,
+    1.0000000000000002,
+    0.9999999999999999,
+]
 doubles = weighted(
     (2, st.sampled_from(DOUBLES)),
     (2, st.floats()),
@@ -99,16 +186,32 @@ def ints(bits: int, signed: bool) -> st.SearchStrategy[int]:
 
 
 small_ints = st.one_of(st.integers(0, 6), st.sampled_from([-1, 0, 1, 2, 3, 10, 50, 501, 2**31 - 1, -(2**31)]))
-binaries = weighted((3, st.binary(max_size=64)),
-                    (1, st.builds(lambda b, n: (b * n)[:n], st.binary(min_size=1, max_size=4), st.sampled_from([1000, 70_000]))))
+binaries = weighted(
+    (3, st.binary(max_size=64)),
+    (1, st.builds(lambda b, n: (b * n)[:n], st.binary(min_size=1, max_size=4), st.sampled_from([1000, 70_000]))),
+)
 
 # Malformed protobuf encodings for the raw-bytes requests.
 BAD_WIRE = [
-    b"\x08", b"\x08\xff", b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # truncated / overlong varint
-    b"\x0a\x05ab", b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x02\xff\xfe",  # truncated length, huge length, bad UTF-8
-    b"\x0b", b"\x0c", b"\x0b\x0c", b"\x07", b"\x00", b"\x00\x00", b"\xf8\xff\xff\xff\x7f",  # groups, wire 7, field 0
-    b"\x12\x03\x0a\x01\xff", b"\x22\x04\x0a\x02\xc3\x28", b"\x11\x00", b"\x15\x01\x02",  # nested bad UTF-8, short fixed
-    b"\xff" * 32, b"\x80" * 16,
+    b"\x08",
+    b"\x08\xff",
+    b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # truncated / overlong varint
+    b"\x0a\x05ab",
+    b"\x0a\xff\xff\xff\xff\x0f",
+    b"\x0a\x02\xff\xfe",  # truncated length, huge length, bad UTF-8
+    b"\x0b",
+    b"\x0c",
+    b"\x0b\x0c",
+    b"\x07",
+    b"\x00",
+    b"\x00\x00",
+    b"\xf8\xff\xff\xff\x7f",  # groups, wire 7, field 0
+    b"\x12\x03\x0a\x01\xff",
+    b"\x22\x04\x0a\x02\xc3\x28",
+    b"\x11\x00",
+    b"\x15\x01\x02",  # nested bad UTF-8, short fixed
+    b"\xff" * 32,
+    b"\x80" * 16,
 ]
 
 # --- the context learned from the live server ------------------------------
@@ -167,15 +270,23 @@ def _value_for(info: FeatureInfo, text: st.SearchStrategy[str]) -> st.SearchStra
         edges = [v for v in (info.lo, info.hi) if v is not None]
         nudged = [v + d for v in edges for d in (-1e-9, 1e-9)]
         # Where a side is unbounded, the schema admits any finite magnitude there.
-        huge = [v for v in (1e16, 1e100, 1e101, 1e300, 1.7976931348623157e308)
-                if (info.hi is None and v > lo) or (info.lo is None and -v < hi)]
+        huge = [
+            v
+            for v in (1e16, 1e100, 1e101, 1e300, 1.7976931348623157e308)
+            if (info.hi is None and v > lo) or (info.lo is None and -v < hi)
+        ]
         signed = [v if info.hi is None else -v for v in huge]
-        return weighted((4, st.floats(lo, hi)), (1, st.sampled_from(edges + nudged or [0.0])), (1, doubles),
-                        (1 if signed else 0, st.sampled_from(signed or [0.0])))
+        return weighted(
+            (4, st.floats(lo, hi)),
+            (1, st.sampled_from(edges + nudged or [0.0])),
+            (1, doubles),
+            (1 if signed else 0, st.sampled_from(signed or [0.0])),
+        )
     if info.kind == "categorical":
         cats = list(info.categories) or ["x"]
-        return weighted((5, st.sampled_from(cats)), (1, st.sampled_from([c.upper() for c in cats] + [" " + cats[0]])),
-                        (1, text))
+        return weighted(
+            (5, st.sampled_from(cats)), (1, st.sampled_from([c.upper() for c in cats] + [" " + cats[0]])), (1, text)
+        )
     return weighted((5, st.booleans()), (1, st.sampled_from([0.0, 1.0, "true", "1"])))
 
 
@@ -213,7 +324,8 @@ def feature_rows(h: Hints, text: st.SearchStrategy[str]) -> st.SearchStrategy[di
                 row.pop(name, None)
             elif op == "add":
                 row[draw(weighted((3, st.sampled_from(names + [n.upper() for n in names])), (1, text)))] = draw(
-                    _any_value(text))
+                    _any_value(text)
+                )
             elif op == "any":
                 row[name] = draw(_any_value(text))
             else:
@@ -223,7 +335,9 @@ def feature_rows(h: Hints, text: st.SearchStrategy[str]) -> st.SearchStrategy[di
     return build()
 
 
-def feature_map(h: Hints, text: st.SearchStrategy[str], subset: str = "") -> st.SearchStrategy[dict[str, dict[str, Any]]]:
+def feature_map(
+    h: Hints, text: st.SearchStrategy[str], subset: str = ""
+) -> st.SearchStrategy[dict[str, dict[str, Any]]]:
     """map<string, FeatureValue> as {name: FeatureValue-kwargs}; ``subset`` keeps a feature group."""
     rows = feature_rows(h, text)
     if subset and h.features:
@@ -297,24 +411,81 @@ _WKT_DURATION = "google.protobuf.Duration"
 _WKT_FIELDMASK = "google.protobuf.FieldMask"
 
 UPDATE_PATHS = [
-    "description", "settings", "settings.decision_threshold", "settings.training", "settings.training.families",
-    "settings.training.retrain_interval", "settings.training.incremental_every",
-    "settings.training.validation_fraction", "settings.training.split", "settings.training.min_samples",
-    "settings.training.logistic_regression", "settings.training.logistic_regression.l2",
-    "settings.training.logistic_regression.max_iterations", "settings.training.gradient_boosting.max_leaf_nodes",
-    "settings.training.gradient_boosting", "settings.training.random_seed", "settings.training.schedule_enabled",
-    "settings.gate", "settings.gate.min_accuracy", "settings.gate.max_roc_auc_drop", "settings.monitoring",
-    "settings.monitoring.drift_psi_threshold", "settings.monitoring.drift_share", "settings.monitoring.alert_cooldown",
-    "settings.monitoring.freshness_limit", "settings.monitoring.retrain_on_breach", "name", "features", "label",
-    "aliases", "settings.", "settings..gate", ".", "settings.gate.min_accuracy.x", "settings.training.families.0",
-    "settings.retrain_interval_s", "settings.training.retrain_interval_s", "Settings.Gate",
+    "description",
+    "settings",
+    "settings.decision_threshold",
+    "settings.training",
+    "settings.training.families",
+    "settings.training.retrain_interval",
+    "settings.training.incremental_every",
+    "settings.training.validation_fraction",
+    "settings.training.split",
+    "settings.training.min_samples",
+    "settings.training.logistic_regression",
+    "settings.training.logistic_regression.l2",
+    "settings.training.logistic_regression.max_iterations",
+    "settings.training.gradient_boosting.max_leaf_nodes",
+    "settings.training.gradient_boosting",
+    "settings.training.random_seed",
+    "settings.training.schedule_enabled",
+    "settings.gate",
+    "settings.gate.min_accuracy",
+    "settings.gate.max_roc_auc_drop",
+    "settings.monitoring",
+    "settings.monitoring.drift_psi_threshold",
+    "settings.monitoring.drift_share",
+    "settings.monitoring.alert_cooldown",
+    "settings.monitoring.freshness_limit",
+    "settings.monitoring.retrain_on_breach",
+    "name",
+    "features",
+    "label",
+    "aliases",
+    "settings.",
+    "settings..gate",
+    ".",
+    "settings.gate.min_accuracy.x",
+    "settings.training.families.0",
+    "settings.retrain_interval_s",
+    "settings.training.retrain_interval_s",
+    "Settings.Gate",
 ]
-METRIC_NAMES = ["accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier_score",
-                "calibration_error", "max_calibration_error", "count", "positives", "threshold", "confusion",
-                "__class__", "to_dict", "ACCURACY"]
+METRIC_NAMES = [
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "brier_score",
+    "calibration_error",
+    "max_calibration_error",
+    "count",
+    "positives",
+    "threshold",
+    "confusion",
+    "__class__",
+    "to_dict",
+    "ACCURACY",
+]
 # Fields that select what a request is about: present, and real, nearly always.
-KEY_FIELDS = {"model", "model_name", "name", "run_id", "alert_id", "feedback", "outcome", "features", "rows",
-              "columns", "inputs", "window", "range", "data"}
+KEY_FIELDS = {
+    "model",
+    "model_name",
+    "name",
+    "run_id",
+    "alert_id",
+    "feedback",
+    "outcome",
+    "features",
+    "rows",
+    "columns",
+    "inputs",
+    "window",
+    "range",
+    "data",
+}
 ALIASES = ["champion", "challenger", "shadow", "staging", "", "Champion", "champion ", "a" * 64, "1", "-"]
 
 
@@ -369,8 +540,9 @@ class Walker:
         # Most handlers check their required fields first, so near the top a field is
         # present three times in four; deeper down, half the time.
         present = 3 if depth <= 1 else 1
-        body = st.fixed_dictionaries({k: weighted((1, st.just(_ABSENT)), (9 if k in KEY_FIELDS else present, v))
-                                      for k, v in plain.items()})
+        body = st.fixed_dictionaries(
+            {k: weighted((1, st.just(_ABSENT)), (9 if k in KEY_FIELDS else present, v)) for k, v in plain.items()}
+        )
         return st.tuples(body, *groups).map(_merge)
 
     def field(self, f: pbd.FieldDescriptor, depth: int) -> st.SearchStrategy[Any] | None:
@@ -384,8 +556,9 @@ class Walker:
             generic = st.dictionaries(self._single(key_f, depth + 1), value, max_size=5)
             if not self.small and depth <= 1:
                 many = self._small._single(value_f, depth + 1)
-                generic = weighted((3, generic), (1, st.dictionaries(st.text(max_size=6), many, min_size=60,
-                                                                     max_size=70)))
+                generic = weighted(
+                    (3, generic), (1, st.dictionaries(st.text(max_size=6), many, min_size=60, max_size=70))
+                )
         elif f.is_repeated:
             item = self._single(f, depth)
             if item is None:
@@ -393,8 +566,9 @@ class Walker:
             generic = st.lists(item, max_size=4)
             if not self.small and depth <= 1:
                 many = self._small._single(f, depth)
-                generic = weighted((4, generic), (1, st.builds(lambda v, n: [v] * n, many,
-                                                               st.sampled_from([65, 501, 1001]))))
+                generic = weighted(
+                    (4, generic), (1, st.builds(lambda v, n: [v] * n, many, st.sampled_from([65, 501, 1001])))
+                )
         else:
             generic = self._single(f, depth)
             if generic is None:
@@ -438,24 +612,50 @@ class Walker:
     def _wkt(self, name: str) -> st.SearchStrategy[Any]:
         now = int(self.h.now_s)
         if name == _WKT_TIMESTAMP:
-            realistic = st.builds(lambda d, n: {"seconds": now + d, "nanos": n},
-                                  st.integers(-800 * 86400, 2 * 86400), st.integers(0, 999_999_999))
+            realistic = st.builds(
+                lambda d, n: {"seconds": now + d, "nanos": n},
+                st.integers(-800 * 86400, 2 * 86400),
+                st.integers(0, 999_999_999),
+            )
             extreme = st.fixed_dictionaries({}, optional={"seconds": ints(64, True), "nanos": ints(32, True)})
-            edges = st.sampled_from([{"seconds": 253402300799, "nanos": 999_999_999}, {"seconds": 253402300800},
-                                     {"seconds": 2**63 - 1}, {"seconds": -(2**63)}, {"seconds": 2**44},
-                                     {"seconds": -62135596800}, {"seconds": -1}, {"nanos": -1}, {"nanos": 10**9},
-                                     {"seconds": 0, "nanos": 0}, {"seconds": now + 10 * 86400}])
+            edges = st.sampled_from(
+                [
+                    {"seconds": 253402300799, "nanos": 999_999_999},
+                    {"seconds": 253402300800},
+                    {"seconds": 2**63 - 1},
+                    {"seconds": -(2**63)},
+                    {"seconds": 2**44},
+                    {"seconds": -62135596800},
+                    {"seconds": -1},
+                    {"nanos": -1},
+                    {"nanos": 10**9},
+                    {"seconds": 0, "nanos": 0},
+                    {"seconds": now + 10 * 86400},
+                ]
+            )
             return weighted((2, realistic), (1, extreme), (1, edges))
         if name == _WKT_DURATION:
-            realistic = st.builds(lambda s, n: {"seconds": s, "nanos": n}, st.integers(0, 40 * 86400),
-                                  st.integers(0, 999_999_999))
-            tiny = st.sampled_from([{"nanos": 1}, {"nanos": 999}, {"nanos": 1000}, {"seconds": 0}, {"seconds": -1},
-                                    {"nanos": -1}, {"seconds": 1, "nanos": -1}, {"seconds": 315_576_000_001}])
+            realistic = st.builds(
+                lambda s, n: {"seconds": s, "nanos": n}, st.integers(0, 40 * 86400), st.integers(0, 999_999_999)
+            )
+            tiny = st.sampled_from(
+                [
+                    {"nanos": 1},
+                    {"nanos": 999},
+                    {"nanos": 1000},
+                    {"seconds": 0},
+                    {"seconds": -1},
+                    {"nanos": -1},
+                    {"seconds": 1, "nanos": -1},
+                    {"seconds": 315_576_000_001},
+                ]
+            )
             extreme = st.fixed_dictionaries({}, optional={"seconds": ints(64, True), "nanos": ints(32, True)})
             return weighted((3, realistic), (3, tiny), (1, extreme))
         paths = weighted((4, st.sampled_from(UPDATE_PATHS)), (1, self.text))
-        return st.fixed_dictionaries({"paths": weighted((3, st.lists(paths, min_size=1, max_size=2)),
-                                                        (1, st.lists(paths, max_size=5)))})
+        return st.fixed_dictionaries(
+            {"paths": weighted((3, st.lists(paths, min_size=1, max_size=2)), (1, st.lists(paths, max_size=5)))}
+        )
 
     # --- hints -------------------------------------------------------------
 
@@ -478,16 +678,36 @@ class Walker:
                 fresh = idents.map(lambda s: "fz-" + s)
                 return weighted((3, st.sampled_from(h.model_names)), (2, fresh))
             if owner == "sahayak.v1.FeatureSpec" and name == "name":
-                return weighted((3, st.text(string.ascii_lowercase, min_size=1, max_size=8)),
-                                (1, st.sampled_from([f.name for f in h.features] or ["x"])))
+                return weighted(
+                    (3, st.text(string.ascii_lowercase, min_size=1, max_size=8)),
+                    (1, st.sampled_from([f.name for f in h.features] or ["x"])),
+                )
             if name in ("model", "model_name") or (name == "name" and owner.endswith("Request")):
                 return st.sampled_from(h.model_names)
             if name == "alias":
-                return weighted((4, st.just("")), (2, st.just("champion")), (1, st.sampled_from(ALIASES)),
-                                (1, self.text))
+                return weighted(
+                    (4, st.just("")), (2, st.just("champion")), (1, st.sampled_from(ALIASES)), (1, self.text)
+                )
             if name in ("version", "model_version"):
-                return st.sampled_from(["", "", "1", "2", "3", "0", "-1", "01", "²", "١", str(2**63 - 1), str(2**63),
-                                        "9" * 40, " 1", "1.0"])
+                return st.sampled_from(
+                    [
+                        "",
+                        "",
+                        "1",
+                        "2",
+                        "3",
+                        "0",
+                        "-1",
+                        "01",
+                        "²",
+                        "١",
+                        str(2**63 - 1),
+                        str(2**63),
+                        "9" * 40,
+                        " 1",
+                        "1.0",
+                    ]
+                )
             if name == "run_id":
                 return _mixed(h.run_ids, idents, 4)
             if name == "prediction_id":
@@ -499,9 +719,20 @@ class Walker:
             if name in ("outcome_id", "feedback_id"):
                 return weighted((2, idents), (1, st.sampled_from(h.outcome_ids or ["o-1"])), (1, self.text))
             if name == "page_token":
-                forged = st.sampled_from(["p1:", "p1:²", "p1:-5", "p1:" + "9" * 30, "p1:1/2", "p1:²/³", "p1:x/",
-                                          "p1:" + "9" * 25 + "/" + "9" * 25, "p1:\x00", "x"]).map(
-                    lambda s: base64.urlsafe_b64encode(s.encode()).decode())
+                forged = st.sampled_from(
+                    [
+                        "p1:",
+                        "p1:²",
+                        "p1:-5",
+                        "p1:" + "9" * 30,
+                        "p1:1/2",
+                        "p1:²/³",
+                        "p1:x/",
+                        "p1:" + "9" * 25 + "/" + "9" * 25,
+                        "p1:\x00",
+                        "x",
+                    ]
+                ).map(lambda s: base64.urlsafe_b64encode(s.encode()).decode())
                 return weighted((2, st.sampled_from(h.page_tokens or [""])), (2, forged))
             if name == "cursor":
                 return st.sampled_from(["0", "1", "2", "99", "9" * 25, "-1", "²", "١٢٣", "௧", "1.5", " 1"])
@@ -523,16 +754,30 @@ class Walker:
         if t in (FD.TYPE_INT64, FD.TYPE_INT32) and not f.is_repeated:
             if name in ("version", "version_a", "version_b"):
                 return weighted((4, st.just(0)), (4, st.sampled_from([1, 2])), (1, small_ints), (1, ints(64, True)))
-            if name in ("page_size", "top_k", "explain_top_k", "last_n",
-                        "rating", "row_count", "min_samples", "incremental_every", "max_iterations", "max_leaf_nodes"):
+            if name in (
+                "page_size",
+                "top_k",
+                "explain_top_k",
+                "last_n",
+                "rating",
+                "row_count",
+                "min_samples",
+                "incremental_every",
+                "max_iterations",
+                "max_leaf_nodes",
+            ):
                 return small_ints
             return None
         if t == FD.TYPE_BYTES and name == "artifact" and h.artifacts and not self.small:
             return self._artifact()
         if t == FD.TYPE_DOUBLE and not f.is_repeated and owner == "sahayak.v1.ClassificationMetrics":
             return weighted((3, st.floats(0, 1)), (1, doubles))
-        if t == FD.TYPE_DOUBLE and not f.is_repeated and name in ("probability", "decision_threshold", "min_accuracy",
-                                                                   "min_f1", "validation_fraction", "drift_share"):
+        if (
+            t == FD.TYPE_DOUBLE
+            and not f.is_repeated
+            and name
+            in ("probability", "decision_threshold", "min_accuracy", "min_f1", "validation_fraction", "drift_share")
+        ):
             return weighted((3, st.floats(0, 1)), (1, doubles))
         return None
 
@@ -541,6 +786,7 @@ class Walker:
         if name == "sahayak.v1.FeatureColumns" and self.h.features:
             return feature_columns(self.h, self.text)
         if name == "sahayak.v1.CandidateColumns" and self.h.features:
+
             @st.composite
             def candidates(draw: Callable[..., Any]) -> dict[str, Any]:
                 cols = draw(feature_columns(self.h, self.text, "scheme"))
@@ -548,8 +794,10 @@ class Walker:
                 ids = draw(st.sampled_from([[f"c{i}" for i in range(n)], [f"c{i}" for i in range(n + 1)], ["c"] * n]))
                 benefits = draw(st.lists(doubles, min_size=n, max_size=n) | st.just([]) | st.just([1.0] * (n + 1)))
                 return {"candidate_ids": ids, "benefits": benefits, "features": cols}
+
             return candidates()
         if name == "sahayak.v1.OutcomeColumns" and self.h.features:
+
             @st.composite
             def outcome_columns(draw: Callable[..., Any]) -> dict[str, Any]:
                 cols = draw(feature_columns(self.h, self.text))
@@ -560,12 +808,18 @@ class Walker:
                     out["outcome_ids"] = [draw(weighted((3, idents), (1, self.text))) for _ in range(n)]
                 if draw(st.booleans()):
                     now_us = int(self.h.now_s * 1e6)
-                    out["occurred_at_micros"] = [draw(st.one_of(st.integers(now_us - 10**12, now_us), ints(64, True)))
-                                                 for _ in range(n)]
+                    out["occurred_at_micros"] = [
+                        draw(st.one_of(st.integers(now_us - 10**12, now_us), ints(64, True))) for _ in range(n)
+                    ]
                 if draw(st.booleans()):
-                    out["entities"] = [{"name": draw(st.sampled_from(["artisan_id", "", "x" * 201])),
-                                        "values": [draw(self.text) for _ in range(draw(st.sampled_from([n, n + 1])))]}]
+                    out["entities"] = [
+                        {
+                            "name": draw(st.sampled_from(["artisan_id", "", "x" * 201])),
+                            "values": [draw(self.text) for _ in range(draw(st.sampled_from([n, n + 1])))],
+                        }
+                    ]
                 return out
+
             return outcome_columns()
         if name == "sahayak.v1.TimeWindow":
             now = int(self.h.now_s)
@@ -578,13 +832,19 @@ class Walker:
                 for end in draw(st.sets(st.sampled_from(["start_time", "end_time"]), max_size=2)):
                     out[end] = draw(self._wkt(_WKT_TIMESTAMP))
                 return out
+
             return window()
         if name == "sahayak.v1.FeatureSpec":
             return st.fixed_dictionaries(
                 {"name": st.text(string.ascii_lowercase, min_size=1, max_size=8), "type": st.sampled_from([1, 2, 3])},
-                optional={"required": st.booleans(), "min": doubles, "max": doubles,
-                          "categories": st.lists(st.sampled_from(["a", "b", "c", "weaver"]), max_size=3),
-                          "allow_unknown_categories": st.booleans()})
+                optional={
+                    "required": st.booleans(),
+                    "min": doubles,
+                    "max": doubles,
+                    "categories": st.lists(st.sampled_from(["a", "b", "c", "weaver"]), max_size=3),
+                    "allow_unknown_categories": st.booleans(),
+                },
+            )
         if name == "sahayak.v1.Model" and depth <= 1:
             return self._model_spec()
         return None
@@ -594,8 +854,9 @@ class Walker:
 
         @st.composite
         def spec(draw: Callable[..., Any]) -> dict[str, Any]:
-            names = draw(st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=6), min_size=1, max_size=5,
-                                  unique=True))
+            names = draw(
+                st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=6), min_size=1, max_size=5, unique=True)
+            )
             features = []
             for n in names:
                 kind = draw(st.sampled_from([1, 2, 3]))
@@ -604,8 +865,11 @@ class Walker:
                     lo = draw(st.floats(-1e6, 1e6))
                     f["min"], f["max"] = lo, lo + draw(st.floats(0, 1e6))
                 if kind == 2:
-                    f["categories"] = draw(st.lists(st.sampled_from(["a", "b", "c", "weaver", "é", "x y"]),
-                                                    min_size=1, max_size=4, unique=True))
+                    f["categories"] = draw(
+                        st.lists(
+                            st.sampled_from(["a", "b", "c", "weaver", "é", "x y"]), min_size=1, max_size=4, unique=True
+                        )
+                    )
                     f["allow_unknown_categories"] = draw(st.booleans())
                 features.append(f)
             out: dict[str, Any] = {
@@ -637,24 +901,29 @@ class Walker:
             if op == "truncate":
                 return data[:i]
             if op == "flip":
-                return data[:i] + bytes([data[i] ^ (byte or 1)]) + data[i + 1:]
+                return data[:i] + bytes([data[i] ^ (byte or 1)]) + data[i + 1 :]
             if op == "json":
                 try:
                     text = gzip.decompress(data)
                 except (OSError, EOFError):
                     return data
                 j = pos % max(1, len(text))
-                return gzip.compress(text[:j] + bytes([byte]) + text[j + 1:])
+                return gzip.compress(text[:j] + bytes([byte]) + text[j + 1 :])
             if op == "plain-json":
                 return gzip.compress(b'{"format": "sahayak-model/1", "payload": {}, "signature": ""}')
             if op == "gzip-bomb":
                 return gzip_bomb()
             return data + bytes([byte]) * 10
 
-        return st.builds(mutate, st.sampled_from(h.artifacts),
-                         st.sampled_from(["intact", "truncate", "flip", "flip", "json", "json", "plain-json",
-                                          "gzip-bomb", "append"]),
-                         st.integers(0, 2**31), st.integers(0, 255))
+        return st.builds(
+            mutate,
+            st.sampled_from(h.artifacts),
+            st.sampled_from(
+                ["intact", "truncate", "flip", "flip", "json", "json", "plain-json", "gzip-bomb", "append"]
+            ),
+            st.integers(0, 2**31),
+            st.integers(0, 255),
+        )
 
 
 _BOMB: list[bytes] = []
@@ -732,13 +1001,21 @@ def raw_bodies(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
             return data[:i]
         if op == "flip" and data:
             i = min(i, len(data) - 1)
-            return data[:i] + bytes([data[i] ^ (byte or 0x80)]) + data[i + 1:]
+            return data[:i] + bytes([data[i] ^ (byte or 0x80)]) + data[i + 1 :]
         if op == "insert":
             return data[:i] + bytes([byte]) + data[i:]
         return data + bytes([byte])
 
-    damaged = st.builds(lambda m, op, pos, byte: damage(m.SerializeToString(), op, pos, byte),
-                        valid, st.sampled_from(["truncate", "flip", "insert", "append"]),
-                        st.integers(0, 2**16), st.integers(0, 255))
-    return weighted((2, st.binary(max_size=256)), (2, st.sampled_from(BAD_WIRE)), (3, damaged),
-                    (1, st.binary(min_size=1000, max_size=5000)))
+    damaged = st.builds(
+        lambda m, op, pos, byte: damage(m.SerializeToString(), op, pos, byte),
+        valid,
+        st.sampled_from(["truncate", "flip", "insert", "append"]),
+        st.integers(0, 2**16),
+        st.integers(0, 255),
+    )
+    return weighted(
+        (2, st.binary(max_size=256)),
+        (2, st.sampled_from(BAD_WIRE)),
+        (3, damaged),
+        (1, st.binary(min_size=1000, max_size=5000)),
+    )

@@ -87,8 +87,9 @@ def eventually(check: Callable[[], object], timeout: float = 60.0) -> object:
     raise AssertionError("condition not met in time")
 
 
-def start_server(db: Path | str, clock: ManualClock | None = None, scheduler: bool = False,
-                 **overrides: object) -> Running:
+def start_server(
+    db: Path | str, clock: ManualClock | None = None, scheduler: bool = False, **overrides: object
+) -> Running:
     """A server on ``db`` (a SQLite file, or a PostgreSQL URL) on an ephemeral loopback port."""
     clock = clock or ManualClock()
     cfg = config.load(env={}, host="127.0.0.1", port=0, db=str(db), synchronous="normal", **overrides)
@@ -110,8 +111,10 @@ def load_demo_rows(client: Client, n: int, seed: int = 0) -> list:
 
     ensure_demo_model(client)
     examples = generate_outcomes(n, seed=seed)
-    client.import_outcomes(DEMO_MODEL_NAME, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id,
-                                                          occurred_at=e.occurred_at) for e in examples])
+    client.import_outcomes(
+        DEMO_MODEL_NAME,
+        [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id, occurred_at=e.occurred_at) for e in examples],
+    )
     return examples
 
 

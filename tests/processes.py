@@ -30,8 +30,9 @@ def server_command(*args: str) -> list[str]:
 class ReplicaProcess:
     """A real `sahayak-rpc serve` process (one replica, or a --workers supervisor), its log in a file."""
 
-    def __init__(self, db: str, workdir: Path, name: str, *args: str, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, db: str, workdir: Path, name: str, *args: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.db, self.name, self.args = db, name, args
         self.port = port or free_port()
         self.log_path = workdir / f"{name}.log"
@@ -45,8 +46,12 @@ class ReplicaProcess:
 
     def start(self, wait: bool = True) -> ReplicaProcess:
         with self.log_path.open("a") as log:  # an undrained pipe would stall the server once it filled
-            self.proc = subprocess.Popen(server_command("serve", "--port", str(self.port), "--db", self.db, *self.args),
-                                         stdout=log, stderr=log, env=self.env)
+            self.proc = subprocess.Popen(
+                server_command("serve", "--port", str(self.port), "--db", self.db, *self.args),
+                stdout=log,
+                stderr=log,
+                env=self.env,
+            )
         if wait:
             self.wait_serving()
         return self

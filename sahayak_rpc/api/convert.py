@@ -14,7 +14,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from ..errors import InvalidArgument
 from ..ingest import MAX_ID_LEN, MAX_MAP_ENTRIES, MAX_TEXT_LEN, OutcomeRecord, new_id
-from ..schema import (Column, FeatureType, FieldError, Row, Schema)
+from ..schema import Column, FeatureType, FieldError, Row, Schema
 from .._proto.sahayak.v1 import common_pb2
 
 MAX_TIMESTAMP_S = 253402300799  # 9999-12-31T23:59:59Z
@@ -96,7 +96,7 @@ def decode_token(token: str, path: str = "page_token") -> str:
         text = ""
     if not text.startswith(_TOKEN_PREFIX):
         raise InvalidArgument.fields([FieldError(path, "not a page token this server issued")])
-    return text[len(_TOKEN_PREFIX):]
+    return text[len(_TOKEN_PREFIX) :]
 
 
 def row_from_proto(features: Mapping[str, common_pb2.FeatureValue], fields: Mapping[str, str] | None = None) -> Row:
@@ -129,8 +129,11 @@ def row_from_proto(features: Mapping[str, common_pb2.FeatureValue], fields: Mapp
     return row
 
 
-_VALUE_FIELDS = {FeatureType.NUMERIC: "number_value", FeatureType.CATEGORICAL: "string_value",
-                 FeatureType.BOOLEAN: "bool_value"}
+_VALUE_FIELDS = {
+    FeatureType.NUMERIC: "number_value",
+    FeatureType.CATEGORICAL: "string_value",
+    FeatureType.BOOLEAN: "bool_value",
+}
 
 
 def value_fields(schema: Schema) -> dict[str, str]:
@@ -165,7 +168,9 @@ def check_id(value: str, path: str, errors: list[FieldError]) -> None:
         errors.append(FieldError(path, "must not contain whitespace or control characters"))
 
 
-def outcome_from_proto(o: common_pb2.Outcome, now_us: int, prefix: str, source: str) -> tuple[OutcomeRecord, list[FieldError]]:
+def outcome_from_proto(
+    o: common_pb2.Outcome, now_us: int, prefix: str, source: str
+) -> tuple[OutcomeRecord, list[FieldError]]:
     """Parse one outcome; problems outside the feature schema are returned, not raised."""
     errors: list[FieldError] = []
     check_id(o.outcome_id, f"{prefix}.outcome_id", errors)
@@ -217,13 +222,20 @@ def columns_from_proto(cols: common_pb2.FeatureColumns) -> list[Column]:
         if len(c.codes) or len(c.dictionary):
             codes = np.array(c.codes, dtype=np.int64)
         # Materialise the strings once: each pass over a protobuf container makes new str objects.
-        out.append(Column(c.name, numbers=numbers, strings=list(c.strings) if len(c.strings) else None,
-                          codes=codes, dictionary=list(c.dictionary) if codes is not None else None))
+        out.append(
+            Column(
+                c.name,
+                numbers=numbers,
+                strings=list(c.strings) if len(c.strings) else None,
+                codes=codes,
+                dictionary=list(c.dictionary) if codes is not None else None,
+            )
+        )
     return out
 
 
 def enum_to_proto(enum: Any, prefix: str, name: str) -> Any:
-    """"logistic_regression" -> MODEL_FAMILY_LOGISTIC_REGRESSION (0 if unknown)."""
+    """ "logistic_regression" -> MODEL_FAMILY_LOGISTIC_REGRESSION (0 if unknown)."""
     try:
         return int(enum.Value(prefix + name.upper()))
     except ValueError:
@@ -240,7 +252,7 @@ def enum_from_proto(enum: Any, prefix: str, value: int, path: str, allow_unspeci
         name = ""
     if not name or value == 0:
         raise InvalidArgument.fields([FieldError(path, f"unknown value {value}")])
-    return str(name[len(prefix):].lower())
+    return str(name[len(prefix) :].lower())
 
 
 def stored_number(value: Any) -> float:
@@ -251,11 +263,30 @@ def stored_number(value: Any) -> float:
 def metrics_to_proto(m: Mapping[str, Any] | None) -> common_pb2.ClassificationMetrics:
     if not m:
         return common_pb2.ClassificationMetrics()
-    f = {k: stored_number(m[k]) for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss",
-                                  "brier_score", "calibration_error", "max_calibration_error", "threshold")}
+    f = {
+        k: stored_number(m[k])
+        for k in (
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "roc_auc",
+            "pr_auc",
+            "log_loss",
+            "brier_score",
+            "calibration_error",
+            "max_calibration_error",
+            "threshold",
+        )
+    }
     return common_pb2.ClassificationMetrics(
-        count=int(m["count"]), positives=int(m["positives"]), **f,
+        count=int(m["count"]),
+        positives=int(m["positives"]),
+        **f,
         confusion=common_pb2.ConfusionMatrix(
-            true_positives=int(m["true_positives"]), false_positives=int(m["false_positives"]),
-            true_negatives=int(m["true_negatives"]), false_negatives=int(m["false_negatives"])),
+            true_positives=int(m["true_positives"]),
+            false_positives=int(m["false_positives"]),
+            true_negatives=int(m["true_negatives"]),
+            false_negatives=int(m["false_negatives"]),
+        ),
     )

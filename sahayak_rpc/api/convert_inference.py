@@ -10,7 +10,6 @@ import numpy as np
 from .._proto.sahayak.v1 import common_pb2
 
 
-
 def packed_field(number: int, payload: bytes) -> bytes:
     """One packed repeated field in protobuf's wire format (tag, length, payload), to be merged into a
     message with MergeFromString: the message then reads a whole array in C, where filling the field

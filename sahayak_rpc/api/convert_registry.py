@@ -9,12 +9,10 @@ from typing import Any
 
 from .. import settings as ms
 from ..errors import InvalidArgument
-from ..schema import (FeatureSpec, FeatureType, FieldError, LabelSpec, Schema, SchemaError, check_label,
-                      check_schema)
+from ..schema import FeatureSpec, FeatureType, FieldError, LabelSpec, Schema, SchemaError, check_label, check_schema
 from ..store import ModelRecord
 from .._proto.sahayak.v1 import registry_pb2
 from .convert import stored_number, duration_to_s, enum_to_proto, metrics_to_proto, s_to_duration, us_to_ts
-
 
 
 _TYPES = {
@@ -33,13 +31,23 @@ def schema_from_proto(m: registry_pb2.Model) -> Schema:
     for i, f in enumerate(m.features):
         ftype = _TYPES.get(f.type)
         if ftype is None:
-            errors.append(FieldError(f"model.features[{i}].type", "must be FEATURE_TYPE_NUMERIC, _CATEGORICAL or _BOOLEAN"))
+            errors.append(
+                FieldError(f"model.features[{i}].type", "must be FEATURE_TYPE_NUMERIC, _CATEGORICAL or _BOOLEAN")
+            )
             continue
-        feats.append(FeatureSpec(
-            name=f.name, type=ftype, required=f.required, description=f.description,
-            min=f.min if f.HasField("min") else None, max=f.max if f.HasField("max") else None,
-            categories=tuple(f.categories), allow_unknown_categories=f.allow_unknown_categories, group=f.group,
-        ))
+        feats.append(
+            FeatureSpec(
+                name=f.name,
+                type=ftype,
+                required=f.required,
+                description=f.description,
+                min=f.min if f.HasField("min") else None,
+                max=f.max if f.HasField("max") else None,
+                categories=tuple(f.categories),
+                allow_unknown_categories=f.allow_unknown_categories,
+                group=f.group,
+            )
+        )
     label = LabelSpec(
         name=m.label.name or "label",
         positive_class=m.label.positive_class or "positive",
@@ -60,17 +68,26 @@ def schema_from_proto(m: registry_pb2.Model) -> Schema:
 def schema_to_proto(schema: Schema, target: registry_pb2.Model) -> None:
     for f in schema.features:
         spec = target.features.add(
-            name=f.name, type=_TYPES_BACK[f.type], required=f.required, description=f.description,
-            categories=f.categories, allow_unknown_categories=f.allow_unknown_categories, group=f.group,
+            name=f.name,
+            type=_TYPES_BACK[f.type],
+            required=f.required,
+            description=f.description,
+            categories=f.categories,
+            allow_unknown_categories=f.allow_unknown_categories,
+            group=f.group,
         )
         if f.min is not None:
             spec.min = f.min
         if f.max is not None:
             spec.max = f.max
-    target.label.CopyFrom(registry_pb2.LabelSpec(
-        name=schema.label.name, positive_class=schema.label.positive_class,
-        negative_class=schema.label.negative_class, description=schema.label.description,
-    ))
+    target.label.CopyFrom(
+        registry_pb2.LabelSpec(
+            name=schema.label.name,
+            positive_class=schema.label.positive_class,
+            negative_class=schema.label.negative_class,
+            description=schema.label.description,
+        )
+    )
 
 
 _FAMILY_PREFIX = "MODEL_FAMILY_"
@@ -80,8 +97,11 @@ _SPLIT_PREFIX = "SPLIT_STRATEGY_"
 
 
 # proto field name -> domain field name where they differ (durations carry a unit).
-_RENAMES = {"retrain_interval": "retrain_interval_s", "alert_cooldown": "alert_cooldown_s",
-            "freshness_limit": "freshness_limit_s"}
+_RENAMES = {
+    "retrain_interval": "retrain_interval_s",
+    "alert_cooldown": "alert_cooldown_s",
+    "freshness_limit": "freshness_limit_s",
+}
 
 
 def _family_name(value: int, path: str) -> str:
@@ -91,7 +111,7 @@ def _family_name(value: int, path: str) -> str:
         name = ""
     if not name.startswith(_FAMILY_PREFIX) or value == registry_pb2.MODEL_FAMILY_UNSPECIFIED:
         raise InvalidArgument.fields([FieldError(path, f"unknown model family {value}")])
-    return name[len(_FAMILY_PREFIX):].lower()
+    return name[len(_FAMILY_PREFIX) :].lower()
 
 
 def settings_proto_to_dict(p: registry_pb2.ModelSettings, path: str = "model.settings") -> dict[str, Any]:
@@ -110,7 +130,7 @@ def settings_proto_to_dict(p: registry_pb2.ModelSettings, path: str = "model.set
                 out[name] = tuple(_family_name(v, f"{where}.families") for v in value)
             elif field.name == "split":
                 label = registry_pb2.SplitStrategy.Name(value) if value in registry_pb2.SplitStrategy.values() else ""
-                out[name] = label[len(_SPLIT_PREFIX):].lower() if label else f"unknown({value})"
+                out[name] = label[len(_SPLIT_PREFIX) :].lower() if label else f"unknown({value})"
             elif field.message_type is not None:
                 out[name] = walk(value, f"{where}.{field.name}")
             else:
@@ -203,9 +223,19 @@ def gate_to_proto(g: Mapping[str, Any] | None) -> registry_pb2.GateResult:
     if not g:
         return registry_pb2.GateResult()
     return registry_pb2.GateResult(
-        passed=bool(g["passed"]), baseline_version=int(g["baseline_version"]), reasons=list(g["reasons"]),
-        checks=[registry_pb2.GateCheck(metric=c["metric"], comparison=c["comparison"], threshold=stored_number(c["threshold"]),
-                                       value=stored_number(c["value"]), passed=c["passed"]) for c in g["checks"]],
+        passed=bool(g["passed"]),
+        baseline_version=int(g["baseline_version"]),
+        reasons=list(g["reasons"]),
+        checks=[
+            registry_pb2.GateCheck(
+                metric=c["metric"],
+                comparison=c["comparison"],
+                threshold=stored_number(c["threshold"]),
+                value=stored_number(c["value"]),
+                passed=c["passed"],
+            )
+            for c in g["checks"]
+        ],
     )
 
 
@@ -213,20 +243,26 @@ def version_to_proto(model_name: str, v: Any) -> registry_pb2.ModelVersion:
     lineage = v.lineage or {}
     params = lineage.get("parameters") or {}
     out = registry_pb2.ModelVersion(
-        model=model_name, version=v.version,
+        model=model_name,
+        version=v.version,
         family=enum_to_proto(registry_pb2.ModelFamily, "MODEL_FAMILY_", v.family),
         status=enum_to_proto(registry_pb2.ModelVersionStatus, "MODEL_VERSION_STATUS_", v.status),
-        aliases=list(v.aliases), validation_metrics=metrics_to_proto(v.metrics), gate=gate_to_proto(v.gate),
+        aliases=list(v.aliases),
+        validation_metrics=metrics_to_proto(v.metrics),
+        gate=gate_to_proto(v.gate),
         feature_weights=[registry_pb2.FeatureWeight(feature=f, weight=stored_number(w)) for f, w in v.weights],
         lineage=registry_pb2.Lineage(
             source=enum_to_proto(registry_pb2.VersionSource, "VERSION_SOURCE_", v.source),
-            training_run_id=v.training_run_id, parent_version=v.parent_version,
+            training_run_id=v.training_run_id,
+            parent_version=v.parent_version,
             outcome_count=int(lineage.get("outcome_count", 0)),
             parameters={str(k): str(val) for k, val in params.items()},
             artifact_sha256=v.artifact_sha256,
         ),
         calibration=enum_to_proto(registry_pb2.CalibrationMethod, "CALIBRATION_METHOD_", v.calibration),
-        decision_threshold=v.threshold, create_time=us_to_ts(v.created_us), description=v.description,
+        decision_threshold=v.threshold,
+        create_time=us_to_ts(v.created_us),
+        description=v.description,
         artifact_size_bytes=v.artifact_size,
     )
     for key, field in (("first_outcome_us", "first_outcome_time"), ("last_outcome_us", "last_outcome_time")):
@@ -238,5 +274,12 @@ def version_to_proto(model_name: str, v: Any) -> registry_pb2.ModelVersion:
 
 
 def alias_event_to_proto(model_name: str, e: Any) -> registry_pb2.AliasEvent:
-    return registry_pb2.AliasEvent(event_id=e.event_id, model=model_name, alias=e.alias, version=e.version,
-                                   previous_version=e.previous_version, reason=e.reason, time=us_to_ts(e.created_us))
+    return registry_pb2.AliasEvent(
+        event_id=e.event_id,
+        model=model_name,
+        alias=e.alias,
+        version=e.version,
+        previous_version=e.previous_version,
+        reason=e.reason,
+        time=us_to_ts(e.created_us),
+    )

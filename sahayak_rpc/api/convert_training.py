@@ -7,11 +7,20 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..ingest import MAX_ID_LEN, MAX_MAP_ENTRIES, OutcomeRecord, new_id
-from ..schema import (FieldError, Schema, SchemaError, rows_from_columns)
+from ..schema import FieldError, Schema, SchemaError, rows_from_columns
 from .._proto.sahayak.v1 import common_pb2, registry_pb2
 from .convert_registry import gate_to_proto
-from .convert import FUTURE_SLACK_US, MAX_TIMESTAMP_S, stored_number, check_id, columns_from_proto, enum_to_proto, metrics_to_proto, s_to_duration, us_to_ts
-
+from .convert import (
+    FUTURE_SLACK_US,
+    MAX_TIMESTAMP_S,
+    stored_number,
+    check_id,
+    columns_from_proto,
+    enum_to_proto,
+    metrics_to_proto,
+    s_to_duration,
+    us_to_ts,
+)
 
 
 def outcomes_from_columns(
@@ -23,8 +32,10 @@ def outcomes_from_columns(
     if n < 0:
         problems.append(FieldError("columns.features.row_count", "must not be negative"))
     for name, values, required in (
-        ("labels", cols.labels, True), ("outcome_ids", cols.outcome_ids, False),
-        ("occurred_at_micros", cols.occurred_at_micros, False), ("prediction_ids", cols.prediction_ids, False),
+        ("labels", cols.labels, True),
+        ("outcome_ids", cols.outcome_ids, False),
+        ("occurred_at_micros", cols.occurred_at_micros, False),
+        ("prediction_ids", cols.prediction_ids, False),
     ):
         if len(values) != n and (required or len(values)):
             problems.append(FieldError(f"columns.{name}", f"has {len(values)} entries for {n} rows"))
@@ -42,7 +53,10 @@ def outcomes_from_columns(
         rows, row_errors = rows_from_columns(schema, n, columns_from_proto(cols.features), "outcome.features")
     except SchemaError as exc:
         raise InvalidArgument.fields(
-            [FieldError(e.field.replace("outcome.features", "columns.features.columns", 1), e.reason) for e in exc.errors]
+            [
+                FieldError(e.field.replace("outcome.features", "columns.features.columns", 1), e.reason)
+                for e in exc.errors
+            ]
         ) from None
     labels = cols.labels
     ids = cols.outcome_ids or [""] * n
@@ -73,8 +87,14 @@ def outcomes_from_columns(
         entities = {name: values[i] for name, values in ent_cols if values[i]} if ent_cols else {}
         metadata = {name: values[i] for name, values in meta_cols if values[i]} if meta_cols else {}
         record = OutcomeRecord(
-            outcome_id=oid or new_id(), features=rows[i], label=lab == common_pb2.LABEL_POSITIVE,
-            occurred_at_us=when, entities=entities, metadata=metadata, prediction_id=pid, source=source,
+            outcome_id=oid or new_id(),
+            features=rows[i],
+            label=lab == common_pb2.LABEL_POSITIVE,
+            occurred_at_us=when,
+            entities=entities,
+            metadata=metadata,
+            prediction_id=pid,
+            source=source,
             occurred_at_given=given,
         )
         out.append((record, errors))
@@ -87,17 +107,24 @@ def run_to_proto(model_name: str, run: Any) -> Any:
     result = run.result or {}
     data = result.get("data") or {}
     out = training_pb2.TrainingRun(
-        run_id=run.run_id, model=model_name,
+        run_id=run.run_id,
+        model=model_name,
         kind=enum_to_proto(training_pb2.TrainingKind, "TRAINING_KIND_", run.kind),
         trigger=enum_to_proto(training_pb2.TrainingTrigger, "TRAINING_TRIGGER_", run.trigger),
         state=enum_to_proto(training_pb2.TrainingRunState, "TRAINING_RUN_STATE_", run.state),
         create_time=us_to_ts(run.created_us),
         data=training_pb2.DataSummary(
-            outcome_count=int(data.get("outcome_count", 0)), train_count=int(data.get("train_count", 0)),
-            validation_count=int(data.get("validation_count", 0)), positives=int(data.get("positives", 0))),
+            outcome_count=int(data.get("outcome_count", 0)),
+            train_count=int(data.get("train_count", 0)),
+            validation_count=int(data.get("validation_count", 0)),
+            positives=int(data.get("positives", 0)),
+        ),
         parameters={str(k): str(v) for k, v in (result.get("parameters") or {}).items()},
-        produced_version=run.produced_version, gate=gate_to_proto(result.get("gate")), promoted=run.promoted,
-        end_reason=run.end_reason, description=run.description,
+        produced_version=run.produced_version,
+        gate=gate_to_proto(result.get("gate")),
+        promoted=run.promoted,
+        end_reason=run.end_reason,
+        description=run.description,
     )
     if run.started_us:
         out.start_time.CopyFrom(us_to_ts(run.started_us))
@@ -114,7 +141,9 @@ def run_to_proto(model_name: str, run: Any) -> Any:
             calibration=enum_to_proto(registry_pb2.CalibrationMethod, "CALIBRATION_METHOD_", c["calibration"]),
             validation_metrics=metrics_to_proto(c["metrics"]),
             stop_reason=enum_to_proto(training_pb2.StopReason, "STOP_REASON_", c["stop_reason"]),
-            iterations=int(c["iterations"]), final_loss=stored_number(c["final_loss"]),
-            fit_duration=s_to_duration(stored_number(c["fit_seconds"])), selected=bool(c["selected"]),
+            iterations=int(c["iterations"]),
+            final_loss=stored_number(c["final_loss"]),
+            fit_duration=s_to_duration(stored_number(c["fit_seconds"])),
+            selected=bool(c["selected"]),
         )
     return out

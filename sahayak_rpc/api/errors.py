@@ -33,8 +33,9 @@ def to_status(err: ServiceError) -> grpc.Status:
     if err.field_errors:
         bad = error_details_pb2.BadRequest()
         for e in err.field_errors[:100]:
-            bad.field_violations.add(field=clip(e.field, MAX_FIELD_BYTES),
-                                     description=clip(e.reason, MAX_DESCRIPTION_BYTES))
+            bad.field_violations.add(
+                field=clip(e.field, MAX_FIELD_BYTES), description=clip(e.reason, MAX_DESCRIPTION_BYTES)
+            )
             if bad.ByteSize() > MAX_BAD_REQUEST_BYTES and len(bad.field_violations) > 1:
                 del bad.field_violations[-1]
                 break
@@ -45,7 +46,7 @@ def to_status(err: ServiceError) -> grpc.Status:
         packed = any_pb2.Any()
         packed.Pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN))
         details.append(packed)
-    status = status_pb2.Status(code=code_pb2.Code.Value(err.code), message=clip(err.message, MAX_MESSAGE_BYTES),
-                               details=details)
+    status = status_pb2.Status(
+        code=code_pb2.Code.Value(err.code), message=clip(err.message, MAX_MESSAGE_BYTES), details=details
+    )
     return rpc_status.to_status(status)
-

@@ -32,17 +32,23 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._inference = inference
         self._fields = PerSchema(convert.value_fields)
 
-    def Predict(self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext) -> inference_pb2.PredictResponse:
+    def Predict(
+        self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.PredictResponse:
         model = self._catalog.get(request.model)
         row = convert.row_from_proto(request.features, self._fields(model))
-        p = self._inference.predict(model, request.version, request.alias, row, request.explain_top_k,
-                                    _entities(request.entities, "entities"))
-        response = inference_pb2.PredictResponse(prediction_id=p.prediction_id, probability=p.probability,
-                                                 label=_POS if p.label else _NEG, version=p.version)
+        p = self._inference.predict(
+            model, request.version, request.alias, row, request.explain_top_k, _entities(request.entities, "entities")
+        )
+        response = inference_pb2.PredictResponse(
+            prediction_id=p.prediction_id, probability=p.probability, label=_POS if p.label else _NEG, version=p.version
+        )
         convert_inference.contributions_to_proto(p.contributions, row, response.contributions)
         return response
 
-    def PredictBatch(self, request: inference_pb2.PredictBatchRequest, context: grpc.ServicerContext) -> inference_pb2.PredictBatchResponse:
+    def PredictBatch(
+        self, request: inference_pb2.PredictBatchRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.PredictBatchResponse:
         model = self._catalog.get(request.model)
         has_cols = request.HasField("columns")
         if has_cols == bool(request.rows):
@@ -51,52 +57,86 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         columns = convert.columns_from_proto(request.columns) if has_cols else []
         if has_cols:
             batch_id, served, probs = self._inference.predict_columns(
-                model, request.version, request.alias, request.columns.row_count, columns)
+                model, request.version, request.alias, request.columns.row_count, columns
+            )
         else:
             rows = [convert.row_from_proto(r.features) for r in request.rows]
             batch_id, served, probs = self._inference.predict_rows(model, request.version, request.alias, rows)
         response = inference_pb2.PredictBatchResponse(version=served.version, batch_id=batch_id)
         # Both arrays in their packed wire form, read in C (convert_inference.packed_field).
-        response.MergeFromString(convert_inference.packed_doubles(_PROBABILITIES, probs)
-                                 + convert_inference.packed_labels(_LABELS, probs >= served.model.threshold))
-        for row, parts in self._inference.explain_batch(model, served, rows, request.columns.row_count, columns,
-                                                        request.explain_top_k):
+        response.MergeFromString(
+            convert_inference.packed_doubles(_PROBABILITIES, probs)
+            + convert_inference.packed_labels(_LABELS, probs >= served.model.threshold)
+        )
+        for row, parts in self._inference.explain_batch(
+            model, served, rows, request.columns.row_count, columns, request.explain_top_k
+        ):
             convert_inference.contributions_to_proto(parts, row, response.explanations.add().contributions)
         return response
 
-    def Recommend(self, request: inference_pb2.RecommendRequest, context: grpc.ServicerContext) -> inference_pb2.RecommendResponse:
+    def Recommend(
+        self, request: inference_pb2.RecommendRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.RecommendResponse:
         model = self._catalog.get(request.model)
         subject = convert.row_from_proto(request.subject_features)
         if request.HasField("candidate_columns"):
             if request.candidates:
-                raise InvalidArgument.fields([FieldError("candidates", "give candidates or candidate_columns, not both")])
+                raise InvalidArgument.fields(
+                    [FieldError("candidates", "give candidates or candidate_columns, not both")]
+                )
             cc = request.candidate_columns
             rec_id, version, ranked = self._inference.recommend_columns(
-                model, request.version, request.alias, subject, list(cc.candidate_ids), list(cc.benefits),
-                convert.columns_from_proto(cc.features), request.top_k, request.weight_by_benefit,
-                request.explain_top_k)
+                model,
+                request.version,
+                request.alias,
+                subject,
+                list(cc.candidate_ids),
+                list(cc.benefits),
+                convert.columns_from_proto(cc.features),
+                request.top_k,
+                request.weight_by_benefit,
+                request.explain_top_k,
+            )
             response = inference_pb2.RecommendResponse(recommendation_id=rec_id, version=version)
             for r in ranked:
                 out = response.recommendations.add(
-                    candidate_id=r.candidate_id, rank=r.rank, probability=r.probability, score=r.score,
-                    label=_POS if r.label else _NEG, prediction_id=r.prediction_id)
+                    candidate_id=r.candidate_id,
+                    rank=r.rank,
+                    probability=r.probability,
+                    score=r.score,
+                    label=_POS if r.label else _NEG,
+                    prediction_id=r.prediction_id,
+                )
                 convert_inference.contributions_to_proto(r.contributions, r.explained or {}, out.contributions)
             return response
         candidates = [(c.candidate_id, convert.row_from_proto(c.features), c.benefit) for c in request.candidates]
         if not candidates:
             raise InvalidArgument.fields([FieldError("candidates", "required: at least one candidate")])
         rec_id, version, ranked = self._inference.recommend(
-            model, request.version, request.alias, subject, candidates, request.top_k, request.weight_by_benefit,
-            request.explain_top_k, _entities(request.entities, "entities"))
+            model,
+            request.version,
+            request.alias,
+            subject,
+            candidates,
+            request.top_k,
+            request.weight_by_benefit,
+            request.explain_top_k,
+            _entities(request.entities, "entities"),
+        )
         response = inference_pb2.RecommendResponse(recommendation_id=rec_id, version=version)
         by_id = {c[0]: c[1] for c in candidates}
         add = response.recommendations.add
         for r in ranked:
-            out = add(candidate_id=r.candidate_id, rank=r.rank, probability=r.probability, score=r.score,
-                      label=_POS if r.label else _NEG, prediction_id=r.prediction_id)
+            out = add(
+                candidate_id=r.candidate_id,
+                rank=r.rank,
+                probability=r.probability,
+                score=r.score,
+                label=_POS if r.label else _NEG,
+                prediction_id=r.prediction_id,
+            )
             if r.contributions:
                 own = by_id[r.candidate_id]
                 values = {name: own[name] if name in own else subject.get(name) for name, _ in r.contributions}
                 convert_inference.contributions_to_proto(r.contributions, values, out.contributions)
         return response
-

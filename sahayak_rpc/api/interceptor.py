@@ -75,9 +75,11 @@ def _check(request: Any, context: grpc.ServicerContext) -> None:
 def _checked_stream(requests: Iterator[Any], context: grpc.ServicerContext, limit: int) -> Iterator[Any]:
     for n, request in enumerate(requests, 1):
         if n > limit:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"at most {limit} messages per stream ([server] max_stream_messages); the messages "
-                          "before this one were handled: send the rest in another call")
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"at most {limit} messages per stream ([server] max_stream_messages); the messages "
+                "before this one were handled: send the rest in another call",
+            )
         _check(request, context)
         yield request
 
@@ -85,8 +87,13 @@ def _checked_stream(requests: Iterator[Any], context: grpc.ServicerContext, limi
 class Guard:
     """Authentication, roles, and what one client may hold open at once."""
 
-    def __init__(self, tokens: auth.TokenStore | None = None, open_reflection: bool = True,
-                 max_streams_per_client: int = 64, max_stream_messages: int = 100_000) -> None:
+    def __init__(
+        self,
+        tokens: auth.TokenStore | None = None,
+        open_reflection: bool = True,
+        max_streams_per_client: int = 64,
+        max_stream_messages: int = 100_000,
+    ) -> None:
         self.tokens = tokens
         self.open_reflection = open_reflection
         self.max_streams = max_streams_per_client
@@ -141,8 +148,9 @@ class RpcInterceptor(grpc.ServerInterceptor):
         method = details.method
         principal, refusal, message = self._guard.admit(method, details.invocation_metadata)
         if refusal is not None:
-            return _refuse(handler, _Call(method, principal, self._metrics, self._guard), grpc.StatusCode[refusal],
-                           message)
+            return _refuse(
+                handler, _Call(method, principal, self._metrics, self._guard), grpc.StatusCode[refusal], message
+            )
         handler = handler._replace(request_deserializer=tolerant(handler.request_deserializer))
         call = _Call(method, principal, self._metrics, self._guard)
         if handler.unary_unary:
@@ -171,9 +179,11 @@ class _Call:
     def open_stream(self, context: grpc.ServicerContext) -> str:
         client = _client_key(self.principal, context)
         if not self.guard.open_stream(client):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"this client already holds {self.guard.max_streams} open streams "
-                          "([server] max_streams_per_client); close one first")
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this client already holds {self.guard.max_streams} open streams "
+                "([server] max_streams_per_client); close one first",
+            )
         return client
 
 
@@ -197,8 +207,9 @@ def _refuse(handler: Any, call: _Call, code: grpc.StatusCode, message: str) -> A
     return grpc.stream_stream_rpc_method_handler(deny_stream, None, handler.response_serializer)
 
 
-def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], call: _Call,
-           streamed: bool) -> Callable[[Any, grpc.ServicerContext], Any]:
+def _unary(
+    behaviour: Callable[[Any, grpc.ServicerContext], Any], call: _Call, streamed: bool
+) -> Callable[[Any, grpc.ServicerContext], Any]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
         start = time.perf_counter()
         rid = _request_id(context)
@@ -224,8 +235,9 @@ def _unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], call: _Call,
     return wrapper
 
 
-def _streaming(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], call: _Call,
-               streamed: bool) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+def _streaming(
+    behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], call: _Call, streamed: bool
+) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         start = time.perf_counter()
         rid = _request_id(context)

@@ -30,15 +30,33 @@ MAX_LOG_ROWS = 10_000
 
 def _replica_to_proto(r: ReplicaRow, leader: bool) -> monitor_pb2.ReplicaStatus:
     return monitor_pb2.ReplicaStatus(
-        id=r.id, name=r.name, host=r.host, pid=r.pid, server_version=r.version, leader=leader,
-        training_worker=r.trains, start_time=convert.us_to_ts(r.started_us),
-        heartbeat_time=convert.us_to_ts(r.heartbeat_us))
+        id=r.id,
+        name=r.name,
+        host=r.host,
+        pid=r.pid,
+        server_version=r.version,
+        leader=leader,
+        training_worker=r.trains,
+        start_time=convert.us_to_ts(r.started_us),
+        heartbeat_time=convert.us_to_ts(r.heartbeat_us),
+    )
 
 
 class _StatusServicer(monitor_pb2_grpc.MonitorServiceServicer):
-    def __init__(self, ctx: AppContext, catalog: Catalog, ingest: Ingest, registry: Registry, runner: TrainingRunner,
-                 scheduler: Scheduler, predlog: PredictionLog, implemented: Callable[[], list[str]], version: str,
-                 monitor: Monitor, replica: Replica) -> None:
+    def __init__(
+        self,
+        ctx: AppContext,
+        catalog: Catalog,
+        ingest: Ingest,
+        registry: Registry,
+        runner: TrainingRunner,
+        scheduler: Scheduler,
+        predlog: PredictionLog,
+        implemented: Callable[[], list[str]],
+        version: str,
+        monitor: Monitor,
+        replica: Replica,
+    ) -> None:
         self._monitor = monitor
         self._replica = replica
         self._ctx = ctx
@@ -51,7 +69,9 @@ class _StatusServicer(monitor_pb2_grpc.MonitorServiceServicer):
         self._implemented = implemented
         self._version = version
 
-    def GetServerStatus(self, request: monitor_pb2.GetServerStatusRequest, context: grpc.ServicerContext) -> monitor_pb2.GetServerStatusResponse:
+    def GetServerStatus(
+        self, request: monitor_pb2.GetServerStatusRequest, context: grpc.ServicerContext
+    ) -> monitor_pb2.GetServerStatusResponse:
         now = self._ctx.clock.now()
         response = monitor_pb2.GetServerStatusResponse(
             server_version=self._version,
@@ -88,7 +108,9 @@ class _StatusServicer(monitor_pb2_grpc.MonitorServiceServicer):
             status.open_alerts = self._monitor.repo.open_alerts(record.id)
         return response
 
-    def LogPredictions(self, request_iterator: Iterator[monitor_pb2.LogPredictionsRequest], context: grpc.ServicerContext) -> monitor_pb2.LogPredictionsResponse:
+    def LogPredictions(
+        self, request_iterator: Iterator[monitor_pb2.LogPredictionsRequest], context: grpc.ServicerContext
+    ) -> monitor_pb2.LogPredictionsResponse:
         report = IngestReport()
         model = None
         index = 0
@@ -104,7 +126,8 @@ class _StatusServicer(monitor_pb2_grpc.MonitorServiceServicer):
             items = [_logged_from_proto(p) for p in message.predictions]
             index = self._monitor.log_predictions(model, items, report, index)
         return monitor_pb2.LogPredictionsResponse(
-            accepted=report.accepted, rejected=report.rejected,
+            accepted=report.accepted,
+            rejected=report.rejected,
             errors=[common_pb2.RowError(index=i, id=ident, field=f, reason=r) for i, ident, f, r in report.errors],
         )
 
@@ -126,9 +149,17 @@ def _logged_from_proto(p: monitor_pb2.LoggedPrediction) -> tuple[LoggedPredictio
         when = convert.ts_to_us(p.time)
     if p.entities:
         convert.check_string_map(p.entities, "prediction.entities", errors)
-    record = LoggedPrediction(p.prediction_id, p.version, p.probability, p.label == common_pb2.LABEL_POSITIVE, when,
-                              convert.row_from_proto(p.features), dict(p.entities))
+    record = LoggedPrediction(
+        p.prediction_id,
+        p.version,
+        p.probability,
+        p.label == common_pb2.LABEL_POSITIVE,
+        when,
+        convert.row_from_proto(p.features),
+        dict(p.entities),
+    )
     return record, errors
+
 
 def _window(w: monitor_pb2.PerformanceWindow, path: str) -> tuple[int | None, int | None, int]:
     errors: list[FieldError] = []
@@ -149,9 +180,16 @@ def _window(w: monitor_pb2.PerformanceWindow, path: str) -> tuple[int | None, in
 def _snapshot(s: Any) -> monitor_pb2.PerformanceSnapshot:
     e = s.estimated
     out = monitor_pb2.PerformanceSnapshot(
-        prediction_count=s.predictions, labelled_count=s.labelled,
-        estimated=monitor_pb2.EstimatedMetrics(accuracy=e.accuracy, precision=e.precision, recall=e.recall, f1=e.f1,
-                                               roc_auc=e.roc_auc, unlabelled_count=e.unlabelled_count),
+        prediction_count=s.predictions,
+        labelled_count=s.labelled,
+        estimated=monitor_pb2.EstimatedMetrics(
+            accuracy=e.accuracy,
+            precision=e.precision,
+            recall=e.recall,
+            f1=e.f1,
+            roc_auc=e.roc_auc,
+            unlabelled_count=e.unlabelled_count,
+        ),
     )
     if s.start_us:
         out.start_time.CopyFrom(convert.us_to_ts(s.start_us))
@@ -164,31 +202,51 @@ def _snapshot(s: Any) -> monitor_pb2.PerformanceSnapshot:
 
 def _feature_drift(f: Any) -> monitor_pb2.FeatureDrift:
     return monitor_pb2.FeatureDrift(
-        feature=f.feature, drifted=f.drifted, reference_count=f.reference_count, current_count=f.current_count,
-        missing_share=f.missing_share, reference_missing_share=f.reference_missing_share, unseen_share=f.unseen_share,
-        statistics=[monitor_pb2.DriftStatistic(
-            method=convert.enum_to_proto(monitor_pb2.DriftMethod, "DRIFT_METHOD_", st.method), value=st.value,
-            threshold=st.threshold, drifted=st.drifted) for st in f.statistics],
+        feature=f.feature,
+        drifted=f.drifted,
+        reference_count=f.reference_count,
+        current_count=f.current_count,
+        missing_share=f.missing_share,
+        reference_missing_share=f.reference_missing_share,
+        unseen_share=f.unseen_share,
+        statistics=[
+            monitor_pb2.DriftStatistic(
+                method=convert.enum_to_proto(monitor_pb2.DriftMethod, "DRIFT_METHOD_", st.method),
+                value=st.value,
+                threshold=st.threshold,
+                drifted=st.drifted,
+            )
+            for st in f.statistics
+        ],
     )
 
 
 def _drift(model: str, report: Any, version: int, now_us: int) -> monitor_pb2.DriftReport:
     return monitor_pb2.DriftReport(
-        model=model, reference_version=version, features=[_feature_drift(f) for f in report.features],
-        prediction=_feature_drift(report.prediction), dataset_drift=report.dataset_drift,
-        drifted_share=report.drifted_share, drift_share_threshold=report.drift_share_threshold,
+        model=model,
+        reference_version=version,
+        features=[_feature_drift(f) for f in report.features],
+        prediction=_feature_drift(report.prediction),
+        dataset_drift=report.dataset_drift,
+        drifted_share=report.drifted_share,
+        drift_share_threshold=report.drift_share_threshold,
         compute_time=convert.us_to_ts(now_us),
     )
 
 
 def _alert(a: Any, model_name: str) -> monitor_pb2.Alert:
     out = monitor_pb2.Alert(
-        alert_id=a.alert_id, model=model_name,
+        alert_id=a.alert_id,
+        model=model_name,
         rule=convert.enum_to_proto(monitor_pb2.AlertRule, "ALERT_RULE_", a.rule),
         severity=convert.enum_to_proto(monitor_pb2.AlertSeverity, "ALERT_SEVERITY_", a.severity),
         state=convert.enum_to_proto(monitor_pb2.AlertState, "ALERT_STATE_", a.state),
-        message=a.message, value=a.value, threshold=a.threshold, details=a.details,
-        raise_time=convert.us_to_ts(a.raised_us), note=a.note,
+        message=a.message,
+        value=a.value,
+        threshold=a.threshold,
+        details=a.details,
+        raise_time=convert.us_to_ts(a.raised_us),
+        note=a.note,
     )
     if a.acknowledged_us:
         out.acknowledge_time.CopyFrom(convert.us_to_ts(a.acknowledged_us))
@@ -209,13 +267,17 @@ class MonitoringMixin:
     def _names(self) -> dict[int, str]:
         return {m.id: m.name for m in self._catalog.all()}
 
-    def GetPerformance(self, request: monitor_pb2.GetPerformanceRequest, context: grpc.ServicerContext) -> monitor_pb2.GetPerformanceResponse:
+    def GetPerformance(
+        self, request: monitor_pb2.GetPerformanceRequest, context: grpc.ServicerContext
+    ) -> monitor_pb2.GetPerformanceResponse:
         model = self._catalog.get(request.model)
         start, end, last_n = _window(request.window, "window")
         snap, _ = self._monitor.snapshot(model, request.version, start, end, last_n)
         return monitor_pb2.GetPerformanceResponse(snapshot=_snapshot(snap))
 
-    def GetPerformanceTrend(self, request: monitor_pb2.GetPerformanceTrendRequest, context: grpc.ServicerContext) -> monitor_pb2.GetPerformanceTrendResponse:
+    def GetPerformanceTrend(
+        self, request: monitor_pb2.GetPerformanceTrendRequest, context: grpc.ServicerContext
+    ) -> monitor_pb2.GetPerformanceTrendResponse:
         model = self._catalog.get(request.model)
         errors: list[FieldError] = []
         if not (request.range.HasField("start_time") and request.range.HasField("end_time")):
@@ -228,10 +290,16 @@ class MonitoringMixin:
         metric = request.metric or "accuracy"
         snaps, t = self._monitor.trend(model, request.version, start, end, width, metric)
         return monitor_pb2.GetPerformanceTrendResponse(
-            windows=[_snapshot(s) for s in snaps], metric=metric, slope=t.slope_per_day, p_value=t.p_value,
-            verdict=convert.enum_to_proto(monitor_pb2.TrendVerdict, "TREND_VERDICT_", t.verdict))
+            windows=[_snapshot(s) for s in snaps],
+            metric=metric,
+            slope=t.slope_per_day,
+            p_value=t.p_value,
+            verdict=convert.enum_to_proto(monitor_pb2.TrendVerdict, "TREND_VERDICT_", t.verdict),
+        )
 
-    def RecordPerformance(self, request: monitor_pb2.RecordPerformanceRequest, context: grpc.ServicerContext) -> monitor_pb2.RecordPerformanceResponse:
+    def RecordPerformance(
+        self, request: monitor_pb2.RecordPerformanceRequest, context: grpc.ServicerContext
+    ) -> monitor_pb2.RecordPerformanceResponse:
         model = self._catalog.get(request.model)
         errors: list[FieldError] = []
         if request.version <= 0:
@@ -251,19 +319,26 @@ class MonitoringMixin:
         assert start is not None and end is not None
         metrics = json_format.MessageToDict(m, preserving_proto_field_name=True)
         rid = self._monitor.repo.record_performance(
-            model.id, request.version, start, end, metrics, request.source or "external", self._ctx.now_us())
+            model.id, request.version, start, end, metrics, request.source or "external", self._ctx.now_us()
+        )
         return monitor_pb2.RecordPerformanceResponse(record_id=str(rid))
 
-    def DetectDrift(self, request: monitor_pb2.DetectDriftRequest, context: grpc.ServicerContext) -> monitor_pb2.DetectDriftResponse:
+    def DetectDrift(
+        self, request: monitor_pb2.DetectDriftRequest, context: grpc.ServicerContext
+    ) -> monitor_pb2.DetectDriftResponse:
         model = self._catalog.get(request.model)
         start, end, last_n = _window(request.window, "window")
         report, version = self._monitor.drift(model, request.version, start, end, last_n)
         return monitor_pb2.DetectDriftResponse(report=_drift(model.name, report, version, self._ctx.now_us()))
 
-    def ListAlerts(self, request: monitor_pb2.ListAlertsRequest, context: grpc.ServicerContext) -> monitor_pb2.ListAlertsResponse:
+    def ListAlerts(
+        self, request: monitor_pb2.ListAlertsRequest, context: grpc.ServicerContext
+    ) -> monitor_pb2.ListAlertsResponse:
         model = self._catalog.get(request.model) if request.model else None
         state = convert.enum_from_proto(monitor_pb2.AlertState, "ALERT_STATE_", request.state, "state")
-        severity = convert.enum_from_proto(monitor_pb2.AlertSeverity, "ALERT_SEVERITY_", request.min_severity, "min_severity")
+        severity = convert.enum_from_proto(
+            monitor_pb2.AlertSeverity, "ALERT_SEVERITY_", request.min_severity, "min_severity"
+        )
         if request.page_size < 0:
             raise InvalidArgument.fields([FieldError("page_size", "must not be negative")])
         size = min(request.page_size or 50, 500)
@@ -271,23 +346,29 @@ class MonitoringMixin:
         before = convert.parse_int64(token) if token else 2**62
         if before is None:
             raise InvalidArgument.fields([FieldError("page_token", "not a page token this server issued")])
-        wanted = SEVERITIES[SEVERITIES.index(severity):] if severity else ()
-        rows = self._monitor.repo.list_alerts(model.id if model else None, state, wanted,
-                                              before, size + 1)
+        wanted = SEVERITIES[SEVERITIES.index(severity) :] if severity else ()
+        rows = self._monitor.repo.list_alerts(model.id if model else None, state, wanted, before, size + 1)
         more = len(rows) > size
         rows = rows[:size]
         names = self._names()
         return monitor_pb2.ListAlertsResponse(
             alerts=[_alert(r.alert, names.get(r.alert.model_id, "")) for r in rows],
-            next_page_token=convert.encode_token(str(rows[-1].seq) if more else ""))
+            next_page_token=convert.encode_token(str(rows[-1].seq) if more else ""),
+        )
 
-    def AcknowledgeAlert(self, request: monitor_pb2.AcknowledgeAlertRequest, context: grpc.ServicerContext) -> monitor_pb2.AcknowledgeAlertResponse:
+    def AcknowledgeAlert(
+        self, request: monitor_pb2.AcknowledgeAlertRequest, context: grpc.ServicerContext
+    ) -> monitor_pb2.AcknowledgeAlertResponse:
         row = self._monitor.acknowledge(request.alert_id, request.note)
         return monitor_pb2.AcknowledgeAlertResponse(alert=_alert(row, self._names().get(row.model_id, "")))
 
-    def WatchAlerts(self, request: monitor_pb2.WatchAlertsRequest, context: grpc.ServicerContext) -> Iterator[monitor_pb2.WatchAlertsResponse]:
+    def WatchAlerts(
+        self, request: monitor_pb2.WatchAlertsRequest, context: grpc.ServicerContext
+    ) -> Iterator[monitor_pb2.WatchAlertsResponse]:
         model = self._catalog.get(request.model) if request.model else None
-        severity = convert.enum_from_proto(monitor_pb2.AlertSeverity, "ALERT_SEVERITY_", request.min_severity, "min_severity")
+        severity = convert.enum_from_proto(
+            monitor_pb2.AlertSeverity, "ALERT_SEVERITY_", request.min_severity, "min_severity"
+        )
         if request.cursor:
             parsed = convert.parse_int64(request.cursor)
             if parsed is None:
@@ -303,17 +384,24 @@ class MonitoringMixin:
                 names = self._names()
             yield monitor_pb2.WatchAlertsResponse(
                 event_type=convert.enum_to_proto(monitor_pb2.AlertEventType, "ALERT_EVENT_TYPE_", change.event),
-                alert=_alert(change.alert, names.get(change.alert.model_id, "")), cursor=str(change.seq))
+                alert=_alert(change.alert, names.get(change.alert.model_id, "")),
+                cursor=str(change.seq),
+            )
 
-    def RunHealthCheck(self, request: monitor_pb2.RunHealthCheckRequest, context: grpc.ServicerContext) -> monitor_pb2.RunHealthCheckResponse:
+    def RunHealthCheck(
+        self, request: monitor_pb2.RunHealthCheckRequest, context: grpc.ServicerContext
+    ) -> monitor_pb2.RunHealthCheckResponse:
         self._predlog.flush()  # judge the predictions served so far, not only those written
         results = self._monitor.check_all(request.model)
         now = self._ctx.now_us()
         response = monitor_pb2.RunHealthCheckResponse(check_time=convert.us_to_ts(now))
         for r in results:
-            out = response.results.add(model=r.model, training_run_id=r.training_run_id,
-                                       raised=[_alert(a, r.model) for a in r.raised],
-                                       resolved=[_alert(a, r.model) for a in r.resolved])
+            out = response.results.add(
+                model=r.model,
+                training_run_id=r.training_run_id,
+                raised=[_alert(a, r.model) for a in r.raised],
+                resolved=[_alert(a, r.model) for a in r.resolved],
+            )
             if r.snapshot is not None:
                 out.performance.CopyFrom(_snapshot(r.snapshot))
             if r.drift is not None:
@@ -324,7 +412,9 @@ class MonitoringMixin:
                 out.last_outcome_time.CopyFrom(convert.us_to_ts(r.last_outcome_us))
         return response
 
-    def GetMonitoringReport(self, request: monitor_pb2.GetMonitoringReportRequest, context: grpc.ServicerContext) -> monitor_pb2.GetMonitoringReportResponse:
+    def GetMonitoringReport(
+        self, request: monitor_pb2.GetMonitoringReportRequest, context: grpc.ServicerContext
+    ) -> monitor_pb2.GetMonitoringReportResponse:
         model = self._catalog.get(request.model)
         start, end = convert.time_window(request.window, "window")
         snap, _ = self._monitor.snapshot(model, 0, start, end, 0)
@@ -334,29 +424,48 @@ class MonitoringMixin:
             report, version = self._monitor.drift(model, 0, start, end, 0)
             response.drift.CopyFrom(_drift(model.name, report, version, self._ctx.now_us()))
             drifted = [f.feature for f in report.features if f.drifted]
-            drift_text = (f"{len(drifted)} of {len(report.features)} features drifted against version {version}"
-                          + (f": {', '.join(drifted)}" if drifted else "") + f"; dataset drift: {report.dataset_drift}")
+            drift_text = (
+                f"{len(drifted)} of {len(report.features)} features drifted against version {version}"
+                + (f": {', '.join(drifted)}" if drifted else "")
+                + f"; dataset drift: {report.dataset_drift}"
+            )
         except ServiceError:
             pass
-        alerts = [a for a in (r.alert for r in self._monitor.repo.list_alerts(model.id, "", (), 2**62, 500))
-                  if (start is None or a.raised_us >= start) and (end is None or a.raised_us < end)]
+        alerts = [
+            a
+            for a in (r.alert for r in self._monitor.repo.list_alerts(model.id, "", (), 2**62, 500))
+            if (start is None or a.raised_us >= start) and (end is None or a.raised_us < end)
+        ]
         response.alerts.extend([_alert(a, model.name) for a in alerts])
-        runs = [listed.run for listed in self._runner.runs.list(model.id, "", None, 10_000)
-                if (start is None or listed.run.created_us >= start) and (end is None or listed.run.created_us < end)]
+        runs = [
+            listed.run
+            for listed in self._runner.runs.list(model.id, "", None, 10_000)
+            if (start is None or listed.run.created_us >= start) and (end is None or listed.run.created_us < end)
+        ]
         response.training_runs = len(runs)
         response.promotions = sum(1 for r in runs if r.promoted)
         r = snap.realised
-        perf_text = (f"accuracy {r.accuracy:.3f}, F1 {r.f1:.3f}, ROC AUC {r.roc_auc:.3f}, calibration error "
-                     f"{r.calibration_error:.3f} on {snap.labelled} labelled" if r is not None else "no labelled predictions")
-        response.markdown = "\n".join([
-            f"# Monitoring report: {model.name}", "",
-            f"- Predictions: {snap.predictions} ({snap.labelled} labelled); {perf_text}",
-            f"- Estimated from probabilities (unlabelled {snap.estimated.unlabelled_count}): accuracy "
-            f"{snap.estimated.accuracy:.3f}",
-            f"- Drift: {drift_text}",
-            f"- Alerts: {len(alerts)} ({sum(a.state != 'resolved' for a in alerts)} not resolved)",
-            f"- Training runs: {len(runs)}, promotions: {response.promotions}",
-        ]) + "\n"
+        perf_text = (
+            f"accuracy {r.accuracy:.3f}, F1 {r.f1:.3f}, ROC AUC {r.roc_auc:.3f}, calibration error "
+            f"{r.calibration_error:.3f} on {snap.labelled} labelled"
+            if r is not None
+            else "no labelled predictions"
+        )
+        response.markdown = (
+            "\n".join(
+                [
+                    f"# Monitoring report: {model.name}",
+                    "",
+                    f"- Predictions: {snap.predictions} ({snap.labelled} labelled); {perf_text}",
+                    f"- Estimated from probabilities (unlabelled {snap.estimated.unlabelled_count}): accuracy "
+                    f"{snap.estimated.accuracy:.3f}",
+                    f"- Drift: {drift_text}",
+                    f"- Alerts: {len(alerts)} ({sum(a.state != 'resolved' for a in alerts)} not resolved)",
+                    f"- Training runs: {len(runs)}, promotions: {response.promotions}",
+                ]
+            )
+            + "\n"
+        )
         return response
 
 

@@ -66,20 +66,41 @@ LAYOUT_HEADER = "sahayak-input-layout"
 THRESHOLD_HEADER = "sahayak-label-threshold"
 _LAYOUT_MAX_BYTES = 6000  # well under gRPC's default 8 KiB header budget
 _DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-_TYPED = ("bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents",
-          "fp32_contents", "fp64_contents", "bytes_contents")
+_TYPED = (
+    "bool_contents",
+    "int_contents",
+    "int64_contents",
+    "uint_contents",
+    "uint64_contents",
+    "fp32_contents",
+    "fp64_contents",
+    "bytes_contents",
+)
 _KIND = {FeatureType.NUMERIC: "numeric", FeatureType.BOOLEAN: "boolean", FeatureType.CATEGORICAL: "categorical"}
 
 # Named inputs (one per feature). The element types a datatype reads as (BYTES: length-prefixed, below),
 # where its typed elements go, and what each kind of feature accepts: the first is what ModelMetadata lists.
-_ELEMENT: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "INT32": np.dtype("<i4"),
-                                      "INT64": np.dtype("<i8"), "BOOL": np.dtype("u1")}
-_TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents",
-                "INT64": "int64_contents", "BOOL": "bool_contents", "BYTES": "bytes_contents"}
+_ELEMENT: dict[str, np.dtype[Any]] = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "BOOL": np.dtype("u1"),
+}
+_TYPED_FIELD = {
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "BOOL": "bool_contents",
+    "BYTES": "bytes_contents",
+}
 _NUMBERS = ("FP64", "FP32", "INT64", "INT32")
-_ACCEPTS: dict[FeatureType, tuple[str, ...]] = {FeatureType.NUMERIC: _NUMBERS,
-                                                FeatureType.BOOLEAN: ("BOOL", *_NUMBERS),
-                                                FeatureType.CATEGORICAL: ("BYTES",)}
+_ACCEPTS: dict[FeatureType, tuple[str, ...]] = {
+    FeatureType.NUMERIC: _NUMBERS,
+    FeatureType.BOOLEAN: ("BOOL", *_NUMBERS),
+    FeatureType.CATEGORICAL: ("BYTES",),
+}
 _NAMED_SHAPE = [-1, 1]  # as MLServer's pandas codec sends a column; [n] is accepted too
 # predict_matrix names a bad cell "<field>[i, j] (<feature>)"; for named inputs it becomes "<feature>[i]".
 _ROWS = "rows"
@@ -109,20 +130,35 @@ class Layout:
     @classmethod
     def of(cls, schema: Schema) -> Layout:
         feats = schema.features
-        full = [{"name": f.name, "type": _KIND[f.type], **({"categories": list(f.categories)}
-                                                            if f.type is FeatureType.CATEGORICAL else {})}
-                for f in feats]
+        full = [
+            {
+                "name": f.name,
+                "type": _KIND[f.type],
+                **({"categories": list(f.categories)} if f.type is FeatureType.CATEGORICAL else {}),
+            }
+            for f in feats
+        ]
         header = json.dumps(full, separators=(",", ":"))  # ASCII: non-ASCII is escaped
         if len(header) > _LAYOUT_MAX_BYTES:
             # Too big for a header: names and kinds only; the categories are in GetModel.
             header = json.dumps([{"name": f.name, "type": _KIND[f.type]} for f in feats], separators=(",", ":"))
             if len(header) > _LAYOUT_MAX_BYTES:
                 header = ""
-        codes = tuple({**{c.encode(): float(i) for i, c in enumerate(f.categories)}, b"": math.nan}
-                      if f.type is FeatureType.CATEGORICAL else None for f in feats)
-        return cls(tuple(f.name for f in feats), header, tuple(f.type for f in feats),
-                   tuple(f.required for f in feats), {f.name: j for j, f in enumerate(feats)}, codes,
-                   INPUT not in {f.name for f in feats})
+        codes = tuple(
+            {**{c.encode(): float(i) for i, c in enumerate(f.categories)}, b"": math.nan}
+            if f.type is FeatureType.CATEGORICAL
+            else None
+            for f in feats
+        )
+        return cls(
+            tuple(f.name for f in feats),
+            header,
+            tuple(f.type for f in feats),
+            tuple(f.required for f in feats),
+            {f.name: j for j, f in enumerate(feats)},
+            codes,
+            INPUT not in {f.name for f in feats},
+        )
 
     def is_tensor(self, inputs: Sequence[pb.ModelInferRequest.InferInputTensor]) -> bool:
         """Whether a request's inputs are in the ``features`` tensor form (else: one input per feature)."""
@@ -133,8 +169,11 @@ class Layout:
 
     def inputs_text(self, limit: int = 10) -> str:
         names = ", ".join(repr(n) for n in self.names[:limit]) + (", ..." if len(self.names) > limit else "")
-        return (f"{INPUT!r} (the whole-row tensor) or one input per feature ({names})" if self.tensor_listed
-                else f"one input per feature ({names})")
+        return (
+            f"{INPUT!r} (the whole-row tensor) or one input per feature ({names})"
+            if self.tensor_listed
+            else f"one input per feature ({names})"
+        )
 
 
 def _version(text: str, field: str) -> int:
@@ -148,8 +187,9 @@ def _version(text: str, field: str) -> int:
 
 
 class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, ctx: AppContext, catalog: Catalog, registry: Registry, inference: Inference,
-                 server_version: str) -> None:
+    def __init__(
+        self, ctx: AppContext, catalog: Catalog, registry: Registry, inference: Inference, server_version: str
+    ) -> None:
         self._ctx = ctx
         self._catalog = catalog
         self._registry = registry
@@ -165,8 +205,9 @@ class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=not self._ctx.stopping.is_set())
 
-    def ServerMetadata(self, request: pb.ServerMetadataRequest,
-                       context: grpc.ServicerContext) -> pb.ServerMetadataResponse:
+    def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=self._server_version)
 
     def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
@@ -182,8 +223,9 @@ class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
-    def ModelMetadata(self, request: pb.ModelMetadataRequest,
-                      context: grpc.ServicerContext) -> pb.ModelMetadataResponse:
+    def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ModelMetadataResponse:
         model = self._catalog.get(request.name, "name")
         version = _version(request.version, "version")
         versions: list[int] = []
@@ -209,14 +251,21 @@ class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             context.send_initial_metadata(headers)
         column = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=model.name, versions=[str(v) for v in sorted(versions)],
+            name=model.name,
+            versions=[str(v) for v in sorted(versions)],
             platform=f"sahayak_{family}" if family else "sahayak",
-            inputs=[*([column(name=INPUT, datatype="FP32", shape=[-1, len(layout.names)])]
-                      if layout.tensor_listed else []),
-                    *(column(name=name, datatype=_ACCEPTS[kind][0], shape=_NAMED_SHAPE)
-                      for name, kind in zip(layout.names, layout.kinds, strict=True))],
-            outputs=[column(name=PROBABILITY, datatype="FP32", shape=[-1, 1]),
-                     column(name=LABEL, datatype="INT32", shape=[-1, 1])])
+            inputs=[
+                *([column(name=INPUT, datatype="FP32", shape=[-1, len(layout.names)])] if layout.tensor_listed else []),
+                *(
+                    column(name=name, datatype=_ACCEPTS[kind][0], shape=_NAMED_SHAPE)
+                    for name, kind in zip(layout.names, layout.kinds, strict=True)
+                ),
+            ],
+            outputs=[
+                column(name=PROBABILITY, datatype="FP32", shape=[-1, 1]),
+                column(name=LABEL, datatype="INT32", shape=[-1, 1]),
+            ],
+        )
 
     # --- inference ------------------------------------------------------------
 
@@ -270,17 +319,23 @@ def _input_matrix(request: pb.ModelInferRequest, layout: Layout) -> np.ndarray:
     """The ``features`` tensor as an ``[n, width]`` array, checked against the model's layout."""
     width = len(layout.names)
     if len(request.inputs) != 1:
-        raise _bad("inputs", f"the {INPUT!r} tensor (FP32 [n, {width}]) goes alone: this form takes exactly one "
-                             f"input; got {len(request.inputs)}. Or leave {INPUT!r} out and send one input "
-                             f"per feature, named as the feature (ModelMetadata lists them)")
+        raise _bad(
+            "inputs",
+            f"the {INPUT!r} tensor (FP32 [n, {width}]) goes alone: this form takes exactly one "
+            f"input; got {len(request.inputs)}. Or leave {INPUT!r} out and send one input "
+            f"per feature, named as the feature (ModelMetadata lists them)",
+        )
     tensor = request.inputs[0]
     dtype = _DTYPES.get(tensor.datatype)
     if dtype is None:
         raise _bad("inputs[0].datatype", f"{tensor.datatype[:16]!r} is not accepted: send FP32 (or FP64)")
     shape = list(tensor.shape)
     if len(shape) != 2 or shape[1] != width or shape[0] < 0:
-        raise _bad("inputs[0].shape", f"{shape} does not match [n, {width}]: one row per prediction, "
-                                      f"the model's {width} features in schema order")
+        raise _bad(
+            "inputs[0].shape",
+            f"{shape} does not match [n, {width}]: one row per prediction, "
+            f"the model's {width} features in schema order",
+        )
     n = shape[0]
     if n > MAX_BATCH_ROWS:
         raise _bad("inputs[0].shape", f"at most {MAX_BATCH_ROWS} rows per call; got {n}")
@@ -309,8 +364,10 @@ def _elements(request: pb.ModelInferRequest, k: int, count: int) -> np.ndarray |
             return _split_bytes(data, count, f"raw_input_contents[{k}]")
         dtype = _ELEMENT[datatype]
         if len(data) != count * dtype.itemsize:
-            raise _bad(f"raw_input_contents[{k}]", f"has {len(data)} bytes; shape {shape} of {datatype} "
-                                                   f"needs {count * dtype.itemsize}")
+            raise _bad(
+                f"raw_input_contents[{k}]",
+                f"has {len(data)} bytes; shape {shape} of {datatype} needs {count * dtype.itemsize}",
+            )
         return np.frombuffer(data, dtype=dtype)
     field = _TYPED_FIELD[datatype]
     contents = tensor.contents
@@ -333,11 +390,11 @@ def _split_bytes(data: bytes, count: int, field: str) -> list[bytes]:
     for i in range(count):
         if pos + 4 > end:
             raise _bad(field, f"ends ({end} bytes) inside element {i}'s 4-byte length; the shape has {count} elements")
-        size = int.from_bytes(data[pos:pos + 4], "little")
+        size = int.from_bytes(data[pos : pos + 4], "little")
         pos += 4
         if pos + size > end:
             raise _bad(field, f"element {i} declares {size} bytes; only {end - pos} are left")
-        out.append(data[pos:pos + size])
+        out.append(data[pos : pos + size])
         pos += size
     if pos != end:
         raise _bad(field, f"has {end - pos} bytes after its {count} elements")
@@ -356,33 +413,41 @@ def _named_matrix(request: pb.ModelInferRequest, layout: Layout) -> np.ndarray:
     for k, tensor in enumerate(inputs):
         j = layout.column.get(tensor.name)
         if j is None:
-            raise _bad(f"inputs[{k}].name", f"unknown input {tensor.name[:64]!r}: this model takes "
-                                            f"{layout.inputs_text()}")
+            raise _bad(
+                f"inputs[{k}].name", f"unknown input {tensor.name[:64]!r}: this model takes {layout.inputs_text()}"
+            )
         if j in given:
             raise _bad(f"inputs[{k}].name", f"input {tensor.name!r} is given twice (also inputs[{given[j]}])")
         given[j] = k
         accepts = _ACCEPTS[layout.kinds[j]]
         if tensor.datatype not in accepts:
             kind = _KIND[layout.kinds[j]]
-            raise _bad(f"inputs[{k}].datatype", f"{tensor.datatype[:16]!r} is not accepted for the {kind} feature "
-                                                f"{tensor.name!r}: send {accepts[0]}"
-                                                + (f" (or {', '.join(accepts[1:])})" if len(accepts) > 1 else ""))
+            raise _bad(
+                f"inputs[{k}].datatype",
+                f"{tensor.datatype[:16]!r} is not accepted for the {kind} feature "
+                f"{tensor.name!r}: send {accepts[0]}" + (f" (or {', '.join(accepts[1:])})" if len(accepts) > 1 else ""),
+            )
         shape = list(tensor.shape)
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 0:
-            raise _bad(f"inputs[{k}].shape", f"{shape} is not [n, 1] or [n]: input {tensor.name!r} holds one "
-                                             f"element per row")
+            raise _bad(
+                f"inputs[{k}].shape", f"{shape} is not [n, 1] or [n]: input {tensor.name!r} holds one element per row"
+            )
         if shape[0] > MAX_BATCH_ROWS:
             raise _bad(f"inputs[{k}].shape", f"at most {MAX_BATCH_ROWS} rows per call; got {shape[0]}")
         if n < 0:
             n = shape[0]
         elif shape[0] != n:
             first = inputs[0]
-            raise _bad(f"inputs[{k}].shape", f"input {tensor.name!r} has {shape[0]} rows and inputs[0] "
-                                             f"({first.name!r}) has {n}: every input holds one element per row")
-    missing = [FieldError("inputs", f"no input for the required feature {name!r} (send it as "
-                                    f"{_ACCEPTS[kind][0]} [n, 1])")
-               for j, (name, kind, required) in enumerate(zip(layout.names, layout.kinds, layout.required, strict=True))
-               if required and j not in given]
+            raise _bad(
+                f"inputs[{k}].shape",
+                f"input {tensor.name!r} has {shape[0]} rows and inputs[0] "
+                f"({first.name!r}) has {n}: every input holds one element per row",
+            )
+    missing = [
+        FieldError("inputs", f"no input for the required feature {name!r} (send it as {_ACCEPTS[kind][0]} [n, 1])")
+        for j, (name, kind, required) in enumerate(zip(layout.names, layout.kinds, layout.required, strict=True))
+        if required and j not in given
+    ]
     if missing:
         raise InvalidArgument.fields(missing[:_MAX_VALUE_ERRORS])
     x = np.full((n, len(layout.names)), np.nan)
@@ -401,8 +466,11 @@ def _named_matrix(request: pb.ModelInferRequest, layout: Layout) -> np.ndarray:
             assert isinstance(values, np.ndarray)
             if request.inputs[k].datatype == "BOOL" and n and int(values.max()) > 1:
                 i = int(np.argmax(values > 1))
-                errors.append(FieldError(f"{name}[{i}]", f"a raw BOOL element is one byte, 0 (false) or 1 (true); "
-                                                         f"got {int(values[i])}"))
+                errors.append(
+                    FieldError(
+                        f"{name}[{i}]", f"a raw BOOL element is one byte, 0 (false) or 1 (true); got {int(values[i])}"
+                    )
+                )
             x[:, j] = values
     if errors:
         raise InvalidArgument.fields(errors[:_MAX_VALUE_ERRORS])
@@ -416,10 +484,13 @@ def _unknown_category(value: bytes, codes: dict[bytes, float]) -> str:
         return f"{value[:64]!r} is not UTF-8 text"
     known = [c.decode() for c in codes if c]
     listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
-    return (f"{text} is not one of the declared categories ({listed}); the empty string is missing. A value "
-            f"outside them goes through Predict (when the feature allows unknown categories)" if known else
-            f"{text}: the feature declares no categories, so only the empty string (missing) fits here; "
-            f"send other values through Predict")
+    return (
+        f"{text} is not one of the declared categories ({listed}); the empty string is missing. A value "
+        f"outside them goes through Predict (when the feature allows unknown categories)"
+        if known
+        else f"{text}: the feature declares no categories, so only the empty string (missing) fits here; "
+        f"send other values through Predict"
+    )
 
 
 def _per_input(exc: InvalidArgument, layout: Layout) -> InvalidArgument:

@@ -33,7 +33,9 @@ class _ModelsServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         m.champion_version = aliases.get("champion", 0)
         return m
 
-    def CreateModel(self, request: registry_pb2.CreateModelRequest, context: grpc.ServicerContext) -> registry_pb2.CreateModelResponse:
+    def CreateModel(
+        self, request: registry_pb2.CreateModelRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.CreateModelResponse:
         m = request.model
         schema = convert_registry.schema_from_proto(m)
         partial = convert_registry.settings_proto_to_dict(m.settings)
@@ -41,18 +43,24 @@ class _ModelsServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         record = self._catalog.create(m.name, m.description, schema, settings)
         return registry_pb2.CreateModelResponse(model=self._model(record))
 
-    def GetModel(self, request: registry_pb2.GetModelRequest, context: grpc.ServicerContext) -> registry_pb2.GetModelResponse:
+    def GetModel(
+        self, request: registry_pb2.GetModelRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.GetModelResponse:
         record = self._catalog.get(request.name, "name")
         return registry_pb2.GetModelResponse(model=self._model(record))
 
-    def ListModels(self, request: registry_pb2.ListModelsRequest, context: grpc.ServicerContext) -> registry_pb2.ListModelsResponse:
+    def ListModels(
+        self, request: registry_pb2.ListModelsRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ListModelsResponse:
         after = convert.decode_token(request.page_token)
         records, last = self._catalog.list(request.page_size, after)
         return registry_pb2.ListModelsResponse(
             models=[self._model(r) for r in records], next_page_token=convert.encode_token(last)
         )
 
-    def UpdateModel(self, request: registry_pb2.UpdateModelRequest, context: grpc.ServicerContext) -> registry_pb2.UpdateModelResponse:
+    def UpdateModel(
+        self, request: registry_pb2.UpdateModelRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.UpdateModelResponse:
         paths = list(request.update_mask.paths)
         if not paths:
             raise InvalidArgument.fields([FieldError("update_mask", "required: name the fields to change")])
@@ -64,9 +72,11 @@ class _ModelsServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
             if path == "description":
                 description = request.model.description
             elif head == "settings":
-                settings_paths.append(path[len("settings."):] if "." in path else "")
+                settings_paths.append(path[len("settings.") :] if "." in path else "")
             elif head in _IMMUTABLE:
-                raise InvalidArgument.fields([FieldError(f"update_mask.paths[{i}]", f"{path!r} cannot be changed after creation")])
+                raise InvalidArgument.fields(
+                    [FieldError(f"update_mask.paths[{i}]", f"{path!r} cannot be changed after creation")]
+                )
             else:
                 raise InvalidArgument.fields([FieldError(f"update_mask.paths[{i}]", f"unknown field {path!r}")])
         settings = current.settings
@@ -75,10 +85,11 @@ class _ModelsServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
             if "" in settings_paths:
                 settings = convert_registry.settings_from_partial(partial, self._ctx.config.model_defaults)
             else:
-                settings = convert_registry.apply_update_mask(settings, self._ctx.config.model_defaults, partial, settings_paths)
+                settings = convert_registry.apply_update_mask(
+                    settings, self._ctx.config.model_defaults, partial, settings_paths
+                )
         record = self._catalog.update(current.name, description, settings)
         return registry_pb2.UpdateModelResponse(model=self._model(record))
-
 
 
 class VersionsMixin:
@@ -97,18 +108,23 @@ class VersionsMixin:
             raise InvalidArgument.fields([FieldError("page_token", "not a page token this server issued")])
         return value
 
-    def ListModelVersions(self, request: registry_pb2.ListModelVersionsRequest, context: grpc.ServicerContext) -> registry_pb2.ListModelVersionsResponse:
+    def ListModelVersions(
+        self, request: registry_pb2.ListModelVersionsRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ListModelVersionsResponse:
         model = self._catalog.get(request.model)
         if request.page_size < 0:
             raise InvalidArgument.fields([FieldError("page_size", "must not be negative")])
-        records, last = self._registry.list(model, request.page_size, self._int_token(request.page_token),
-                                            request.include_archived)
+        records, last = self._registry.list(
+            model, request.page_size, self._int_token(request.page_token), request.include_archived
+        )
         return registry_pb2.ListModelVersionsResponse(
             versions=[convert_registry.version_to_proto(model.name, r) for r in records],
             next_page_token=convert.encode_token(str(last) if last else ""),
         )
 
-    def GetModelVersion(self, request: registry_pb2.GetModelVersionRequest, context: grpc.ServicerContext) -> registry_pb2.GetModelVersionResponse:
+    def GetModelVersion(
+        self, request: registry_pb2.GetModelVersionRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.GetModelVersionResponse:
         model = self._catalog.get(request.model)
         record = self._registry.get(model, request.version, request.alias)
         return registry_pb2.GetModelVersionResponse(version=convert_registry.version_to_proto(model.name, record))
@@ -127,79 +143,122 @@ class VersionsMixin:
             return self._registry.evaluation_rows(model, EvaluationRows(window=(start, end, data.outcomes.last_n)))
         return self._registry.evaluation_rows(model, EvaluationRows())
 
-    def EvaluateModelVersion(self, request: registry_pb2.EvaluateModelVersionRequest, context: grpc.ServicerContext) -> registry_pb2.EvaluateModelVersionResponse:
+    def EvaluateModelVersion(
+        self, request: registry_pb2.EvaluateModelVersionRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.EvaluateModelVersionResponse:
         model = self._catalog.get(request.model)
         served = self._registry.served(model, request.version, request.alias)
         rows, labels = self._rows(model, request.data)
         m = self._registry.evaluate(model, served, rows, labels)
-        return registry_pb2.EvaluateModelVersionResponse(version=served.version, metrics=convert.metrics_to_proto(m.to_dict()))
+        return registry_pb2.EvaluateModelVersionResponse(
+            version=served.version, metrics=convert.metrics_to_proto(m.to_dict())
+        )
 
-    def CompareModelVersions(self, request: registry_pb2.CompareModelVersionsRequest, context: grpc.ServicerContext) -> registry_pb2.CompareModelVersionsResponse:
+    def CompareModelVersions(
+        self, request: registry_pb2.CompareModelVersionsRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.CompareModelVersionsResponse:
         model = self._catalog.get(request.model)
         if request.version_a <= 0 or request.version_b <= 0:
-            raise InvalidArgument.fields([FieldError("version_a" if request.version_a <= 0 else "version_b", "required")])
+            raise InvalidArgument.fields(
+                [FieldError("version_a" if request.version_a <= 0 else "version_b", "required")]
+            )
         a = self._registry.served(model, request.version_a)
         b = self._registry.served(model, request.version_b)
         rows, labels = self._rows(model, request.data)
         ma, mb = self._registry.evaluate(model, a, rows, labels), self._registry.evaluate(model, b, rows, labels)
         da, db = ma.to_dict(), mb.to_dict()
-        diff = {k: float(db[k]) - float(da[k]) for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc",
-                                                          "log_loss", "brier_score", "calibration_error")}
-        return registry_pb2.CompareModelVersionsResponse(metrics_a=convert.metrics_to_proto(da),
-                                                         metrics_b=convert.metrics_to_proto(db),
-                                                         difference=diff, row_count=len(rows))
+        diff = {
+            k: float(db[k]) - float(da[k])
+            for k in (
+                "accuracy",
+                "precision",
+                "recall",
+                "f1",
+                "roc_auc",
+                "pr_auc",
+                "log_loss",
+                "brier_score",
+                "calibration_error",
+            )
+        }
+        return registry_pb2.CompareModelVersionsResponse(
+            metrics_a=convert.metrics_to_proto(da),
+            metrics_b=convert.metrics_to_proto(db),
+            difference=diff,
+            row_count=len(rows),
+        )
 
-    def SetAlias(self, request: registry_pb2.SetAliasRequest, context: grpc.ServicerContext) -> registry_pb2.SetAliasResponse:
+    def SetAlias(
+        self, request: registry_pb2.SetAliasRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.SetAliasResponse:
         model = self._catalog.get(request.model)
         event = self._registry.set_alias(model, request.alias, request.version, request.reason, request.force)
         return registry_pb2.SetAliasResponse(event=convert_registry.alias_event_to_proto(model.name, event))
 
-    def DeleteAlias(self, request: registry_pb2.DeleteAliasRequest, context: grpc.ServicerContext) -> registry_pb2.DeleteAliasResponse:
+    def DeleteAlias(
+        self, request: registry_pb2.DeleteAliasRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.DeleteAliasResponse:
         model = self._catalog.get(request.model)
         event = self._registry.delete_alias(model, request.alias, request.reason)
         return registry_pb2.DeleteAliasResponse(event=convert_registry.alias_event_to_proto(model.name, event))
 
-    def ListAliasHistory(self, request: registry_pb2.ListAliasHistoryRequest, context: grpc.ServicerContext) -> registry_pb2.ListAliasHistoryResponse:
+    def ListAliasHistory(
+        self, request: registry_pb2.ListAliasHistoryRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ListAliasHistoryResponse:
         model = self._catalog.get(request.model)
         if request.page_size < 0:
             raise InvalidArgument.fields([FieldError("page_size", "must not be negative")])
-        events, last = self._registry.history(model, request.alias, request.page_size, self._int_token(request.page_token))
+        events, last = self._registry.history(
+            model, request.alias, request.page_size, self._int_token(request.page_token)
+        )
         return registry_pb2.ListAliasHistoryResponse(
             events=[convert_registry.alias_event_to_proto(model.name, e) for e in events],
             next_page_token=convert.encode_token(str(last) if last else ""),
         )
 
-    def RollbackModel(self, request: registry_pb2.RollbackModelRequest, context: grpc.ServicerContext) -> registry_pb2.RollbackModelResponse:
+    def RollbackModel(
+        self, request: registry_pb2.RollbackModelRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.RollbackModelResponse:
         model = self._catalog.get(request.model)
         event = self._registry.rollback(model, request.reason)
         return registry_pb2.RollbackModelResponse(event=convert_registry.alias_event_to_proto(model.name, event))
 
-    def ArchiveModelVersion(self, request: registry_pb2.ArchiveModelVersionRequest, context: grpc.ServicerContext) -> registry_pb2.ArchiveModelVersionResponse:
+    def ArchiveModelVersion(
+        self, request: registry_pb2.ArchiveModelVersionRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ArchiveModelVersionResponse:
         model = self._catalog.get(request.model)
         if request.version <= 0:
             raise InvalidArgument.fields([FieldError("version", "required")])
         record = self._registry.archive(model, request.version)
         return registry_pb2.ArchiveModelVersionResponse(version=convert_registry.version_to_proto(model.name, record))
 
-    def ExportModelVersion(self, request: registry_pb2.ExportModelVersionRequest, context: grpc.ServicerContext) -> registry_pb2.ExportModelVersionResponse:
+    def ExportModelVersion(
+        self, request: registry_pb2.ExportModelVersionRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ExportModelVersionResponse:
         model = self._catalog.get(request.model)
         data, record = self._registry.export(model, request.version, request.alias)
         return registry_pb2.ExportModelVersionResponse(artifact=data, sha256=record.artifact_sha256, format=art.FORMAT)
 
-    def ImportModelVersion(self, request: registry_pb2.ImportModelVersionRequest, context: grpc.ServicerContext) -> registry_pb2.ImportModelVersionResponse:
+    def ImportModelVersion(
+        self, request: registry_pb2.ImportModelVersionRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ImportModelVersionResponse:
         model = self._catalog.get(request.model)
         if not request.artifact:
             raise InvalidArgument.fields([FieldError("artifact", "required")])
         record = self._registry.import_(model, request.artifact, request.description)
         return registry_pb2.ImportModelVersionResponse(version=convert_registry.version_to_proto(model.name, record))
 
-    def WatchChampion(self, request: registry_pb2.WatchChampionRequest, context: grpc.ServicerContext) -> Iterator[registry_pb2.WatchChampionResponse]:
+    def WatchChampion(
+        self, request: registry_pb2.WatchChampionRequest, context: grpc.ServicerContext
+    ) -> Iterator[registry_pb2.WatchChampionResponse]:
         model = self._catalog.get(request.model)
         for served in self._registry.watch(model, context.is_active):
             if served is None:
                 continue  # nothing serves yet: wait for the first champion
             data, record = self._registry.export(model, served.version, "")
-            yield registry_pb2.WatchChampionResponse(version=convert_registry.version_to_proto(model.name, record), artifact=data)
+            yield registry_pb2.WatchChampionResponse(
+                version=convert_registry.version_to_proto(model.name, record), artifact=data
+            )
 
 
 class ModelRegistryServicer(VersionsMixin, _ModelsServicer):

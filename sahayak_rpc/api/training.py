@@ -27,7 +27,9 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         self._ingest = ingest
         self._runner = runner
 
-    def RecordOutcome(self, request: training_pb2.RecordOutcomeRequest, context: grpc.ServicerContext) -> training_pb2.RecordOutcomeResponse:
+    def RecordOutcome(
+        self, request: training_pb2.RecordOutcomeRequest, context: grpc.ServicerContext
+    ) -> training_pb2.RecordOutcomeResponse:
         model = self._catalog.get(request.model)
         if not request.HasField("outcome"):
             raise InvalidArgument.fields([FieldError("outcome", "required")])
@@ -37,7 +39,9 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             outcome_id=record.outcome_id, duplicate=duplicate, labels_since_training=since
         )
 
-    def ImportOutcomes(self, request_iterator: Iterator[training_pb2.ImportOutcomesRequest], context: grpc.ServicerContext) -> training_pb2.ImportOutcomesResponse:
+    def ImportOutcomes(
+        self, request_iterator: Iterator[training_pb2.ImportOutcomesRequest], context: grpc.ServicerContext
+    ) -> training_pb2.ImportOutcomesResponse:
         session: ImportSession | None = None
         try:
             for n, message in enumerate(request_iterator):
@@ -46,8 +50,14 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                         raise InvalidArgument.fields([FieldError("model", "required in the first message")])
                     session = self._ingest.session(self._catalog.get(message.model))
                 elif message.model and message.model != session.model.name:
-                    raise InvalidArgument.fields([FieldError(
-                        "model", f"message {n} names {message.model!r}; the stream is for {session.model.name!r}")])
+                    raise InvalidArgument.fields(
+                        [
+                            FieldError(
+                                "model",
+                                f"message {n} names {message.model!r}; the stream is for {session.model.name!r}",
+                            )
+                        ]
+                    )
                 rows = len(message.outcomes) + max(0, message.columns.features.row_count)
                 if rows > MAX_BATCH_ROWS:
                     raise ResourceExhausted(
@@ -60,7 +70,8 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                     cands += [
                         Candidate(record, errors, checked=True)
                         for record, errors in convert_training.outcomes_from_columns(
-                            message.columns, session.model.schema, now, "import")
+                            message.columns, session.model.schema, now, "import"
+                        )
                     ]
                 session.add(cands)
         except BaseException:
@@ -79,21 +90,32 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
 
     # --- training runs ----------------------------------------------------
 
-    def StartTraining(self, request: training_pb2.StartTrainingRequest, context: grpc.ServicerContext) -> training_pb2.StartTrainingResponse:
+    def StartTraining(
+        self, request: training_pb2.StartTrainingRequest, context: grpc.ServicerContext
+    ) -> training_pb2.StartTrainingResponse:
         model = self._catalog.get(request.model)
         kind = convert.enum_from_proto(training_pb2.TrainingKind, "TRAINING_KIND_", request.kind, "kind") or "full"
-        families = tuple(convert.enum_from_proto(registry_pb2.ModelFamily, "MODEL_FAMILY_", f, "families", False)
-                         for f in request.families)
+        families = tuple(
+            convert.enum_from_proto(registry_pb2.ModelFamily, "MODEL_FAMILY_", f, "families", False)
+            for f in request.families
+        )
         split = convert.enum_from_proto(registry_pb2.SplitStrategy, "SPLIT_STRATEGY_", request.split, "split")
-        run = self._runner.start(model, kind=kind, trigger="manual", families=families, split=split,
-                                 description=request.description)
+        run = self._runner.start(
+            model, kind=kind, trigger="manual", families=families, split=split, description=request.description
+        )
         return training_pb2.StartTrainingResponse(run=convert_training.run_to_proto(model.name, run))
 
-    def GetTrainingRun(self, request: training_pb2.GetTrainingRunRequest, context: grpc.ServicerContext) -> training_pb2.GetTrainingRunResponse:
+    def GetTrainingRun(
+        self, request: training_pb2.GetTrainingRunRequest, context: grpc.ServicerContext
+    ) -> training_pb2.GetTrainingRunResponse:
         run = self._runner.get(request.run_id)
-        return training_pb2.GetTrainingRunResponse(run=convert_training.run_to_proto(self._catalog.by_id(run.model_id).name, run))
+        return training_pb2.GetTrainingRunResponse(
+            run=convert_training.run_to_proto(self._catalog.by_id(run.model_id).name, run)
+        )
 
-    def ListTrainingRuns(self, request: training_pb2.ListTrainingRunsRequest, context: grpc.ServicerContext) -> training_pb2.ListTrainingRunsResponse:
+    def ListTrainingRuns(
+        self, request: training_pb2.ListTrainingRunsRequest, context: grpc.ServicerContext
+    ) -> training_pb2.ListTrainingRunsResponse:
         model = self._catalog.get(request.model) if request.model else None
         state = convert.enum_from_proto(training_pb2.TrainingRunState, "TRAINING_RUN_STATE_", request.state, "state")
         if request.page_size < 0:
@@ -117,18 +139,27 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             next_page_token=convert.encode_token(last),
         )
 
-    def CancelTrainingRun(self, request: training_pb2.CancelTrainingRunRequest, context: grpc.ServicerContext) -> training_pb2.CancelTrainingRunResponse:
+    def CancelTrainingRun(
+        self, request: training_pb2.CancelTrainingRunRequest, context: grpc.ServicerContext
+    ) -> training_pb2.CancelTrainingRunResponse:
         run = self._runner.cancel(request.run_id)
-        return training_pb2.CancelTrainingRunResponse(run=convert_training.run_to_proto(self._catalog.by_id(run.model_id).name, run))
+        return training_pb2.CancelTrainingRunResponse(
+            run=convert_training.run_to_proto(self._catalog.by_id(run.model_id).name, run)
+        )
 
-    def WatchTrainingRun(self, request: training_pb2.WatchTrainingRunRequest, context: grpc.ServicerContext) -> Iterator[training_pb2.WatchTrainingRunResponse]:
+    def WatchTrainingRun(
+        self, request: training_pb2.WatchTrainingRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[training_pb2.WatchTrainingRunResponse]:
         run = self._runner.get(request.run_id)
         name = self._catalog.by_id(run.model_id).name
         for event in self._runner.watch(request.run_id, context.is_active):
             msg = training_pb2.WatchTrainingRunResponse(
                 phase=convert.enum_to_proto(training_pb2.TrainingPhase, "TRAINING_PHASE_", event.phase),
                 family=convert.enum_to_proto(registry_pb2.ModelFamily, "MODEL_FAMILY_", event.family),
-                iteration=event.iteration, loss=event.loss, message=event.message, time=convert.us_to_ts(event.time_us),
+                iteration=event.iteration,
+                loss=event.loss,
+                message=event.message,
+                time=convert.us_to_ts(event.time_us),
             )
             if event.metrics is not None:
                 msg.validation_metrics.CopyFrom(convert.metrics_to_proto(event.metrics.to_dict()))

@@ -34,6 +34,7 @@ class PerSchema(Generic[T]):
 class Catalog:
     """Declared models, cached in memory: create, look up, list, update. Reads go to the store only
     on a cache miss; ``changed`` drops what another replica may have updated."""
+
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
         # Models are read on every ingest and prediction; they change rarely.

@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 
 from ..config import ServerConfig
 from ..runtime.clock import Clock
-from ..store import (Database, EventRepository, ModelRepository, OutcomeRepository, PredictionRepository,
-                     RunRepository)
+from ..store import Database, EventRepository, ModelRepository, OutcomeRepository, PredictionRepository, RunRepository
 
 
 @dataclass
 class AppContext:
     """Everything the use cases share, built once per server: config, clock, database, and a
     repository per aggregate over that database."""
+
     config: ServerConfig
     clock: Clock
     db: Database

@@ -13,8 +13,22 @@ import numpy as np
 
 from ..errors import InvalidArgument, ServiceError
 from ..runtime.predlog import PredictionLog
-from ..schema import (MISSING_REQUIRED, Column, FeatureType, FeatureValue, FieldError, Row, Schema, SchemaError, as_array,
-                      check_columns, code_problem, columns_to_rows, number_problem, raw_bounds)
+from ..schema import (
+    MISSING_REQUIRED,
+    Column,
+    FeatureType,
+    FeatureValue,
+    FieldError,
+    Row,
+    Schema,
+    SchemaError,
+    as_array,
+    check_columns,
+    code_problem,
+    columns_to_rows,
+    number_problem,
+    raw_bounds,
+)
 from ..scoring import Contribution
 from ..store import ModelRecord
 from ..store.batchcodec import MatrixLayout, encode_columns, encode_matrix, encode_probabilities
@@ -42,6 +56,7 @@ class IdMaker:
 
 class Prediction(NamedTuple):  # a tuple: the cheapest record to build once per Predict
     """One scored row: its logged prediction id, probability, label, the version that scored it, top contributions."""
+
     prediction_id: str
     probability: float
     label: bool
@@ -52,6 +67,7 @@ class Prediction(NamedTuple):  # a tuple: the cheapest record to build once per 
 @dataclass(frozen=True)
 class Ranked:
     """One candidate of a recommendation, ranked by score (the probability, times its benefit when weighted)."""
+
     candidate_id: str
     rank: int
     probability: float
@@ -70,6 +86,7 @@ class Inference:
     """Scoring requests with the serving models (Registry.served): one row, a batch, a recommendation.
     Each checks its input first (InvalidArgument), then logs what it scored through the prediction log,
     off the request path."""
+
     def __init__(self, ctx: AppContext, catalog: Catalog, registry: Registry, log: PredictionLog) -> None:
         self._ctx = ctx
         self._catalog = catalog
@@ -83,8 +100,15 @@ class Inference:
         if self.metrics is not None:
             self.metrics.predictions.labels(model.name, str(version)).inc(n)
 
-    def predict(self, model: ModelRecord, version: int, alias: str, row: Row, explain_top_k: int,
-                entities: dict[str, str] | None) -> Prediction:
+    def predict(
+        self,
+        model: ModelRecord,
+        version: int,
+        alias: str,
+        row: Row,
+        explain_top_k: int,
+        entities: dict[str, str] | None,
+    ) -> Prediction:
         """Score one row with the version a request names (``version`` or ``alias``; default the champion),
         explained by its ``explain_top_k`` largest contributions (0: 3; negative: none), and log it with
         ``entities``. Raises InvalidArgument for a bad row (reported before any other error), else what
@@ -106,7 +130,9 @@ class Inference:
         """The model's champion as loaded, or None when it has none."""
         return self._registry.champion(model)
 
-    def predict_rows(self, model: ModelRecord, version: int, alias: str, rows: Sequence[Row]) -> tuple[str, Served, np.ndarray]:
+    def predict_rows(
+        self, model: ModelRecord, version: int, alias: str, rows: Sequence[Row]
+    ) -> tuple[str, Served, np.ndarray]:
         """Score a batch of rows (at most 100,000) with the version a request names; returns the batch id
         (row i is logged as "<batch id>:i"), the version used, and the probabilities. Raises InvalidArgument
         (naming the first 20 bad values), else what Registry.served raises."""
@@ -125,8 +151,9 @@ class Inference:
         self._log_rows(model, served, batch_id, lambda: rows, probs)
         return batch_id, served, probs
 
-    def predict_columns(self, model: ModelRecord, version: int, alias: str, n: int,
-                        columns: Sequence[Column]) -> tuple[str, Served, np.ndarray]:
+    def predict_columns(
+        self, model: ModelRecord, version: int, alias: str, n: int, columns: Sequence[Column]
+    ) -> tuple[str, Served, np.ndarray]:
         """Score ``n`` rows given column by column (at most 100,000); returns the batch id, the version
         used, and the probabilities, and logs the batch whole. Raises InvalidArgument naming the first bad
         values, else what Registry.served raises."""
@@ -141,8 +168,15 @@ class Inference:
         self._log_batch(batch_id, model, served, columns, n, probs, encoded=self._matrix_record(model, x))
         return batch_id, served, probs
 
-    def explain_batch(self, model: ModelRecord, served: Served, rows: Sequence[Row] | None, n: int,
-                      columns: Sequence[Column], top_k: int) -> list[tuple[Row, list[Contribution]]]:
+    def explain_batch(
+        self,
+        model: ModelRecord,
+        served: Served,
+        rows: Sequence[Row] | None,
+        n: int,
+        columns: Sequence[Column],
+        top_k: int,
+    ) -> list[tuple[Row, list[Contribution]]]:
         """Each row of a batch scored by predict_rows (``rows``) or predict_columns (``n`` rows of
         ``columns``, checked there), with its ``top_k`` largest contributions by ``served``; nothing
         for ``top_k`` <= 0."""
@@ -152,8 +186,9 @@ class Inference:
             rows = columns_to_rows(model.schema, n, columns)
         return list(zip(rows, served.model.explain(served.model.raw.rows(rows), top_k)[1], strict=True))
 
-    def _checked_matrix(self, model: ModelRecord, n: int, columns: Sequence[Column], prefix: str,
-                        row_name: Callable[[int], str]) -> np.ndarray | None:
+    def _checked_matrix(
+        self, model: ModelRecord, n: int, columns: Sequence[Column], prefix: str, row_name: Callable[[int], str]
+    ) -> np.ndarray | None:
         """Check a columnar batch. A plainly shaped one comes back as its raw-layout matrix, checked by
         MatrixCheck; anything else, or any bad value, goes column by column (check_columns), which
         names the error: None when it passes (the caller then decodes it by way of its rows)."""
@@ -164,8 +199,9 @@ class Inference:
         _require_valid_columns(model.schema, n, columns, prefix, row_name)
         return None
 
-    def predict_matrix(self, model: ModelRecord, version: int, alias: str, x: np.ndarray,
-                       field: str = "features") -> tuple[str, Served, np.ndarray]:
+    def predict_matrix(
+        self, model: ModelRecord, version: int, alias: str, x: np.ndarray, field: str = "features"
+    ) -> tuple[str, Served, np.ndarray]:
         """Score an [n, F] matrix in the schema's raw layout (encoding.RawEncoder: schema order, a number
         as itself, a boolean as 0/1, a categorical as the index of its value in the declared categories,
         NaN for missing); checked and logged like a columnar PredictBatch. ``field`` names the matrix
@@ -188,8 +224,16 @@ class Inference:
             # Logged as one prediction (as Predict logs), under the id a batch's row 0 has: a batch
             # record of one row would cost the log's thread many times the scoring.
             prob = float(probs[0])
-            self._log.submit_one(f"{batch_id}:0", model.id, served.version, check.row(x[0].tolist()), prob,
-                                 prob >= served.model.threshold, self._ctx.now_us(), None)
+            self._log.submit_one(
+                f"{batch_id}:0",
+                model.id,
+                served.version,
+                check.row(x[0].tolist()),
+                prob,
+                prob >= served.model.threshold,
+                self._ctx.now_us(),
+                None,
+            )
             self._count(model, served.version, 1)
             return batch_id, served, probs
         layout = plan.matrix_layout
@@ -206,9 +250,16 @@ class Inference:
         layout = self._plan(model).matrix_layout
         return lambda: encode_matrix(x, layout)
 
-    def _log_batch(self, batch_id: str, model: ModelRecord, served: Served,
-                   columns: Sequence[Column], n: int, probs: np.ndarray,
-                   encoded: Callable[[], bytes] | None = None) -> None:
+    def _log_batch(
+        self,
+        batch_id: str,
+        model: ModelRecord,
+        served: Served,
+        columns: Sequence[Column],
+        n: int,
+        probs: np.ndarray,
+        encoded: Callable[[], bytes] | None = None,
+    ) -> None:
         """Hand a columnar batch to the log, stored whole, encoded on the log's thread (or by
         ``encoded()`` there, when the batch has a cheaper form than columns)."""
         self._count(model, served.version, n)
@@ -223,15 +274,20 @@ class Inference:
             if encoded is not None:
                 data = encoded()
             else:
-                cols = [c if c.numbers is None or isinstance(c.numbers, np.ndarray)
-                        else replace(c, numbers=as_array(c.numbers, n)) for c in columns]
+                cols = [
+                    c
+                    if c.numbers is None or isinstance(c.numbers, np.ndarray)
+                    else replace(c, numbers=as_array(c.numbers, n))
+                    for c in columns
+                ]
                 data = encode_columns(cols, n, booleans)
             return BatchRow(batch_id, model_id, version, n, data, encode_probabilities(probs), threshold, now, "served")
 
         self._log.submit_batch(n, encode)
 
-    def _log_rows(self, model: ModelRecord, served: Served, batch_id: str, rows: Callable[[], Sequence[Row]],
-                  probs: np.ndarray) -> None:
+    def _log_rows(
+        self, model: ModelRecord, served: Served, batch_id: str, rows: Callable[[], Sequence[Row]], probs: np.ndarray
+    ) -> None:
         n = len(probs)
         if not n:
             return
@@ -244,14 +300,25 @@ class Inference:
             import orjson
 
             dumps = orjson.dumps
-            return [(f"{batch_id}:{i}", model_id, version, dumps(row).decode(), p, int(p >= threshold), now,
-                     None, "served") for i, (row, p) in enumerate(zip(rows(), probs.tolist(), strict=True))]
+            return [
+                (f"{batch_id}:{i}", model_id, version, dumps(row).decode(), p, int(p >= threshold), now, None, "served")
+                for i, (row, p) in enumerate(zip(rows(), probs.tolist(), strict=True))
+            ]
 
         self._log.submit_many(n, expand)
 
-    def recommend(self, model: ModelRecord, version: int, alias: str, subject: Row,
-                  candidates: Sequence[tuple[str, Row, float]], top_k: int, weight_by_benefit: bool,
-                  explain_top_k: int, entities: dict[str, str] | None) -> tuple[str, int, list[Ranked]]:
+    def recommend(
+        self,
+        model: ModelRecord,
+        version: int,
+        alias: str,
+        subject: Row,
+        candidates: Sequence[tuple[str, Row, float]],
+        top_k: int,
+        weight_by_benefit: bool,
+        explain_top_k: int,
+        entities: dict[str, str] | None,
+    ) -> tuple[str, int, list[Ranked]]:
         """Rank ``candidates`` (id, features, benefit; at most 10,000) for ``subject``, each scored on the
         subject's features merged with its own; returns the recommendation id, the version used, and the top
         ``top_k`` (0: all) by score, explained by ``explain_top_k`` contributions (0: 3; negative: none).
@@ -273,8 +340,10 @@ class Inference:
             if not math.isfinite(benefit) or benefit < 0:
                 errors.append(FieldError(f"candidates[{i}].benefit", "must be a finite number >= 0"))
             errors += schema.validate_row(features, prefix=f"candidates[{i}].features", required=False)
-            errors += [FieldError(f"candidates[{i}].features.{name}", MISSING_REQUIRED)
-                       for name in schema.missing_required(subject, features)]
+            errors += [
+                FieldError(f"candidates[{i}].features.{name}", MISSING_REQUIRED)
+                for name in schema.missing_required(subject, features)
+            ]
             if len(errors) >= 20:
                 break
         if errors:
@@ -296,8 +365,15 @@ class Inference:
         chosen = order.tolist()
         explained = served.model.explain(x[chosen], k)[1]  # only the candidates returned
         out = [
-            Ranked(candidates[i][0], rank, probs_list[i], scores_list[i], probs_list[i] >= threshold,
-                   f"{recommendation_id}:{candidates[i][0]}", explained[rank - 1])
+            Ranked(
+                candidates[i][0],
+                rank,
+                probs_list[i],
+                scores_list[i],
+                probs_list[i] >= threshold,
+                f"{recommendation_id}:{candidates[i][0]}",
+                explained[rank - 1],
+            )
             for rank, i in enumerate(chosen, start=1)
         ]
         now = self._ctx.now_us()
@@ -308,17 +384,38 @@ class Inference:
             import orjson
 
             dumps = orjson.dumps
-            return [(f"{recommendation_id}:{cid}", model_id, served_version, dumps({**subject, **features}).decode(),
-                     p, int(p >= threshold), now, dumps({**ents, "candidate_id": cid}).decode(), "served")
-                    for (cid, features, _), p in zip(candidates, probs_list, strict=True)]
+            return [
+                (
+                    f"{recommendation_id}:{cid}",
+                    model_id,
+                    served_version,
+                    dumps({**subject, **features}).decode(),
+                    p,
+                    int(p >= threshold),
+                    now,
+                    dumps({**ents, "candidate_id": cid}).decode(),
+                    "served",
+                )
+                for (cid, features, _), p in zip(candidates, probs_list, strict=True)
+            ]
 
         self._log.submit_many(len(candidates), expand)
         self._count(model, served.version, len(candidates))
         return recommendation_id, served.version, out
 
-    def recommend_columns(self, model: ModelRecord, version: int, alias: str, subject: Row, ids: Sequence[str],
-                          benefits: Sequence[float], columns: Sequence[Column], top_k: int, weight_by_benefit: bool,
-                          explain_top_k: int) -> tuple[str, int, list[Ranked]]:
+    def recommend_columns(
+        self,
+        model: ModelRecord,
+        version: int,
+        alias: str,
+        subject: Row,
+        ids: Sequence[str],
+        benefits: Sequence[float],
+        columns: Sequence[Column],
+        top_k: int,
+        weight_by_benefit: bool,
+        explain_top_k: int,
+    ) -> tuple[str, int, list[Ranked]]:
         """Recommend with the candidates laid out column by column (the fast form)."""
         n = len(ids)
         errors: list[FieldError] = []
@@ -361,11 +458,20 @@ class Inference:
         explained = scoring.explain(x[chosen], k)[1]  # only the candidates returned
         to_row = self._plan(model).check.row  # each explained row's values, for its contributions
         probs_list, scores_list = probs.tolist(), scores.tolist()
-        out = [Ranked(ids[i], rank, probs_list[i], scores_list[i], probs_list[i] >= threshold,
-                      f"{recommendation_id}:{i}", explained[rank - 1], to_row(x[i].tolist()) if k else None)
-               for rank, i in enumerate(chosen, start=1)]
-        self._log_batch(recommendation_id, model, served, merged, n, probs,
-                        encoded=self._matrix_record(model, logged))
+        out = [
+            Ranked(
+                ids[i],
+                rank,
+                probs_list[i],
+                scores_list[i],
+                probs_list[i] >= threshold,
+                f"{recommendation_id}:{i}",
+                explained[rank - 1],
+                to_row(x[i].tolist()) if k else None,
+            )
+            for rank, i in enumerate(chosen, start=1)
+        ]
+        self._log_batch(recommendation_id, model, served, merged, n, probs, encoded=self._matrix_record(model, logged))
         return recommendation_id, served.version, out
 
 
@@ -380,9 +486,13 @@ class SchemaPlan:
         # How a logged matrix names and stores its columns (schema order).
         self.matrix_layout = MatrixLayout([(f.name, self._KINDS[f.type], f.categories) for f in schema.features])
         # For columns_matrix: each feature's position, and a categorical's value -> index in its categories.
-        self._positions = {f.name: (j, {c: float(i) for i, c in enumerate(f.categories)}
-                                    if f.type is FeatureType.CATEGORICAL else None)
-                           for j, f in enumerate(schema.features)}
+        self._positions = {
+            f.name: (
+                j,
+                {c: float(i) for i, c in enumerate(f.categories)} if f.type is FeatureType.CATEGORICAL else None,
+            )
+            for j, f in enumerate(schema.features)
+        }
 
     def columns_matrix(self, n: int, columns: Sequence[Column]) -> np.ndarray | None:
         """A columnar batch in the raw layout (as MatrixCheck and ScoringModel.predict_matrix take it),
@@ -429,8 +539,10 @@ class MatrixCheck:
         self.whole = np.array([f.type is not FeatureType.NUMERIC for f in feats])
         self.optional = np.array([not f.required for f in feats])
         # For ``row``: per column its name, and a categorical's categories (None for a number or a boolean).
-        self._columns = [(f.name, f.type is FeatureType.BOOLEAN,
-                          tuple(f.categories) if f.type is FeatureType.CATEGORICAL else None) for f in feats]
+        self._columns = [
+            (f.name, f.type is FeatureType.BOOLEAN, tuple(f.categories) if f.type is FeatureType.CATEGORICAL else None)
+            for f in feats
+        ]
         self.column = {f.name: j for j, f in enumerate(feats)}
 
     def row(self, values: Sequence[float]) -> Row:
@@ -473,16 +585,18 @@ def _require_valid_row(schema: Schema, row: Row) -> None:
         raise InvalidArgument.fields(errors)
 
 
-def _require_valid_columns(schema: Schema, n: int, columns: Sequence[Column], prefix: str,
-                           row_name: Callable[[int], str]) -> None:
+def _require_valid_columns(
+    schema: Schema, n: int, columns: Sequence[Column], prefix: str, row_name: Callable[[int], str]
+) -> None:
     """INVALID_ARGUMENT naming the first bad rows (or the bad column) of a columnar batch."""
     try:
         row_errors = check_columns(schema, n, columns, prefix)
     except SchemaError as exc:
         raise InvalidArgument.fields(exc.errors) from None
     if row_errors:
-        raise InvalidArgument.fields([FieldError(f"{row_name(i)}: {row_errors[i].field}", row_errors[i].reason)
-                                      for i in sorted(row_errors)[:20]])
+        raise InvalidArgument.fields(
+            [FieldError(f"{row_name(i)}: {row_errors[i].field}", row_errors[i].reason) for i in sorted(row_errors)[:20]]
+        )
 
 
 def _constant(name: str, value: FeatureValue, n: int) -> Column:

@@ -33,6 +33,7 @@ class Ingest:
     """Storing outcomes: one at a time, or a stream's batches through an ImportSession; wakes the
     scheduler when enough new labels for an incremental update are stored, and holds automatic training
     off while an import is open."""
+
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
         self._lock = threading.Lock()
@@ -72,9 +73,13 @@ class Ingest:
                 f"outcome {cand.record.outcome_id!r} already exists with different content",
                 reason="OUTCOME_ID_CONFLICT",
             )
-        return result is InsertResult.DUPLICATE, self._stored(model, stored.totals, int(result is InsertResult.INSERTED))
+        return result is InsertResult.DUPLICATE, self._stored(
+            model, stored.totals, int(result is InsertResult.INSERTED)
+        )
 
-    def prepare(self, model: ModelRecord, cands: Sequence[Candidate], first_index: int, report: IngestReport) -> PreparedBatch:
+    def prepare(
+        self, model: ModelRecord, cands: Sequence[Candidate], first_index: int, report: IngestReport
+    ) -> PreparedBatch:
         """Check a batch's rows; the bad ones go into ``report``, the good ones come back."""
         batch = PreparedBatch()
         validate = model.schema.validate_row
@@ -148,6 +153,7 @@ class Ingest:
 @dataclass
 class PreparedBatch:
     """A batch's rows that passed the checks, with each one's index in the stream."""
+
     records: list[OutcomeRecord] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
 

@@ -31,9 +31,15 @@ from .training_runs import TrainingRunner
 log = structlog.get_logger("sahayak_rpc.monitor")
 SEVERITIES = ("info", "warning", "critical")
 RULE_SEVERITY = {
-    "accuracy_below_min": "critical", "f1_below_min": "warning", "calibration_error_above_max": "warning",
-    "feature_drift": "warning", "prediction_drift": "warning", "data_quality": "warning",
-    "no_recent_predictions": "info", "no_recent_outcomes": "warning", "training_failed": "critical",
+    "accuracy_below_min": "critical",
+    "f1_below_min": "warning",
+    "calibration_error_above_max": "warning",
+    "feature_drift": "warning",
+    "prediction_drift": "warning",
+    "data_quality": "warning",
+    "no_recent_predictions": "info",
+    "no_recent_outcomes": "warning",
+    "training_failed": "critical",
     "candidate_rejected": "info",
 }
 # A health check judges performance on the newest labelled predictions, drift on the last day.
@@ -54,6 +60,7 @@ HEALTH_CHECK = "health_check"
 class Snapshot:
     """Performance over one window: how many predictions, how many of them labelled, metrics realised
     on the labelled ones (None without any) and estimated from the others' probabilities."""
+
     start_us: int
     end_us: int
     predictions: int
@@ -66,6 +73,7 @@ class Snapshot:
 class HealthResult:
     """What one model's health check found: its snapshot and drift report (None when not judged), the
     freshness of its log, the alerts it raised and resolved, and the retrain it started, if any."""
+
     model: str
     snapshot: Snapshot | None = None
     drift: drifting.DriftReport | None = None
@@ -90,12 +98,10 @@ class LoggedPrediction:
     entities: dict[str, str]
 
 
-DAY_US = 86_400_000_000
-
-
 class Monitor:
     """Monitoring use cases: performance and drift over the prediction log, alerts (raised with a cooldown,
     acknowledged, resolved, watched live), the periodic health check and retention."""
+
     def __init__(self, ctx: AppContext, catalog: Catalog, registry: Registry, runner: TrainingRunner) -> None:
         self._ctx = ctx
         self._catalog = catalog
@@ -111,8 +117,9 @@ class Monitor:
 
     # --- performance ----------------------------------------------------------
 
-    def snapshot(self, model: ModelRecord, version: int, start_us: int | None, end_us: int | None,
-                 last_n: int) -> tuple[Snapshot, PredictionWindow]:
+    def snapshot(
+        self, model: ModelRecord, version: int, start_us: int | None, end_us: int | None, last_n: int
+    ) -> tuple[Snapshot, PredictionWindow]:
         """Performance of the model's predictions (of one version; 0: any) in [start_us, end_us) (None: unbounded),
         with the window it was computed on. ``last_n`` keeps only the newest N labelled predictions (0: all).
         The snapshot's ends are its first and last prediction's times."""
@@ -122,15 +129,18 @@ class Monitor:
         known = labels >= 0
         threshold = model.settings.decision_threshold
         snap = Snapshot(
-            start_us=w.times[0] if w.times else (start_us or 0), end_us=w.times[-1] if w.times else (end_us or 0),
-            predictions=len(probs), labelled=int(known.sum()),
+            start_us=w.times[0] if w.times else (start_us or 0),
+            end_us=w.times[-1] if w.times else (end_us or 0),
+            predictions=len(probs),
+            labelled=int(known.sum()),
             realised=perf.realised(labels[known], probs[known], threshold),
             estimated=perf.estimate(probs[~known], threshold),
         )
         return snap, w
 
-    def trend(self, model: ModelRecord, version: int, start_us: int, end_us: int, width_s: float,
-              metric: str) -> tuple[list[Snapshot], perf.Trend]:
+    def trend(
+        self, model: ModelRecord, version: int, start_us: int, end_us: int, width_s: float, metric: str
+    ) -> tuple[list[Snapshot], perf.Trend]:
         """Snapshots of consecutive windows of ``width_s`` seconds over [start_us, end_us), and the trend of
         ``metric`` over the windows with at least 10 labels. Raises InvalidArgument for an unknown metric, a
         width under a microsecond, or over 1000 windows."""
@@ -157,8 +167,9 @@ class Monitor:
 
     # --- drift ----------------------------------------------------------------
 
-    def drift(self, model: ModelRecord, version: int, start_us: int | None, end_us: int | None,
-              last_n: int) -> tuple[drifting.DriftReport, int]:
+    def drift(
+        self, model: ModelRecord, version: int, start_us: int | None, end_us: int | None, last_n: int
+    ) -> tuple[drifting.DriftReport, int]:
         """Drift of the logged predictions in the window (``last_n``: the newest N; 0: all) against a version's
         reference profile (``version`` 0: the champion's); returns the report and the version compared against.
         Raises FailedPrecondition: NO_CHAMPION, or NO_PROFILE for a version without a profile (imported, or no
@@ -166,17 +177,20 @@ class Monitor:
         if not version:
             champion = self._registry.champion(model)
             if champion is None:
-                raise FailedPrecondition(f"model {model.name!r} has no champion to compare against",
-                                         reason="NO_CHAMPION")
+                raise FailedPrecondition(
+                    f"model {model.name!r} has no champion to compare against", reason="NO_CHAMPION"
+                )
             version = champion.version
         profile = self._registry.versions.profile(model.id, version)
         if not profile:
-            raise FailedPrecondition(f"version {version} has no reference profile (imported versions have none)",
-                                     reason="NO_PROFILE")
+            raise FailedPrecondition(
+                f"version {version} has no reference profile (imported versions have none)", reason="NO_PROFILE"
+            )
         window = self.repo.window_columns(model.id, start_us, end_us, last_n)
         m = model.settings.monitoring
-        report = drifting.detect_columns(profile, window.columns, window.count, window.probabilities,
-                                         m.drift_psi_threshold, m.drift_share)
+        report = drifting.detect_columns(
+            profile, window.columns, window.count, window.probabilities, m.drift_psi_threshold, m.drift_share
+        )
         if self.metrics is not None and window.count:
             for f in report.features:
                 if f.statistics:
@@ -185,8 +199,13 @@ class Monitor:
 
     # --- alerts ---------------------------------------------------------------
 
-    def log_predictions(self, model: ModelRecord, items: Sequence[tuple[LoggedPrediction, list[FieldError]]],
-                        report: IngestReport, index: int) -> int:
+    def log_predictions(
+        self,
+        model: ModelRecord,
+        items: Sequence[tuple[LoggedPrediction, list[FieldError]]],
+        report: IngestReport,
+        index: int,
+    ) -> int:
         """Store predictions scored elsewhere, each with the problems its conversion found; a prediction
         with any problem (those, or the domain's: a version, a probability in [0, 1], a time within the
         prediction retention and at most a day ahead, features that keep the schema) is rejected in
@@ -203,16 +222,31 @@ class Monitor:
                 errors.append(FieldError("prediction.probability", "must be in [0, 1]"))
             # Older than the log keeps would be deleted at once; a day ahead means a wrong clock.
             if p.time_us is not None and not oldest <= p.time_us <= now + DAY_US:
-                errors.append(FieldError("prediction.time", f"must be within the prediction retention "
-                                         f"({retention_s / 86400:g} days) and at most a day ahead of the server's clock"))
+                errors.append(
+                    FieldError(
+                        "prediction.time",
+                        f"must be within the prediction retention "
+                        f"({retention_s / 86400:g} days) and at most a day ahead of the server's clock",
+                    )
+                )
             errors += model.schema.validate_row(p.features, prefix="prediction.features")
             report.received += 1
             if errors:
                 report.reject(index, p.prediction_id, errors[0].field, errors[0].reason)
             else:
-                batch.append((p.prediction_id, model.id, p.version, orjson.dumps(p.features).decode(), p.probability,
-                              int(p.positive), now if p.time_us is None else p.time_us,
-                              orjson.dumps(p.entities).decode() if p.entities else None, "logged"))
+                batch.append(
+                    (
+                        p.prediction_id,
+                        model.id,
+                        p.version,
+                        orjson.dumps(p.features).decode(),
+                        p.probability,
+                        int(p.positive),
+                        now if p.time_us is None else p.time_us,
+                        orjson.dumps(p.entities).decode() if p.entities else None,
+                        "logged",
+                    )
+                )
             index += 1
         # Logged predictions are client data: committed before the reply, like outcomes.
         if batch:
@@ -228,13 +262,34 @@ class Monitor:
         """An alert event was stored (on another replica, say): wake the watchers."""
         self._notify()
 
-    def raise_alert(self, model: ModelRecord, rule: str, message: str, value: float = 0.0, threshold: float = 0.0,
-                    details: dict[str, str] | None = None, severity: str = "") -> AlertRow | None:
+    def raise_alert(
+        self,
+        model: ModelRecord,
+        rule: str,
+        message: str,
+        value: float = 0.0,
+        threshold: float = 0.0,
+        details: dict[str, str] | None = None,
+        severity: str = "",
+    ) -> AlertRow | None:
         """Raise unless an alert of this rule is still open or was raised within the cooldown."""
         now = self._ctx.now_us()
         cooldown = int(model.settings.monitoring.alert_cooldown_s * 1_000_000)
-        alert = AlertRow(f"alert-{secrets.token_hex(8)}", model.id, rule, severity or RULE_SEVERITY[rule], "open",
-                         message, float(value), float(threshold), details or {}, now, 0, 0, "")
+        alert = AlertRow(
+            f"alert-{secrets.token_hex(8)}",
+            model.id,
+            rule,
+            severity or RULE_SEVERITY[rule],
+            "open",
+            message,
+            float(value),
+            float(threshold),
+            details or {},
+            now,
+            0,
+            0,
+            "",
+        )
         if self.repo.raise_alert(alert, cooldown) is None:
             return None
         log.warning("alert.raised", model=model.name, rule=rule, severity=alert.severity, message=message)
@@ -269,10 +324,11 @@ class Monitor:
         assert row is not None
         return row
 
-    def watch(self, cursor: int, model_id: int | None, min_severity: str,
-              active: Callable[[], bool]) -> Iterator[AlertChange]:
+    def watch(
+        self, cursor: int, model_id: int | None, min_severity: str, active: Callable[[], bool]
+    ) -> Iterator[AlertChange]:
         """Alert events after ``cursor`` (from the store, so a reconnect misses and repeats nothing), then live."""
-        wanted = SEVERITIES[SEVERITIES.index(min_severity):] if min_severity else SEVERITIES
+        wanted = SEVERITIES[SEVERITIES.index(min_severity) :] if min_severity else SEVERITIES
         while active() and not self._ctx.stopping.is_set():
             events = self.repo.events_after(cursor)
             for change in events:
@@ -291,18 +347,36 @@ class Monitor:
         except NotFound:
             return
         if run.state == "failed":
-            self.raise_alert(model, "training_failed", f"training run {run.run_id} failed: {run.end_reason}",
-                             details={"run_id": run.run_id})
+            self.raise_alert(
+                model,
+                "training_failed",
+                f"training run {run.run_id} failed: {run.end_reason}",
+                details={"run_id": run.run_id},
+            )
         elif run.state == "succeeded":
             self.resolve(model, "training_failed")
             if not run.promoted:
-                self.raise_alert(model, "candidate_rejected", run.end_reason,
-                                 details={"run_id": run.run_id, "version": str(run.produced_version)})
+                self.raise_alert(
+                    model,
+                    "candidate_rejected",
+                    run.end_reason,
+                    details={"run_id": run.run_id, "version": str(run.produced_version)},
+                )
 
     # --- health check ---------------------------------------------------------
 
-    def _rule(self, result: HealthResult, model: ModelRecord, rule: str, breached: bool, message: str,
-              value: float, threshold: float, severity: str = "", details: dict[str, str] | None = None) -> None:
+    def _rule(
+        self,
+        result: HealthResult,
+        model: ModelRecord,
+        rule: str,
+        breached: bool,
+        message: str,
+        value: float,
+        threshold: float,
+        severity: str = "",
+        details: dict[str, str] | None = None,
+    ) -> None:
         if breached:
             alert = self.raise_alert(model, rule, message, value, threshold, details, severity)
             if alert is not None:
@@ -329,11 +403,23 @@ class Monitor:
             for rule, bad, value, limit, text in (
                 ("accuracy_below_min", r.accuracy < gate.min_accuracy, r.accuracy, gate.min_accuracy, "accuracy"),
                 ("f1_below_min", r.f1 < gate.min_f1, r.f1, gate.min_f1, "F1"),
-                ("calibration_error_above_max", r.calibration_error > gate.max_calibration_error,
-                 r.calibration_error, gate.max_calibration_error, "calibration error"),
+                (
+                    "calibration_error_above_max",
+                    r.calibration_error > gate.max_calibration_error,
+                    r.calibration_error,
+                    gate.max_calibration_error,
+                    "calibration error",
+                ),
             ):
-                self._rule(result, model, rule, bad, f"{text} {value:.3f} on the last {snap.labelled} labelled"
-                           f" predictions (limit {limit:.3f})", value, limit)
+                self._rule(
+                    result,
+                    model,
+                    rule,
+                    bad,
+                    f"{text} {value:.3f} on the last {snap.labelled} labelled predictions (limit {limit:.3f})",
+                    value,
+                    limit,
+                )
                 breach = breach or (bad and rule == "accuracy_below_min")
         window_start = now - int(DRIFT_WINDOW_S * 1_000_000)
         critical_drift = False
@@ -345,33 +431,66 @@ class Monitor:
             result.drift, result.reference_version = report, ref
             drifted = [f.feature for f in report.features if f.drifted]
             critical_drift = report.dataset_drift
-            self._rule(result, model, "feature_drift", bool(drifted),
-                       f"{len(drifted)} of {len(report.features)} features drifted: {', '.join(drifted[:8])}",
-                       report.drifted_share, report.drift_share_threshold,
-                       severity="critical" if critical_drift else "warning",
-                       details={"features": ",".join(drifted)})
+            self._rule(
+                result,
+                model,
+                "feature_drift",
+                bool(drifted),
+                f"{len(drifted)} of {len(report.features)} features drifted: {', '.join(drifted[:8])}",
+                report.drifted_share,
+                report.drift_share_threshold,
+                severity="critical" if critical_drift else "warning",
+                details={"features": ",".join(drifted)},
+            )
             pd = report.prediction
             psi_value = pd.statistics[0].value if pd.statistics else 0.0
-            self._rule(result, model, "prediction_drift", pd.drifted, f"prediction PSI {psi_value:.3f}",
-                       psi_value, mon.drift_psi_threshold)
-            quality = [f.feature for f in report.features
-                       if f.missing_share - f.reference_missing_share > 0.2 or f.unseen_share > 0.1]
-            self._rule(result, model, "data_quality", bool(quality),
-                       f"missing values or unseen categories rising in {', '.join(quality[:8])}",
-                       float(len(quality)), 0.0, details={"features": ",".join(quality)})
+            self._rule(
+                result,
+                model,
+                "prediction_drift",
+                pd.drifted,
+                f"prediction PSI {psi_value:.3f}",
+                psi_value,
+                mon.drift_psi_threshold,
+            )
+            quality = [
+                f.feature
+                for f in report.features
+                if f.missing_share - f.reference_missing_share > 0.2 or f.unseen_share > 0.1
+            ]
+            self._rule(
+                result,
+                model,
+                "data_quality",
+                bool(quality),
+                f"missing values or unseen categories rising in {', '.join(quality[:8])}",
+                float(len(quality)),
+                0.0,
+                details={"features": ",".join(quality)},
+            )
         limit = int(mon.freshness_limit_s * 1_000_000)
         result.last_prediction_us = self.repo.last_prediction_us(model.id)
         result.last_outcome_us = self.repo.last_outcome_us(model.id)
-        for rule, last, what in (("no_recent_predictions", result.last_prediction_us, "predictions"),
-                                 ("no_recent_outcomes", result.last_outcome_us, "outcomes")):
+        for rule, last, what in (
+            ("no_recent_predictions", result.last_prediction_us, "predictions"),
+            ("no_recent_outcomes", result.last_outcome_us, "outcomes"),
+        ):
             stale = now - last > limit
-            self._rule(result, model, rule, stale, f"no {what} for over {mon.freshness_limit_s / 3600:.1f} h",
-                       (now - last) / 1e6 if last else math.inf, mon.freshness_limit_s)
+            self._rule(
+                result,
+                model,
+                rule,
+                stale,
+                f"no {what} for over {mon.freshness_limit_s / 3600:.1f} h",
+                (now - last) / 1e6 if last else math.inf,
+                mon.freshness_limit_s,
+            )
         if (critical_drift or breach) and mon.retrain_on_breach:
             result.training_run_id = self._self_heal(model, "drift" if critical_drift else "performance")
         if snap.realised is not None and snap.labelled:
-            self.repo.record_performance(model.id, champion.version, snap.start_us, snap.end_us,
-                                         snap.realised.to_dict(), "health_check", now)
+            self.repo.record_performance(
+                model.id, champion.version, snap.start_us, snap.end_us, snap.realised.to_dict(), "health_check", now
+            )
         return result
 
     def _self_heal(self, model: ModelRecord, trigger: str) -> str:

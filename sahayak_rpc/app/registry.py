@@ -67,6 +67,7 @@ def schema_matches(a: Any, b: Any) -> bool:
 class Registry:
     """The model registry: versions and aliases in the store, the loaded champions that serve requests,
     a bounded cache of other loaded versions, and export and import of signed artifacts."""
+
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
         self.versions = VersionRepository(ctx.db)
@@ -135,8 +136,9 @@ class Registry:
         if not version and (not alias or alias == CHAMPION):
             served = self._champions.get(model.id)
             if served is None:
-                raise FailedPrecondition(f"model {model.name!r} has no champion yet: train it or set the alias",
-                                         reason="NO_CHAMPION")
+                raise FailedPrecondition(
+                    f"model {model.name!r} has no champion yet: train it or set the alias", reason="NO_CHAMPION"
+                )
             return served
         record = self.get(model, version, alias)
         if record.status == ARCHIVED:
@@ -160,11 +162,25 @@ class Registry:
             raise NotFound(f"model {model.name!r} has no version {version}", reason="VERSION_NOT_FOUND")
         return record
 
-    def register(self, model: ModelRecord, scoring: ScoringModel, *, status: str, source: str, run_id: str = "",
-                 parent_version: int = 0, metrics: dict[str, Any], gate: dict[str, Any],
-                 weights: list[tuple[str, float]], lineage: dict[str, Any], description: str = "",
-                 promote: bool = False, reason: str = "", on_commit: Any = None,
-                 profile: dict[str, Any] | None = None) -> VersionRecord:
+    def register(
+        self,
+        model: ModelRecord,
+        scoring: ScoringModel,
+        *,
+        status: str,
+        source: str,
+        run_id: str = "",
+        parent_version: int = 0,
+        metrics: dict[str, Any],
+        gate: dict[str, Any],
+        weights: list[tuple[str, float]],
+        lineage: dict[str, Any],
+        description: str = "",
+        promote: bool = False,
+        reason: str = "",
+        on_commit: Any = None,
+        profile: dict[str, Any] | None = None,
+    ) -> VersionRecord:
         """Store a new version (and, if ``promote``, make it champion) in one transaction."""
         now = self._ctx.now_us()
         # The artifact (which names its version) is made outside the write transaction: it can take a
@@ -173,30 +189,86 @@ class Registry:
         with self._register_lock:
             for _ in range(_REGISTER_ATTEMPTS):
                 version = self.versions.next_version(model.id)
-                data = art.dump(scoring, model_name=model.name, version=version, created_at_us=now,
-                                metadata=_json_safe({"metrics": metrics, "lineage": lineage, "source": source}),
-                                key=self.key, key_id=self.key_id)
+                data = art.dump(
+                    scoring,
+                    model_name=model.name,
+                    version=version,
+                    created_at_us=now,
+                    metadata=_json_safe({"metrics": metrics, "lineage": lineage, "source": source}),
+                    key=self.key,
+                    key_id=self.key_id,
+                )
                 sha = hashlib.sha256(data).hexdigest()
-                record = self._insert(model, scoring, version, data, sha, now, status=status, source=source,
-                                      run_id=run_id, parent_version=parent_version, metrics=metrics, gate=gate,
-                                      weights=weights, lineage=lineage, description=description, promote=promote,
-                                      reason=reason, on_commit=on_commit, profile=profile or {})
+                record = self._insert(
+                    model,
+                    scoring,
+                    version,
+                    data,
+                    sha,
+                    now,
+                    status=status,
+                    source=source,
+                    run_id=run_id,
+                    parent_version=parent_version,
+                    metrics=metrics,
+                    gate=gate,
+                    weights=weights,
+                    lineage=lineage,
+                    description=description,
+                    promote=promote,
+                    reason=reason,
+                    on_commit=on_commit,
+                    profile=profile or {},
+                )
                 if record is not None:
                     return record
-        raise Unavailable(f"could not number a new version of {model.name!r}: other registrations kept taking"
-                          " the next number; retry", reason="VERSION_CONFLICT")
+        raise Unavailable(
+            f"could not number a new version of {model.name!r}: other registrations kept taking the next number; retry",
+            reason="VERSION_CONFLICT",
+        )
 
-    def _insert(self, model: ModelRecord, scoring: ScoringModel, version: int, data: bytes, sha: str, now: int, *,
-                status: str, source: str, run_id: str, parent_version: int, metrics: dict[str, Any],
-                gate: dict[str, Any], weights: list[tuple[str, float]], lineage: dict[str, Any], description: str,
-                promote: bool, reason: str, on_commit: Any, profile: dict[str, Any]) -> VersionRecord | None:
+    def _insert(
+        self,
+        model: ModelRecord,
+        scoring: ScoringModel,
+        version: int,
+        data: bytes,
+        sha: str,
+        now: int,
+        *,
+        status: str,
+        source: str,
+        run_id: str,
+        parent_version: int,
+        metrics: dict[str, Any],
+        gate: dict[str, Any],
+        weights: list[tuple[str, float]],
+        lineage: dict[str, Any],
+        description: str,
+        promote: bool,
+        reason: str,
+        on_commit: Any,
+        profile: dict[str, Any],
+    ) -> VersionRecord | None:
         """Store the version (None: its number was taken meanwhile, nothing written)."""
         with self._ctx.db.write() as conn:
             record = VersionRecord(
-                model_id=model.id, version=version, family=scoring.family, status=status, source=source,
-                training_run_id=run_id, parent_version=parent_version, metrics=metrics, gate=gate,
-                weights=weights, lineage={**lineage, "artifact_sha256": sha}, calibration=scoring.calibrator.method,
-                threshold=scoring.threshold, artifact_sha256=sha, artifact_size=len(data), description=description,
+                model_id=model.id,
+                version=version,
+                family=scoring.family,
+                status=status,
+                source=source,
+                training_run_id=run_id,
+                parent_version=parent_version,
+                metrics=metrics,
+                gate=gate,
+                weights=weights,
+                lineage={**lineage, "artifact_sha256": sha},
+                calibration=scoring.calibrator.method,
+                threshold=scoring.threshold,
+                artifact_sha256=sha,
+                artifact_size=len(data),
+                description=description,
                 created_us=now,
             )
             if not self.versions.insert(conn, record, data, _json_safe(profile)):
@@ -222,7 +294,9 @@ class Registry:
             self._generation[model.id] = self._generation.get(model.id, 0) + 1
             self._changed.notify_all()
 
-    def list(self, model: ModelRecord, page_size: int, before: int, include_archived: bool) -> tuple[list[VersionRecord], int]:
+    def list(
+        self, model: ModelRecord, page_size: int, before: int, include_archived: bool
+    ) -> tuple[list[VersionRecord], int]:
         """One page of the model's versions, newest first, before version ``before`` (0: from the newest):
         the records and the version to page on from (0 on the last page). ``page_size`` 0 means 50, at most 500."""
         size = min(page_size or 50, 500)
@@ -251,10 +325,13 @@ class Registry:
             if alias == CHAMPION and status == REJECTED and not force:
                 raise FailedPrecondition(
                     f"version {version} failed its quality gate; set force to make it champion anyway",
-                    reason="VERSION_REJECTED")
+                    reason="VERSION_REJECTED",
+                )
             if alias == CHAMPION:
                 self._load(model, version)  # only a version that loads may serve
-            event = self.versions.move_alias(conn, model.id, alias, version, reason or "set by request", self._ctx.now_us())
+            event = self.versions.move_alias(
+                conn, model.id, alias, version, reason or "set by request", self._ctx.now_us()
+            )
         if alias == CHAMPION:
             self.refresh(model)
         return event
@@ -263,14 +340,20 @@ class Registry:
         """Delete an alias, committed with its event; returns the event. Raises FailedPrecondition
         (CHAMPION_REQUIRED) for the champion, NotFound (ALIAS_NOT_FOUND) when the model has no such alias."""
         if alias == CHAMPION:
-            raise FailedPrecondition("the champion alias serves predictions; point it elsewhere or roll back instead",
-                                     reason="CHAMPION_REQUIRED")
+            raise FailedPrecondition(
+                "the champion alias serves predictions; point it elsewhere or roll back instead",
+                reason="CHAMPION_REQUIRED",
+            )
         with self._ctx.db.write() as conn:
             if alias not in self.versions.aliases_of(model.id, conn):
                 raise NotFound(f"model {model.name!r} has no alias {alias!r}", reason="ALIAS_NOT_FOUND")
-            return self.versions.move_alias(conn, model.id, alias, 0, reason or "deleted by request", self._ctx.now_us())
+            return self.versions.move_alias(
+                conn, model.id, alias, 0, reason or "deleted by request", self._ctx.now_us()
+            )
 
-    def history(self, model: ModelRecord, alias: str, page_size: int, before: int) -> tuple[builtins.list[AliasEvent], int]:
+    def history(
+        self, model: ModelRecord, alias: str, page_size: int, before: int
+    ) -> tuple[builtins.list[AliasEvent], int]:
         """One page of alias events (of one alias; "": all), newest first, before event id ``before`` (0: from
         the newest): the events and the id to page on from (0 on the last page). ``page_size`` 0 means 50,
         at most 500."""
@@ -288,13 +371,17 @@ class Registry:
                 raise FailedPrecondition(f"model {model.name!r} has no champion to roll back", reason="NO_CHAMPION")
             target = last.previous_version
             if not target:
-                raise FailedPrecondition("the champion has no predecessor to roll back to", reason="NO_PREVIOUS_CHAMPION")
+                raise FailedPrecondition(
+                    "the champion has no predecessor to roll back to", reason="NO_PREVIOUS_CHAMPION"
+                )
             if self.versions.status_of(conn, model.id, target) == ARCHIVED:
-                raise FailedPrecondition(f"the previous champion, version {target}, is archived",
-                                         reason="VERSION_ARCHIVED")
+                raise FailedPrecondition(
+                    f"the previous champion, version {target}, is archived", reason="VERSION_ARCHIVED"
+                )
             self._load(model, target)  # only a version that loads may serve
-            event = self.versions.move_alias(conn, model.id, CHAMPION, target,
-                                             reason or f"rollback from version {last.version}", self._ctx.now_us())
+            event = self.versions.move_alias(
+                conn, model.id, CHAMPION, target, reason or f"rollback from version {last.version}", self._ctx.now_us()
+            )
         self.refresh(model)
         return event
 
@@ -304,8 +391,9 @@ class Registry:
         VERSION_HAS_ALIASES)."""
         record = self.get(model, version)
         if CHAMPION in record.aliases:
-            raise FailedPrecondition(f"version {version} is the champion; it cannot be archived",
-                                     reason="VERSION_IS_CHAMPION")
+            raise FailedPrecondition(
+                f"version {version} is the champion; it cannot be archived", reason="VERSION_IS_CHAMPION"
+            )
         self.versions.set_status(model.id, version, ARCHIVED, self._ctx.now_us())
         self.evict(model, version)
         return self.get(model, version)
@@ -327,17 +415,32 @@ class Registry:
         try:
             scoring, info = art.load(data, keys={self.key_id: self.key}, max_bytes=self._ctx.config.max_message_bytes)
         except art.ArtifactError as exc:
-            raise InvalidArgument.fields([FieldError(f"artifact.{exc.field}", str(exc))], reason="BAD_ARTIFACT") from None
+            raise InvalidArgument.fields(
+                [FieldError(f"artifact.{exc.field}", str(exc))], reason="BAD_ARTIFACT"
+            ) from None
         if not schema_matches(scoring.schema, model.schema):
-            raise InvalidArgument.fields([FieldError("artifact.schema", f"the artifact's features differ from model {model.name!r}'s")],
-                                         reason="SCHEMA_MISMATCH")
+            raise InvalidArgument.fields(
+                [FieldError("artifact.schema", f"the artifact's features differ from model {model.name!r}'s")],
+                reason="SCHEMA_MISMATCH",
+            )
         meta = info.metadata if isinstance(info.metadata, dict) else {}
         found = meta.get("metrics")
         metrics: dict[str, Any] = found if isinstance(found, dict) else {}
-        lineage = {"imported_from": f"{info.model_name}@{info.version}",
-                   "imported_artifact_sha256": hashlib.sha256(data).hexdigest()}
-        return self.register(model, scoring, status=READY, source=IMPORT, metrics=metrics or {}, gate={},
-                             weights=[], lineage=lineage, description=description)
+        lineage = {
+            "imported_from": f"{info.model_name}@{info.version}",
+            "imported_artifact_sha256": hashlib.sha256(data).hexdigest(),
+        }
+        return self.register(
+            model,
+            scoring,
+            status=READY,
+            source=IMPORT,
+            metrics=metrics or {},
+            gate={},
+            weights=[],
+            lineage=lineage,
+            description=description,
+        )
 
     # --- evaluation -------------------------------------------------------
 
@@ -372,7 +475,9 @@ class Registry:
         held = data.take(split_rows(data, model.settings, model.settings.training.split))
         return held.rows, held.labels
 
-    def evaluate(self, model: ModelRecord, served: Served, rows: builtins.list[dict[str, Any]], labels: np.ndarray) -> mt.Metrics:
+    def evaluate(
+        self, model: ModelRecord, served: Served, rows: builtins.list[dict[str, Any]], labels: np.ndarray
+    ) -> mt.Metrics:
         """Metrics of ``served`` on labelled rows, at its own threshold; raises FailedPrecondition (NO_ROWS)
         when there are none."""
         if not rows:
@@ -389,8 +494,9 @@ class Registry:
         yield self._champions.get(model.id)
         while active() and not self._ctx.stopping.is_set():
             with self._changed:
-                self._changed.wait_for(lambda: self._generation.get(model.id, 0) != seen
-                                       or self._ctx.stopping.is_set(), timeout=0.5)
+                self._changed.wait_for(
+                    lambda: self._generation.get(model.id, 0) != seen or self._ctx.stopping.is_set(), timeout=0.5
+                )
                 current = self._generation.get(model.id, 0)
             if current != seen and active():
                 seen = current

@@ -35,8 +35,18 @@ from ..schema import FieldError
 from ..settings import FAMILIES, SPLITS
 from ..store import ModelRecord
 from ..store.outcomes import LoadedOutcomes
-from ..versions import (ACTIVE_STATES, CANCELLED, FAILED, FULL_TRAINING, INCREMENTAL, QUEUED, READY, REJECTED,
-                        SUCCEEDED, RunRecord)
+from ..versions import (
+    ACTIVE_STATES,
+    CANCELLED,
+    FAILED,
+    FULL_TRAINING,
+    INCREMENTAL,
+    QUEUED,
+    READY,
+    REJECTED,
+    SUCCEEDED,
+    RunRecord,
+)
 from .catalog import Catalog
 from .context import AppContext
 from .ingest import Ingest
@@ -64,6 +74,7 @@ END_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 class RunEvent:
     """One progress event of a training run (a phase, with a family's iteration, loss and metrics where
     they apply), stored as JSON in the run's events; ``final`` carries the run as it ended, for watchers."""
+
     phase: str
     family: str = ""
     iteration: int = 0
@@ -76,9 +87,17 @@ class RunEvent:
     def to_json(self) -> str:
         """The event as stored (without ``final``); NaN losses and undefined metrics stay NaN."""
         # json (not orjson): NaN losses and undefined metrics come back as NaN.
-        return json.dumps({"phase": self.phase, "family": self.family, "iteration": self.iteration,
-                           "loss": self.loss, "metrics": self.metrics.to_dict() if self.metrics else None,
-                           "message": self.message, "time_us": self.time_us})
+        return json.dumps(
+            {
+                "phase": self.phase,
+                "family": self.family,
+                "iteration": self.iteration,
+                "loss": self.loss,
+                "metrics": self.metrics.to_dict() if self.metrics else None,
+                "message": self.message,
+                "time_us": self.time_us,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> RunEvent:
@@ -110,8 +129,9 @@ class RunTaken(Exception):
 
 def to_training_data(loaded: LoadedOutcomes) -> tr.TrainingData:
     """Loaded outcomes as the trainer takes them: rows, 0/1 labels, ids and times as arrays."""
-    return tr.TrainingData(loaded.rows, np.asarray(loaded.labels, dtype=np.int64), loaded.ids,
-                           np.asarray(loaded.times, dtype=np.int64))
+    return tr.TrainingData(
+        loaded.rows, np.asarray(loaded.labels, dtype=np.int64), loaded.ids, np.asarray(loaded.times, dtype=np.int64)
+    )
 
 
 @dataclass
@@ -124,8 +144,15 @@ class _Local:
 class TrainingRunner:
     """Training runs: queues them in the database, claims and runs them on this process's trainer thread
     when it is a worker, gates and registers what they produce, and lets anyone watch or cancel them."""
-    def __init__(self, ctx: AppContext, catalog: Catalog, registry: Registry, ingest: Ingest,
-                 listeners: list[Callable[[RunRecord], None]] | None = None) -> None:
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        catalog: Catalog,
+        registry: Registry,
+        ingest: Ingest,
+        listeners: list[Callable[[RunRecord], None]] | None = None,
+    ) -> None:
         self._ctx = ctx
         self._catalog = catalog
         self._registry = registry
@@ -188,8 +215,15 @@ class TrainingRunner:
 
     # --- starting ---------------------------------------------------------
 
-    def start(self, model: ModelRecord, kind: str = "full", trigger: str = "manual", families: tuple[str, ...] = (),
-              split: str = "", description: str = "") -> RunRecord:
+    def start(
+        self,
+        model: ModelRecord,
+        kind: str = "full",
+        trigger: str = "manual",
+        families: tuple[str, ...] = (),
+        split: str = "",
+        description: str = "",
+    ) -> RunRecord:
         """Queue a run. Raises InvalidArgument (a bad kind, family, split or description) or
         FailedPrecondition (too few outcomes: NOT_ENOUGH_DATA; a run already queued or running: RUN_ACTIVE)."""
         if kind not in KINDS:
@@ -205,11 +239,18 @@ class TrainingRunner:
         if total < t.min_samples:
             raise FailedPrecondition(
                 f"model {model.name!r} has {total} outcomes; training needs at least {t.min_samples}"
-                " (settings.training.min_samples)", reason="NOT_ENOUGH_DATA")
+                " (settings.training.min_samples)",
+                reason="NOT_ENOUGH_DATA",
+            )
         now = self._ctx.now_us()
         run = RunRecord(
-            run_id=f"run-{secrets.token_hex(8)}", model_id=model.id, kind=kind, trigger=trigger, state=QUEUED,
-            created_us=now, description=description,
+            run_id=f"run-{secrets.token_hex(8)}",
+            model_id=model.id,
+            kind=kind,
+            trigger=trigger,
+            state=QUEUED,
+            created_us=now,
+            description=description,
             request={"families": list(families or t.families), "split": split or t.split},
         )
         queued = RunEvent("queued", message=f"{kind} training queued ({trigger})", time_us=now)
@@ -330,8 +371,14 @@ class TrainingRunner:
             self._finished(run)
 
     def _finished(self, run: RunRecord) -> None:
-        log.info("training.ended", run_id=run.run_id, state=run.state, reason=run.end_reason,
-                 version=run.produced_version, promoted=run.promoted)
+        log.info(
+            "training.ended",
+            run_id=run.run_id,
+            state=run.state,
+            reason=run.end_reason,
+            version=run.produced_version,
+            promoted=run.promoted,
+        )
         # Listeners (alerts) first: whoever sees the run end also sees its consequences.
         for listener in self._listeners:
             try:
@@ -352,8 +399,14 @@ class TrainingRunner:
         if self._stop.is_set():
             local.cancel.set()
 
-        def progress(phase: str, family: str = "", iteration: int = 0, loss: float = math.nan,
-                     metrics: Metrics | None = None, message: str = "") -> None:
+        def progress(
+            phase: str,
+            family: str = "",
+            iteration: int = 0,
+            loss: float = math.nan,
+            metrics: Metrics | None = None,
+            message: str = "",
+        ) -> None:
             self._emit(run.run_id, RunEvent(phase, family, iteration, loss, metrics, message))
 
         try:
@@ -365,8 +418,11 @@ class TrainingRunner:
                     run.result["note"] = "no champion yet: ran a full training instead"
                 self._full(model, run, progress, local)
         except RunTaken:
-            log.warning("training.run_taken", run_id=run.run_id,
-                        reason="the run was failed while it ran here (its heartbeat had stopped)")
+            log.warning(
+                "training.run_taken",
+                run_id=run.run_id,
+                reason="the run was failed while it ran here (its heartbeat had stopped)",
+            )
         except tr.Cancelled:
             self._end_quietly(run, CANCELLED, "cancelled while training")
         except tr.NotEnoughData as exc:
@@ -396,10 +452,14 @@ class TrainingRunner:
                     return
 
     def _data_summary(self, model: ModelRecord, data: tr.TrainingData, train: int, valid: int) -> dict[str, Any]:
-        return {"outcome_count": len(data), "train_count": train, "validation_count": valid,
-                "positives": int(data.labels.sum()),
-                "first_outcome_us": int(data.times.min()) if len(data) else 0,
-                "last_outcome_us": int(data.times.max()) if len(data) else 0}
+        return {
+            "outcome_count": len(data),
+            "train_count": train,
+            "validation_count": valid,
+            "positives": int(data.labels.sum()),
+            "first_outcome_us": int(data.times.min()) if len(data) else 0,
+            "last_outcome_us": int(data.times.max()) if len(data) else 0,
+        }
 
     def _full(self, model: ModelRecord, run: RunRecord, progress: Callable[..., None], live: _Local) -> None:
         progress("loading", message="loading outcomes")
@@ -408,14 +468,22 @@ class TrainingRunner:
         families = tuple(run.request.get("families") or model.settings.training.families)
         split = str(run.request.get("split") or model.settings.training.split)
         t = model.settings.training
-        run.result["parameters"] = {"families": ",".join(families), "split": split,
-                                    "validation_fraction": str(t.validation_fraction),
-                                    "random_seed": str(t.random_seed),
-                                    "data_sha256": tr.data_digest(data, model.schema, model.settings, families, split)}
+        run.result["parameters"] = {
+            "families": ",".join(families),
+            "split": split,
+            "validation_fraction": str(t.validation_fraction),
+            "random_seed": str(t.random_seed),
+            "data_sha256": tr.data_digest(data, model.schema, model.settings, families, split),
+        }
         if self._unchanged(model, run, data, split):
             return
-        trainer = tr.Trainer(model.schema, model.settings, progress=progress, cancelled=live.cancel.is_set,
-                             threads=self._ctx.config.training_threads)
+        trainer = tr.Trainer(
+            model.schema,
+            model.settings,
+            progress=progress,
+            cancelled=live.cancel.is_set,
+            threads=self._ctx.config.training_threads,
+        )
         result = trainer.run(data, families, split)
         run.result["data"] = self._data_summary(model, data, result.train_count, len(result.validation))
         # What each family chose (the L2 strength and how, the trees' iterations), in the run's record.
@@ -423,8 +491,18 @@ class TrainingRunner:
             for key, value in c.parameters.items():
                 run.result["parameters"][f"{c.family}.{key}"] = value
             run.result["parameters"][f"{c.family}.iterations"] = str(c.iterations)
-        self._conclude(model, run, result.candidates, result.selected, result.validation, FULL_TRAINING, 0, progress, live,
-                       train_rows=result.train_rows)
+        self._conclude(
+            model,
+            run,
+            result.candidates,
+            result.selected,
+            result.validation,
+            FULL_TRAINING,
+            0,
+            progress,
+            live,
+            train_rows=result.train_rows,
+        )
 
     def _unchanged(self, model: ModelRecord, run: RunRecord, data: tr.TrainingData, split: str) -> bool:
         """A full run on exactly the outcomes and settings of the champion's own run (the same data digest)
@@ -439,8 +517,12 @@ class TrainingRunner:
         valid = int(tr.split_rows(data, model.settings, split).sum())
         run.result["data"] = self._data_summary(model, data, len(data) - valid, valid)
         run.result["parameters"]["unchanged_from_version"] = str(champion.version)
-        self._end(run, SUCCEEDED, f"unchanged: champion version {champion.version} was trained on exactly these "
-                                  f"{len(data)} outcomes with the same settings; no new version registered")
+        self._end(
+            run,
+            SUCCEEDED,
+            f"unchanged: champion version {champion.version} was trained on exactly these "
+            f"{len(data)} outcomes with the same settings; no new version registered",
+        )
         return True
 
     def _incremental(self, model: ModelRecord, run: RunRecord, progress: Callable[..., None], live: _Local) -> None:
@@ -453,35 +535,62 @@ class TrainingRunner:
             raise tr.NotEnoughData("no new outcomes since the last run")
         want = min(REPLAY_MAX, max(REPLAY_MIN, len(new) * REPLAY_RATIO))
         replay = to_training_data(self._ctx.outcomes.sample(model.id, last, want, seed=int(run.through_seq)))
-        allrows = tr.TrainingData(new.rows + replay.rows, np.concatenate([new.labels, replay.labels]),
-                                  new.ids + replay.ids, np.concatenate([new.times, replay.times]))
+        allrows = tr.TrainingData(
+            new.rows + replay.rows,
+            np.concatenate([new.labels, replay.labels]),
+            new.ids + replay.ids,
+            np.concatenate([new.times, replay.times]),
+        )
         tr.check_trainable(allrows, 10)
-        valid_mask = splitting.stratified(allrows.ids, allrows.labels, model.settings.training.validation_fraction,
-                                          model.settings.training.random_seed)
+        valid_mask = splitting.stratified(
+            allrows.ids,
+            allrows.labels,
+            model.settings.training.validation_fraction,
+            model.settings.training.random_seed,
+        )
         train, valid = allrows.take(~valid_mask), allrows.take(valid_mask)
         cal_mask = splitting.stratified(train.ids, train.labels, 0.15, model.settings.training.random_seed + 1)
         fit, cal = train.take(~cal_mask), train.take(cal_mask)
         new_fit = fit.take(np.isin(np.asarray(fit.ids), np.asarray(new.ids)))
         replay_fit = fit.take(~np.isin(np.asarray(fit.ids), np.asarray(new.ids)))
         candidates: list[tr.FittedCandidate] = []
-        base_version = champion.version if champion.model.linear is not None else \
-            self._registry.versions.latest(model.id, "logistic_regression", READY)
+        base_version = (
+            champion.version
+            if champion.model.linear is not None
+            else self._registry.versions.latest(model.id, "logistic_regression", READY)
+        )
         if base_version:
             base = self._registry.served(model, version=base_version).model
             assert base.linear is not None
             progress("fitting", family="logistic_regression", message=f"warm start from version {base_version}")
             t0 = time.perf_counter()
-            l2 = tr.incremental_l2(model.settings, _float(
-                ((self._registry.get(model, base_version).lineage or {}).get("parameters") or {}).get("l2")))
+            l2 = tr.incremental_l2(
+                model.settings,
+                _float(((self._registry.get(model, base_version).lineage or {}).get("parameters") or {}).get("l2")),
+            )
             scoring, metrics, epochs, loss = tr.incremental_logistic(
-                base.linear, model.schema, model.settings, new_fit, replay_fit, cal, valid, l2=l2)
-            candidates.append(tr.FittedCandidate(
-                family="logistic_regression", model=scoring, calibration=scoring.calibrator.method, metrics=metrics,
-                stop_reason="max_iterations", iterations=epochs, final_loss=loss, fit_seconds=time.perf_counter() - t0,
-                feature_weights=scoring.linear.feature_weights() if scoring.linear else [],
-                parameters={"method": "sgd_warm_start", "base_version": str(base_version), "epochs": str(epochs),
-                            "l2": repr(l2)},
-                validation_prob=scoring.predict_rows(valid.rows)))
+                base.linear, model.schema, model.settings, new_fit, replay_fit, cal, valid, l2=l2
+            )
+            candidates.append(
+                tr.FittedCandidate(
+                    family="logistic_regression",
+                    model=scoring,
+                    calibration=scoring.calibrator.method,
+                    metrics=metrics,
+                    stop_reason="max_iterations",
+                    iterations=epochs,
+                    final_loss=loss,
+                    fit_seconds=time.perf_counter() - t0,
+                    feature_weights=scoring.linear.feature_weights() if scoring.linear else [],
+                    parameters={
+                        "method": "sgd_warm_start",
+                        "base_version": str(base_version),
+                        "epochs": str(epochs),
+                        "l2": repr(l2),
+                    },
+                    validation_prob=scoring.predict_rows(valid.rows),
+                )
+            )
         if live.cancel.is_set():
             raise tr.Cancelled("cancelled")
         # The champion itself, recalibrated on recent labels: cheap, and it follows shifts in base rates.
@@ -489,12 +598,21 @@ class TrainingRunner:
         t0 = time.perf_counter()
         recal = tr.recalibrate(champion.model, cal, valid)
         recal_prob = recal.predict_rows(valid.rows)
-        candidates.append(tr.FittedCandidate(
-            family=recal.family, model=recal, calibration=recal.calibrator.method,
-            metrics=mt.compute(valid.labels, recal_prob, recal.threshold), validation_prob=recal_prob,
-            stop_reason="converged", iterations=1, final_loss=math.nan, fit_seconds=time.perf_counter() - t0,
-            feature_weights=self._registry.get(model, champion.version).weights,
-            parameters={"method": "recalibration", "base_version": str(champion.version)}))
+        candidates.append(
+            tr.FittedCandidate(
+                family=recal.family,
+                model=recal,
+                calibration=recal.calibrator.method,
+                metrics=mt.compute(valid.labels, recal_prob, recal.threshold),
+                validation_prob=recal_prob,
+                stop_reason="converged",
+                iterations=1,
+                final_loss=math.nan,
+                fit_seconds=time.perf_counter() - t0,
+                feature_weights=self._registry.get(model, champion.version).weights,
+                parameters={"method": "recalibration", "base_version": str(champion.version)},
+            )
+        )
         best = min(candidates, key=lambda c: c.metrics.log_loss)
         best.selected = True
         run.result["data"] = self._data_summary(model, allrows, len(train), len(valid))
@@ -503,9 +621,19 @@ class TrainingRunner:
         parent = int(best.parameters.get("base_version", "0"))
         self._conclude(model, run, candidates, best, valid, INCREMENTAL, parent, progress, live, train_rows=train.rows)
 
-    def _conclude(self, model: ModelRecord, run: RunRecord, candidates: list[tr.FittedCandidate],
-                  best: tr.FittedCandidate, valid: tr.TrainingData, source: str, parent: int,
-                  progress: Callable[..., None], live: _Local, train_rows: list[Any]) -> None:
+    def _conclude(
+        self,
+        model: ModelRecord,
+        run: RunRecord,
+        candidates: list[tr.FittedCandidate],
+        best: tr.FittedCandidate,
+        valid: tr.TrainingData,
+        source: str,
+        parent: int,
+        progress: Callable[..., None],
+        live: _Local,
+        train_rows: list[Any],
+    ) -> None:
         if live.cancel.is_set():
             raise tr.Cancelled("cancelled")
         progress("gating", family=best.family)
@@ -515,28 +643,43 @@ class TrainingRunner:
         if champion is not None:
             champ_prob = champion.model.predict_rows(valid.rows)
             champ_metrics = mt.compute(valid.labels, champ_prob, champion.model.threshold)
-            cand_prob = best.validation_prob if len(best.validation_prob) == len(valid) else best.model.predict_rows(valid.rows)
+            cand_prob = (
+                best.validation_prob if len(best.validation_prob) == len(valid) else best.model.predict_rows(valid.rows)
+            )
             paired = gating.PairedScores(valid.labels, cand_prob, champ_prob)
         # A person asking for a full run gets the fresh model unless it is worse beyond noise; a run the
         # server started on its own, and any incremental update, must be better beyond noise.
         require_improvement = run.kind == "incremental" or run.trigger != "manual"
-        verdict = gating.evaluate(best.metrics, model.settings.gate, champ_metrics, champion.version if champion else 0,
-                                  paired=paired, require_improvement=require_improvement,
-                                  seed=model.settings.training.random_seed)
+        verdict = gating.evaluate(
+            best.metrics,
+            model.settings.gate,
+            champ_metrics,
+            champion.version if champion else 0,
+            paired=paired,
+            require_improvement=require_improvement,
+            seed=model.settings.training.random_seed,
+        )
         run.result["candidates"] = [_candidate_dict(c) for c in candidates]
         run.result["gate"] = verdict.to_dict()
         if champ_metrics is not None:
             run.result["champion_metrics"] = champ_metrics.to_dict()
         data = run.result.get("data", {})
-        lineage = {"training_run_id": run.run_id, "outcome_count": data.get("outcome_count", 0),
-                   "first_outcome_us": data.get("first_outcome_us", 0), "last_outcome_us": data.get("last_outcome_us", 0),
-                   "parameters": {**run.result.get("parameters", {}), **best.parameters}}
+        lineage = {
+            "training_run_id": run.run_id,
+            "outcome_count": data.get("outcome_count", 0),
+            "first_outcome_us": data.get("first_outcome_us", 0),
+            "last_outcome_us": data.get("last_outcome_us", 0),
+            "parameters": {**run.result.get("parameters", {}), **best.parameters},
+        }
 
         def finish(conn: Any, version: int) -> None:
             run.produced_version = version
             run.promoted = verdict.passed
-            reason = (f"promoted version {version} ({best.family})" if verdict.passed
-                      else f"version {version} rejected by the gate: {'; '.join(verdict.reasons)}")
+            reason = (
+                f"promoted version {version} ({best.family})"
+                if verdict.passed
+                else f"version {version} rejected by the gate: {'; '.join(verdict.reasons)}"
+            )
             self._end(run, SUCCEEDED, reason, conn)
 
         # The reference for later drift checks: the training rows' features (at most
@@ -544,10 +687,21 @@ class TrainingRunner:
         sample = train_rows[:: max(1, len(train_rows) // 20_000)]
         reference = profiling.build(model.schema, sample, best.model.predict_rows(valid.rows))
         self._registry.register(
-            model, best.model, status=READY if verdict.passed else REJECTED, source=source, run_id=run.run_id, profile=reference,
-            parent_version=parent, metrics=best.metrics.to_dict(), gate=verdict.to_dict(),
-            weights=best.feature_weights, lineage=lineage, description=run.description,
-            promote=verdict.passed, reason=f"promoted by {run.run_id}", on_commit=finish,
+            model,
+            best.model,
+            status=READY if verdict.passed else REJECTED,
+            source=source,
+            run_id=run.run_id,
+            profile=reference,
+            parent_version=parent,
+            metrics=best.metrics.to_dict(),
+            gate=verdict.to_dict(),
+            weights=best.feature_weights,
+            lineage=lineage,
+            description=run.description,
+            promote=verdict.passed,
+            reason=f"promoted by {run.run_id}",
+            on_commit=finish,
         )
         self._finished(run)
 
@@ -561,6 +715,14 @@ def _float(value: Any) -> float:
 
 
 def _candidate_dict(c: tr.FittedCandidate) -> dict[str, Any]:
-    return {"family": c.family, "calibration": c.calibration, "metrics": c.metrics.to_dict(),
-            "stop_reason": c.stop_reason, "iterations": c.iterations, "final_loss": c.final_loss,
-            "fit_seconds": c.fit_seconds, "selected": c.selected, "parameters": c.parameters}
+    return {
+        "family": c.family,
+        "calibration": c.calibration,
+        "metrics": c.metrics.to_dict(),
+        "stop_reason": c.stop_reason,
+        "iterations": c.iterations,
+        "final_loss": c.final_loss,
+        "fit_seconds": c.fit_seconds,
+        "selected": c.selected,
+        "parameters": c.parameters,
+    }

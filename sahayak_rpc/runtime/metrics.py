@@ -20,8 +20,13 @@ class _Callbacks(Collector):
     """Gauges and counters read when scraped: open alerts by severity, the prediction log's queue and what
     became of its rows, the log segments on disk."""
 
-    def __init__(self, open_alerts: Callable[[], dict[str, int]], queue_rows: Callable[[], int],
-                 log_rows: Callable[[], dict[str, int]], segments: Callable[[], SegmentTotals]) -> None:
+    def __init__(
+        self,
+        open_alerts: Callable[[], dict[str, int]],
+        queue_rows: Callable[[], int],
+        log_rows: Callable[[], dict[str, int]],
+        segments: Callable[[], SegmentTotals],
+    ) -> None:
         self._open_alerts = open_alerts
         self._queue_rows = queue_rows
         self._log_rows = log_rows
@@ -32,18 +37,26 @@ class _Callbacks(Collector):
         for severity, count in sorted(self._open_alerts().items()):
             alerts.add_metric([severity], count)
         yield alerts
-        yield GaugeMetricFamily("sahayak_prediction_log_queue_rows", "Predictions waiting to be written to the log",
-                                value=self._queue_rows())
-        rows = CounterMetricFamily("sahayak_prediction_log_rows", "Predictions the log wrote, or dropped (a full "
-                                   "queue, a full disk, a locked database)", labels=["result"])
+        yield GaugeMetricFamily(
+            "sahayak_prediction_log_queue_rows",
+            "Predictions waiting to be written to the log",
+            value=self._queue_rows(),
+        )
+        rows = CounterMetricFamily(
+            "sahayak_prediction_log_rows",
+            "Predictions the log wrote, or dropped (a full queue, a full disk, a locked database)",
+            labels=["result"],
+        )
         for result, count in sorted(self._log_rows().items()):
             rows.add_metric([result], count)
         yield rows
         segments = self._segments()
-        yield GaugeMetricFamily("sahayak_log_segments", "Log segment files (logged batches' features)",
-                                value=segments.files)
-        yield GaugeMetricFamily("sahayak_log_segment_bytes", "Logged batches' features in log segments",
-                                value=segments.bytes)
+        yield GaugeMetricFamily(
+            "sahayak_log_segments", "Log segment files (logged batches' features)", value=segments.files
+        )
+        yield GaugeMetricFamily(
+            "sahayak_log_segment_bytes", "Logged batches' features in log segments", value=segments.bytes
+        )
 
 
 class _ReplicaLabelled(CollectorRegistry):
@@ -67,25 +80,48 @@ class Metrics:
         self.replica = ""  # this process's replica name, known once its port is
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("sahayak_rpc_requests", "RPCs handled, by method and status code",
-                                ["method", "code"], registry=r)
-        self.latency = Histogram("sahayak_rpc_request_duration_seconds", "Time spent handling an RPC",
-                                 ["method"], buckets=RPC_BUCKETS, registry=r)
-        self.predictions = Counter("sahayak_predictions", "Predictions served, by model and version",
-                                   ["model", "version"], registry=r)
-        self.training_runs = Counter("sahayak_training_runs", "Training runs ended, by model and result",
-                                     ["model", "result"], registry=r)
-        self.training_duration = Histogram("sahayak_training_run_duration_seconds", "Duration of training runs",
-                                           ["model"], buckets=TRAINING_BUCKETS, registry=r)
-        self.drift_psi = Gauge("sahayak_feature_drift_psi", "Latest PSI of each feature against the champion",
-                               ["model", "feature"], registry=r)
+        self.requests = Counter(
+            "sahayak_rpc_requests", "RPCs handled, by method and status code", ["method", "code"], registry=r
+        )
+        self.latency = Histogram(
+            "sahayak_rpc_request_duration_seconds",
+            "Time spent handling an RPC",
+            ["method"],
+            buckets=RPC_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "sahayak_predictions", "Predictions served, by model and version", ["model", "version"], registry=r
+        )
+        self.training_runs = Counter(
+            "sahayak_training_runs", "Training runs ended, by model and result", ["model", "result"], registry=r
+        )
+        self.training_duration = Histogram(
+            "sahayak_training_run_duration_seconds",
+            "Duration of training runs",
+            ["model"],
+            buckets=TRAINING_BUCKETS,
+            registry=r,
+        )
+        self.drift_psi = Gauge(
+            "sahayak_feature_drift_psi",
+            "Latest PSI of each feature against the champion",
+            ["model", "feature"],
+            registry=r,
+        )
 
-    def add_callbacks(self, open_alerts: Callable[[], dict[str, int]], queue_rows: Callable[[], int],
-                      log_rows: Callable[[], dict[str, int]], segments: Callable[[], SegmentTotals]) -> None:
+    def add_callbacks(
+        self,
+        open_alerts: Callable[[], dict[str, int]],
+        queue_rows: Callable[[], int],
+        log_rows: Callable[[], dict[str, int]],
+        segments: Callable[[], SegmentTotals],
+    ) -> None:
         self.registry.register(_Callbacks(open_alerts, queue_rows, log_rows, segments))
 
     def serve(self, host: str, port: int) -> Any:
         """Start the HTTP endpoint (/metrics); returns the server."""
-        server, _thread = start_http_server(port, addr=host,
-                                            registry=_ReplicaLabelled(self.registry, lambda: self.replica))
+        server, _thread = start_http_server(
+            port, addr=host, registry=_ReplicaLabelled(self.registry, lambda: self.replica)
+        )
         return server

@@ -25,8 +25,14 @@ Expand = Callable[[], Iterable[PredictionRow]]
 
 
 class PredictionLog:
-    def __init__(self, repo: PredictionRepository, max_rows: int = 200_000, batch_rows: int = 2000,
-                 flush_interval_s: float = 0.05, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        repo: PredictionRepository,
+        max_rows: int = 200_000,
+        batch_rows: int = 2000,
+        flush_interval_s: float = 0.05,
+        enabled: bool = True,
+    ) -> None:
         self._repo = repo
         self.enabled = enabled
         self._queue: collections.deque[tuple[int, Any]] = collections.deque()
@@ -47,9 +53,18 @@ class PredictionLog:
     def depth(self) -> int:
         return self._queued_rows
 
-    def submit_one(self, prediction_id: str, model_id: int, version: int,
-                   row: dict[str, Any] | Callable[[], dict[str, Any]], probability: float, label: bool,
-                   created_us: int, entities: dict[str, str] | None, source: str = "served") -> None:
+    def submit_one(
+        self,
+        prediction_id: str,
+        model_id: int,
+        version: int,
+        row: dict[str, Any] | Callable[[], dict[str, Any]],
+        probability: float,
+        label: bool,
+        created_us: int,
+        entities: dict[str, str] | None,
+        source: str = "served",
+    ) -> None:
         """One prediction; ``row`` may be a function that makes it, called on the writer thread."""
         self._put(1, (prediction_id, model_id, version, row, probability, label, created_us, entities, source))
 
@@ -88,8 +103,19 @@ class PredictionLog:
                     pid, model_id, version, row, prob, label, created, entities, source = item
                     if row.__class__ is not dict:
                         row = row()
-                    out.append((pid, model_id, version, dumps(row).decode(), prob, int(label), created,
-                                dumps(entities).decode() if entities else None, source))
+                    out.append(
+                        (
+                            pid,
+                            model_id,
+                            version,
+                            dumps(row).decode(),
+                            prob,
+                            int(label),
+                            created,
+                            dumps(entities).decode() if entities else None,
+                            source,
+                        )
+                    )
             except Exception:  # a bug of ours: lose this item, not the writer
                 self.dropped += rows
                 log.exception("predlog.encode_crashed", rows=rows)

@@ -57,9 +57,20 @@ class ReplicaStatus:
 
 
 class Replica:
-    def __init__(self, ctx: AppContext, coordinator: Coordinator, catalog: Catalog, registry: Registry,
-                 runner: TrainingRunner, monitor: Monitor, *, version: str, trains: bool, heartbeat_s: float,
-                 run_timeout_s: float) -> None:
+    def __init__(
+        self,
+        ctx: AppContext,
+        coordinator: Coordinator,
+        catalog: Catalog,
+        registry: Registry,
+        runner: TrainingRunner,
+        monitor: Monitor,
+        *,
+        version: str,
+        trains: bool,
+        heartbeat_s: float,
+        run_timeout_s: float,
+    ) -> None:
         self._ctx = ctx
         self._coordinator = coordinator
         self._catalog, self._registry, self._runner, self._monitor = catalog, registry, runner, monitor
@@ -86,8 +97,9 @@ class Replica:
         """Add this process to the replicas table and take its liveness lock; returns its id. Raises
         StoreError when the lock cannot be taken (the database's coordination is unreachable)."""
         now = self._ctx.now_us()
-        self.id = self._repo.register(self.name, socket.gethostname(), os.getpid(), self.address, self._version,
-                                      self._trains, now)
+        self.id = self._repo.register(
+            self.name, socket.gethostname(), os.getpid(), self.address, self._version, self._trains, now
+        )
         if not self._coordinator.keep(self.id):
             raise StoreError(f"replica {self.id}: cannot take its liveness lock on {self._ctx.db.location}")
         self._ctx.replica_id = self.id

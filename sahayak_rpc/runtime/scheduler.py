@@ -26,8 +26,16 @@ log = structlog.get_logger("sahayak_rpc.scheduler")
 
 
 class Scheduler:
-    def __init__(self, ctx: AppContext, catalog: Catalog, runner: TrainingRunner, ingest: Ingest, registry: Registry,
-                 interval_s: float = 60.0, leading: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        ctx: AppContext,
+        catalog: Catalog,
+        runner: TrainingRunner,
+        ingest: Ingest,
+        registry: Registry,
+        interval_s: float = 60.0,
+        leading: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._ctx, self._catalog, self._runner, self._ingest, self._registry = ctx, catalog, runner, ingest, registry
         self._interval = interval_s
         self.leading = leading

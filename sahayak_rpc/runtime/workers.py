@@ -122,8 +122,13 @@ class Supervisor:
                     continue
                 quick = time.monotonic() - slot.started < QUICK_DEATH_S
                 slot.quick_deaths = slot.quick_deaths + 1 if quick else 0
-                log.warning("workers.exited", worker=slot.index, pid=slot.proc.pid, code=code,
-                            restarting=slot.quick_deaths < MAX_QUICK_DEATHS)
+                log.warning(
+                    "workers.exited",
+                    worker=slot.index,
+                    pid=slot.proc.pid,
+                    code=code,
+                    restarting=slot.quick_deaths < MAX_QUICK_DEATHS,
+                )
                 if slot.quick_deaths >= MAX_QUICK_DEATHS:
                     failed = True
                     self._stop.set()

@@ -14,7 +14,19 @@ from .runs import RunRepository
 from .versions import VersionRepository
 
 __all__ = [
-    "Coordinator", "Database", "EventRepository", "ModelRecord", "ModelRepository", "OutcomeRepository",
-    "PredictionRepository", "ReplicaRepository", "RunRepository", "ScheduleRepository", "SecretRepository",
-    "StoreError", "VersionRepository", "is_postgres_url", "open_database",
+    "Coordinator",
+    "Database",
+    "EventRepository",
+    "ModelRecord",
+    "ModelRepository",
+    "OutcomeRepository",
+    "PredictionRepository",
+    "ReplicaRepository",
+    "RunRepository",
+    "ScheduleRepository",
+    "SecretRepository",
+    "StoreError",
+    "VersionRepository",
+    "is_postgres_url",
+    "open_database",
 ]

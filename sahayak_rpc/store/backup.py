@@ -26,6 +26,7 @@ class BackupError(RuntimeError):
 class BackupResult:
     """What a backup copied: the database's path and page count, the log segments copied and their
     bytes, and how many listed segments retention deleted before they could be copied."""
+
     path: str
     pages: int
     segments: int
@@ -53,8 +54,11 @@ def backup(source: str | Path, destination: str | Path) -> BackupResult:
                 dst.execute("PRAGMA journal_mode=WAL")
                 pages = int(dst.execute("PRAGMA page_count").fetchone()[0])
                 has_segments = dst.execute("SELECT 1 FROM sqlite_master WHERE name = 'log_segments'").fetchone()
-                listed = [int(n) for (n,) in dst.execute("SELECT segment FROM log_segments ORDER BY segment")
-                          ] if has_segments else []  # (a database from before log segments has none)
+                listed = (
+                    [int(n) for (n,) in dst.execute("SELECT segment FROM log_segments ORDER BY segment")]
+                    if has_segments
+                    else []
+                )  # (a database from before log segments has none)
             finally:
                 dst.close()
         finally:

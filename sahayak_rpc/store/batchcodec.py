@@ -95,8 +95,10 @@ class MatrixLayout:
         self.codes = np.array([j for j, k in enumerate(kinds) if k != "number"], dtype=np.intp)
         widest = max([len(d) for _, k, d in columns if k == "category"] + [2])
         self.codes_dtype = "i1" if widest <= 127 else "i2" if widest <= 32767 else "i4"
-        specs = [{"name": name, "kind": kind, **({"dictionary": list(d)} if kind == "category" else {})}
-                 for name, kind, d in columns]
+        specs = [
+            {"name": name, "kind": kind, **({"dictionary": list(d)} if kind == "category" else {})}
+            for name, kind, d in columns
+        ]
         # The header but for n and the dtype, which vary per batch (encode_matrix puts them in front).
         self.header_tail = orjson.dumps({"codes": self.codes_dtype, "columns": specs})[1:]
 
@@ -131,8 +133,8 @@ def decode_columns(data: bytes | str) -> dict[str, Any]:
     if data[:4] != MAGIC or len(data) < 8:
         raise BatchFormatError("not a logged batch")
     (size,) = _LEN.unpack_from(data, 4)
-    header = orjson.loads(data[8:8 + size])
-    body = memoryview(data)[8 + size:]
+    header = orjson.loads(data[8 : 8 + size])
+    body = memoryview(data)[8 + size :]
     n = int(header["n"])
     out: dict[str, Any] = {}
     if "split" in header:
@@ -141,7 +143,7 @@ def decode_columns(data: bytes | str) -> dict[str, Any]:
         return _decode_matrix(header["matrix"], body, n)
     for spec in header["columns"]:
         kind, start, length = spec["kind"], int(spec["offset"]), int(spec["bytes"])
-        raw = body[start:start + length]
+        raw = body[start : start + length]
         if kind == "strings":
             out[spec["name"]] = spec["values"]
         elif kind == "codes":

@@ -142,8 +142,15 @@ class Database(abc.ABC):
         return 0
 
 
-def open_database(target: str, *, synchronous: str = "full", busy_timeout_s: float = 5.0, max_pages: int = 0,
-                  pool_size: int = 10, application_name: str = "sahayak-rpc") -> Database:
+def open_database(
+    target: str,
+    *,
+    synchronous: str = "full",
+    busy_timeout_s: float = 5.0,
+    max_pages: int = 0,
+    pool_size: int = 10,
+    application_name: str = "sahayak-rpc",
+) -> Database:
     """Open (and migrate) the database ``target`` names: a PostgreSQL URL, else a SQLite file.
 
     Raises StoreError when it cannot be opened or its schema is newer than this server knows.
@@ -153,8 +160,7 @@ def open_database(target: str, *, synchronous: str = "full", busy_timeout_s: flo
     if is_postgres_url(target):
         from .postgres import PgDatabase
 
-        return PgDatabase(target, pool_size=pool_size, busy_timeout_s=busy_timeout_s,
-                          application_name=application_name)
+        return PgDatabase(target, pool_size=pool_size, busy_timeout_s=busy_timeout_s, application_name=application_name)
     from .sqlite import SqliteDatabase
 
     return SqliteDatabase(target, synchronous=synchronous, busy_timeout_s=busy_timeout_s, max_pages=max_pages)

@@ -37,6 +37,7 @@ LABELS = "labels"  # enough new labels for an incremental update: wake the sched
 @dataclass(frozen=True)
 class Event:
     """One row of the change feed: its cursor (``seq``), its kind (MODEL, ALIAS ...), the model and the subject."""
+
     seq: int
     kind: str
     model_id: int
@@ -50,8 +51,10 @@ def append(conn: Conn, kind: str, now_us: int, model_id: int = 0, subject: str =
 
     def insert(c: Conn) -> None:
         c.lock(Lock.EVENTS)
-        c.execute("INSERT INTO events (kind, model_id, subject, created_us) VALUES (?, ?, ?, ?)",
-                  (kind, model_id, subject, now_us))
+        c.execute(
+            "INSERT INTO events (kind, model_id, subject, created_us) VALUES (?, ?, ?, ?)",
+            (kind, model_id, subject, now_us),
+        )
         c.notify(CHANNEL, kind)
 
     conn.before_commit(insert)
@@ -59,14 +62,20 @@ def append(conn: Conn, kind: str, now_us: int, model_id: int = 0, subject: str =
 
 class EventRepository:
     """The change feed: reading it after a cursor, appending a wake-up, deleting old rows."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
     def after(self, cursor: int, limit: int = 1000) -> list[Event]:
         """Events with a seq above ``cursor``, oldest first."""
-        rows = self._db.reader().execute(
-            "SELECT seq, kind, model_id, subject, created_us FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (cursor, limit)).fetchall()
+        rows = (
+            self._db.reader()
+            .execute(
+                "SELECT seq, kind, model_id, subject, created_us FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (cursor, limit),
+            )
+            .fetchall()
+        )
         return [Event(*r) for r in rows]
 
     def last_seq(self) -> int:
@@ -85,7 +94,9 @@ class EventRepository:
             with self._db.write() as conn:
                 deleted = conn.execute(
                     "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE created_us < ?"
-                    " AND seq < (SELECT max(seq) FROM events) ORDER BY seq LIMIT ?)", (before_us, batch)).rowcount
+                    " AND seq < (SELECT max(seq) FROM events) ORDER BY seq LIMIT ?)",
+                    (before_us, batch),
+                ).rowcount
             total += deleted
             if deleted < batch:
                 return total
@@ -94,6 +105,7 @@ class EventRepository:
 @dataclass(frozen=True)
 class ReplicaRow:
     """A replica's row: who and where it is, whether it trains or leads, its last heartbeat, when it stopped (0: not)."""
+
     id: int
     name: str
     host: str
@@ -126,15 +138,18 @@ class ReplicaRepository:
             row = conn.execute(
                 "INSERT INTO replicas (name, host, pid, address, version, trains, started_us, heartbeat_us)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (name, host, pid, address, version, int(trains), now_us, now_us)).fetchone()
+                (name, host, pid, address, version, int(trains), now_us, now_us),
+            ).fetchone()
             return int(row[0])
 
     def beat(self, replica: int, now_us: int, leader: bool, name: str, address: str) -> None:
         """Record the replica's heartbeat, leadership, name and address; committed without a flush to disk
         (a lost beat is only a late one)."""
         with self._db.write(durable=False) as conn:
-            conn.execute("UPDATE replicas SET heartbeat_us = ?, leader = ?, name = ?, address = ? WHERE id = ?",
-                         (now_us, int(leader), name, address, replica))
+            conn.execute(
+                "UPDATE replicas SET heartbeat_us = ?, leader = ?, name = ?, address = ? WHERE id = ?",
+                (now_us, int(leader), name, address, replica),
+            )
 
     def stopped(self, replica: int, now_us: int) -> None:
         """Mark the replica stopped (and no longer leading); committed before it returns."""
@@ -148,17 +163,25 @@ class ReplicaRepository:
 
     def seen_since(self, since_us: int) -> list[ReplicaRow]:
         """Replicas whose last heartbeat is at or after ``since_us``, by id."""
-        rows = self._db.reader().execute(
-            f"SELECT {_REPLICA_COLS} FROM replicas WHERE heartbeat_us >= ? AND stopped_us = 0 ORDER BY id",
-            (since_us,)).fetchall()
+        rows = (
+            self._db.reader()
+            .execute(
+                f"SELECT {_REPLICA_COLS} FROM replicas WHERE heartbeat_us >= ? AND stopped_us = 0 ORDER BY id",
+                (since_us,),
+            )
+            .fetchall()
+        )
         return [_replica(r) for r in rows]
 
     def purge(self, before_us: int) -> int:
         """Forget replicas stopped, or last seen (killed), before ``before_us``."""
         with self._db.write() as conn:
-            return int(conn.execute(
-                "DELETE FROM replicas WHERE (stopped_us > 0 AND stopped_us < ?) OR heartbeat_us < ?",
-                (before_us, before_us)).rowcount)
+            return int(
+                conn.execute(
+                    "DELETE FROM replicas WHERE (stopped_us > 0 AND stopped_us < ?) OR heartbeat_us < ?",
+                    (before_us, before_us),
+                ).rowcount
+            )
 
 
 class ScheduleRepository:
@@ -177,7 +200,8 @@ class ScheduleRepository:
             row = conn.execute(
                 "INSERT INTO schedule (task, at_us) VALUES (?, ?) ON CONFLICT (task) DO UPDATE"
                 " SET at_us = excluded.at_us WHERE schedule.at_us <= ? RETURNING at_us",
-                (task, now_us, now_us - interval_us)).fetchone()
+                (task, now_us, now_us - interval_us),
+            ).fetchone()
         return row is not None
 
     def last(self, task: str) -> int:

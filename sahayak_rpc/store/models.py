@@ -17,6 +17,7 @@ from .database import Database
 @dataclass(frozen=True)
 class ModelRecord:
     """A declared model as stored: its id, name, description, schema (fixed at creation) and settings."""
+
     id: int
     name: str
     description: str
@@ -30,23 +31,39 @@ _COLUMNS = "id, name, description, schema_json, settings_json, created_us, updat
 
 
 def _row(r: Any) -> ModelRecord:
-    return ModelRecord(id=int(r[0]), name=str(r[1]), description=str(r[2]), schema=schema_from_dict(orjson.loads(r[3])),
-                       settings=ms.from_dict(orjson.loads(r[4])), created_us=int(r[5]), updated_us=int(r[6]))
+    return ModelRecord(
+        id=int(r[0]),
+        name=str(r[1]),
+        description=str(r[2]),
+        schema=schema_from_dict(orjson.loads(r[3])),
+        settings=ms.from_dict(orjson.loads(r[4])),
+        created_us=int(r[5]),
+        updated_us=int(r[6]),
+    )
 
 
 class ModelRepository:
     """The models table: each model with its schema and settings; creating or updating one appends a MODEL event."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def create(self, name: str, description: str, schema: Schema, settings: ms.ModelSettings, now_us: int) -> ModelRecord:
+    def create(
+        self, name: str, description: str, schema: Schema, settings: ms.ModelSettings, now_us: int
+    ) -> ModelRecord:
         """Store a new model; raises AlreadyExists (MODEL_EXISTS) when the name is taken."""
         with self._db.write() as conn:
             cur = conn.try_execute(
                 "INSERT INTO models (name, description, schema_json, settings_json, created_us, updated_us)"
                 " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                (name, description, orjson.dumps(schema_to_dict(schema)).decode(),
-                 orjson.dumps(ms.to_dict(settings)).decode(), now_us, now_us),
+                (
+                    name,
+                    description,
+                    orjson.dumps(schema_to_dict(schema)).decode(),
+                    orjson.dumps(ms.to_dict(settings)).decode(),
+                    now_us,
+                    now_us,
+                ),
             )
             if cur is None:
                 raise AlreadyExists(f"model {name!r} already exists", reason="MODEL_EXISTS")
@@ -62,9 +79,11 @@ class ModelRepository:
 
     def list(self, after_name: str, limit: int) -> list[ModelRecord]:
         """Up to ``limit`` models by name, after ``after_name`` ("": from the first)."""
-        rows = self._db.reader().execute(
-            f"SELECT {_COLUMNS} FROM models WHERE name > ? ORDER BY name LIMIT ?", (after_name, limit)
-        ).fetchall()
+        rows = (
+            self._db.reader()
+            .execute(f"SELECT {_COLUMNS} FROM models WHERE name > ? ORDER BY name LIMIT ?", (after_name, limit))
+            .fetchall()
+        )
         return [_row(r) for r in rows]
 
     def get_by_id(self, model_id: int) -> ModelRecord | None:

@@ -57,6 +57,7 @@ class AlertRow:
     """An alert as stored: its rule, severity, state ("open", "acknowledged", "resolved"), message, the
     value that breached its threshold, details, when it was raised, acknowledged and resolved (0: not yet),
     and the acknowledgement's note."""
+
     alert_id: str
     model_id: int
     rule: str
@@ -72,8 +73,10 @@ class AlertRow:
     note: str
 
 
-_ALERT_COLS = ("alert_id, model_id, rule, severity, state, message, coalesce(value, 0), coalesce(threshold, 0),"
-               " details_json, raised_us, acknowledged_us, resolved_us, note")
+_ALERT_COLS = (
+    "alert_id, model_id, rule, severity, state, message, coalesce(value, 0), coalesce(threshold, 0),"
+    " details_json, raised_us, acknowledged_us, resolved_us, note"
+)
 
 
 def _alert(r: Any) -> AlertRow:
@@ -101,6 +104,7 @@ class AlertChange:
 class MonitoringRepository:
     """The monitoring tables: predictions joined with their outcomes, performance history, alerts with
     their events (the WatchAlerts cursor), and retention."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -119,8 +123,10 @@ class MonitoringRepository:
                 # fetch every labelled outcome of the model).
                 rows = conn.execute(
                     "SELECT seq, prediction_id, label FROM outcomes WHERE model_id = ? AND prediction_id IS NOT NULL"
-                    + (" AND seq < ?" if before is not None else "") + " ORDER BY seq DESC LIMIT ?",
-                    (model_id, *(() if before is None else (before,)), page)).fetchall()
+                    + (" AND seq < ?" if before is not None else "")
+                    + " ORDER BY seq DESC LIMIT ?",
+                    (model_id, *(() if before is None else (before,)), page),
+                ).fetchall()
                 for _, pid, label in rows:
                     if len(found) >= last_n:
                         break
@@ -140,19 +146,25 @@ class MonitoringRepository:
         return out
 
     @staticmethod
-    def _logged(conn: Conn, model_id: int, pid: str,
-                batches: dict[str, tuple[int, int, list[float]] | None]) -> _Logged | None:
+    def _logged(
+        conn: Conn, model_id: int, pid: str, batches: dict[str, tuple[int, int, list[float]] | None]
+    ) -> _Logged | None:
         """A logged prediction, served alone or in a batch."""
-        row = conn.execute("SELECT version, probability, created_us FROM predictions WHERE prediction_id = ?"
-                           " AND model_id = ?", (pid, model_id)).fetchone()
+        row = conn.execute(
+            "SELECT version, probability, created_us FROM predictions WHERE prediction_id = ? AND model_id = ?",
+            (pid, model_id),
+        ).fetchone()
         if row is not None:
             return _Logged(*row)
         if ":" not in pid:
             return None
         bid, _, index = pid.rpartition(":")
         if bid not in batches:
-            b = conn.execute("SELECT version, created_us, probabilities_data FROM prediction_batches"
-                             " WHERE batch_id = ? AND model_id = ?", (bid, model_id)).fetchone()
+            b = conn.execute(
+                "SELECT version, created_us, probabilities_data FROM prediction_batches"
+                " WHERE batch_id = ? AND model_id = ?",
+                (bid, model_id),
+            ).fetchone()
             batches[bid] = (b[0], b[1], decode_probabilities(b[2])) if b else None
         found = batches[bid]
         if found is None or not index.isdigit():
@@ -161,8 +173,9 @@ class MonitoringRepository:
         i = int(index)
         return _Logged(version, probabilities[i], created_us) if i < len(probabilities) else None
 
-    def window(self, model_id: int, version: int, start_us: int | None, end_us: int | None,
-               last_n: int) -> PredictionWindow:
+    def window(
+        self, model_id: int, version: int, start_us: int | None, end_us: int | None, last_n: int
+    ) -> PredictionWindow:
         """Predictions (served, logged and batched), oldest first, with their outcomes' labels."""
         if last_n and start_us is None and end_us is None:
             return self.last_labelled(model_id, version, last_n)
@@ -173,20 +186,23 @@ class MonitoringRepository:
         items: list[tuple[int, str, int, float]] = []
         with self._db.read() as conn:
             for pid, ver, prob, created in conn.execute(
-                    f"SELECT prediction_id, version, probability, created_us FROM predictions WHERE {where}", args):
+                f"SELECT prediction_id, version, probability, created_us FROM predictions WHERE {where}", args
+            ):
                 items.append((created, pid, ver, prob))
             for bid, ver, probs, created in conn.execute(
-                    f"SELECT batch_id, version, probabilities_data, created_us FROM prediction_batches WHERE {where}",
-                    args):
+                f"SELECT batch_id, version, probabilities_data, created_us FROM prediction_batches WHERE {where}", args
+            ):
                 items += [(created, f"{bid}:{i}", ver, p) for i, p in enumerate(decode_probabilities(probs))]
             items.sort(key=lambda t: t[0])
             labels: dict[str, int] = {}
             ids = [t[1] for t in items]
             for start in range(0, len(ids), _IN):
-                where, chunk = conn.any_of("prediction_id", ids[start:start + _IN])
-                labels.update(conn.execute(
-                    f"SELECT prediction_id, label FROM outcomes WHERE model_id = ? AND {where}",
-                    (model_id, *chunk)).fetchall())
+                where, chunk = conn.any_of("prediction_id", ids[start : start + _IN])
+                labels.update(
+                    conn.execute(
+                        f"SELECT prediction_id, label FROM outcomes WHERE model_id = ? AND {where}", (model_id, *chunk)
+                    ).fetchall()
+                )
         if last_n:
             # The newest N *labelled* predictions.
             items = [t for t in items if t[1] in labels][-last_n:]
@@ -198,10 +214,8 @@ class MonitoringRepository:
             out.times.append(created)
         return out
 
-    def window_columns(self, model_id: int, start_us: int | None, end_us: int | None,
-                       last_n: int = 0) -> WindowColumns:
-        """The window's logged features, column by column. ``last_n`` keeps the newest N predictions (whole batches are kept or cut at the boundary).
-        """
+    def window_columns(self, model_id: int, start_us: int | None, end_us: int | None, last_n: int = 0) -> WindowColumns:
+        """The window's logged features, column by column. ``last_n`` keeps the newest N predictions (whole batches are kept or cut at the boundary)."""
         window_sql, window_args = time_clause("created_us", start_us, end_us)
         where = "model_id = ?" + window_sql
         args = [model_id, *window_args]
@@ -210,9 +224,11 @@ class MonitoringRepository:
         n = lost = 0
         lost_error = ""
         with self._db.read() as conn:
-            singles = conn.execute(f"SELECT features_json, probability FROM predictions WHERE {where}"
-                                   " ORDER BY created_us DESC" + (" LIMIT ?" if last_n else ""),
-                                   (*args, last_n) if last_n else args).fetchall()
+            singles = conn.execute(
+                f"SELECT features_json, probability FROM predictions WHERE {where}"
+                " ORDER BY created_us DESC" + (" LIMIT ?" if last_n else ""),
+                (*args, last_n) if last_n else args,
+            ).fetchall()
             rows = [orjson.loads(f) for f, _ in singles]
             if rows:
                 names = {k for r in rows for k in r}
@@ -222,8 +238,10 @@ class MonitoringRepository:
                 n += len(rows)
             budget = last_n - n if last_n else None
             for cols, ps, count in conn.execute(
-                    f"SELECT columns_data, probabilities_data, row_count FROM prediction_batches WHERE {where}"
-                    " ORDER BY created_us DESC", args):
+                f"SELECT columns_data, probabilities_data, row_count FROM prediction_batches WHERE {where}"
+                " ORDER BY created_us DESC",
+                args,
+            ):
                 if budget is not None and budget <= 0:
                     break
                 try:
@@ -251,36 +269,50 @@ class MonitoringRepository:
     def last_prediction_us(self, model_id: int) -> int:
         """When the model's newest logged prediction or batch was made (0: none)."""
         conn = self._db.reader()
-        a = conn.execute("SELECT coalesce(max(created_us), 0) FROM predictions WHERE model_id = ?", (model_id,)).fetchone()[0]
-        b = conn.execute("SELECT coalesce(max(created_us), 0) FROM prediction_batches WHERE model_id = ?", (model_id,)).fetchone()[0]
+        a = conn.execute(
+            "SELECT coalesce(max(created_us), 0) FROM predictions WHERE model_id = ?", (model_id,)
+        ).fetchone()[0]
+        b = conn.execute(
+            "SELECT coalesce(max(created_us), 0) FROM prediction_batches WHERE model_id = ?", (model_id,)
+        ).fetchone()[0]
         return int(max(a, b))
 
     def last_outcome_us(self, model_id: int) -> int:
         """When the model's newest outcome was received (0: none)."""
-        r = self._db.reader().execute("SELECT coalesce(max(received_us), 0) FROM outcomes WHERE model_id = ?",
-                                      (model_id,)).fetchone()
+        r = (
+            self._db.reader()
+            .execute("SELECT coalesce(max(received_us), 0) FROM outcomes WHERE model_id = ?", (model_id,))
+            .fetchone()
+        )
         return int(r[0])
 
     # --- performance history ------------------------------------------------
 
-    def record_performance(self, model_id: int, version: int, start_us: int, end_us: int, metrics: dict[str, Any],
-                           source: str, now_us: int) -> int:
+    def record_performance(
+        self, model_id: int, version: int, start_us: int, end_us: int, metrics: dict[str, Any], source: str, now_us: int
+    ) -> int:
         """Store one window's metrics for a version (``source``: what computed them); returns the record's id,
         committed before it returns."""
         with self._db.write() as conn:
             row = conn.execute(
                 "INSERT INTO performance_records (model_id, version, start_us, end_us, metrics_json, source, created_us)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (model_id, version, start_us, end_us, orjson.dumps(metrics).decode(), source, now_us)).fetchone()
+                (model_id, version, start_us, end_us, orjson.dumps(metrics).decode(), source, now_us),
+            ).fetchone()
             return int(row[0])
 
     # --- alerts ---------------------------------------------------------------
 
     def latest_alert(self, model_id: int, rule: str) -> AlertRow | None:
         """The model's most recently raised alert of ``rule``, whatever its state, or None."""
-        r = self._db.reader().execute(
-            f"SELECT {_ALERT_COLS} FROM alerts WHERE model_id = ? AND rule = ? ORDER BY raised_us DESC, seq DESC LIMIT 1",
-            (model_id, rule)).fetchone()
+        r = (
+            self._db.reader()
+            .execute(
+                f"SELECT {_ALERT_COLS} FROM alerts WHERE model_id = ? AND rule = ? ORDER BY raised_us DESC, seq DESC LIMIT 1",
+                (model_id, rule),
+            )
+            .fetchone()
+        )
         return _alert(r) if r else None
 
     def raise_alert(self, a: AlertRow, cooldown_us: int) -> int | None:
@@ -288,8 +320,11 @@ class MonitoringRepository:
         when an alert of the model and rule is not resolved yet or was raised within ``cooldown_us``
         (a unique index keeps one unresolved alert per model and rule, whichever replica raises it)."""
         with self._db.write() as conn:
-            latest = conn.execute("SELECT state, raised_us FROM alerts WHERE model_id = ? AND rule = ?"
-                                  " ORDER BY raised_us DESC, seq DESC LIMIT 1", (a.model_id, a.rule)).fetchone()
+            latest = conn.execute(
+                "SELECT state, raised_us FROM alerts WHERE model_id = ? AND rule = ?"
+                " ORDER BY raised_us DESC, seq DESC LIMIT 1",
+                (a.model_id, a.rule),
+            ).fetchone()
             if latest is not None:
                 state, raised_us = latest
                 if state != "resolved" or a.raised_us - raised_us < cooldown_us:
@@ -297,8 +332,19 @@ class MonitoringRepository:
             stored = conn.try_execute(
                 "INSERT INTO alerts (alert_id, model_id, rule, severity, state, message, value, threshold, details_json,"
                 " raised_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (a.alert_id, a.model_id, a.rule, a.severity, a.state, a.message, a.value, a.threshold,
-                 orjson.dumps(a.details).decode(), a.raised_us))
+                (
+                    a.alert_id,
+                    a.model_id,
+                    a.rule,
+                    a.severity,
+                    a.state,
+                    a.message,
+                    a.value,
+                    a.threshold,
+                    orjson.dumps(a.details).decode(),
+                    a.raised_us,
+                ),
+            )
             if stored is None:
                 return None
             return self._event(conn, a.alert_id, "raised", a.model_id, a.raised_us)
@@ -307,8 +353,10 @@ class MonitoringRepository:
     def _event(conn: Conn, alert_id: str, event: str, model_id: int, now_us: int) -> int:
         """Append an alert event (the WatchAlerts cursor: inserts serialised so that it follows commit order)."""
         conn.lock(Lock.ALERT_EVENTS)
-        row = conn.execute("INSERT INTO alert_events (alert_id, event, created_us) VALUES (?, ?, ?) RETURNING seq",
-                           (alert_id, event, now_us)).fetchone()
+        row = conn.execute(
+            "INSERT INTO alert_events (alert_id, event, created_us) VALUES (?, ?, ?) RETURNING seq",
+            (alert_id, event, now_us),
+        ).fetchone()
         events.append(conn, events.ALERT, now_us, model_id, alert_id)
         return int(row[0])
 
@@ -319,7 +367,8 @@ class MonitoringRepository:
             changed = conn.execute(
                 f"UPDATE alerts SET state = ?, {column} = ?, note = CASE WHEN ? = '' THEN note ELSE ? END"
                 " WHERE alert_id = ? AND state != ? AND state != 'resolved' RETURNING model_id",
-                (state, now_us, note, note, alert_id, state)).fetchone()
+                (state, now_us, note, note, alert_id, state),
+            ).fetchone()
             if changed is not None:
                 self._event(conn, alert_id, state, int(changed[0]), now_us)
         return self.get_alert(alert_id)
@@ -329,8 +378,9 @@ class MonitoringRepository:
         r = self._db.reader().execute(f"SELECT {_ALERT_COLS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         return _alert(r) if r else None
 
-    def list_alerts(self, model_id: int | None, state: str, severities: tuple[str, ...], before: int,
-                    limit: int) -> list[NumberedAlert]:
+    def list_alerts(
+        self, model_id: int | None, state: str, severities: tuple[str, ...], before: int, limit: int
+    ) -> list[NumberedAlert]:
         """Up to ``limit`` alerts with a position below ``before``, newest first, of one model (None: all), one
         state ("": all) and the given severities (none: all)."""
         filters, values = equal_clause(model_id=model_id, state=state)
@@ -344,11 +394,16 @@ class MonitoringRepository:
 
     def events_after(self, cursor: int, limit: int = 500) -> list[AlertChange]:
         """Up to ``limit`` alert events with a seq above ``cursor``, oldest first, each with its alert as it is now."""
-        rows = self._db.reader().execute(
-            "SELECT e.seq, e.event, a.alert_id, a.model_id, a.rule, a.severity, a.state, a.message,"
-            " coalesce(a.value, 0), coalesce(a.threshold, 0), a.details_json, a.raised_us, a.acknowledged_us,"
-            " a.resolved_us, a.note FROM alert_events e JOIN alerts a ON a.alert_id = e.alert_id WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
-            (cursor, limit)).fetchall()
+        rows = (
+            self._db.reader()
+            .execute(
+                "SELECT e.seq, e.event, a.alert_id, a.model_id, a.rule, a.severity, a.state, a.message,"
+                " coalesce(a.value, 0), coalesce(a.threshold, 0), a.details_json, a.raised_us, a.acknowledged_us,"
+                " a.resolved_us, a.note FROM alert_events e JOIN alerts a ON a.alert_id = e.alert_id WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
+                (cursor, limit),
+            )
+            .fetchall()
+        )
         return [AlertChange(r[0], r[1], _alert(r[2:])) for r in rows]
 
     def last_event_seq(self) -> int:
@@ -357,16 +412,22 @@ class MonitoringRepository:
 
     def open_alerts_by_severity(self) -> dict[str, int]:
         """How many alerts are not resolved, per severity (every severity listed, 0 included)."""
-        rows = self._db.reader().execute(
-            "SELECT severity, count(*) FROM alerts WHERE state != 'resolved' GROUP BY severity").fetchall()
+        rows = (
+            self._db.reader()
+            .execute("SELECT severity, count(*) FROM alerts WHERE state != 'resolved' GROUP BY severity")
+            .fetchall()
+        )
         counts = {"info": 0, "warning": 0, "critical": 0}
         counts.update({s: int(n) for s, n in rows})
         return counts
 
     def open_alerts(self, model_id: int) -> int:
         """How many of the model's alerts are not resolved."""
-        r = self._db.reader().execute("SELECT count(*) FROM alerts WHERE model_id = ? AND state != 'resolved'",
-                                      (model_id,)).fetchone()
+        r = (
+            self._db.reader()
+            .execute("SELECT count(*) FROM alerts WHERE model_id = ? AND state != 'resolved'", (model_id,))
+            .fetchone()
+        )
         return int(r[0])
 
     # --- retention ------------------------------------------------------------
@@ -381,7 +442,9 @@ class MonitoringRepository:
             with self._db.write() as conn:
                 deleted = conn.execute(
                     f"DELETE FROM {table} WHERE {column} < ? AND {key} IN"
-                    f" (SELECT {key} FROM {table} WHERE {column} < ? LIMIT ?)", (before_us, before_us, batch)).rowcount
+                    f" (SELECT {key} FROM {table} WHERE {column} < ? LIMIT ?)",
+                    (before_us, before_us, batch),
+                ).rowcount
             total += deleted
             if deleted < batch:
                 return total

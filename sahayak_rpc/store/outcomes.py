@@ -14,12 +14,24 @@ from .database import Database, time_clause
 from .sql import Conn, Lock
 
 _IN_CHUNK = 500
-_COLUMNS = ("model_id", "outcome_id", "label", "features_json", "entities_json", "metadata_json", "occurred_us",
-            "received_us", "prediction_id", "content_hash", "source")
+_COLUMNS = (
+    "model_id",
+    "outcome_id",
+    "label",
+    "features_json",
+    "entities_json",
+    "metadata_json",
+    "occurred_us",
+    "received_us",
+    "prediction_id",
+    "content_hash",
+    "source",
+)
 
 
 class InsertResult(enum.Enum):
     """What storing one outcome did: stored it, found it already there, or found its id taken by other content."""
+
     INSERTED = "inserted"
     DUPLICATE = "duplicate"  # same id, same content: already stored
     CONFLICT = "conflict"  # same id, different content
@@ -43,6 +55,7 @@ class Totals:
 @dataclass(frozen=True)
 class Stored:
     """What an insert did: a result per record, in order, and the model's totals after its commit."""
+
     results: list[InsertResult]
     totals: Totals
 
@@ -54,11 +67,13 @@ def _json(d: dict[str, str]) -> str | None:
 class OutcomeRepository:
     """The outcomes table and its per-model running totals (outcome_totals): storing outcomes idempotently,
     loading and sampling them for training and evaluation."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def insert(self, model_id: int, records: Sequence[OutcomeRecord], received_us: int,
-               importing_until_us: int | None = None) -> Stored:
+    def insert(
+        self, model_id: int, records: Sequence[OutcomeRecord], received_us: int, importing_until_us: int | None = None
+    ) -> Stored:
         """Store the records whose ids are new, in one transaction committed before returning; per record,
         whether it was stored, already there, or its id is taken by other content; and the model's totals
         after the commit. ``importing_until_us`` marks an import stream as open until then (the scheduler
@@ -68,11 +83,21 @@ class OutcomeRepository:
         for rec in records:
             features, digest = rec.encoded()
             hashes.append(digest)
-            rows.append((
-                model_id, rec.outcome_id, 1 if rec.label else 0, features.decode(),
-                _json(rec.entities), _json(rec.metadata), rec.occurred_at_us, received_us,
-                rec.prediction_id or None, digest, rec.source,
-            ))
+            rows.append(
+                (
+                    model_id,
+                    rec.outcome_id,
+                    1 if rec.label else 0,
+                    features.decode(),
+                    _json(rec.entities),
+                    _json(rec.metadata),
+                    rec.occurred_at_us,
+                    received_us,
+                    rec.prediction_id or None,
+                    digest,
+                    rec.source,
+                )
+            )
         with self._db.write() as conn:
             # Per model, outcomes commit in seq order (PostgreSQL hands out identity values out of commit
             # order), so a run that read "through seq N" has read every outcome up to N.
@@ -108,8 +133,11 @@ class OutcomeRepository:
         update = f"UPDATE outcome_totals SET {sets} WHERE model_id = ? RETURNING {cols}"
         row = conn.execute(update, (*args, model_id)).fetchone()
         if row is None:  # (a model whose row went missing: made again, then counted)
-            conn.execute("INSERT INTO outcome_totals (model_id, outcomes) SELECT ?, count(*) - ? FROM outcomes"
-                         " WHERE model_id = ?", (model_id, n, model_id))
+            conn.execute(
+                "INSERT INTO outcome_totals (model_id, outcomes) SELECT ?, count(*) - ? FROM outcomes"
+                " WHERE model_id = ?",
+                (model_id, n, model_id),
+            )
             row = conn.execute(update, (*args, model_id)).fetchone()
         return Totals(*row)
 
@@ -117,24 +145,35 @@ class OutcomeRepository:
     def _hashes(conn: Conn, model_id: int, ids: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         for start in range(0, len(ids), _IN_CHUNK):
-            where, args = conn.any_of("outcome_id", ids[start:start + _IN_CHUNK])
-            found.update((oid, bytes(h)) for oid, h in conn.execute(
-                f"SELECT outcome_id, content_hash FROM outcomes WHERE model_id = ? AND {where}", (model_id, *args)))
+            where, args = conn.any_of("outcome_id", ids[start : start + _IN_CHUNK])
+            found.update(
+                (oid, bytes(h))
+                for oid, h in conn.execute(
+                    f"SELECT outcome_id, content_hash FROM outcomes WHERE model_id = ? AND {where}", (model_id, *args)
+                )
+            )
         return found
 
     def totals(self, model_id: int) -> Totals:
         """The model's totals as last committed (all zero when it has no totals row)."""
-        r = self._db.reader().execute(
-            "SELECT outcomes, last_seq, trained_outcomes, importing_until_us FROM outcome_totals WHERE model_id = ?",
-            (model_id,)).fetchone()
+        r = (
+            self._db.reader()
+            .execute(
+                "SELECT outcomes, last_seq, trained_outcomes, importing_until_us FROM outcome_totals WHERE model_id = ?",
+                (model_id,),
+            )
+            .fetchone()
+        )
         return Totals(*r) if r else Totals()
 
     def import_ended(self, model_id: int, lease_us: int) -> None:
         """An import stream ended: the scheduler need not wait for it any more, unless another replica's
         import has set the lease since (``lease_us`` is the one this replica set last)."""
         with self._db.write() as conn:
-            conn.execute("UPDATE outcome_totals SET importing_until_us = 0 WHERE model_id = ? AND importing_until_us = ?",
-                         (model_id, lease_us))
+            conn.execute(
+                "UPDATE outcome_totals SET importing_until_us = 0 WHERE model_id = ? AND importing_until_us = ?",
+                (model_id, lease_us),
+            )
 
     def count(self, model_id: int) -> int:
         """The model's stored outcomes."""
@@ -142,21 +181,38 @@ class OutcomeRepository:
 
     def get(self, model_id: int, outcome_id: str) -> OutcomeRecord | None:
         """The model's outcome with this id as stored, or None."""
-        r = self._db.reader().execute(
-            "SELECT outcome_id, features_json, label, occurred_us, entities_json, metadata_json, prediction_id, source"
-            " FROM outcomes WHERE model_id = ? AND outcome_id = ?",
-            (model_id, outcome_id),
-        ).fetchone()
+        r = (
+            self._db.reader()
+            .execute(
+                "SELECT outcome_id, features_json, label, occurred_us, entities_json, metadata_json, prediction_id, source"
+                " FROM outcomes WHERE model_id = ? AND outcome_id = ?",
+                (model_id, outcome_id),
+            )
+            .fetchone()
+        )
         if r is None:
             return None
         return OutcomeRecord(
-            outcome_id=r[0], features=orjson.loads(r[1]), label=bool(r[2]), occurred_at_us=int(r[3]),
-            entities=orjson.loads(r[4]) if r[4] else {}, metadata=orjson.loads(r[5]) if r[5] else {},
-            prediction_id=r[6] or "", source=r[7],
+            outcome_id=r[0],
+            features=orjson.loads(r[1]),
+            label=bool(r[2]),
+            occurred_at_us=int(r[3]),
+            entities=orjson.loads(r[4]) if r[4] else {},
+            metadata=orjson.loads(r[5]) if r[5] else {},
+            prediction_id=r[6] or "",
+            source=r[7],
         )
 
-    def load(self, model_id: int, *, after_seq: int = 0, through_seq: int | None = None,
-             start_us: int | None = None, end_us: int | None = None, last_n: int = 0) -> LoadedOutcomes:
+    def load(
+        self,
+        model_id: int,
+        *,
+        after_seq: int = 0,
+        through_seq: int | None = None,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        last_n: int = 0,
+    ) -> LoadedOutcomes:
         """Outcomes for training or evaluation, oldest first (by arrival)."""
         sql = "SELECT seq, outcome_id, label, features_json, occurred_us FROM outcomes WHERE model_id = ? AND seq > ?"
         args: list[object] = [model_id, after_seq]
@@ -196,14 +252,20 @@ class OutcomeRepository:
                 (model_id, through_seq, seed, modulus, n),
             ).fetchall()
         loads = orjson.loads
-        return LoadedOutcomes([r[1] for r in rows], [r[2] for r in rows], [loads(r[3]) for r in rows],
-                              [r[4] for r in rows], rows[-1][0] if rows else 0)
+        return LoadedOutcomes(
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [loads(r[3]) for r in rows],
+            [r[4] for r in rows],
+            rows[-1][0] if rows else 0,
+        )
 
 
 @dataclass
 class LoadedOutcomes:
     """Outcomes as loaded for training, column by column (ids, 0/1 labels, feature rows, occurrence times),
     and the largest seq read (where the next incremental load starts)."""
+
     ids: list[str]
     labels: list[int]
     rows: list[Row]

@@ -81,8 +81,11 @@ def translate_pg(exc: BaseException) -> BaseException:
         return Unavailable(f"database busy, retry: {exc}", reason="DATABASE_LOCKED")
     if state in ("40001", "40P01"):  # serialization_failure, deadlock_detected
         return Unavailable(f"database conflict, retry: {exc}", reason="DATABASE_CONFLICT")
-    if (state.startswith(("08", "53", "57P", "58")) or state == "25006"
-            or (isinstance(exc, psycopg.OperationalError) and not state)):
+    if (
+        state.startswith(("08", "53", "57P", "58"))
+        or state == "25006"
+        or (isinstance(exc, psycopg.OperationalError) and not state)
+    ):
         # connection lost or refused, out of resources, the server shutting down, I/O error,
         # a read-only standby, or a connection the client itself found broken
         return Unavailable(f"database unavailable, retry: {exc}", reason="DATABASE_UNAVAILABLE")
@@ -109,7 +112,7 @@ class _Rows:
         return self._rows[self._at - 1]
 
     def fetchall(self) -> list[Any]:
-        rest = self._rows[self._at:]
+        rest = self._rows[self._at :]
         self._at = len(self._rows)
         return rest
 
@@ -150,8 +153,9 @@ class PgConn:
         except pg_errors.UniqueViolation:
             return None
 
-    def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                   key: Sequence[str]) -> list[bool]:
+    def insert_new(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], key: Sequence[str]
+    ) -> list[bool]:
         """``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the keys stored: idempotent, and a per-row answer.
         A large batch is first COPYed into a staging table and inserted from there in one statement; a
         small one (RecordOutcome's single row, say) goes in as VALUES, which costs less than staging."""
@@ -162,8 +166,12 @@ class PgConn:
         conflict = f" ON CONFLICT ({keys_sql}) DO NOTHING RETURNING {keys_sql}"
         if len(rows) < STAGE_FROM_ROWS:
             marks = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
-            stored = {tuple(r) for r in self.raw.execute(
-                f"INSERT INTO {table} ({cols}) VALUES {marks}{conflict}", [v for row in rows for v in row])}
+            stored = {
+                tuple(r)
+                for r in self.raw.execute(
+                    f"INSERT INTO {table} ({cols}) VALUES {marks}{conflict}", [v for row in rows for v in row]
+                )
+            }
         else:
             stage = f"stage_{table}"
             # Per connection (a temporary table lives as long as its session), emptied at each commit
@@ -172,14 +180,20 @@ class PgConn:
             if stage in self._staged:
                 self.raw.execute(f"DELETE FROM {stage}")
             else:
-                self.raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
-                                 f" SELECT 0::bigint AS ord, {cols} FROM {table} WITH NO DATA")
+                self.raw.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
+                    f" SELECT 0::bigint AS ord, {cols} FROM {table} WITH NO DATA"
+                )
                 self._staged.add(stage)
             with self.raw.cursor().copy(f"COPY {stage} (ord, {cols}) FROM STDIN") as copy:
                 for i, row in enumerate(rows):
                     copy.write_row((i, *row))
-            stored = {tuple(r) for r in self.raw.execute(
-                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY ord{conflict}")}
+            stored = {
+                tuple(r)
+                for r in self.raw.execute(
+                    f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY ord{conflict}"
+                )
+            }
         at = [list(columns).index(k) for k in key]
         keys = [tuple(r[i] for i in at) for r in rows]
         first = first_occurrences(keys)
@@ -228,10 +242,18 @@ class PgDatabase(Database):
     """A PostgreSQL database (migrated on opening) through a pool of ``pool_size`` connections; a call waits
     at most a second for a free one. Raises StoreError when it cannot be reached within ``connect_timeout_s``
     or its schema is newer than this server knows."""
+
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, pool_size: int = 10, busy_timeout_s: float = 5.0,
-                 application_name: str = "sahayak-rpc", connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        busy_timeout_s: float = 5.0,
+        application_name: str = "sahayak-rpc",
+        connect_timeout_s: float = 10.0,
+    ) -> None:
         self.url = url
         self.location = redact(url)
         self.application_name = application_name
@@ -244,8 +266,15 @@ class PgDatabase(Database):
         # A call waits at most a second for a pooled connection: longer means the pool is exhausted (load
         # beyond its size) or PostgreSQL is unreachable, and UNAVAILABLE lets the client retry or give up.
         self._pool = psycopg_pool.ConnectionPool(
-            url, min_size=min(2, pool_size), max_size=pool_size, timeout=POOL_WAIT_S,
-            kwargs=self._connect_kwargs(), configure=self._configure, name="sahayak", open=False)
+            url,
+            min_size=min(2, pool_size),
+            max_size=pool_size,
+            timeout=POOL_WAIT_S,
+            kwargs=self._connect_kwargs(),
+            configure=self._configure,
+            name="sahayak",
+            open=False,
+        )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
         except psycopg_pool.PoolTimeout:
@@ -257,10 +286,16 @@ class PgDatabase(Database):
             self.prepare_partitions(table, [today + d * DAY_US for d in range(PARTITIONS_AHEAD + 1)])
 
     def _connect_kwargs(self) -> dict[str, Any]:
-        return {"autocommit": True, "application_name": self.application_name,
-                "connect_timeout": max(1, int(self._connect_timeout_s)),
-                # A replica on a machine that vanished is noticed by TCP keepalives, not after hours.
-                "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+        return {
+            "autocommit": True,
+            "application_name": self.application_name,
+            "connect_timeout": max(1, int(self._connect_timeout_s)),
+            # A replica on a machine that vanished is noticed by TCP keepalives, not after hours.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         # A write that waits this long for a row or advisory lock answers UNAVAILABLE (DATABASE_LOCKED),
@@ -283,8 +318,12 @@ class PgDatabase(Database):
         """Apply missing migrations under a session-level advisory lock: replicas that start together
         wait for each other, and the first one migrates."""
         try:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s)),
-                                   application_name=self.application_name)
+            conn = psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=max(1, int(self._connect_timeout_s)),
+                application_name=self.application_name,
+            )
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.location}: {str(exc).strip()}") from None
         try:
@@ -293,8 +332,10 @@ class PgDatabase(Database):
             row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
             current = int(row[0]) if row else 0
             if current > len(PG_MIGRATIONS):
-                raise StoreError(f"database schema version {current} is newer than this server knows"
-                                 f" ({len(PG_MIGRATIONS)}): upgrade sahayak-rpc")
+                raise StoreError(
+                    f"database schema version {current} is newer than this server knows"
+                    f" ({len(PG_MIGRATIONS)}): upgrade sahayak-rpc"
+                )
             for version in range(current + 1, len(PG_MIGRATIONS) + 1):
                 with conn.transaction():
                     for statement in PG_MIGRATIONS[version - 1].split(";\n"):
@@ -383,8 +424,10 @@ class PgDatabase(Database):
             conn.raw.execute(f"SET LOCAL lock_timeout = {DDL_LOCK_TIMEOUT_MS}")
             conn.lock(Lock.PARTITIONS)
             for day in missing:
-                conn.raw.execute(f"CREATE TABLE IF NOT EXISTS {_partition_name(table, day)} PARTITION OF {table}"
-                                 f" FOR VALUES FROM ({day * DAY_US}) TO ({(day + 1) * DAY_US})")
+                conn.raw.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_partition_name(table, day)} PARTITION OF {table}"
+                    f" FOR VALUES FROM ({day * DAY_US}) TO ({(day + 1) * DAY_US})"
+                )
         with self._partition_lock:
             self._partitions.update((table, d) for d in missing)
 
@@ -393,9 +436,15 @@ class PgDatabase(Database):
         returns how many rows they held. A drop that cannot have its table's lock at once is left for the
         next retention."""
         expired = []
-        for (name,) in self.reader().execute(
+        for (name,) in (
+            self.reader()
+            .execute(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                " WHERE i.inhparent = ?::regclass", (table,)).fetchall():
+                " WHERE i.inhparent = ?::regclass",
+                (table,),
+            )
+            .fetchall()
+        ):
             day = _partition_day(name, table)
             if day is not None and (day + 1) * DAY_US <= before_us:
                 # Counted before the drop, outside its lock (no row arrives for a day past retention).
@@ -421,7 +470,7 @@ def _partition_day(name: str, table: str) -> int | None:
     if not name.startswith(prefix):
         return None
     try:
-        when = dt.datetime.strptime(name[len(prefix):], "%Y%m%d").replace(tzinfo=dt.UTC)
+        when = dt.datetime.strptime(name[len(prefix) :], "%Y%m%d").replace(tzinfo=dt.UTC)
     except ValueError:
         return None
     return int(when.timestamp()) // 86400
@@ -469,9 +518,13 @@ class PgCoordinator(Coordinator):
             # runs a query every heartbeat, so: end it when it has been idle ten heartbeats (PostgreSQL 14+),
             # and probe its TCP connection from the server's side every few seconds.
             idle_ms = int(max(10.0, 10 * self.heartbeat_s) * 1000)
-            for setting, value in (("idle_session_timeout", f"{idle_ms}"), ("tcp_keepalives_idle", "10"),
-                                   ("tcp_keepalives_interval", "5"), ("tcp_keepalives_count", "3"),
-                                   ("tcp_user_timeout", f"{idle_ms}")):
+            for setting, value in (
+                ("idle_session_timeout", f"{idle_ms}"),
+                ("tcp_keepalives_idle", "10"),
+                ("tcp_keepalives_interval", "5"),
+                ("tcp_keepalives_count", "3"),
+                ("tcp_user_timeout", f"{idle_ms}"),
+            ):
                 try:
                     conn.execute(f"SET {setting} = {value}")
                 except psycopg.Error:  # (idle_session_timeout: PostgreSQL 13 has none; then TCP alone)
@@ -507,10 +560,16 @@ class PgCoordinator(Coordinator):
             if replica == self._replica and self._locks is not None and not self._locks.broken:
                 return True
         # Someone holds its lock: a granted advisory lock with our namespace and its key.
-        row = self._db.reader().execute(
-            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = ? AND objid::bigint = ?"
-            " AND objsubid = 2 AND granted AND database = (SELECT oid FROM pg_database WHERE datname ="
-            " current_database()) LIMIT 1", (PG_LOCK_NAMESPACE | Lock.REPLICA, replica)).fetchone()
+        row = (
+            self._db.reader()
+            .execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = ? AND objid::bigint = ?"
+                " AND objsubid = 2 AND granted AND database = (SELECT oid FROM pg_database WHERE datname ="
+                " current_database()) LIMIT 1",
+                (PG_LOCK_NAMESPACE | Lock.REPLICA, replica),
+            )
+            .fetchone()
+        )
         return row is not None
 
     def try_lead(self) -> bool:

@@ -14,10 +14,28 @@ from .database import Database
 from .segments import LostPayload, read_columns
 
 log = structlog.get_logger("sahayak_rpc.predictions")
-_COLUMNS = ("prediction_id", "model_id", "version", "features_json", "probability", "label", "created_us",
-            "entities_json", "source")
-_BATCH_COLUMNS = ("batch_id", "model_id", "version", "row_count", "columns_data", "probabilities_data", "threshold",
-                  "created_us", "source")
+_COLUMNS = (
+    "prediction_id",
+    "model_id",
+    "version",
+    "features_json",
+    "probability",
+    "label",
+    "created_us",
+    "entities_json",
+    "source",
+)
+_BATCH_COLUMNS = (
+    "batch_id",
+    "model_id",
+    "version",
+    "row_count",
+    "columns_data",
+    "probabilities_data",
+    "threshold",
+    "created_us",
+    "source",
+)
 _CREATED: Final = 6
 assert _COLUMNS[_CREATED] == "created_us"
 
@@ -79,6 +97,7 @@ def batch_row(columns: dict[str, Any], i: int) -> dict[str, Any]:
 class PredictionRepository:
     """The prediction log: single predictions and whole batches (their features in log segments beside a
     SQLite database), their retention, and looking one up by id."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -107,7 +126,8 @@ class PredictionRepository:
                 conn.executemany(
                     "INSERT INTO log_segments (segment, newest_us, bytes) VALUES (?, ?, ?) ON CONFLICT (segment)"
                     " DO UPDATE SET newest_us = max(newest_us, excluded.newest_us), bytes = bytes + excluded.bytes",
-                    [(number, t, size) for number, (t, size) in newest.items()])
+                    [(number, t, size) for number, (t, size) in newest.items()],
+                )
             conn.copy_rows("prediction_batches", _BATCH_COLUMNS, rows)
 
     def prepare_ahead(self, now_us: int, days: int = 3) -> None:
@@ -139,16 +159,18 @@ class PredictionRepository:
         """Logged predictions of the model, batch rows included."""
         conn = self._db.reader()
         single = conn.execute("SELECT count(*) FROM predictions WHERE model_id = ?", (model_id,)).fetchone()[0]
-        batched = conn.execute("SELECT coalesce(sum(row_count), 0) FROM prediction_batches WHERE model_id = ?",
-                               (model_id,)).fetchone()[0]
+        batched = conn.execute(
+            "SELECT coalesce(sum(row_count), 0) FROM prediction_batches WHERE model_id = ?", (model_id,)
+        ).fetchone()[0]
         return int(single) + int(batched)
 
     def get(self, prediction_id: str) -> StoredPrediction | None:
         """The logged prediction with this id: a single one, or row i of a batch ("<batch id>:i"); None when
         there is none. A batch row whose features are lost comes back with ``features_json`` None."""
         conn = self._db.reader()
-        row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM predictions WHERE prediction_id = ?",
-                           (prediction_id,)).fetchone()
+        row = conn.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM predictions WHERE prediction_id = ?", (prediction_id,)
+        ).fetchone()
         if row is not None:
             return StoredPrediction(*row)
         if ":" not in prediction_id:
@@ -158,7 +180,8 @@ class PredictionRepository:
             return None
         b = conn.execute(
             "SELECT model_id, version, row_count, columns_data, probabilities_data, threshold, created_us, source"
-            " FROM prediction_batches WHERE batch_id = ?", (batch_id,)
+            " FROM prediction_batches WHERE batch_id = ?",
+            (batch_id,),
         ).fetchone()
         if b is None:
             return None
@@ -172,12 +195,14 @@ class PredictionRepository:
             log.warning("predictions.features_lost", prediction_id=prediction_id, error=str(exc))
             features = None
         prob = decode_probabilities(probabilities_data)[i]
-        return StoredPrediction(prediction_id, model_id, version, features, prob, int(prob >= threshold), created_us,
-                                None, source)
+        return StoredPrediction(
+            prediction_id, model_id, version, features, prob, int(prob >= threshold), created_us, None, source
+        )
 
 
 class SecretRepository:
     """Secrets the replicas share (the artifact signing key), stored in the database."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -185,5 +210,7 @@ class SecretRepository:
         """The secret ``name``; made by ``make()`` and stored if it did not exist. Replicas starting
         together all get the one that was stored first."""
         with self._db.write() as conn:
-            conn.execute("INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, make()))
+            conn.execute(
+                "INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, make())
+            )
             return bytes(conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0])

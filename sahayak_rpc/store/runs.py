@@ -13,15 +13,30 @@ from . import events
 from .database import Database, equal_clause
 from .sql import Conn, Lock
 
-_COLS = ("run_id, model_id, kind, trigger, state, created_us, started_us, ended_us, through_seq, request_json,"
-         " result_json, produced_version, promoted, end_reason, description, worker")
+_COLS = (
+    "run_id, model_id, kind, trigger, state, created_us, started_us, ended_us, through_seq, request_json,"
+    " result_json, produced_version, promoted, end_reason, description, worker"
+)
 
 
 def _run(r: Any) -> RunRecord:
     return RunRecord(
-        run_id=r[0], model_id=r[1], kind=r[2], trigger=r[3], state=r[4], created_us=r[5], started_us=r[6],
-        ended_us=r[7], through_seq=r[8], request=orjson.loads(r[9]), result=orjson.loads(r[10]),
-        produced_version=r[11], promoted=bool(r[12]), end_reason=r[13], description=r[14], worker=r[15],
+        run_id=r[0],
+        model_id=r[1],
+        kind=r[2],
+        trigger=r[3],
+        state=r[4],
+        created_us=r[5],
+        started_us=r[6],
+        ended_us=r[7],
+        through_seq=r[8],
+        request=orjson.loads(r[9]),
+        result=orjson.loads(r[10]),
+        produced_version=r[11],
+        promoted=bool(r[12]),
+        end_reason=r[13],
+        description=r[14],
+        worker=r[15],
     )
 
 
@@ -58,6 +73,7 @@ class Running:
 class RunRepository:
     """The training-run queue and its progress events: queueing, claiming by workers, heartbeats, cancels,
     ends (each committed in its own transaction unless the caller passes one), and reading them back."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -69,9 +85,24 @@ class RunRepository:
         with self._db.write() as conn:
             cur = conn.try_execute(
                 f"INSERT INTO training_runs ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run.run_id, run.model_id, run.kind, run.trigger, run.state, run.created_us, run.started_us,
-                 run.ended_us, run.through_seq, _dump(run.request), _dump(run.result), run.produced_version,
-                 int(run.promoted), run.end_reason, run.description, run.worker),
+                (
+                    run.run_id,
+                    run.model_id,
+                    run.kind,
+                    run.trigger,
+                    run.state,
+                    run.created_us,
+                    run.started_us,
+                    run.ended_us,
+                    run.through_seq,
+                    _dump(run.request),
+                    _dump(run.result),
+                    run.produced_version,
+                    int(run.promoted),
+                    run.end_reason,
+                    run.description,
+                    run.worker,
+                ),
             )
             if cur is None:
                 return False
@@ -86,17 +117,21 @@ class RunRepository:
         with self._db.write() as conn:
             row = conn.execute(
                 "SELECT seq, model_id FROM training_runs WHERE state = ? ORDER BY created_us, seq LIMIT 1"
-                + conn.skip_locked, (QUEUED,)).fetchone()
+                + conn.skip_locked,
+                (QUEUED,),
+            ).fetchone()
             if row is None:
                 return None
             seq, model_id = row
             conn.lock(Lock.OUTCOMES, model_id)  # every outcome up to last_seq has committed (store/outcomes.py)
-            totals = conn.execute("SELECT outcomes, last_seq FROM outcome_totals WHERE model_id = ?",
-                                  (model_id,)).fetchone() or (0, 0)
+            totals = conn.execute(
+                "SELECT outcomes, last_seq FROM outcome_totals WHERE model_id = ?", (model_id,)
+            ).fetchone() or (0, 0)
             claimed = conn.execute(
                 f"UPDATE training_runs SET state = ?, worker = ?, started_us = ?, through_seq = ?, through_count = ?,"
                 f" heartbeat = 0 WHERE seq = ? RETURNING {_COLS}",
-                (RUNNING, worker, now_us, totals[1], totals[0], seq)).fetchone()
+                (RUNNING, worker, now_us, totals[1], totals[0], seq),
+            ).fetchone()
             return _run(claimed)
 
     def heartbeat(self, worker: int, run_ids: Sequence[str]) -> list[str]:
@@ -107,21 +142,30 @@ class RunRepository:
             where, args = conn.any_of("run_id", run_ids)
             rows = conn.execute(
                 f"UPDATE training_runs SET heartbeat = heartbeat + 1 WHERE worker = ? AND state = ? AND {where}"
-                " RETURNING run_id, cancel_requested", (worker, RUNNING, *args)).fetchall()
+                " RETURNING run_id, cancel_requested",
+                (worker, RUNNING, *args),
+            ).fetchall()
         return [run_id for run_id, asked in rows if asked]
 
     def running(self) -> list[Running]:
         """Every run some worker holds running, with its worker and heartbeat counter (for the leader's check)."""
-        rows = self._db.reader().execute(
-            "SELECT run_id, model_id, worker, heartbeat FROM training_runs WHERE state = ?", (RUNNING,)).fetchall()
+        rows = (
+            self._db.reader()
+            .execute("SELECT run_id, model_id, worker, heartbeat FROM training_runs WHERE state = ?", (RUNNING,))
+            .fetchall()
+        )
         return [Running(*r) for r in rows]
 
-    def fail_running(self, run_id: str, worker: int, heartbeat: int | None, reason: str, now_us: int) -> RunRecord | None:
+    def fail_running(
+        self, run_id: str, worker: int, heartbeat: int | None, reason: str, now_us: int
+    ) -> RunRecord | None:
         """Fail a running run whose worker stopped: only if ``worker`` still holds it (and, when given, its
         heartbeat is still ``heartbeat``: it did not beat meanwhile). The reason starts with "interrupted"."""
         with self._db.write() as conn:
-            sql = ("UPDATE training_runs SET state = ?, ended_us = ?, end_reason = ? WHERE run_id = ? AND state = ?"
-                   " AND worker = ?")
+            sql = (
+                "UPDATE training_runs SET state = ?, ended_us = ?, end_reason = ? WHERE run_id = ? AND state = ?"
+                " AND worker = ?"
+            )
             args: list[Any] = [FAILED, now_us, f"{INTERRUPTED}: {reason}", run_id, RUNNING, worker]
             if heartbeat is not None:
                 sql += " AND heartbeat = ?"
@@ -140,11 +184,14 @@ class RunRepository:
         with self._db.write() as conn:
             row = conn.execute(
                 f"UPDATE training_runs SET state = ?, ended_us = ?, end_reason = ? WHERE run_id = ? AND state = ?"
-                f" RETURNING {_COLS}", (CANCELLED, now_us, "cancelled before it started", run_id, QUEUED)).fetchone()
+                f" RETURNING {_COLS}",
+                (CANCELLED, now_us, "cancelled before it started", run_id, QUEUED),
+            ).fetchone()
             if row is None:
                 row = conn.execute(
                     f"UPDATE training_runs SET cancel_requested = 1 WHERE run_id = ? AND state = ? RETURNING {_COLS}",
-                    (run_id, RUNNING)).fetchone()
+                    (run_id, RUNNING),
+                ).fetchone()
             if row is None:
                 return None
             run = _run(row)
@@ -154,10 +201,21 @@ class RunRepository:
     def update(self, run: RunRecord, conn: Conn | None = None, worker: int = 0) -> bool:
         """Write the run's progress or end. With ``worker``, only while that worker still holds it running
         (a run the cluster failed meanwhile stays failed); returns whether the row changed."""
-        sql = ("UPDATE training_runs SET state = ?, started_us = ?, ended_us = ?, through_seq = ?, result_json = ?,"
-               " produced_version = ?, promoted = ?, end_reason = ? WHERE run_id = ?")
-        args: list[Any] = [run.state, run.started_us, run.ended_us, run.through_seq, _dump(run.result),
-                           run.produced_version, int(run.promoted), run.end_reason, run.run_id]
+        sql = (
+            "UPDATE training_runs SET state = ?, started_us = ?, ended_us = ?, through_seq = ?, result_json = ?,"
+            " produced_version = ?, promoted = ?, end_reason = ? WHERE run_id = ?"
+        )
+        args: list[Any] = [
+            run.state,
+            run.started_us,
+            run.ended_us,
+            run.through_seq,
+            _dump(run.result),
+            run.produced_version,
+            int(run.promoted),
+            run.end_reason,
+            run.run_id,
+        ]
         if worker:
             sql += " AND worker = ? AND state = ?"
             args += [worker, RUNNING]
@@ -179,7 +237,8 @@ class RunRepository:
             "UPDATE outcome_totals SET trained_outcomes = CASE WHEN r.through_count > trained_outcomes"
             " THEN r.through_count ELSE trained_outcomes END"
             " FROM (SELECT through_count FROM training_runs WHERE run_id = ?) AS r WHERE model_id = ?",
-            (run_id, model_id))
+            (run_id, model_id),
+        )
 
     # --- progress events ----------------------------------------------------------------
 
@@ -191,7 +250,9 @@ class RunRepository:
             row = conn.execute(
                 "INSERT INTO run_events (run_id, n, event_json, created_us) VALUES"
                 " (?, (SELECT coalesce(max(n), 0) + 1 FROM run_events WHERE run_id = ?), ?, ?)"
-                " ON CONFLICT (run_id, n) DO NOTHING RETURNING n", (run_id, run_id, event_json, now_us)).fetchone()
+                " ON CONFLICT (run_id, n) DO NOTHING RETURNING n",
+                (run_id, run_id, event_json, now_us),
+            ).fetchone()
             if row is not None:
                 conn.notify(events.CHANNEL, "progress")
                 return int(row[0])
@@ -204,16 +265,23 @@ class RunRepository:
 
     def events_after(self, run_id: str, n: int) -> list[ProgressEvent]:
         """The run's progress events numbered above ``n``, in order."""
-        rows = self._db.reader().execute(
-            "SELECT n, event_json FROM run_events WHERE run_id = ? AND n > ? ORDER BY n", (run_id, n)).fetchall()
+        rows = (
+            self._db.reader()
+            .execute("SELECT n, event_json FROM run_events WHERE run_id = ? AND n > ? ORDER BY n", (run_id, n))
+            .fetchall()
+        )
         return [ProgressEvent(int(k), str(e)) for k, e in rows]
 
     def purge_events(self, before_us: int) -> int:
         """Delete progress events of runs that ended before ``before_us``."""
         with self._db.write() as conn:
-            return int(conn.execute(
-                "DELETE FROM run_events WHERE run_id IN (SELECT run_id FROM training_runs WHERE ended_us > 0"
-                " AND ended_us < ?)", (before_us,)).rowcount)
+            return int(
+                conn.execute(
+                    "DELETE FROM run_events WHERE run_id IN (SELECT run_id FROM training_runs WHERE ended_us > 0"
+                    " AND ended_us < ?)",
+                    (before_us,),
+                ).rowcount
+            )
 
     # --- reading --------------------------------------------------------------------------
 
@@ -236,16 +304,21 @@ class RunRepository:
 
     def active(self, model_id: int) -> RunRecord | None:
         """The model's queued or running run (at most one: a unique index), or None."""
-        r = self._db.reader().execute(
-            f"SELECT {_COLS} FROM training_runs WHERE model_id = ? AND state IN (?, ?) ORDER BY created_us LIMIT 1",
-            (model_id, *ACTIVE_STATES),
-        ).fetchone()
+        r = (
+            self._db.reader()
+            .execute(
+                f"SELECT {_COLS} FROM training_runs WHERE model_id = ? AND state IN (?, ?) ORDER BY created_us LIMIT 1",
+                (model_id, *ACTIVE_STATES),
+            )
+            .fetchone()
+        )
         return _run(r) if r else None
 
     def queued(self) -> int:
         """Runs waiting for a worker, over every model."""
-        return int(self._db.reader().execute("SELECT count(*) FROM training_runs WHERE state = ?",
-                                             (QUEUED,)).fetchone()[0])
+        return int(
+            self._db.reader().execute("SELECT count(*) FROM training_runs WHERE state = ?", (QUEUED,)).fetchone()[0]
+        )
 
     def last(self, model_id: int, kind: str | None = None, *, counting_interrupted: bool = True) -> RunRecord | None:
         """The newest ended run (of ``kind``); ``counting_interrupted=False`` passes over runs that failed
@@ -263,17 +336,27 @@ class RunRepository:
 
     def last_started_by(self, model_id: int, triggers: tuple[str, ...]) -> int:
         """When the newest run with one of these triggers was created (0: never)."""
-        r = self._db.reader().execute(
-            f"SELECT coalesce(max(created_us), 0) FROM training_runs WHERE model_id = ?"
-            f" AND trigger IN ({','.join('?' * len(triggers))})", (model_id, *triggers)).fetchone()
+        r = (
+            self._db.reader()
+            .execute(
+                f"SELECT coalesce(max(created_us), 0) FROM training_runs WHERE model_id = ?"
+                f" AND trigger IN ({','.join('?' * len(triggers))})",
+                (model_id, *triggers),
+            )
+            .fetchone()
+        )
         return int(r[0])
 
     def previous_through_seq(self, model_id: int, run_id: str) -> int:
         """How far the runs before ``run_id`` had read the model's outcomes (interrupted runs aside: what
         they read is read again)."""
-        r = self._db.reader().execute(
-            "SELECT coalesce(max(through_seq), 0) FROM training_runs WHERE model_id = ? AND run_id != ?"
-            " AND started_us > 0 AND NOT (state = ? AND end_reason LIKE ?)",
-            (model_id, run_id, FAILED, f"{INTERRUPTED}:%"),
-        ).fetchone()
+        r = (
+            self._db.reader()
+            .execute(
+                "SELECT coalesce(max(through_seq), 0) FROM training_runs WHERE model_id = ? AND run_id != ?"
+                " AND started_us > 0 AND NOT (state = ? AND end_reason LIKE ?)",
+                (model_id, run_id, FAILED, f"{INTERRUPTED}:%"),
+            )
+            .fetchone()
+        )
         return int(r[0])

@@ -95,8 +95,9 @@ def _storage_error(exc: OSError, what: str) -> ServiceError:
 class LogSegments:
     """Appends payloads to the current segment and reads any segment's; thread-safe."""
 
-    def __init__(self, folder: Path, max_bytes: int = MAX_SEGMENT_BYTES,
-                 max_span_us: int = MAX_SEGMENT_SPAN_US) -> None:
+    def __init__(
+        self, folder: Path, max_bytes: int = MAX_SEGMENT_BYTES, max_span_us: int = MAX_SEGMENT_SPAN_US
+    ) -> None:
         self.folder = Path(folder)
         self._max_bytes = max_bytes
         self._max_span_us = max_span_us
@@ -117,15 +118,18 @@ class LogSegments:
         with self._lock:
             if self._closed:
                 raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
-            if (self._fd is None or self._size + len(payload) > self._max_bytes
-                    or created_us - self._first_us > self._max_span_us):
+            if (
+                self._fd is None
+                or self._size + len(payload) > self._max_bytes
+                or created_us - self._first_us > self._max_span_us
+            ):
                 self._start(created_us)
             assert self._fd is not None
             offset = self._size
             try:
                 view = memoryview(payload)
                 while view:
-                    view = view[os.write(self._fd, view):]
+                    view = view[os.write(self._fd, view) :]
             except OSError as exc:
                 self._cut_back(offset)
                 raise _storage_error(exc, f"log segment {segment_name(self.number)}") from None
@@ -206,8 +210,10 @@ class LogSegments:
         except OSError as exc:
             raise LostPayload(f"log segment {name}: {exc.strerror}") from None
         if len(payload) != length or zlib.crc32(payload) != crc:
-            raise LostPayload(f"log segment {name}: the {length} bytes at {offset} are "
-                              + ("cut short" if len(payload) != length else "damaged (CRC mismatch)"))
+            raise LostPayload(
+                f"log segment {name}: the {length} bytes at {offset} are "
+                + ("cut short" if len(payload) != length else "damaged (CRC mismatch)")
+            )
         return payload
 
     # --- housekeeping ---------------------------------------------------------
@@ -218,7 +224,7 @@ class LogSegments:
             names = os.listdir(self.folder)
         except FileNotFoundError:
             return []
-        return sorted(int(n[:-len(SUFFIX)]) for n in names if n.endswith(SUFFIX) and n[:-len(SUFFIX)].isdigit())
+        return sorted(int(n[: -len(SUFFIX)]) for n in names if n.endswith(SUFFIX) and n[: -len(SUFFIX)].isdigit())
 
     def remove(self, numbers: list[int]) -> list[int]:
         """Delete these segments; returns those that are gone. The one being written is left first (the

@@ -97,8 +97,9 @@ class Conn(Reader, Protocol):
     def try_execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor | None:
         """Run a statement that may break a unique constraint: None when it did (nothing changed), else its cursor."""
 
-    def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                   key: Sequence[str]) -> list[bool]:
+    def insert_new(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], key: Sequence[str]
+    ) -> list[bool]:
         """Insert the rows whose ``key`` does not exist yet (nor came earlier in ``rows``); per row, True if it
         was stored."""
 
@@ -137,7 +138,9 @@ _IN_CHUNK = 500
 def sqlite_unique_violation(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite's unique or primary-key constraint failure."""
     return isinstance(exc, sqlite3.IntegrityError) and getattr(exc, "sqlite_errorcode", 0) in (
-        _SQLITE_CONSTRAINT_UNIQUE, _SQLITE_CONSTRAINT_PRIMARYKEY)
+        _SQLITE_CONSTRAINT_UNIQUE,
+        _SQLITE_CONSTRAINT_PRIMARYKEY,
+    )
 
 
 def translate_sqlite(exc: sqlite3.Error) -> Exception:
@@ -171,8 +174,9 @@ class SqliteConn(sqlite3.Connection):
                 return None
             raise
 
-    def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                   key: Sequence[str]) -> list[bool]:
+    def insert_new(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], key: Sequence[str]
+    ) -> list[bool]:
         """Insert ``rows`` in order, skipping those whose ``key`` exists (or came earlier in ``rows``);
         per row, True if it was stored. Inside a write transaction (the one writer: rowids grow)."""
         if not rows:
@@ -180,8 +184,9 @@ class SqliteConn(sqlite3.Connection):
         before = self.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0]
         marks = ", ".join("?" * len(columns))
         stored = self.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-            f" ON CONFLICT ({', '.join(key)}) DO NOTHING", rows).rowcount
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT ({', '.join(key)}) DO NOTHING",
+            rows,
+        ).rowcount
         if stored == len(rows):  # the usual case: every key was new
             return [True] * len(rows)
         at = [columns.index(k) for k in key]
@@ -195,9 +200,11 @@ class SqliteConn(sqlite3.Connection):
         for prefix, values in groups.items():
             where = "".join(f"{c} = ? AND " for c in fixed)
             for start in range(0, len(values), _IN_CHUNK):
-                chunk = list(dict.fromkeys(values[start:start + _IN_CHUNK]))
-                sql = (f"SELECT {varying} FROM {table} WHERE {where}{varying} IN ({','.join('?' * len(chunk))})"
-                       " AND rowid > ?")
+                chunk = list(dict.fromkeys(values[start : start + _IN_CHUNK]))
+                sql = (
+                    f"SELECT {varying} FROM {table} WHERE {where}{varying} IN ({','.join('?' * len(chunk))})"
+                    " AND rowid > ?"
+                )
                 new.update((*prefix, v) for (v,) in self.execute(sql, (*prefix, *chunk, before)))
         first = first_occurrences(keys)
         return [k in new and f for k, f in zip(keys, first, strict=True)]

@@ -31,8 +31,9 @@ MIN_SQLITE = (3, 35, 0)
 
 
 def _connect(path: str, synchronous: str, busy_timeout_s: float = 5.0) -> SqliteConn:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s,
-                           factory=SqliteConn)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s, factory=SqliteConn
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -49,12 +50,20 @@ class SqliteDatabase(Database):
 
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, synchronous: str = "full", busy_timeout_s: float = 5.0,
-                 max_pages: int = 0, checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        synchronous: str = "full",
+        busy_timeout_s: float = 5.0,
+        max_pages: int = 0,
+        checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+    ) -> None:
         self.path = self.location = str(path)
         if sqlite3.sqlite_version_info < MIN_SQLITE:
-            raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: sahayak-rpc needs {'.'.join(map(str, MIN_SQLITE))}"
-                             " or newer (for RETURNING and UPDATE ... FROM); use a Python built with a newer SQLite")
+            raise StoreError(
+                f"SQLite {sqlite3.sqlite_version} is too old: sahayak-rpc needs {'.'.join(map(str, MIN_SQLITE))}"
+                " or newer (for RETURNING and UPDATE ... FROM); use a Python built with a newer SQLite"
+            )
         self._synchronous = synchronous
         self._busy_timeout_s = busy_timeout_s
         try:
@@ -80,8 +89,11 @@ class SqliteDatabase(Database):
         # written before stay readable).
         self.segments = LogSegments(folder_for(self.path)) if self.path != ":memory:" else None
         self.batches_to_segments = self.segments is not None and not max_pages
-        self.checkpoints = Checkpointer(_connect(self.path, synchronous, busy_timeout_s), checkpoint_interval_s,
-                                        before=self.segments.sync if self.segments else None)
+        self.checkpoints = Checkpointer(
+            _connect(self.path, synchronous, busy_timeout_s),
+            checkpoint_interval_s,
+            before=self.segments.sync if self.segments else None,
+        )
 
     @property
     def schema_version(self) -> int:
@@ -99,8 +111,10 @@ class SqliteDatabase(Database):
                 with self.write() as conn:
                     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
                     if current > len(MIGRATIONS):
-                        raise StoreError(f"database schema version {current} is newer than this server knows"
-                                         f" ({len(MIGRATIONS)}): upgrade sahayak-rpc")
+                        raise StoreError(
+                            f"database schema version {current} is newer than this server knows"
+                            f" ({len(MIGRATIONS)}): upgrade sahayak-rpc"
+                        )
                     if current == len(MIGRATIONS):
                         break
                     for statement in MIGRATIONS[current].split(";\n"):
@@ -108,8 +122,10 @@ class SqliteDatabase(Database):
                             try:
                                 conn.execute(statement)
                             except sqlite3.Error as exc:
-                                raise StoreError(f"cannot upgrade {self.path} to schema version {current + 1}:"
-                                                 f" {exc} (in: {statement.strip()[:80]} ...)") from None
+                                raise StoreError(
+                                    f"cannot upgrade {self.path} to schema version {current + 1}:"
+                                    f" {exc} (in: {statement.strip()[:80]} ...)"
+                                ) from None
                     conn.execute(f"PRAGMA user_version={current + 1}")
                     broken = conn.execute("PRAGMA foreign_key_check").fetchone()
                     if broken is not None:
@@ -317,8 +333,7 @@ class Checkpointer:
     is on disk too (store/segments.py).
     """
 
-    def __init__(self, conn: sqlite3.Connection, interval_s: float,
-                 before: Callable[[], None] | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection, interval_s: float, before: Callable[[], None] | None = None) -> None:
         self._conn = conn
         self._interval = interval_s
         self._before = before

@@ -47,9 +47,22 @@ from .sqlite import SqliteDatabase
 
 # The tables that hold the server's state, in an order that satisfies their foreign keys.
 COPY_ORDER = (
-    "models", "outcome_totals", "outcomes", "model_versions", "aliases", "alias_events", "training_runs",
-    "run_events", "predictions", "prediction_batches", "secrets", "feedback", "performance_records", "alerts",
-    "alert_events", "schedule",
+    "models",
+    "outcome_totals",
+    "outcomes",
+    "model_versions",
+    "aliases",
+    "alias_events",
+    "training_runs",
+    "run_events",
+    "predictions",
+    "prediction_batches",
+    "secrets",
+    "feedback",
+    "performance_records",
+    "alerts",
+    "alert_events",
+    "schedule",
 )
 SKIPPED = ("events", "replicas", "log_segments")
 CHUNK_ROWS = 5000
@@ -101,8 +114,7 @@ class TransferReport:
         return out
 
 
-def copy_database(source: str, target: str, *,
-                  progress: Callable[[str, int], None] | None = None) -> TransferReport:
+def copy_database(source: str, target: str, *, progress: Callable[[str, int], None] | None = None) -> TransferReport:
     """Copy the server state in the SQLite file ``source`` into the empty PostgreSQL database ``target``.
 
     ``source`` is opened as a server start would open it, so a file written by an older version is
@@ -146,13 +158,15 @@ def copy_database(source: str, target: str, *,
         _analyze(target_db, tables)
     finally:
         target_db.close()
-    return TransferReport(source, target_db.location, tables, seconds, round(time.monotonic() - started, 3),
-                          tuple(lost))
+    return TransferReport(
+        source, target_db.location, tables, seconds, round(time.monotonic() - started, 3), tuple(lost)
+    )
 
 
 def run_cli(source: str, target: str, json_out: bool) -> int:
     """The ``migrate-db SOURCE TARGET [--json]`` command: copy, then print a summary (or the report
     as JSON) on stdout. Returns the exit code: 0 copied, 1 refused or failed (the reason on stderr)."""
+
     def show(table: str, rows: int) -> None:
         if not json_out and sys.stderr.isatty():
             print(f"\r  {table}: {rows:,} rows", end="", file=sys.stderr, flush=True)
@@ -176,8 +190,10 @@ def run_cli(source: str, target: str, json_out: bool) -> int:
         print(f"  {table:<20} {rows:>10,}{rate}")
     if report.lost_batches:
         lost_rows = sum(b.rows for b in report.lost_batches)
-        print(f"left out {len(report.lost_batches):,} logged batches ({lost_rows:,} predictions) whose features"
-              " were lost from the log segments:")
+        print(
+            f"left out {len(report.lost_batches):,} logged batches ({lost_rows:,} predictions) whose features"
+            " were lost from the log segments:"
+        )
         for b in report.lost_batches[:10]:
             print(f"  {b.batch_id} ({b.rows} rows): {b.reason}")
         if len(report.lost_batches) > 10:
@@ -211,9 +227,11 @@ def _tables_with_rows(conn: PgConn) -> list[str]:
 
 
 def _not_empty(db: PgDatabase, held: list[str]) -> str:
-    return (f"the target {db.location} already holds data (in {', '.join(held)}): a transfer goes into an empty"
-            " database only, and this one was not changed. To start over, drop and recreate it"
-            " (DROP DATABASE ...; CREATE DATABASE ...), then run the transfer again")
+    return (
+        f"the target {db.location} already holds data (in {', '.join(held)}): a transfer goes into an empty"
+        " database only, and this one was not changed. To start over, drop and recreate it"
+        " (DROP DATABASE ...; CREATE DATABASE ...), then run the transfer again"
+    )
 
 
 def _check_not_served(db: SqliteDatabase, conn: SqliteConn) -> None:
@@ -238,18 +256,26 @@ def _source_tables(conn: SqliteConn) -> set[str]:
 def _columns(db: SqliteDatabase, conn: SqliteConn, pg: PgConn, table: str) -> tuple[list[str], list[str]]:
     """The source's columns of ``table`` and their PostgreSQL types (for binary COPY)."""
     source_cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-    target_types = dict(pg.raw.execute(
-        "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
-        " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped", (table,)).fetchall())
+    target_types = dict(
+        pg.raw.execute(
+            "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+            " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            (table,),
+        ).fetchall()
+    )
     missing = [c for c in source_cols if c not in target_types]
     if missing:
-        raise TransferError(f"{db.location}: {table}.{', '.join(missing)} has no place on PostgreSQL:"
-                            " this version cannot transfer it")
+        raise TransferError(
+            f"{db.location}: {table}.{', '.join(missing)} has no place on PostgreSQL: this version cannot transfer it"
+        )
     return source_cols, [str(target_types[c]) for c in source_cols]
 
 
-def _copy(source_db: SqliteDatabase, target_db: PgDatabase, progress: Callable[[str, int], None] | None,
-          ) -> tuple[dict[str, int], dict[str, float], list[LostBatch]]:
+def _copy(
+    source_db: SqliteDatabase,
+    target_db: PgDatabase,
+    progress: Callable[[str, int], None] | None,
+) -> tuple[dict[str, int], dict[str, float], list[LostBatch]]:
     tables: dict[str, int] = {}
     seconds: dict[str, float] = {}
     lost: list[LostBatch] = []
@@ -258,8 +284,10 @@ def _copy(source_db: SqliteDatabase, target_db: PgDatabase, progress: Callable[[
         _check_not_served(source_db, src)
         unknown = _source_tables(src) - set(COPY_ORDER) - set(SKIPPED)
         if unknown:
-            raise TransferError(f"{source_db.location} has tables this version does not know how to transfer:"
-                                f" {', '.join(sorted(unknown))}")
+            raise TransferError(
+                f"{source_db.location} has tables this version does not know how to transfer:"
+                f" {', '.join(sorted(unknown))}"
+            )
         expected = {t: int(src.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in COPY_ORDER}
         try:
             # Partitions are DDL, made in transactions of their own before the copy's (which locks the
@@ -268,7 +296,7 @@ def _copy(source_db: SqliteDatabase, target_db: PgDatabase, progress: Callable[[
                 current = f"{table} (partitions)"
                 days = [int(d) * DAY_US for (d,) in src.execute(f"SELECT DISTINCT created_us / {DAY_US} FROM {table}")]
                 for at in range(0, len(days), 100):
-                    target_db.prepare_partitions(table, days[at:at + 100])
+                    target_db.prepare_partitions(table, days[at : at + 100])
             with target_db.write() as pg:
                 # Writers block until the copy commits; a server started on the target meanwhile waits
                 # (or times out) instead of writing rows, such as its own signing key, under the copy.
@@ -283,8 +311,9 @@ def _copy(source_db: SqliteDatabase, target_db: PgDatabase, progress: Callable[[
                     got = int(_scalar(pg.raw.execute(f"SELECT count(*) FROM {table}")))
                     want = expected[table] - (len(lost) if table == "prediction_batches" else 0)
                     if not copied == got == want:
-                        raise TransferError(f"{table}: {expected[table]} rows in the source, {copied} copied,"
-                                            f" {got} on the target")
+                        raise TransferError(
+                            f"{table}: {expected[table]} rows in the source, {copied} copied, {got} on the target"
+                        )
                     tables[table] = got
                     seconds[table] = round(time.monotonic() - began, 3)
                 current = "(sequences)"
@@ -292,8 +321,10 @@ def _copy(source_db: SqliteDatabase, target_db: PgDatabase, progress: Callable[[
         except TransferError:
             raise
         except (psycopg.Error, sqlite3.Error, ServiceError) as exc:
-            raise TransferError(f"the transfer failed at {current}, and the target holds none of it"
-                                f" (run it again once the cause is mended): {str(exc).strip()}") from None
+            raise TransferError(
+                f"the transfer failed at {current}, and the target holds none of it"
+                f" (run it again once the cause is mended): {str(exc).strip()}"
+            ) from None
     return tables, seconds, lost
 
 
@@ -302,8 +333,15 @@ def _scalar(cursor: psycopg.Cursor[Any]) -> Any:
     return row[0] if row is not None else None
 
 
-def _copy_table(db: SqliteDatabase, src: SqliteConn, pg: PgConn, table: str, expected: int,
-                progress: Callable[[str, int], None] | None, lost: list[LostBatch]) -> int:
+def _copy_table(
+    db: SqliteDatabase,
+    src: SqliteConn,
+    pg: PgConn,
+    table: str,
+    expected: int,
+    progress: Callable[[str, int], None] | None,
+    lost: list[LostBatch],
+) -> int:
     columns, types = _columns(db, src, pg, table)
     blobs = [i for i, t in enumerate(types) if t == "bytea"]
     rows: Iterator[tuple[Any, ...]] = _chunks(src, table, columns)
@@ -335,7 +373,9 @@ def _drop_plain_indexes(pg: PgConn, table: str) -> list[str]:
     it up to date row by row; keys and unique indexes stay, so the load is checked as it goes."""
     found = pg.raw.execute(
         "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
-        " WHERE x.indrelid = %s::regclass AND NOT x.indisunique AND NOT x.indisprimary", (table,)).fetchall()
+        " WHERE x.indrelid = %s::regclass AND NOT x.indisunique AND NOT x.indisprimary",
+        (table,),
+    ).fetchall()
     for name, _ in found:
         pg.raw.execute(f"DROP INDEX {name}")
     # A partitioned table's index reads "ON ONLY parent": made again on the parent and every partition.
@@ -361,12 +401,15 @@ def _bytes_in(row: tuple[Any, ...], blobs: Sequence[int]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _batches(rows: Iterator[tuple[Any, ...]], columns: Sequence[str], segments: LogSegments | None,
-             lost: list[LostBatch]) -> Iterator[tuple[Any, ...]]:
+def _batches(
+    rows: Iterator[tuple[Any, ...]], columns: Sequence[str], segments: LogSegments | None, lost: list[LostBatch]
+) -> Iterator[tuple[Any, ...]]:
     """Logged batches with their features inline: a segment reference resolved, older JSON text re-encoded
     (``decode_columns`` reads JSON only from text, and BYTEA gives bytes back). Lost ones are left out."""
-    at = {name: columns.index(name) for name in ("batch_id", "row_count", "created_us", "columns_data",
-                                                 "probabilities_data")}
+    at = {
+        name: columns.index(name)
+        for name in ("batch_id", "row_count", "created_us", "columns_data", "probabilities_data")
+    }
     for row in rows:
         data, probs, n = row[at["columns_data"]], row[at["probabilities_data"]], int(row[at["row_count"]])
         try:
@@ -391,8 +434,9 @@ def _json_columns(text: str, n: int) -> bytes:
     ``strings`` column whose ``values`` are the JSON list as it was (numbers, booleans, null included),
     which ``decode_columns`` hands back as it is: the very list the JSON text decodes to."""
     decoded = _json(text, dict, "features", "an object of columns")
-    specs = [{"name": name, "kind": "strings", "values": values, "offset": 0, "bytes": 0}
-             for name, values in decoded.items()]
+    specs = [
+        {"name": name, "kind": "strings", "values": values, "offset": 0, "bytes": 0} for name, values in decoded.items()
+    ]
     header = orjson.dumps({"n": n, "columns": specs})
     return MAGIC + _LEN.pack(len(header)) + header
 
@@ -416,8 +460,9 @@ def _json(text: str, kind: type, what: str, shape: str) -> Any:
 # Identity sequences that no copied row fills, but whose values the source used: the replicas' ids,
 # which training_runs.worker names. A new replica on the target must not get the id of a worker that
 # held a run in the source, or it would take that run for its own and it would never end.
-_RESERVED = {"replicas": "SELECT max(m) FROM (SELECT max(id) AS m FROM replicas"
-                         " UNION ALL SELECT max(worker) FROM training_runs)"}
+_RESERVED = {
+    "replicas": "SELECT max(m) FROM (SELECT max(id) AS m FROM replicas UNION ALL SELECT max(worker) FROM training_runs)"
+}
 
 
 def _move_sequences(src: SqliteConn, pg: PgConn) -> None:
@@ -428,7 +473,8 @@ def _move_sequences(src: SqliteConn, pg: PgConn) -> None:
         " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
         " WHERE c.relname = ANY(%s) AND c.relnamespace = current_schema()::regnamespace AND a.attnum > 0"
         " AND NOT a.attisdropped AND pg_get_serial_sequence(quote_ident(c.relname), a.attname) IS NOT NULL",
-        (list(COPY_ORDER) + list(_RESERVED),)).fetchall()
+        (list(COPY_ORDER) + list(_RESERVED),),
+    ).fetchall()
     for table, column, sequence in owned:
         if table in _RESERVED:
             top = src.execute(_RESERVED[table]).fetchone()[0]

@@ -63,18 +63,28 @@ def test_every_served_rpc_has_roles_in_the_table(secured: tuple[Running, dict[st
     methods = served_methods(secured[0].target)
     assert len(methods) >= 40
     assert {m.split("/")[1] for m, _, _ in methods} >= {
-        "sahayak.v1.TrainingService", "sahayak.v1.FeedbackService", "sahayak.v1.MonitorService",
-        "sahayak.v1.ModelRegistryService", "sahayak.v1.InferenceService", "grpc.health.v1.Health"}
+        "sahayak.v1.TrainingService",
+        "sahayak.v1.FeedbackService",
+        "sahayak.v1.MonitorService",
+        "sahayak.v1.ModelRegistryService",
+        "sahayak.v1.InferenceService",
+        "grpc.health.v1.Health",
+    }
     assert auth.unmapped(m for m, _, _ in methods) == []
 
 
-def call(channel: grpc.Channel, method: str, client_streams: bool, server_streams: bool,
-         token: str | None) -> grpc.StatusCode:
+def call(
+    channel: grpc.Channel, method: str, client_streams: bool, server_streams: bool, token: str | None
+) -> grpc.StatusCode:
     """Calls ``method`` with an empty request; the status code it ends with."""
     md = [("authorization", f"Bearer {token}")] if token else []
     ident = lambda b: b  # noqa: E731 - raw bytes both ways
-    kind = {(False, False): channel.unary_unary, (True, False): channel.stream_unary,
-            (False, True): channel.unary_stream, (True, True): channel.stream_stream}[(client_streams, server_streams)]
+    kind = {
+        (False, False): channel.unary_unary,
+        (True, False): channel.stream_unary,
+        (False, True): channel.unary_stream,
+        (True, True): channel.stream_stream,
+    }[(client_streams, server_streams)]
     stub = kind(method, request_serializer=ident, response_deserializer=ident)
     request = iter([b""]) if client_streams else b""
     try:
@@ -151,8 +161,9 @@ def test_reflection_can_be_closed(tmp_path: Path) -> None:
             from grpc_reflection.v1alpha import reflection_pb2
 
             req = reflection_pb2.ServerReflectionRequest(list_services="")
-            got = list(stub(iter([req.SerializeToString()]), metadata=[("authorization", f"Bearer {tokens['p']}")],
-                            timeout=5))
+            got = list(
+                stub(iter([req.SerializeToString()]), metadata=[("authorization", f"Bearer {tokens['p']}")], timeout=5)
+            )
             assert got
     finally:
         stop_server(r)
@@ -187,15 +198,21 @@ def test_a_changed_token_file_is_picked_up_without_a_restart(tmp_path: Path) -> 
     assert store.lookup(second) is not None
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ('[[tokens]]\nname = "a"\nsha256 = "abc"\nroles = ["predict"]\n', "sha256"),
-    ('[[tokens]]\nname = "a"\nsha256 = "' + "0" * 64 + '"\nroles = ["admin"]\n', "roles"),
-    ('[[tokens]]\nname = "a b"\nsha256 = "' + "0" * 64 + '"\nroles = ["predict"]\n', "name"),
-    ('[[tokens]]\nname = "a"\nsha256 = "' + "0" * 64 + '"\nroles = ["predict"]\ntoken = "x"\n', "keys"),
-    ('[other]\nx = 1\n', "only [[tokens]]"),
-    ('[[tokens]]\nname = "a"\nsha256 = "' + "0" * 64 + '"\nroles = ["predict"]\n'
-     '[[tokens]]\nname = "a"\nsha256 = "' + "1" * 64 + '"\nroles = ["predict"]\n', "twice"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('[[tokens]]\nname = "a"\nsha256 = "abc"\nroles = ["predict"]\n', "sha256"),
+        ('[[tokens]]\nname = "a"\nsha256 = "' + "0" * 64 + '"\nroles = ["admin"]\n', "roles"),
+        ('[[tokens]]\nname = "a b"\nsha256 = "' + "0" * 64 + '"\nroles = ["predict"]\n', "name"),
+        ('[[tokens]]\nname = "a"\nsha256 = "' + "0" * 64 + '"\nroles = ["predict"]\ntoken = "x"\n', "keys"),
+        ("[other]\nx = 1\n", "only [[tokens]]"),
+        (
+            '[[tokens]]\nname = "a"\nsha256 = "' + "0" * 64 + '"\nroles = ["predict"]\n'
+            '[[tokens]]\nname = "a"\nsha256 = "' + "1" * 64 + '"\nroles = ["predict"]\n',
+            "twice",
+        ),
+    ],
+)
 def test_a_bad_token_file_names_what_is_wrong(text: str, fragment: str) -> None:
     with pytest.raises(auth.TokenFileError) as err:
         auth.parse_tokens(text, "t.toml")
@@ -254,11 +271,20 @@ def test_tls_serves_verified_clients_and_refuses_plaintext(tmp_path: Path, certs
 
 
 def test_mutual_tls_needs_a_client_certificate_from_the_ca(tmp_path: Path, certs: Certs) -> None:
-    r = start_server(tmp_path / "mtls.db", tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
-                     tls_client_ca=str(certs.ca))
+    r = start_server(
+        tmp_path / "mtls.db",
+        tls_cert=str(certs.server_cert),
+        tls_key=str(certs.server_key),
+        tls_client_ca=str(certs.ca),
+    )
     try:
-        with Client(r.target, ca_cert=certs.read("ca"), client_cert=certs.read("client_cert"),
-                    client_key=certs.read("client_key"), timeout=5) as c:
+        with Client(
+            r.target,
+            ca_cert=certs.read("ca"),
+            client_cert=certs.read("client_cert"),
+            client_key=certs.read("client_key"),
+            timeout=5,
+        ) as c:
             assert c.health() == "SERVING"
         for kwargs in ({}, {"client_cert": certs.read("stranger_cert"), "client_key": certs.read("stranger_key")}):
             with Client(r.target, ca_cert=certs.read("ca"), timeout=2, **kwargs) as c:
@@ -271,8 +297,12 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(tmp_path: Path, certs
 
 def test_tls_and_tokens_together_through_the_cli(tmp_path: Path, certs: Certs, capsys) -> None:
     tokens = write_tokens(tmp_path / "tokens.toml")
-    r = start_server(tmp_path / "both.db", tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
-                     tokens_file=str(tmp_path / "tokens.toml"))
+    r = start_server(
+        tmp_path / "both.db",
+        tls_cert=str(certs.server_cert),
+        tls_key=str(certs.server_key),
+        tokens_file=str(tmp_path / "tokens.toml"),
+    )
     try:
         assert cli.main(["status", "--target", r.target, "--tls-ca", str(certs.ca), "--token", tokens["p"]]) == 0
         assert cli.main(["status", "--target", r.target, "--tls-ca", str(certs.ca)]) == 1
@@ -414,8 +444,11 @@ def test_a_client_that_cancels_a_stream_is_not_logged_as_a_crash(running: Runnin
         yield req
         gate.wait(10)  # the server now waits for a second message
 
-    stub = running.client.channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                                                request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    stub = running.client.channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
     call = stub(requests())
     assert next(call)
     time.sleep(0.3)  # the server is now blocked reading the next request

@@ -40,15 +40,24 @@ def test_import_a_csv_file_with_good_and_bad_lines(running: Running, small_model
     assert rec is not None
     assert rec.features == {"age": 41.0, "income": 150000.0, "craft": "weaver", "region": "north", "has_card": True}
     assert rec.label is True and rec.entities == {"artisan_id": "A1"} and rec.metadata == {"note": "first"}
-    assert running.server.ctx.outcomes.get(model.id, "c2").features == {"age": 35.0, "craft": "potter", "has_card": False}
+    assert running.server.ctx.outcomes.get(model.id, "c2").features == {
+        "age": 35.0,
+        "craft": "potter",
+        "has_card": False,
+    }
 
 
 def test_import_a_jsonl_file(running: Running, small_model: str, tmp_path: Path, capsys) -> None:
     path = tmp_path / "outcomes.jsonl"
     lines = [
         {"outcome_id": "j1", "features": {"age": 30, "craft": "carpenter"}, "label": "approved"},
-        {"outcome_id": "j2", "features": {"age": 50.5, "craft": "potter", "has_card": False}, "label": False,
-         "occurred_at": "2025-01-02T03:04:05+00:00", "entities": {"scheme_id": "PMEGP"}},
+        {
+            "outcome_id": "j2",
+            "features": {"age": 50.5, "craft": "potter", "has_card": False},
+            "label": False,
+            "occurred_at": "2025-01-02T03:04:05+00:00",
+            "entities": {"scheme_id": "PMEGP"},
+        },
         "not json",
     ]
     path.write_text("\n".join(json.dumps(x) if isinstance(x, dict) else x for x in lines) + "\n")

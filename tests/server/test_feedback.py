@@ -40,8 +40,15 @@ def test_feedback_with_an_outcome_becomes_training_data_once(trained: Running) -
     p = c.predict(MODEL, row)
     trained.server.predlog.flush()
     before = outcomes(trained)
-    f = feedback(feedback_id="fb-1", prediction_id=p.prediction_id, artisan_id="A9", scheme_id="pmegp",
-                 interaction=FB.INTERACTION_APPLIED, outcome=FB.FEEDBACK_OUTCOME_APPROVED, rating=4)
+    f = feedback(
+        feedback_id="fb-1",
+        prediction_id=p.prediction_id,
+        artisan_id="A9",
+        scheme_id="pmegp",
+        interaction=FB.INTERACTION_APPLIED,
+        outcome=FB.FEEDBACK_OUTCOME_APPROVED,
+        rating=4,
+    )
     first = record(c, f)
     again = record(c, f)
     assert (first.feedback_id, first.duplicate, first.outcome_id) == ("fb-1", False, "feedback:fb-1")
@@ -67,8 +74,10 @@ def test_feedback_without_an_outcome_is_only_recorded(trained: Running) -> None:
         (feedback(interaction=0), "feedback.interaction"),
         (feedback(interaction=FB.INTERACTION_CLICKED, rating=9), "feedback.rating"),
         (feedback(interaction=FB.INTERACTION_APPLIED, outcome=FB.FEEDBACK_OUTCOME_REJECTED), "feedback.features"),
-        (feedback(interaction=FB.INTERACTION_APPLIED, outcome=FB.FEEDBACK_OUTCOME_REJECTED, prediction_id="nope"),
-         "feedback.features"),
+        (
+            feedback(interaction=FB.INTERACTION_APPLIED, outcome=FB.FEEDBACK_OUTCOME_REJECTED, prediction_id="nope"),
+            "feedback.features",
+        ),
         (feedback(interaction=FB.INTERACTION_CLICKED, feedback_id="has space"), "feedback.feedback_id"),
         (feedback(interaction=FB.INTERACTION_CLICKED, features={"colour": "red"}), "feedback.features.colour"),
     ],
@@ -92,13 +101,20 @@ def test_unknown_model_and_reused_ids(trained: Running) -> None:
 
 def test_import_feedback_reports_per_row_and_creates_outcomes(trained: Running) -> None:
     row = generate_outcomes(1, seed=32)[0].features
-    batch = FB.ImportFeedbackRequest(feedback=[
-        feedback(feedback_id="i1", interaction=FB.INTERACTION_SHOWN, scheme_id="s1"),
-        feedback(feedback_id="i2", interaction=FB.INTERACTION_APPLIED, scheme_id="s1",
-                 outcome=FB.FEEDBACK_OUTCOME_REJECTED, features=row),
-        feedback(feedback_id="i3", interaction=0),
-        FB.Feedback(model="ghost", feedback_id="i4", interaction=FB.INTERACTION_SHOWN),
-    ])
+    batch = FB.ImportFeedbackRequest(
+        feedback=[
+            feedback(feedback_id="i1", interaction=FB.INTERACTION_SHOWN, scheme_id="s1"),
+            feedback(
+                feedback_id="i2",
+                interaction=FB.INTERACTION_APPLIED,
+                scheme_id="s1",
+                outcome=FB.FEEDBACK_OUTCOME_REJECTED,
+                features=row,
+            ),
+            feedback(feedback_id="i3", interaction=0),
+            FB.Feedback(model="ghost", feedback_id="i4", interaction=FB.INTERACTION_SHOWN),
+        ]
+    )
     resp = trained.client.feedback.ImportFeedback(iter([batch]))
     assert (resp.received, resp.accepted, resp.rejected, resp.outcomes_created) == (4, 2, 2, 1)
     assert sorted((e.index, e.field) for e in resp.errors) == [(2, "feedback.interaction"), (3, "feedback.model")]
@@ -112,12 +128,27 @@ def test_summary_gives_rates_by_scheme(running: Running) -> None:
     c = running.client
     ensure_demo_model(c)
     row = generate_outcomes(1, seed=33)[0].features
-    events = [("a", FB.INTERACTION_SHOWN, 0, 0)] * 4 + [("a", FB.INTERACTION_VIEWED, 0, 5)] * 2 + [
-        ("a", FB.INTERACTION_CLICKED, 0, 0), ("a", FB.INTERACTION_APPLIED, FB.FEEDBACK_OUTCOME_APPROVED, 3),
-        ("b", FB.INTERACTION_SHOWN, 0, 0), ("b", FB.INTERACTION_APPLIED, FB.FEEDBACK_OUTCOME_REJECTED, 0)]
+    events = (
+        [("a", FB.INTERACTION_SHOWN, 0, 0)] * 4
+        + [("a", FB.INTERACTION_VIEWED, 0, 5)] * 2
+        + [
+            ("a", FB.INTERACTION_CLICKED, 0, 0),
+            ("a", FB.INTERACTION_APPLIED, FB.FEEDBACK_OUTCOME_APPROVED, 3),
+            ("b", FB.INTERACTION_SHOWN, 0, 0),
+            ("b", FB.INTERACTION_APPLIED, FB.FEEDBACK_OUTCOME_REJECTED, 0),
+        ]
+    )
     for scheme, interaction, outcome, rating in events:
-        record(c, feedback(scheme_id=scheme, interaction=interaction, outcome=outcome, rating=rating,
-                           features=row if outcome else None))
+        record(
+            c,
+            feedback(
+                scheme_id=scheme,
+                interaction=interaction,
+                outcome=outcome,
+                rating=rating,
+                features=row if outcome else None,
+            ),
+        )
     resp = c.feedback.GetFeedbackSummary(FB.GetFeedbackSummaryRequest(model=MODEL))
     a, b = resp.schemes
     assert (a.scheme_id, a.shown, a.viewed, a.clicked, a.applied, a.approved) == ("a", 4, 2, 1, 1, 1)

@@ -71,8 +71,9 @@ def test_batches_row_wise_and_columnar_agree_with_predict(trained: Running) -> N
     single = [c.predict(MODEL, r).probability for r in rows]
     assert np.allclose(columnar.probabilities, single, atol=1e-12)
     assert np.allclose(rowwise.probabilities, single, atol=1e-12)
-    assert list(columnar.labels) == [common_pb2.LABEL_POSITIVE if p >= 0.5 else common_pb2.LABEL_NEGATIVE
-                                     for p in columnar.probabilities]
+    assert list(columnar.labels) == [
+        common_pb2.LABEL_POSITIVE if p >= 0.5 else common_pb2.LABEL_NEGATIVE for p in columnar.probabilities
+    ]
     assert columnar.version == 1 and columnar.batch_id != rowwise.batch_id
 
 
@@ -100,8 +101,7 @@ def test_bad_batches_are_refused(trained: Running) -> None:
 
 
 def _artisan_and_schemes(seed: int = 3):
-    artisan = {k: v for k, v in generate_outcomes(1, seed=seed)[0].features.items()
-               if not k.startswith("scheme_")}
+    artisan = {k: v for k, v in generate_outcomes(1, seed=seed)[0].features.items() if not k.startswith("scheme_")}
     return artisan, [(s.scheme_id, s.features, s.benefit_inr) for s in SCHEMES]
 
 
@@ -131,9 +131,12 @@ def test_recommend_can_weight_by_benefit(trained: Running) -> None:
 
 def test_recommend_refuses_bad_candidates(trained: Running) -> None:
     artisan, schemes = _artisan_and_schemes()
-    for cands, field in [([], "candidates"), ([schemes[0], schemes[0]], "candidates[1].candidate_id"),
-                         ([(schemes[0][0], schemes[0][1], -1.0)], "candidates[0].benefit"),
-                         ([("x", {**schemes[0][1], "scheme_type": "lottery"}, 1.0)], "candidates[0].features.scheme_type")]:
+    for cands, field in [
+        ([], "candidates"),
+        ([schemes[0], schemes[0]], "candidates[1].candidate_id"),
+        ([(schemes[0][0], schemes[0][1], -1.0)], "candidates[0].benefit"),
+        ([("x", {**schemes[0][1], "scheme_type": "lottery"}, 1.0)], "candidates[0].features.scheme_type"),
+    ]:
         with pytest.raises(SahayakError) as info:
             trained.client.recommend(MODEL, artisan, cands)
         assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
@@ -311,12 +314,16 @@ def test_columnar_candidates_rank_like_row_wise_ones(running: Running, champion:
         rows = c.recommend(MODEL, artisan, schemes, top_k=7, explain_top_k=2, weight_by_benefit=weighted)
         cols = c.recommend(MODEL, artisan, schemes, top_k=7, explain_top_k=2, weight_by_benefit=weighted, columnar=True)
         assert [r.candidate_id for r in cols.recommendations] == [r.candidate_id for r in rows.recommendations]
-        assert np.allclose([r.probability for r in cols.recommendations],
-                           [r.probability for r in rows.recommendations], atol=1e-12)
-        assert [[x.feature for x in r.contributions] for r in cols.recommendations] == \
-            [[x.feature for x in r.contributions] for r in rows.recommendations]
+        assert np.allclose(
+            [r.probability for r in cols.recommendations], [r.probability for r in rows.recommendations], atol=1e-12
+        )
+        assert [[x.feature for x in r.contributions] for r in cols.recommendations] == [
+            [x.feature for x in r.contributions] for r in rows.recommendations
+        ]
         # The explanations' values too: each candidate's row reads back the same whichever form it came in.
-        assert [list(r.contributions) for r in cols.recommendations] == [list(r.contributions) for r in rows.recommendations]
+        assert [list(r.contributions) for r in cols.recommendations] == [
+            list(r.contributions) for r in rows.recommendations
+        ]
     assert cols.recommendations[0].prediction_id.startswith(cols.recommendation_id + ":")
 
 
@@ -357,10 +364,14 @@ def test_packed_fields_read_back_as_the_arrays(n: int) -> None:
     probs = np.random.default_rng(n).random(n)
     fields = inference_pb2.PredictBatchResponse.DESCRIPTOR.fields_by_name
     packed = inference_pb2.PredictBatchResponse(version=3)
-    packed.MergeFromString(convert_inference.packed_doubles(fields["probabilities"].number, probs)
-                           + convert_inference.packed_labels(fields["labels"].number, probs >= 0.5))
+    packed.MergeFromString(
+        convert_inference.packed_doubles(fields["probabilities"].number, probs)
+        + convert_inference.packed_labels(fields["labels"].number, probs >= 0.5)
+    )
     listed = inference_pb2.PredictBatchResponse(
-        version=3, probabilities=probs.tolist(),
-        labels=[common_pb2.LABEL_POSITIVE if p >= 0.5 else common_pb2.LABEL_NEGATIVE for p in probs])
+        version=3,
+        probabilities=probs.tolist(),
+        labels=[common_pb2.LABEL_POSITIVE if p >= 0.5 else common_pb2.LABEL_NEGATIVE for p in probs],
+    )
     assert packed == listed
     assert list(packed.probabilities) == probs.tolist()

@@ -24,8 +24,14 @@ def stored(running: Running, model: str) -> int:
 def test_a_recorded_outcome_is_stored_with_everything_it_carried(running: Running, small_model: str) -> None:
     when = dt.datetime(2025, 12, 1, 12, 0, tzinfo=dt.UTC)
     resp = running.client.record_outcome(
-        small_model, good_row(), True, outcome_id="o-1", entities={"artisan_id": "A7", "scheme_id": "PMEGP"},
-        metadata={"source": "district office"}, occurred_at=when, prediction_id="p-9",
+        small_model,
+        good_row(),
+        True,
+        outcome_id="o-1",
+        entities={"artisan_id": "A7", "scheme_id": "PMEGP"},
+        metadata={"source": "district office"},
+        occurred_at=when,
+        prediction_id="p-9",
     )
     assert resp.outcome_id == "o-1" and not resp.duplicate and resp.labels_since_training == 1
     model = running.server.catalog.get(small_model)
@@ -140,20 +146,30 @@ def _mixed_batch() -> list[OutcomeInput]:
 
 
 @pytest.mark.parametrize("columnar", [True, False])
-def test_an_import_keeps_the_good_rows_and_reports_each_bad_one(running: Running, small_model: str, columnar: bool) -> None:
+def test_an_import_keeps_the_good_rows_and_reports_each_bad_one(
+    running: Running, small_model: str, columnar: bool
+) -> None:
     report = running.client.import_outcomes(small_model, _mixed_batch(), batch_size=4, columnar=columnar)
     assert (report.received, report.accepted, report.duplicates, report.rejected) == (6, 3, 0, 3)
     assert [(e.index, e.id, e.field) for e in report.errors] == [
-        (1, "b", "outcome.features.age"), (2, "c", "outcome.features.craft"), (4, "e", "outcome.features.age"),
+        (1, "b", "outcome.features.age"),
+        (2, "c", "outcome.features.craft"),
+        (4, "e", "outcome.features.age"),
     ]
     assert stored(running, small_model) == 3
     model = running.server.catalog.get(small_model)
     assert running.server.ctx.outcomes.get(model.id, "d").features == {
-        "age": 40.0, "craft": "weaver", "region": "south", "has_card": True}
+        "age": 40.0,
+        "craft": "weaver",
+        "region": "south",
+        "has_card": True,
+    }
 
 
 @pytest.mark.parametrize("columnar", [True, False])
-def test_reimporting_is_idempotent_and_conflicts_are_per_row(running: Running, small_model: str, columnar: bool) -> None:
+def test_reimporting_is_idempotent_and_conflicts_are_per_row(
+    running: Running, small_model: str, columnar: bool
+) -> None:
     running.client.import_outcomes(small_model, _mixed_batch(), columnar=columnar)
     again = _mixed_batch()
     again[5] = OutcomeInput(good_row(), True, outcome_id="f")  # label flipped: a conflict
@@ -165,8 +181,17 @@ def test_reimporting_is_idempotent_and_conflicts_are_per_row(running: Running, s
 
 def test_columnar_and_row_wise_imports_store_the_same_thing(running: Running, small_model: str) -> None:
     when = dt.datetime(2025, 2, 3, 4, 5, 6, 789000, tzinfo=dt.UTC)
-    rows = [OutcomeInput(good_row(), True, outcome_id="x", entities={"artisan_id": "A1"}, metadata={"m": "1"},
-                         occurred_at=when, prediction_id="p1")]
+    rows = [
+        OutcomeInput(
+            good_row(),
+            True,
+            outcome_id="x",
+            entities={"artisan_id": "A1"},
+            metadata={"m": "1"},
+            occurred_at=when,
+            prediction_id="p1",
+        )
+    ]
     running.client.import_outcomes(small_model, rows, columnar=True)
     model = running.server.catalog.get(small_model)
     via_columns = running.server.ctx.outcomes.get(model.id, "x")
@@ -176,7 +201,11 @@ def test_columnar_and_row_wise_imports_store_the_same_thing(running: Running, sm
     assert via_columns is not None and via_rows is not None
     assert via_columns.features == via_rows.features
     assert (via_columns.occurred_at_us, via_columns.entities, via_columns.metadata, via_columns.prediction_id) == (
-        via_rows.occurred_at_us, via_rows.entities, via_rows.metadata, via_rows.prediction_id)
+        via_rows.occurred_at_us,
+        via_rows.entities,
+        via_rows.metadata,
+        via_rows.prediction_id,
+    )
     assert via_columns.source == "import"
 
 
@@ -220,7 +249,9 @@ def test_an_oversized_message_is_resource_exhausted(running: Running, small_mode
         (lambda c: c.entities.add(name="artisan_id", values=[]), "columns.entities[0]"),
     ],
 )
-def test_a_malformed_columnar_message_is_invalid_and_stores_nothing(running: Running, small_model: str, build, field: str) -> None:
+def test_a_malformed_columnar_message_is_invalid_and_stores_nothing(
+    running: Running, small_model: str, build, field: str
+) -> None:
     request = training_pb2.ImportOutcomesRequest(model=small_model)
     cols = request.columns
     cols.features.row_count = 1

@@ -21,8 +21,11 @@ def scrape(port: int) -> str:
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of a scrape: (name, labels) -> value."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
@@ -52,13 +55,30 @@ def test_a_scrape_shows_rpcs_predictions_training_alerts_drift_and_the_log_queue
     # Every series names the replica that serves it (host:port), so that replicas' series never collide.
     replica = r.server.replica.name
     assert replica.endswith(f":{r.server.port}") and {dict(k[1]).get("replica") for k in found} == {replica}
-    assert value(found, "sahayak_rpc_requests_total", code="OK", method="/sahayak.v1.InferenceService/Predict",
-                 replica=replica) == 150.0
-    assert value(found, "sahayak_rpc_request_duration_seconds_bucket", le="0.001",
-                 method="/sahayak.v1.InferenceService/Predict", replica=replica) is not None
+    assert (
+        value(
+            found,
+            "sahayak_rpc_requests_total",
+            code="OK",
+            method="/sahayak.v1.InferenceService/Predict",
+            replica=replica,
+        )
+        == 150.0
+    )
+    assert (
+        value(
+            found,
+            "sahayak_rpc_request_duration_seconds_bucket",
+            le="0.001",
+            method="/sahayak.v1.InferenceService/Predict",
+            replica=replica,
+        )
+        is not None
+    )
     assert value(found, "sahayak_predictions_total", model="scheme-sahayak", version="1", replica=replica) == 170.0
-    assert value(found, "sahayak_training_runs_total", model="scheme-sahayak", result="succeeded",
-                 replica=replica) == 1.0
+    assert (
+        value(found, "sahayak_training_runs_total", model="scheme-sahayak", result="succeeded", replica=replica) == 1.0
+    )
     assert value(found, "sahayak_training_run_duration_seconds_count", model="scheme-sahayak", replica=replica) == 1.0
     assert value(found, "sahayak_open_alerts", severity="critical", replica=replica) is not None
     assert value(found, "sahayak_feature_drift_psi", feature="age", model="scheme-sahayak", replica=replica) is not None
@@ -103,8 +123,9 @@ def test_scrapes_during_a_load_see_the_counts_grow(tmp_path) -> None:
         try:
             for _ in range(5):
                 text = scrape(port)
-                count = value(samples(text), "sahayak_predictions_total", model=MODEL, version="1",
-                              replica=r.server.replica.name)
+                count = value(
+                    samples(text), "sahayak_predictions_total", model=MODEL, version="1", replica=r.server.replica.name
+                )
                 assert count is not None, "no predictions counter in the scrape"
                 seen.append(count)
                 assert "sahayak_rpc_request_duration_seconds_bucket" in text

@@ -31,9 +31,18 @@ MODEL = "scheme-sahayak"
 FB = feedback_pb2
 M = monitor_pb2
 # Each table's key on PostgreSQL where it is an identity (or predictions_seq's column).
-IDENTITY = {"models": "id", "outcomes": "seq", "model_versions": "id", "alias_events": "id", "training_runs": "seq",
-            "predictions": "seq", "feedback": "seq", "performance_records": "id", "alerts": "seq",
-            "alert_events": "seq"}
+IDENTITY = {
+    "models": "id",
+    "outcomes": "seq",
+    "model_versions": "id",
+    "alias_events": "id",
+    "training_runs": "seq",
+    "predictions": "seq",
+    "feedback": "seq",
+    "performance_records": "id",
+    "alerts": "seq",
+    "alert_events": "seq",
+}
 
 
 @dataclass
@@ -94,8 +103,9 @@ def record_feedback(c: Any, **kw: Any) -> Any:
 
 
 def record_performance(c: Any) -> None:
-    request = M.RecordPerformanceRequest(model=MODEL, version=1, source="batch-job",
-                                         metrics=common_pb2.ClassificationMetrics(accuracy=0.8))
+    request = M.RecordPerformanceRequest(
+        model=MODEL, version=1, source="batch-job", metrics=common_pb2.ClassificationMetrics(accuracy=0.8)
+    )
     request.window.start_time.FromSeconds(1_767_000_000)
     request.window.end_time.FromSeconds(1_767_086_400)
     assert c.monitor.RecordPerformance(request).record_id
@@ -149,8 +159,14 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
         batches = [c.predict_batch(MODEL, rows[:20]).batch_id, c.predict_batch(MODEL, rows[20:]).batch_id]
         r.server.predlog.flush()
         # Feedback whose outcome takes its features from a batch row (in a log segment).
-        done = record_feedback(c, feedback_id="fb-1", prediction_id=f"{batches[0]}:3", scheme_id="pmegp",
-                               interaction=FB.INTERACTION_APPLIED, outcome=FB.FEEDBACK_OUTCOME_APPROVED)
+        done = record_feedback(
+            c,
+            feedback_id="fb-1",
+            prediction_id=f"{batches[0]}:3",
+            scheme_id="pmegp",
+            interaction=FB.INTERACTION_APPLIED,
+            outcome=FB.FEEDBACK_OUTCOME_APPROVED,
+        )
         assert done.outcome_id == "feedback:fb-1"
         record_feedback(c, feedback_id="fb-2", scheme_id="pmegp", interaction=FB.INTERACTION_VIEWED)
         record_performance(c)
@@ -163,10 +179,18 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
             n_events = conn.execute("SELECT count(*) FROM alert_events").fetchone()[0]
         assert n_events == 4
         src = Source(
-            path=path, row=rows[0], probability=c.predict(MODEL, rows[0]).probability,
-            models=list(c.list_models()), champion=c.get_version(MODEL, alias="champion").version,
-            status=None, alias_history=alias_history(c), runs=runs(c), alert_events=watch(c, "0", n_events),
-            feedback_summary=summary(c), batches=batches)
+            path=path,
+            row=rows[0],
+            probability=c.predict(MODEL, rows[0]).probability,
+            models=list(c.list_models()),
+            champion=c.get_version(MODEL, alias="champion").version,
+            status=None,
+            alias_history=alias_history(c),
+            runs=runs(c),
+            alert_events=watch(c, "0", n_events),
+            feedback_summary=summary(c),
+            batches=batches,
+        )
         r.server.predlog.flush()
         src.status = status(c)
     finally:
@@ -175,9 +199,15 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     # A batch logged as JSON text, as versions before the binary layout did (store/batchcodec.py).
     with sqlite3.connect(path) as conn:
         created = conn.execute("SELECT max(created_us) FROM prediction_batches").fetchone()[0]
-        conn.execute("INSERT INTO prediction_batches VALUES (?, 1, 1, 2, ?, ?, 0.5, ?, 'served')",
-                     ("legacy-1", '{"age": [40.0, null], "craft": ["weaver", ""], "has_bank_account": [true, null]}',
-                      "[0.25, 0.75]", created))
+        conn.execute(
+            "INSERT INTO prediction_batches VALUES (?, 1, 1, 2, ?, ?, 0.5, ?, 'served')",
+            (
+                "legacy-1",
+                '{"age": [40.0, null], "craft": ["weaver", ""], "has_bank_account": [true, null]}',
+                "[0.25, 0.75]",
+                created,
+            ),
+        )
     ids = [f"{b}:{i}" for b in batches for i in (0, 3, 7, 19)] + ["legacy-1:0", "legacy-1:1"]
     src.logged = logged_by_store(path, ids)
     assert all(v is not None and v.features_json is not None for v in src.logged.values())
@@ -200,8 +230,9 @@ def test_a_sqlite_database_moves_to_postgresql_and_serves_the_same(source: Sourc
     # Logged features read back the same through the store: segment references resolved, JSON re-encoded.
     assert logged_by_store(url, list(source.logged)) == source.logged
     with sqlite3.connect(source.path) as conn:
-        legacy = conn.execute("SELECT columns_data, probabilities_data FROM prediction_batches"
-                              " WHERE batch_id = 'legacy-1'").fetchone()
+        legacy = conn.execute(
+            "SELECT columns_data, probabilities_data FROM prediction_batches WHERE batch_id = 'legacy-1'"
+        ).fetchone()
     [moved] = pg(url, "SELECT columns_data, probabilities_data FROM prediction_batches WHERE batch_id = 'legacy-1'")
     assert isinstance(legacy[0], str) and isinstance(moved[0], bytes)
     assert decode_columns(moved[0]) == decode_columns(legacy[0])
@@ -218,16 +249,23 @@ def test_a_sqlite_database_moves_to_postgresql_and_serves_the_same(source: Sourc
         assert runs(c) == source.runs
         # A page token the SQLite server issued pages on here.
         token = source.runs[0][1]
-        next_page = c.training.ListTrainingRuns(training_pb2.ListTrainingRunsRequest(
-            model=MODEL, page_size=1, page_token=token))
+        next_page = c.training.ListTrainingRuns(
+            training_pb2.ListTrainingRunsRequest(model=MODEL, page_size=1, page_token=token)
+        )
         assert list(next_page.runs) == source.runs[1][0]
         assert watch(c, "0", len(source.alert_events)) == source.alert_events
         assert summary(c) == source.feedback_summary
 
         # New rows on PostgreSQL: the batch's logged features feed a training outcome ...
         pid = f"{source.batches[0]}:7"
-        done = record_feedback(c, feedback_id="fb-3", prediction_id=pid, scheme_id="pmegp",
-                               interaction=FB.INTERACTION_APPLIED, outcome=FB.FEEDBACK_OUTCOME_REJECTED)
+        done = record_feedback(
+            c,
+            feedback_id="fb-3",
+            prediction_id=pid,
+            scheme_id="pmegp",
+            interaction=FB.INTERACTION_APPLIED,
+            outcome=FB.FEEDBACK_OUTCOME_REJECTED,
+        )
         model = r.server.catalog.get(MODEL)
         stored = r.server.ctx.outcomes.get(model.id, done.outcome_id)
         assert stored is not None and stored.features == orjson.loads(source.logged[pid].features_json)
@@ -259,9 +297,20 @@ def test_a_sqlite_database_moves_to_postgresql_and_serves_the_same(source: Sourc
 
     # Again into the same database (it holds data now): refused, by the command in a process of its own.
     before = pg_state(url)
-    done = subprocess.run([sys.executable, "-c", "import sys; from sahayak_rpc.store.transfer import run_cli;"
-                           " sys.exit(run_cli(sys.argv[1], sys.argv[2], False))", source.path, url],
-                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sahayak_rpc.store.transfer import run_cli;"
+            " sys.exit(run_cli(sys.argv[1], sys.argv[2], False))",
+            source.path,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert done.returncode == 1, done.stderr
     assert "already holds data" in done.stderr and "drop and recreate" in done.stderr and not done.stdout
     assert pg_state(url) == before
@@ -282,9 +331,11 @@ def test_a_lost_log_segment_payload_is_left_out_and_reported(source: Source, tmp
     with sqlite3.connect(copy) as conn:
         ref = conn.execute("SELECT columns_data FROM prediction_batches WHERE batch_id = ?", (damaged,)).fetchone()[0]
         # And an old JSON row cut short (neither server can read it): reported the same way.
-        conn.execute("INSERT INTO prediction_batches SELECT 'legacy-cut', model_id, version, row_count,"
-                     " substr(columns_data, 1, 20), probabilities_data, threshold, created_us, source"
-                     " FROM prediction_batches WHERE batch_id = 'legacy-1'")
+        conn.execute(
+            "INSERT INTO prediction_batches SELECT 'legacy-cut', model_id, version, row_count,"
+            " substr(columns_data, 1, 20), probabilities_data, threshold, created_us, source"
+            " FROM prediction_batches WHERE batch_id = 'legacy-1'"
+        )
     _, number, offset, length, _ = struct.unpack("<4sIQII", ref)
     flip_byte(folder_for(copy) / segment_name(number), offset + length // 2)
     assert logged_by_store(copy, [f"{damaged}:0"])[f"{damaged}:0"].features_json is None  # the SQLite server: lost
@@ -302,8 +353,9 @@ def test_a_lost_log_segment_payload_is_left_out_and_reported(source: Source, tmp
     assert logged_by_store(url, intact_ids) == {p: source.logged[p] for p in intact_ids}
 
 
-def test_a_run_left_running_in_the_source_fails_on_postgresql_instead_of_hanging(source: Source,
-                                                                                tmp_path: Path) -> None:
+def test_a_run_left_running_in_the_source_fails_on_postgresql_instead_of_hanging(
+    source: Source, tmp_path: Path
+) -> None:
     """A run whose worker (replica 1) died mid-run: on the target, replica ids go on past the source's, so
     no new replica takes that run for its own; the first one to start fails it, as SQLite's would."""
     copy = str(tmp_path / "copy.db")

@@ -29,8 +29,10 @@ def test_a_declared_model_reads_back_with_the_seed_defaults(running: Running, sm
     assert s.training.incremental_every == 100
     assert s.training.validation_fraction == pytest.approx(0.2)
     assert s.training.min_samples == 100
-    assert list(s.training.families) == [registry_pb2.MODEL_FAMILY_LOGISTIC_REGRESSION,
-                                         registry_pb2.MODEL_FAMILY_GRADIENT_BOOSTING]
+    assert list(s.training.families) == [
+        registry_pb2.MODEL_FAMILY_LOGISTIC_REGRESSION,
+        registry_pb2.MODEL_FAMILY_GRADIENT_BOOSTING,
+    ]
     assert (s.gate.min_accuracy, s.gate.min_f1, s.gate.max_calibration_error) == pytest.approx((0.75, 0.70, 0.20))
     assert s.monitoring.alert_cooldown.seconds == 3600
 
@@ -56,10 +58,16 @@ def test_creating_the_same_name_twice_is_already_exists(running: Running, small_
         ("Bad Name", SMALL_FEATURES, "model.name"),
         ("ok", [], "model.features"),
         ("ok", [FeatureSpec("x", FeatureType.CATEGORICAL)], "model.features[0].categories"),
-        ("ok", [FeatureSpec("x", FeatureType.NUMERIC), FeatureSpec("x", FeatureType.NUMERIC)], "model.features[1].name"),
+        (
+            "ok",
+            [FeatureSpec("x", FeatureType.NUMERIC), FeatureSpec("x", FeatureType.NUMERIC)],
+            "model.features[1].name",
+        ),
     ],
 )
-def test_bad_declarations_are_invalid_argument_and_create_nothing(running: Running, name: str, features: list, field: str) -> None:
+def test_bad_declarations_are_invalid_argument_and_create_nothing(
+    running: Running, name: str, features: list, field: str
+) -> None:
     with pytest.raises(SahayakError) as info:
         running.client.create_model(name, features)
     assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
@@ -79,7 +87,9 @@ def test_bad_settings_name_the_setting(running: Running) -> None:
     settings = registry_pb2.ModelSettings(gate=registry_pb2.QualityGate(min_accuracy=1.5), decision_threshold=0)
     with pytest.raises(SahayakError) as info:
         running.client.create_model("x", SMALL_FEATURES, settings=settings)
-    assert {"model.settings.gate.min_accuracy", "model.settings.decision_threshold"} <= {v.field for v in info.value.violations}
+    assert {"model.settings.gate.min_accuracy", "model.settings.decision_threshold"} <= {
+        v.field for v in info.value.violations
+    }
 
 
 def test_get_of_an_unknown_model_is_not_found(running: Running) -> None:
@@ -130,10 +140,16 @@ def test_a_whole_sub_message_can_be_replaced(running: Running, small_model: str)
 
 @pytest.mark.parametrize(
     ("paths", "words"),
-    [([], "update_mask"), (["features"], "cannot be changed"), (["settings.gate.nonsense"], "unknown field"),
-     (["colour"], "unknown field")],
+    [
+        ([], "update_mask"),
+        (["features"], "cannot be changed"),
+        (["settings.gate.nonsense"], "unknown field"),
+        (["colour"], "unknown field"),
+    ],
 )
-def test_bad_update_masks_are_refused_and_change_nothing(running: Running, small_model: str, paths: list, words: str) -> None:
+def test_bad_update_masks_are_refused_and_change_nothing(
+    running: Running, small_model: str, paths: list, words: str
+) -> None:
     before = running.client.get_model(small_model)
     with pytest.raises(SahayakError) as info:
         running.client.update_model(registry_pb2.Model(name=small_model, description="x"), paths)

@@ -44,10 +44,25 @@ def shifted(rows: list[dict]) -> list[dict]:
 
 def heavily_shifted(rows: list[dict]) -> list[dict]:
     """Most of the artisan's features moved at once: data-set drift."""
-    return [{**row, "age": 86.0, "craft": "potter", "years_experience": 60.0, "state": "assam", "gender": "other",
-             "social_category": "st", "education": "graduate", "has_bank_account": False, "has_artisan_card": False,
-             "documents_complete_share": 0.05, "prior_applications": 9.0, "prior_approvals": 0.0,
-             "distance_to_office_km": 95.0} for row in rows]
+    return [
+        {
+            **row,
+            "age": 86.0,
+            "craft": "potter",
+            "years_experience": 60.0,
+            "state": "assam",
+            "gender": "other",
+            "social_category": "st",
+            "education": "graduate",
+            "has_bank_account": False,
+            "has_artisan_card": False,
+            "documents_complete_share": 0.05,
+            "prior_applications": 9.0,
+            "prior_approvals": 0.0,
+            "distance_to_office_km": 95.0,
+        }
+        for row in rows
+    ]
 
 
 def test_delayed_labels_join_predictions_for_windowed_performance(served: Running) -> None:
@@ -56,7 +71,9 @@ def test_delayed_labels_join_predictions_for_windowed_performance(served: Runnin
     preds = predict_all(served, [e.features for e in examples])
     # Labels arrive later for two thirds of the predictions, naming them.
     for e, p in list(zip(examples, preds))[:200]:
-        c.record_outcome(MODEL, e.features, e.label, outcome_id=f"late-{p.prediction_id}", prediction_id=p.prediction_id)
+        c.record_outcome(
+            MODEL, e.features, e.label, outcome_id=f"late-{p.prediction_id}", prediction_id=p.prediction_id
+        )
     snap = c.monitor.GetPerformance(M.GetPerformanceRequest(model=MODEL)).snapshot
     assert (snap.prediction_count, snap.labelled_count) == (300, 200)
     expected = np.mean([(p.probability >= 0.5) == e.label for e, p in list(zip(examples, preds))[:200]])
@@ -65,7 +82,9 @@ def test_delayed_labels_join_predictions_for_windowed_performance(served: Runnin
     probs = np.array([p.probability for p in preds[200:]])
     assert est.unlabelled_count == 100
     assert est.accuracy == pytest.approx(np.mean(np.maximum(probs, 1 - probs)))
-    last = c.monitor.GetPerformance(M.GetPerformanceRequest(model=MODEL, window=M.PerformanceWindow(last_n=50))).snapshot
+    last = c.monitor.GetPerformance(
+        M.GetPerformanceRequest(model=MODEL, window=M.PerformanceWindow(last_n=50))
+    ).snapshot
     assert last.labelled_count == 50 and last.realised.count == 50
     with pytest.raises(grpc.RpcError) as info:
         c.monitor.GetPerformance(M.GetPerformanceRequest(model=MODEL, window=M.PerformanceWindow(last_n=-1)))
@@ -96,8 +115,9 @@ def test_trend_finds_a_degrading_model(served: Running) -> None:
 
 
 def test_record_performance_from_outside(served: Running) -> None:
-    request = M.RecordPerformanceRequest(model=MODEL, version=1, source="batch-job",
-                                         metrics=common_pb2.ClassificationMetrics(accuracy=0.8, f1=0.7))
+    request = M.RecordPerformanceRequest(
+        model=MODEL, version=1, source="batch-job", metrics=common_pb2.ClassificationMetrics(accuracy=0.8, f1=0.7)
+    )
     request.window.start_time.FromSeconds(1_700_000_000)
     request.window.end_time.FromSeconds(1_700_086_400)
     assert served.client.monitor.RecordPerformance(request).record_id
@@ -115,13 +135,17 @@ def test_drift_is_found_per_feature_with_methods_and_thresholds(served: Running)
     assert calm.reference_version == 1 and not calm.dataset_drift
     assert {f.feature for f in calm.features} >= {"age", "craft", "has_bank_account"}
     age = next(f for f in calm.features if f.feature == "age")
-    assert [s.method for s in age.statistics] == [M.DRIFT_METHOD_PSI, M.DRIFT_METHOD_KOLMOGOROV_SMIRNOV,
-                                                  M.DRIFT_METHOD_WASSERSTEIN]
+    assert [s.method for s in age.statistics] == [
+        M.DRIFT_METHOD_PSI,
+        M.DRIFT_METHOD_KOLMOGOROV_SMIRNOV,
+        M.DRIFT_METHOD_WASSERSTEIN,
+    ]
     assert age.statistics[0].threshold == pytest.approx(0.2) and not age.drifted
     served.clock.advance(2 * DAY)
     predict_all(served, shifted(rows))
-    window = M.PerformanceWindow(time_window=common_pb2.TimeWindow(
-        start_time=timestamp_pb2.Timestamp(seconds=int(served.clock.now()) - 3600)))
+    window = M.PerformanceWindow(
+        time_window=common_pb2.TimeWindow(start_time=timestamp_pb2.Timestamp(seconds=int(served.clock.now()) - 3600))
+    )
     moved = c.monitor.DetectDrift(M.DetectDriftRequest(model=MODEL, window=window)).report
     drifted = {f.feature for f in moved.features if f.drifted}
     assert {"age", "craft", "years_experience"} <= drifted
@@ -136,6 +160,7 @@ def test_alerts_raise_stream_acknowledge_and_resolve_with_cooldown(served: Runni
     rows = [e.features for e in generate_outcomes(300, seed=43)]
     events: list = []
     call = c.monitor.WatchAlerts(M.WatchAlertsRequest(model=MODEL), timeout=60)
+
     def read() -> None:
         try:
             for e in call:
@@ -301,8 +326,11 @@ def test_the_whole_loop_on_the_injected_clock(tmp_path, backend: str) -> None:
             r.clock.advance(301)  # past the 5-minute interval: the scheduler runs a health check
 
         def drift_alerts() -> list:
-            return [a for a in c.monitor.ListAlerts(M.ListAlertsRequest(model=MODEL)).alerts
-                    if a.rule == M.ALERT_RULE_FEATURE_DRIFT]
+            return [
+                a
+                for a in c.monitor.ListAlerts(M.ListAlertsRequest(model=MODEL)).alerts
+                if a.rule == M.ALERT_RULE_FEATURE_DRIFT
+            ]
 
         watch = c.monitor.WatchAlerts(M.WatchAlertsRequest(model=MODEL), timeout=60)
         watch.initial_metadata()  # listening from here on
@@ -316,8 +344,13 @@ def test_the_whole_loop_on_the_injected_clock(tmp_path, backend: str) -> None:
         watch.cancel()  # the subscriber goes away
         raised = seen[-1]
         assert raised.event_type == M.ALERT_EVENT_TYPE_RAISED and raised.alert.severity == M.ALERT_SEVERITY_CRITICAL
-        runs = eventually(lambda: [x for x in c.training.ListTrainingRuns(
-            training_pb2.ListTrainingRunsRequest(model=MODEL)).runs if x.trigger == training_pb2.TRAINING_TRIGGER_DRIFT])
+        runs = eventually(
+            lambda: [
+                x
+                for x in c.training.ListTrainingRuns(training_pb2.ListTrainingRunsRequest(model=MODEL)).runs
+                if x.trigger == training_pb2.TRAINING_TRIGGER_DRIFT
+            ]
+        )
         c.wait_run(runs[0].run_id)
 
         r.clock.advance(DAY)  # the shifted rows leave the drift window
@@ -333,16 +366,21 @@ def test_the_whole_loop_on_the_injected_clock(tmp_path, backend: str) -> None:
         assert len(drift_alerts()) == 1
 
         # Resuming from the cursor replays exactly what happened since, in order, once.
-        expected = [(str(e.seq), e.event, e.alert.alert_id)
-                    for e in r.server.monitor.repo.events_after(int(raised.cursor))]
+        expected = [
+            (str(e.seq), e.event, e.alert.alert_id) for e in r.server.monitor.repo.events_after(int(raised.cursor))
+        ]
         resumed = c.monitor.WatchAlerts(M.WatchAlertsRequest(model=MODEL, cursor=raised.cursor), timeout=60)
         got = [next(resumed) for _ in expected]
         resumed.cancel()
-        names = {M.ALERT_EVENT_TYPE_RAISED: "raised", M.ALERT_EVENT_TYPE_ACKNOWLEDGED: "acknowledged",
-                 M.ALERT_EVENT_TYPE_RESOLVED: "resolved"}
+        names = {
+            M.ALERT_EVENT_TYPE_RAISED: "raised",
+            M.ALERT_EVENT_TYPE_ACKNOWLEDGED: "acknowledged",
+            M.ALERT_EVENT_TYPE_RESOLVED: "resolved",
+        }
         assert [(e.cursor, names[e.event_type], e.alert.alert_id) for e in got] == expected
-        assert [x for x in expected if x[2] == raised.alert.alert_id] == \
-            [x for x in expected if x[2] == raised.alert.alert_id and x[1] == "resolved"]
+        assert [x for x in expected if x[2] == raised.alert.alert_id] == [
+            x for x in expected if x[2] == raised.alert.alert_id and x[1] == "resolved"
+        ]
         assert len([x for x in expected if x[2] == raised.alert.alert_id]) == 1
     finally:
         stop_server(r)

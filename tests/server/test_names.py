@@ -40,9 +40,13 @@ def make_rows(n: int, seed: int) -> list[tuple[dict[str, Any], bool]]:
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        row: dict[str, Any] = {"Seniority": float(rng.randint(0, 40)), "Monthly Income": round(rng.uniform(1, 9), 2),
-               "loan.amount": round(rng.uniform(0, 5), 2), "is-member": rng.random() < 0.5,
-               "Home Region": rng.choice(("North East", "South"))}
+        row: dict[str, Any] = {
+            "Seniority": float(rng.randint(0, 40)),
+            "Monthly Income": round(rng.uniform(1, 9), 2),
+            "loan.amount": round(rng.uniform(0, 5), 2),
+            "is-member": rng.random() < 0.5,
+            "Home Region": rng.choice(("North East", "South")),
+        }
         z = 0.12 * row["Seniority"] + 0.6 * row["Monthly Income"] - 0.9 * row["loan.amount"] - 3.0
         z += 0.8 if row["is-member"] else 0.0
         out.append((row, rng.random() < 1 / (1 + math.exp(-z))))
@@ -59,15 +63,18 @@ def test_real_world_names_work_everywhere(running: Running, tmp_path: Path, caps
         writer = csv.writer(f)
         writer.writerow([*(s.name for s in FEATURES), "Approved"])
         for row, label in rows:
-            writer.writerow([row[s.name] if s.type is not FeatureType.BOOLEAN else str(row[s.name]).lower()
-                             for s in FEATURES] + ["yes" if label else "no"])
+            writer.writerow(
+                [row[s.name] if s.type is not FeatureType.BOOLEAN else str(row[s.name]).lower() for s in FEATURES]
+                + ["yes" if label else "no"]
+            )
     assert cli.main(["import", str(path), "--model", MODEL, "--target", running.target]) == 0
     assert "1200 stored" in capsys.readouterr().out
     for family in ("logistic_regression", "gradient_boosting"):
         run = c.train(MODEL, families=[family])
         assert run.state == 3 and run.data.outcome_count == 1200, run.end_reason  # SUCCEEDED
-        c.registry.SetAlias(registry_pb2.SetAliasRequest(model=MODEL, alias="champion",
-                                                         version=run.produced_version, force=True))
+        c.registry.SetAlias(
+            registry_pb2.SetAliasRequest(model=MODEL, alias="champion", version=run.produced_version, force=True)
+        )
         row = rows[0][0]
         # Predict as clients write it (read straight from its bytes) and with the model named last
         # (parsed by protobuf): the same answer, the names in the explanation as declared.
@@ -90,8 +97,18 @@ def test_real_world_names_work_everywhere(running: Running, tmp_path: Path, caps
             assert {r.candidate_id: r.probability for r in ranked.recommendations} == pytest.approx(alone, abs=1e-12)
             assert len(set(alone.values())) > 1  # the names reached the model: the loan amounts count
         codes = {"North East": 0.0, "South": 1.0}
-        x = np.array([[row["Seniority"], row["Monthly Income"], row["loan.amount"], float(row["is-member"]),
-                       codes[row["Home Region"]]]], dtype=np.float32)
+        x = np.array(
+            [
+                [
+                    row["Seniority"],
+                    row["Monthly Income"],
+                    row["loan.amount"],
+                    float(row["is-member"]),
+                    codes[row["Home Region"]],
+                ]
+            ],
+            dtype=np.float32,
+        )
         infer = oip.ModelInferRequest(model_name=MODEL, raw_input_contents=[x.tobytes()])
         infer.inputs.add(name="features", datatype="FP32", shape=[1, 5])
         stub = oip_grpc.GRPCInferenceServiceStub(c.channel)
@@ -114,10 +131,16 @@ def test_real_world_names_work_everywhere(running: Running, tmp_path: Path, caps
 def test_a_name_outside_the_rule_is_refused_with_its_field(running: Running) -> None:
     c = running.client
     with pytest.raises(SahayakError) as info:
-        c.create_model(MODEL, [FeatureSpec("Age (years)", FeatureType.NUMERIC), FeatureSpec(" padded", FeatureType.NUMERIC)],
-                       LabelSpec("approved?"))
+        c.create_model(
+            MODEL,
+            [FeatureSpec("Age (years)", FeatureType.NUMERIC), FeatureSpec(" padded", FeatureType.NUMERIC)],
+            LabelSpec("approved?"),
+        )
     assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
-    assert {v.field for v in info.value.violations} == {"model.features[0].name", "model.features[1].name",
-                                                         "model.label.name"}
+    assert {v.field for v in info.value.violations} == {
+        "model.features[0].name",
+        "model.features[1].name",
+        "model.label.name",
+    }
     assert "letters, digits" in info.value.violations[0].description
     assert [m.name for m in c.list_models()] == []  # nothing was created

@@ -27,8 +27,17 @@ WIDTH = OIP_WIDTH
 
 # --- the documented layout, written out independently of the server's code ---------
 
-def infer_request(x: np.ndarray, *, raw: bool = True, version: str = "", outputs: Sequence[str] = (),
-                  model: str = MODEL, datatype: str = "FP32", request_id: str = "") -> pb.ModelInferRequest:
+
+def infer_request(
+    x: np.ndarray,
+    *,
+    raw: bool = True,
+    version: str = "",
+    outputs: Sequence[str] = (),
+    model: str = MODEL,
+    datatype: str = "FP32",
+    request_id: str = "",
+) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name=model, model_version=version, id=request_id)
     tensor = request.inputs.add(name="features", datatype=datatype, shape=list(x.shape))
     if raw:
@@ -59,6 +68,7 @@ def family_name(family: int) -> str:
 
 # --- fixtures ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def oip(trained: Running) -> pb_grpc.GRPCInferenceServiceStub:
     return pb_grpc.GRPCInferenceServiceStub(trained.client.channel)
@@ -72,6 +82,7 @@ def _error(call: Any, request: Any) -> grpc.RpcError:
 
 # --- health and metadata ------------------------------------------------------------
 
+
 def test_server_is_live_and_ready_and_says_who_it_is(trained: Running, oip: pb_grpc.GRPCInferenceServiceStub) -> None:
     assert oip.ServerLive(pb.ServerLiveRequest()).live is True
     assert oip.ServerReady(pb.ServerReadyRequest()).ready is True
@@ -81,7 +92,9 @@ def test_server_is_live_and_ready_and_says_who_it_is(trained: Running, oip: pb_g
     assert trained.client.health("inference.GRPCInferenceService") == "SERVING"
 
 
-def test_model_ready_means_a_servable_champion_or_version(trained: Running, oip: pb_grpc.GRPCInferenceServiceStub) -> None:
+def test_model_ready_means_a_servable_champion_or_version(
+    trained: Running, oip: pb_grpc.GRPCInferenceServiceStub
+) -> None:
     assert oip.ModelReady(pb.ModelReadyRequest(name=MODEL)).ready is True
     assert oip.ModelReady(pb.ModelReadyRequest(name=MODEL, version="1")).ready is True
     assert oip.ModelReady(pb.ModelReadyRequest(name=MODEL, version="999")).ready is False
@@ -92,23 +105,28 @@ def test_model_ready_means_a_servable_champion_or_version(trained: Running, oip:
     assert err.code() is grpc.StatusCode.INVALID_ARGUMENT and "version" in err.details()
 
 
-def test_model_metadata_describes_versions_tensors_and_the_layout(trained: Running,
-                                                                  oip: pb_grpc.GRPCInferenceServiceStub) -> None:
+def test_model_metadata_describes_versions_tensors_and_the_layout(
+    trained: Running, oip: pb_grpc.GRPCInferenceServiceStub
+) -> None:
     meta, call = oip.ModelMetadata.with_call(pb.ModelMetadataRequest(name=MODEL))
     champion = trained.client.get_version(MODEL)
     assert meta.name == MODEL
-    assert meta.versions == [str(v.version) for v in sorted(trained.client.list_versions(MODEL),
-                                                               key=lambda v: v.version)]
+    assert meta.versions == [
+        str(v.version) for v in sorted(trained.client.list_versions(MODEL), key=lambda v: v.version)
+    ]
     assert str(champion.version) in meta.versions
     assert meta.platform == f"sahayak_{family_name(champion.family)}"
     # The whole-row tensor, then one input per feature, named as the feature (the other form).
     kinds = {FeatureType.NUMERIC: "FP64", FeatureType.BOOLEAN: "BOOL", FeatureType.CATEGORICAL: "BYTES"}
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("features", "FP32", [-1, WIDTH])] + [
-        (f.name, kinds[f.type], [-1, 1]) for f in DEMO_SCHEMA.features]
+        (f.name, kinds[f.type], [-1, 1]) for f in DEMO_SCHEMA.features
+    ]
     assert ("craft", "BYTES", [-1, 1]) in [(t.name, t.datatype, list(t.shape)) for t in meta.inputs]
     assert ("has_bank_account", "BOOL", [-1, 1]) in [(t.name, t.datatype, list(t.shape)) for t in meta.inputs]
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
-        ("probability", "FP32", [-1, 1]), ("label", "INT32", [-1, 1])]
+        ("probability", "FP32", [-1, 1]),
+        ("label", "INT32", [-1, 1]),
+    ]
     headers = dict(call.initial_metadata())
     layout = json.loads(headers["sahayak-input-layout"])
     assert [c["name"] for c in layout] == [f.name for f in DEMO_SCHEMA.features]
@@ -124,6 +142,7 @@ def test_model_metadata_describes_versions_tensors_and_the_layout(trained: Runni
 
 
 # --- inference ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
 def test_infer_equals_predict(trained: Running, oip: pb_grpc.GRPCInferenceServiceStub, raw: bool) -> None:
@@ -143,8 +162,9 @@ def test_infer_equals_predict(trained: Running, oip: pb_grpc.GRPCInferenceServic
 
 
 @pytest.mark.parametrize("family", ["logistic_regression", "gradient_boosting"])
-def test_one_row_calls_answer_as_predict_does(trained: Running, oip: pb_grpc.GRPCInferenceServiceStub,
-                                              family: str) -> None:
+def test_one_row_calls_answer_as_predict_does(
+    trained: Running, oip: pb_grpc.GRPCInferenceServiceStub, family: str
+) -> None:
     """A one-row tensor takes the server's single-row path: the same answer as Predict, for both families."""
     run = trained.client.train(MODEL, families=[family])
     version = run.produced_version
@@ -153,7 +173,7 @@ def test_one_row_calls_answer_as_predict_does(trained: Running, oip: pb_grpc.GRP
     x = encode(rows)
     labels = set()
     for i, row in enumerate(decode(x)):
-        response = oip.ModelInfer(infer_request(x[i:i + 1], version=str(version)))
+        response = oip.ModelInfer(infer_request(x[i : i + 1], version=str(version)))
         out = outputs_of(response)
         want = trained.client.predict(MODEL, row, version=version)
         assert response.model_version == str(version)
@@ -164,8 +184,10 @@ def test_one_row_calls_answer_as_predict_does(trained: Running, oip: pb_grpc.GRP
     assert labels == {0, 1}
     # The one-row batch is what the batch path answers for the same row.
     many = outputs_of(oip.ModelInfer(infer_request(x, version=str(version))))["probability"][:, 0]
-    ones = [outputs_of(oip.ModelInfer(infer_request(x[i:i + 1], version=str(version))))["probability"][0, 0]
-            for i in range(len(x))]
+    ones = [
+        outputs_of(oip.ModelInfer(infer_request(x[i : i + 1], version=str(version))))["probability"][0, 0]
+        for i in range(len(x))
+    ]
     assert np.allclose(many, ones, rtol=0, atol=1e-6)
 
 
@@ -213,8 +235,9 @@ def test_an_empty_batch_is_answered_with_empty_outputs(oip: pb_grpc.GRPCInferenc
 
 
 @pytest.mark.parametrize("n, i", [(12, 3), (1, 0)], ids=["batch", "one-row"])
-def test_inferences_reach_the_prediction_log(trained: Running, oip: pb_grpc.GRPCInferenceServiceStub,
-                                             n: int, i: int) -> None:
+def test_inferences_reach_the_prediction_log(
+    trained: Running, oip: pb_grpc.GRPCInferenceServiceStub, n: int, i: int
+) -> None:
     """Row i of a logged inference reads back as sent under "<batch_id>:<i>"; a one-row tensor (logged
     as one prediction, as Predict logs) keeps that id, and has no row 1."""
     model_id = trained.server.catalog.get(MODEL).id
@@ -229,7 +252,7 @@ def test_inferences_reach_the_prediction_log(trained: Running, oip: pb_grpc.GRPC
     assert stored is not None and stored.prediction_id == f"{batch_id}:{i}"
     if n == 1:
         assert trained.server.ctx.predictions.get(f"{batch_id}:1") is None
-    logged, sent = json.loads(stored.features_json), decode(encode(rows[i:i + 1]))[0]
+    logged, sent = json.loads(stored.features_json), decode(encode(rows[i : i + 1]))[0]
     assert logged.keys() == sent.keys()
     for name, value in sent.items():
         # Numbers are logged in the precision they came in: the same float32.
@@ -242,14 +265,23 @@ def test_inferences_reach_the_prediction_log(trained: Running, oip: pb_grpc.GRPC
 
 # --- named inputs: one per feature -------------------------------------------------------
 
+
 def length_prefixed(values: Sequence[bytes]) -> bytes:
     """V2's raw BYTES: each element as a 4-byte little-endian length, then its bytes."""
     return b"".join(struct.pack("<I", len(v)) + v for v in values)
 
 
-def named_request(rows: Sequence[Mapping[str, Any]], schema: Schema = DEMO_SCHEMA, *, raw: bool = True,
-                  model: str = MODEL, version: str = "", one_d: Sequence[str] = (),
-                  datatypes: Mapping[str, str] | None = None, leave_out: Sequence[str] = ()) -> pb.ModelInferRequest:
+def named_request(
+    rows: Sequence[Mapping[str, Any]],
+    schema: Schema = DEMO_SCHEMA,
+    *,
+    raw: bool = True,
+    model: str = MODEL,
+    version: str = "",
+    one_d: Sequence[str] = (),
+    datatypes: Mapping[str, str] | None = None,
+    leave_out: Sequence[str] = (),
+) -> pb.ModelInferRequest:
     """Rows as one input per feature, as documented (written independently of the server's code): a numeric
     as FP64 (NaN missing), a boolean as BOOL, a categorical as its UTF-8 bytes ("" missing); shape [n, 1]
     ([n] for the names in ``one_d``); ``datatypes`` picks another accepted datatype for a feature."""
@@ -274,8 +306,13 @@ def named_request(rows: Sequence[Mapping[str, Any]], schema: Schema = DEMO_SCHEM
         if raw:
             request.raw_input_contents.append(array.tobytes())
         else:
-            field = {"FP64": "fp64_contents", "FP32": "fp32_contents", "INT64": "int64_contents",
-                     "INT32": "int_contents", "BOOL": "bool_contents"}[datatype]
+            field = {
+                "FP64": "fp64_contents",
+                "FP32": "fp32_contents",
+                "INT64": "int64_contents",
+                "INT32": "int_contents",
+                "BOOL": "bool_contents",
+            }[datatype]
             getattr(tensor.contents, field).extend(array.tolist())
     return request
 
@@ -285,8 +322,9 @@ def probabilities(response: pb.ModelInferResponse) -> np.ndarray:
 
 
 @pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
-def test_named_inputs_score_as_the_tensor_and_predict_batch(trained: Running, oip: pb_grpc.GRPCInferenceServiceStub,
-                                                             raw: bool) -> None:
+def test_named_inputs_score_as_the_tensor_and_predict_batch(
+    trained: Running, oip: pb_grpc.GRPCInferenceServiceStub, raw: bool
+) -> None:
     rows = sample_rows(40, seed=41)
     named = oip.ModelInfer(named_request(rows, raw=raw))
     champion = trained.client.get_version(MODEL)
@@ -312,10 +350,19 @@ def test_named_inputs_take_1d_shapes_and_the_other_datatypes(oip: pb_grpc.GRPCIn
         row["documents_complete_share"] = 0.5
     want = probabilities(oip.ModelInfer(named_request(rows)))
     for raw in (True, False):
-        other = named_request(rows, raw=raw, one_d=("age", "craft", "has_bank_account"),
-                              datatypes={"age": "INT64", "prior_applications": "INT32",
-                                         "documents_complete_share": "FP32", "has_bank_account": "FP64",
-                                         "has_artisan_card": "FP32", "scheme_women_priority": "INT32"})
+        other = named_request(
+            rows,
+            raw=raw,
+            one_d=("age", "craft", "has_bank_account"),
+            datatypes={
+                "age": "INT64",
+                "prior_applications": "INT32",
+                "documents_complete_share": "FP32",
+                "has_bank_account": "FP64",
+                "has_artisan_card": "FP32",
+                "scheme_women_priority": "INT32",
+            },
+        )
         np.testing.assert_allclose(probabilities(oip.ModelInfer(other)), want, rtol=0, atol=1e-6)
 
 
@@ -350,6 +397,7 @@ def _without(name: str) -> Any:
         k = [t.name for t in r.inputs].index(name)
         del r.inputs[k]
         del r.raw_input_contents[k]
+
     return mutate
 
 
@@ -362,20 +410,24 @@ def _set(which: str, **fields: Any) -> Any:
                 tensor.shape.extend(value)
             else:
                 setattr(tensor, key, value)
+
     return mutate
 
 
 def _raw(name: str, data: bytes) -> Any:
     def mutate(r: pb.ModelInferRequest) -> None:
         r.raw_input_contents[[t.name for t in r.inputs].index(name)] = data
+
     return mutate
 
 
 def _value(name: str, row: int, value: Any) -> Any:
     """Rebuild the request with one value changed (rows are the mutate's second argument)."""
+
     def mutate(r: pb.ModelInferRequest, rows: list[dict[str, Any]]) -> None:
         rows[row][name] = value
         r.CopyFrom(named_request(rows))
+
     return mutate
 
 
@@ -384,32 +436,54 @@ def _mix(r: pb.ModelInferRequest) -> None:
     r.raw_input_contents.append(encode(sample_rows(3, seed=45)).tobytes())
 
 
-@pytest.mark.parametrize("mutate, field, words", [
-    (_set("age", name="Age"), "inputs[0].name", "unknown input 'Age'"),
-    (_set("craft", datatype="FP32"), "inputs[3].datatype", "send BYTES"),
-    (_set("age", datatype="BYTES"), "inputs[0].datatype", "send FP64 (or FP32, INT64, INT32)"),
-    (_set("has_bank_account", datatype="INT8"), "inputs[8].datatype", "send BOOL"),
-    (_set("age", shape=[2, 1]), "inputs[1].shape", "has 3 rows and inputs[0] ('age') has 2"),
-    (_set("state", shape=[2]), "inputs[4].shape", "has 2 rows and inputs[0] ('age') has 3"),
-    (_set("state", shape=[3, 2]), "inputs[4].shape", "[n, 1] or [n]"),
-    (_without("state"), "inputs", "no input for the required feature 'state'"),
-    (_set("education", name="craft"), "inputs[7].name", "given twice (also inputs[3])"),
-    (_mix, "inputs", "exactly one input"),
-    (_raw("craft", b"\x09\0\0\0potter"), "raw_input_contents[3]", "element 0 declares 9 bytes; only 6 are left"),
-    (_raw("craft", b""), "raw_input_contents[3]", "inside element 0's 4-byte length"),
-    (_raw("has_bank_account", b"\1\2\0"), "has_bank_account[1]", "0 (false) or 1 (true)"),
-    (_raw("age", b"\0" * 8), "raw_input_contents[0]", "needs 24"),
-    (lambda r: r.raw_input_contents.pop(), "raw_input_contents", "has 21 entries for 22 inputs"),
-    (_value("craft", 2, "goldsmith"), "craft[2]", "'goldsmith' is not one of the declared categories"),
-    (_value("age", 1, 5.0), "age[1]", "5.0 is below the minimum 18.0"),
-    (_value("state", 2, ""), "state[2]", "required feature is missing"),
-    (_value("age", 0, None), "age[0]", "required feature is missing"),
-], ids=["unknown-name", "categorical-datatype", "numeric-datatype", "boolean-datatype", "rows", "rows-1d",
-        "width", "missing-required", "duplicate", "mixed-with-features", "bytes-short", "bytes-empty",
-        "bool-byte", "raw-size", "raw-count", "unknown-category", "below-minimum", "empty-required-category",
-        "nan-required"])
-def test_bad_named_inputs_are_invalid_argument_naming_the_input(oip: pb_grpc.GRPCInferenceServiceStub, mutate: Any,
-                                                                field: str, words: str) -> None:
+@pytest.mark.parametrize(
+    "mutate, field, words",
+    [
+        (_set("age", name="Age"), "inputs[0].name", "unknown input 'Age'"),
+        (_set("craft", datatype="FP32"), "inputs[3].datatype", "send BYTES"),
+        (_set("age", datatype="BYTES"), "inputs[0].datatype", "send FP64 (or FP32, INT64, INT32)"),
+        (_set("has_bank_account", datatype="INT8"), "inputs[8].datatype", "send BOOL"),
+        (_set("age", shape=[2, 1]), "inputs[1].shape", "has 3 rows and inputs[0] ('age') has 2"),
+        (_set("state", shape=[2]), "inputs[4].shape", "has 2 rows and inputs[0] ('age') has 3"),
+        (_set("state", shape=[3, 2]), "inputs[4].shape", "[n, 1] or [n]"),
+        (_without("state"), "inputs", "no input for the required feature 'state'"),
+        (_set("education", name="craft"), "inputs[7].name", "given twice (also inputs[3])"),
+        (_mix, "inputs", "exactly one input"),
+        (_raw("craft", b"\x09\0\0\0potter"), "raw_input_contents[3]", "element 0 declares 9 bytes; only 6 are left"),
+        (_raw("craft", b""), "raw_input_contents[3]", "inside element 0's 4-byte length"),
+        (_raw("has_bank_account", b"\1\2\0"), "has_bank_account[1]", "0 (false) or 1 (true)"),
+        (_raw("age", b"\0" * 8), "raw_input_contents[0]", "needs 24"),
+        (lambda r: r.raw_input_contents.pop(), "raw_input_contents", "has 21 entries for 22 inputs"),
+        (_value("craft", 2, "goldsmith"), "craft[2]", "'goldsmith' is not one of the declared categories"),
+        (_value("age", 1, 5.0), "age[1]", "5.0 is below the minimum 18.0"),
+        (_value("state", 2, ""), "state[2]", "required feature is missing"),
+        (_value("age", 0, None), "age[0]", "required feature is missing"),
+    ],
+    ids=[
+        "unknown-name",
+        "categorical-datatype",
+        "numeric-datatype",
+        "boolean-datatype",
+        "rows",
+        "rows-1d",
+        "width",
+        "missing-required",
+        "duplicate",
+        "mixed-with-features",
+        "bytes-short",
+        "bytes-empty",
+        "bool-byte",
+        "raw-size",
+        "raw-count",
+        "unknown-category",
+        "below-minimum",
+        "empty-required-category",
+        "nan-required",
+    ],
+)
+def test_bad_named_inputs_are_invalid_argument_naming_the_input(
+    oip: pb_grpc.GRPCInferenceServiceStub, mutate: Any, field: str, words: str
+) -> None:
     rows = sample_rows(3, seed=46)
     request = named_request(rows)
     if mutate.__code__.co_argcount == 2:
@@ -446,10 +520,13 @@ def named_rows(n: int, seed: int) -> list[tuple[dict[str, Any], bool]]:
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        row: dict[str, Any] = {"Age Years": float(rng.randint(18, 80)), "Monthly Income": round(rng.uniform(1, 9), 2),
-                               "is-member": rng.random() < 0.5,
-                               "Home Region": rng.choice(("North East", "South", "Dakṣiṇa")),
-                               "features": round(rng.uniform(0, 5), 2)}
+        row: dict[str, Any] = {
+            "Age Years": float(rng.randint(18, 80)),
+            "Monthly Income": round(rng.uniform(1, 9), 2),
+            "is-member": rng.random() < 0.5,
+            "Home Region": rng.choice(("North East", "South", "Dakṣiṇa")),
+            "features": round(rng.uniform(0, 5), 2),
+        }
         z = 0.05 * row["Age Years"] + 0.5 * row["Monthly Income"] - 0.8 * row["features"] - 2.0
         z += 1.0 if row["is-member"] else 0.0
         z += 1.0 if row["Home Region"] == "South" else 0.0
@@ -457,8 +534,9 @@ def named_rows(n: int, seed: int) -> list[tuple[dict[str, Any], bool]]:
     return out
 
 
-def test_names_with_capitals_spaces_and_features_itself(trained: Running,
-                                                        oip: pb_grpc.GRPCInferenceServiceStub) -> None:
+def test_names_with_capitals_spaces_and_features_itself(
+    trained: Running, oip: pb_grpc.GRPCInferenceServiceStub
+) -> None:
     from sahayak_rpc.client import OutcomeInput
 
     c = trained.client
@@ -472,8 +550,12 @@ def test_names_with_capitals_spaces_and_features_itself(trained: Running,
     # A feature named "features" takes that name: the tensor is not listed, the feature is, once.
     meta = oip.ModelMetadata(pb.ModelMetadataRequest(name="oip-names", version=version))
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
-        ("Age Years", "FP64", [-1, 1]), ("Monthly Income", "FP64", [-1, 1]), ("is-member", "BOOL", [-1, 1]),
-        ("Home Region", "BYTES", [-1, 1]), ("features", "FP64", [-1, 1])]
+        ("Age Years", "FP64", [-1, 1]),
+        ("Monthly Income", "FP64", [-1, 1]),
+        ("is-member", "BOOL", [-1, 1]),
+        ("Home Region", "BYTES", [-1, 1]),
+        ("features", "FP64", [-1, 1]),
+    ]
 
     rows = [row for row, _ in named_rows(20, seed=49)]
     rows[3].pop("Monthly Income")
@@ -483,8 +565,9 @@ def test_names_with_capitals_spaces_and_features_itself(trained: Running,
         assert abs(got[i] - c.predict("oip-names", row, version=int(version)).probability) <= 1e-6, (i, row)
     assert len(set(got.round(6).tolist())) > 10
     # The [n, 5] tensor still works for such a model: a one-input request of that shape is the tensor.
-    tensor = oip.ModelInfer(infer_request(encode(rows, schema, dtype=np.float64), datatype="FP64",
-                                          model="oip-names", version=version))
+    tensor = oip.ModelInfer(
+        infer_request(encode(rows, schema, dtype=np.float64), datatype="FP64", model="oip-names", version=version)
+    )
     np.testing.assert_allclose(probabilities(tensor), got, rtol=0, atol=1e-6)
     # Errors name the input as sent, spaces and all.
     bad = named_request(rows, schema, model="oip-names", version=version)
@@ -501,25 +584,42 @@ def test_names_with_capitals_spaces_and_features_itself(trained: Running,
 
 # --- errors ---------------------------------------------------------------------------
 
+
 def test_unknown_model_is_not_found(oip: pb_grpc.GRPCInferenceServiceStub) -> None:
     err = _error(oip.ModelInfer, infer_request(encode(sample_rows(2, seed=16)), model="ghost"))
     assert err.code() is grpc.StatusCode.NOT_FOUND and "ghost" in err.details()
 
 
-@pytest.mark.parametrize("mutate, words", [
-    (lambda r: r.inputs[0].ClearField("shape") or r.inputs[0].shape.extend([3, WIDTH - 1]), "[n, 22]"),
-    (lambda r: r.inputs[0].ClearField("shape") or r.inputs[0].shape.extend([3 * WIDTH]), "[n, 22]"),
-    (lambda r: r.inputs[0].ClearField("shape") or r.inputs[0].shape.extend([4, WIDTH]), "bytes"),
-    (lambda r: setattr(r.inputs[0], "datatype", "INT32"), "FP32"),
-    (lambda r: setattr(r.inputs[0], "name", "input__0"), "'features'"),
-    (lambda r: r.raw_input_contents.append(b"\0" * 4), "entries"),
-    (lambda r: r.inputs.add(name="extra", datatype="FP32", shape=[3, 1]), "exactly one input"),
-    (lambda r: r.outputs.add(name="score"), "unknown output"),
-    (lambda r: setattr(r, "model_version", "latest"), "version number"),
-    (lambda r: r.inputs[0].contents.fp32_contents.append(1.0), "not both"),
-], ids=["width", "one-dimensional", "rows", "datatype", "input-name", "two-blobs", "two-inputs",
-        "output-name", "version-text", "raw-and-typed"])
-def test_malformed_requests_are_invalid_argument(oip: pb_grpc.GRPCInferenceServiceStub, mutate: Any, words: str) -> None:
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (lambda r: r.inputs[0].ClearField("shape") or r.inputs[0].shape.extend([3, WIDTH - 1]), "[n, 22]"),
+        (lambda r: r.inputs[0].ClearField("shape") or r.inputs[0].shape.extend([3 * WIDTH]), "[n, 22]"),
+        (lambda r: r.inputs[0].ClearField("shape") or r.inputs[0].shape.extend([4, WIDTH]), "bytes"),
+        (lambda r: setattr(r.inputs[0], "datatype", "INT32"), "FP32"),
+        (lambda r: setattr(r.inputs[0], "name", "input__0"), "'features'"),
+        (lambda r: r.raw_input_contents.append(b"\0" * 4), "entries"),
+        (lambda r: r.inputs.add(name="extra", datatype="FP32", shape=[3, 1]), "exactly one input"),
+        (lambda r: r.outputs.add(name="score"), "unknown output"),
+        (lambda r: setattr(r, "model_version", "latest"), "version number"),
+        (lambda r: r.inputs[0].contents.fp32_contents.append(1.0), "not both"),
+    ],
+    ids=[
+        "width",
+        "one-dimensional",
+        "rows",
+        "datatype",
+        "input-name",
+        "two-blobs",
+        "two-inputs",
+        "output-name",
+        "version-text",
+        "raw-and-typed",
+    ],
+)
+def test_malformed_requests_are_invalid_argument(
+    oip: pb_grpc.GRPCInferenceServiceStub, mutate: Any, words: str
+) -> None:
     request = infer_request(encode(sample_rows(3, seed=17)))
     mutate(request)
     err = _error(oip.ModelInfer, request)
@@ -542,13 +642,21 @@ def test_typed_contents_must_match_the_shape_and_datatype(oip: pb_grpc.GRPCInfer
 @pytest.mark.parametrize("rows,bad", [(4, 2), (1, 0)], ids=["batch", "one-row"])
 def test_bad_values_name_the_row_and_feature(oip: pb_grpc.GRPCInferenceServiceStub, rows: int, bad: int) -> None:
     names = [f.name for f in DEMO_SCHEMA.features]
-    craft, age, bank, state, income = (names.index(n) for n in ("craft", "age", "has_bank_account", "state",
-                                                                "annual_income_inr"))
-    for col, value, words in [(craft, 10.0, "craft"), (craft, 1.5, "craft"), (craft, -1.0, "craft"),
-                              (age, 5.0, "below the minimum"), (age, np.inf, "must be finite"),
-                              (age, np.nan, "required feature is missing"), (bank, 2.0, "has_bank_account"),
-                              (bank, 0.5, "a boolean is 0"), (state, np.nan, "state"),
-                              (income, 1e101, "beyond the limit")]:
+    craft, age, bank, state, income = (
+        names.index(n) for n in ("craft", "age", "has_bank_account", "state", "annual_income_inr")
+    )
+    for col, value, words in [
+        (craft, 10.0, "craft"),
+        (craft, 1.5, "craft"),
+        (craft, -1.0, "craft"),
+        (age, 5.0, "below the minimum"),
+        (age, np.inf, "must be finite"),
+        (age, np.nan, "required feature is missing"),
+        (bank, 2.0, "has_bank_account"),
+        (bank, 0.5, "a boolean is 0"),
+        (state, np.nan, "state"),
+        (income, 1e101, "beyond the limit"),
+    ]:
         x = encode(sample_rows(rows, seed=19), dtype=np.float64)
         x[bad, col] = value
         err = _error(oip.ModelInfer, infer_request(x, datatype="FP64"))
@@ -570,8 +678,11 @@ def test_a_model_without_champion_fails_precondition(trained: Running, oip: pb_g
 
 def test_rpcs_outside_the_core_protocol_are_unimplemented(trained: Running) -> None:
     # Triton's extensions (statistics, repository, shared memory...) are not served.
-    call = trained.client.channel.unary_unary("/inference.GRPCInferenceService/ModelStatistics",
-                                              request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    call = trained.client.channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelStatistics",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
     with pytest.raises(grpc.RpcError) as info:
         call(b"", timeout=30)
     assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
@@ -584,6 +695,12 @@ def test_reflection_describes_the_service(trained: Running) -> None:
 
     pool = DescriptorPool(ProtoReflectionDescriptorDatabase(trained.client.channel))
     service = pool.FindServiceByName("inference.GRPCInferenceService")
-    assert {m.name for m in service.methods} == {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata",
-                                                 "ModelMetadata", "ModelInfer"}
+    assert {m.name for m in service.methods} == {
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelInfer",
+    }
     assert service.methods_by_name["ModelInfer"].input_type.fields_by_name["raw_input_contents"].number == 7

@@ -53,9 +53,11 @@ def test_starts_with_the_settings_asked_for(pg: PgCluster) -> None:
     assert pg.running and pg.host == "127.0.0.1"
     assert pg.admin_url == f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
     with psycopg.connect(pg.admin_url) as conn:
-        settings: dict[str, str] = dict(conn.execute(
-            "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'max_connections', 'listen_addresses')"
-        ).fetchall())
+        settings: dict[str, str] = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'max_connections', 'listen_addresses')"
+            ).fetchall()
+        )
         assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
     assert settings == {"fsync": "off", "max_connections": "300", "listen_addresses": "127.0.0.1"}
     assert pg.log_path.is_file()

@@ -71,6 +71,7 @@ def test_a_scheduled_run_that_is_not_better_keeps_the_champion(tmp_path, backend
             def check() -> list | None:
                 rs = list(c.training.ListTrainingRuns(training_pb2.ListTrainingRunsRequest(model=MODEL)).runs)
                 return rs if len(rs) == count and not any(x.state in active for x in rs) else None
+
             return eventually(check, timeout=120)  # type: ignore[return-value]
 
         [first] = settled(1)

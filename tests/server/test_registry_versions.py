@@ -46,7 +46,12 @@ def test_set_alias_and_the_append_only_history(two_versions: Running) -> None:
     c.registry.DeleteAlias(registry_pb2.DeleteAliasRequest(model=MODEL, alias="canary"))
     history = c.registry.ListAliasHistory(registry_pb2.ListAliasHistoryRequest(model=MODEL)).events
     assert [(e.alias, e.version, e.previous_version) for e in history] == [
-        ("canary", 0, 2), ("canary", 2, 1), ("canary", 1, 0), ("champion", 2, 1), ("champion", 1, 0)]
+        ("canary", 0, 2),
+        ("canary", 2, 1),
+        ("canary", 1, 0),
+        ("champion", 2, 1),
+        ("champion", 1, 0),
+    ]
     assert history[2].reason == "try the old one"
     only = c.registry.ListAliasHistory(registry_pb2.ListAliasHistoryRequest(model=MODEL, alias="champion")).events
     assert len(only) == 2
@@ -69,12 +74,21 @@ def test_rollback_returns_the_champion_to_its_predecessor_in_one_call(two_versio
     [
         (lambda c: c.set_alias(MODEL, "Bad Alias", 1), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD"),
         (lambda c: c.set_alias(MODEL, "canary", 99), grpc.StatusCode.NOT_FOUND, "VERSION_NOT_FOUND"),
-        (lambda c: c.registry.DeleteAlias(registry_pb2.DeleteAliasRequest(model=MODEL, alias="champion")),
-         grpc.StatusCode.FAILED_PRECONDITION, None),
-        (lambda c: c.registry.DeleteAlias(registry_pb2.DeleteAliasRequest(model=MODEL, alias="nope")),
-         grpc.StatusCode.NOT_FOUND, None),
-        (lambda c: c.registry.ArchiveModelVersion(registry_pb2.ArchiveModelVersionRequest(model=MODEL, version=2)),
-         grpc.StatusCode.FAILED_PRECONDITION, None),
+        (
+            lambda c: c.registry.DeleteAlias(registry_pb2.DeleteAliasRequest(model=MODEL, alias="champion")),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            None,
+        ),
+        (
+            lambda c: c.registry.DeleteAlias(registry_pb2.DeleteAliasRequest(model=MODEL, alias="nope")),
+            grpc.StatusCode.NOT_FOUND,
+            None,
+        ),
+        (
+            lambda c: c.registry.ArchiveModelVersion(registry_pb2.ArchiveModelVersionRequest(model=MODEL, version=2)),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            None,
+        ),
         (lambda c: c.get_version(MODEL, alias="ghost"), grpc.StatusCode.NOT_FOUND, "ALIAS_NOT_FOUND"),
         (lambda c: c.predict(MODEL, {}, version=1, alias="champion"), grpc.StatusCode.INVALID_ARGUMENT, None),
     ],
@@ -131,7 +145,9 @@ def test_export_then_import_gives_the_same_predictions(two_versions: Running) ->
     assert imported.lineage.source == registry_pb2.VERSION_SOURCE_IMPORT
     assert imported.lineage.parameters["imported_from"] == f"{MODEL}@2"
     for e in generate_outcomes(20, seed=4):
-        assert c.predict(MODEL, e.features, version=3).probability == c.predict(MODEL, e.features, version=2).probability
+        assert (
+            c.predict(MODEL, e.features, version=3).probability == c.predict(MODEL, e.features, version=2).probability
+        )
 
 
 def _tampered(data: bytes) -> list[bytes]:
@@ -164,8 +180,15 @@ def test_a_tampered_artifact_is_invalid_argument_and_changes_nothing(two_version
 def test_an_artifact_signed_with_another_key_is_refused(two_versions: Running) -> None:
     c = two_versions.client
     model = two_versions.server.registry.served(two_versions.server.catalog.get(MODEL), 2).model
-    forged = artifact.dump(model, model_name=MODEL, version=2, created_at_us=1, metadata={},
-                           key=b"k" * 32, key_id=two_versions.server.registry.key_id)
+    forged = artifact.dump(
+        model,
+        model_name=MODEL,
+        version=2,
+        created_at_us=1,
+        metadata={},
+        key=b"k" * 32,
+        key_id=two_versions.server.registry.key_id,
+    )
     with pytest.raises(SahayakError) as info:
         c.import_version(MODEL, forged)
     assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT and "signature" in info.value.violations[0].field
@@ -191,8 +214,11 @@ def test_evaluate_on_supplied_rows_and_on_stored_outcomes(two_versions: Running)
         fill_features(o.features, e.features)
     resp = c.registry.EvaluateModelVersion(request)
     assert resp.version == 1 and resp.metrics.count == 300 and 0.6 < resp.metrics.accuracy <= 1
-    stored = c.registry.EvaluateModelVersion(registry_pb2.EvaluateModelVersionRequest(
-        model=MODEL, data=registry_pb2.EvaluationData(outcomes=registry_pb2.OutcomeWindow(last_n=500))))
+    stored = c.registry.EvaluateModelVersion(
+        registry_pb2.EvaluateModelVersionRequest(
+            model=MODEL, data=registry_pb2.EvaluationData(outcomes=registry_pb2.OutcomeWindow(last_n=500))
+        )
+    )
     assert stored.version == 2 and stored.metrics.count == 500
     bad = registry_pb2.EvaluateModelVersionRequest(model=MODEL)
     bad.data.rows.rows.add(label=common_pb2.LABEL_POSITIVE).features["age"].string_value = "old"
@@ -203,7 +229,9 @@ def test_evaluate_on_supplied_rows_and_on_stored_outcomes(two_versions: Running)
 
 def test_compare_scores_both_versions_on_the_same_rows(two_versions: Running) -> None:
     c = two_versions.client
-    resp = c.registry.CompareModelVersions(registry_pb2.CompareModelVersionsRequest(model=MODEL, version_a=1, version_b=2))
+    resp = c.registry.CompareModelVersions(
+        registry_pb2.CompareModelVersionsRequest(model=MODEL, version_a=1, version_b=2)
+    )
     assert resp.row_count == resp.metrics_a.count == resp.metrics_b.count > 0
     assert resp.difference["accuracy"] == pytest.approx(resp.metrics_b.accuracy - resp.metrics_a.accuracy)
 

@@ -23,10 +23,12 @@ def runs(client) -> list:
 
 def settled(client, count: int) -> list:
     """Wait until there are ``count`` runs and none is active."""
+
     def check() -> list | None:
         rs = runs(client)
         active = {training_pb2.TRAINING_RUN_STATE_QUEUED, training_pb2.TRAINING_RUN_STATE_RUNNING}
         return rs if len(rs) == count and not any(r.state in active for r in rs) else None
+
     return eventually(check)  # type: ignore[return-value]
 
 
@@ -37,7 +39,10 @@ def test_new_labels_train_then_update_incrementally_then_weekly(tmp_path, backen
         load_demo_rows(c, 1500)
         # No champion yet: enough new labels start a full run on their own.
         [first] = settled(c, 1)
-        assert (first.kind, first.trigger) == (training_pb2.TRAINING_KIND_FULL, training_pb2.TRAINING_TRIGGER_NEW_LABELS)
+        assert (first.kind, first.trigger) == (
+            training_pb2.TRAINING_KIND_FULL,
+            training_pb2.TRAINING_TRIGGER_NEW_LABELS,
+        )
         assert first.promoted
         # An import stream defers automatic training until it ends: the run saw all of it.
         assert first.data.outcome_count == 1500
@@ -54,8 +59,10 @@ def test_new_labels_train_then_update_incrementally_then_weekly(tmp_path, backen
         e = more[99]
         c.record_outcome(MODEL, e.features, e.label, outcome_id=e.outcome_id)
         second = settled(c, 2)[0]
-        assert (second.kind, second.trigger) == (training_pb2.TRAINING_KIND_INCREMENTAL,
-                                                 training_pb2.TRAINING_TRIGGER_NEW_LABELS)
+        assert (second.kind, second.trigger) == (
+            training_pb2.TRAINING_KIND_INCREMENTAL,
+            training_pb2.TRAINING_TRIGGER_NEW_LABELS,
+        )
         assert second.state == training_pb2.TRAINING_RUN_STATE_SUCCEEDED and second.produced_version == 2
         assert second.data.outcome_count >= 100 and second.parameters["new"] == "100"
         v2 = c.get_version(MODEL, version=2)

@@ -122,8 +122,13 @@ third, number = seg.append(b"3" * 1000, 0)
 assert number == 1 and seg.resolve(first) == b"1" * 1000 and seg.resolve(third) == b"3" * 1000
 print("ok")
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
@@ -182,8 +187,9 @@ def test_a_page_cap_keeps_new_batches_inside_the_database_and_old_references_rea
 
 def stored_batch(r: Running, batch_id: str) -> tuple[bytes, int]:
     with closing(sqlite3.connect(r.db_path)) as conn:
-        data, count = conn.execute("SELECT columns_data, row_count FROM prediction_batches WHERE batch_id = ?",
-                                   (batch_id,)).fetchone()
+        data, count = conn.execute(
+            "SELECT columns_data, row_count FROM prediction_batches WHERE batch_id = ?", (batch_id,)
+        ).fetchone()
     return data, count
 
 
@@ -209,7 +215,7 @@ def test_a_served_batch_is_logged_to_a_segment_and_reads_back_whole(champion: Ru
     with closing(sqlite3.connect(r.db_path)) as conn:
         assert conn.execute("SELECT segment, bytes FROM log_segments").fetchall() == [(1, size)]
     # ... the features in the segment, as the batch codec wrote them, CRC and all.
-    payload = (folder / segment).read_bytes()[len(HEADER):]
+    payload = (folder / segment).read_bytes()[len(HEADER) :]
     assert zlib.crc32(payload) == int.from_bytes(data[-4:], "little")
     assert len(decode_columns(payload)["age"]) == 300
     # Every row's prediction id finds its features, as served.
@@ -238,9 +244,15 @@ def test_lost_features_are_skipped_by_drift_and_named_to_feedback(champion: Runn
         f.write(bytes([byte[0] ^ 0xFF]))
     report = r.client.monitor.DetectDrift(M.DetectDriftRequest(model=MODEL)).report
     assert report.prediction.current_count == 100  # the damaged batch is left out, not misread
-    request = FB.RecordFeedbackRequest(feedback=FB.Feedback(
-        model=MODEL, feedback_id="lost-1", prediction_id=f"{lost.batch_id}:3",
-        interaction=FB.INTERACTION_APPLIED, outcome=FB.FEEDBACK_OUTCOME_APPROVED))
+    request = FB.RecordFeedbackRequest(
+        feedback=FB.Feedback(
+            model=MODEL,
+            feedback_id="lost-1",
+            prediction_id=f"{lost.batch_id}:3",
+            interaction=FB.INTERACTION_APPLIED,
+            outcome=FB.FEEDBACK_OUTCOME_APPROVED,
+        )
+    )
     outcomes = r.client.server_status().models[0].outcome_count
     with pytest.raises(grpc.RpcError) as info:
         r.client.feedback.RecordFeedback(request)
@@ -319,8 +331,9 @@ def every_batch_reads(db: Path) -> tuple[int, list[str]]:
     return len(rows), bad
 
 
-def test_a_backup_taken_while_batches_are_logged_holds_every_batch_it_lists(champion: Running,
-                                                                            subprocess_env: dict) -> None:
+def test_a_backup_taken_while_batches_are_logged_holds_every_batch_it_lists(
+    champion: Running, subprocess_env: dict
+) -> None:
     r = champion
     rows = [e.features for e in generate_outcomes(200, seed=65)]
     # Small segments: the log moves on to new files while the backup runs.
@@ -357,7 +370,8 @@ def test_a_backup_taken_while_batches_are_logged_holds_every_batch_it_lists(cham
         assert restored.client.get_model(MODEL).champion_version == 1
         first = restored.server.ctx.predictions.get(f"{served[0]}:7")
         assert first is not None and orjson.loads(first.features_json) == pytest.approx(
-            {k: v for k, v in rows[7].items() if v is not None})
+            {k: v for k, v in rows[7].items() if v is not None}
+        )
     finally:
         stop_server(restored)
 

@@ -22,8 +22,11 @@ from sahayak_rpc._proto.sahayak.v1 import registry_pb2
 from ..helpers import Running, free_port, good_row, server_command
 
 FIVE = {
-    "sahayak.v1.TrainingService", "sahayak.v1.FeedbackService", "sahayak.v1.MonitorService",
-    "sahayak.v1.ModelRegistryService", "sahayak.v1.InferenceService",
+    "sahayak.v1.TrainingService",
+    "sahayak.v1.FeedbackService",
+    "sahayak.v1.MonitorService",
+    "sahayak.v1.ModelRegistryService",
+    "sahayak.v1.InferenceService",
 }
 
 
@@ -58,8 +61,9 @@ def test_every_rpc_of_the_contract_is_implemented(running: Running) -> None:
 
 
 def test_a_method_the_server_does_not_have_is_unimplemented(running: Running) -> None:
-    call = running.client.channel.unary_unary("/sahayak.v1.InferenceService/Explode",
-                                              request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    call = running.client.channel.unary_unary(
+        "/sahayak.v1.InferenceService/Explode", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
     with pytest.raises(grpc.RpcError) as info:
         call(b"")
     assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
@@ -78,8 +82,9 @@ def test_one_log_line_per_rpc_with_method_code_latency_and_request_id(running: R
         running.client.get_model(small_model)
         with pytest.raises(Exception):
             running.client.get_model("ghost")
-        running.client.registry.GetModel(registry_pb2.GetModelRequest(name=small_model),
-                                         metadata=[("x-request-id", "abc-123")])
+        running.client.registry.GetModel(
+            registry_pb2.GetModelRequest(name=small_model), metadata=[("x-request-id", "abc-123")]
+        )
     rpc_lines = [entry for entry in logs if entry["event"] == "rpc"]
     assert [(e["method"], e["code"]) for e in rpc_lines] == [
         ("/sahayak.v1.ModelRegistryService/GetModel", "OK"),
@@ -136,8 +141,12 @@ def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subpro
     log_path = tmp_path / "server.log"
     # The log goes to a file: an undrained pipe would stall the server once it filled.
     with log_path.open("w") as log_file:
-        proc = subprocess.Popen(server_command("serve", "--port", str(port), "--db", str(db)),
-                                stderr=log_file, text=True, env=subprocess_env)
+        proc = subprocess.Popen(
+            server_command("serve", "--port", str(port), "--db", str(db)),
+            stderr=log_file,
+            text=True,
+            env=subprocess_env,
+        )
         try:
             _wait_serving(port, proc)
             proc.send_signal(signal.SIGTERM)
@@ -153,8 +162,7 @@ def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subpro
     assert not (tmp_path / "g.db-wal").exists()
 
 
-def test_sigterm_handed_to_another_thread_still_stops_the_server_promptly(tmp_path: Path,
-                                                                          subprocess_env: dict) -> None:
+def test_sigterm_handed_to_another_thread_still_stops_the_server_promptly(tmp_path: Path, subprocess_env: dict) -> None:
     """The kernel may deliver a process's SIGTERM to any thread; Python runs the handler on the main
     thread only, between bytecodes. A main thread parked in one long wait ignored it for up to an
     hour (seen as a hung clean stop in the crash harness). Here the signal goes to a gRPC thread."""
@@ -164,8 +172,12 @@ def test_sigterm_handed_to_another_thread_still_stops_the_server_promptly(tmp_pa
 
     port = free_port()
     with (tmp_path / "server.log").open("w") as log_file:
-        proc = subprocess.Popen(server_command("serve", "--port", str(port), "--db", str(tmp_path / "t.db")),
-                                stderr=log_file, text=True, env=subprocess_env)
+        proc = subprocess.Popen(
+            server_command("serve", "--port", str(port), "--db", str(tmp_path / "t.db")),
+            stderr=log_file,
+            text=True,
+            env=subprocess_env,
+        )
         try:
             _wait_serving(port, proc)
             threads = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
@@ -179,24 +191,31 @@ def test_sigterm_handed_to_another_thread_still_stops_the_server_promptly(tmp_pa
         finally:
             if proc.poll() is None:
                 proc.kill()
-    events = [json.loads(line)["event"] for line in (tmp_path / "server.log").read_text().splitlines()
-              if line.startswith("{")]
+    events = [
+        json.loads(line)["event"] for line in (tmp_path / "server.log").read_text().splitlines() if line.startswith("{")
+    ]
     assert events[-2:] == ["server.signal", "server.stopped"]
 
 
 def test_serve_refuses_a_bad_config_with_a_clear_message(tmp_path: Path, subprocess_env: dict) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[gate]\nmin_f1 = 7\n")
-    proc = subprocess.run(server_command("serve", "--config", str(bad), "--db", str(tmp_path / "x.db")),
-                          capture_output=True, text=True, env=subprocess_env, timeout=60)
+    proc = subprocess.run(
+        server_command("serve", "--config", str(bad), "--db", str(tmp_path / "x.db")),
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "gate.min_f1" in proc.stderr
 
 
 def test_unexpected_input_types_never_crash_the_server(running: Running, small_model: str) -> None:
     # Raw bytes that are not a valid message: the server answers, and stays healthy.
-    call = running.client.channel.unary_unary("/sahayak.v1.TrainingService/RecordOutcome",
-                                              request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    call = running.client.channel.unary_unary(
+        "/sahayak.v1.TrainingService/RecordOutcome", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
     for payload in [b"\xff\xff\xff", b"\x0a\x05abc", b"\x12" + b"\x80" * 20]:
         with pytest.raises(grpc.RpcError) as info:
             call(payload)
@@ -216,9 +235,12 @@ def test_serve_demo_trains_once_and_a_restart_keeps_its_champion(tmp_path: Path,
         port = free_port()
         log_path = tmp_path / f"server{start}.log"
         with log_path.open("w") as log_file:
-            proc = subprocess.Popen(server_command("serve", "--port", str(port), "--db", str(db), "--demo",
-                                                   "--demo-outcomes", "600"),
-                                    stderr=log_file, text=True, env=subprocess_env)
+            proc = subprocess.Popen(
+                server_command("serve", "--port", str(port), "--db", str(db), "--demo", "--demo-outcomes", "600"),
+                stderr=log_file,
+                text=True,
+                env=subprocess_env,
+            )
             try:
                 _wait_serving(port, proc)
                 deadline = time.monotonic() + 120
@@ -244,12 +266,16 @@ def test_serve_demo_trains_once_and_a_restart_keeps_its_champion(tmp_path: Path,
     assert second["training_skipped"] == "no new outcomes; champion version 1 kept"
 
 
-def test_serve_on_a_database_it_cannot_open_says_so_without_a_traceback(tmp_path: Path,
-                                                                        subprocess_env: dict) -> None:
+def test_serve_on_a_database_it_cannot_open_says_so_without_a_traceback(tmp_path: Path, subprocess_env: dict) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    proc = subprocess.run(server_command("serve", "--port", str(free_port()), "--db", str(blocker / "x.db")),
-                          capture_output=True, text=True, env=subprocess_env, timeout=60)
+    proc = subprocess.run(
+        server_command("serve", "--port", str(free_port()), "--db", str(blocker / "x.db")),
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert f"sahayak-rpc: cannot open database {blocker / 'x.db'}: unable to open database file" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -262,6 +288,7 @@ def test_client_commands_beside_a_server_find_it_by_its_port_variable(running, s
     ok = subprocess.run(server_command("health"), capture_output=True, text=True, env=env, timeout=60)
     assert (ok.returncode, ok.stdout.strip()) == (0, "SERVING"), ok.stderr
     elsewhere = {**env, "SAHAYAK_TARGET": f"127.0.0.1:{free_port()}"}  # an explicit target still wins
-    refused = subprocess.run(server_command("health", "--timeout", "2"), capture_output=True, text=True,
-                             env=elsewhere, timeout=60)
+    refused = subprocess.run(
+        server_command("health", "--timeout", "2"), capture_output=True, text=True, env=elsewhere, timeout=60
+    )
     assert refused.returncode != 0

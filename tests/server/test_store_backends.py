@@ -46,17 +46,21 @@ def db(target: str) -> Database:
 
 def test_insert_new_stores_each_key_once_and_says_which_rows_it_stored(db: Database) -> None:
     with db.write() as conn:
-        conn.execute("INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
-                     " VALUES ('m', '{}', '{}', 1, 1)")
+        conn.execute(
+            "INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
+            " VALUES ('m', '{}', '{}', 1, 1)"
+        )
     cols = ("model_id", "feedback_id", "interaction", "occurred_us", "received_us", "content_hash")
     row = lambda fid, h: (1, fid, "shown", 1, 1, h)  # noqa: E731
     with db.write() as conn:
-        first = conn.insert_new("feedback", cols, [row("a", b"1"), row("b", b"2"), row("a", b"3")],
-                                ("model_id", "feedback_id"))
+        first = conn.insert_new(
+            "feedback", cols, [row("a", b"1"), row("b", b"2"), row("a", b"3")], ("model_id", "feedback_id")
+        )
     assert first == [True, True, False]  # the second "a" met the first, in this very call
     with db.write() as conn:
-        again = conn.insert_new("feedback", cols, [row("c", b"4"), row("a", b"9"), row("c", b"5")],
-                                ("model_id", "feedback_id"))
+        again = conn.insert_new(
+            "feedback", cols, [row("c", b"4"), row("a", b"9"), row("c", b"5")], ("model_id", "feedback_id")
+        )
     assert again == [True, False, False]
     rows = db.reader().execute("SELECT feedback_id, content_hash FROM feedback ORDER BY feedback_id").fetchall()
     assert [(f, bytes(h)) for f, h in rows] == [("a", b"1"), ("b", b"2"), ("c", b"4")]
@@ -120,21 +124,29 @@ def test_prediction_log_retention_deletes_exactly_the_rows_past_the_cutoff(db: D
     from sahayak_rpc.store.monitoring import MonitoringRepository
 
     with db.write() as conn:
-        conn.execute("INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
-                     " VALUES ('m', '{}', '{}', 1, 1)")
+        conn.execute(
+            "INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
+            " VALUES ('m', '{}', '{}', 1, 1)"
+        )
     start = 1_767_225_600 * 1_000_000  # a midnight
     times = [start + k * (DAY_US // 4) for k in range(12)]  # three days, four rows a day
     PredictionRepository(db).insert_many(
-        [(f"p{k}", 1, 1, "{}", 0.5, 1, t, None, "served") for k, t in enumerate(times)])
+        [(f"p{k}", 1, 1, "{}", 0.5, 1, t, None, "served") for k, t in enumerate(times)]
+    )
     cutoff = start + DAY_US + DAY_US // 2  # mid second day: the first day whole, half the second
     gone = MonitoringRepository(db).purge("predictions", "created_us", cutoff)
     assert gone == 6
     left = [r[0] for r in db.reader().execute("SELECT created_us FROM predictions ORDER BY created_us")]
     assert left == [t for t in times if t >= cutoff]
     if backend == "postgresql":  # the first day went as a whole partition, not row by row
-        partitions = db.reader().execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = 'predictions'::regclass").fetchall()
+        partitions = (
+            db.reader()
+            .execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'predictions'::regclass"
+            )
+            .fetchall()
+        )
         assert "predictions_d20260101" not in {p[0] for p in partitions}
         assert "predictions_d20260102" in {p[0] for p in partitions}
 
@@ -161,8 +173,10 @@ def _append_events(target: str, writer: int, count: int, seed: int, serialised: 
                 if serialised:
                     append_event(conn, "test", 0, writer, f"{writer}-{k}")
                 else:  # what append() would be without its lock: an identity value, then commit
-                    conn.execute("INSERT INTO events (kind, model_id, subject, created_us) VALUES (?, ?, ?, ?)",
-                                 ("test", writer, f"{writer}-{k}", 0))
+                    conn.execute(
+                        "INSERT INTO events (kind, model_id, subject, created_us) VALUES (?, ?, ?, ?)",
+                        ("test", writer, f"{writer}-{k}", 0),
+                    )
                 time.sleep(rng.random() * 0.004)  # commit a little later: another writer may pass it
     finally:
         db.close()
@@ -257,8 +271,10 @@ def test_a_promoting_run_and_a_cancel_of_it_do_not_deadlock(db: Database) -> Non
     from sahayak_rpc.versions import QUEUED, SUCCEEDED, RunRecord
 
     with db.write() as conn:
-        conn.execute("INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
-                     " VALUES ('m', '{}', '{}', 1, 1)")
+        conn.execute(
+            "INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
+            " VALUES ('m', '{}', '{}', 1, 1)"
+        )
     runs, versions = RunRepository(db), VersionRepository(db)
     assert runs.insert(RunRecord("r1", 1, "full", "manual", QUEUED, 1), "{}")
     run = runs.claim(worker=7, now_us=2)
@@ -293,13 +309,19 @@ def test_a_promoting_run_and_a_cancel_of_it_do_not_deadlock(db: Database) -> Non
 def test_insert_new_gives_the_same_answer_for_a_large_batch(db: Database) -> None:
     """A batch large enough to be staged (COPY on PostgreSQL) answers as a small one does."""
     with db.write() as conn:
-        conn.execute("INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
-                     " VALUES ('m', '{}', '{}', 1, 1)")
+        conn.execute(
+            "INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
+            " VALUES ('m', '{}', '{}', 1, 1)"
+        )
     cols = ("model_id", "feedback_id", "interaction", "occurred_us", "received_us", "content_hash")
     ids = [f"f{k}" for k in range(300)]
     with db.write() as conn:
-        assert conn.insert_new("feedback", cols, [(1, i, "shown", 1, 1, b"x") for i in ids[:100]],
-                               ("model_id", "feedback_id")) == [True] * 100
+        assert (
+            conn.insert_new(
+                "feedback", cols, [(1, i, "shown", 1, 1, b"x") for i in ids[:100]], ("model_id", "feedback_id")
+            )
+            == [True] * 100
+        )
     batch = [(1, i, "shown", 1, 1, b"y") for i in ids + ids[150:160]]  # 100 old, 200 new, 10 again
     with db.write() as conn:
         stored = conn.insert_new("feedback", cols, batch, ("model_id", "feedback_id"))

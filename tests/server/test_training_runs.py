@@ -42,8 +42,10 @@ def test_a_run_streams_its_progress_and_ends_with_a_champion(running: Running) -
     assert final.data.outcome_count == 1500 and final.data.validation_count == 300
     assert final.data.train_count == 1200 and final.data.HasField("first_outcome_time")
     assert final.duration.ToTimedelta().total_seconds() > 0
-    assert {c.family for c in final.candidates} == {registry_pb2.MODEL_FAMILY_LOGISTIC_REGRESSION,
-                                                    registry_pb2.MODEL_FAMILY_GRADIENT_BOOSTING}
+    assert {c.family for c in final.candidates} == {
+        registry_pb2.MODEL_FAMILY_LOGISTIC_REGRESSION,
+        registry_pb2.MODEL_FAMILY_GRADIENT_BOOSTING,
+    }
     assert all(c.stop_reason != training_pb2.STOP_REASON_UNSPECIFIED for c in final.candidates)
     assert sum(c.selected for c in final.candidates) == 1
     assert final.gate.passed and final.produced_version == 1 and "promoted version 1" in final.end_reason
@@ -59,7 +61,10 @@ def test_a_run_streams_its_progress_and_ends_with_a_champion(running: Running) -
     assert profile["rows"] == 1200 and set(profile["features"]) >= {"age", "craft", "has_bank_account"}
     age = profile["features"]["age"]
     assert age["kind"] == "numeric" and abs(sum(age["shares"]) - 1) < 1e-9 and len(age["quantiles"]) == 101
-    assert abs(sum(profile["features"]["craft"]["shares"].values()) + profile["features"]["craft"]["missing_share"] - 1) < 1e-9
+    assert (
+        abs(sum(profile["features"]["craft"]["shares"].values()) + profile["features"]["craft"]["missing_share"] - 1)
+        < 1e-9
+    )
     assert abs(sum(profile["prediction"]["shares"]) - 1) < 1e-9
 
 
@@ -101,7 +106,9 @@ def test_a_worse_family_loses_to_the_champion_on_the_same_rows(running: Running)
 
 
 def test_cancel_a_queued_run(tmp_path, backend: str) -> None:
-    r = start_server(database_for(backend, tmp_path, "q.db"), training_worker=False)  # no trainer here: runs stay queued
+    r = start_server(
+        database_for(backend, tmp_path, "q.db"), training_worker=False
+    )  # no trainer here: runs stay queued
     try:
         load_demo_rows(r.client, 1500)
         run = r.client.start_training(MODEL)
@@ -143,10 +150,12 @@ def test_runs_list_newest_first_with_pages(running: Running) -> None:
     page = running.client.training.ListTrainingRuns(training_pb2.ListTrainingRunsRequest(model=MODEL, page_size=2))
     assert [r.run_id for r in page.runs] == ids[::-1][:2] and page.next_page_token
     rest = running.client.training.ListTrainingRuns(
-        training_pb2.ListTrainingRunsRequest(model=MODEL, page_size=2, page_token=page.next_page_token))
+        training_pb2.ListTrainingRunsRequest(model=MODEL, page_size=2, page_token=page.next_page_token)
+    )
     assert [r.run_id for r in rest.runs] == ids[:1] and not rest.next_page_token
-    ok = running.client.training.ListTrainingRuns(training_pb2.ListTrainingRunsRequest(
-        state=training_pb2.TRAINING_RUN_STATE_FAILED))
+    ok = running.client.training.ListTrainingRuns(
+        training_pb2.ListTrainingRunsRequest(state=training_pb2.TRAINING_RUN_STATE_FAILED)
+    )
     assert list(ok.runs) == []
 
 
@@ -161,15 +170,19 @@ def test_a_run_interrupted_by_a_crash_is_failed_at_restart(tmp_path, backend: st
         stop_server(r)
     db = open_database(target)
     with db.write() as conn:  # what a kill -9 mid-run leaves behind: a run its (gone) worker held
-        conn.execute("INSERT INTO training_runs (run_id, model_id, kind, trigger, state, created_us, started_us,"
-                     " request_json, worker) VALUES ('run-x', ?, 'full', 'manual', 'running', 1, 2, '{}', ?)",
-                     (model_id, worker))
+        conn.execute(
+            "INSERT INTO training_runs (run_id, model_id, kind, trigger, state, created_us, started_us,"
+            " request_json, worker) VALUES ('run-x', ?, 'full', 'manual', 'running', 1, 2, '{}', ?)",
+            (model_id, worker),
+        )
     db.close()
     r = start_server(target)
     try:
         run = r.client.get_run("run-x")
         assert run.state == training_pb2.TRAINING_RUN_STATE_FAILED and "interrupted" in run.end_reason
-        assert r.client.train(MODEL, families=["logistic_regression"]).state == training_pb2.TRAINING_RUN_STATE_SUCCEEDED
+        assert (
+            r.client.train(MODEL, families=["logistic_regression"]).state == training_pb2.TRAINING_RUN_STATE_SUCCEEDED
+        )
     finally:
         stop_server(r)
 

@@ -33,8 +33,18 @@ def test_tritonclient_talks_to_the_server(trained: Running, triton: Path, tmp_pa
     x = encode(sample_rows(25, seed=31))
     np.save(tmp_path / "rows.npy", x)
     (tmp_path / "rows.json").write_text(json.dumps(decode(x)))
-    out = run_driver(triton, "check", "--target", trained.target, "--model", MODEL, "--rows", str(tmp_path / "rows.npy"),
-                     "--named", str(tmp_path / "rows.json"))
+    out = run_driver(
+        triton,
+        "check",
+        "--target",
+        trained.target,
+        "--model",
+        MODEL,
+        "--rows",
+        str(tmp_path / "rows.npy"),
+        "--named",
+        str(tmp_path / "rows.json"),
+    )
 
     assert out["live"] is True and out["ready"] is True
     assert out["model_ready"] is True and out["ghost_ready"] is False
@@ -45,7 +55,8 @@ def test_tritonclient_talks_to_the_server(trained: Running, triton: Path, tmp_pa
     # tritonclient's JSON form writes int64 as strings.
     kinds = {FeatureType.NUMERIC: "FP64", FeatureType.BOOLEAN: "BOOL", FeatureType.CATEGORICAL: "BYTES"}
     assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": ["-1", str(WIDTH)]}] + [
-        {"name": f.name, "datatype": kinds[f.type], "shape": ["-1", "1"]} for f in DEMO_SCHEMA.features]
+        {"name": f.name, "datatype": kinds[f.type], "shape": ["-1", "1"]} for f in DEMO_SCHEMA.features
+    ]
     assert [o["name"] for o in meta["outputs"]] == ["probability", "label"]
 
     assert out["model_version"] == str(champion.version) and out["id"] == "driver-1"

@@ -19,8 +19,12 @@ from ..helpers import wait_serving as _wait_serving
 
 
 def _start(db: Path, port: int, env: dict) -> subprocess.Popen:
-    proc = subprocess.Popen(server_command("serve", "--port", str(port), "--db", str(db), "--log-level", "warning"),
-                            stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        server_command("serve", "--port", str(port), "--db", str(db), "--log-level", "warning"),
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     _wait_serving(port, proc)
     return proc
 
@@ -33,8 +37,13 @@ def _writer(target: str, prefix: str, acked: list[str], batches: list[list[str]]
             try:
                 if i % 10 == 9:
                     ids = [f"{prefix}-b{i}-{k}" for k in range(50)]
-                    c.import_outcomes("small", [OutcomeInput(good_row(age=float(20 + k)), k % 2 == 0, outcome_id=o)
-                                                for k, o in enumerate(ids)])
+                    c.import_outcomes(
+                        "small",
+                        [
+                            OutcomeInput(good_row(age=float(20 + k)), k % 2 == 0, outcome_id=o)
+                            for k, o in enumerate(ids)
+                        ],
+                    )
                     batches.append(ids)
                 else:
                     oid = f"{prefix}-{i}"
@@ -82,7 +91,9 @@ def test_every_acknowledged_outcome_survives_kill_9(tmp_path: Path, subprocess_e
     try:
         assert database.integrity_check() == "ok"
         repo_model = database.reader().execute("SELECT id FROM models WHERE name = 'small'").fetchone()[0]
-        present = {r[0] for r in database.reader().execute("SELECT outcome_id FROM outcomes WHERE model_id = ?", (repo_model,))}
+        present = {
+            r[0] for r in database.reader().execute("SELECT outcome_id FROM outcomes WHERE model_id = ?", (repo_model,))
+        }
     finally:
         database.close()
     missing = [o for o in acked if o not in present]

@@ -40,8 +40,9 @@ def _assert_survived(summary: dict[str, Any], kills: int, where: str) -> None:
         assert summary["kills_during"][activity] >= 5, f"{where}: {summary['kills_during']}"
     # Every run a kill interrupted was found FAILED after the restart (a run still queued at the kill
     # is run after it instead: check_after_restart), and new runs were accepted.
-    assert summary["interrupted_runs_failed"] + summary["queued_runs_at_kill"] == summary["kills_during"]["training"], \
+    assert summary["interrupted_runs_failed"] + summary["queued_runs_at_kill"] == summary["kills_during"]["training"], (
         where
+    )
     assert summary["start_training_accepted_after_restart"] == kills, where
     # Enough acknowledged writes of every kind for "none lost" to mean something.
     ack = summary["acknowledged"]
@@ -85,8 +86,9 @@ def test_kills_on_postgresql_lose_no_acknowledged_write(tmp_path: Path) -> None:
     try:
         summary = run(kills=PG_KILLS, seed=seed, workdir=tmp_path, log=print, db=url)
         print(json.dumps(summary, indent=2))
-        where = (f"seed {seed}; replay: .venv/bin/python tests/crash_harness.py --kills {PG_KILLS} --seed {seed}"
-                 " --postgres")
+        where = (
+            f"seed {seed}; replay: .venv/bin/python tests/crash_harness.py --kills {PG_KILLS} --seed {seed} --postgres"
+        )
         assert summary["backend"] == "postgresql", where
         _assert_survived(summary, PG_KILLS, where)
         _assert_checker_can_fail(url)

@@ -48,9 +48,13 @@ EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 def snapshot(conn: sqlite3.Connection, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """A digest of every table's rows: equal snapshots mean nothing was written."""
-    tables = [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        if r[0] not in skip]
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+        if r[0] not in skip
+    ]
     out = {}
     for table in tables:
         digest = hashlib.sha256()
@@ -81,8 +85,10 @@ class Writes:
         self.version = version
         examples = generate_outcomes(self.IMPORT_ROWS + 2, seed=zlib.crc32(prefix.encode()))
         self.one = examples[0]
-        self.batch = [OutcomeInput(e.features, e.label, outcome_id=f"{prefix}-imp-{i}", occurred_at=e.occurred_at)
-                      for i, e in enumerate(examples[1:-1])]
+        self.batch = [
+            OutcomeInput(e.features, e.label, outcome_id=f"{prefix}-imp-{i}", occurred_at=e.occurred_at)
+            for i, e in enumerate(examples[1:-1])
+        ]
         self.feedback_row = examples[-1].features
 
     def record_outcome(self) -> Any:
@@ -100,9 +106,14 @@ class Writes:
         return self.client.set_alias(MODEL, f"{self.prefix}-alias", self.version, reason="fault test")
 
     def record_feedback(self) -> Any:
-        f = feedback_pb2.Feedback(feedback_id=f"{self.prefix}-fb", model=MODEL, artisan_id="A1", scheme_id="pmegp",
-                                  interaction=feedback_pb2.INTERACTION_APPLIED,
-                                  outcome=feedback_pb2.FEEDBACK_OUTCOME_APPROVED)
+        f = feedback_pb2.Feedback(
+            feedback_id=f"{self.prefix}-fb",
+            model=MODEL,
+            artisan_id="A1",
+            scheme_id="pmegp",
+            interaction=feedback_pb2.INTERACTION_APPLIED,
+            outcome=feedback_pb2.FEEDBACK_OUTCOME_APPROVED,
+        )
         fill_features(f.features, self.feedback_row)
         try:
             return self.client.feedback.RecordFeedback(feedback_pb2.RecordFeedbackRequest(feedback=f), timeout=30)
@@ -110,9 +121,13 @@ class Writes:
             raise SahayakError.from_rpc_error(err) from None
 
     def all(self) -> dict[str, Callable[[], Any]]:
-        return {"RecordOutcome": self.record_outcome, "ImportOutcomes": self.import_outcomes,
-                "StartTraining": self.start_training, "SetAlias": self.set_alias,
-                "RecordFeedback": self.record_feedback}
+        return {
+            "RecordOutcome": self.record_outcome,
+            "ImportOutcomes": self.import_outcomes,
+            "StartTraining": self.start_training,
+            "SetAlias": self.set_alias,
+            "RecordFeedback": self.record_feedback,
+        }
 
 
 def refused(call: Callable[[], Any]) -> SahayakError:
@@ -147,8 +162,10 @@ def recovered(r: Running, writes: Writes, conn: sqlite3.Connection, outcomes_bef
     assert fb.outcome_id == f"feedback:{writes.prefix}-fb" and not fb.duplicate
     # One outcome, the whole import, the feedback's outcome: nothing more, nothing half-done.
     assert rows(conn, "SELECT count(*) FROM outcomes") == outcomes_before + 1 + Writes.IMPORT_ROWS + 1
-    assert rows(conn, "SELECT count(*) FROM outcomes WHERE outcome_id LIKE ?", f"{writes.prefix}-imp-%") \
+    assert (
+        rows(conn, "SELECT count(*) FROM outcomes WHERE outcome_id LIKE ?", f"{writes.prefix}-imp-%")
         == Writes.IMPORT_ROWS
+    )
     assert rows(conn, "SELECT count(*) FROM feedback WHERE feedback_id = ?", f"{writes.prefix}-fb") == 1
     assert rows(conn, "SELECT count(*) FROM training_runs WHERE description = ?", writes.prefix) == 1
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -210,8 +227,9 @@ def test_a_lock_released_within_the_busy_timeout_only_delays_the_write(tmp_path:
             timer.start()
             start = time.monotonic()
             try:
-                resp = r.client.record_outcome(MODEL, generate_outcomes(1, seed=5)[0].features, True,
-                                               outcome_id="after-wait")
+                resp = r.client.record_outcome(
+                    MODEL, generate_outcomes(1, seed=5)[0].features, True, outcome_id="after-wait"
+                )
             finally:
                 timer.join()
             assert not resp.duplicate and time.monotonic() - start >= 0.4  # it waited for the lock
@@ -226,8 +244,9 @@ def test_a_lock_released_within_the_busy_timeout_only_delays_the_write(tmp_path:
 @contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:

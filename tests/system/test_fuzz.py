@@ -99,6 +99,7 @@ FEWER = {"StartTraining": 16}
 
 # --- discovery ---------------------------------------------------------------
 
+
 def _stub_modules() -> list[Any]:
     """Every generated *_pb2 module under sahayak_rpc/_proto, plus the standard services we serve."""
     root = Path(proto_root.__file__).parent
@@ -142,6 +143,7 @@ def _path(m: pbd.MethodDescriptor) -> str:
 
 # --- the server under fuzz ---------------------------------------------------
 
+
 @dataclass
 class FuzzEnv:
     r: Running
@@ -174,14 +176,23 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEnv]:
     predictions = [c.predict(DEMO_MODEL_NAME, rows[i]).prediction_id for i in range(5)]
     subject = {k: v for k, v in rows[0].items() if not k.startswith("scheme_")}
     rec = c.recommend(DEMO_MODEL_NAME, subject, [(s.scheme_id, s.features, s.benefit_inr) for s in SCHEMES[:5]])
-    channel = grpc.insecure_channel(r.target, options=[("grpc.max_send_message_length", 80 << 20),
-                                                       ("grpc.max_receive_message_length", 80 << 20)])
-    feedback_pb2_grpc.FeedbackServiceStub(channel).RecordFeedback(feedback_pb2.RecordFeedbackRequest(
-        feedback=feedback_pb2.Feedback(feedback_id="fb-1", model=DEMO_MODEL_NAME, recommendation_id=rec.recommendation_id,
-                                       prediction_id=rec.recommendations[0].prediction_id, scheme_id="pmegp",
-                                       interaction=feedback_pb2.INTERACTION_APPLIED,
-                                       outcome=feedback_pb2.FEEDBACK_OUTCOME_APPROVED,
-                                       features={k: convert.value_to_proto(v) for k, v in rows[0].items()})))
+    channel = grpc.insecure_channel(
+        r.target, options=[("grpc.max_send_message_length", 80 << 20), ("grpc.max_receive_message_length", 80 << 20)]
+    )
+    feedback_pb2_grpc.FeedbackServiceStub(channel).RecordFeedback(
+        feedback_pb2.RecordFeedbackRequest(
+            feedback=feedback_pb2.Feedback(
+                feedback_id="fb-1",
+                model=DEMO_MODEL_NAME,
+                recommendation_id=rec.recommendation_id,
+                prediction_id=rec.recommendations[0].prediction_id,
+                scheme_id="pmegp",
+                interaction=feedback_pb2.INTERACTION_APPLIED,
+                outcome=feedback_pb2.FEEDBACK_OUTCOME_APPROVED,
+                features={k: convert.value_to_proto(v) for k, v in rows[0].items()},
+            )
+        )
+    )
     monitor = monitor_pb2_grpc.MonitorServiceStub(channel)
     checked = monitor.RunHealthCheck(monitor_pb2.RunHealthCheckRequest())
     alerts = [a.alert_id for res in checked.results for a in res.raised]
@@ -198,7 +209,9 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEnv]:
         recommendation_ids=[rec.recommendation_id],
         alert_ids=sorted(set(alerts)),
         outcome_ids=[e.outcome_id for e in examples[:20]],
-        page_tokens=[convert.encode_token(v) for v in ("fz-small", DEMO_MODEL_NAME, "1", "2", "0", "1767225600000000/1")],
+        page_tokens=[
+            convert.encode_token(v) for v in ("fz-small", DEMO_MODEL_NAME, "1", "2", "0", "1767225600000000/1")
+        ],
         artifacts=[artifact],
         services=sorted(set(services)),
         symbols=sorted(set(services)) + ["sahayak.v1.Outcome", "sahayak.v1.Nope"],
@@ -213,6 +226,7 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzEnv]:
 
 
 # --- sending -------------------------------------------------------------------
+
 
 def _output_class(m: pbd.MethodDescriptor) -> Any:
     return message_factory.GetMessageClass(m.output_type)
@@ -300,13 +314,21 @@ def check(m: pbd.MethodDescriptor, code: grpc.StatusCode, details: str, payload:
         key = re.sub(r"request id r\d+", "request id", problem)[:80]
         FAILURES.setdefault((_path(m), key), f"{problem}\nrequest: {_show(payload)}")
         return
-    raise AssertionError(f"{_path(m)} {problem}\nrequest: {_show(payload)}\n"
-                         f"(fuzz seed {SEED}: SAHAYAK_FUZZ_SEED={SEED} replays this run)")
+    raise AssertionError(
+        f"{_path(m)} {problem}\nrequest: {_show(payload)}\n"
+        f"(fuzz seed {SEED}: SAHAYAK_FUZZ_SEED={SEED} replays this run)"
+    )
 
 
 def _settings(n: int) -> settings:
-    return settings(max_examples=max(1, int(n * SCALE)), deadline=None, database=None, derandomize=False,
-                    suppress_health_check=list(HealthCheck), print_blob=True)
+    return settings(
+        max_examples=max(1, int(n * SCALE)),
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
 
 
 def request_strategy(env: FuzzEnv, m: pbd.MethodDescriptor) -> st.SearchStrategy[Any]:
@@ -317,6 +339,7 @@ def request_strategy(env: FuzzEnv, m: pbd.MethodDescriptor) -> st.SearchStrategy
 
 
 # --- regressions: bugs the fuzzer found, each pinned by its smallest request ------
+
 
 def _code(call: Any, request: Any) -> tuple[grpc.StatusCode, str]:
     try:
@@ -335,15 +358,17 @@ def _invalid(call: Any, request: Any, field: str) -> None:
 
 
 def _window(start_s: int, end_s: int) -> common_pb2.TimeWindow:
-    return common_pb2.TimeWindow(start_time=timestamp_pb2.Timestamp(seconds=start_s),
-                                 end_time=timestamp_pb2.Timestamp(seconds=end_s))
+    return common_pb2.TimeWindow(
+        start_time=timestamp_pb2.Timestamp(seconds=start_s), end_time=timestamp_pb2.Timestamp(seconds=end_s)
+    )
 
 
 def test_regression_trend_window_under_a_microsecond(fuzz: FuzzEnv) -> None:
     """A window of 1 ns became 0 us and a ZeroDivisionError (INTERNAL)."""
     monitor = monitor_pb2_grpc.MonitorServiceStub(fuzz.channel)
-    request = monitor_pb2.GetPerformanceTrendRequest(model=DEMO_MODEL_NAME, range=_window(1_000, 2_000),
-                                                     window=duration_pb2.Duration(nanos=1))
+    request = monitor_pb2.GetPerformanceTrendRequest(
+        model=DEMO_MODEL_NAME, range=_window(1_000, 2_000), window=duration_pb2.Duration(nanos=1)
+    )
     _invalid(monitor.GetPerformanceTrend, request, "window")
 
 
@@ -352,16 +377,31 @@ def test_regression_timestamps_past_the_int64_range(fuzz: FuzzEnv) -> None:
     monitor = monitor_pb2_grpc.MonitorServiceStub(fuzz.channel)
     registry = registry_pb2_grpc.ModelRegistryServiceStub(fuzz.channel)
     huge = _window(-(2**62), 2**62)
-    _invalid(monitor.GetPerformanceTrend,
-             monitor_pb2.GetPerformanceTrendRequest(model=DEMO_MODEL_NAME, range=huge), "range.start_time")
-    _invalid(monitor.RecordPerformance,
-             monitor_pb2.RecordPerformanceRequest(model=DEMO_MODEL_NAME, version=1, window=huge), "window.start_time")
-    data = registry_pb2.EvaluationData(outcomes=registry_pb2.OutcomeWindow(
-        window=common_pb2.TimeWindow(start_time=timestamp_pb2.Timestamp(seconds=2**62))))
-    _invalid(registry.EvaluateModelVersion, registry_pb2.EvaluateModelVersionRequest(model=DEMO_MODEL_NAME, data=data),
-             "data.outcomes.window.start_time")
-    _invalid(registry.CompareModelVersions, registry_pb2.CompareModelVersionsRequest(
-        model=DEMO_MODEL_NAME, version_a=1, version_b=1, data=data), "data.outcomes.window.start_time")
+    _invalid(
+        monitor.GetPerformanceTrend,
+        monitor_pb2.GetPerformanceTrendRequest(model=DEMO_MODEL_NAME, range=huge),
+        "range.start_time",
+    )
+    _invalid(
+        monitor.RecordPerformance,
+        monitor_pb2.RecordPerformanceRequest(model=DEMO_MODEL_NAME, version=1, window=huge),
+        "window.start_time",
+    )
+    data = registry_pb2.EvaluationData(
+        outcomes=registry_pb2.OutcomeWindow(
+            window=common_pb2.TimeWindow(start_time=timestamp_pb2.Timestamp(seconds=2**62))
+        )
+    )
+    _invalid(
+        registry.EvaluateModelVersion,
+        registry_pb2.EvaluateModelVersionRequest(model=DEMO_MODEL_NAME, data=data),
+        "data.outcomes.window.start_time",
+    )
+    _invalid(
+        registry.CompareModelVersions,
+        registry_pb2.CompareModelVersionsRequest(model=DEMO_MODEL_NAME, version_a=1, version_b=1, data=data),
+        "data.outcomes.window.start_time",
+    )
 
 
 @pytest.mark.parametrize("text", ["\u00b2", "\u0663", "9" * 25, "-1"])
@@ -372,13 +412,22 @@ def test_regression_page_tokens_and_cursors_that_are_not_int64(fuzz: FuzzEnv, te
     training = training_pb2_grpc.TrainingServiceStub(fuzz.channel)
     token = convert.encode_token(text)
     _invalid(monitor.ListAlerts, monitor_pb2.ListAlertsRequest(page_token=token), "page_token")
-    _invalid(registry.ListAliasHistory, registry_pb2.ListAliasHistoryRequest(model=DEMO_MODEL_NAME, page_token=token),
-             "page_token")
-    _invalid(registry.ListModelVersions,
-             registry_pb2.ListModelVersionsRequest(model=DEMO_MODEL_NAME, page_token=token), "page_token")
+    _invalid(
+        registry.ListAliasHistory,
+        registry_pb2.ListAliasHistoryRequest(model=DEMO_MODEL_NAME, page_token=token),
+        "page_token",
+    )
+    _invalid(
+        registry.ListModelVersions,
+        registry_pb2.ListModelVersionsRequest(model=DEMO_MODEL_NAME, page_token=token),
+        "page_token",
+    )
     for pair in (f"{text}/1", f"1/{text}"):
-        _invalid(training.ListTrainingRuns,
-                 training_pb2.ListTrainingRunsRequest(page_token=convert.encode_token(pair)), "page_token")
+        _invalid(
+            training.ListTrainingRuns,
+            training_pb2.ListTrainingRunsRequest(page_token=convert.encode_token(pair)),
+            "page_token",
+        )
     _invalid(monitor.WatchAlerts, monitor_pb2.WatchAlertsRequest(cursor=text), "cursor")
 
 
@@ -391,8 +440,7 @@ def test_regression_oip_version_past_int64(fuzz: FuzzEnv, version: str) -> None:
     stub = oip_grpc.GRPCInferenceServiceStub(fuzz.channel)
     _invalid(stub.ModelReady, oip.ModelReadyRequest(name=DEMO_MODEL_NAME, version=version), "version")
     _invalid(stub.ModelMetadata, oip.ModelMetadataRequest(name=DEMO_MODEL_NAME, version=version), "version")
-    _invalid(stub.ModelInfer, oip.ModelInferRequest(model_name=DEMO_MODEL_NAME, model_version=version),
-             "model_version")
+    _invalid(stub.ModelInfer, oip.ModelInferRequest(model_name=DEMO_MODEL_NAME, model_version=version), "model_version")
 
 
 def test_regression_an_empty_columnar_batch_does_not_break_drift(fuzz: FuzzEnv) -> None:
@@ -400,8 +448,14 @@ def test_regression_an_empty_columnar_batch_does_not_break_drift(fuzz: FuzzEnv) 
     inference = inference_pb2_grpc.InferenceServiceStub(fuzz.channel)
     monitor = monitor_pb2_grpc.MonitorServiceStub(fuzz.channel)
     empty = common_pb2.FeatureColumns(row_count=0, columns=[common_pb2.FeatureColumn(name="age")])
-    assert len(inference.PredictBatch(inference_pb2.PredictBatchRequest(model=DEMO_MODEL_NAME, columns=empty),
-                                      timeout=10).probabilities) == 0
+    assert (
+        len(
+            inference.PredictBatch(
+                inference_pb2.PredictBatchRequest(model=DEMO_MODEL_NAME, columns=empty), timeout=10
+            ).probabilities
+        )
+        == 0
+    )
     fuzz.r.server.predlog.flush()  # the log writes off the request path: make it land now
     report = monitor.DetectDrift(monitor_pb2.DetectDriftRequest(model=DEMO_MODEL_NAME), timeout=30).report
     assert report.features
@@ -413,22 +467,32 @@ def test_regression_numbers_too_large_to_train_on(fuzz: FuzzEnv) -> None:
     from sahayak_rpc.client import OutcomeInput
 
     c = fuzz.r.client
-    rows = [OutcomeInput({**row, "annual_income_inr": 1e300 * (i + 1)}, bool(i % 2), outcome_id=f"huge-{i}")
-            for i, row in enumerate(fuzz.hints.rows[:40])]
+    rows = [
+        OutcomeInput({**row, "annual_income_inr": 1e300 * (i + 1)}, bool(i % 2), outcome_id=f"huge-{i}")
+        for i, row in enumerate(fuzz.hints.rows[:40])
+    ]
     report = c.import_outcomes(DEMO_MODEL_NAME, rows)  # columns by default
     assert (report.accepted, report.rejected) == (0, 40), report
     assert "annual_income_inr" in report.errors[0].field
     training = training_pb2_grpc.TrainingServiceStub(fuzz.channel)
-    one = training_pb2.RecordOutcomeRequest(model=DEMO_MODEL_NAME, outcome=common_pb2.Outcome(
-        outcome_id="huge-row", label=common_pb2.LABEL_POSITIVE,
-        features={k: convert.value_to_proto(v) for k, v in {**fuzz.row, "scheme_max_benefit_inr": 1e101}.items()}))
+    one = training_pb2.RecordOutcomeRequest(
+        model=DEMO_MODEL_NAME,
+        outcome=common_pb2.Outcome(
+            outcome_id="huge-row",
+            label=common_pb2.LABEL_POSITIVE,
+            features={k: convert.value_to_proto(v) for k, v in {**fuzz.row, "scheme_max_benefit_inr": 1e101}.items()},
+        ),
+    )
     _invalid(training.RecordOutcome, one, "outcome.features.scheme_max_benefit_inr")
     run = c.train(DEMO_MODEL_NAME, timeout=300)
     assert run.state == training_pb2.TRAINING_RUN_STATE_SUCCEEDED, run.end_reason
 
 
-@pytest.mark.parametrize("keys", [["\U0001f600" * 3000], [f"{'k' * 150}{i}" for i in range(100)]],
-                         ids=["one-long-unicode-name", "a-hundred-long-names"])
+@pytest.mark.parametrize(
+    "keys",
+    [["\U0001f600" * 3000], [f"{'k' * 150}{i}" for i in range(100)]],
+    ids=["one-long-unicode-name", "a-hundred-long-names"],
+)
 def test_regression_an_error_too_big_for_the_metadata_budget(fuzz: FuzzEnv, keys: list[str]) -> None:
     """Errors echoing long input went past gRPC's 8/16 KiB metadata limit: the client saw RESOURCE_EXHAUSTED."""
     request = inference_pb2.PredictRequest(model=DEMO_MODEL_NAME)
@@ -445,12 +509,14 @@ def test_regression_an_error_too_big_for_the_metadata_budget(fuzz: FuzzEnv, keys
 
 # --- the fuzz tests --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", METHODS, ids=METHOD_IDS)
 def test_fuzz_generated_requests(fuzz: FuzzEnv, method: pbd.MethodDescriptor) -> None:
     """Generated requests of every field shape: never UNKNOWN / INTERNAL / DATA_LOSS, never a hang."""
     strategy = request_strategy(fuzz, method)
 
     if method.server_streaming:
+
         @_settings(STREAM_EXAMPLES)
         @seed(SEED)
         @given(st.lists(strategy, min_size=1, max_size=STREAM_BATCH))
@@ -539,8 +605,9 @@ def test_server_survived_the_fuzz(fuzz: FuzzEnv) -> None:
     assert monitor.GetServerStatus(monitor_pb2.GetServerStatusRequest(), timeout=30).models
     assert monitor.RunHealthCheck(monitor_pb2.RunHealthCheckRequest(), timeout=120).results
     monitor.DetectDrift(monitor_pb2.DetectDriftRequest(model=DEMO_MODEL_NAME), timeout=60)
-    assert monitor.GetMonitoringReport(monitor_pb2.GetMonitoringReportRequest(model=DEMO_MODEL_NAME),
-                                       timeout=60).markdown
+    assert monitor.GetMonitoringReport(
+        monitor_pb2.GetMonitoringReportRequest(model=DEMO_MODEL_NAME), timeout=60
+    ).markdown
     assert len(list(c.list_models(page_size=7))) >= 2
     c.update_model(registry_pb2.Model(name=DEMO_MODEL_NAME), ["settings"])  # fuzzed settings back to the defaults
     [status] = [s for s in c.server_status().models if s.model == DEMO_MODEL_NAME]

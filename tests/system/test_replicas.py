@@ -27,8 +27,12 @@ pytestmark = pytest.mark.slow
 MODEL = DEMO_MODEL_NAME
 # Fast heartbeats, so that a dead or silent worker is found in seconds; no training of its own accord
 # (new models' default) but where a test is about the schedule.
-FAST = {"SAHAYAK_SERVER_HEARTBEAT_INTERVAL": "0.25s", "SAHAYAK_TRAINING_HEARTBEAT_TIMEOUT": "2s",
-        "SAHAYAK_SERVER_SHUTDOWN_GRACE": "2s", "SAHAYAK_TRAINING_SCHEDULE_ENABLED": "false"}
+FAST = {
+    "SAHAYAK_SERVER_HEARTBEAT_INTERVAL": "0.25s",
+    "SAHAYAK_TRAINING_HEARTBEAT_TIMEOUT": "2s",
+    "SAHAYAK_SERVER_SHUTDOWN_GRACE": "2s",
+    "SAHAYAK_TRAINING_SCHEDULE_ENABLED": "false",
+}
 T0 = 1_767_225_600.0  # 2026-01-01, the shared test clock's start
 DAY = 86400.0
 
@@ -47,8 +51,15 @@ def replicas(tmp_path: Path) -> Iterator[list[ReplicaProcess]]:
         r.kill()
 
 
-def replica(started: list[ReplicaProcess], db: str, tmp_path: Path, name: str, *args: str,
-            env: dict[str, str] | None = None, wait: bool = True) -> ReplicaProcess:
+def replica(
+    started: list[ReplicaProcess],
+    db: str,
+    tmp_path: Path,
+    name: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> ReplicaProcess:
     r = ReplicaProcess(db, tmp_path, name, *args, env={**FAST, **(env or {})})
     started.append(r)
     return r.start(wait=wait)
@@ -70,8 +81,9 @@ def serves(c: Client, row: dict, version: int) -> bool:
         return False
 
 
-def test_two_replicas_serve_each_others_promotions_within_a_second(pg_url: str, tmp_path: Path,
-                                                                   replicas: list[ReplicaProcess]) -> None:
+def test_two_replicas_serve_each_others_promotions_within_a_second(
+    pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     a = replica(replicas, pg_url, tmp_path, "a")
     b = replica(replicas, pg_url, tmp_path, "b")
     row = generate_outcomes(1, seed=5)[0].features
@@ -97,8 +109,9 @@ def test_two_replicas_serve_each_others_promotions_within_a_second(pg_url: str, 
         versions = {first.produced_version, second.produced_version}
         for version in (first.produced_version, second.produced_version, first.produced_version):
             # A promotion acknowledged by one replica is served by the other within a second.
-            cb.registry.SetAlias(registry_pb2.SetAliasRequest(model=MODEL, alias="champion", version=version,
-                                                              force=True))
+            cb.registry.SetAlias(
+                registry_pb2.SetAliasRequest(model=MODEL, alias="champion", version=version, force=True)
+            )
             acknowledged = time.monotonic()
             eventually(lambda v=version: serves(ca, row, v), timeout=1)
             assert time.monotonic() - acknowledged < 1.0
@@ -109,10 +122,18 @@ def test_two_replicas_serve_each_others_promotions_within_a_second(pg_url: str, 
         assert set(seen) <= versions
         assert champion(ca) == champion(cb) == first.produced_version
         # The registry's history is one history, whichever replica wrote it.
-        history = [e.version for e in ca.registry.ListAliasHistory(
-            registry_pb2.ListAliasHistoryRequest(model=MODEL, alias="champion")).events]
-        assert history == [e.version for e in cb.registry.ListAliasHistory(
-            registry_pb2.ListAliasHistoryRequest(model=MODEL, alias="champion")).events]
+        history = [
+            e.version
+            for e in ca.registry.ListAliasHistory(
+                registry_pb2.ListAliasHistoryRequest(model=MODEL, alias="champion")
+            ).events
+        ]
+        assert history == [
+            e.version
+            for e in cb.registry.ListAliasHistory(
+                registry_pb2.ListAliasHistoryRequest(model=MODEL, alias="champion")
+            ).events
+        ]
     status = a.status()
     assert status.database == "postgresql"
     assert sorted(s.name.rsplit(":", 1)[1] for s in status.replicas) == sorted([str(a.port), str(b.port)])
@@ -122,7 +143,8 @@ def test_two_replicas_serve_each_others_promotions_within_a_second(pg_url: str, 
 
 
 def test_alerts_raised_on_one_replica_reach_watchers_on_another_in_cursor_order(
-        pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     clock_file = str(tmp_path / "clock")
     FileClock.write(clock_file, T0)
     a = replica(replicas, pg_url, tmp_path, "a", env={"SAHAYAK_TEST_CLOCK_FILE": clock_file})
@@ -149,8 +171,13 @@ def test_alerts_raised_on_one_replica_reach_watchers_on_another_in_cursor_order(
         alert = raised.results[0].raised[0]
         eventually(lambda: any(e.alert.alert_id == alert.alert_id for e in events), timeout=2)
         ca.monitor.AcknowledgeAlert(monitor_pb2.AcknowledgeAlertRequest(alert_id=alert.alert_id, note="seen on A"))
-        eventually(lambda: any(e.alert.alert_id == alert.alert_id and e.alert.state == monitor_pb2.ALERT_STATE_ACKNOWLEDGED
-                               for e in events), timeout=2)
+        eventually(
+            lambda: any(
+                e.alert.alert_id == alert.alert_id and e.alert.state == monitor_pb2.ALERT_STATE_ACKNOWLEDGED
+                for e in events
+            ),
+            timeout=2,
+        )
         stream.cancel()
         follower.join()
         cursors = [e.cursor for e in events]
@@ -169,7 +196,8 @@ def test_alerts_raised_on_one_replica_reach_watchers_on_another_in_cursor_order(
 
 
 def test_two_replicas_importing_the_same_outcomes_at_once_store_each_once(
-        pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     a = replica(replicas, pg_url, tmp_path, "a")
     b = replica(replicas, pg_url, tmp_path, "b")
     from sahayak_rpc.demo import ensure_demo_model
@@ -197,8 +225,9 @@ def test_two_replicas_importing_the_same_outcomes_at_once_store_each_once(
         assert m.outcome_count == len(batch) and m.labels_since_training == len(batch)
 
 
-def training_on_a_worker(replicas: list[ReplicaProcess], pg_url: str,
-                         tmp_path: Path) -> tuple[ReplicaProcess, ReplicaProcess, training_pb2.TrainingRun]:
+def training_on_a_worker(
+    replicas: list[ReplicaProcess], pg_url: str, tmp_path: Path
+) -> tuple[ReplicaProcess, ReplicaProcess, training_pb2.TrainingRun]:
     """A leader that does not train, a worker that does, and a long run (trees on 3,000 rows) running on it."""
     leader = replica(replicas, pg_url, tmp_path, "leader", env={"SAHAYAK_TRAINING_WORKER": "false"})
     worker = replica(replicas, pg_url, tmp_path, "worker")
@@ -211,7 +240,8 @@ def training_on_a_worker(replicas: list[ReplicaProcess], pg_url: str,
 
 
 def test_a_worker_killed_mid_run_has_its_run_failed_and_another_trains(
-        pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     leader, worker, run = training_on_a_worker(replicas, pg_url, tmp_path)
     with leader.client() as c:
         worker.kill()  # SIGKILL: its liveness lock goes with its connection
@@ -238,7 +268,8 @@ def test_a_worker_killed_mid_run_has_its_run_failed_and_another_trains(
 
 
 def test_a_worker_that_stops_heartbeating_has_its_run_failed_and_cannot_register_it(
-        pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     leader, worker, run = training_on_a_worker(replicas, pg_url, tmp_path)
     with leader.client() as c:
         worker.signal(signal.SIGSTOP)  # alive (its locks held), but silent
@@ -261,7 +292,8 @@ def test_a_worker_that_stops_heartbeating_has_its_run_failed_and_cannot_register
 
 
 def test_the_leader_killed_the_other_takes_over_and_the_schedule_neither_repeats_nor_skips(
-        pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     clock_file = str(tmp_path / "clock")
     FileClock.write(clock_file, T0)
     env = {"SAHAYAK_TEST_CLOCK_FILE": clock_file, "SAHAYAK_TRAINING_SCHEDULE_ENABLED": "true"}
@@ -275,8 +307,10 @@ def test_the_leader_killed_the_other_takes_over_and_the_schedule_neither_repeats
         settings = registry_pb2.ModelSettings()
         settings.training.incremental_every = 0  # the weekly retrain alone
         settings.training.families.append(registry_pb2.MODEL_FAMILY_GRADIENT_BOOSTING)  # (long enough to kill)
-        c.update_model(registry_pb2.Model(name=MODEL, settings=settings),
-                       ["settings.training.incremental_every", "settings.training.families"])
+        c.update_model(
+            registry_pb2.Model(name=MODEL, settings=settings),
+            ["settings.training.incremental_every", "settings.training.families"],
+        )
         examples = generate_outcomes(3000, seed=3)
         c.import_outcomes(MODEL, [OutcomeInput(e.features, e.label, outcome_id=e.outcome_id) for e in examples])
         assert c.train(MODEL).promoted  # the last full training: T0
@@ -317,8 +351,7 @@ def test_the_leader_killed_the_other_takes_over_and_the_schedule_neither_repeats
         assert len(scheduled2()) == 3
 
 
-def test_a_cut_leader_connection_hands_the_lead_on(pg_url: str, tmp_path: Path,
-                                                   replicas: list[ReplicaProcess]) -> None:
+def test_a_cut_leader_connection_hands_the_lead_on(pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
     first = replica(replicas, pg_url, tmp_path, "first")
     eventually(lambda: leaders(first) == [first.status().replica.name], timeout=10)
     second = replica(replicas, pg_url, tmp_path, "second")
@@ -337,12 +370,14 @@ def test_a_cut_leader_connection_hands_the_lead_on(pg_url: str, tmp_path: Path,
     # The cut replica finds its session gone at its next heartbeat, opens another with its liveness lock
     # (it is not taken for dead), and follows.
     eventually(lambda: any(e.get("event") == "coordination.session_lost" for e in first.log_events()), timeout=5)
-    eventually(lambda: len([a for a in cluster_lock_sessions(cluster, dbname) if a.endswith(f"/{pid} locks")]) == 1,
-               timeout=5)
+    eventually(
+        lambda: len([a for a in cluster_lock_sessions(cluster, dbname) if a.endswith(f"/{pid} locks")]) == 1, timeout=5
+    )
     time.sleep(1)
     assert leaders(first) == leaders(second) == [second.status().replica.name]
     assert sorted(s.name for s in second.status().replicas) == sorted(
-        [first.status().replica.name, second.status().replica.name])
+        [first.status().replica.name, second.status().replica.name]
+    )
 
 
 def test_a_frozen_leader_loses_the_lead(pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
@@ -367,9 +402,13 @@ def cluster_lock_sessions(cluster: PgCluster, dbname: str) -> list[str]:
     import psycopg
 
     with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT application_name FROM pg_stat_activity WHERE datname = %s AND application_name LIKE %s",
-            (dbname, "% locks"))]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = %s AND application_name LIKE %s",
+                (dbname, "% locks"),
+            )
+        ]
 
 
 def test_a_rolling_restart_fails_no_request(pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
@@ -414,7 +453,8 @@ def test_a_rolling_restart_fails_no_request(pg_url: str, tmp_path: Path, replica
 
 
 def test_replicas_starting_together_migrate_once_and_a_newer_schema_is_refused(
-        pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     import psycopg
 
     together = [replica(replicas, pg_url, tmp_path, f"r{i}", wait=False) for i in range(3)]
@@ -431,7 +471,8 @@ def test_replicas_starting_together_migrate_once_and_a_newer_schema_is_refused(
 
 
 def test_version_numbers_stay_unique_when_replicas_register_at_once(
-        pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     a = replica(replicas, pg_url, tmp_path, "a")
     b = replica(replicas, pg_url, tmp_path, "b")
     with a.client() as ca:
@@ -443,8 +484,11 @@ def test_version_numbers_stay_unique_when_replicas_register_at_once(
     def register(r: ReplicaProcess) -> None:
         with r.client() as c:
             for _ in range(8):
-                made.append(c.registry.ImportModelVersion(
-                    registry_pb2.ImportModelVersionRequest(model=MODEL, artifact=artifact)).version.version)
+                made.append(
+                    c.registry.ImportModelVersion(
+                        registry_pb2.ImportModelVersionRequest(model=MODEL, artifact=artifact)
+                    ).version.version
+                )
 
     threads = [threading.Thread(target=register, args=(r,)) for r in (a, b, a, b)]
     for t in threads:
@@ -470,8 +514,9 @@ def test_workers_on_sqlite_share_one_port_and_one_leads(tmp_path: Path, replicas
         load_demo_rows(c, 800)
         first = c.train(MODEL, families=["logistic_regression"])
         second = c.train(MODEL, families=["gradient_boosting"])
-        c.registry.SetAlias(registry_pb2.SetAliasRequest(model=MODEL, alias="champion", version=first.produced_version,
-                                                         force=True))
+        c.registry.SetAlias(
+            registry_pb2.SetAliasRequest(model=MODEL, alias="champion", version=first.produced_version, force=True)
+        )
     # Every worker serves the promotion within a second.
     time.sleep(1.0)
     answered: dict[str, set[int]] = {}
@@ -487,7 +532,8 @@ def test_workers_on_sqlite_share_one_port_and_one_leads(tmp_path: Path, replicas
 
 
 def test_a_second_workers_server_cannot_share_the_port_and_workers_die_with_their_supervisor(
-        tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     import os
 
     first = replica(replicas, str(tmp_path / "one.db"), tmp_path, "first", "--workers", "2")
@@ -518,7 +564,8 @@ def test_a_second_workers_server_cannot_share_the_port_and_workers_die_with_thei
 
 
 def test_while_postgresql_is_down_predictions_are_served_and_writes_answer_unavailable(
-        tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     with PgCluster(base_dir=None) as cluster:  # its own cluster: this test stops it
         url = cluster.create_database()
         server = replica(replicas, url, tmp_path, "alone")
@@ -538,7 +585,8 @@ def test_while_postgresql_is_down_predictions_are_served_and_writes_answer_unava
 
 
 def test_a_replica_whose_database_connections_are_all_cut_carries_on(
-        pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]) -> None:
+    pg_url: str, tmp_path: Path, replicas: list[ReplicaProcess]
+) -> None:
     a = replica(replicas, pg_url, tmp_path, "a")
     b = replica(replicas, pg_url, tmp_path, "b")
     row = generate_outcomes(1, seed=10)[0].features
@@ -550,10 +598,10 @@ def test_a_replica_whose_database_connections_are_all_cut_carries_on(
         # Writes go through again (a call that met a dead connection answered UNAVAILABLE and was retried).
         ca.record_outcome(MODEL, row, True, outcome_id="after-the-cut")
         second = cb.train(MODEL, families=["gradient_boosting"])
-        cb.registry.SetAlias(registry_pb2.SetAliasRequest(model=MODEL, alias="champion", version=first,
-                                                          force=True))
-        cb.registry.SetAlias(registry_pb2.SetAliasRequest(model=MODEL, alias="champion",
-                                                          version=second.produced_version, force=True))
+        cb.registry.SetAlias(registry_pb2.SetAliasRequest(model=MODEL, alias="champion", version=first, force=True))
+        cb.registry.SetAlias(
+            registry_pb2.SetAliasRequest(model=MODEL, alias="champion", version=second.produced_version, force=True)
+        )
         # A's listener reconnected (and resynchronised): it serves B's promotion.
         eventually(lambda: serves(ca, row, second.produced_version), timeout=3)
         eventually(lambda: len([s for s in a.status().replicas if s.leader]) == 1, timeout=10)

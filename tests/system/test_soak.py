@@ -16,8 +16,15 @@ def test_a_short_soak_has_no_unexpected_error_and_every_workload_makes_progress(
     report = run_soak(8)
     assert report["unexpected_errors"] == 0, report["unexpected"]
     rpc = report["rpc"]
-    for name in ("Predict", "PredictBatch", "RecordOutcome", "ImportOutcomes", "RecordFeedback", "StartTraining",
-                 "GetServerStatus"):
+    for name in (
+        "Predict",
+        "PredictBatch",
+        "RecordOutcome",
+        "ImportOutcomes",
+        "RecordFeedback",
+        "StartTraining",
+        "GetServerStatus",
+    ):
         assert rpc[name]["ok"] > 0 and rpc[name]["errors"] == 0, (name, rpc.get(name))
         assert rpc[name]["p50_ms"] <= rpc[name]["p99_ms"], (name, rpc[name])
     # Several prediction threads, each paced at 100/s, kept going for the whole run.
@@ -39,12 +46,17 @@ def test_a_short_soak_has_no_unexpected_error_and_every_workload_makes_progress(
 
 
 def test_the_loaded_model_cache_stays_bounded_however_many_versions_training_registers(
-        running: Running, small_model: str) -> None:
+    running: Running, small_model: str
+) -> None:
     """The leak the soak found: every registered version stayed in the registry's cache, unbounded."""
     from sahayak_rpc.app.registry import _LOADED_MAX
 
-    rows = [OutcomeInput(good_row(age=18 + i % 70, income=float(1000 * i), has_card=i % 3 == 0), i % 2 == 0,
-                         outcome_id=f"o{i}") for i in range(200)]
+    rows = [
+        OutcomeInput(
+            good_row(age=18 + i % 70, income=float(1000 * i), has_card=i % 3 == 0), i % 2 == 0, outcome_id=f"o{i}"
+        )
+        for i in range(200)
+    ]
     assert running.client.import_outcomes(small_model, rows).accepted == 200
     versions = set()
     for _ in range(_LOADED_MAX + 3):

@@ -45,13 +45,16 @@ def trained() -> Trained:
     examples = demo_data.generate_outcomes(1800, seed=7)
     fit = examples[:1500]
     data = training.TrainingData(
-        [e.features for e in fit], np.array([int(e.label) for e in fit]), [e.outcome_id for e in fit],
+        [e.features for e in fit],
+        np.array([int(e.label) for e in fit]),
+        [e.outcome_id for e in fit],
         np.array([int(e.occurred_at.timestamp() * 1e6) for e in fit], dtype=np.int64),
     )
     # One OpenMP thread: on a busy machine the trees' thread pool can spin for a minute.
     with threadpool_limits(limits=1):
         result = training.Trainer(demo_data.DEMO_SCHEMA, settings.ModelSettings()).run(
-            data, ["logistic_regression", "gradient_boosting"], "stratified")
+            data, ["logistic_regression", "gradient_boosting"], "stratified"
+        )
     by_family = {c.family: c.model for c in result.candidates}
     held = [dict(e.features) for e in examples[1500:]]
     # Also an unknown category and a row with every optional feature missing.
@@ -74,13 +77,18 @@ def unpack(data: bytes) -> tuple[bytes, dict[str, Any], bytes]:
     return magic, orjson.loads(header), payload
 
 
-def pack(body: bytes, key: bytes = KEY, key_id: str = KEY_ID, header: dict[str, Any] | None = None,
-         magic: bytes = art.MAGIC) -> bytes:
+def pack(
+    body: bytes, key: bytes = KEY, key_id: str = KEY_ID, header: dict[str, Any] | None = None, magic: bytes = art.MAGIC
+) -> bytes:
     import hashlib
     import hmac
 
-    h = {"sha256": hashlib.sha256(body).hexdigest(), "hmac_sha256": hmac.new(key, body, hashlib.sha256).hexdigest(),
-         "key_id": key_id, "payload_bytes": len(body)}
+    h = {
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "hmac_sha256": hmac.new(key, body, hashlib.sha256).hexdigest(),
+        "key_id": key_id,
+        "payload_bytes": len(body),
+    }
     h.update(header or {})
     return gzip.compress(magic + b"\n" + orjson.dumps(h) + b"\n" + body)
 
@@ -119,7 +127,9 @@ def test_round_trip_is_exact(trained: Trained, family: str) -> None:
     assert_same_scores(model, loaded, trained.held_out)
     assert loaded.schema == model.schema and loaded.family == model.family
     assert loaded.threshold == model.threshold and loaded.calibrator == model.calibrator
-    assert info == art.ArtifactInfo(NAME, 3, model.family, 1_700_000_000_000_000, unpack(data)[1]["sha256"], KEY_ID, META)
+    assert info == art.ArtifactInfo(
+        NAME, 3, model.family, 1_700_000_000_000_000, unpack(data)[1]["sha256"], KEY_ID, META
+    )
     if family == "trees":
         assert loaded.trees is not None and model.trees is not None
         assert loaded.trees.trees == model.trees.trees and loaded.trees.raw == model.trees.raw
@@ -148,18 +158,38 @@ def test_layout_is_the_documented_one(trained: Trained) -> None:
 
 
 def test_hand_built_trees_with_inf_threshold_and_categories_round_trip() -> None:
-    schema = Schema((FeatureSpec("x", FeatureType.NUMERIC), FeatureSpec("c", FeatureType.CATEGORICAL, categories=("a", "b", "c"))))
+    schema = Schema(
+        (FeatureSpec("x", FeatureType.NUMERIC), FeatureSpec("c", FeatureType.CATEGORICAL, categories=("a", "b", "c")))
+    )
     trees = TreeArrays(
-        baseline=-0.25, roots=(0, 5), feature=(0, 1, -1, -1, -1, -1), threshold=(math.inf, 0.0, 0.0, 0.0, 0.0, 0.0),
-        missing_left=(False, True, False, False, False, False), left=(1, 3, -1, -1, -1, -1),
-        right=(2, 4, -1, -1, -1, -1), value=(0.1, 0.2, -0.7, 1.5, -2.0, 0.125), bitset=(-1, 0, -1, -1, -1, -1),
+        baseline=-0.25,
+        roots=(0, 5),
+        feature=(0, 1, -1, -1, -1, -1),
+        threshold=(math.inf, 0.0, 0.0, 0.0, 0.0, 0.0),
+        missing_left=(False, True, False, False, False, False),
+        left=(1, 3, -1, -1, -1, -1),
+        right=(2, 4, -1, -1, -1, -1),
+        value=(0.1, 0.2, -0.7, 1.5, -2.0, 0.125),
+        bitset=(-1, 0, -1, -1, -1, -1),
         bitsets=(0b101,),
     )
-    model = ScoringModel(schema, "gradient_boosting", 0.4, Calibrator("isotonic", x=(-1.0, 0.0, 0.0, 2.0), y=(0.1, 0.3, 0.4, 0.9)),
-                         trees=TreeScorer(trees, RawEncoder.from_schema(schema)))
+    model = ScoringModel(
+        schema,
+        "gradient_boosting",
+        0.4,
+        Calibrator("isotonic", x=(-1.0, 0.0, 0.0, 2.0), y=(0.1, 0.3, 0.4, 0.9)),
+        trees=TreeScorer(trees, RawEncoder.from_schema(schema)),
+    )
     loaded, _ = art.load(dump(model, model_name="tiny", metadata={}), keys=TRUSTED)
     assert loaded.trees is not None and loaded.trees.trees == trees
-    rows: list[dict[str, Any]] = [{"x": 1.0, "c": "a"}, {"x": 2.0, "c": "b"}, {"c": "c"}, {"x": -3.0}, {}, {"x": 0.5, "c": "zz"}]
+    rows: list[dict[str, Any]] = [
+        {"x": 1.0, "c": "a"},
+        {"x": 2.0, "c": "b"},
+        {"c": "c"},
+        {"x": -3.0},
+        {},
+        {"x": 0.5, "c": "zz"},
+    ]
     assert_same_scores(model, loaded, rows)
 
 
@@ -187,7 +217,12 @@ def test_peek_reads_without_keys_but_checks_integrity(trained: Trained) -> None:
     data = dump(trained.trees, key=OTHER_KEY, key_id=OTHER_ID)
     seen = art.peek(data)
     assert seen["header"]["key_id"] == OTHER_ID  # type: ignore[index]
-    assert (seen["model_name"], seen["version"], seen["family"], seen["metadata"]) == (NAME, 3, "gradient_boosting", META)
+    assert (seen["model_name"], seen["version"], seen["family"], seen["metadata"]) == (
+        NAME,
+        3,
+        "gradient_boosting",
+        META,
+    )
     magic, header, body = unpack(data)
     with pytest.raises(art.ArtifactError) as info:
         art.peek(gzip.compress(magic + b"\n" + orjson.dumps(header) + b"\n" + body.replace(b"3", b"4", 1)))
@@ -284,7 +319,9 @@ def test_nan_smuggled_into_weights(trained: Trained) -> None:
     assert lin is not None
     weights = lin.weights.copy()
     weights[3] = math.nan
-    broken = dataclasses.replace(trained.logistic, linear=LinearScorer(lin.encoder, weights, lin.intercept, lin.column_means, lin.raw))
+    broken = dataclasses.replace(
+        trained.logistic, linear=LinearScorer(lin.encoder, weights, lin.intercept, lin.column_means, lin.raw)
+    )
     with pytest.raises(art.ArtifactError) as info:
         dump(broken)
     assert info.value.field == "payload.linear.weights[3]"
@@ -305,6 +342,7 @@ def _set(path: str, value: Any) -> Callable[[Payload], None]:
         for part in parents:
             target = target[int(part)] if part.isdigit() else target[part]
         target[int(last) if last.isdigit() else last] = value
+
     return edit
 
 
@@ -350,6 +388,7 @@ def _bad_threshold(value: Any) -> Callable[[Payload], None]:
         i = _first(p, lambda i: _inner(p, i))
         p["trees"]["threshold"][i] = value
         p["_expect"] = f"payload.trees.threshold[{i}]"
+
     return edit
 
 
@@ -401,8 +440,11 @@ LOGISTIC_CASES: list[tuple[str, Callable[[Payload], object], str]] = [
     ("isotonic y above 1", _isotonic([0.0, 1.0], [0.1, 1.5]), "payload.calibration.y[1]"),
     ("isotonic lengths", _isotonic([0.0, 1.0], [0.1]), "payload.calibration.y"),
     ("isotonic empty", _isotonic([], []), "payload.calibration.x"),
-    ("sigmoid with points", _set("calibration", {"method": "sigmoid", "a": 1.0, "b": 0.0, "x": [0.0], "y": [0.5]}),
-     "payload.calibration.x"),
+    (
+        "sigmoid with points",
+        _set("calibration", {"method": "sigmoid", "a": 1.0, "b": 0.0, "x": [0.0], "y": [0.5]}),
+        "payload.calibration.x",
+    ),
     ("calibration method", _set("calibration.method", "platt"), "payload.calibration.method"),
     ("threshold 1", _set("threshold", 1.0), "payload.threshold"),
     ("threshold 0", _set("threshold", 0), "payload.threshold"),
@@ -440,21 +482,27 @@ TREE_CASES: list[tuple[str, Callable[[Payload], object], str]] = [
     ("roots not increasing", lambda p: p["trees"]["roots"].reverse(), "payload.trees.roots[0]"),
     ("first root not node 0", lambda p: p["trees"]["roots"].pop(0), "payload.trees.roots[0]"),
     ("raw encoder kinds", _set("raw_encoder.kinds.0", "categorical"), "payload.raw_encoder.kinds[0]"),
-    ("raw encoder categories", lambda p: p["raw_encoder"]["categories"][3].reverse(), "payload.raw_encoder.categories[3]"),
+    (
+        "raw encoder categories",
+        lambda p: p["raw_encoder"]["categories"][3].reverse(),
+        "payload.raw_encoder.categories[3]",
+    ),
     ("raw encoder names short", lambda p: p["raw_encoder"]["names"].pop(), "payload.raw_encoder.names"),
     ("stray linear section", _set("linear", {}), "payload.linear"),
 ]
 
 
 @pytest.mark.parametrize(("name", "edit", "field"), LOGISTIC_CASES, ids=[c[0] for c in LOGISTIC_CASES])
-def test_validation_behind_a_valid_signature_logistic(trained: Trained, name: str, edit: Callable[[Payload], object],
-                                                      field: str) -> None:
+def test_validation_behind_a_valid_signature_logistic(
+    trained: Trained, name: str, edit: Callable[[Payload], object], field: str
+) -> None:
     check_refused(dump(trained.logistic), edit, field)
 
 
 @pytest.mark.parametrize(("name", "edit", "field"), TREE_CASES, ids=[c[0] for c in TREE_CASES])
-def test_validation_behind_a_valid_signature_trees(trained: Trained, name: str, edit: Callable[[Payload], object],
-                                                   field: str) -> None:
+def test_validation_behind_a_valid_signature_trees(
+    trained: Trained, name: str, edit: Callable[[Payload], object], field: str
+) -> None:
     check_refused(dump(trained.trees), edit, field)
 
 
@@ -494,8 +542,28 @@ def test_dump_refuses_non_json_metadata_and_bad_arguments(trained: Trained) -> N
 
 # --- whatever the content, load either refuses with ArtifactError or yields a working model ---
 
-_ODD_VALUES: list[Any] = [None, True, False, 0, -1, 1, 2, 2**62, 0.5, -0.0, 1e308, 1e-320, "", "inf", "x", [], {},
-                          [1], {"a": 1}, "<unknown>"]
+_ODD_VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2,
+    2**62,
+    0.5,
+    -0.0,
+    1e308,
+    1e-320,
+    "",
+    "inf",
+    "x",
+    [],
+    {},
+    [1],
+    {"a": 1},
+    "<unknown>",
+]
 
 
 def _mutate(node: Any, rng: random.Random) -> None:

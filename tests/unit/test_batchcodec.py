@@ -11,8 +11,14 @@ import pytest
 from sahayak_rpc.schema import Column
 from sahayak_rpc.store import PredictionRepository
 from sahayak_rpc.store.sqlite import SqliteDatabase as Database
-from sahayak_rpc.store.batchcodec import (BatchFormatError, decode_columns, decode_probabilities, encode_columns,
-                                          encode_probabilities, value_at)
+from sahayak_rpc.store.batchcodec import (
+    BatchFormatError,
+    decode_columns,
+    decode_probabilities,
+    encode_columns,
+    encode_probabilities,
+    value_at,
+)
 from sahayak_rpc.store.predictions import batch_row
 
 NAN = math.nan
@@ -71,18 +77,31 @@ def test_a_corrupt_row_is_a_clear_error() -> None:
 def test_a_logged_batch_from_before_the_migration_is_found_by_prediction_id(tmp_path) -> None:
     db = Database(tmp_path / "old.db", synchronous="normal")
     with db.write() as conn:
-        conn.execute("INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
-                     " VALUES ('m', '{}', '{}', 0, 0)")
-        conn.execute("INSERT INTO prediction_batches (batch_id, model_id, version, row_count, columns_data,"
-                     " probabilities_data, threshold, created_us, source) VALUES ('b1', 1, 1, 2, ?, ?, 0.5, 7, 'served')",
-                     (orjson.dumps({"age": [30.0, 41.0]}).decode(), "[0.25, 0.75]"))
+        conn.execute(
+            "INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
+            " VALUES ('m', '{}', '{}', 0, 0)"
+        )
+        conn.execute(
+            "INSERT INTO prediction_batches (batch_id, model_id, version, row_count, columns_data,"
+            " probabilities_data, threshold, created_us, source) VALUES ('b1', 1, 1, 2, ?, ?, 0.5, 7, 'served')",
+            (orjson.dumps({"age": [30.0, 41.0]}).decode(), "[0.25, 0.75]"),
+        )
     got = PredictionRepository(db).get("b1:1")
-    assert got is not None and orjson.loads(got.features_json) == {"age": 41.0} and got.probability == 0.75 and got.label == 1
+    assert (
+        got is not None
+        and orjson.loads(got.features_json) == {"age": 41.0}
+        and got.probability == 0.75
+        and got.label == 1
+    )
     db.close()
 
 
-LAYOUT = [("age", "number", ()), ("has_card", "bool", ()), ("craft", "category", ("a", "b", "c")),
-          ("score", "number", ())]
+LAYOUT = [
+    ("age", "number", ()),
+    ("has_card", "bool", ()),
+    ("craft", "category", ("a", "b", "c")),
+    ("score", "number", ()),
+]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -97,8 +116,11 @@ def test_a_matrix_batch_is_stored_as_numbers_and_one_byte_codes(dtype: type) -> 
     cols = decode_columns(data)
     assert list(cols) == ["age", "has_card", "craft", "score"]
     rows = [batch_row(cols, i) for i in range(3)]
-    assert rows == [{"age": 30.0, "has_card": True, "craft": "c", "score": 0.1}, {},
-                    {"age": 41.5, "has_card": False, "craft": "a", "score": 7.0}]
+    assert rows == [
+        {"age": 30.0, "has_card": True, "craft": "c", "score": 0.1},
+        {},
+        {"age": 41.5, "has_card": False, "craft": "a", "score": 7.0},
+    ]
     assert cols["craft"]["codes"].tolist() == [2, -1, 0]
     assert cols["age"].dtype == dtype
 
@@ -117,8 +139,17 @@ def test_a_matrix_batch_logged_before_the_split_form_still_decodes() -> None:
     import struct
 
     x = np.array([[30.0, 1.0, 2.0, 0.1], [NAN, NAN, NAN, NAN]], dtype=np.float32)
-    header = orjson.dumps({"n": 2, "matrix": {"dtype": "f4", "columns": [
-        {"name": n, "kind": k, **({"dictionary": list(d)} if k == "category" else {})} for n, k, d in LAYOUT]}})
+    header = orjson.dumps(
+        {
+            "n": 2,
+            "matrix": {
+                "dtype": "f4",
+                "columns": [
+                    {"name": n, "kind": k, **({"dictionary": list(d)} if k == "category" else {})} for n, k, d in LAYOUT
+                ],
+            },
+        }
+    )
     data = b"SBC1" + struct.pack("<I", len(header)) + header + x.tobytes()
     cols = decode_columns(data)
     assert [batch_row(cols, i) for i in range(2)] == [{"age": 30.0, "has_card": True, "craft": "c", "score": 0.1}, {}]

@@ -60,8 +60,9 @@ def test_each_method_maps_a_score_as_it_says_and_the_model_applies_its_own() -> 
     assert [iso.one(v) for v in raw.tolist()] == pytest.approx(iso.many(raw).tolist())
 
     ex = generate_outcomes(600, seed=9)
-    data = TrainingData([e.features for e in ex], np.array([int(e.label) for e in ex]), [e.outcome_id for e in ex],
-                        np.zeros(len(ex)))
+    data = TrainingData(
+        [e.features for e in ex], np.array([int(e.label) for e in ex]), [e.outcome_id for e in ex], np.zeros(len(ex))
+    )
     model = Trainer(DEMO_SCHEMA, ModelSettings()).run(data, ["logistic_regression"], "stratified").selected.model
     X = model.raw.rows(data.rows[:50])
     scores = model.scorer.score(X)

@@ -8,12 +8,14 @@ import pytest
 from sahayak_rpc import drift, metrics, profile
 from sahayak_rpc.schema import FeatureSpec, FeatureType, Schema
 
-SCHEMA = Schema((
-    FeatureSpec("income", FeatureType.NUMERIC),
-    FeatureSpec("age", FeatureType.NUMERIC),
-    FeatureSpec("craft", FeatureType.CATEGORICAL, categories=("weaver", "potter", "smith")),
-    FeatureSpec("card", FeatureType.BOOLEAN),
-))
+SCHEMA = Schema(
+    (
+        FeatureSpec("income", FeatureType.NUMERIC),
+        FeatureSpec("age", FeatureType.NUMERIC),
+        FeatureSpec("craft", FeatureType.CATEGORICAL, categories=("weaver", "potter", "smith")),
+        FeatureSpec("card", FeatureType.BOOLEAN),
+    )
+)
 
 
 def sample(rng: np.random.Generator, n: int, income_shift: float = 0.0) -> tuple[list[dict], np.ndarray]:
@@ -21,8 +23,10 @@ def sample(rng: np.random.Generator, n: int, income_shift: float = 0.0) -> tuple
     age = rng.normal(40, 10, n)
     craft = rng.choice(["weaver", "potter", "smith"], n, p=[0.5, 0.3, 0.2])
     card = rng.random(n) < 0.6
-    rows = [{"income": float(i), "age": float(a), "craft": str(c), "card": bool(k)}
-            for i, a, c, k in zip(income, age, craft, card)]
+    rows = [
+        {"income": float(i), "age": float(a), "craft": str(c), "card": bool(k)}
+        for i, a, c, k in zip(income, age, craft, card)
+    ]
     return rows, rng.beta(2, 3, n)
 
 
@@ -45,8 +49,12 @@ def test_psi_matches_its_definition_on_the_reference_bins() -> None:
     # KS: reference CDF from its stored quantiles against the current empirical CDF.
     q = np.array(ref["features"]["income"]["quantiles"])
     grid = np.unique(np.concatenate([q, x]))
-    expected_ks = np.max(np.abs(np.interp(grid, q, np.linspace(0, 1, 101), left=0, right=1)
-                                - np.searchsorted(np.sort(x), grid, side="right") / len(x)))
+    expected_ks = np.max(
+        np.abs(
+            np.interp(grid, q, np.linspace(0, 1, 101), left=0, right=1)
+            - np.searchsorted(np.sort(x), grid, side="right") / len(x)
+        )
+    )
     assert income.statistics[1].value == pytest.approx(expected_ks)
     # Wasserstein: mean gap between quantile functions, in reference standard deviations.
     expected_w = np.mean(np.abs(np.quantile(x, np.linspace(0, 1, 101)) - q)) / ref["features"]["income"]["std"]

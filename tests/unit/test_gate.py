@@ -77,8 +77,14 @@ OPEN = QualityGate(min_accuracy=0.0, min_f1=0.0, max_calibration_error=1.0)
 
 
 def _verdict(cand: np.ndarray, champ: np.ndarray, y: np.ndarray, require: bool) -> gating.GateResult:
-    return gating.evaluate(compute(y, cand, 0.5), OPEN, compute(y, champ, 0.5), 3,
-                           paired=gating.PairedScores(y, cand, champ), require_improvement=require)
+    return gating.evaluate(
+        compute(y, cand, 0.5),
+        OPEN,
+        compute(y, champ, 0.5),
+        3,
+        paired=gating.PairedScores(y, cand, champ),
+        require_improvement=require,
+    )
 
 
 def test_a_manual_run_within_noise_passes_a_scheduled_one_keeps_the_champion() -> None:
@@ -131,12 +137,17 @@ def test_the_data_digest_names_the_rows_and_the_settings() -> None:
     from sahayak_rpc.settings import ModelSettings
 
     examples = generate_outcomes(50, seed=1)
-    data = tr.TrainingData([dict(e.features) for e in examples], np.array([int(e.label) for e in examples]),
-                           [e.outcome_id for e in examples], np.zeros(len(examples)))
+    data = tr.TrainingData(
+        [dict(e.features) for e in examples],
+        np.array([int(e.label) for e in examples]),
+        [e.outcome_id for e in examples],
+        np.zeros(len(examples)),
+    )
     s = ModelSettings()
 
-    def digest(d: tr.TrainingData = data, settings: ModelSettings = s,
-               families: tuple[str, ...] = ("logistic_regression",)) -> str:
+    def digest(
+        d: tr.TrainingData = data, settings: ModelSettings = s, families: tuple[str, ...] = ("logistic_regression",)
+    ) -> str:
         return tr.data_digest(d, DEMO_SCHEMA, settings, families, "stratified")
 
     assert digest() == digest()

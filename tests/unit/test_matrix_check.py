@@ -18,8 +18,32 @@ CHECK = MatrixCheck(DEMO_SCHEMA)
 FEATURES = DEMO_SCHEMA.features
 
 # Values at and around every rule's edges, for every column alike.
-EDGES = [math.nan, math.inf, -math.inf, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 4.0, 9.0, 10.0, 10.5, 11.0,
-         17.999, 18.0, 90.0, 90.5, 1000.0, 1e100, 1e101, -1e101, 5e-324]
+EDGES = [
+    math.nan,
+    math.inf,
+    -math.inf,
+    -1.0,
+    -0.5,
+    0.0,
+    0.5,
+    1.0,
+    1.5,
+    2.0,
+    4.0,
+    9.0,
+    10.0,
+    10.5,
+    11.0,
+    17.999,
+    18.0,
+    90.0,
+    90.5,
+    1000.0,
+    1e100,
+    1e101,
+    -1e101,
+    5e-324,
+]
 
 
 def _valid(f: object, v: float) -> bool:
@@ -43,8 +67,13 @@ def _encoded_rows() -> list[list[float]]:
         values = []
         for f in FEATURES:
             v = e.features.get(f.name)
-            values.append(math.nan if v is None else float(f.categories.index(v)) if f.type is FeatureType.CATEGORICAL
-                          else float(v))
+            values.append(
+                math.nan
+                if v is None
+                else float(f.categories.index(v))
+                if f.type is FeatureType.CATEGORICAL
+                else float(v)
+            )
         out.append(values)
     return out
 
@@ -53,9 +82,12 @@ ROWS = _encoded_rows()
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.sampled_from(ROWS),
-       st.lists(st.tuples(st.integers(0, len(FEATURES) - 1), st.sampled_from(EDGES)), max_size=3))
-def test_the_check_names_exactly_the_cells_that_break_a_rule(base: list[float], changes: list[tuple[int, float]]) -> None:
+@given(
+    st.sampled_from(ROWS), st.lists(st.tuples(st.integers(0, len(FEATURES) - 1), st.sampled_from(EDGES)), max_size=3)
+)
+def test_the_check_names_exactly_the_cells_that_break_a_rule(
+    base: list[float], changes: list[tuple[int, float]]
+) -> None:
     """A valid demo row with up to three cells replaced by edge values: the check names exactly the
     cells that break a rule, as the rules written out one value at a time say."""
     values = list(base)
@@ -89,17 +121,29 @@ def models():
     from sahayak_rpc.training import Trainer, TrainingData
 
     ex = generate_outcomes(1500, seed=4)
-    data = TrainingData([e.features for e in ex], np.array([int(e.label) for e in ex]), [e.outcome_id for e in ex],
-                        np.array([int(e.occurred_at.timestamp() * 1e6) for e in ex], dtype=np.int64))
+    data = TrainingData(
+        [e.features for e in ex],
+        np.array([int(e.label) for e in ex]),
+        [e.outcome_id for e in ex],
+        np.array([int(e.occurred_at.timestamp() * 1e6) for e in ex], dtype=np.int64),
+    )
     run = Trainer(DEMO_SCHEMA, ModelSettings()).run(data, ["logistic_regression", "gradient_boosting"], "stratified")
     return [c.model for c in run.candidates]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.sampled_from(ROWS),
-                          st.lists(st.tuples(st.integers(0, len(FEATURES) - 1), st.sampled_from(EDGES)), max_size=2)),
-                min_size=1, max_size=6),
-       st.sampled_from([np.float32, np.float64]), st.booleans())
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(ROWS),
+            st.lists(st.tuples(st.integers(0, len(FEATURES) - 1), st.sampled_from(EDGES)), max_size=2),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([np.float32, np.float64]),
+    st.booleans(),
+)
 def test_a_checked_matrix_of_either_precision_scores_alike(models, rows: list, dtype: type, read_only: bool) -> None:
     """The check refuses the same cells of a float32 matrix as of its float64 copy (an OIP tensor may be
     either, and is a read-only view of the request), and a matrix it passes scores the same either way."""

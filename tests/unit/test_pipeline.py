@@ -20,21 +20,28 @@ from sahayak_rpc.training import NotEnoughData, Trainer, TrainingData, export_tr
 
 def data(n: int, seed: int = 0) -> TrainingData:
     ex = generate_outcomes(n, seed=seed)
-    return TrainingData([e.features for e in ex], np.array([int(e.label) for e in ex]), [e.outcome_id for e in ex],
-                        np.array([int(e.occurred_at.timestamp() * 1e6) for e in ex], dtype=np.int64))
+    return TrainingData(
+        [e.features for e in ex],
+        np.array([int(e.label) for e in ex]),
+        [e.outcome_id for e in ex],
+        np.array([int(e.occurred_at.timestamp() * 1e6) for e in ex], dtype=np.int64),
+    )
 
 
 @pytest.fixture(scope="module")
 def trained():
-    return Trainer(DEMO_SCHEMA, ModelSettings()).run(data(3000), ["logistic_regression", "gradient_boosting"], "stratified")
+    return Trainer(DEMO_SCHEMA, ModelSettings()).run(
+        data(3000), ["logistic_regression", "gradient_boosting"], "stratified"
+    )
 
 
 def test_exported_trees_score_exactly_like_scikit_learn() -> None:
     d = data(2000, seed=3)
     raw = RawEncoder.from_schema(DEMO_SCHEMA)
     X = raw.transform(d.rows)
-    model = HistGradientBoostingClassifier(max_iter=30, categorical_features=raw.categorical_mask,
-                                           random_state=0).fit(X, d.labels)
+    model = HistGradientBoostingClassifier(max_iter=30, categorical_features=raw.categorical_mask, random_state=0).fit(
+        X, d.labels
+    )
     scorer = TreeScorer(export_trees(model, X.shape[1]), raw)
     expected = model.decision_function(X)
     assert np.allclose(scorer.score(X), expected, atol=1e-9)
@@ -158,8 +165,23 @@ def test_the_linear_encoder_imputes_and_scales_from_training_rows() -> None:
     assert not np.isnan(X).any()
 
 
-_ODD_VALUES = [None, float("nan"), float("inf"), -1.0, 1e101, 17.0, 0.0, 1.0, True, False, "weaver",
-               "atlantis", "", 5, "x" * 300]
+_ODD_VALUES = [
+    None,
+    float("nan"),
+    float("inf"),
+    -1.0,
+    1e101,
+    17.0,
+    0.0,
+    1.0,
+    True,
+    False,
+    "weaver",
+    "atlantis",
+    "",
+    5,
+    "x" * 300,
+]
 
 
 def test_equal_contributions_rank_the_larger_name_first(trained) -> None:
@@ -170,8 +192,9 @@ def test_equal_contributions_rank_the_larger_name_first(trained) -> None:
 
     model = next(c.model for c in trained.candidates if c.model.linear is not None)
     lin = model.linear
-    flat = dataclasses.replace(model, linear=LinearScorer(lin.encoder, np.zeros_like(lin.weights), lin.intercept,
-                                                          lin.column_means, lin.raw))
+    flat = dataclasses.replace(
+        model, linear=LinearScorer(lin.encoder, np.zeros_like(lin.weights), lin.intercept, lin.column_means, lin.raw)
+    )
     _, top = flat.explain_one(trained.validation.rows[0], 3)
     assert [name for name, _ in top] == sorted(DEMO_SCHEMA.names, reverse=True)[:3]
 
@@ -214,10 +237,15 @@ def test_a_columnar_batch_as_one_matrix_is_checked_and_scored_as_column_by_colum
     from sahayak_rpc.schema import Column, SchemaError, check_columns, columns_to_rows
 
     plan = SchemaPlan(DEMO_SCHEMA)
-    rows = [dict(r) for r in data.draw(st.lists(st.sampled_from(trained.validation.rows[:60]), min_size=1,
-                                                max_size=12))]
-    for i, name, value in data.draw(st.lists(st.tuples(st.integers(0, len(rows) - 1), st.sampled_from(DEMO_SCHEMA.names),
-                                                       st.sampled_from(_ODD_VALUES)), max_size=3)):
+    rows = [
+        dict(r) for r in data.draw(st.lists(st.sampled_from(trained.validation.rows[:60]), min_size=1, max_size=12))
+    ]
+    for i, name, value in data.draw(
+        st.lists(
+            st.tuples(st.integers(0, len(rows) - 1), st.sampled_from(DEMO_SCHEMA.names), st.sampled_from(_ODD_VALUES)),
+            max_size=3,
+        )
+    ):
         if value is None:
             rows[i].pop(name, None)
         elif isinstance(value, str) == (DEMO_SCHEMA.feature(name).type is FeatureType.CATEGORICAL):
@@ -229,16 +257,20 @@ def test_a_columnar_batch_as_one_matrix_is_checked_and_scored_as_column_by_colum
     coded = [i for i, c in enumerate(columns) if c.codes is not None]
     # An optional categorical matters most: a value the fast path misread as missing would pass there.
     optional = [i for i in coded if not DEMO_SCHEMA.feature(columns[i].name).required]
-    j = data.draw(st.sampled_from(optional if optional and data.draw(st.booleans()) else coded)
-                  if shape in ("strings", "bad code", "dictionary") and coded else st.integers(0, len(columns) - 1))
+    j = data.draw(
+        st.sampled_from(optional if optional and data.draw(st.booleans()) else coded)
+        if shape in ("strings", "bad code", "dictionary") and coded
+        else st.integers(0, len(columns) - 1)
+    )
     if shape == "unknown":
         columns.append(Column("no_such_feature", numbers=np.zeros(n)))
     elif shape == "repeated":
         columns.append(columns[j])
     elif shape == "short" and n > 1:
         c = columns[j]
-        columns[j] = dataclasses.replace(c, numbers=None if c.numbers is None else c.numbers[:-1],
-                                         codes=None if c.codes is None else c.codes[:-1])
+        columns[j] = dataclasses.replace(
+            c, numbers=None if c.numbers is None else c.numbers[:-1], codes=None if c.codes is None else c.codes[:-1]
+        )
     elif shape == "strings" and columns[j].codes is not None:
         columns[j] = Column(columns[j].name, strings=list(columns[j].decoded() or ()))
     elif shape == "bad code" and columns[j].codes is not None:
@@ -282,9 +314,15 @@ def test_the_compiled_forest_walks_as_the_python_reference(trained, data) -> Non
             elif trees.raw.kinds[j] == "boolean":
                 x.append(data.draw(st.sampled_from([math.nan, 0.0, 1.0])))
             else:
-                x.append(data.draw(st.one_of(st.sampled_from([math.nan, -1e12, 1e12, 0.0]),
-                                             st.sampled_from(thresholds),
-                                             st.floats(-1e6, 1e6, allow_nan=False))))
+                x.append(
+                    data.draw(
+                        st.one_of(
+                            st.sampled_from([math.nan, -1e12, 1e12, 0.0]),
+                            st.sampled_from(thresholds),
+                            st.floats(-1e6, 1e6, allow_nan=False),
+                        )
+                    )
+                )
         rows.append(x)
     leaves, raw = trees.walk(np.array(rows).reshape(len(rows), width))
     for i, x in enumerate(rows):
@@ -296,9 +334,15 @@ def test_the_compiled_forest_walks_as_the_python_reference(trained, data) -> Non
         assert raw[i] == z  # the same sums in the same order
         # The row as a Row (names, category words, True / False; missing left out) scores the same.
         cats = trees.raw.categories
-        row = {name: (cats[j][int(v)] if trees.raw.kinds[j] == "categorical" else
-                      (v == 1.0 if trees.raw.kinds[j] == "boolean" else v))
-               for j, (name, v) in enumerate(zip(trees.raw.names, x)) if v == v}
+        row = {
+            name: (
+                cats[j][int(v)]
+                if trees.raw.kinds[j] == "categorical"
+                else (v == 1.0 if trees.raw.kinds[j] == "boolean" else v)
+            )
+            for j, (name, v) in enumerate(zip(trees.raw.names, x))
+            if v == v
+        }
         assert trees.score(np.array([trees.raw.row(row)]))[0] == z
 
 
@@ -311,9 +355,18 @@ def test_the_compiled_forest_reads_every_bit_of_a_256_category_split() -> None:
     bits = sum(1 << c for c in left_set)
     # One tree: node 0 splits the category (set 0), node 1 (left) is a leaf worth 1, node 2 (right) a
     # leaf worth -1.
-    trees = TreeArrays(baseline=0.5, roots=(0,), feature=(0, -1, -1), threshold=(0.0, 0.0, 0.0),
-                       missing_left=(True, False, False), left=(1, -1, -1), right=(2, -1, -1),
-                       value=(0.0, 1.0, -1.0), bitset=(0, -1, -1), bitsets=(bits,))
+    trees = TreeArrays(
+        baseline=0.5,
+        roots=(0,),
+        feature=(0, -1, -1),
+        threshold=(0.0, 0.0, 0.0),
+        missing_left=(True, False, False),
+        left=(1, -1, -1),
+        right=(2, -1, -1),
+        value=(0.0, 1.0, -1.0),
+        bitset=(0, -1, -1),
+        bitsets=(bits,),
+    )
     scorer = TreeScorer(trees, RawEncoder(("c",), ("categorical",), (tuple(f"w{i}" for i in range(256)),)))
     codes = [math.nan, *map(float, range(256))]
     leaves, raw = scorer.walk(np.array(codes).reshape(-1, 1))
@@ -372,21 +425,38 @@ def test_the_compiled_forest_handles_a_tree_that_is_one_leaf_and_codes_out_of_ra
     # Tree 0: node 0 splits column 0 at 1.5 (NaN right), leaves 1 (left, 1.0) and 2 (right, -1.0).
     # Tree 1: node 3 is a leaf worth 0.25. Tree 2: node 4 splits category column 1 by set {0, 255}
     # (NaN left), leaves 5 (left, 10.0) and 6 (right, 20.0).
-    trees = TreeArrays(baseline=0.5, roots=(0, 3, 4), feature=(0, -1, -1, -1, 1, -1, -1),
-                       threshold=(1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
-                       missing_left=(False, False, False, False, True, False, False),
-                       left=(1, -1, -1, -1, 5, -1, -1), right=(2, -1, -1, -1, 6, -1, -1),
-                       value=(0.0, 1.0, -1.0, 0.25, 0.0, 10.0, 20.0), bitset=(-1, -1, -1, -1, 0, -1, -1),
-                       bitsets=(1 | 1 << 255,))
-    scorer = TreeScorer(trees, RawEncoder(("x", "c"), ("numeric", "categorical"),
-                                          ((), tuple(f"w{i}" for i in range(256)))))
-    X = np.array([[1.5, 0.0], [1.6, 255.0], [math.nan, math.nan], [0.0, 256.0], [0.0, -1.0], [0.0, math.inf],
-                  [0.0, -math.inf], [0.0, 1.0]])
+    trees = TreeArrays(
+        baseline=0.5,
+        roots=(0, 3, 4),
+        feature=(0, -1, -1, -1, 1, -1, -1),
+        threshold=(1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+        missing_left=(False, False, False, False, True, False, False),
+        left=(1, -1, -1, -1, 5, -1, -1),
+        right=(2, -1, -1, -1, 6, -1, -1),
+        value=(0.0, 1.0, -1.0, 0.25, 0.0, 10.0, 20.0),
+        bitset=(-1, -1, -1, -1, 0, -1, -1),
+        bitsets=(1 | 1 << 255,),
+    )
+    scorer = TreeScorer(
+        trees, RawEncoder(("x", "c"), ("numeric", "categorical"), ((), tuple(f"w{i}" for i in range(256))))
+    )
+    X = np.array(
+        [
+            [1.5, 0.0],
+            [1.6, 255.0],
+            [math.nan, math.nan],
+            [0.0, 256.0],
+            [0.0, -1.0],
+            [0.0, math.inf],
+            [0.0, -math.inf],
+            [0.0, 1.0],
+        ]
+    )
     leaves, raw = scorer.walk(X)
-    assert leaves.tolist() == [[0, 2, 3], [1, 2, 3], [1, 2, 3], [0, 2, 4], [0, 2, 4], [0, 2, 4], [0, 2, 4],
-                               [0, 2, 4]]
-    np.testing.assert_array_equal(raw, [0.5 + 1.0 + 0.25 + 10.0, 0.5 - 1.0 + 0.25 + 10.0, 0.5 - 1.0 + 0.25 + 10.0,
-                                        *[0.5 + 1.0 + 0.25 + 20.0] * 5])
+    assert leaves.tolist() == [[0, 2, 3], [1, 2, 3], [1, 2, 3], [0, 2, 4], [0, 2, 4], [0, 2, 4], [0, 2, 4], [0, 2, 4]]
+    np.testing.assert_array_equal(
+        raw, [0.5 + 1.0 + 0.25 + 10.0, 0.5 - 1.0 + 0.25 + 10.0, 0.5 - 1.0 + 0.25 + 10.0, *[0.5 + 1.0 + 0.25 + 20.0] * 5]
+    )
     for i in (0, 1, 2):
         assert leaves[i].tolist() == scorer.leaves_reference(X[i].tolist())
     # score takes a code at or past the categories' count (an unknown category) as missing, as the

@@ -138,8 +138,13 @@ def test_a_column_that_fits_no_row_is_a_structural_error(columns: list, words: s
 def test_columns_and_rows_agree_on_what_is_valid() -> None:
     row_wise = [{"age": 30.0, "craft": "potter"}, {"age": 99.5, "craft": "carpenter", "income": 5.0}]
     rows, errors = rows_from_columns(
-        SCHEMA, 2, [Column("age", numbers=[30.0, 99.5]), Column("craft", strings=["potter", "carpenter"]),
-                    Column("income", numbers=[math.nan, 5.0])]
+        SCHEMA,
+        2,
+        [
+            Column("age", numbers=[30.0, 99.5]),
+            Column("craft", strings=["potter", "carpenter"]),
+            Column("income", numbers=[math.nan, 5.0]),
+        ],
     )
     assert errors == {}
     assert rows == row_wise

@@ -61,16 +61,26 @@ def test_an_older_database_is_upgraded_keeping_its_rows(tmp_path) -> None:
                 if statement.strip():
                     conn.execute(statement)
         conn.execute("PRAGMA user_version = 8")
-        conn.execute("INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
-                     " VALUES ('m', '{}', '{}', 1, 1)")
+        conn.execute(
+            "INSERT INTO models (name, schema_json, settings_json, created_us, updated_us)"
+            " VALUES ('m', '{}', '{}', 1, 1)"
+        )
         for k in range(5):
-            conn.execute("INSERT INTO outcomes (model_id, outcome_id, label, features_json, occurred_us, received_us,"
-                         " content_hash, source) VALUES (1, ?, 1, '{}', 1, 1, x'00', 'api')", (f"o{k}",))
-        conn.execute("INSERT INTO training_runs (run_id, model_id, kind, trigger, state, created_us, through_seq,"
-                     " request_json) VALUES ('r1', 1, 'full', 'manual', 'succeeded', 1, 3, '{}')")
+            conn.execute(
+                "INSERT INTO outcomes (model_id, outcome_id, label, features_json, occurred_us, received_us,"
+                " content_hash, source) VALUES (1, ?, 1, '{}', 1, 1, x'00', 'api')",
+                (f"o{k}",),
+            )
+        conn.execute(
+            "INSERT INTO training_runs (run_id, model_id, kind, trigger, state, created_us, through_seq,"
+            " request_json) VALUES ('r1', 1, 'full', 'manual', 'succeeded', 1, 3, '{}')"
+        )
         for k, raised in enumerate((10, 20)):
-            conn.execute("INSERT INTO alerts (alert_id, model_id, rule, severity, state, message, details_json,"
-                         " raised_us) VALUES (?, 1, 'data_quality', 'warning', 'open', 'x', '{}', ?)", (f"a{k}", raised))
+            conn.execute(
+                "INSERT INTO alerts (alert_id, model_id, rule, severity, state, message, details_json,"
+                " raised_us) VALUES (?, 1, 'data_quality', 'warning', 'open', 'x', '{}', ?)",
+                (f"a{k}", raised),
+            )
     db = Database(path)
     try:
         assert db.schema_version == len(MIGRATIONS)
