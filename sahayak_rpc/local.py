@@ -150,14 +150,24 @@ class LocalScorer:
             yield request
 
     def flush(self) -> int:
-        """Send the buffered predictions now; returns how many the server accepted."""
+        """Send the buffered predictions now; returns how many the server accepted. When the call fails
+        (grpc.RpcError, raised), the batch goes back to the front of the buffer for the next try (what
+        the buffer cannot hold is counted in ``dropped``): at least once, so a call that failed after
+        the server committed is sent again."""
         with self._buffer_lock:
             batch, self._buffer = self._buffer, []
         if not batch:
             return 0
-        response = self._client.monitor.LogPredictions(
-            self._requests(batch), timeout=60, metadata=self._client.metadata
-        )
+        try:
+            response = self._client.monitor.LogPredictions(
+                self._requests(batch), timeout=60, metadata=self._client.metadata
+            )
+        except grpc.RpcError:
+            with self._buffer_lock:
+                kept = (batch + self._buffer)[: self._max_buffer]
+                self.dropped += len(batch) + len(self._buffer) - len(kept)
+                self._buffer = kept
+            raise
         self.reported += response.accepted
         return int(response.accepted)
 

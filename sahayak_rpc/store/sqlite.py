@@ -168,11 +168,12 @@ class SqliteDatabase(Database):
                     conn.execute("PRAGMA synchronous=FULL")
 
     def reader(self) -> SqliteConn:
-        """This thread's read connection (WAL: readers never block the writer)."""
+        """This thread's read connection (WAL: readers never block the writer). Raises Unavailable
+        (SHUTTING_DOWN) once the database is closed, on a thread that read before as on a new one."""
+        if self._closed:
+            raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
         conn: SqliteConn | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self._closed:
-                raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
             conn = _connect(self.path, self._synchronous, self._busy_timeout_s)
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn

@@ -12,7 +12,7 @@ from sahayak_rpc.client import SahayakError
 from sahayak_rpc.demo_data import SCHEMES, generate_outcomes
 from sahayak_rpc._proto.sahayak.v1 import common_pb2, inference_pb2, monitor_pb2
 
-from ..helpers import Running, eventually, load_demo_rows
+from ..helpers import Running, eventually, load_demo_rows, start_server, stop_server
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
@@ -228,6 +228,28 @@ def test_the_local_scorer_follows_the_champion_and_reports_back(running: Running
         assert scorer.flush() == 2
     stored = running.server.ctx.predictions.get(local.prediction_id)
     assert stored is not None and stored.source == "logged" and stored.version == 1
+
+
+def test_a_local_scorer_keeps_what_it_could_not_report(tmp_path) -> None:
+    """A failed LogPredictions puts the batch back for the next try: nothing is lost or counted dropped."""
+    import grpc
+
+    from sahayak_rpc.client import Client
+
+    r = start_server(tmp_path / "l.db")
+    c = r.client
+    load_demo_rows(c, 1500)
+    assert c.train(MODEL, families=["logistic_regression"]).promoted
+    rows = [e.features for e in generate_outcomes(3, seed=13)]
+    with Client(f"127.0.0.1:{r.server.port}", timeout=5) as own:
+        scorer = own.local_scorer(MODEL, flush_interval_s=3600)
+        for row in rows:
+            scorer.predict(row)
+        stop_server(r)  # the server goes away with three predictions buffered
+        for _ in range(2):  # the second try still has them to send: the first failure lost nothing
+            with pytest.raises(grpc.RpcError):
+                scorer.flush()
+        assert scorer.dropped == 0 and scorer.reported == 0
 
 
 def test_watch_champion_streams_the_artifact_now_and_on_change(running: Running) -> None:

@@ -386,10 +386,10 @@ def test_named_inputs_reach_the_prediction_log(trained: Running, oip: pb_grpc.GR
     trained.server.predlog.flush()
     stored = trained.server.ctx.predictions.get(f"{response.parameters['batch_id'].string_param}:3")
     assert stored is not None
-    logged = json.loads(stored[3])
+    logged = json.loads(stored.features_json or "{}")
     assert logged.keys() == rows[3].keys()
     assert all(logged[name] == value for name, value in rows[3].items()), (logged, rows[3])
-    assert abs(stored[4] - float(probabilities(response)[3])) <= 1e-6
+    assert abs(stored.probability - float(probabilities(response)[3])) <= 1e-6
 
 
 def _without(name: str) -> Any:

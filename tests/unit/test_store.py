@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+
+import pytest
 from pathlib import Path
 
 from sahayak_rpc.store.sqlite import BACKSTOP_PAGES
@@ -90,3 +92,31 @@ def test_an_older_database_is_upgraded_keeping_its_rows(tmp_path) -> None:
         assert db.reader().execute("SELECT seq, run_id FROM training_runs").fetchall() == [(1, "r1")]
     finally:
         db.close()
+
+
+def test_a_closed_database_answers_unavailable_to_readers_that_read_before(tmp_path: Path) -> None:
+    """After close(), a thread whose reader was open gets Unavailable (SHUTTING_DOWN), as a new one does: a
+    retryable answer, never a driver error that would reach a client as INTERNAL."""
+    import threading
+
+    from sahayak_rpc.errors import Unavailable
+
+    db = Database(str(tmp_path / "c.db"))
+    with db.read() as conn:
+        conn.execute("SELECT 1").fetchone()
+    db.close()
+    with pytest.raises(Unavailable):
+        with db.read():
+            pass
+    seen: list[BaseException] = []
+
+    def fresh() -> None:
+        try:
+            db.reader()
+        except BaseException as exc:  # noqa: BLE001 (what a new thread gets is the point)
+            seen.append(exc)
+
+    t = threading.Thread(target=fresh)
+    t.start()
+    t.join()
+    assert len(seen) == 1 and isinstance(seen[0], Unavailable)
