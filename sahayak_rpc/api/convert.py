@@ -260,25 +260,15 @@ def stored_number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+# The metrics CompareModelVersions takes the difference of (metrics_to_proto sends these and two more).
+COMPARED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier_score",
+                    "calibration_error")  # fmt: skip
+
+
 def metrics_to_proto(m: Mapping[str, Any] | None) -> common_pb2.ClassificationMetrics:
     if not m:
         return common_pb2.ClassificationMetrics()
-    f = {
-        k: stored_number(m[k])
-        for k in (
-            "accuracy",
-            "precision",
-            "recall",
-            "f1",
-            "roc_auc",
-            "pr_auc",
-            "log_loss",
-            "brier_score",
-            "calibration_error",
-            "max_calibration_error",
-            "threshold",
-        )
-    }
+    f = {k: stored_number(m[k]) for k in (*COMPARED_METRICS, "max_calibration_error", "threshold")}
     return common_pb2.ClassificationMetrics(
         count=int(m["count"]),
         positives=int(m["positives"]),

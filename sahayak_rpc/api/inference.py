@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from ..app.catalog import Catalog, PerSchema
-from ..app.inference import Inference
+from ..app.inference import Inference, Ranked
 from ..errors import InvalidArgument
 from ..schema import FieldError, Row
 from .._proto.sahayak.v1 import common_pb2, inference_pb2, inference_pb2_grpc
@@ -97,18 +97,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 request.weight_by_benefit,
                 request.explain_top_k,
             )
-            response = inference_pb2.RecommendResponse(recommendation_id=rec_id, version=version)
-            for r in ranked:
-                out = response.recommendations.add(
-                    candidate_id=r.candidate_id,
-                    rank=r.rank,
-                    probability=r.probability,
-                    score=r.score,
-                    label=_POS if r.label else _NEG,
-                    prediction_id=r.prediction_id,
-                )
-                convert_inference.contributions_to_proto(r.contributions, r.explained or {}, out.contributions)
-            return response
+            return _recommend_response(rec_id, version, ranked)
         candidates = [(c.candidate_id, convert.row_from_proto(c.features), c.benefit) for c in request.candidates]
         if not candidates:
             raise InvalidArgument.fields([FieldError("candidates", "required: at least one candidate")])
@@ -123,20 +112,20 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             request.explain_top_k,
             _entities(request.entities, "entities"),
         )
-        response = inference_pb2.RecommendResponse(recommendation_id=rec_id, version=version)
-        by_id = {c[0]: c[1] for c in candidates}
-        add = response.recommendations.add
-        for r in ranked:
-            out = add(
-                candidate_id=r.candidate_id,
-                rank=r.rank,
-                probability=r.probability,
-                score=r.score,
-                label=_POS if r.label else _NEG,
-                prediction_id=r.prediction_id,
-            )
-            if r.contributions:
-                own = by_id[r.candidate_id]
-                values = {name: own[name] if name in own else subject.get(name) for name, _ in r.contributions}
-                convert_inference.contributions_to_proto(r.contributions, values, out.contributions)
-        return response
+        return _recommend_response(rec_id, version, ranked)
+
+
+def _recommend_response(rec_id: str, version: int, ranked: list[Ranked]) -> inference_pb2.RecommendResponse:
+    """Recommend's answer: each ranked candidate, its contributions valued from the row it was scored on."""
+    response = inference_pb2.RecommendResponse(recommendation_id=rec_id, version=version)
+    for r in ranked:
+        out = response.recommendations.add(
+            candidate_id=r.candidate_id,
+            rank=r.rank,
+            probability=r.probability,
+            score=r.score,
+            label=_POS if r.label else _NEG,
+            prediction_id=r.prediction_id,
+        )
+        convert_inference.contributions_to_proto(r.contributions, r.explained or {}, out.contributions)
+    return response

@@ -167,20 +167,7 @@ class VersionsMixin:
         rows, labels = self._rows(model, request.data)
         ma, mb = self._registry.evaluate(model, a, rows, labels), self._registry.evaluate(model, b, rows, labels)
         da, db = ma.to_dict(), mb.to_dict()
-        diff = {
-            k: float(db[k]) - float(da[k])
-            for k in (
-                "accuracy",
-                "precision",
-                "recall",
-                "f1",
-                "roc_auc",
-                "pr_auc",
-                "log_loss",
-                "brier_score",
-                "calibration_error",
-            )
-        }
+        diff = {k: float(db[k]) - float(da[k]) for k in convert.COMPARED_METRICS}
         return registry_pb2.CompareModelVersionsResponse(
             metrics_a=convert.metrics_to_proto(da),
             metrics_b=convert.metrics_to_proto(db),

@@ -373,6 +373,7 @@ class Inference:
                 probs_list[i] >= threshold,
                 f"{recommendation_id}:{candidates[i][0]}",
                 explained[rank - 1],
+                {**subject, **candidates[i][1]} if k else None,
             )
             for rank, i in enumerate(chosen, start=1)
         ]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from structlog.testing import capture_logs
 
@@ -19,7 +18,7 @@ from sahayak_rpc.client import Client
 from sahayak_rpc.server import SERVICES, Server
 from sahayak_rpc._proto.sahayak.v1 import registry_pb2
 
-from ..helpers import Running, free_port, good_row, server_command
+from ..helpers import wait_serving as _wait_serving, Running, free_port, good_row, server_command
 
 FIVE = {
     "sahayak.v1.TrainingService",
@@ -115,24 +114,6 @@ def test_messages_over_the_size_limit_are_refused(tmp_path: Path) -> None:
             assert c.health() == "SERVING"
     finally:
         server.stop(grace=1)
-
-
-def _wait_serving(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    from grpc_health.v1 import health_pb2_grpc
-
-    stub = health_pb2_grpc.HealthStub(channel)
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                channel.close()
-                return
-        except grpc.RpcError:
-            time.sleep(0.1)
-    raise AssertionError("server did not become healthy")
 
 
 def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subprocess_env: dict) -> None:
