@@ -32,18 +32,38 @@ import numba
 import numpy as np
 
 
-def _compiled(fn: Any) -> Any:
+def _compiled(fn: Any, nogil: bool) -> Any:
     """``fn`` compiled, its machine code cached on disk where numba finds a writable place; where it
-    finds none (a read-only install, no writable home, no $NUMBA_CACHE_DIR), compiled at each start.
-    It lets go of the GIL while it runs, so that other requests run meanwhile."""
+    finds none (a read-only install, no writable home, no $NUMBA_CACHE_DIR), compiled at each start."""
     try:
-        return numba.njit(cache=True, nogil=True)(fn)
+        return numba.njit(cache=True, nogil=nogil)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True)(fn)
+        return numba.njit(nogil=nogil)(fn)
 
 
-@_compiled
-def walk(
+def _body(fn: Any) -> Any:
+    """A loop's one body, compiled; it is called from its two entry points (below)."""
+    return _compiled(fn, nogil=False)
+
+
+# Up to this many rows a call holds the GIL: its work is a microsecond or a few, and letting the GIL go
+# and taking it back (another thread may hold it meanwhile) cost more than that, on every single-row
+# request. A bigger batch lets it go, so that other requests run while it is scored.
+FEW_ROWS = 16
+
+
+def _held(fn: Any) -> Any:
+    """An entry point that holds the GIL (a few rows)."""
+    return _compiled(fn, nogil=False)
+
+
+def _free(fn: Any) -> Any:
+    """An entry point that lets the GIL go while it runs (a batch)."""
+    return _compiled(fn, nogil=True)
+
+
+@_body
+def _walk(
     X: Any,
     roots: Any,
     nodes: Any,
@@ -100,8 +120,8 @@ def walk(
                     leaves[i, t] = ~node
 
 
-@_compiled
-def within_rules(X: Any, lo: Any, hi: Any, whole: Any, optional: Any, bad: Any) -> bool:
+@_body
+def _within_rules(X: Any, lo: Any, hi: Any, whole: Any, optional: Any, bad: Any) -> bool:
     """Whether every value of the raw-layout matrix X (float32 or float64, NaN = missing) keeps its
     column's rules (schema.raw_bounds as vectors: MatrixCheck's): a present value within [lo, hi] (so
     never infinite) and, where ``whole``, a whole number; a missing one only where ``optional``.
@@ -125,8 +145,8 @@ def within_rules(X: Any, lo: Any, hi: Any, whole: Any, optional: Any, bad: Any) 
     return ok
 
 
-@_compiled
-def linear(X: Any, plan: Any, lut: Any, bias: float, raw: Any, parts: Any) -> None:
+@_body
+def _linear(X: Any, plan: Any, lut: Any, bias: float, raw: Any, parts: Any) -> None:
     """A logistic model's log-odds of each row of the raw-layout matrix X (float32 or float64, NaN =
     missing; its values checked by within_rules): ``raw[i]`` = ``bias`` plus, column by column, the
     feature's contribution: ``plan[2, j]`` when missing; for a categorical or a boolean (``plan[3,
@@ -151,30 +171,77 @@ def linear(X: Any, plan: Any, lut: Any, bias: float, raw: Any, parts: Any) -> No
         raw[i] = z
 
 
+# Each loop's two entry points, the same body: held for FEW_ROWS rows or fewer, free above.
+@_held
+def _walk_held(X, roots, nodes, threshold, words, leaf_value, baseline, block, leaves, raw):
+    _walk(X, roots, nodes, threshold, words, leaf_value, baseline, block, leaves, raw)
+
+
+@_free
+def _walk_free(X, roots, nodes, threshold, words, leaf_value, baseline, block, leaves, raw):
+    _walk(X, roots, nodes, threshold, words, leaf_value, baseline, block, leaves, raw)
+
+
+@_held
+def _within_rules_held(X, lo, hi, whole, optional, bad):
+    return _within_rules(X, lo, hi, whole, optional, bad)
+
+
+@_free
+def _within_rules_free(X, lo, hi, whole, optional, bad):
+    return _within_rules(X, lo, hi, whole, optional, bad)
+
+
+@_held
+def _linear_held(X, plan, lut, bias, raw, parts):
+    _linear(X, plan, lut, bias, raw, parts)
+
+
+@_free
+def _linear_free(X, plan, lut, bias, raw, parts):
+    _linear(X, plan, lut, bias, raw, parts)
+
+
+def walk(X: Any, *args: Any) -> None:
+    """_walk: every row through every tree (see there), holding the GIL for a few rows."""
+    (_walk_held if X.shape[0] <= FEW_ROWS else _walk_free)(X, *args)
+
+
+def within_rules(X: Any, *args: Any) -> bool:
+    """_within_rules: the check of a raw-layout matrix (see there), holding the GIL for a few rows."""
+    return bool((_within_rules_held if X.shape[0] <= FEW_ROWS else _within_rules_free)(X, *args))
+
+
+def linear(X: Any, *args: Any) -> None:
+    """_linear: a logistic model's scores and contributions (see there), holding the GIL for a few rows."""
+    (_linear_held if X.shape[0] <= FEW_ROWS else _linear_free)(X, *args)
+
+
 def warm() -> None:
     """Compile the kernels (or load them from numba's cache) for the array types requests bring, so
     that no request waits for the compiler: float32 and float64 matrices, writable or read-only (an
-    OIP tensor is a read-only view of the request's bytes)."""
-    for dtype in (np.float32, np.float64):
-        x = np.zeros((1, 1), dtype=dtype)
-        for matrix in (x, np.frombuffer(x.tobytes(), dtype=dtype).reshape(1, 1)):
-            for bad in (np.empty((1, 1), dtype=np.bool_), np.empty((0, 0), dtype=np.bool_)):
-                within_rules(
-                    matrix, np.zeros(1), np.ones(1), np.zeros(1, dtype=np.bool_), np.ones(1, dtype=np.bool_), bad
-                )
-            for parts in (np.empty((1, 1)), np.empty((0, 0))):
-                linear(matrix, np.full((5, 1), -1.0), np.zeros(1), 0.0, np.empty(1), parts)
-            if dtype is np.float64:  # the trees' walk takes float64 only; leaves kept or not
-                for kept in (np.empty((1, 1), dtype=np.int64), np.empty((0, 0), dtype=np.int64)):
-                    walk(
-                        matrix,
-                        np.full(1, -1, dtype=np.int64),
-                        np.zeros((1, 4), dtype=np.int32),
-                        np.zeros(1),
-                        np.zeros((1, 8), dtype=np.uint64),
-                        np.zeros(1),
-                        0.0,
-                        1,
-                        kept,
-                        np.empty(1),
+    OIP tensor is a read-only view of the request's bytes), through both entry points (a few rows, more)."""
+    for n in (1, FEW_ROWS + 1):
+        for dtype in (np.float32, np.float64):
+            x = np.zeros((n, 1), dtype=dtype)
+            for matrix in (x, np.frombuffer(x.tobytes(), dtype=dtype).reshape(n, 1)):
+                for bad in (np.empty((n, 1), dtype=np.bool_), np.empty((0, 0), dtype=np.bool_)):
+                    within_rules(
+                        matrix, np.zeros(1), np.ones(1), np.zeros(1, dtype=np.bool_), np.ones(1, dtype=np.bool_), bad
                     )
+                for parts in (np.empty((n, 1)), np.empty((0, 0))):
+                    linear(matrix, np.full((5, 1), -1.0), np.zeros(1), 0.0, np.empty(n), parts)
+                if dtype is np.float64:  # the trees' walk takes float64 only; leaves kept or not
+                    for kept in (np.empty((n, 1), dtype=np.int64), np.empty((0, 0), dtype=np.int64)):
+                        walk(
+                            matrix,
+                            np.full(1, -1, dtype=np.int64),
+                            np.zeros((1, 4), dtype=np.int32),
+                            np.zeros(1),
+                            np.zeros((1, 8), dtype=np.uint64),
+                            np.zeros(1),
+                            0.0,
+                            1,
+                            kept,
+                            np.empty(n),
+                        )
