@@ -10,7 +10,7 @@ through many trees without a call per tree level. This walks the trees of
 node, with the same rules as ``TreeScorer.leaves_reference`` (the plain-Python
 walk, kept as the reference the tests hold this one to), tree by tree over a
 block of rows, and sums each row's leaf values in tree order from the
-baseline, as ``raw_one`` always has, so scores are the same to the bit. One
+baseline, so scores are the same to the bit. One
 walk serves every path: a batch's scores, and the leaves an explanation needs.
 
 Only our own code is compiled: an artifact supplies arrays of numbers, never

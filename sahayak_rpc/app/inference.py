@@ -496,7 +496,7 @@ class SchemaPlan:
         }
 
     def columns_matrix(self, n: int, columns: Sequence[Column]) -> np.ndarray | None:
-        """A columnar batch in the raw layout (as MatrixCheck and ScoringModel.predict_matrix take it),
+        """A columnar batch in the raw layout (as MatrixCheck and ScoringModel.score take it),
         or None when it is not plainly shaped: a column unknown, repeated, of the wrong kind or length,
         categorical strings rather than codes, codes out of range, a dictionary entry repeated or not
         among the declared categories. Those take the column-by-column path, which names the error.
