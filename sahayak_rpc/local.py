@@ -40,7 +40,8 @@ class LocalPrediction:
 
 
 class LocalScorer:
-    """A model's champion, followed live over WatchChampion and scored in this process; with ``report``, its
+    """A model's champion, followed live over WatchChampion (across server restarts: a broken stream is
+    opened again, the last champion serving meanwhile) and scored in this process; with ``report``, its
     predictions go back with LogPredictions every ``flush_interval_s`` (at most ``max_buffer`` wait; more are
     counted in ``dropped``). Waits up to ``ready_timeout_s`` for the first champion: raises TimeoutError
     without one, SahayakError (NOT_FOUND, say) or artifact.ArtifactError when the watch fails."""
@@ -70,6 +71,7 @@ class LocalScorer:
         self._next = itertools.count(1).__next__
         self.dropped = 0
         self.reported = 0
+        self.watch_breaks = 0
         self._call = client.registry.WatchChampion(
             registry_pb2.WatchChampionRequest(model=model), metadata=client.metadata
         )
@@ -97,22 +99,38 @@ class LocalScorer:
         return self._current[0] if self._current else 0
 
     def _watch(self) -> None:
+        """Follow the champion. Once one serves, a broken stream (the server restarting, say) is opened
+        again after a pause (0.1 s, doubling to 5 s), the last champion serving meanwhile; each break is
+        counted in ``watch_breaks``. Before the first champion, a failure ends the watch, for the
+        constructor to raise."""
         from .client import SahayakError
 
-        try:
-            for message in self._call:
-                # The channel is the trust anchor here: the client checks the
-                # checksum and the structure, not the server's private signature.
-                scoring, info = art.load(message.artifact, keys=None)
-                self._current = (info.version, scoring)
-                self._ready.set()
-        except grpc.RpcError as err:
-            if not self._stop.is_set():
-                self._error = SahayakError.from_rpc_error(err)
-        except art.ArtifactError as err:
-            self._error = err
-        finally:
-            self._ready.set()
+        pause = 0.1
+        while not self._stop.is_set():
+            try:
+                for message in self._call:
+                    # The channel is the trust anchor here: the client checks the
+                    # checksum and the structure, not the server's private signature.
+                    scoring, info = art.load(message.artifact, keys=None)
+                    self._current = (info.version, scoring)
+                    self._ready.set()
+                    pause = 0.1
+            except grpc.RpcError as err:
+                if self._current is None and not self._stop.is_set():
+                    self._error = SahayakError.from_rpc_error(err)
+            except art.ArtifactError as err:
+                self._error = err
+                break
+            if self._current is None or self._stop.wait(pause):
+                break
+            self.watch_breaks += 1
+            pause = min(pause * 2, 5.0)
+            self._call = self._client.registry.WatchChampion(
+                registry_pb2.WatchChampionRequest(model=self.model), metadata=self._client.metadata
+            )
+            if self._stop.is_set():  # closed while the new stream opened
+                self._call.cancel()
+        self._ready.set()
 
     def predict(self, features: Mapping[str, Any]) -> LocalPrediction:
         """Score one row with the current champion (no validation against the schema)."""

@@ -92,7 +92,8 @@ def start_server(
 ) -> Running:
     """A server on ``db`` (a SQLite file, or a PostgreSQL URL) on an ephemeral loopback port."""
     clock = clock or ManualClock()
-    cfg = config.load(env={}, host="127.0.0.1", port=0, db=str(db), synchronous="normal", **overrides)
+    port = int(overrides.pop("port", 0))  # type: ignore[call-overload]
+    cfg = config.load(env={}, host="127.0.0.1", port=port, db=str(db), synchronous="normal", **overrides)
     server = Server(cfg, clock=clock, scheduler=scheduler)
     server.start()
     return Running(server, Client(f"127.0.0.1:{server.port}", timeout=60), clock, str(db))

@@ -230,6 +230,40 @@ def test_the_local_scorer_follows_the_champion_and_reports_back(running: Running
     assert stored is not None and stored.source == "logged" and stored.version == 1
 
 
+def test_a_local_scorer_follows_the_champion_across_a_server_restart(tmp_path) -> None:
+    """The champion's stream breaks when the server stops; the scorer keeps the last champion, opens the
+    stream again once the server is back, and follows the next promotion."""
+    from sahayak_rpc.client import Client, SahayakError
+
+    from ..processes import free_port
+
+    port, db = free_port(), tmp_path / "r.db"
+    r = start_server(db, port=port)
+    load_demo_rows(r.client, 1500)
+    assert r.client.train(MODEL, families=["logistic_regression"]).promoted
+    row = generate_outcomes(1, seed=14)[0].features
+    with Client(f"127.0.0.1:{port}", timeout=5) as own:
+        scorer = own.local_scorer(MODEL, report=False)
+        try:
+            stop_server(r)
+            assert scorer.predict(row).version == 1  # the last champion serves while the server is away
+            r = start_server(db, port=port)
+
+            def answers() -> bool:
+                try:
+                    return bool(r.client.server_status())
+                except SahayakError:  # the old server's socket may linger a moment on the port
+                    return False
+
+            eventually(answers, timeout=30)
+            assert r.client.train(MODEL, families=["gradient_boosting"]).promoted
+            eventually(lambda: scorer.version == 2, timeout=30)
+            assert scorer.watch_breaks >= 1 and scorer.predict(row).version == 2
+        finally:
+            scorer.close()
+            stop_server(r)
+
+
 def test_a_local_scorer_keeps_what_it_could_not_report(tmp_path) -> None:
     """A failed LogPredictions puts the batch back for the next try: nothing is lost or counted dropped."""
     import grpc
