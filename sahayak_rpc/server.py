@@ -120,6 +120,7 @@ class Server:
     def __init__(
         self, config: ServerConfig, clock: Clock | None = None, scheduler: bool = True, worker_index: int = 0
     ) -> None:
+        self._signals: list[str] = []  # received by handle_signals' handler (no I/O in a handler)
         self.config = config
         self.clock = clock or SystemClock()
         self.worker_index = worker_index
@@ -332,11 +333,14 @@ class Server:
         self._stopped.wait()
 
     def handle_signals(self) -> threading.Event:
-        """SIGTERM / SIGINT set the returned event (install before start: no window without them)."""
+        """SIGTERM / SIGINT set the returned event (install before start: no window without them). The
+        handler does no I/O: a second signal arriving while the first one's handler wrote a log line
+        would re-enter the logger's lock on the same thread and hang the shutdown (two SIGTERMs, from
+        a supervisor and from `timeout`, did). serve_forever logs the signals once it wakes."""
         done = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
-            log.info("server.signal", signal=signal.Signals(signum).name)
+            self._signals.append(signal.Signals(signum).name)
             done.set()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -351,4 +355,5 @@ class Server:
         # would not run the handler until that wait ended (the crash harness saw a clean stop hang so).
         while not done.wait(0.5):
             pass
+        log.info("server.signal", signal=",".join(self._signals) or "none")
         self.stop()

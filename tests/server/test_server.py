@@ -143,6 +143,33 @@ def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subpro
     assert not (tmp_path / "g.db-wal").exists()
 
 
+def test_signals_in_a_burst_still_stop_the_server(tmp_path: Path, subprocess_env: dict) -> None:
+    """A supervisor and a wrapper (`timeout`, say) both sending SIGTERM, or Ctrl-C pressed again: the
+    signals arrive back to back; the handler does no I/O, so none can re-enter the first one's log
+    write and hang the stop (it did: the main thread blocked on the logger's lock in the handler)."""
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            server_command("serve", "--port", str(port), "--db", str(tmp_path / "b.db")),
+            stderr=log_file,
+            text=True,
+            env=subprocess_env,
+        )
+        try:
+            _wait_serving(port, proc)
+            for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+                proc.send_signal(sig)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    [signalled] = [e for e in lines if e["event"] == "server.signal"]
+    assert set(signalled["signal"].split(",")) <= {"SIGTERM", "SIGINT"}  # (pending signals: lowest number first)
+    assert lines[-1]["event"] == "server.stopped"
+
+
 def test_sigterm_handed_to_another_thread_still_stops_the_server_promptly(tmp_path: Path, subprocess_env: dict) -> None:
     """The kernel may deliver a process's SIGTERM to any thread; Python runs the handler on the main
     thread only, between bytecodes. A main thread parked in one long wait ignored it for up to an
