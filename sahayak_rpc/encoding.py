@@ -205,6 +205,16 @@ class RawEncoder:
                 out.append(codes.get(v, unknown))  # type: ignore[call-overload]
         return out
 
+    def to_row(self, values: Sequence[float]) -> Row:
+        """The inverse of ``row`` for a checked raw-layout row: a number as itself, a boolean as True /
+        False, a categorical as its value, missing left out (how the log records a row, and a
+        contribution's value)."""
+        out: Row = {}
+        for v, name, kind, cats in zip(values, self.names, self.kinds, self.categories, strict=True):
+            if v == v:  # not NaN: present
+                out[name] = cats[int(v)] if kind == "categorical" else (v == 1.0 if kind == "boolean" else v)
+        return out
+
     def rows(self, rows: Sequence[Row]) -> np.ndarray:
         """An [n, F] float64 matrix of ``row`` of each."""
         return np.array([self.row(r) for r in rows], dtype=np.float64).reshape(len(rows), len(self.names))

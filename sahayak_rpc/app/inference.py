@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..encoding import RawEncoder
 from ..errors import InvalidArgument, ServiceError
 from ..runtime.predlog import PredictionLog
 from ..schema import (
@@ -228,7 +229,7 @@ class Inference:
                 f"{batch_id}:0",
                 model.id,
                 served.version,
-                check.row(x[0].tolist()),
+                plan.raw.to_row(x[0].tolist()),
                 prob,
                 prob >= served.model.threshold,
                 self._ctx.now_us(),
@@ -457,7 +458,7 @@ class Inference:
         threshold = scoring.threshold
         chosen = order.tolist()
         explained = scoring.explain(x[chosen], k)[1]  # only the candidates returned
-        to_row = self._plan(model).check.row  # each explained row's values, for its contributions
+        to_row = self._plan(model).raw.to_row  # each explained row's values, for its contributions
         probs_list, scores_list = probs.tolist(), scores.tolist()
         out = [
             Ranked(
@@ -483,6 +484,7 @@ class SchemaPlan:
 
     def __init__(self, schema: Schema) -> None:
         self.check = MatrixCheck(schema)
+        self.raw = RawEncoder.from_schema(schema)
         self.booleans = frozenset(f.name for f in schema.features if f.type is FeatureType.BOOLEAN)
         # How a logged matrix names and stores its columns (schema order).
         self.matrix_layout = MatrixLayout([(f.name, self._KINDS[f.type], f.categories) for f in schema.features])
@@ -539,21 +541,7 @@ class MatrixCheck:
         self.lo, self.hi = np.array(lo), np.array(hi)
         self.whole = np.array([f.type is not FeatureType.NUMERIC for f in feats])
         self.optional = np.array([not f.required for f in feats])
-        # For ``row``: per column its name, and a categorical's categories (None for a number or a boolean).
-        self._columns = [
-            (f.name, f.type is FeatureType.BOOLEAN, tuple(f.categories) if f.type is FeatureType.CATEGORICAL else None)
-            for f in feats
-        ]
         self.column = {f.name: j for j, f in enumerate(feats)}
-
-    def row(self, values: Sequence[float]) -> Row:
-        """One checked raw-layout row as a Row (a number as itself, a boolean as True / False, a
-        categorical as its value, missing left out): how the log records it, and a contribution's value."""
-        row: Row = {}
-        for v, (name, boolean, categories) in zip(values, self._columns, strict=True):
-            if v == v:  # not NaN: present
-                row[name] = categories[int(v)] if categories is not None else (v == 1.0 if boolean else v)
-        return row
 
     def errors(self, x: np.ndarray, field: str, limit: int = 20) -> list[FieldError]:
         """Every cell of ``x`` (the first ``limit``) that breaks a rule, named "<field>[i, j] (<feature>)";
