@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -82,6 +82,7 @@ class Replica:
         self.name = f"{socket.gethostname()}/{os.getpid()}"
         self.address = ""
         self.id = 0
+        self._row: ReplicaRow | None = None
         self._leading = False
         # Called when the schedule may have something to do: this replica became the leader, a model
         # has enough new labels, a run ended (on any replica).
@@ -97,9 +98,10 @@ class Replica:
         """Add this process to the replicas table and take its liveness lock; returns its id. Raises
         StoreError when the lock cannot be taken (the database's coordination is unreachable)."""
         now = self._ctx.now_us()
-        self.id = self._repo.register(
+        self._row = self._repo.register(
             self.name, socket.gethostname(), os.getpid(), self.address, self._version, self._trains, now
         )
+        self.id = self._row.id
         if not self._coordinator.keep(self.id):
             raise StoreError(f"replica {self.id}: cannot take its liveness lock on {self._ctx.db.location}")
         self._ctx.replica_id = self.id
@@ -140,9 +142,12 @@ class Replica:
         return self._leading
 
     def status(self) -> ReplicaStatus:
-        """This replica's row, whether it leads, and the replicas seen within the last few heartbeats."""
+        """This replica's row, whether it leads, and the replicas seen within the last few heartbeats that
+        still hold their liveness lock (one killed drops out at once, not a few heartbeats later, and so does
+        its claim to lead)."""
         since = self._ctx.now_us() - int(SEEN_BEATS * self._heartbeat_s * 1_000_000)
-        return ReplicaStatus(self._repo.get(self.id), self._leading, self._repo.seen_since(since))
+        seen = [r for r in self._repo.seen_since(since) if r.id == self.id or self._coordinator.alive(r.id)]
+        return ReplicaStatus(self._repo.get(self.id), self._leading, seen)
 
     # --- heartbeat and leadership ---------------------------------------------------------
 
@@ -164,7 +169,11 @@ class Replica:
                 self._beats.clear()  # watch the runs afresh: another leader's observations are gone
                 self._schedule()
         try:
-            self._repo.beat(self.id, self._ctx.now_us(), self._leading, self.name, self.address)
+            assert self._row is not None, "beat before register"
+            self._row = replace(
+                self._row, heartbeat_us=self._ctx.now_us(), leader=self._leading, name=self.name, address=self.address
+            )
+            self._repo.beat(self._row)
             cancels = self._ctx.runs.heartbeat(self.id, sorted(self._runner.local_runs()))
             if cancels:
                 self._runner.cancel_local(cancels)

@@ -132,23 +132,39 @@ class ReplicaRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def register(self, name: str, host: str, pid: int, address: str, version: str, trains: bool, now_us: int) -> int:
-        """A new replica's row; returns its id (never reused)."""
+    def register(
+        self, name: str, host: str, pid: int, address: str, version: str, trains: bool, now_us: int
+    ) -> ReplicaRow:
+        """A new replica's row, with its id (never reused)."""
         with self._db.write() as conn:
             row = conn.execute(
                 "INSERT INTO replicas (name, host, pid, address, version, trains, started_us, heartbeat_us)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (name, host, pid, address, version, int(trains), now_us, now_us),
             ).fetchone()
-            return int(row[0])
+            return ReplicaRow(int(row[0]), name, host, pid, address, version, trains, now_us, now_us, False, 0)
 
-    def beat(self, replica: int, now_us: int, leader: bool, name: str, address: str) -> None:
+    def beat(self, row: ReplicaRow) -> None:
         """Record the replica's heartbeat, leadership, name and address; committed without a flush to disk
-        (a lost beat is only a late one)."""
+        (a lost beat is only a late one). A row purged meanwhile (its replica was frozen past retention, or
+        the clock jumped ahead of its last beat) is written again, with its id."""
         with self._db.write(durable=False) as conn:
             conn.execute(
-                "UPDATE replicas SET heartbeat_us = ?, leader = ?, name = ?, address = ? WHERE id = ?",
-                (now_us, int(leader), name, address, replica),
+                f"INSERT INTO replicas ({_REPLICA_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
+                " ON CONFLICT (id) DO UPDATE SET heartbeat_us = excluded.heartbeat_us, leader = excluded.leader,"
+                " name = excluded.name, address = excluded.address",
+                (
+                    row.id,
+                    row.name,
+                    row.host,
+                    row.pid,
+                    row.address,
+                    row.version,
+                    int(row.trains),
+                    row.started_us,
+                    row.heartbeat_us,
+                    int(row.leader),
+                ),
             )
 
     def stopped(self, replica: int, now_us: int) -> None:

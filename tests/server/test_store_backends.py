@@ -6,6 +6,7 @@ import multiprocessing
 import random
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -14,7 +15,7 @@ import pytest
 from sahayak_rpc.errors import Unavailable
 from sahayak_rpc.store import StoreError, open_database
 from sahayak_rpc.store.database import Database
-from sahayak_rpc.store.events import EventRepository, ScheduleRepository
+from sahayak_rpc.store.events import EventRepository, ReplicaRepository, ScheduleRepository
 from sahayak_rpc.store.events import append as append_event
 from sahayak_rpc.store.sql import Lock
 
@@ -79,6 +80,22 @@ def test_the_schedule_claims_a_task_once_per_interval(db: Database) -> None:
     assert schedule.claim("t", 1_000, 500)
     assert not schedule.claim("t", 1_400, 500)
     assert schedule.claim("t", 1_500, 500) and schedule.last("t") == 1_500
+
+
+def test_a_live_replica_purged_as_stale_is_written_again_by_its_next_beat(db: Database) -> None:
+    # (A replica frozen past retention, or a clock that jumped ahead of its last beat: the leader's
+    # retention forgets its row; the replica's next heartbeat must bring it back, id and all, or the
+    # replica vanishes from GetServerStatus for the rest of its life.)
+    replicas = ReplicaRepository(db)
+    row = replicas.register("h:1", "h", 11, "127.0.0.1:1", "v", True, 1_000)
+    other = replicas.register("h:2", "h", 12, "127.0.0.1:2", "v", False, 1_000)
+    assert replicas.purge(5_000) == 2 and replicas.get(row.id) is None
+    replicas.beat(replace(row, heartbeat_us=6_000, leader=True))
+    assert replicas.get(row.id) == replace(row, heartbeat_us=6_000, leader=True)
+    assert [r.id for r in replicas.seen_since(5_500)] == [row.id]
+    replicas.beat(replace(row, heartbeat_us=7_000, leader=False, name="h:1/w0"))  # (an ordinary beat)
+    assert replicas.get(row.id) == replace(row, heartbeat_us=7_000, name="h:1/w0")
+    assert replicas.register("h:3", "h", 13, "", "v", True, 8_000).id > other.id  # (ids never reused)
 
 
 def test_a_newer_schema_is_refused_with_a_clear_message(target: str, backend: str) -> None:

@@ -319,7 +319,10 @@ def test_the_leader_killed_the_other_takes_over_and_the_schedule_neither_repeats
             runs = c.training.ListTrainingRuns(training_pb2.ListTrainingRunsRequest(model=MODEL)).runs
             return [r for r in runs if r.trigger == training_pb2.TRAINING_TRIGGER_SCHEDULE]
 
-        # A week later the leader starts the weekly retrain; it is killed while the run trains.
+        # A week later, with new outcomes (a run on the champion's own data would end at once, registering
+        # nothing), the leader starts the weekly retrain; it is killed while the run trains.
+        more = generate_outcomes(300, seed=9)
+        c.import_outcomes(MODEL, [OutcomeInput(e.features, e.label, outcome_id=f"new-{e.outcome_id}") for e in more])
         FileClock.write(clock_file, T0 + 7 * DAY + 60)
         [run] = eventually(scheduled, timeout=20)  # type: ignore[misc]
         eventually(lambda: c.get_run(run.run_id).state == training_pb2.TRAINING_RUN_STATE_RUNNING, timeout=20)
@@ -329,6 +332,9 @@ def test_the_leader_killed_the_other_takes_over_and_the_schedule_neither_repeats
         eventually(lambda: leaders(second) == [second.status().replica.name], timeout=10)
         took_over = time.monotonic() - killed
         assert took_over < 10
+        # (The test clock stands still, so the killed replica's last beat stays recent: it is its lost
+        # liveness lock that drops it from the status.)
+        assert [r.name for r in second.status().replicas] == [second.status().replica.name]
 
         def scheduled2() -> list[training_pb2.TrainingRun]:
             runs = c2.training.ListTrainingRuns(training_pb2.ListTrainingRunsRequest(model=MODEL)).runs

@@ -327,7 +327,9 @@ class GetServerStatusResponse(_message.Message):
 
     @_builtins.property
     def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaStatus]:
-        """Every replica that heartbeated within the last few heartbeat intervals (this one included)."""
+        """Every replica that heartbeated within the last few heartbeat intervals and still holds its liveness
+        lock (this one included; one killed drops out at once).
+        """
 
     def __init__(
         self,
