@@ -1,5 +1,5 @@
 """Hot loops compiled to machine code (numba): the checks of a raw-layout matrix, a logistic
-model's scores and contributions, and the trees' walk.
+model's scores and contributions, the trees' walk, and the calibration of scores.
 
 The trees' walk: every row through every tree.
 
@@ -171,6 +171,38 @@ def _linear(X: Any, plan: Any, lut: Any, bias: float, raw: Any, parts: Any) -> N
         raw[i] = z
 
 
+@_body
+def _calibrate(raw: Any, method: int, a: float, b: float, xs: Any, ys: Any, out: Any) -> None:
+    """Each raw log-odds score as a probability (scoring.Calibrator's three methods): ``method`` 0 the
+    logistic function of ``raw[i]``; 1 (sigmoid, Platt) of ``a * raw[i] + b``; 2 (isotonic) the piecewise
+    linear map through the points (``xs``, ``ys``), ``xs`` ascending, held flat beyond its ends (as
+    ``np.interp``). The logistic function is evaluated so that it never overflows."""
+    n = xs.shape[0]
+    for i in range(raw.shape[0]):
+        r = np.float64(raw[i])
+        if method == 2:
+            if r <= xs[0]:
+                out[i] = ys[0]
+            elif r >= xs[n - 1]:
+                out[i] = ys[n - 1]
+            else:  # xs[lo] <= r < xs[hi], hi = lo + 1: so xs[hi] > xs[lo]
+                lo, hi = 0, n - 1
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if xs[mid] <= r:
+                        lo = mid
+                    else:
+                        hi = mid
+                out[i] = ys[lo] + (ys[hi] - ys[lo]) * (r - xs[lo]) / (xs[hi] - xs[lo])
+            continue
+        z = a * r + b if method == 1 else r
+        if z >= 0:
+            out[i] = 1.0 / (1.0 + np.exp(-z))
+        else:
+            e = np.exp(z)
+            out[i] = e / (1.0 + e)
+
+
 # Each loop's two entry points, the same body: held for FEW_ROWS rows or fewer, free above.
 @_held
 def _walk_held(X, roots, nodes, threshold, words, leaf_value, baseline, block, leaves, raw):
@@ -202,6 +234,16 @@ def _linear_free(X, plan, lut, bias, raw, parts):
     _linear(X, plan, lut, bias, raw, parts)
 
 
+@_held
+def _calibrate_held(raw, method, a, b, xs, ys, out):
+    _calibrate(raw, method, a, b, xs, ys, out)
+
+
+@_free
+def _calibrate_free(raw, method, a, b, xs, ys, out):
+    _calibrate(raw, method, a, b, xs, ys, out)
+
+
 def walk(X: Any, *args: Any) -> None:
     """_walk: every row through every tree (see there), holding the GIL for a few rows."""
     (_walk_held if X.shape[0] <= FEW_ROWS else _walk_free)(X, *args)
@@ -217,11 +259,17 @@ def linear(X: Any, *args: Any) -> None:
     (_linear_held if X.shape[0] <= FEW_ROWS else _linear_free)(X, *args)
 
 
+def calibrate(raw: Any, method: int, a: float, b: float, xs: Any, ys: Any, out: Any) -> None:
+    """_calibrate: raw scores as probabilities (see there), holding the GIL for a few rows."""
+    (_calibrate_held if raw.shape[0] <= FEW_ROWS else _calibrate_free)(raw, method, a, b, xs, ys, out)
+
+
 def warm() -> None:
     """Compile the kernels (or load them from numba's cache) for the array types requests bring, so
     that no request waits for the compiler: float32 and float64 matrices, writable or read-only (an
     OIP tensor is a read-only view of the request's bytes), through both entry points (a few rows, more)."""
     for n in (1, FEW_ROWS + 1):
+        calibrate(np.zeros(n), 0, 1.0, 0.0, np.zeros(1), np.zeros(1), np.empty(n))
         for dtype in (np.float32, np.float64):
             x = np.zeros((n, 1), dtype=dtype)
             for matrix in (x, np.frombuffer(x.tobytes(), dtype=dtype).reshape(n, 1)):

@@ -15,8 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 
@@ -28,10 +27,10 @@ if TYPE_CHECKING:
     from .client import Client
 
 
-@dataclass(frozen=True)
-class LocalPrediction:
+class LocalPrediction(NamedTuple):
     """One row scored in-process: its prediction id (the one it is reported under), probability, label, and
-    the champion version that scored it."""
+    the champion version that scored it. (A named tuple: made on every call, it costs a third of a frozen
+    dataclass's microsecond.)"""
 
     prediction_id: str
     probability: float

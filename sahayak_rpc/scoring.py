@@ -16,14 +16,13 @@ Predict) is the one-row case of a batch. A new family is a class with the same t
 
 from __future__ import annotations
 
-import bisect
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
 from .encoding import MISSING, UNKNOWN, CategoricalEncoding, LinearEncoder, NumericEncoding, RawEncoder
 from .schema import Row, Schema
 
@@ -38,16 +37,15 @@ def top_contributions(parts: list[Contribution], k: int) -> list[Contribution]:
     return [(name, c) for _, name, c in ranked[:k]]
 
 
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
+# Calibrator.method as the calibration kernel's code.
+_METHOD_CODES = {"none": 0, "sigmoid": 1, "isotonic": 2}
+_NO_POINTS = np.zeros(1)
 
 
 @dataclass(frozen=True)
 class Calibrator:
-    """Maps a raw log-odds score to a probability: none, sigmoid (Platt) or isotonic."""
+    """Maps a raw log-odds score to a probability: none (the logistic function), sigmoid (Platt: the
+    logistic function of ``a * raw + b``) or isotonic (piecewise linear through the points ``x``, ``y``)."""
 
     method: str = "none"
     a: float = 1.0
@@ -55,29 +53,15 @@ class Calibrator:
     x: tuple[float, ...] = ()
     y: tuple[float, ...] = ()
 
-    def one(self, raw: float) -> float:
-        """The probability for one raw log-odds score."""
-        if self.method == "sigmoid":
-            return _sigmoid(self.a * raw + self.b)
-        if self.method == "isotonic":
-            xs, ys = self.x, self.y
-            if raw <= xs[0]:
-                return ys[0]
-            if raw >= xs[-1]:
-                return ys[-1]
-            i = bisect.bisect_right(xs, raw)
-            x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (raw - x0) / (x1 - x0)
-        return _sigmoid(raw)
-
-    def many(self, raw: np.ndarray) -> np.ndarray:
-        """The probabilities for an array of raw log-odds scores (``one`` applied to each)."""
-        if self.method == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
-        if self.method == "isotonic":
-            xs, ys = self._arrays()
-            return np.interp(raw, xs, ys)
-        return 1.0 / (1.0 + np.exp(-raw))
+    def many(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The probabilities for a 1-D array of raw log-odds scores (kernels.calibrate: one compiled loop
+        for a row or a million), in ``out`` when given (float64, ``raw``'s length; ``raw`` itself will do)."""
+        raw = np.ascontiguousarray(raw, dtype=np.float64)
+        xs, ys = self._arrays() if self.method == "isotonic" else (_NO_POINTS, _NO_POINTS)
+        if out is None:
+            out = np.empty(len(raw))
+        kernels.calibrate(raw, _METHOD_CODES[self.method], self.a, self.b, xs, ys, out)
+        return out
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
         cached = self.__dict__.get("_xy")
@@ -150,8 +134,6 @@ class LinearScorer:
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """The log-odds of each row of a raw-layout matrix whose values keep the schema's rules."""
-        from . import kernels
-
         raw = np.empty(len(X))
         kernels.linear(X, self._plan, self._lut, self.bias, raw, _NO_PARTS)
         return raw
@@ -159,8 +141,6 @@ class LinearScorer:
     def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``score``, and each feature's contribution to it ([n, F], schema order): its log-odds
         relative to the training average."""
-        from . import kernels
-
         raw, parts = np.empty(len(X)), np.empty(X.shape)
         kernels.linear(X, self._plan, self._lut, self.bias, raw, parts)
         return raw, parts
@@ -290,8 +270,6 @@ class TreeScorer:
         """For an [n, F] raw-layout matrix (NaN = missing): the leaf index each tree routes each row to
         ([n, trees]; [0, 0] without ``leaves``) and each row's raw score (baseline + its leaves'
         values, in tree order)."""
-        from . import kernels  # numba loads with the first tree model, not with every import
-
         X = np.ascontiguousarray(X, dtype=np.float64)
         n = X.shape[0]
         out = np.empty((n, len(self.trees.roots)) if leaves else (0, 0), dtype=np.int64)
@@ -394,7 +372,8 @@ class ScoringModel:
     def score(self, X: np.ndarray) -> np.ndarray:
         """The probability of each row of an [n, F] raw-layout matrix (float32 or float64) whose values
         keep the schema's rules."""
-        return self.calibrator.many(self.scorer.score(X))
+        raw = self.scorer.score(X)
+        return self.calibrator.many(raw, out=raw)
 
     def explain(self, X: np.ndarray, top_k: int) -> tuple[np.ndarray, list[list[Contribution]]]:
         """``score``, and each row's ``top_k`` largest contributions by magnitude (ties: the larger
@@ -403,7 +382,8 @@ class ScoringModel:
             return self.score(X), [[] for _ in range(len(X))]
         raw, parts = self.scorer.contributions(X)
         names = self.raw.names
-        return self.calibrator.many(raw), [top_contributions(list(zip(names, p)), top_k) for p in parts.tolist()]
+        tops = [top_contributions(list(zip(names, p)), top_k) for p in parts.tolist()]
+        return self.calibrator.many(raw, out=raw), tops
 
     def predict_rows(self, rows: Sequence[Row]) -> np.ndarray:
         """``score`` of rows that passed Schema.validate_row."""

@@ -57,7 +57,20 @@ def test_each_method_maps_a_score_as_it_says_and_the_model_applies_its_own() -> 
     assert np.allclose(Calibrator("sigmoid", a=0.5, b=1.0).many(raw), 1 / (1 + np.exp(-(0.5 * raw + 1.0))))
     iso = Calibrator("isotonic", x=(-1.0, 1.0), y=(0.2, 0.6))
     assert np.allclose(iso.many(raw), [0.2, 0.3, 0.4, 0.5, 0.6])
-    assert [iso.one(v) for v in raw.tolist()] == pytest.approx(iso.many(raw).tolist())
+    # Beyond the float range of exp, and one row as the one-row case of many.
+    extreme = np.array([-800.0, -40.0, 40.0, 800.0])
+    assert Calibrator("none").many(extreme).tolist() == pytest.approx([0.0, 4.248e-18, 1.0, 1.0], rel=1e-3)
+    assert not np.isnan(Calibrator("sigmoid", a=2.0, b=0.0).many(extreme)).any()
+    for calibrator in (Calibrator("none"), Calibrator("sigmoid", a=0.5, b=1.0), iso):
+        assert [calibrator.many(raw[i : i + 1])[0] for i in range(len(raw))] == calibrator.many(raw).tolist()
+    # In place (how a model calibrates the scores it has just made) as into a new array.
+    for calibrator in (Calibrator("none"), Calibrator("sigmoid", a=0.5, b=1.0), iso):
+        into = raw.copy()
+        assert calibrator.many(into, out=into) is into and into.tolist() == calibrator.many(raw).tolist()
+    # A strided (non-contiguous) or float32 array is taken as it is.
+    wide = np.linspace(-2, 2, 40)
+    assert np.array_equal(iso.many(wide[::3]), iso.many(wide[::3].copy()))
+    assert np.allclose(iso.many(wide.astype(np.float32)), np.interp(wide.astype(np.float32), iso.x, iso.y))
 
     ex = generate_outcomes(600, seed=9)
     data = TrainingData(
