@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -57,18 +58,18 @@ class Calibrator:
         """The probabilities for a 1-D array of raw log-odds scores (kernels.calibrate: one compiled loop
         for a row or a million), in ``out`` when given (float64, ``raw``'s length; ``raw`` itself will do)."""
         raw = np.ascontiguousarray(raw, dtype=np.float64)
-        xs, ys = self._arrays() if self.method == "isotonic" else (_NO_POINTS, _NO_POINTS)
         if out is None:
             out = np.empty(len(raw))
-        kernels.calibrate(raw, _METHOD_CODES[self.method], self.a, self.b, xs, ys, out)
+        kernels.calibrate(raw, *self._kernel_args, out)
         return out
 
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        cached = self.__dict__.get("_xy")
-        if cached is None:
-            cached = (np.asarray(self.x, dtype=np.float64), np.asarray(self.y, dtype=np.float64))
-            object.__setattr__(self, "_xy", cached)  # frozen dataclass: a private memo
-        return cached
+    @cached_property
+    def _kernel_args(self) -> tuple[int, float, float, np.ndarray, np.ndarray]:
+        """The calibration kernel's method code, a, b, and the isotonic points as arrays (worked out once)."""
+        if self.method != "isotonic":
+            return _METHOD_CODES[self.method], self.a, self.b, _NO_POINTS, _NO_POINTS
+        xs, ys = np.asarray(self.x, dtype=np.float64), np.asarray(self.y, dtype=np.float64)
+        return _METHOD_CODES[self.method], self.a, self.b, xs, ys
 
     def to_dict(self) -> dict[str, object]:
         """The calibrator as an artifact stores it."""
@@ -357,14 +358,14 @@ class ScoringModel:
     linear: LinearScorer | None = None
     trees: TreeScorer | None = None
 
-    @property
+    @cached_property
     def scorer(self) -> LinearScorer | TreeScorer:
         """The family's scorer."""
         scorer = self.linear or self.trees
         assert scorer is not None
         return scorer
 
-    @property
+    @cached_property
     def raw(self) -> RawEncoder:
         """The raw layout of this model's schema."""
         return self.scorer.raw
