@@ -101,7 +101,7 @@ class LocalScorer:
         """Follow the champion. Once one serves, a broken stream (the server restarting, say) is opened
         again after a pause (0.1 s, doubling to 5 s), the last champion serving meanwhile; each break is
         counted in ``watch_breaks``. Before the first champion, a failure ends the watch, for the
-        constructor to raise."""
+        constructor to raise; the client's channel closed ends it too (the last champion keeps serving)."""
         from .client import SahayakError
 
         pause = 0.1
@@ -124,9 +124,12 @@ class LocalScorer:
                 break
             self.watch_breaks += 1
             pause = min(pause * 2, 5.0)
-            self._call = self._client.registry.WatchChampion(
-                registry_pb2.WatchChampionRequest(model=self.model), metadata=self._client.metadata
-            )
+            try:
+                self._call = self._client.registry.WatchChampion(
+                    registry_pb2.WatchChampionRequest(model=self.model), metadata=self._client.metadata
+                )
+            except ValueError:  # "Channel closed!": the client was closed first; the last champion stays
+                break
             if self._stop.is_set():  # closed while the new stream opened
                 self._call.cancel()
         self._ready.set()

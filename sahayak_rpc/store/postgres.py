@@ -33,7 +33,7 @@ from psycopg import errors as pg_errors
 from ..errors import ResourceExhausted, Unavailable
 from .database import Coordinator, Database, StoreError
 from .migrations import PG_MIGRATIONS
-from .sql import PG_LOCK_NAMESPACE, Lock, first_occurrences
+from .sql import PG_LOCK_NAMESPACE, FetchedRows, Lock, first_occurrences
 
 log = structlog.get_logger("sahayak_rpc.postgres")
 
@@ -95,29 +95,6 @@ def translate_pg(exc: BaseException) -> BaseException:
 def is_unique_violation(exc: BaseException) -> bool:
     """Whether ``exc`` is PostgreSQL's unique (or primary-key) constraint failure."""
     return isinstance(exc, pg_errors.UniqueViolation)
-
-
-class _Rows:
-    """A fetched result that reads like a cursor (``reader``'s statements return their connection first)."""
-
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self._rows = rows
-        self._at = 0
-        self.rowcount = rowcount
-
-    def fetchone(self) -> Any:
-        if self._at >= len(self._rows):
-            return None
-        self._at += 1
-        return self._rows[self._at - 1]
-
-    def fetchall(self) -> list[Any]:
-        rest = self._rows[self._at :]
-        self._at = len(self._rows)
-        return rest
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.fetchall())
 
 
 class PgConn:
@@ -229,13 +206,13 @@ class PgReader:
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
 
-    def execute(self, sql: str, args: Sequence[Any] = (), /) -> _Rows:
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> FetchedRows:
         """Run one statement on a pooled connection, outside any transaction; returns its rows fetched
         (errors mapped as in ``PgDatabase.connection``)."""
         with self._db.connection() as raw:
             cur = raw.execute(_pg(sql), args or None)
             rows = cur.fetchall() if cur.description is not None else []
-            return _Rows(rows, cur.rowcount)
+            return FetchedRows(rows, cur.rowcount)
 
 
 class PgDatabase(Database):

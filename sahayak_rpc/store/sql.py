@@ -155,6 +155,32 @@ def translate_sqlite(exc: sqlite3.Error) -> Exception:
     return exc
 
 
+class FetchedRows:
+    """A result fetched whole that reads like a cursor: what a reader's single statement returns, so that no
+    database error can surface later, while its rows are read."""
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self._at = 0
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        """The next row, or None after the last."""
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
+
+    def fetchall(self) -> list[Any]:
+        """The rows not read yet."""
+        rest = self._rows[self._at :]
+        self._at = len(self._rows)
+        return rest
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
 class SqliteConn(sqlite3.Connection):
     """sqlite3's own connection (so ``execute`` stays a C call) with the contract's extra methods."""
 

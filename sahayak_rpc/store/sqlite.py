@@ -7,9 +7,10 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import structlog
@@ -18,7 +19,7 @@ from ..errors import Unavailable
 from .database import Coordinator, Database, StoreError
 from .migrations import MIGRATIONS
 from .segments import LogSegments, folder_for
-from .sql import SqliteConn, translate_sqlite
+from .sql import FetchedRows, SqliteConn, translate_sqlite
 
 log = structlog.get_logger("sahayak_rpc.db")
 
@@ -77,6 +78,7 @@ class SqliteDatabase(Database):
         self._write_lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[SqliteConn] = []
+        self._reader = SqliteReader(self)
         self._readers_lock = threading.Lock()
         self._closed = False
         self.migrate()
@@ -167,9 +169,14 @@ class SqliteDatabase(Database):
                 if relaxed:
                     conn.execute("PRAGMA synchronous=FULL")
 
-    def reader(self) -> SqliteConn:
-        """This thread's read connection (WAL: readers never block the writer). Raises Unavailable
+    def reader(self) -> SqliteReader:
+        """The reader: each statement on this thread's read connection (WAL: readers never block the
+        writer), its rows fetched whole, its errors mapped (translate_sqlite). Raises Unavailable
         (SHUTTING_DOWN) once the database is closed, on a thread that read before as on a new one."""
+        return self._reader
+
+    def _read_connection(self) -> SqliteConn:
+        """This thread's read connection, opened on first use."""
         if self._closed:
             raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
         conn: SqliteConn | None = getattr(self._local, "conn", None)
@@ -184,7 +191,7 @@ class SqliteDatabase(Database):
     @contextmanager
     def read(self) -> Iterator[SqliteConn]:
         """A read transaction on this thread's reader: one snapshot for several queries."""
-        conn = self.reader()
+        conn = self._read_connection()
         try:
             conn.execute("BEGIN")
             try:
@@ -221,6 +228,24 @@ class SqliteDatabase(Database):
             except sqlite3.Error as exc:  # (another process of the file may hold its lock: only a tune-up is lost)
                 log.info("db.optimize_skipped", error=str(exc))
             self._writer.close()
+
+
+class SqliteReader:
+    """``Database.reader`` on SQLite: each statement on the calling thread's read connection."""
+
+    dialect = "sqlite"
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> FetchedRows:
+        """Run one statement outside any transaction; returns its rows fetched. Raises what
+        translate_sqlite maps a fault to (Unavailable: DATABASE_LOCKED, STORAGE_UNAVAILABLE ...)."""
+        try:
+            cur = self._db._read_connection().execute(sql, args)
+            return FetchedRows(cur.fetchall(), cur.rowcount)
+        except sqlite3.Error as exc:
+            raise translate_sqlite(exc) from None
 
 
 class FileCoordinator(Coordinator):
