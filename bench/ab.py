@@ -1,6 +1,7 @@
 """A/B of server builds or settings, measured interleaved in one run.
 
     python bench/ab.py predict NAME=DIR[:ENV=VALUE,...] NAME=DIR[:...] ...
+    python bench/ab.py recommend-100 NAME=DIR[:...] ...
     python bench/ab.py record-outcome NAME=DIR[:...] ...
     python bench/ab.py oip-latency NAME=DIR[:...] ...
     python bench/ab.py oip-batch NAME=DIR[:...] ...
@@ -14,6 +15,8 @@ them alike:
 
 - ``predict``: Predict p50 over a gRPC health check p50 on the same server
   (``predict_vs_echo`` of bench/run.py), 1,000 calls per block;
+- ``recommend-100``: a columnar Recommend of 100 candidates, top 10, over the same
+  (``recommend_100_vs_echo``);
 - ``record-outcome``: RecordOutcome p50 (each call a new outcome) over the same
   (``record_outcome_vs_echo``);
 - ``oip-latency``: single-row ModelInfer over ServerLive, through tritonclient
@@ -41,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import MODEL  # noqa: E402
-from bench.run import ServerProcess, interleaved  # noqa: E402
+from bench.run import ServerProcess, interleaved, recommend_request  # noqa: E402
 
 
 def parse_spec(text: str) -> tuple[str, Path, dict[str, str]]:
@@ -67,7 +70,7 @@ class Server(ServerProcess):
 
 
 def latency_rounds(servers: list[Server], rounds: int, calls: int, what: str) -> dict[str, Any]:
-    """``what`` (predict, record_outcome) p50 over the health check's on each server, interleaved."""
+    """``what`` (predict, recommend_100, record_outcome) p50 over the health check's on each server, interleaved."""
     from grpc_health.v1 import health_pb2
 
     from sahayak_rpc._proto.sahayak.v1 import common_pb2, inference_pb2, training_pb2
@@ -80,16 +83,17 @@ def latency_rounds(servers: list[Server], rounds: int, calls: int, what: str) ->
     record = training_pb2.RecordOutcomeRequest(model=MODEL)  # (no outcome id: the server names each anew)
     record.outcome.label = common_pb2.LABEL_POSITIVE
     fill_features(record.outcome.features, row)
+    recommend = recommend_request(MODEL)
     check = health_pb2.HealthCheckRequest()
     clients = {s.name: Client(s.target) for s in servers}
     calls_by_key = {}
     for name, c in clients.items():
         calls_by_key[f"{name}:echo"] = lambda c=c: c.health_stub.Check(check)
-        calls_by_key[f"{name}:{what}"] = (
-            (lambda c=c: c.inference.Predict(predict))
-            if what == "predict"
-            else (lambda c=c: c.training.RecordOutcome(record))
-        )
+        calls_by_key[f"{name}:{what}"] = {
+            "predict": lambda c=c: c.inference.Predict(predict),
+            "recommend_100": lambda c=c: c.inference.Recommend(recommend),
+            "record_outcome": lambda c=c: c.training.RecordOutcome(record),
+        }[what]
     lat = interleaved(calls_by_key, rounds, calls)
     out = {}
     for name, c in clients.items():
@@ -166,7 +170,7 @@ def oip_rounds(servers: list[Server], rounds: int, calls: int, batch: bool, work
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("predict", "record-outcome", "oip-latency", "oip-batch"))
+    parser.add_argument("mode", choices=("predict", "recommend-100", "record-outcome", "oip-latency", "oip-batch"))
     parser.add_argument("servers", nargs="+", type=parse_spec, help="NAME=DIR[:ENV=VALUE,...]")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--calls", type=int, default=1000, help="calls per latency block")
@@ -177,7 +181,7 @@ def main() -> int:
         try:
             for s in servers:
                 s.prepare()
-            if opts.mode in ("predict", "record-outcome"):
+            if opts.mode in ("predict", "recommend-100", "record-outcome"):
                 result = latency_rounds(servers, opts.rounds, opts.calls, opts.mode.replace("-", "_"))
             else:
                 result = oip_rounds(servers, opts.rounds, opts.calls, opts.mode == "oip-batch", work)

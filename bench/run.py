@@ -110,6 +110,29 @@ def make_model(client: Client, name: str) -> None:
     client.create_model(name, DEMO_SCHEMA.features, DEMO_SCHEMA.label, settings=settings)
 
 
+def recommend_request(model: str, columnar: bool = True) -> Any:
+    """The Recommend every latency figure sends: one artisan (the demo row of seed 7, its scheme features
+    left out) and 100 candidate schemes, top 10, as columns or as rows."""
+    from sahayak_rpc._proto.sahayak.v1 import inference_pb2
+    from sahayak_rpc.client import feature_columns, fill_features
+    from sahayak_rpc.demo_data import SCHEMES, generate_outcomes
+
+    row = generate_outcomes(1, seed=7)[0].features
+    artisan = {k: v for k, v in row.items() if not k.startswith("scheme_")}
+    candidates = [(f"{s.scheme_id}-{i}", s.features, s.benefit_inr) for i in range(5) for s in SCHEMES][:100]
+    request = inference_pb2.RecommendRequest(model=model, top_k=10)
+    fill_features(request.subject_features, artisan)
+    if columnar:
+        cc = request.candidate_columns
+        cc.candidate_ids.extend([c[0] for c in candidates])
+        cc.benefits.extend([c[2] for c in candidates])
+        feature_columns([c[1] for c in candidates], cc.features)
+        return request
+    for cid, features, benefit in candidates:
+        fill_features(request.candidates.add(candidate_id=cid, benefit=benefit).features, features)
+    return request
+
+
 def bench_latencies(client: Client, repeats: int, calls: int) -> dict[str, float]:
     health = client.health_stub
     check = health_pb2.HealthCheckRequest()
@@ -276,7 +299,7 @@ def bench_trees_inproc(repeats: int, calls: int) -> dict[str, object]:
 
 def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[str, object]:
     """Training, incremental updates, Predict / PredictBatch / Recommend and the local scorer."""
-    from sahayak_rpc.demo_data import SCHEMES, generate_outcomes
+    from sahayak_rpc.demo_data import generate_outcomes
 
     figures: dict[str, object] = {}
     # A full run with both families over `rows` demo outcomes.
@@ -312,8 +335,6 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
     figures["incremental_update_ms"] = round(statistics.median(increments), 1)
 
     row = generate_outcomes(1, seed=7)[0].features
-    artisan = {k: v for k, v in row.items() if not k.startswith("scheme_")}
-    candidates = [(f"{s.scheme_id}-{i}", s.features, s.benefit_inr) for i in range(5) for s in SCHEMES][:100]
     from sahayak_rpc._proto.sahayak.v1 import inference_pb2
     from sahayak_rpc.client import fill_features
 
@@ -321,21 +342,6 @@ def bench_learning(client: Client, repeats: int, calls: int, rows: int) -> dict[
     def predict_request(model: str) -> inference_pb2.PredictRequest:
         request = inference_pb2.PredictRequest(model=model)
         fill_features(request.features, row)
-        return request
-
-    def recommend_request(model: str, columnar: bool = True) -> inference_pb2.RecommendRequest:
-        from sahayak_rpc.client import feature_columns
-
-        request = inference_pb2.RecommendRequest(model=model, top_k=10)
-        fill_features(request.subject_features, artisan)
-        if columnar:
-            cc = request.candidate_columns
-            cc.candidate_ids.extend([c[0] for c in candidates])
-            cc.benefits.extend([c[2] for c in candidates])
-            feature_columns([c[1] for c in candidates], cc.features)
-            return request
-        for cid, features, benefit in candidates:
-            fill_features(request.candidates.add(candidate_id=cid, benefit=benefit).features, features)
         return request
 
     check = health_pb2.HealthCheckRequest()
