@@ -3,6 +3,7 @@
     python bench/ab.py predict NAME=DIR[:ENV=VALUE,...] NAME=DIR[:...] ...
     python bench/ab.py recommend-100 NAME=DIR[:...] ...
     python bench/ab.py record-outcome NAME=DIR[:...] ...
+    python bench/ab.py predict-batch NAME=DIR[:...] ...
     python bench/ab.py oip-latency NAME=DIR[:...] ...
     python bench/ab.py oip-batch NAME=DIR[:...] ...
 
@@ -19,6 +20,8 @@ them alike:
   (``recommend_100_vs_echo``);
 - ``record-outcome``: RecordOutcome p50 (each call a new outcome) over the same
   (``record_outcome_vs_echo``);
+- ``predict-batch``: 1,000-row columnar PredictBatch calls, rows/s
+  (``predict_batch_rows_per_s``), each block after the prediction log drained;
 - ``oip-latency``: single-row ModelInfer over ServerLive, through tritonclient
   (``oip_infer_vs_live`` of bench/peers.py);
 - ``oip-batch``: 1,000-row FP32 ModelInfer batches through tritonclient, rows/s
@@ -44,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import MODEL  # noqa: E402
-from bench.run import ServerProcess, interleaved, recommend_request  # noqa: E402
+from bench.run import ServerProcess, batch_rate, interleaved, recommend_request  # noqa: E402
 
 
 def parse_spec(text: str) -> tuple[str, Path, dict[str, str]]:
@@ -106,6 +109,25 @@ def latency_rounds(servers: list[Server], rounds: int, calls: int, what: str) ->
         }
         c.close()
     return out
+
+
+def batch_rounds(servers: list[Server], rounds: int) -> dict[str, Any]:
+    """1,000-row columnar PredictBatch rows/s on each server in turn, a block each per round."""
+    from sahayak_rpc.client import Client
+    from sahayak_rpc.demo_data import generate_outcomes
+
+    rows = [e.features for e in generate_outcomes(1000, seed=8)]
+    clients = {s.name: Client(s.target) for s in servers}
+    samples: dict[str, list[int]] = {name: [] for name in clients}
+    try:
+        for _ in range(rounds):
+            for name, c in clients.items():
+                rate = batch_rate(c, MODEL, rows, 1, "rate")["rate"]
+                samples[name].append(int(rate))  # type: ignore[call-overload]
+    finally:
+        for c in clients.values():
+            c.close()
+    return {name: {"predict_batch_rows_per_s": statistics.median(v), "rounds": v} for name, v in samples.items()}
 
 
 def oip_rounds(servers: list[Server], rounds: int, calls: int, batch: bool, work: Path) -> dict[str, Any]:
@@ -170,7 +192,9 @@ def oip_rounds(servers: list[Server], rounds: int, calls: int, batch: bool, work
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("predict", "recommend-100", "record-outcome", "oip-latency", "oip-batch"))
+    parser.add_argument(
+        "mode", choices=("predict", "recommend-100", "record-outcome", "predict-batch", "oip-latency", "oip-batch")
+    )
     parser.add_argument("servers", nargs="+", type=parse_spec, help="NAME=DIR[:ENV=VALUE,...]")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--calls", type=int, default=1000, help="calls per latency block")
@@ -183,6 +207,8 @@ def main() -> int:
                 s.prepare()
             if opts.mode in ("predict", "recommend-100", "record-outcome"):
                 result = latency_rounds(servers, opts.rounds, opts.calls, opts.mode.replace("-", "_"))
+            elif opts.mode == "predict-batch":
+                result = batch_rounds(servers, opts.rounds)
             else:
                 result = oip_rounds(servers, opts.rounds, opts.calls, opts.mode == "oip-batch", work)
         finally:

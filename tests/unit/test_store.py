@@ -104,15 +104,18 @@ def test_a_closed_database_answers_unavailable_to_readers_that_read_before(tmp_p
     db = Database(str(tmp_path / "c.db"))
     with db.read() as conn:
         conn.execute("SELECT 1").fetchone()
+    db.reader().execute("SELECT 1")
     db.close()
     with pytest.raises(Unavailable):
         with db.read():
             pass
+    with pytest.raises(Unavailable):
+        db.reader().execute("SELECT 1")
     seen: list[BaseException] = []
 
     def fresh() -> None:
         try:
-            db.reader()
+            db.reader().execute("SELECT 1")
         except BaseException as exc:  # noqa: BLE001 (what a new thread gets is the point)
             seen.append(exc)
 
