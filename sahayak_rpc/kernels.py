@@ -236,19 +236,36 @@ def _linear_free(X, plan, lut, bias, raw, parts):
     _linear(X, plan, lut, bias, raw, parts)
 
 
-def walk(X: Any, *args: Any) -> None:
+def walk(
+    X: Any,
+    roots: Any,
+    nodes: Any,
+    threshold: Any,
+    words: Any,
+    leaf_value: Any,
+    baseline: float,
+    block: int,
+    leaves: Any,
+    raw: Any,
+) -> None:
     """_walk: every row through every tree (see there), holding the GIL for a few rows."""
-    (_walk_held if X.shape[0] <= FEW_ROWS else _walk_free)(X, *args)
+    entry = _walk_held if X.shape[0] <= FEW_ROWS else _walk_free
+    entry(X, roots, nodes, threshold, words, leaf_value, baseline, block, leaves, raw)
 
 
-def within_rules(X: Any, *args: Any) -> bool:
+def within_rules(X: Any, lo: Any, hi: Any, whole: Any, optional: Any, bad: Any) -> bool:
     """_within_rules: the check of a raw-layout matrix (see there), holding the GIL for a few rows."""
-    return bool((_within_rules_held if X.shape[0] <= FEW_ROWS else _within_rules_free)(X, *args))
+    entry = _within_rules_held if X.shape[0] <= FEW_ROWS else _within_rules_free
+    return bool(entry(X, lo, hi, whole, optional, bad))
 
 
-def linear(X: Any, *args: Any) -> None:
-    """_linear: a logistic model's scores and contributions (see there), holding the GIL for a few rows."""
-    (_linear_held if X.shape[0] <= FEW_ROWS else _linear_free)(X, *args)
+def linear(X: Any, plan: Any, lut: Any, bias: float, raw: Any, parts: Any) -> None:
+    """_linear: a logistic model's scores and contributions (see there), holding the GIL for a few rows.
+    (Arguments spelled out, not ``*args``: a one-row score pays for every step of the call.)"""
+    if X.shape[0] <= FEW_ROWS:
+        _linear_held(X, plan, lut, bias, raw, parts)
+    else:
+        _linear_free(X, plan, lut, bias, raw, parts)
 
 
 def warm() -> None:
