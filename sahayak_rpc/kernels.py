@@ -236,21 +236,9 @@ def _linear_free(X, plan, lut, bias, raw, parts):
     _linear(X, plan, lut, bias, raw, parts)
 
 
-def walk(
-    X: Any,
-    roots: Any,
-    nodes: Any,
-    threshold: Any,
-    words: Any,
-    leaf_value: Any,
-    baseline: float,
-    block: int,
-    leaves: Any,
-    raw: Any,
-) -> None:
+def walk(X: Any, *args: Any) -> None:
     """_walk: every row through every tree (see there), holding the GIL for a few rows."""
-    entry = _walk_held if X.shape[0] <= FEW_ROWS else _walk_free
-    entry(X, roots, nodes, threshold, words, leaf_value, baseline, block, leaves, raw)
+    (_walk_held if X.shape[0] <= FEW_ROWS else _walk_free)(X, *args)
 
 
 def within_rules(X: Any, lo: Any, hi: Any, whole: Any, optional: Any, bad: Any) -> bool:
