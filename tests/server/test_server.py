@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -116,26 +118,37 @@ def test_messages_over_the_size_limit_are_refused(tmp_path: Path) -> None:
         server.stop(grace=1)
 
 
-def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subprocess_env: dict) -> None:
+@contextlib.contextmanager
+def _serve(tmp_path: Path, db: str, env: dict) -> Iterator[subprocess.Popen[str]]:
+    """``sahayak-rpc serve`` on a free port and ``tmp_path / db``, serving when this yields, its log in
+    ``tmp_path / "server.log"`` (a file: an undrained pipe would stall the server once it filled);
+    killed on the way out if it still runs."""
     port = free_port()
-    db = tmp_path / "g.db"
-    log_path = tmp_path / "server.log"
-    # The log goes to a file: an undrained pipe would stall the server once it filled.
-    with log_path.open("w") as log_file:
+    with (tmp_path / "server.log").open("w") as log_file:
         proc = subprocess.Popen(
-            server_command("serve", "--port", str(port), "--db", str(db)),
+            server_command("serve", "--port", str(port), "--db", str(tmp_path / db)),
             stderr=log_file,
             text=True,
-            env=subprocess_env,
+            env=env,
         )
         try:
             _wait_serving(port, proc)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0
+            yield proc
         finally:
             if proc.poll() is None:
                 proc.kill()
-    events = [json.loads(line)["event"] for line in log_path.read_text().splitlines() if line.startswith("{")]
+
+
+def _log_events(tmp_path: Path) -> list[dict]:
+    """The JSON lines of _serve's log."""
+    return [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines() if line.startswith("{")]
+
+
+def test_sigterm_stops_gracefully_and_closes_the_database(tmp_path: Path, subprocess_env: dict) -> None:
+    with _serve(tmp_path, "g.db", subprocess_env) as proc:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    events = [e["event"] for e in _log_events(tmp_path)]
     assert "replica.leader" in events  # (the only replica of its database leads it)
     assert events.index("server.started") < events.index("server.signal")
     assert events[-2:] == ["server.signal", "server.stopped"]
@@ -147,24 +160,11 @@ def test_signals_in_a_burst_still_stop_the_server(tmp_path: Path, subprocess_env
     """A supervisor and a wrapper (`timeout`, say) both sending SIGTERM, or Ctrl-C pressed again: the
     signals arrive back to back; the handler does no I/O, so none can re-enter the first one's log
     write and hang the stop (it did: the main thread blocked on the logger's lock in the handler)."""
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            server_command("serve", "--port", str(port), "--db", str(tmp_path / "b.db")),
-            stderr=log_file,
-            text=True,
-            env=subprocess_env,
-        )
-        try:
-            _wait_serving(port, proc)
-            for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
-                proc.send_signal(sig)
-            assert proc.wait(timeout=60) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    with _serve(tmp_path, "b.db", subprocess_env) as proc:
+        for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+            proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
+    lines = _log_events(tmp_path)
     [signalled] = [e for e in lines if e["event"] == "server.signal"]
     assert set(signalled["signal"].split(",")) <= {"SIGTERM", "SIGINT"}  # (pending signals: lowest number first)
     assert lines[-1]["event"] == "server.stopped"
@@ -178,31 +178,16 @@ def test_sigterm_handed_to_another_thread_still_stops_the_server_promptly(tmp_pa
     import os
     import platform
 
-    port = free_port()
-    with (tmp_path / "server.log").open("w") as log_file:
-        proc = subprocess.Popen(
-            server_command("serve", "--port", str(port), "--db", str(tmp_path / "t.db")),
-            stderr=log_file,
-            text=True,
-            env=subprocess_env,
-        )
-        try:
-            _wait_serving(port, proc)
-            threads = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
-            assert threads
-            tgkill = {"x86_64": 234, "aarch64": 131}[platform.machine()]  # the syscall's number
-            libc = ctypes.CDLL(None, use_errno=True)
-            assert libc.syscall(tgkill, proc.pid, threads[-1], signal.SIGTERM) == 0, ctypes.get_errno()
-            started = time.monotonic()
-            assert proc.wait(timeout=30) == 0
-            assert time.monotonic() - started < 15
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    events = [
-        json.loads(line)["event"] for line in (tmp_path / "server.log").read_text().splitlines() if line.startswith("{")
-    ]
-    assert events[-2:] == ["server.signal", "server.stopped"]
+    with _serve(tmp_path, "t.db", subprocess_env) as proc:
+        threads = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+        assert threads
+        tgkill = {"x86_64": 234, "aarch64": 131}[platform.machine()]  # the syscall's number
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(tgkill, proc.pid, threads[-1], signal.SIGTERM) == 0, ctypes.get_errno()
+        started = time.monotonic()
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 15
+    assert [e["event"] for e in _log_events(tmp_path)][-2:] == ["server.signal", "server.stopped"]
 
 
 def test_serve_refuses_a_bad_config_with_a_clear_message(tmp_path: Path, subprocess_env: dict) -> None:
