@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -78,7 +78,7 @@ class SqliteDatabase(Database):
         self._write_lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[SqliteConn] = []
-        self._reader = SqliteReader(self)
+        self._reader = SqliteReader(self._read_connection)
         self._readers_lock = threading.Lock()
         self._closed = False
         self.migrate()
@@ -191,8 +191,8 @@ class SqliteDatabase(Database):
     @contextmanager
     def read(self) -> Iterator[SqliteConn]:
         """A read transaction on this thread's reader: one snapshot for several queries."""
-        conn = self._read_connection()
         try:
+            conn = self._read_connection()
             conn.execute("BEGIN")
             try:
                 yield conn
@@ -235,14 +235,14 @@ class SqliteReader:
 
     dialect = "sqlite"
 
-    def __init__(self, db: SqliteDatabase) -> None:
-        self._db = db
+    def __init__(self, connection: Callable[[], SqliteConn]) -> None:
+        self._connection = connection  # the calling thread's read connection
 
     def execute(self, sql: str, args: Sequence[Any] = (), /) -> FetchedRows:
         """Run one statement outside any transaction; returns its rows fetched. Raises what
         translate_sqlite maps a fault to (Unavailable: DATABASE_LOCKED, STORAGE_UNAVAILABLE ...)."""
         try:
-            cur = self._db._read_connection().execute(sql, args)
+            cur = self._connection().execute(sql, args)
             return FetchedRows(cur.fetchall(), cur.rowcount)
         except sqlite3.Error as exc:
             raise translate_sqlite(exc) from None
